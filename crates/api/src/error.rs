@@ -1,0 +1,156 @@
+//! `ApiError`: every failure becomes an RFC 9457 `application/problem+json` document with a
+//! stable `code`, the offending `field` where there is one, and the request ID. Internal
+//! causes are logged (never secret-bearing: the core's errors carry no values) and answered
+//! with a generic body.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use credvault_core::CoreError;
+use credvault_domain::credential_types::FieldError;
+use credvault_store::StoreError;
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    title: &'static str,
+    detail: String,
+    field: Option<String>,
+    errors: Vec<FieldError>,
+    request_id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    ty: String,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
+    errors: &'a [FieldError],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+}
+
+impl ApiError {
+    /// A problem with a status, code and human detail.
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            title: status.canonical_reason().unwrap_or("Error"),
+            detail: detail.into(),
+            field: None,
+            errors: Vec::new(),
+            request_id: None,
+        }
+    }
+
+    /// Names the offending field.
+    pub fn field(mut self, f: impl Into<String>) -> ApiError {
+        self.field = Some(f.into());
+        self
+    }
+
+    /// Attaches the request ID (done by the middleware for every problem response).
+    pub fn with_request_id(mut self, id: &str) -> ApiError {
+        self.request_id = Some(id.to_owned());
+        self
+    }
+
+    /// 400 for malformed input.
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, detail)
+    }
+
+    /// 404.
+    pub fn not_found(what: &str) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such {what}"))
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> ApiError {
+        match e {
+            CoreError::Unauthenticated => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "a valid bearer token is required")
+            }
+            CoreError::NotFound { what } => ApiError::not_found(what),
+            CoreError::Forbidden { permission } => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this needs the permission {}", permission.as_str()),
+            ),
+            CoreError::Denied(d) => ApiError::from(d.public_error()),
+            CoreError::Invalid { field, code, message } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, format!("{field}: {message}")).field(field)
+            }
+            CoreError::InvalidFields(errors) => {
+                let first = errors.first().map(|e| e.field.clone());
+                let detail = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
+                let mut a = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_fields", detail);
+                a.field = first;
+                a.errors = errors;
+                a
+            }
+            CoreError::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
+            CoreError::Store(StoreError::Unavailable(cause)) => {
+                tracing::error!(%cause, "store unavailable");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the store is unavailable; retry later")
+            }
+            other => {
+                tracing::error!(error = %other, "internal error");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; the request ID identifies it in the server log")
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Problem {
+            ty: format!("urn:credvault:problem:{}", self.code),
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            code: self.code,
+            field: self.field.as_deref(),
+            errors: &self.errors,
+            request_id: self.request_id.as_deref(),
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"code\":\"internal\"}".to_vec());
+        let mut resp = (self.status, bytes).into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if self.status == StatusCode::UNAUTHORIZED {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        // The middleware adds the request ID to the body of problems built without one.
+        resp.extensions_mut().insert(ProblemMarker);
+        resp
+    }
+}
+
+/// Marks responses that carry a problem document.
+#[derive(Clone, Copy, Debug)]
+pub struct ProblemMarker;
+
+/// Result alias for handlers.
+pub type ApiResult<T> = Result<T, ApiError>;

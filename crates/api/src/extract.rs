@@ -1,0 +1,227 @@
+//! Extractors: the request context (ID, peer, user agent), the authenticated actor, a JSON
+//! body whose rejections are problem documents naming the field, and query parameters that
+//! refuse unknown keys.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use credvault_core::{Actor, RequestCtx};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The request's context, for audit events.
+pub struct Ctx(pub RequestCtx);
+
+impl<S: Send + Sync> FromRequestParts<S> for Ctx {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Ctx(request_ctx(parts)))
+    }
+}
+
+/// Builds the context from request parts (the request ID is set by the middleware).
+pub fn request_ctx(parts: &Parts) -> RequestCtx {
+    let request_id = parts.extensions.get::<RequestIdExt>().map(|r| r.0.clone()).unwrap_or_default();
+    let source_ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+    let user_agent = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().filter(|c| !c.is_control()).take(256).collect());
+    RequestCtx { request_id, source_ip, user_agent }
+}
+
+/// The request ID, stored in request extensions by the middleware.
+#[derive(Clone, Debug)]
+pub struct RequestIdExt(pub String);
+
+/// The authenticated actor. Rejects with 401 (audited) when the bearer token is missing or bad.
+pub struct Auth(pub Arc<Actor>);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let ctx = request_ctx(parts);
+        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let Some(h) = header else {
+            state.service.record_missing_auth(&ctx, "missing_token").await?;
+            return Err(credvault_core::CoreError::Unauthenticated.into());
+        };
+        let Some(token) = h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")) else {
+            state.service.record_missing_auth(&ctx, "wrong_scheme").await?;
+            return Err(credvault_core::CoreError::Unauthenticated.into());
+        };
+        let actor = state.service.authenticate(token.trim(), &ctx).await?;
+        Ok(Auth(actor))
+    }
+}
+
+/// A JSON body. Syntax errors are 400 `malformed_json`; type and shape errors are 422
+/// `invalid_field` naming the field path; a wrong content type is 415; an oversized body 413.
+/// The raw body is zeroized after parsing, since it may hold secrets.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let is_json = ct
+            .split(';')
+            .next()
+            .map(|m| {
+                let m = m.trim().to_ascii_lowercase();
+                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is larger than the server accepts")
+            } else {
+                ApiError::bad_request("unreadable_body", "the request body could not be read")
+            }
+        })?;
+        let parsed = parse_json::<T>(&bytes);
+        // The body may hold secrets: wipe it if nobody else holds a reference.
+        if let Ok(mut owned) = bytes.try_into_mut() {
+            zeroize::Zeroize::zeroize(&mut owned[..]);
+        }
+        parsed.map(Json)
+    }
+}
+
+/// Parses JSON with a path-aware error. Messages never quote the input: serde's messages for
+/// type errors can contain the offending value, which may be a secret.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(de) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            use serde_json::error::Category;
+            match inner.classify() {
+                Category::Syntax | Category::Eof | Category::Io => Err(ApiError::bad_request(
+                    "malformed_json",
+                    format!("the body is not valid JSON (line {}, column {})", inner.line(), inner.column()),
+                )),
+                Category::Data => {
+                    let msg = sanitize_serde_message(&inner.to_string());
+                    let field = if path == "." { String::new() } else { path };
+                    let mut err = ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_field",
+                        if field.is_empty() { msg.clone() } else { format!("{field}: {msg}") },
+                    );
+                    if let Some(f) = missing_field(&msg).or(Some(field).filter(|f| !f.is_empty())) {
+                        err = err.field(f);
+                    }
+                    Err(err)
+                }
+            }
+        }
+    }
+}
+
+/// `missing field `x`` names the field in the message, not the path.
+fn missing_field(msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("missing field `")?;
+    Some(rest.split('`').next()?.to_owned())
+}
+
+/// Drops quoted input values from serde messages (`invalid type: string "…", expected …`),
+/// and the position suffix.
+fn sanitize_serde_message(msg: &str) -> String {
+    let msg = msg.split(" at line ").next().unwrap_or(msg);
+    let mut out = String::with_capacity(msg.len());
+    let mut in_quote = false;
+    for c in msg.chars() {
+        if c == '"' {
+            if !in_quote {
+                out.push_str("\"…");
+            } else {
+                out.push('"');
+            }
+            in_quote = !in_quote;
+            continue;
+        }
+        if !in_quote {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Query parameters, checked against the list a handler accepts.
+pub struct Params(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        Ok(Params(form_urlencoded::parse(q.as_bytes()).into_owned().collect()))
+    }
+}
+
+impl Params {
+    /// Refuses keys not in `allowed`.
+    pub fn allow(&self, allowed: &[&str]) -> Result<(), ApiError> {
+        for (k, _) in &self.0 {
+            if !allowed.contains(&k.as_str()) {
+                return Err(ApiError::bad_request("unknown_parameter", format!("unknown query parameter `{k}`; accepted: {}", allowed.join(", "))).field(k.clone()));
+            }
+        }
+        Ok(())
+    }
+    /// The single value of `key`.
+    pub fn get(&self, key: &str) -> Result<Option<String>, ApiError> {
+        let mut it = self.0.iter().filter(|(k, _)| k == key);
+        let first = it.next().map(|(_, v)| v.clone());
+        if it.next().is_some() {
+            return Err(ApiError::bad_request("repeated_parameter", format!("`{key}` may be given once")).field(key));
+        }
+        Ok(first)
+    }
+    /// Every value of `key`.
+    pub fn all(&self, key: &str) -> Vec<String> {
+        self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v.clone()).collect()
+    }
+    /// A positive integer parameter.
+    pub fn usize(&self, key: &str) -> Result<Option<usize>, ApiError> {
+        match self.get(key)? {
+            None => Ok(None),
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(Some)
+                .ok_or_else(|| ApiError::bad_request("invalid_parameter", format!("`{key}` must be a positive integer")).field(key)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_messages_lose_quoted_values() {
+        assert_eq!(
+            sanitize_serde_message("invalid type: string \"hunter2\", expected u32 at line 1 column 9"),
+            "invalid type: string \"…\", expected u32"
+        );
+    }
+}

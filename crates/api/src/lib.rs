@@ -1,0 +1,73 @@
+//! The HTTP face of credvault: an axum router over [`credvault_core::Service`]. This is the
+//! only crate that knows HTTP. It translates requests to service calls and errors to problem
+//! documents; it decides nothing about who may do what (the core does).
+//!
+//! Tests and the binary both start the server through [`run`], handing in a bound listener
+//! and a shutdown future, so a test can serve on port 0.
+
+mod error;
+mod extract;
+mod metrics;
+mod middleware;
+pub mod openapi;
+mod routes;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use tokio::net::TcpListener;
+
+use credvault_core::Service;
+
+pub use error::{ApiError, ApiResult};
+pub use metrics::Metrics;
+
+/// Settings of the HTTP layer.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { body_limit: 1024 * 1024 }
+    }
+}
+
+/// Shared state of every handler. Cloning is shallow.
+#[derive(Clone)]
+pub struct AppState {
+    /// The service.
+    pub service: Service,
+    /// Request counters.
+    pub metrics: Arc<Metrics>,
+    /// The OpenAPI document, built once from the route table.
+    pub openapi: Arc<serde_json::Value>,
+}
+
+/// Builds the router: every route, the fallback, and the middleware stack.
+pub fn router(service: Service, config: &ApiConfig) -> Router {
+    let (routes, docs) = routes::all();
+    let state = AppState {
+        service,
+        metrics: Arc::new(Metrics::default()),
+        openapi: Arc::new(openapi::document(&docs)),
+    };
+    routes
+        .fallback(routes::fallback)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(config.body_limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn run(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}

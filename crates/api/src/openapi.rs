@@ -1,0 +1,116 @@
+//! The OpenAPI 3.1 document, generated at start-up from the route table (every route added
+//! through the table is documented) plus the credential-type schemas of the domain crate.
+
+use serde_json::{Value, json};
+
+/// Documentation of one route.
+#[derive(Clone, Debug, Default)]
+pub struct RouteDoc {
+    /// HTTP method, lowercase (`get`, `post`…); filled in by the table.
+    pub method: &'static str,
+    /// Path template; filled in by the table.
+    pub path: &'static str,
+    /// Stable operation ID.
+    pub operation_id: &'static str,
+    /// One line.
+    pub summary: &'static str,
+    /// Tag (resource group).
+    pub tag: &'static str,
+    /// The permission needed (`""` when public or self-service).
+    pub permission: &'static str,
+    /// Name of the request body schema in `components.schemas`, if any.
+    pub body: Option<&'static str>,
+    /// Accepted query parameters.
+    pub query: &'static [&'static str],
+    /// Status of success.
+    pub success: u16,
+    /// Whether the route needs a bearer token.
+    pub auth: bool,
+}
+
+fn path_params(path: &str) -> Vec<&str> {
+    path.split('/').filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).collect()
+}
+
+/// Builds the document.
+pub fn document(routes: &[RouteDoc]) -> Value {
+    let mut paths = serde_json::Map::new();
+    for r in routes {
+        let mut params: Vec<Value> = path_params(r.path)
+            .into_iter()
+            .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        params.extend(r.query.iter().map(|q| json!({"name": q, "in": "query", "required": false, "schema": {"type": "string"}})));
+        let mut op = json!({
+            "operationId": r.operation_id,
+            "summary": r.summary,
+            "tags": [r.tag],
+            "parameters": params,
+            "responses": {
+                r.success.to_string(): {"description": "success", "content": {"application/json": {"schema": {}}}},
+                "default": {"description": "a problem", "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+            }
+        });
+        if !r.permission.is_empty() {
+            op["description"] = format!("Needs the permission `{}`.", r.permission).into();
+            op["x-permission"] = r.permission.into();
+        }
+        if r.auth {
+            op["security"] = json!([{"bearer": []}]);
+        } else {
+            op["security"] = json!([]);
+        }
+        if let Some(b) = r.body {
+            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{b}")}}}});
+        }
+        let entry = paths.entry(r.path.to_owned()).or_insert_with(|| json!({}));
+        entry[r.method] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "credvault", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Credential store for data pipelines. Errors are RFC 9457 problem documents with a stable `code`."},
+        "paths": paths,
+        "x-credential-types": credvault_domain::credential_types::types_json(&credvault_domain::credential_types::CredentialType::ALL),
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": schemas(),
+        }
+    })
+}
+
+fn schemas() -> Value {
+    let id = |p: &str| json!({"type": "string", "pattern": format!("^{p}[a-z2-7]{{26}}$")});
+    json!({
+        "Problem": {"type": "object", "required": ["type", "title", "status", "code"], "properties": {
+            "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+            "detail": {"type": "string"}, "code": {"type": "string"}, "field": {"type": "string"},
+            "errors": {"type": "array", "items": {"type": "object"}}, "request_id": {"type": "string"}}},
+        "CreateOrg": {"type": "object", "required": ["name"], "additionalProperties": false, "properties": {"name": {"type": "string"}}},
+        "CreateWorkspace": {"type": "object", "required": ["org_id", "name"], "additionalProperties": false,
+            "properties": {"org_id": id("org_"), "name": {"type": "string"}}},
+        "CreatePrincipal": {"type": "object", "required": ["org_id", "kind", "name"], "additionalProperties": false,
+            "properties": {"org_id": id("org_"), "kind": {"enum": ["user", "service_account"]}, "name": {"type": "string"}}},
+        "CreateRoleBinding": {"type": "object", "required": ["principal_id", "role"], "additionalProperties": false,
+            "properties": {"principal_id": {"type": "string"}, "role": {"enum": ["admin", "integration_engineer", "builder", "auditor", "viewer", "worker"]},
+                           "workspace_id": id("ws_"), "org_id": id("org_")}},
+        "CreateToken": {"type": "object", "required": ["principal_id"], "additionalProperties": false,
+            "properties": {"principal_id": {"type": "string"}, "name": {"type": "string"}, "expires_at": {"type": "string", "format": "date-time"}}},
+        "OrgSettingsPatch": {"type": "object", "additionalProperties": false, "properties": {
+            "enabled_types": {"type": "array", "items": {"type": "string"}}, "allow_environment_override": {"type": "boolean"},
+            "recovery_window_days": {"type": "integer", "minimum": 1, "maximum": 365},
+            "role_policy": {"type": "object", "properties": {"credential.create": {"type": "array"}, "credential.attach": {"type": "array"}, "credential.reveal": {"type": "array"}}}}},
+        "CreateCredential": {"type": "object", "required": ["name", "type", "environment", "fields"], "additionalProperties": false, "properties": {
+            "name": {"type": "string"}, "type": {"enum": ["aws", "azure", "gcp", "database", "api_key", "oauth", "password"]},
+            "variant": {"type": ["string", "null"]}, "workspace_id": id("ws_"), "org_id": id("org_"),
+            "environment": {"type": "string"}, "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "description": {"type": ["string", "null"]}, "expires_at": {"type": ["string", "null"], "format": "date-time"},
+            "rotation_period_days": {"type": ["integer", "null"]},
+            "fields": {"type": "object", "description": "Fields of the type and variant; see x-credential-types."}}},
+        "PatchCredential": {"type": "object", "additionalProperties": false, "properties": {
+            "name": {"type": "string"}, "labels": {"type": "object"}, "description": {"type": ["string", "null"]},
+            "expires_at": {"type": ["string", "null"]}, "rotation_period_days": {"type": ["integer", "null"]}}},
+        "CreateVersion": {"type": "object", "required": ["fields"], "additionalProperties": false, "properties": {
+            "fields": {"type": "object"}, "mode": {"enum": ["stage", "replace"]}}},
+    })
+}

@@ -1,0 +1,120 @@
+//! Health, readiness, metrics, the OpenAPI document, the landing page, `whoami`, credential
+//! types and the audit journal.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+
+use credvault_core::views::AuditFilter;
+
+use super::Table;
+use crate::AppState;
+use crate::error::ApiResult;
+use crate::extract::{Auth, Ctx, Params};
+use crate::openapi::RouteDoc;
+
+pub(crate) fn routes(t: Table) -> Table {
+    let public = |operation_id, summary| RouteDoc { operation_id, summary, tag: "system", success: 200, ..Default::default() };
+    let authed = |operation_id, summary, permission| RouteDoc { operation_id, summary, tag: "system", success: 200, auth: true, permission, ..Default::default() };
+    t.add("get", "/", get(index), public("index", "Landing page"))
+        .add("get", "/healthz", get(healthz), public("healthz", "Liveness: the process answers"))
+        .add("get", "/readyz", get(readyz), public("readyz", "Readiness: the store answers"))
+        .add("get", "/metrics", get(metrics), public("metrics", "Prometheus metrics"))
+        .add("get", "/v1/openapi.json", get(openapi), public("openapi", "This document"))
+        .add("get", "/v1/me", get(me), authed("whoami", "The calling principal and its role bindings", ""))
+        .add("get", "/v1/credential-types", get(credential_types), RouteDoc {
+            query: &["org_id"],
+            ..authed("listCredentialTypes", "Credential types enabled for an organization, with their field schemas", "")
+        })
+        .add("get", "/v1/audit", get(audit), RouteDoc {
+            tag: "audit",
+            query: &["org_id", "workspace_id", "action", "actor_id", "target_id", "outcome", "since", "until", "cursor", "limit"],
+            ..authed("listAuditEvents", "Query the audit journal", "audit.read")
+        })
+        .add("get", "/v1/audit/verify", get(audit_verify), RouteDoc {
+            tag: "audit",
+            query: &["org_id"],
+            ..authed("verifyAudit", "Verify the hash chain of an organization's audit journal", "audit.read")
+        })
+}
+
+async fn index() -> Response {
+    let page = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>credvault</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body style="font-family: system-ui, sans-serif; max-width: 40rem; margin: 3rem auto; line-height: 1.5">
+<h1>credvault</h1>
+<p>The credential store is running. The web UI is not built yet; use the HTTP API under
+<code>/v1</code> (documented in <a href="/v1/openapi.json">/v1/openapi.json</a>) or the
+<code>credvault</code> command line.</p>
+<p>Health: <a href="/healthz">/healthz</a> · <a href="/readyz">/readyz</a> · <a href="/metrics">/metrics</a></p>
+</body></html>"#;
+    let mut r = Html(page).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+    );
+    r
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    match s.service.store().ping().await {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness probe failed");
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "unavailable"}))).into_response()
+        }
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let ready = s.service.store().ping().await.is_ok();
+    let mut r = s.metrics.render(ready).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    r
+}
+
+async fn openapi(State(s): State<AppState>) -> impl IntoResponse {
+    axum::Json(s.openapi.as_ref().clone())
+}
+
+async fn me(State(s): State<AppState>, Auth(actor): Auth) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(s.service.whoami(&actor).await?))
+}
+
+async fn credential_types(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(actor): Auth, p: Params) -> ApiResult<impl IntoResponse> {
+    p.allow(&["org_id"])?;
+    let org = p.get("org_id")?.unwrap_or_else(|| actor.org_id.to_string());
+    let settings = s.service.get_settings(&ctx, &actor, &org).await?;
+    Ok(axum::Json(serde_json::json!({
+        "items": credvault_domain::credential_types::types_json(&settings.enabled_types)
+    })))
+}
+
+async fn audit(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(actor): Auth, p: Params) -> ApiResult<impl IntoResponse> {
+    p.allow(&["org_id", "workspace_id", "action", "actor_id", "target_id", "outcome", "since", "until", "cursor", "limit"])?;
+    let f = AuditFilter {
+        org_id: p.get("org_id")?,
+        workspace_id: p.get("workspace_id")?,
+        action: p.get("action")?,
+        actor_id: p.get("actor_id")?,
+        target_id: p.get("target_id")?,
+        outcome: p.get("outcome")?,
+        since: p.get("since")?,
+        until: p.get("until")?,
+        cursor: p.get("cursor")?,
+        limit: p.usize("limit")?,
+    };
+    Ok(axum::Json(s.service.list_audit(&ctx, &actor, f).await?))
+}
+
+async fn audit_verify(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(actor): Auth, p: Params) -> ApiResult<impl IntoResponse> {
+    p.allow(&["org_id"])?;
+    let org = p.get("org_id")?;
+    Ok(axum::Json(s.service.verify_audit(&ctx, &actor, org.as_deref()).await?))
+}

@@ -1,0 +1,525 @@
+//! Command-line arguments and their dispatch.
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+
+use credvault_domain::credential_types::{self, CredentialType, FieldKind, FieldSchema};
+
+use crate::client::{Client, print};
+use crate::config::{ClientSettings, FileConfig, RawServer, ServerSettings};
+
+/// credvault: a credential store for data pipelines.
+#[derive(Debug, Parser)]
+#[command(name = "credvault", version, about, propagate_version = true)]
+pub struct Cli {
+    /// TOML config file (server and client settings).
+    #[arg(long, global = true, env = "CREDVAULT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Server URL for client commands.
+    #[arg(long, global = true, env = "CREDVAULT_SERVER")]
+    server: Option<String>,
+    /// File holding the API token for client commands (or set CREDVAULT_TOKEN).
+    #[arg(long, global = true, env = "CREDVAULT_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct ServerArgs {
+    /// Data directory (key file; SQLite database unless --database-url is given).
+    #[arg(long, env = "CREDVAULT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Store URL: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB.
+    #[arg(long, env = "CREDVAULT_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, env = "CREDVAULT_LOG_FORMAT")]
+    log_format: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Initialize a data directory and print the admin token.
+    Init {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Print {"admin_token", "org_id", "workspace_id"} as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the server (initializes an empty data directory first).
+    Serve {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Listen address.
+        #[arg(long, env = "CREDVAULT_LISTEN")]
+        listen: Option<String>,
+        /// Largest accepted request body, in bytes.
+        #[arg(long, env = "CREDVAULT_BODY_LIMIT")]
+        body_limit: Option<usize>,
+    },
+    /// Show the calling principal.
+    Whoami,
+    /// Organizations.
+    #[command(subcommand)]
+    Org(OrgCmd),
+    /// Workspaces.
+    #[command(subcommand)]
+    Workspace(WorkspaceCmd),
+    /// Users and service accounts, and their role bindings.
+    #[command(subcommand)]
+    Principal(PrincipalCmd),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Credentials.
+    #[command(subcommand)]
+    Credential(CredentialCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum OrgCmd {
+    /// Create an organization (instance admin).
+    Create { name: String },
+    /// List organizations.
+    List,
+    /// Show an organization's settings.
+    Settings { org: String },
+    /// Change settings, e.g. --enabled-types database,api_key --allow-environment-override true.
+    Set {
+        org: String,
+        #[arg(long, value_delimiter = ',')]
+        enabled_types: Option<Vec<String>>,
+        #[arg(long)]
+        allow_environment_override: Option<bool>,
+        #[arg(long)]
+        recovery_window_days: Option<u32>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WorkspaceCmd {
+    /// Create a workspace.
+    Create {
+        #[arg(long)]
+        org: String,
+        name: String,
+    },
+    /// List workspaces.
+    List {
+        #[arg(long)]
+        org: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PrincipalCmd {
+    /// Create a user or service account.
+    Create {
+        #[arg(long)]
+        org: String,
+        /// user or service_account.
+        #[arg(long, default_value = "user")]
+        kind: String,
+        name: String,
+    },
+    /// List principals.
+    List {
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Show a principal and its role bindings.
+    Show { id: String },
+    /// Bind a role at workspace or organization scope.
+    Bind {
+        id: String,
+        #[arg(long)]
+        role: String,
+        #[arg(long, conflicts_with = "org")]
+        workspace: Option<String>,
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Remove a role binding.
+    Unbind { binding: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCmd {
+    /// Issue a token (printed once).
+    Create {
+        principal: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// RFC 3339 expiry.
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// List token metadata.
+    List { principal: Option<String> },
+    /// Revoke a token.
+    Revoke { token_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum CredentialCmd {
+    /// Create a credential. Non-secret fields with --field k=v; secret fields from
+    /// --fields-file (JSON object; `-` for stdin) or a hidden prompt — never from argv.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long = "type")]
+        ty: String,
+        #[arg(long)]
+        variant: Option<String>,
+        #[arg(long, conflicts_with = "org")]
+        workspace: Option<String>,
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long = "env")]
+        environment: String,
+        /// key=value, repeatable.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// Non-secret field key=value (dotted for nested: ssh_tunnel.host=…), repeatable.
+        #[arg(long = "field")]
+        fields: Vec<String>,
+        /// JSON object with (secret) fields; `-` reads stdin.
+        #[arg(long)]
+        fields_file: Option<PathBuf>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        expires_at: Option<String>,
+        #[arg(long)]
+        rotation_period_days: Option<i64>,
+    },
+    /// List credentials.
+    List {
+        #[arg(long)]
+        workspace: Option<String>,
+        #[arg(long = "type")]
+        ty: Option<String>,
+        #[arg(long = "env")]
+        environment: Option<String>,
+        /// key:value, repeatable.
+        #[arg(long)]
+        label: Vec<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show a credential's metadata.
+    Show { id: String },
+    /// Add a new version (stage it, or --replace in place; --promote stages then promotes).
+    Rotate {
+        id: String,
+        #[arg(long = "field")]
+        fields: Vec<String>,
+        #[arg(long)]
+        fields_file: Option<PathBuf>,
+        /// Make it current at once and revoke the old version.
+        #[arg(long, conflicts_with = "promote")]
+        replace: bool,
+        /// Stage, then promote (the old version becomes previous).
+        #[arg(long)]
+        promote: bool,
+    },
+    /// Disable a credential (stops every resolve).
+    Disable { id: String },
+    /// Enable a disabled credential.
+    Enable { id: String },
+    /// Soft-delete a credential.
+    Delete { id: String },
+    /// Restore a soft-deleted credential.
+    Restore { id: String },
+}
+
+/// Runs one command.
+pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let file = FileConfig::load(cli.config.as_deref())?;
+    let server_settings = |s: ServerArgs, listen: Option<String>, body_limit: Option<usize>| {
+        ServerSettings::resolve(
+            RawServer { data_dir: s.data_dir, listen, database_url: s.database_url, log_format: s.log_format, body_limit },
+            &file,
+        )
+    };
+    let client = || Client::new(ClientSettings::resolve(cli.server.clone(), cli.token_file.clone(), &file)?);
+    match cli.command {
+        Command::Init { server, json } => {
+            let settings = server_settings(server, None, None)?;
+            let out = crate::server::init_data_dir(&settings).await?;
+            if json {
+                println!("{}", json!({"admin_token": out.admin_token.as_str(), "org_id": out.org_id, "workspace_id": out.workspace_id}));
+            } else {
+                println!("initialized {}", settings.data_dir.display());
+                println!("organization default: {}\nworkspace default: {}", out.org_id, out.workspace_id);
+                println!("admin token (shown once): {}", out.admin_token.as_str());
+            }
+        }
+        Command::Serve { server, listen, body_limit } => {
+            let settings = server_settings(server, listen, body_limit)?;
+            crate::server::serve(settings).await?;
+        }
+        Command::Whoami => print(&client()?.call(Method::GET, "/v1/me", &[], None).await?),
+        Command::Org(c) => org(client()?, c).await?,
+        Command::Workspace(c) => {
+            let cl = client()?;
+            match c {
+                WorkspaceCmd::Create { org, name } => print(&cl.call(Method::POST, "/v1/workspaces", &[], Some(&json!({"org_id": org, "name": name}))).await?),
+                WorkspaceCmd::List { org } => {
+                    let q: Vec<(&str, String)> = org.map(|o| ("org_id", o)).into_iter().collect();
+                    print(&cl.call(Method::GET, "/v1/workspaces", &q, None).await?)
+                }
+            }
+        }
+        Command::Principal(c) => principal(client()?, c).await?,
+        Command::Token(c) => {
+            let cl = client()?;
+            match c {
+                TokenCmd::Create { principal, name, expires_at } => {
+                    print(&cl.call(Method::POST, "/v1/tokens", &[], Some(&json!({"principal_id": principal, "name": name, "expires_at": expires_at}))).await?)
+                }
+                TokenCmd::List { principal } => {
+                    let q: Vec<(&str, String)> = principal.map(|p| ("principal_id", p)).into_iter().collect();
+                    print(&cl.call(Method::GET, "/v1/tokens", &q, None).await?)
+                }
+                TokenCmd::Revoke { token_id } => print(&cl.call(Method::DELETE, &format!("/v1/tokens/{token_id}"), &[], None).await?),
+            }
+        }
+        Command::Credential(c) => credential(client()?, c).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn org(cl: Client, c: OrgCmd) -> anyhow::Result<()> {
+    match c {
+        OrgCmd::Create { name } => print(&cl.call(Method::POST, "/v1/orgs", &[], Some(&json!({"name": name}))).await?),
+        OrgCmd::List => print(&cl.call(Method::GET, "/v1/orgs", &[], None).await?),
+        OrgCmd::Settings { org } => print(&cl.call(Method::GET, &format!("/v1/orgs/{org}/settings"), &[], None).await?),
+        OrgCmd::Set { org, enabled_types, allow_environment_override, recovery_window_days } => {
+            let mut patch = Map::new();
+            if let Some(t) = enabled_types {
+                patch.insert("enabled_types".into(), json!(t));
+            }
+            if let Some(b) = allow_environment_override {
+                patch.insert("allow_environment_override".into(), json!(b));
+            }
+            if let Some(d) = recovery_window_days {
+                patch.insert("recovery_window_days".into(), json!(d));
+            }
+            print(&cl.call(Method::PATCH, &format!("/v1/orgs/{org}/settings"), &[], Some(&Value::Object(patch))).await?)
+        }
+    }
+    Ok(())
+}
+
+async fn principal(cl: Client, c: PrincipalCmd) -> anyhow::Result<()> {
+    match c {
+        PrincipalCmd::Create { org, kind, name } => {
+            print(&cl.call(Method::POST, "/v1/principals", &[], Some(&json!({"org_id": org, "kind": kind, "name": name}))).await?)
+        }
+        PrincipalCmd::List { org } => {
+            let q: Vec<(&str, String)> = org.map(|o| ("org_id", o)).into_iter().collect();
+            print(&cl.call(Method::GET, "/v1/principals", &q, None).await?)
+        }
+        PrincipalCmd::Show { id } => print(&cl.call(Method::GET, &format!("/v1/principals/{id}"), &[], None).await?),
+        PrincipalCmd::Bind { id, role, workspace, org } => {
+            if workspace.is_none() && org.is_none() {
+                bail!("give --workspace WS or --org ORG");
+            }
+            let body = json!({"principal_id": id, "role": role, "workspace_id": workspace, "org_id": org});
+            print(&cl.call(Method::POST, "/v1/role-bindings", &[], Some(&body)).await?)
+        }
+        PrincipalCmd::Unbind { binding } => print(&cl.call(Method::DELETE, &format!("/v1/role-bindings/{binding}"), &[], None).await?),
+    }
+    Ok(())
+}
+
+async fn credential(cl: Client, c: CredentialCmd) -> anyhow::Result<()> {
+    match c {
+        CredentialCmd::Create {
+            name,
+            ty,
+            variant,
+            workspace,
+            org,
+            environment,
+            labels,
+            fields,
+            fields_file,
+            description,
+            expires_at,
+            rotation_period_days,
+        } => {
+            if workspace.is_none() && org.is_none() {
+                bail!("give --workspace WS (or --org ORG for an organization-wide credential)");
+            }
+            let t = CredentialType::parse(&ty).with_context(|| format!("unknown type `{ty}`"))?;
+            let field_values = collect_fields(t, variant.as_deref(), &fields, fields_file.as_deref())?;
+            let mut label_map = Map::new();
+            for l in labels {
+                let (k, v) = l.split_once('=').with_context(|| format!("label `{l}` is not key=value"))?;
+                label_map.insert(k.to_owned(), json!(v));
+            }
+            let mut body = json!({
+                "name": name, "type": ty, "variant": variant, "environment": environment, "labels": label_map,
+                "description": description, "expires_at": expires_at, "rotation_period_days": rotation_period_days,
+                "fields": field_values,
+            });
+            if let Some(w) = workspace {
+                body["workspace_id"] = json!(w);
+            } else {
+                body["org_id"] = json!(org);
+            }
+            let r = cl.call(Method::POST, "/v1/credentials", &[], Some(&body)).await;
+            credvault_domain::secret::zeroize_json(&mut body);
+            print(&r?);
+        }
+        CredentialCmd::List { workspace, ty, environment, label, all } => {
+            let mut q: Vec<(&str, String)> = Vec::new();
+            if let Some(w) = workspace {
+                q.push(("workspace_id", w));
+            }
+            if let Some(t) = ty {
+                q.push(("type", t));
+            }
+            if let Some(e) = environment {
+                q.push(("environment", e));
+            }
+            for l in label {
+                q.push(("label", l));
+            }
+            let mut items = Vec::new();
+            loop {
+                let page = cl.call(Method::GET, "/v1/credentials", &q, None).await?;
+                if let Some(a) = page.get("items").and_then(Value::as_array) {
+                    items.extend(a.iter().cloned());
+                }
+                match page.get("next_cursor").and_then(Value::as_str) {
+                    Some(c) if all => {
+                        q.retain(|(k, _)| *k != "cursor");
+                        q.push(("cursor", c.to_owned()));
+                    }
+                    _ => break,
+                }
+            }
+            println!("{:<32} {:<28} {:<9} {:<8} {:<17} {:>7}", "ID", "NAME", "TYPE", "ENV", "STATUS", "VERSION");
+            for i in &items {
+                let s = |k: &str| i.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+                println!(
+                    "{:<32} {:<28} {:<9} {:<8} {:<17} {:>7}",
+                    s("id"),
+                    s("name"),
+                    s("type"),
+                    s("environment"),
+                    s("status"),
+                    i.get("current_version").and_then(Value::as_i64).unwrap_or(0)
+                );
+            }
+        }
+        CredentialCmd::Show { id } => print(&cl.call(Method::GET, &format!("/v1/credentials/{id}"), &[], None).await?),
+        CredentialCmd::Rotate { id, fields, fields_file, replace, promote } => {
+            let cred = cl.call(Method::GET, &format!("/v1/credentials/{id}"), &[], None).await?;
+            let ty = cred.get("type").and_then(Value::as_str).and_then(CredentialType::parse).context("unexpected credential type")?;
+            let variant = cred.get("variant").and_then(Value::as_str).map(str::to_owned);
+            let mut body = json!({
+                "fields": collect_fields(ty, variant.as_deref(), &fields, fields_file.as_deref())?,
+                "mode": if replace { "replace" } else { "stage" },
+            });
+            let r = cl.call(Method::POST, &format!("/v1/credentials/{id}/versions"), &[], Some(&body)).await;
+            credvault_domain::secret::zeroize_json(&mut body);
+            let created = r?;
+            if promote {
+                let n = created.get("version").and_then(Value::as_i64).context("no version in response")?;
+                print(&cl.call(Method::POST, &format!("/v1/credentials/{id}/versions/{n}/promote"), &[], None).await?);
+            } else {
+                print(&created);
+            }
+        }
+        CredentialCmd::Disable { id } => print(&cl.call(Method::POST, &format!("/v1/credentials/{id}/disable"), &[], None).await?),
+        CredentialCmd::Enable { id } => print(&cl.call(Method::POST, &format!("/v1/credentials/{id}/enable"), &[], None).await?),
+        CredentialCmd::Delete { id } => print(&cl.call(Method::DELETE, &format!("/v1/credentials/{id}"), &[], None).await?),
+        CredentialCmd::Restore { id } => print(&cl.call(Method::POST, &format!("/v1/credentials/{id}/restore"), &[], None).await?),
+    }
+    Ok(())
+}
+
+/// Builds the `fields` object: `--field` pairs (refused for secret fields), then the JSON file
+/// or stdin, then a hidden prompt for required secret fields still missing.
+fn collect_fields(ty: CredentialType, variant: Option<&str>, pairs: &[String], file: Option<&std::path::Path>) -> anyhow::Result<Value> {
+    let vs = credential_types::resolve_variant(ty, variant).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let mut fields = Map::new();
+    for p in pairs {
+        let (k, v) = p.split_once('=').with_context(|| format!("--field `{p}` is not key=value"))?;
+        let path: Vec<&str> = k.split('.').collect();
+        let schema = find_field(vs.fields, &path).with_context(|| format!("`{k}` is not a field of this credential type"))?;
+        if schema.secret {
+            bail!("`{k}` is a secret field: secrets are never read from the command line; use --fields-file FILE (or - for stdin) or the prompt");
+        }
+        let value = match schema.kind {
+            FieldKind::Integer => json!(v.parse::<i64>().with_context(|| format!("`{k}` must be an integer"))?),
+            FieldKind::StringList => json!(v.split(',').map(str::trim).collect::<Vec<_>>()),
+            _ => json!(v),
+        };
+        insert_path(&mut fields, &path, value);
+    }
+    if let Some(f) = file {
+        let mut text = String::new();
+        if f.as_os_str() == "-" {
+            std::io::stdin().read_to_string(&mut text).context("cannot read stdin")?;
+        } else {
+            text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        }
+        let parsed: anyhow::Result<Value> = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("the fields file is not a JSON object (line {}, column {})", e.line(), e.column()));
+        zeroize::Zeroize::zeroize(&mut text);
+        let Value::Object(m) = parsed? else { bail!("the fields file must hold a JSON object") };
+        for (k, v) in m {
+            fields.insert(k, v);
+        }
+    }
+    for f in vs.fields.iter().filter(|f| f.secret && f.required && matches!(f.kind, FieldKind::String)) {
+        if fields.contains_key(f.name) {
+            continue;
+        }
+        if !std::io::stdin().is_terminal() {
+            bail!("secret field `{}` is missing: give it in --fields-file (stdin is not a terminal, so no prompt)", f.name);
+        }
+        let v = rpassword::prompt_password(format!("{} (hidden): ", f.name)).context("cannot read from the terminal")?;
+        fields.insert(f.name.to_owned(), Value::String(v));
+    }
+    Ok(Value::Object(fields))
+}
+
+fn find_field<'a>(fields: &'a [FieldSchema], path: &[&str]) -> Option<&'a FieldSchema> {
+    let (first, rest) = path.split_first()?;
+    let f = fields.iter().find(|f| f.name == *first)?;
+    if rest.is_empty() {
+        return Some(f);
+    }
+    match &f.kind {
+        FieldKind::Object(sub) => find_field(sub, rest),
+        _ => None,
+    }
+}
+
+fn insert_path(map: &mut Map<String, Value>, path: &[&str], value: Value) {
+    match path {
+        [] => {}
+        [last] => {
+            map.insert((*last).to_owned(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = map.entry((*first).to_owned()).or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(m) = entry {
+                insert_path(m, rest, value);
+            }
+        }
+    }
+}

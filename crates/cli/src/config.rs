@@ -1,0 +1,170 @@
+//! Configuration in two stages: raw values from flags, `CREDVAULT_*` variables (clap reads
+//! both) and an optional TOML file are merged and validated once into [`ServerSettings`] /
+//! [`ClientSettings`], which are then passed explicitly. Unknown keys in the file are errors.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// The config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Data directory (key file, SQLite database).
+    pub data_dir: Option<PathBuf>,
+    /// Listen address.
+    pub listen: Option<String>,
+    /// `sqlite://PATH` or `postgres://…`.
+    pub database_url: Option<String>,
+    /// `text` or `json`.
+    pub log_format: Option<String>,
+    /// Largest accepted request body in bytes.
+    pub body_limit: Option<usize>,
+    /// Client settings.
+    pub client: Option<FileClient>,
+}
+
+/// The `[client]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileClient {
+    /// Server base URL.
+    pub server: Option<String>,
+    /// File holding the API token.
+    pub token_file: Option<PathBuf>,
+}
+
+impl FileConfig {
+    /// Loads the file, or the default when no file is given.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<FileConfig> {
+        let Some(path) = path else { return Ok(FileConfig::default()) };
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Validated server settings.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Store URL.
+    pub database_url: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Body limit.
+    pub body_limit: usize,
+}
+
+/// Raw server values from flags/env (already merged by clap).
+#[derive(Debug, Default)]
+pub struct RawServer {
+    /// `--data-dir` / `CREDVAULT_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--listen` / `CREDVAULT_LISTEN`.
+    pub listen: Option<String>,
+    /// `--database-url` / `CREDVAULT_DATABASE_URL`.
+    pub database_url: Option<String>,
+    /// `--log-format` / `CREDVAULT_LOG_FORMAT`.
+    pub log_format: Option<String>,
+    /// `--body-limit` / `CREDVAULT_BODY_LIMIT`.
+    pub body_limit: Option<usize>,
+}
+
+impl ServerSettings {
+    /// Merges flags/env over the file over defaults, and validates.
+    pub fn resolve(raw: RawServer, file: &FileConfig) -> anyhow::Result<ServerSettings> {
+        let data_dir = raw.data_dir.or_else(|| file.data_dir.clone()).unwrap_or_else(|| PathBuf::from("./credvault-data"));
+        let listen_s = raw.listen.or_else(|| file.listen.clone()).unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen_s.parse().with_context(|| format!("listen: `{listen_s}` is not an address like 127.0.0.1:8080"))?;
+        let database_url = match raw.database_url.or_else(|| file.database_url.clone()) {
+            Some(u) => u,
+            None => format!("sqlite://{}", data_dir.join("credvault.db").display()),
+        };
+        if !(database_url.starts_with("sqlite://") || database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+            bail!("database_url: use sqlite://PATH or postgres://USER@HOST/DB");
+        }
+        let log_format = match raw.log_format.or_else(|| file.log_format.clone()).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => bail!("log_format: `{other}` is neither `text` nor `json`"),
+        };
+        let body_limit = raw.body_limit.or(file.body_limit).unwrap_or(1024 * 1024);
+        if !(1024..=64 * 1024 * 1024).contains(&body_limit) {
+            bail!("body_limit: must be between 1 KiB and 64 MiB");
+        }
+        Ok(ServerSettings { data_dir, listen, database_url, log_format, body_limit })
+    }
+}
+
+/// Validated client settings.
+pub struct ClientSettings {
+    /// Server base URL, without trailing slash.
+    pub server: String,
+    /// The API token, if any.
+    pub token: Option<zeroize::Zeroizing<String>>,
+}
+
+impl ClientSettings {
+    /// Server: flag/env, then file, then the default. Token: `CREDVAULT_TOKEN`, then
+    /// `--token-file`/`CREDVAULT_TOKEN_FILE`, then the file's `token_file`.
+    pub fn resolve(server: Option<String>, token_file: Option<PathBuf>, file: &FileConfig) -> anyhow::Result<ClientSettings> {
+        let fc = file.client.as_ref();
+        let server = server
+            .or_else(|| fc.and_then(|c| c.server.clone()))
+            .unwrap_or_else(|| "http://127.0.0.1:8080".into())
+            .trim_end_matches('/')
+            .to_owned();
+        if !(server.starts_with("http://") || server.starts_with("https://")) {
+            bail!("server: `{server}` must start with http:// or https://");
+        }
+        let token = match std::env::var("CREDVAULT_TOKEN") {
+            Ok(t) if !t.trim().is_empty() => Some(zeroize::Zeroizing::new(t.trim().to_owned())),
+            _ => match token_file.or_else(|| fc.and_then(|c| c.token_file.clone())) {
+                Some(p) => {
+                    let t = std::fs::read_to_string(&p).with_context(|| format!("cannot read token file {}", p.display()))?;
+                    Some(zeroize::Zeroizing::new(t.trim().to_owned()))
+                }
+                None => None,
+            },
+        };
+        Ok(ClientSettings { server, token })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_defaults_fill_the_rest() {
+        let file: FileConfig = toml::from_str("listen = \"127.0.0.1:9000\"\nlog_format = \"json\"").unwrap();
+        let s = ServerSettings::resolve(RawServer { listen: Some("127.0.0.1:7000".into()), ..Default::default() }, &file).unwrap();
+        assert_eq!(s.listen.port(), 7000);
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert!(s.database_url.starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn bad_values_and_unknown_keys_are_errors() {
+        assert!(toml::from_str::<FileConfig>("lissten = \"x\"").is_err());
+        let e = ServerSettings::resolve(RawServer { listen: Some("nowhere".into()), ..Default::default() }, &FileConfig::default());
+        assert!(e.is_err());
+        let e = ServerSettings::resolve(RawServer { database_url: Some("mysql://x".into()), ..Default::default() }, &FileConfig::default());
+        assert!(e.is_err());
+    }
+}

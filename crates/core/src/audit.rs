@@ -1,0 +1,453 @@
+//! The audit journal: events appended in the same transaction as the change they record,
+//! hash-chained per organization so that editing, deleting or reordering any row is
+//! detectable, and never holding a secret value.
+//!
+//! Each organization has its own chain (`chain` = the organization ID; events that belong to
+//! no organization — failed authentications with unknown tokens — go to the `_instance` chain).
+//! `hash = SHA-256(prev_hash || canonical JSON of every other field)`. The head of each chain
+//! (`audit_heads`) is locked while an event is appended, which on PostgreSQL serializes
+//! appends per organization across nodes and makes sequence numbers increase along the chain.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use credvault_domain::time::{Micros, now_micros, to_rfc3339};
+use credvault_store::{Engine, Row, Tx, Value};
+
+use crate::context::{Actor, RequestCtx};
+use crate::error::CoreResult;
+
+/// The chain for events outside any organization.
+pub const INSTANCE_CHAIN: &str = "_instance";
+
+/// Every action the code may record. A test checks that emitted actions are a subset.
+pub const ACTIONS: &[&str] = &[
+    "auth.failure",
+    "instance.init",
+    "org.create",
+    "org.settings.update",
+    "workspace.create",
+    "principal.create",
+    "role_binding.create",
+    "role_binding.delete",
+    "token.create",
+    "token.revoke",
+    "credential.create",
+    "credential.update",
+    "credential.version.create",
+    "credential.version.promote",
+    "credential.version.revoke",
+    "credential.disable",
+    "credential.enable",
+    "credential.delete",
+    "credential.restore",
+    "credential.reveal",
+    "credential.read",
+    "credential.list",
+    "audit.read",
+    "audit.verify",
+    "org.read",
+    "workspace.read",
+    "principal.read",
+    "role_binding.read",
+    "token.read",
+];
+
+/// Outcome of the recorded action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It happened.
+    Success,
+    /// It was refused by authorization or authentication.
+    Denied,
+    /// It failed.
+    Error,
+}
+
+impl Outcome {
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Denied => "denied",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// An event about to be appended.
+#[derive(Clone, Debug)]
+pub struct Draft {
+    /// What happened, one of [`ACTIONS`].
+    pub action: &'static str,
+    /// Kind of the target (`credential`, `token`…).
+    pub target_type: Option<&'static str>,
+    /// The target's ID.
+    pub target_id: Option<String>,
+    /// The organization whose chain records it (`None`: the instance chain).
+    pub org_id: Option<String>,
+    /// The workspace, where there is one.
+    pub workspace_id: Option<String>,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Extra facts; must never hold a secret value.
+    pub details: serde_json::Value,
+}
+
+impl Draft {
+    /// A successful action on a target in an organization.
+    pub fn new(action: &'static str, target_type: &'static str, target_id: impl Into<String>, org_id: impl Into<String>) -> Draft {
+        Draft {
+            action,
+            target_type: Some(target_type),
+            target_id: Some(target_id.into()),
+            org_id: Some(org_id.into()),
+            workspace_id: None,
+            outcome: Outcome::Success,
+            details: serde_json::Value::Object(Default::default()),
+        }
+    }
+    /// Sets the workspace.
+    pub fn workspace(mut self, ws: Option<impl Into<String>>) -> Draft {
+        self.workspace_id = ws.map(Into::into);
+        self
+    }
+    /// Sets the details.
+    pub fn details(mut self, d: serde_json::Value) -> Draft {
+        self.details = d;
+        self
+    }
+    /// Sets the outcome.
+    pub fn outcome(mut self, o: Outcome) -> Draft {
+        self.outcome = o;
+        self
+    }
+}
+
+/// Who acted, as recorded.
+#[derive(Clone, Debug)]
+pub struct ActorRef {
+    /// Principal ID, if known.
+    pub id: Option<String>,
+    /// `user`, `service_account`, `system` or `anonymous`.
+    pub kind: &'static str,
+}
+
+impl ActorRef {
+    /// The server itself (bootstrap, schedulers).
+    pub fn system() -> ActorRef {
+        ActorRef { id: None, kind: "system" }
+    }
+    /// An unauthenticated caller.
+    pub fn anonymous() -> ActorRef {
+        ActorRef { id: None, kind: "anonymous" }
+    }
+}
+
+impl From<&Actor> for ActorRef {
+    fn from(a: &Actor) -> Self {
+        ActorRef { id: Some(a.principal_id.to_string()), kind: a.kind.as_str() }
+    }
+}
+
+/// The fields a hash covers, in a fixed order.
+#[derive(Serialize)]
+struct Canonical<'a> {
+    seq: i64,
+    chain: &'a str,
+    at: i64,
+    org_id: Option<&'a str>,
+    workspace_id: Option<&'a str>,
+    actor_id: Option<&'a str>,
+    actor_kind: &'a str,
+    action: &'a str,
+    target_type: Option<&'a str>,
+    target_id: Option<&'a str>,
+    outcome: &'a str,
+    source_ip: Option<&'a str>,
+    user_agent: Option<&'a str>,
+    request_id: Option<&'a str>,
+    details: &'a str,
+}
+
+fn hash_event(prev: &[u8], c: &Canonical<'_>) -> CoreResult<Vec<u8>> {
+    let mut h = Sha256::new();
+    h.update(prev);
+    h.update(serde_json::to_vec(c)?);
+    Ok(h.finalize().to_vec())
+}
+
+/// Creates the head row of a chain (a new organization's, or the instance chain).
+pub fn create_chain(tx: &mut dyn Tx, chain: &str) -> CoreResult<()> {
+    tx.execute(
+        "INSERT INTO audit_heads (chain, last_seq, hash) VALUES ($1, 0, $2) ON CONFLICT (chain) DO NOTHING",
+        &[chain.into(), Value::Bytes(vec![0u8; 32])],
+    )?;
+    Ok(())
+}
+
+/// Appends one event in the caller's transaction and returns its sequence number.
+pub fn append(tx: &mut dyn Tx, ctx: &RequestCtx, actor: &ActorRef, d: &Draft) -> CoreResult<i64> {
+    debug_assert!(ACTIONS.contains(&d.action), "undeclared audit action {}", d.action);
+    let chain = d.org_id.as_deref().unwrap_or(INSTANCE_CHAIN);
+    let sql = format!("SELECT last_seq, hash FROM audit_heads WHERE chain = $1{}", tx.for_update());
+    let head = match tx.query_opt(&sql, &[chain.into()])? {
+        Some(r) => r,
+        None => {
+            create_chain(tx, chain)?;
+            tx.query_one(&sql, &[chain.into()])?
+        }
+    };
+    let prev_hash = head.bytes(1)?;
+    let seq = match tx.engine() {
+        Engine::Postgres => tx.query_one("SELECT nextval('audit_seq')", &[])?.int(0)?,
+        Engine::Sqlite => tx.query_one("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_events", &[])?.int(0)?,
+    };
+    let at = now_micros();
+    let details = serde_json::to_string(&d.details)?;
+    let c = Canonical {
+        seq,
+        chain,
+        at,
+        org_id: d.org_id.as_deref(),
+        workspace_id: d.workspace_id.as_deref(),
+        actor_id: actor.id.as_deref(),
+        actor_kind: actor.kind,
+        action: d.action,
+        target_type: d.target_type,
+        target_id: d.target_id.as_deref(),
+        outcome: d.outcome.as_str(),
+        source_ip: ctx.source_ip.as_deref(),
+        user_agent: ctx.user_agent.as_deref(),
+        request_id: Some(ctx.request_id.as_str()).filter(|s| !s.is_empty()),
+        details: &details,
+    };
+    let hash = hash_event(&prev_hash, &c)?;
+    tx.execute(
+        "INSERT INTO audit_events (seq, chain, at, org_id, workspace_id, actor_id, actor_kind, action, \
+         target_type, target_id, outcome, source_ip, user_agent, request_id, details, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+        &[
+            seq.into(),
+            chain.into(),
+            at.into(),
+            c.org_id.into(),
+            c.workspace_id.into(),
+            c.actor_id.into(),
+            c.actor_kind.into(),
+            c.action.into(),
+            c.target_type.into(),
+            c.target_id.into(),
+            c.outcome.into(),
+            c.source_ip.into(),
+            c.user_agent.into(),
+            c.request_id.into(),
+            details.as_str().into(),
+            Value::Bytes(prev_hash),
+            Value::Bytes(hash.clone()),
+        ],
+    )?;
+    tx.execute(
+        "UPDATE audit_heads SET last_seq = $1, hash = $2 WHERE chain = $3",
+        &[seq.into(), Value::Bytes(hash), chain.into()],
+    )?;
+    Ok(seq)
+}
+
+/// One stored event, as the API returns it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Event {
+    /// Sequence number (global, increasing along each chain).
+    pub seq: i64,
+    /// When, RFC 3339.
+    pub at: String,
+    /// Principal, if known.
+    pub actor_id: Option<String>,
+    /// `user`, `service_account`, `system` or `anonymous`.
+    pub actor_kind: String,
+    /// What happened.
+    pub action: String,
+    /// Kind of target.
+    pub target_type: Option<String>,
+    /// Target ID.
+    pub target_id: Option<String>,
+    /// Organization.
+    pub org_id: Option<String>,
+    /// Workspace.
+    pub workspace_id: Option<String>,
+    /// `success`, `denied` or `error`.
+    pub outcome: String,
+    /// Peer address.
+    pub source_ip: Option<String>,
+    /// User agent.
+    pub user_agent: Option<String>,
+    /// Request ID.
+    pub request_id: Option<String>,
+    /// Details (never secret).
+    pub details: serde_json::Value,
+    /// Hash of the previous event of the chain, hex.
+    pub prev_hash: String,
+    /// This event's hash, hex.
+    pub hash: String,
+}
+
+/// Columns selected for [`Event`] and verification, in order.
+pub const EVENT_COLUMNS: &str = "seq, chain, at, org_id, workspace_id, actor_id, actor_kind, action, target_type, \
+     target_id, outcome, source_ip, user_agent, request_id, details, prev_hash, hash";
+
+/// A stored row with everything needed to re-hash it.
+pub struct StoredEvent {
+    seq: i64,
+    chain: String,
+    at: Micros,
+    org_id: Option<String>,
+    workspace_id: Option<String>,
+    actor_id: Option<String>,
+    actor_kind: String,
+    action: String,
+    target_type: Option<String>,
+    target_id: Option<String>,
+    outcome: String,
+    source_ip: Option<String>,
+    user_agent: Option<String>,
+    request_id: Option<String>,
+    details: String,
+    prev_hash: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+impl StoredEvent {
+    /// Reads a row selected with [`EVENT_COLUMNS`].
+    pub fn from_row(r: &Row) -> CoreResult<StoredEvent> {
+        Ok(StoredEvent {
+            seq: r.int(0)?,
+            chain: r.text(1)?,
+            at: r.int(2)?,
+            org_id: r.opt_text(3)?,
+            workspace_id: r.opt_text(4)?,
+            actor_id: r.opt_text(5)?,
+            actor_kind: r.text(6)?,
+            action: r.text(7)?,
+            target_type: r.opt_text(8)?,
+            target_id: r.opt_text(9)?,
+            outcome: r.text(10)?,
+            source_ip: r.opt_text(11)?,
+            user_agent: r.opt_text(12)?,
+            request_id: r.opt_text(13)?,
+            details: r.text(14)?,
+            prev_hash: r.bytes(15)?,
+            hash: r.bytes(16)?,
+        })
+    }
+
+    /// The sequence number.
+    pub fn seq(&self) -> i64 {
+        self.seq
+    }
+
+    /// Recomputes the hash from the fields and `prev_hash`.
+    pub fn recompute(&self) -> CoreResult<Vec<u8>> {
+        hash_event(
+            &self.prev_hash,
+            &Canonical {
+                seq: self.seq,
+                chain: &self.chain,
+                at: self.at,
+                org_id: self.org_id.as_deref(),
+                workspace_id: self.workspace_id.as_deref(),
+                actor_id: self.actor_id.as_deref(),
+                actor_kind: &self.actor_kind,
+                action: &self.action,
+                target_type: self.target_type.as_deref(),
+                target_id: self.target_id.as_deref(),
+                outcome: &self.outcome,
+                source_ip: self.source_ip.as_deref(),
+                user_agent: self.user_agent.as_deref(),
+                request_id: self.request_id.as_deref(),
+                details: &self.details,
+            },
+        )
+    }
+
+    /// The API view.
+    pub fn into_event(self) -> Event {
+        Event {
+            seq: self.seq,
+            at: to_rfc3339(self.at),
+            actor_id: self.actor_id,
+            actor_kind: self.actor_kind,
+            action: self.action,
+            target_type: self.target_type,
+            target_id: self.target_id,
+            org_id: self.org_id,
+            workspace_id: self.workspace_id,
+            outcome: self.outcome,
+            source_ip: self.source_ip,
+            user_agent: self.user_agent,
+            request_id: self.request_id,
+            details: serde_json::from_str(&self.details).unwrap_or(serde_json::Value::Null),
+            prev_hash: hex::encode(&self.prev_hash),
+            hash: hex::encode(&self.hash),
+        }
+    }
+}
+
+/// Result of verifying one chain.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verification {
+    /// Whether every link holds.
+    pub ok: bool,
+    /// How many events were checked.
+    pub events: u64,
+    /// The first broken link, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_broken: Option<BrokenLink>,
+}
+
+/// Where and why a chain breaks.
+#[derive(Clone, Debug, Serialize)]
+pub struct BrokenLink {
+    /// Sequence number of the first event that does not verify (or the head's).
+    pub seq: i64,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Verifies one chain, reading it in pages inside the given transaction.
+pub fn verify_chain(tx: &mut dyn Tx, chain: &str) -> CoreResult<Verification> {
+    let mut prev = vec![0u8; 32];
+    let mut last_seq = 0i64;
+    let mut events = 0u64;
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM audit_events WHERE chain = $1 AND seq > $2 ORDER BY seq LIMIT 1000"
+    );
+    let broken = |seq: i64, reason: &str, events: u64| Verification {
+        ok: false,
+        events,
+        first_broken: Some(BrokenLink { seq, reason: reason.to_owned() }),
+    };
+    loop {
+        let rows = tx.query(&sql, &[chain.into(), last_seq.into()])?;
+        if rows.is_empty() {
+            break;
+        }
+        for r in &rows {
+            let e = StoredEvent::from_row(r)?;
+            events += 1;
+            if e.prev_hash != prev {
+                return Ok(broken(e.seq, "prev_hash does not match the previous event (an event was removed, inserted or reordered)", events));
+            }
+            if e.recompute()? != e.hash {
+                return Ok(broken(e.seq, "hash does not match the event's fields (the event was edited)", events));
+            }
+            prev = e.hash;
+            last_seq = e.seq;
+        }
+    }
+    if let Some(head) = tx.query_opt("SELECT last_seq, hash FROM audit_heads WHERE chain = $1", &[chain.into()])? {
+        if head.int(0)? != last_seq || head.bytes(1)? != prev {
+            return Ok(broken(head.int(0)?, "the chain head does not match the last event (events were removed from the end)", events));
+        }
+    }
+    Ok(Verification { ok: true, events, first_broken: None })
+}

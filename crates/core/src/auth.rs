@@ -1,0 +1,215 @@
+//! Authentication (bearer token → [`Actor`]) and authorization (actor × scope × permission →
+//! allowed, 404 or 403). Deny by default: a principal with no binding that covers a scope does
+//! not learn that anything exists inside it.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use credvault_crypto::{ct_eq, hash_token};
+use credvault_domain::roles::{Permission, Role};
+use credvault_domain::time::now_micros;
+use credvault_domain::{OrgId, PrincipalId, PrincipalKind, TokenId, WorkspaceId};
+use credvault_store::Tx;
+
+use crate::audit::{self, ActorRef, Draft, Outcome};
+use crate::context::{Actor, ActorBinding, RequestCtx};
+use crate::error::{CoreError, CoreResult, Denial};
+use crate::settings::OrgSettings;
+use crate::Service;
+
+/// Where an operation happens, for authorization.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Scope<'a> {
+    /// Organization level: only organization-wide bindings grant permissions.
+    Org(&'a OrgId),
+    /// Inside a workspace: organization and workspace bindings grant permissions.
+    Workspace(&'a OrgId, &'a WorkspaceId),
+    /// Something organization-wide that every member may use (org-wide credentials, the
+    /// organization itself): any binding in the organization grants its permissions.
+    OrgShared(&'a OrgId),
+}
+
+impl Scope<'_> {
+    fn org(&self) -> &OrgId {
+        match self {
+            Scope::Org(o) | Scope::OrgShared(o) | Scope::Workspace(o, _) => o,
+        }
+    }
+}
+
+/// Checks `perm` for `actor` in `scope`. On refusal returns a [`CoreError::Denied`] carrying
+/// the audit event `draft` marked `denied`.
+pub(crate) fn authorize(
+    actor: &Actor,
+    settings: &OrgSettings,
+    scope: Scope<'_>,
+    perm: Permission,
+    what: &'static str,
+    draft: impl FnOnce() -> Draft,
+) -> CoreResult<()> {
+    let org = scope.org();
+    let visible = actor.in_org(org)
+        && match scope {
+            Scope::Workspace(_, ws) => !actor.workspace_roles(ws).is_empty(),
+            Scope::Org(_) | Scope::OrgShared(_) => true,
+        };
+    let roles: Vec<Role> = match scope {
+        Scope::Org(_) => actor.org_roles(),
+        Scope::Workspace(_, ws) => actor.workspace_roles(ws),
+        Scope::OrgShared(_) => actor.any_roles(),
+    };
+    let granted = visible && settings.role_policy.any_grants(&roles, perm);
+    if granted {
+        return Ok(());
+    }
+    let hidden = if visible { None } else { Some(what) };
+    let mut d = draft().outcome(Outcome::Denied);
+    if let serde_json::Value::Object(m) = &mut d.details {
+        m.insert("permission".into(), perm.as_str().into());
+        m.insert("reason".into(), if visible { "forbidden" } else { "not_found" }.into());
+    }
+    Err(CoreError::Denied(Box::new(Denial { draft: d, hidden, permission: perm })))
+}
+
+/// A non-reversible fingerprint of a presented token for the audit journal: lets an analyst
+/// correlate repeated failures without the journal ever holding anything usable.
+fn token_fingerprint(token: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"credvault/audit-token-fingerprint/v1\0");
+    h.update(token.as_bytes());
+    hex::encode(&h.finalize()[..8])
+}
+
+struct Found {
+    token_id: String,
+    principal_id: String,
+    org_id: String,
+    kind: String,
+    name: String,
+    instance_admin: bool,
+    disabled: bool,
+    hash: Vec<u8>,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+}
+
+impl Service {
+    /// Authenticates a bearer token. Every failure is audited (with a fingerprint, never the
+    /// token) and answered with the same [`CoreError::Unauthenticated`].
+    pub async fn authenticate(&self, token: &str, ctx: &RequestCtx) -> CoreResult<Arc<Actor>> {
+        let hash = hash_token(token);
+        let well_formed = token.starts_with(credvault_crypto::TOKEN_PREFIX) && token.len() < 100;
+        let found = if well_formed {
+            self.inner
+                .store
+                .read(move |tx: &mut dyn Tx| -> CoreResult<Option<(Found, Vec<ActorBinding>)>> {
+                    let Some(r) = tx.query_opt(
+                        "SELECT t.id, t.principal_id, p.org_id, p.kind, p.name, p.instance_admin, p.disabled, \
+                         t.hash, t.expires_at, t.revoked_at \
+                         FROM tokens t JOIN principals p ON p.id = t.principal_id WHERE t.hash = $1",
+                        &[hash.to_vec().into()],
+                    )?
+                    else {
+                        return Ok(None);
+                    };
+                    let f = Found {
+                        token_id: r.text(0)?,
+                        principal_id: r.text(1)?,
+                        org_id: r.text(2)?,
+                        kind: r.text(3)?,
+                        name: r.text(4)?,
+                        instance_admin: r.bool(5)?,
+                        disabled: r.bool(6)?,
+                        hash: r.bytes(7)?,
+                        expires_at: r.opt_int(8)?,
+                        revoked_at: r.opt_int(9)?,
+                    };
+                    let bindings = load_bindings(tx, &f.principal_id)?;
+                    Ok(Some((f, bindings)))
+                })
+                .await?
+        } else {
+            None
+        };
+        let now = now_micros();
+        let failure = match &found {
+            None => Some(("unknown_token", None)),
+            Some((f, _)) if !ct_eq(&f.hash, &hash) => Some(("unknown_token", None)),
+            Some((f, _)) if f.revoked_at.is_some() => Some(("token_revoked", Some(f))),
+            Some((f, _)) if f.expires_at.is_some_and(|e| e <= now) => Some(("token_expired", Some(f))),
+            Some((f, _)) if f.disabled => Some(("principal_disabled", Some(f))),
+            Some(_) => None,
+        };
+        if let Some((reason, f)) = failure {
+            let mut draft = Draft {
+                action: "auth.failure",
+                target_type: None,
+                target_id: None,
+                org_id: f.map(|f| f.org_id.clone()),
+                workspace_id: None,
+                outcome: Outcome::Denied,
+                details: serde_json::json!({ "reason": reason }),
+            };
+            let who = match f {
+                Some(f) => {
+                    draft.target_type = Some("token");
+                    draft.target_id = Some(f.token_id.clone());
+                    ActorRef { id: Some(f.principal_id.clone()), kind: if f.kind == "user" { "user" } else { "service_account" } }
+                }
+                None => {
+                    if let serde_json::Value::Object(m) = &mut draft.details {
+                        m.insert("token_fingerprint".into(), token_fingerprint(token).into());
+                    }
+                    ActorRef::anonymous()
+                }
+            };
+            let ctx = ctx.clone();
+            self.inner.store.write(move |tx| audit::append(tx, &ctx, &who, &draft).map(|_| ())).await?;
+            return Err(CoreError::Unauthenticated);
+        }
+        let Some((f, bindings)) = found else {
+            return Err(CoreError::Unauthenticated);
+        };
+        Ok(Arc::new(Actor {
+            principal_id: PrincipalId::from_trusted(f.principal_id),
+            kind: PrincipalKind::parse(&f.kind).unwrap_or(PrincipalKind::ServiceAccount),
+            name: f.name,
+            org_id: OrgId::from_trusted(f.org_id),
+            instance_admin: f.instance_admin,
+            token_id: TokenId::from_trusted(f.token_id),
+            bindings,
+        }))
+    }
+
+    /// Records a request that carried no usable credentials at all (no header, wrong scheme).
+    pub async fn record_missing_auth(&self, ctx: &RequestCtx, reason: &'static str) -> CoreResult<()> {
+        let ctx = ctx.clone();
+        let draft = Draft {
+            action: "auth.failure",
+            target_type: None,
+            target_id: None,
+            org_id: None,
+            workspace_id: None,
+            outcome: Outcome::Denied,
+            details: serde_json::json!({ "reason": reason }),
+        };
+        self.inner
+            .store
+            .write(move |tx| audit::append(tx, &ctx, &ActorRef::anonymous(), &draft).map(|_| ()))
+            .await
+    }
+}
+
+pub(crate) fn load_bindings(tx: &mut dyn Tx, principal_id: &str) -> CoreResult<Vec<ActorBinding>> {
+    let rows = tx.query(
+        "SELECT role, workspace_id FROM role_bindings WHERE principal_id = $1 ORDER BY seq",
+        &[principal_id.into()],
+    )?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let Some(role) = Role::parse(&r.text(0)?) else { continue };
+        out.push(ActorBinding { role, workspace_id: r.opt_text(1)?.map(WorkspaceId::from_trusted) });
+    }
+    Ok(out)
+}

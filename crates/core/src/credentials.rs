@@ -1,0 +1,788 @@
+//! Credentials and their versions: create, read, list, patch, versions (stage / replace,
+//! promote, revoke), disable / enable, delete / restore, reveal.
+//!
+//! Invariants kept here: secret fields are validated, split from the public ones and sealed
+//! (bound to organization, credential and version) before they reach the store; exactly one
+//! version is `current` (also enforced by a partial unique index); the current version cannot
+//! be revoked; every change and its audit event commit together.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value as Json};
+
+use credvault_crypto::{Binding, Keyring, Sealed};
+use credvault_domain::credential_types::{self, CredentialType, ValidatedFields};
+use credvault_domain::roles::Permission;
+use credvault_domain::secret::SecretJson;
+use credvault_domain::time::{now_micros, parse_rfc3339, to_rfc3339};
+use credvault_domain::{CredentialId, OrgId, WorkspaceId, check_environment, check_name};
+use credvault_store::{Row, StoreError, Tx, Value};
+
+use crate::audit::{self, ActorRef, Draft};
+use crate::auth::{Scope, authorize};
+use crate::context::{Actor, RequestCtx};
+use crate::error::{CoreError, CoreResult};
+use crate::tenancy::{page, settings_of, workspace_org};
+use crate::views::*;
+use crate::Service;
+
+const CRED_COLS: &str = "c.id, c.name, c.type, c.variant, c.org_id, c.workspace_id, c.environment, c.labels, \
+     c.description, c.status, c.expires_at, c.rotation_period_days, c.current_version, c.owner_id, c.created_at, \
+     c.created_by, c.updated_at, c.deleted_at, c.last_used_at, c.seq";
+
+/// A credential row.
+pub(crate) struct CredRow {
+    pub id: String,
+    pub name: String,
+    pub ty: String,
+    pub variant: Option<String>,
+    pub org_id: String,
+    pub workspace_id: Option<String>,
+    pub environment: String,
+    pub labels: String,
+    pub description: Option<String>,
+    pub status: String,
+    pub expires_at: Option<i64>,
+    pub rotation_period_days: Option<i64>,
+    pub current_version: i64,
+    pub owner_id: Option<String>,
+    pub created_at: i64,
+    pub created_by: String,
+    pub updated_at: i64,
+    pub deleted_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+impl CredRow {
+    fn from_row(r: &Row) -> CoreResult<CredRow> {
+        Ok(CredRow {
+            id: r.text(0)?,
+            name: r.text(1)?,
+            ty: r.text(2)?,
+            variant: r.opt_text(3)?,
+            org_id: r.text(4)?,
+            workspace_id: r.opt_text(5)?,
+            environment: r.text(6)?,
+            labels: r.text(7)?,
+            description: r.opt_text(8)?,
+            status: r.text(9)?,
+            expires_at: r.opt_int(10)?,
+            rotation_period_days: r.opt_int(11)?,
+            current_version: r.int(12)?,
+            owner_id: r.opt_text(13)?,
+            created_at: r.int(14)?,
+            created_by: r.text(15)?,
+            updated_at: r.int(16)?,
+            deleted_at: r.opt_int(17)?,
+            last_used_at: r.opt_int(18)?,
+        })
+    }
+
+    fn org(&self) -> OrgId {
+        OrgId::from_trusted(self.org_id.clone())
+    }
+
+    fn ws(&self) -> Option<WorkspaceId> {
+        self.workspace_id.clone().map(WorkspaceId::from_trusted)
+    }
+
+    fn draft(&self, action: &'static str) -> Draft {
+        Draft::new(action, "credential", self.id.as_str(), self.org_id.as_str()).workspace(self.workspace_id.as_deref())
+    }
+
+    fn view(&self, current: Option<(&str, &str)>, versions: Option<Vec<VersionView>>) -> CoreResult<CredentialView> {
+        let (fields, secret_set) = match current {
+            Some((f, s)) => (serde_json::from_str(f)?, serde_json::from_str(s)?),
+            None => (Json::Object(Map::new()), Vec::new()),
+        };
+        Ok(CredentialView {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            ty: self.ty.clone(),
+            variant: self.variant.clone(),
+            org_id: self.org_id.clone(),
+            workspace_id: self.workspace_id.clone(),
+            environment: self.environment.clone(),
+            labels: serde_json::from_str(&self.labels)?,
+            description: self.description.clone(),
+            status: self.status.clone(),
+            expires_at: ts(self.expires_at),
+            rotation_period_days: self.rotation_period_days,
+            fields,
+            secret_fields_set: secret_set,
+            current_version: self.current_version,
+            versions: versions.unwrap_or_default(),
+            owner_id: self.owner_id.clone(),
+            created_at: to_rfc3339(self.created_at),
+            created_by: self.created_by.clone(),
+            updated_at: to_rfc3339(self.updated_at),
+            deleted_at: ts(self.deleted_at),
+            last_used_at: ts(self.last_used_at),
+        })
+    }
+}
+
+/// Loads a credential, locking its row on PostgreSQL when `lock` is set.
+pub(crate) fn load_cred(tx: &mut dyn Tx, id: &str, lock: bool) -> CoreResult<CredRow> {
+    if CredentialId::parse(id).is_err() {
+        return Err(CoreError::NotFound { what: "credential" });
+    }
+    let sql = format!("SELECT {CRED_COLS} FROM credentials c WHERE c.id = $1{}", if lock { tx.for_update() } else { "" });
+    match tx.query_opt(&sql, &[id.into()])? {
+        Some(r) => CredRow::from_row(&r),
+        None => Err(CoreError::NotFound { what: "credential" }),
+    }
+}
+
+/// The scope used to read or use a credential.
+fn read_scope<'a>(org: &'a OrgId, ws: &'a Option<WorkspaceId>) -> Scope<'a> {
+    match ws {
+        Some(w) => Scope::Workspace(org, w),
+        None => Scope::OrgShared(org),
+    }
+}
+
+/// The scope used to change a credential.
+fn write_scope<'a>(org: &'a OrgId, ws: &'a Option<WorkspaceId>) -> Scope<'a> {
+    match ws {
+        Some(w) => Scope::Workspace(org, w),
+        None => Scope::Org(org),
+    }
+}
+
+struct VersionRow {
+    version: i64,
+    state: String,
+    created_at: i64,
+    created_by: String,
+    public_fields: String,
+    secret_fields_set: String,
+}
+
+fn load_versions(tx: &mut dyn Tx, id: &str) -> CoreResult<Vec<VersionRow>> {
+    let rows = tx.query(
+        "SELECT version, state, created_at, created_by, public_fields, secret_fields_set FROM credential_versions \
+         WHERE credential_id = $1 ORDER BY version",
+        &[id.into()],
+    )?;
+    rows.iter()
+        .map(|r| {
+            Ok(VersionRow {
+                version: r.int(0)?,
+                state: r.text(1)?,
+                created_at: r.int(2)?,
+                created_by: r.text(3)?,
+                public_fields: r.text(4)?,
+                secret_fields_set: r.text(5)?,
+            })
+        })
+        .collect()
+}
+
+fn full_view(tx: &mut dyn Tx, c: &CredRow) -> CoreResult<CredentialView> {
+    let versions = load_versions(tx, &c.id)?;
+    let current = versions.iter().find(|v| v.state == "current");
+    let views = versions
+        .iter()
+        .map(|v| {
+            Ok(VersionView {
+                version: v.version,
+                state: v.state.clone(),
+                created_at: to_rfc3339(v.created_at),
+                created_by: v.created_by.clone(),
+                secret_fields_set: serde_json::from_str(&v.secret_fields_set)?,
+            })
+        })
+        .collect::<CoreResult<Vec<_>>>()?;
+    c.view(current.map(|v| (v.public_fields.as_str(), v.secret_fields_set.as_str())), Some(views))
+}
+
+/// Checks labels: at most 32, keys `[a-z0-9_.-/]{1,63}`, values strings of at most 256 chars.
+fn check_labels(labels: &Map<String, Json>) -> CoreResult<()> {
+    if labels.len() > 32 {
+        return Err(CoreError::invalid("labels", "too_many", "at most 32 labels"));
+    }
+    for (k, v) in labels {
+        let key_ok = !k.is_empty()
+            && k.len() <= 63
+            && k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.' | b'/'));
+        if !key_ok {
+            return Err(CoreError::invalid(format!("labels.{k}"), "invalid_label", "label keys are 1–63 characters of a-z, 0-9, '_', '-', '.', '/'"));
+        }
+        match v {
+            Json::String(s) if s.len() <= 256 && !s.chars().any(char::is_control) => {}
+            _ => return Err(CoreError::invalid(format!("labels.{k}"), "invalid_label", "label values are strings of at most 256 printable characters")),
+        }
+    }
+    Ok(())
+}
+
+fn write_labels(tx: &mut dyn Tx, id: &str, labels: &Map<String, Json>) -> CoreResult<()> {
+    tx.execute("DELETE FROM credential_labels WHERE credential_id = $1", &[id.into()])?;
+    for (k, v) in labels {
+        tx.execute(
+            "INSERT INTO credential_labels (credential_id, key, value) VALUES ($1, $2, $3)",
+            &[id.into(), k.as_str().into(), v.as_str().unwrap_or_default().into()],
+        )?;
+    }
+    Ok(())
+}
+
+fn parse_expiry(field: &str, s: Option<&str>) -> CoreResult<Option<i64>> {
+    match s {
+        None => Ok(None),
+        Some(s) => parse_rfc3339(s)
+            .map(Some)
+            .ok_or_else(|| CoreError::invalid(field, "invalid_timestamp", "must be an RFC 3339 timestamp such as 2027-01-31T00:00:00Z")),
+    }
+}
+
+fn check_rotation(days: Option<i64>) -> CoreResult<()> {
+    match days {
+        Some(d) if !(1..=3650).contains(&d) => Err(CoreError::invalid("rotation_period_days", "out_of_range", "must be between 1 and 3650")),
+        _ => Ok(()),
+    }
+}
+
+fn check_description(d: Option<&str>) -> CoreResult<()> {
+    match d {
+        Some(d) if d.len() > 4096 => Err(CoreError::invalid("description", "too_long", "must be at most 4096 bytes")),
+        _ => Ok(()),
+    }
+}
+
+fn name_conflict(e: StoreError) -> CoreError {
+    match e {
+        StoreError::Unique(_) => CoreError::conflict("name_taken", "a credential with this name already exists in this scope"),
+        other => CoreError::Store(other),
+    }
+}
+
+/// Seals the secret part of validated fields for one version.
+fn seal(keyring: &Keyring, org: &str, cred: &str, version: i64, secret: SecretJson) -> CoreResult<Sealed> {
+    let bytes = secret.into_bytes();
+    Ok(keyring.seal(&Binding { org_id: org, credential_id: cred, version }, &bytes)?)
+}
+
+fn insert_version(tx: &mut dyn Tx, cred: &str, version: i64, state: &str, sealed: &Sealed, v: &ValidatedFields, by: &str, now: i64) -> CoreResult<()> {
+    tx.execute(
+        "INSERT INTO credential_versions (credential_id, version, state, kek_id, wrapped_key, ciphertext, public_fields, \
+         secret_fields_set, created_at, created_by, state_changed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $9)",
+        &[
+            cred.into(),
+            version.into(),
+            state.into(),
+            sealed.kek_id.as_str().into(),
+            Value::Bytes(sealed.wrapped_key.clone()),
+            Value::Bytes(sealed.ciphertext.clone()),
+            serde_json::to_string(&v.public)?.into(),
+            serde_json::to_string(&v.secret_fields_set)?.into(),
+            now.into(),
+            by.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Checks references to other credentials inside fields (AWS role chains).
+fn check_references(tx: &mut dyn Tx, org: &str, ty: CredentialType, v: &ValidatedFields, self_id: &str) -> CoreResult<()> {
+    if ty != CredentialType::Aws {
+        return Ok(());
+    }
+    let Some(src) = v.public.get("source_credential_id").and_then(Json::as_str) else { return Ok(()) };
+    if src == self_id {
+        return Err(CoreError::invalid("fields.source_credential_id", "invalid_reference", "a credential cannot be its own source"));
+    }
+    let found = tx.query_opt("SELECT type FROM credentials WHERE id = $1 AND org_id = $2", &[src.into(), org.into()])?;
+    match found {
+        Some(r) if r.text(0)? == "aws" => Ok(()),
+        Some(_) => Err(CoreError::invalid("fields.source_credential_id", "invalid_reference", "must name an aws credential")),
+        None => Err(CoreError::invalid("fields.source_credential_id", "invalid_reference", "no such credential in this organization")),
+    }
+}
+
+fn validate_fields(ty: CredentialType, variant: Option<&str>, fields: Json) -> CoreResult<ValidatedFields> {
+    credential_types::validate(ty, variant, fields).map_err(CoreError::InvalidFields)
+}
+
+impl Service {
+    fn keyring_arc(&self) -> CoreResult<Arc<Keyring>> {
+        Ok(self.keyring()?.clone())
+    }
+
+    /// Creates a credential with its first version.
+    pub async fn create_credential(&self, ctx: &RequestCtx, actor: &Arc<Actor>, mut req: CreateCredential) -> CoreResult<CredentialView> {
+        let ty = CredentialType::parse(&req.ty).ok_or_else(|| {
+            let names: Vec<&str> = CredentialType::ALL.iter().map(|t| t.as_str()).collect();
+            CoreError::invalid("type", "unknown_type", format!("must be one of: {}", names.join(", ")))
+        })?;
+        check_name(&req.name).map_err(|m| CoreError::invalid("name", "invalid_name", m))?;
+        check_environment(&req.environment).map_err(|m| CoreError::invalid("environment", "invalid_environment", m))?;
+        let scope_ws = req.workspace_id.clone();
+        let scope_org = req.org_id.clone();
+        if scope_ws.is_some() == scope_org.is_some() {
+            return Err(CoreError::invalid("workspace_id", "scope_required", "give exactly one of workspace_id or org_id"));
+        }
+        let labels = req.labels.take().unwrap_or_default();
+        check_labels(&labels)?;
+        check_description(req.description.as_deref())?;
+        let expires_at = parse_expiry("expires_at", req.expires_at.as_deref())?;
+        check_rotation(req.rotation_period_days)?;
+        let fields = std::mem::take(&mut req.fields);
+        let validated = validate_fields(ty, req.variant.as_deref(), fields)?;
+        let keyring = self.keyring_arc()?;
+        let (a, ctx2) = (actor.clone(), ctx.clone());
+        let (name, environment, description, rotation) = (req.name.clone(), req.environment.clone(), req.description.clone(), req.rotation_period_days);
+        self.write(ctx, actor, move |tx| {
+            let org = match (&scope_ws, &scope_org) {
+                (Some(ws), _) => workspace_org(tx, ws.as_str())?.ok_or(CoreError::NotFound { what: "workspace" })?,
+                (None, Some(o)) => o.clone(),
+                (None, None) => return Err(CoreError::Internal("scope checked above".into())),
+            };
+            let settings = settings_of(tx, org.as_str(), "organization")?;
+            let id = CredentialId::generate();
+            let draft = || Draft::new("credential.create", "credential", id.as_str(), org.as_str()).workspace(scope_ws.as_ref().map(|w| w.as_str()));
+            authorize(&a, &settings, write_scope(&org, &scope_ws), Permission::CredentialCreate, "workspace", draft)?;
+            if !settings.enabled_types.contains(&ty) {
+                return Err(CoreError::invalid("type", "type_not_enabled", format!("type {} is not enabled for this organization", ty.as_str())));
+            }
+            check_references(tx, org.as_str(), ty, &validated, id.as_str())?;
+            let now = now_micros();
+            let by = a.principal_id.as_str();
+            let scope_key = scope_ws.as_ref().map_or(org.as_str(), |w| w.as_str());
+            let labels_json = serde_json::to_string(&labels)?;
+            tx.execute(
+                "INSERT INTO credentials (id, org_id, workspace_id, scope_key, name, type, variant, environment, labels, description, \
+                 status, expires_at, rotation_period_days, current_version, owner_id, created_at, created_by, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $12, 1, $13, $14, $13, $14)",
+                &[
+                    id.as_str().into(),
+                    org.as_str().into(),
+                    scope_ws.as_ref().map(|w| w.as_str()).into(),
+                    scope_key.into(),
+                    name.as_str().into(),
+                    ty.as_str().into(),
+                    validated.variant.clone().into(),
+                    environment.as_str().into(),
+                    labels_json.into(),
+                    description.clone().into(),
+                    expires_at.into(),
+                    rotation.into(),
+                    by.into(),
+                    now.into(),
+                ],
+            )
+            .map_err(name_conflict)?;
+            write_labels(tx, id.as_str(), &labels)?;
+            let secret = SecretJson::new(validated.secret.expose().clone());
+            let sealed = seal(&keyring, org.as_str(), id.as_str(), 1, secret)?;
+            insert_version(tx, id.as_str(), 1, "current", &sealed, &validated, by, now)?;
+            audit::append(
+                tx,
+                &ctx2,
+                &ActorRef::from(a.as_ref()),
+                &draft().details(serde_json::json!({
+                    "name": name, "type": ty.as_str(), "variant": validated.variant, "environment": environment,
+                    "labels": labels, "secret_fields_set": validated.secret_fields_set, "version": 1
+                })),
+            )?;
+            let c = load_cred(tx, id.as_str(), false)?;
+            full_view(tx, &c)
+        })
+        .await
+    }
+
+    /// One credential's metadata.
+    pub async fn get_credential(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<CredentialView> {
+        let (id, a) = (id.to_owned(), actor.clone());
+        self.read(ctx, actor, move |tx| {
+            let c = load_cred(tx, &id, false)?;
+            let (org, ws) = (c.org(), c.ws());
+            let settings = settings_of(tx, &c.org_id, "credential")?;
+            authorize(&a, &settings, read_scope(&org, &ws), Permission::MetadataRead, "credential", || c.draft("credential.read"))?;
+            full_view(tx, &c)
+        })
+        .await
+    }
+
+    /// Versions of one credential.
+    pub async fn list_versions(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<Vec<VersionView>> {
+        Ok(self.get_credential(ctx, actor, id).await?.versions)
+    }
+
+    /// Credentials the caller may see, filtered, one page at a time.
+    pub async fn list_credentials(&self, ctx: &RequestCtx, actor: &Arc<Actor>, f: CredentialFilter) -> CoreResult<Page<CredentialView>> {
+        let after = decode_cursor(f.cursor.as_deref())?;
+        let limit = self.page_limit(f.limit);
+        let org = f.org_id.clone().unwrap_or_else(|| actor.org_id.to_string());
+        if let Some(t) = &f.ty {
+            if CredentialType::parse(t).is_none() {
+                return Err(CoreError::invalid("type", "unknown_type", "no such credential type"));
+            }
+        }
+        let mut label_pairs = Vec::new();
+        for l in &f.label {
+            let Some((k, v)) = l.split_once(':') else {
+                return Err(CoreError::invalid("label", "invalid_label_filter", "label filters look like key:value"));
+            };
+            label_pairs.push((k.to_owned(), v.to_owned()));
+        }
+        let a = actor.clone();
+        self.read(ctx, actor, move |tx| {
+            let settings = settings_of(tx, &org, "organization")?;
+            let org_id = OrgId::from_trusted(org.clone());
+            let draft = || Draft::new("credential.list", "org", org.as_str(), org.as_str());
+            // Which workspaces may the caller read? `None` = all of the organization.
+            let visible: Option<Vec<String>> = if a.in_org(&org_id) && settings.role_policy.any_grants(&a.org_roles(), Permission::MetadataRead) {
+                None
+            } else {
+                let mut ws: Vec<String> = a
+                    .bindings
+                    .iter()
+                    .filter_map(|b| b.workspace_id.clone())
+                    .filter(|w| settings.role_policy.any_grants(&a.workspace_roles(w), Permission::MetadataRead))
+                    .map(|w| w.to_string())
+                    .collect();
+                ws.sort();
+                ws.dedup();
+                if ws.is_empty() || !a.in_org(&org_id) {
+                    authorize(&a, &settings, Scope::OrgShared(&org_id), Permission::MetadataRead, "organization", draft)?;
+                }
+                Some(ws)
+            };
+            if let (Some(w), Some(vis)) = (&f.workspace_id, &visible) {
+                if !vis.contains(w) {
+                    let wid = WorkspaceId::from_trusted(w.clone());
+                    authorize(&a, &settings, Scope::Workspace(&org_id, &wid), Permission::MetadataRead, "workspace", draft)?;
+                }
+            }
+            let mut sql = format!(
+                "SELECT {CRED_COLS}, v.public_fields, v.secret_fields_set FROM credentials c \
+                 LEFT JOIN credential_versions v ON v.credential_id = c.id AND v.state = 'current' \
+                 WHERE c.org_id = $1 AND c.seq > $2"
+            );
+            let mut params: Vec<Value> = vec![org.as_str().into(), after.into()];
+            let mut push = |sql: &mut String, clause: &str, vals: Vec<Value>| {
+                let mut clause = clause.to_owned();
+                for v in vals {
+                    params.push(v);
+                    clause = clause.replacen("$?", &format!("${}", params.len()), 1);
+                }
+                sql.push_str(&clause);
+            };
+            if let Some(vis) = &visible {
+                let mut clause = String::from(" AND (c.workspace_id IS NULL");
+                if !vis.is_empty() {
+                    clause.push_str(" OR c.workspace_id IN (");
+                    clause.push_str(&vec!["$?"; vis.len()].join(", "));
+                    clause.push(')');
+                }
+                clause.push(')');
+                push(&mut sql, &clause, vis.iter().map(|w| w.as_str().into()).collect());
+            }
+            if let Some(w) = &f.workspace_id {
+                push(&mut sql, " AND c.workspace_id = $?", vec![w.as_str().into()]);
+            }
+            if let Some(t) = &f.ty {
+                push(&mut sql, " AND c.type = $?", vec![t.as_str().into()]);
+            }
+            if let Some(e) = &f.environment {
+                push(&mut sql, " AND c.environment = $?", vec![e.as_str().into()]);
+            }
+            if let Some(s) = &f.status {
+                push(&mut sql, " AND c.status = $?", vec![s.as_str().into()]);
+            }
+            for (k, v) in &label_pairs {
+                push(
+                    &mut sql,
+                    " AND EXISTS (SELECT 1 FROM credential_labels l WHERE l.credential_id = c.id AND l.key = $? AND l.value = $?)",
+                    vec![k.as_str().into(), v.as_str().into()],
+                );
+            }
+            push(&mut sql, " ORDER BY c.seq LIMIT $?", vec![(limit as i64 + 1).into()]);
+            let rows = tx.query(&sql, &params)?;
+            page(rows, limit, 19, |r| {
+                let c = CredRow::from_row(r)?;
+                let (pf, sf) = (r.opt_text(20)?, r.opt_text(21)?);
+                let current = match (&pf, &sf) {
+                    (Some(p), Some(s)) => Some((p.as_str(), s.as_str())),
+                    _ => None,
+                };
+                c.view(current, None)
+            })
+        })
+        .await
+    }
+
+    /// Changes a credential's metadata.
+    pub async fn patch_credential(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str, p: PatchCredential) -> CoreResult<CredentialView> {
+        if let Some(n) = &p.name {
+            check_name(n).map_err(|m| CoreError::invalid("name", "invalid_name", m))?;
+        }
+        if let Some(l) = &p.labels {
+            check_labels(l)?;
+        }
+        if let Some(d) = &p.description {
+            check_description(d.as_deref())?;
+        }
+        let expires = match &p.expires_at {
+            Some(e) => Some(parse_expiry("expires_at", e.as_deref())?),
+            None => None,
+        };
+        if let Some(r) = p.rotation_period_days {
+            check_rotation(r)?;
+        }
+        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
+        self.write(ctx, actor, move |tx| {
+            let c = load_cred(tx, &id, true)?;
+            let (org, ws) = (c.org(), c.ws());
+            let settings = settings_of(tx, &c.org_id, "credential")?;
+            authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialCreate, "credential", || c.draft("credential.update"))?;
+            let mut changed = Vec::new();
+            let now = now_micros();
+            if let Some(n) = &p.name {
+                tx.execute("UPDATE credentials SET name = $1 WHERE id = $2", &[n.as_str().into(), id.as_str().into()]).map_err(name_conflict)?;
+                changed.push("name");
+            }
+            if let Some(l) = &p.labels {
+                tx.execute("UPDATE credentials SET labels = $1 WHERE id = $2", &[serde_json::to_string(l)?.into(), id.as_str().into()])?;
+                write_labels(tx, &id, l)?;
+                changed.push("labels");
+            }
+            if let Some(d) = &p.description {
+                tx.execute("UPDATE credentials SET description = $1 WHERE id = $2", &[d.clone().into(), id.as_str().into()])?;
+                changed.push("description");
+            }
+            if let Some(e) = expires {
+                tx.execute("UPDATE credentials SET expires_at = $1 WHERE id = $2", &[e.into(), id.as_str().into()])?;
+                changed.push("expires_at");
+            }
+            if let Some(r) = p.rotation_period_days {
+                tx.execute("UPDATE credentials SET rotation_period_days = $1 WHERE id = $2", &[r.into(), id.as_str().into()])?;
+                changed.push("rotation_period_days");
+            }
+            tx.execute("UPDATE credentials SET updated_at = $1 WHERE id = $2", &[now.into(), id.as_str().into()])?;
+            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &c.draft("credential.update").details(serde_json::json!({ "changed": changed, "name": p.name, "labels": p.labels })))?;
+            let c = load_cred(tx, &id, false)?;
+            full_view(tx, &c)
+        })
+        .await
+    }
+
+    /// Adds a version: `stage` makes it `pending`; `replace` makes it `current` at once and
+    /// revokes the old current version.
+    pub async fn create_version(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str, mut req: CreateVersion) -> CoreResult<CreatedVersion> {
+        let fields = std::mem::take(&mut req.fields);
+        let mode = req.mode;
+        let keyring = self.keyring_arc()?;
+        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
+        self.write(ctx, actor, move |tx| {
+            let c = load_cred(tx, &id, true)?;
+            let (org, ws) = (c.org(), c.ws());
+            let settings = settings_of(tx, &c.org_id, "credential")?;
+            authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialCreate, "credential", || c.draft("credential.version.create"))?;
+            if c.status == "pending_deletion" {
+                return Err(CoreError::conflict("credential_deleted", "the credential is pending deletion; restore it first"));
+            }
+            let ty = CredentialType::parse(&c.ty).ok_or_else(|| CoreError::Internal(format!("stored type {}", c.ty)))?;
+            let validated = validate_fields(ty, c.variant.as_deref(), fields)?;
+            check_references(tx, &c.org_id, ty, &validated, &c.id)?;
+            let next = tx.query_one("SELECT COALESCE(MAX(version), 0) + 1 FROM credential_versions WHERE credential_id = $1", &[id.as_str().into()])?.int(0)?;
+            let secret = SecretJson::new(validated.secret.expose().clone());
+            let sealed = seal(&keyring, &c.org_id, &c.id, next, secret)?;
+            let now = now_micros();
+            let by = a.principal_id.as_str();
+            let state = match mode {
+                VersionMode::Stage => "pending",
+                VersionMode::Replace => {
+                    tx.execute(
+                        "UPDATE credential_versions SET state = 'revoked', state_changed_at = $1 WHERE credential_id = $2 AND state = 'current'",
+                        &[now.into(), id.as_str().into()],
+                    )?;
+                    tx.execute("UPDATE credentials SET current_version = $1, updated_at = $2 WHERE id = $3", &[next.into(), now.into(), id.as_str().into()])?;
+                    "current"
+                }
+            };
+            insert_version(tx, &id, next, state, &sealed, &validated, by, now)?;
+            audit::append(
+                tx,
+                &ctx2,
+                &ActorRef::from(a.as_ref()),
+                &c.draft("credential.version.create").details(serde_json::json!({
+                    "version": next, "state": state, "mode": if mode == VersionMode::Stage { "stage" } else { "replace" },
+                    "secret_fields_set": validated.secret_fields_set
+                })),
+            )?;
+            Ok(CreatedVersion { credential_id: id, version: next, state: state.into() })
+        })
+        .await
+    }
+
+    /// Makes version `n` current; the old current version becomes `previous`.
+    pub async fn promote_version(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str, n: i64) -> CoreResult<CredentialView> {
+        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
+        self.write(ctx, actor, move |tx| {
+            let c = load_cred(tx, &id, true)?;
+            let (org, ws) = (c.org(), c.ws());
+            let settings = settings_of(tx, &c.org_id, "credential")?;
+            let draft = || c.draft("credential.version.promote").details(serde_json::json!({ "version": n }));
+            authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialCreate, "credential", draft)?;
+            if c.status == "pending_deletion" {
+                return Err(CoreError::conflict("credential_deleted", "the credential is pending deletion; restore it first"));
+            }
+            let state = version_state(tx, &id, n)?;
+            match state.as_str() {
+                "pending" | "previous" => {}
+                "current" => return Err(CoreError::conflict("already_current", format!("version {n} is already current"))),
+                _ => return Err(CoreError::conflict("version_revoked", format!("version {n} is revoked and cannot be promoted"))),
+            }
+            let now = now_micros();
+            // Demote first: the partial unique index allows one `current` row at a time.
+            tx.execute(
+                "UPDATE credential_versions SET state = 'revoked', state_changed_at = $1 WHERE credential_id = $2 AND state = 'previous'",
+                &[now.into(), id.as_str().into()],
+            )?;
+            tx.execute(
+                "UPDATE credential_versions SET state = 'previous', state_changed_at = $1 WHERE credential_id = $2 AND state = 'current'",
+                &[now.into(), id.as_str().into()],
+            )?;
+            tx.execute(
+                "UPDATE credential_versions SET state = 'current', state_changed_at = $1 WHERE credential_id = $2 AND version = $3",
+                &[now.into(), id.as_str().into(), n.into()],
+            )?;
+            tx.execute("UPDATE credentials SET current_version = $1, updated_at = $2 WHERE id = $3", &[n.into(), now.into(), id.as_str().into()])?;
+            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft().details(serde_json::json!({ "version": n, "previous_version": c.current_version })))?;
+            let c = load_cred(tx, &id, false)?;
+            full_view(tx, &c)
+        })
+        .await
+    }
+
+    /// Revokes version `n` (never the current one).
+    pub async fn revoke_version(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str, n: i64) -> CoreResult<CredentialView> {
+        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
+        self.write(ctx, actor, move |tx| {
+            let c = load_cred(tx, &id, true)?;
+            let (org, ws) = (c.org(), c.ws());
+            let settings = settings_of(tx, &c.org_id, "credential")?;
+            let draft = || c.draft("credential.version.revoke").details(serde_json::json!({ "version": n }));
+            authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialCreate, "credential", draft)?;
+            let state = version_state(tx, &id, n)?;
+            if state == "current" {
+                return Err(CoreError::conflict("cannot_revoke_current", "the current version cannot be revoked; promote another version first"));
+            }
+            if state != "revoked" {
+                let now = now_micros();
+                tx.execute(
+                    "UPDATE credential_versions SET state = 'revoked', state_changed_at = $1 WHERE credential_id = $2 AND version = $3",
+                    &[now.into(), id.as_str().into(), n.into()],
+                )?;
+                tx.execute("UPDATE credentials SET updated_at = $1 WHERE id = $2", &[now.into(), id.as_str().into()])?;
+                audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft().details(serde_json::json!({ "version": n, "was": state })))?;
+            }
+            let c = load_cred(tx, &id, false)?;
+            full_view(tx, &c)
+        })
+        .await
+    }
+
+    /// Sets the status: `disable`, `enable`, `delete` (soft) or `restore`.
+    pub async fn set_status(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str, op: StatusOp) -> CoreResult<CredentialView> {
+        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
+        self.write(ctx, actor, move |tx| {
+            let c = load_cred(tx, &id, true)?;
+            let (org, ws) = (c.org(), c.ws());
+            let settings = settings_of(tx, &c.org_id, "credential")?;
+            let (action, perm) = match op {
+                StatusOp::Disable => ("credential.disable", Permission::CredentialCreate),
+                StatusOp::Enable => ("credential.enable", Permission::CredentialCreate),
+                StatusOp::Delete => ("credential.delete", Permission::CredentialDelete),
+                StatusOp::Restore => ("credential.restore", Permission::CredentialDelete),
+            };
+            authorize(&a, &settings, write_scope(&org, &ws), perm, "credential", || c.draft(action))?;
+            let now = now_micros();
+            let (new_status, deleted_at): (&str, Option<i64>) = match (op, c.status.as_str()) {
+                (StatusOp::Disable | StatusOp::Enable, "pending_deletion") => {
+                    return Err(CoreError::conflict("credential_deleted", "the credential is pending deletion; restore it first"));
+                }
+                (StatusOp::Disable, _) => ("disabled", None),
+                (StatusOp::Enable, _) => ("active", None),
+                (StatusOp::Delete, "pending_deletion") => ("pending_deletion", c.deleted_at),
+                (StatusOp::Delete, _) => ("pending_deletion", Some(now)),
+                (StatusOp::Restore, "pending_deletion") => ("active", None),
+                (StatusOp::Restore, _) => return Err(CoreError::conflict("not_deleted", "the credential is not pending deletion")),
+            };
+            if new_status != c.status {
+                tx.execute(
+                    "UPDATE credentials SET status = $1, deleted_at = $2, updated_at = $3 WHERE id = $4",
+                    &[new_status.into(), deleted_at.into(), now.into(), id.as_str().into()],
+                )?;
+                let mut details = serde_json::json!({ "from": c.status, "to": new_status });
+                if op == StatusOp::Delete {
+                    details["recovery_window_days"] = settings.recovery_window_days.into();
+                }
+                audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &c.draft(action).details(details))?;
+            }
+            let c = load_cred(tx, &id, false)?;
+            full_view(tx, &c)
+        })
+        .await
+    }
+
+    /// Returns the plaintext fields of the current version to a principal holding
+    /// `credential.reveal` (nobody by default). Audited before the plaintext leaves.
+    pub async fn reveal_credential(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<Revealed> {
+        let keyring = self.keyring_arc()?;
+        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
+        self.write(ctx, actor, move |tx| {
+            let c = load_cred(tx, &id, false)?;
+            let (org, ws) = (c.org(), c.ws());
+            let settings = settings_of(tx, &c.org_id, "credential")?;
+            authorize(&a, &settings, read_scope(&org, &ws), Permission::CredentialReveal, "credential", || c.draft("credential.reveal"))?;
+            if c.status != "active" {
+                return Err(CoreError::conflict("credential_not_active", format!("the credential is {}", c.status)));
+            }
+            let fields = decrypt_version(tx, &keyring, &c.org_id, &c.id, c.current_version)?;
+            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &c.draft("credential.reveal").details(serde_json::json!({ "version": c.current_version })))?;
+            Ok(Revealed { id: c.id.clone(), version: c.current_version, fields })
+        })
+        .await
+    }
+}
+
+/// Status changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusOp {
+    /// Stop every resolve.
+    Disable,
+    /// Undo disable.
+    Enable,
+    /// Soft delete into `pending_deletion`.
+    Delete,
+    /// Undo a soft delete.
+    Restore,
+}
+
+fn version_state(tx: &mut dyn Tx, id: &str, n: i64) -> CoreResult<String> {
+    match tx.query_opt("SELECT state FROM credential_versions WHERE credential_id = $1 AND version = $2", &[id.into(), n.into()])? {
+        Some(r) => Ok(r.text(0)?),
+        None => Err(CoreError::NotFound { what: "version" }),
+    }
+}
+
+/// Opens one version and merges its public and secret fields. The result holds plaintext:
+/// callers wrap it in a zeroizing response type.
+pub(crate) fn decrypt_version(tx: &mut dyn Tx, keyring: &Keyring, org: &str, cred: &str, version: i64) -> CoreResult<Json> {
+    let r = tx.query_one(
+        "SELECT kek_id, wrapped_key, ciphertext, public_fields FROM credential_versions WHERE credential_id = $1 AND version = $2",
+        &[cred.into(), version.into()],
+    )?;
+    let (Some(kek_id), Some(wrapped_key), Some(ciphertext)) = (r.opt_text(0)?, r.opt_bytes(1)?, r.opt_bytes(2)?) else {
+        return Err(CoreError::conflict("version_destroyed", "the keys of this version were destroyed"));
+    };
+    let sealed = Sealed { kek_id, wrapped_key, ciphertext };
+    let plain = keyring.open(&Binding { org_id: org, credential_id: cred, version }, &sealed)?;
+    let secret = SecretJson::from_bytes(&plain).map_err(|_| CoreError::Internal("sealed payload is not JSON".into()))?;
+    let public: Json = serde_json::from_str(&r.text(3)?)?;
+    Ok(credential_types::merge(&public, secret.expose()))
+}

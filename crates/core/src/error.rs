@@ -1,0 +1,105 @@
+//! The one error type of the core. Each variant maps to one HTTP status and a stable machine
+//! `code` in the API layer. Messages are written for the caller and never carry secret values;
+//! internal causes (database, crypto) are logged by the API layer and answered generically.
+
+use credvault_crypto::CryptoError;
+use credvault_domain::credential_types::FieldError;
+use credvault_domain::roles::Permission;
+use credvault_store::StoreError;
+
+/// Why an operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoreError {
+    /// No valid token (missing, unknown, expired, revoked, or its principal is disabled).
+    #[error("authentication required")]
+    Unauthenticated,
+    /// The thing does not exist, or the caller may not know that it does.
+    #[error("no such {what}")]
+    NotFound {
+        /// What kind of thing, e.g. `credential`.
+        what: &'static str,
+    },
+    /// The caller can see the thing but lacks the permission.
+    #[error("missing permission {}", permission.as_str())]
+    Forbidden {
+        /// The permission that was needed.
+        permission: Permission,
+    },
+    /// One input field is wrong.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// Path of the offending field, e.g. `fields.port`.
+        field: String,
+        /// Stable machine code.
+        code: &'static str,
+        /// Human explanation.
+        message: String,
+    },
+    /// Several credential fields are wrong (schema validation).
+    #[error("credential fields are invalid")]
+    InvalidFields(Vec<FieldError>),
+    /// The request conflicts with the current state.
+    #[error("{message}")]
+    Conflict {
+        /// Stable machine code, e.g. `name_taken`.
+        code: &'static str,
+        /// Human explanation.
+        message: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Encryption or decryption failed (wrong keyring, tampered data).
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// Authorization refused a scoped operation. The service records it in the audit journal
+    /// and turns it into [`CoreError::NotFound`] or [`CoreError::Forbidden`]; callers outside
+    /// the core never see this variant.
+    #[error("denied")]
+    Denied(Box<Denial>),
+    /// Something that should not happen did (a bug); details are logged, not returned.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl CoreError {
+    /// Shorthand for [`CoreError::Invalid`].
+    pub fn invalid(field: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
+        CoreError::Invalid { field: field.into(), code, message: message.into() }
+    }
+    /// Shorthand for [`CoreError::Conflict`].
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        CoreError::Conflict { code, message: message.into() }
+    }
+}
+
+impl From<serde_json::Error> for CoreError {
+    fn from(e: serde_json::Error) -> Self {
+        CoreError::Internal(format!("json: {e}"))
+    }
+}
+
+/// Result alias for the core.
+pub type CoreResult<T> = Result<T, CoreError>;
+
+/// A refused operation, with the audit event that records it.
+#[derive(Debug)]
+pub struct Denial {
+    /// The event to append (outcome `denied`).
+    pub draft: crate::audit::Draft,
+    /// `Some(what)`: answer 404 (the caller is outside the scope); `None`: answer 403.
+    pub hidden: Option<&'static str>,
+    /// The permission that was needed.
+    pub permission: Permission,
+}
+
+impl Denial {
+    /// The error the caller sees.
+    pub fn public_error(&self) -> CoreError {
+        match self.hidden {
+            Some(what) => CoreError::NotFound { what },
+            None => CoreError::Forbidden { permission: self.permission },
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! An organization's settings: enabled credential types, role policy, attachment policy and
+//! recovery window. Stored as one JSON document per organization; unknown keys are refused so
+//! a typo in a PATCH is an error, not a silently ignored setting.
+
+use serde::{Deserialize, Serialize};
+
+use credvault_domain::credential_types::CredentialType;
+use credvault_domain::roles::RolePolicy;
+use credvault_store::Tx;
+
+use crate::error::{CoreError, CoreResult};
+
+/// The settings of one organization.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgSettings {
+    /// Credential types members may create (and see in the type list).
+    pub enabled_types: Vec<CredentialType>,
+    /// Whether a credential of another environment may be attached with a written reason.
+    pub allow_environment_override: bool,
+    /// Days a deleted credential can be restored before its keys are destroyed.
+    pub recovery_window_days: u32,
+    /// Which roles hold the movable permissions.
+    pub role_policy: RolePolicy,
+}
+
+impl Default for OrgSettings {
+    fn default() -> Self {
+        OrgSettings {
+            enabled_types: CredentialType::ALL.to_vec(),
+            allow_environment_override: false,
+            recovery_window_days: 7,
+            role_policy: RolePolicy::default(),
+        }
+    }
+}
+
+/// A partial update of [`OrgSettings`].
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsPatch {
+    /// New enabled types.
+    pub enabled_types: Option<Vec<CredentialType>>,
+    /// New override policy.
+    pub allow_environment_override: Option<bool>,
+    /// New recovery window.
+    pub recovery_window_days: Option<u32>,
+    /// New role policy.
+    pub role_policy: Option<RolePolicy>,
+}
+
+impl OrgSettings {
+    /// Applies a patch, checking each value.
+    pub fn apply(&mut self, p: SettingsPatch) -> CoreResult<()> {
+        if let Some(mut t) = p.enabled_types {
+            t.sort();
+            t.dedup();
+            self.enabled_types = t;
+        }
+        if let Some(b) = p.allow_environment_override {
+            self.allow_environment_override = b;
+        }
+        if let Some(d) = p.recovery_window_days {
+            if !(1..=365).contains(&d) {
+                return Err(CoreError::invalid("recovery_window_days", "out_of_range", "must be between 1 and 365"));
+            }
+            self.recovery_window_days = d;
+        }
+        if let Some(rp) = p.role_policy {
+            self.role_policy = rp;
+        }
+        Ok(())
+    }
+
+    /// Loads the settings of `org_id`, or `None` if there is no such organization.
+    pub fn load(tx: &mut dyn Tx, org_id: &str) -> CoreResult<Option<OrgSettings>> {
+        match tx.query_opt("SELECT settings FROM orgs WHERE id = $1", &[org_id.into()])? {
+            Some(r) => Ok(Some(serde_json::from_str(&r.text(0)?)?)),
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,606 @@
+//! Organizations, workspaces, principals, role bindings and tokens.
+
+use std::sync::Arc;
+
+use credvault_crypto::generate_token;
+use credvault_domain::roles::{Permission, Role};
+use credvault_domain::time::{now_micros, parse_rfc3339, to_rfc3339};
+use credvault_domain::{BindingId, OrgId, PrincipalId, TokenId, WorkspaceId, check_name};
+use credvault_store::{Row, StoreError, Tx, Value};
+
+use crate::audit::{self, ActorRef, Draft};
+use crate::auth::{Scope, authorize};
+use crate::context::{Actor, RequestCtx};
+use crate::error::{CoreError, CoreResult};
+use crate::settings::{OrgSettings, SettingsPatch};
+use crate::views::*;
+use crate::Service;
+
+fn name_taken(e: CoreError, what: &str) -> CoreError {
+    match e {
+        CoreError::Store(StoreError::Unique(_)) => {
+            CoreError::conflict("name_taken", format!("a {what} with this name already exists in this scope"))
+        }
+        other => other,
+    }
+}
+
+fn check_name_field(field: &str, name: &str) -> CoreResult<()> {
+    check_name(name).map_err(|m| CoreError::invalid(field, "invalid_name", m))
+}
+
+pub(crate) fn settings_of(tx: &mut dyn Tx, org_id: &str, what: &'static str) -> CoreResult<OrgSettings> {
+    OrgSettings::load(tx, org_id)?.ok_or(CoreError::NotFound { what })
+}
+
+fn org_view(r: &Row) -> CoreResult<OrgView> {
+    Ok(OrgView { id: r.text(0)?, name: r.text(1)?, created_at: to_rfc3339(r.int(2)?) })
+}
+
+fn ws_view(r: &Row) -> CoreResult<WorkspaceView> {
+    Ok(WorkspaceView { id: r.text(0)?, org_id: r.text(1)?, name: r.text(2)?, created_at: to_rfc3339(r.int(3)?) })
+}
+
+const PRINCIPAL_COLS: &str = "id, org_id, kind, name, instance_admin, disabled, created_at";
+fn principal_view(r: &Row) -> CoreResult<PrincipalView> {
+    Ok(PrincipalView {
+        id: r.text(0)?,
+        org_id: r.text(1)?,
+        kind: r.text(2)?,
+        name: r.text(3)?,
+        instance_admin: r.bool(4)?,
+        disabled: r.bool(5)?,
+        created_at: to_rfc3339(r.int(6)?),
+        bindings: None,
+    })
+}
+
+const BINDING_COLS: &str = "id, principal_id, role, org_id, workspace_id, created_at";
+fn binding_view(r: &Row) -> CoreResult<RoleBindingView> {
+    Ok(RoleBindingView {
+        id: r.text(0)?,
+        principal_id: r.text(1)?,
+        role: r.text(2)?,
+        org_id: r.text(3)?,
+        workspace_id: r.opt_text(4)?,
+        created_at: to_rfc3339(r.int(5)?),
+    })
+}
+
+const TOKEN_COLS: &str = "id, principal_id, name, created_at, expires_at, revoked_at, seq";
+fn token_view(r: &Row) -> CoreResult<TokenView> {
+    Ok(TokenView {
+        id: r.text(0)?,
+        principal_id: r.text(1)?,
+        name: r.opt_text(2)?,
+        created_at: to_rfc3339(r.int(3)?),
+        expires_at: ts(r.opt_int(4)?),
+        revoked_at: ts(r.opt_int(5)?),
+    })
+}
+
+/// Inserts an organization with its default settings and its audit chain.
+pub(crate) fn insert_org(tx: &mut dyn Tx, id: &OrgId, name: &str, by: Option<&str>) -> CoreResult<i64> {
+    let now = now_micros();
+    tx.execute(
+        "INSERT INTO orgs (id, name, settings, created_at, created_by) VALUES ($1, $2, $3, $4, $5)",
+        &[id.as_str().into(), name.into(), serde_json::to_string(&OrgSettings::default())?.into(), now.into(), by.into()],
+    )?;
+    audit::create_chain(tx, id.as_str())?;
+    Ok(now)
+}
+
+/// Looks up a workspace's organization.
+pub(crate) fn workspace_org(tx: &mut dyn Tx, ws: &str) -> CoreResult<Option<OrgId>> {
+    Ok(tx
+        .query_opt("SELECT org_id FROM workspaces WHERE id = $1", &[ws.into()])?
+        .map(|r| r.text(0))
+        .transpose()?
+        .map(OrgId::from_trusted))
+}
+
+/// Looks up a principal's organization.
+fn principal_org(tx: &mut dyn Tx, p: &str) -> CoreResult<Option<OrgId>> {
+    Ok(tx
+        .query_opt("SELECT org_id FROM principals WHERE id = $1", &[p.into()])?
+        .map(|r| r.text(0))
+        .transpose()?
+        .map(OrgId::from_trusted))
+}
+
+impl Service {
+    /// The caller itself, with its bindings.
+    pub async fn whoami(&self, actor: &Arc<Actor>) -> CoreResult<PrincipalView> {
+        let id = actor.principal_id.to_string();
+        self.inner
+            .store
+            .read(move |tx: &mut dyn Tx| -> CoreResult<PrincipalView> {
+                let r = tx.query_one(&format!("SELECT {PRINCIPAL_COLS} FROM principals WHERE id = $1"), &[id.as_str().into()])?;
+                let mut v = principal_view(&r)?;
+                let rows = tx.query(&format!("SELECT {BINDING_COLS} FROM role_bindings WHERE principal_id = $1 ORDER BY seq"), &[id.into()])?;
+                v.bindings = Some(rows.iter().map(binding_view).collect::<CoreResult<_>>()?);
+                Ok(v)
+            })
+            .await
+    }
+
+    /// Creates an organization (instance admins only).
+    pub async fn create_org(&self, ctx: &RequestCtx, actor: &Arc<Actor>, req: CreateOrg) -> CoreResult<OrgView> {
+        check_name_field("name", &req.name)?;
+        if !actor.instance_admin {
+            let draft = Draft::new("org.create", "org", "", actor.org_id.as_str()).outcome(crate::audit::Outcome::Denied);
+            let denial = crate::error::Denial { draft, hidden: None, permission: Permission::OrgAdmin };
+            return self.settle(ctx, actor, Err(CoreError::Denied(Box::new(denial)))).await;
+        }
+        let (ctx2, a) = (ctx.clone(), actor.clone());
+        self.write(ctx, actor, move |tx| {
+            let id = OrgId::generate();
+            let now = insert_org(tx, &id, &req.name, Some(a.principal_id.as_str())).map_err(|e| name_taken(e, "organization"))?;
+            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &Draft::new("org.create", "org", id.as_str(), id.as_str()).details(serde_json::json!({"name": req.name})))?;
+            Ok(OrgView { id: id.to_string(), name: req.name, created_at: to_rfc3339(now) })
+        })
+        .await
+    }
+
+    /// Organizations the caller can see.
+    pub async fn list_orgs(&self, actor: &Arc<Actor>) -> CoreResult<Page<OrgView>> {
+        let a = actor.clone();
+        self.inner
+            .store
+            .read(move |tx: &mut dyn Tx| -> CoreResult<Page<OrgView>> {
+                let rows = if a.instance_admin {
+                    tx.query("SELECT id, name, created_at FROM orgs ORDER BY seq", &[])?
+                } else if a.bindings.is_empty() {
+                    vec![]
+                } else {
+                    tx.query("SELECT id, name, created_at FROM orgs WHERE id = $1", &[a.org_id.as_str().into()])?
+                };
+                Ok(Page { items: rows.iter().map(org_view).collect::<CoreResult<_>>()?, next_cursor: None })
+            })
+            .await
+    }
+
+    /// One organization.
+    pub async fn get_org(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<OrgView> {
+        let (id, a) = (id.to_owned(), actor.clone());
+        self.read(ctx, actor, move |tx| {
+            let Some(r) = tx.query_opt("SELECT id, name, created_at FROM orgs WHERE id = $1", &[id.as_str().into()])? else {
+                return Err(CoreError::NotFound { what: "organization" });
+            };
+            let org = OrgId::from_trusted(id.clone());
+            let settings = settings_of(tx, &id, "organization")?;
+            authorize(&a, &settings, Scope::OrgShared(&org), Permission::MetadataRead, "organization", || {
+                Draft::new("org.read", "org", id.as_str(), id.as_str())
+            })
+            .or_else(|e| if a.in_org(&org) { Ok(()) } else { Err(e) })?;
+            org_view(&r)
+        })
+        .await
+    }
+
+    /// An organization's settings (any member may read them).
+    pub async fn get_settings(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<OrgSettings> {
+        let (id, a) = (id.to_owned(), actor.clone());
+        self.read(ctx, actor, move |tx| {
+            let settings = settings_of(tx, &id, "organization")?;
+            let org = OrgId::from_trusted(id.clone());
+            if !a.in_org(&org) {
+                return authorize(&a, &settings, Scope::OrgShared(&org), Permission::MetadataRead, "organization", || {
+                    Draft::new("org.read", "org", id.as_str(), id.as_str())
+                })
+                .map(|_| settings);
+            }
+            Ok(settings)
+        })
+        .await
+    }
+
+    /// Changes an organization's settings (admins).
+    pub async fn patch_settings(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str, patch: SettingsPatch) -> CoreResult<OrgSettings> {
+        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
+        self.write(ctx, actor, move |tx| {
+            let mut settings = settings_of(tx, &id, "organization")?;
+            let org = OrgId::from_trusted(id.clone());
+            let draft = || Draft::new("org.settings.update", "org", id.as_str(), id.as_str());
+            authorize(&a, &settings, Scope::Org(&org), Permission::OrgAdmin, "organization", draft)?;
+            let before = serde_json::to_value(&settings)?;
+            settings.apply(patch)?;
+            tx.execute("UPDATE orgs SET settings = $1 WHERE id = $2", &[serde_json::to_string(&settings)?.into(), id.as_str().into()])?;
+            let after = serde_json::to_value(&settings)?;
+            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft().details(serde_json::json!({"before": before, "after": after})))?;
+            Ok(settings)
+        })
+        .await
+    }
+
+    /// Creates a workspace (organization admins).
+    pub async fn create_workspace(&self, ctx: &RequestCtx, actor: &Arc<Actor>, req: CreateWorkspace) -> CoreResult<WorkspaceView> {
+        check_name_field("name", &req.name)?;
+        let (a, ctx2) = (actor.clone(), ctx.clone());
+        self.write(ctx, actor, move |tx| {
+            let org = req.org_id;
+            let settings = settings_of(tx, org.as_str(), "organization")?;
+            let id = WorkspaceId::generate();
+            let draft = || Draft::new("workspace.create", "workspace", id.as_str(), org.as_str());
+            authorize(&a, &settings, Scope::Org(&org), Permission::OrgAdmin, "organization", draft)?;
+            let now = now_micros();
+            tx.execute(
+                "INSERT INTO workspaces (id, org_id, name, created_at, created_by) VALUES ($1, $2, $3, $4, $5)",
+                &[id.as_str().into(), org.as_str().into(), req.name.as_str().into(), now.into(), a.principal_id.as_str().into()],
+            )
+            .map_err(|e| name_taken(e.into(), "workspace"))?;
+            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft().workspace(Some(id.as_str())).details(serde_json::json!({"name": req.name})))?;
+            Ok(WorkspaceView { id: id.to_string(), org_id: org.to_string(), name: req.name, created_at: to_rfc3339(now) })
+        })
+        .await
+    }
+
+    /// Workspaces the caller can see in an organization.
+    pub async fn list_workspaces(&self, ctx: &RequestCtx, actor: &Arc<Actor>, org_id: Option<&str>) -> CoreResult<Page<WorkspaceView>> {
+        let org = org_id.map(str::to_owned).unwrap_or_else(|| actor.org_id.to_string());
+        let a = actor.clone();
+        self.read(ctx, actor, move |tx| {
+            let settings = settings_of(tx, &org, "organization")?;
+            let org_id = OrgId::from_trusted(org.clone());
+            authorize(&a, &settings, Scope::OrgShared(&org_id), Permission::MetadataRead, "organization", || {
+                Draft::new("workspace.read", "org", org.as_str(), org.as_str())
+            })
+            .or_else(|e| if a.in_org(&org_id) { Ok(()) } else { Err(e) })?;
+            let rows = tx.query("SELECT id, org_id, name, created_at FROM workspaces WHERE org_id = $1 ORDER BY seq", &[org.as_str().into()])?;
+            let all_visible = !a.org_roles().is_empty();
+            let mut items = Vec::new();
+            for r in &rows {
+                let v = ws_view(r)?;
+                if all_visible || !a.workspace_roles(&WorkspaceId::from_trusted(v.id.clone())).is_empty() {
+                    items.push(v);
+                }
+            }
+            Ok(Page { items, next_cursor: None })
+        })
+        .await
+    }
+
+    /// One workspace.
+    pub async fn get_workspace(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<WorkspaceView> {
+        let (id, a) = (id.to_owned(), actor.clone());
+        self.read(ctx, actor, move |tx| {
+            let Some(r) = tx.query_opt("SELECT id, org_id, name, created_at FROM workspaces WHERE id = $1", &[id.as_str().into()])? else {
+                return Err(CoreError::NotFound { what: "workspace" });
+            };
+            let v = ws_view(&r)?;
+            let org = OrgId::from_trusted(v.org_id.clone());
+            let ws = WorkspaceId::from_trusted(v.id.clone());
+            let settings = settings_of(tx, &v.org_id, "workspace")?;
+            authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::MetadataRead, "workspace", || {
+                Draft::new("workspace.read", "workspace", id.as_str(), v.org_id.as_str()).workspace(Some(id.as_str()))
+            })
+            .or_else(|e| if !a.workspace_roles(&ws).is_empty() && a.in_org(&org) { Ok(()) } else { Err(e) })?;
+            Ok(v)
+        })
+        .await
+    }
+
+    /// Creates a principal (organization admins).
+    pub async fn create_principal(&self, ctx: &RequestCtx, actor: &Arc<Actor>, req: CreatePrincipal) -> CoreResult<PrincipalView> {
+        check_name_field("name", &req.name)?;
+        let (a, ctx2) = (actor.clone(), ctx.clone());
+        self.write(ctx, actor, move |tx| {
+            let org = req.org_id;
+            let settings = settings_of(tx, org.as_str(), "organization")?;
+            let id = PrincipalId::generate(req.kind);
+            let draft = || Draft::new("principal.create", "principal", id.as_str(), org.as_str());
+            authorize(&a, &settings, Scope::Org(&org), Permission::OrgAdmin, "organization", draft)?;
+            let now = now_micros();
+            tx.execute(
+                "INSERT INTO principals (id, org_id, kind, name, instance_admin, disabled, created_at, created_by) VALUES ($1, $2, $3, $4, 0, 0, $5, $6)",
+                &[id.as_str().into(), org.as_str().into(), req.kind.as_str().into(), req.name.as_str().into(), now.into(), a.principal_id.as_str().into()],
+            )
+            .map_err(|e| name_taken(e.into(), "principal"))?;
+            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft().details(serde_json::json!({"name": req.name, "kind": req.kind.as_str()})))?;
+            Ok(PrincipalView {
+                id: id.to_string(),
+                org_id: org.to_string(),
+                kind: req.kind.as_str().into(),
+                name: req.name,
+                instance_admin: false,
+                disabled: false,
+                created_at: to_rfc3339(now),
+                bindings: None,
+            })
+        })
+        .await
+    }
+
+    /// Principals of an organization (admins and auditors).
+    pub async fn list_principals(&self, ctx: &RequestCtx, actor: &Arc<Actor>, org_id: Option<&str>, cursor: Option<&str>, limit: Option<usize>) -> CoreResult<Page<PrincipalView>> {
+        let org = org_id.map(str::to_owned).unwrap_or_else(|| actor.org_id.to_string());
+        let after = crate::views::decode_cursor(cursor)?;
+        let limit = self.page_limit(limit);
+        let a = actor.clone();
+        self.read(ctx, actor, move |tx| {
+            let settings = settings_of(tx, &org, "organization")?;
+            let org_id = OrgId::from_trusted(org.clone());
+            if !settings.role_policy.any_grants(&a.org_roles(), Permission::AuditRead) {
+                authorize(&a, &settings, Scope::Org(&org_id), Permission::OrgAdmin, "organization", || {
+                    Draft::new("principal.read", "org", org.as_str(), org.as_str())
+                })?;
+            }
+            let rows = tx.query(
+                &format!("SELECT {PRINCIPAL_COLS}, seq FROM principals WHERE org_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"),
+                &[org.as_str().into(), after.into(), (limit as i64 + 1).into()],
+            )?;
+            page(rows, limit, 7, principal_view)
+        })
+        .await
+    }
+
+    /// One principal (admins, auditors, or the principal itself), with its bindings.
+    pub async fn get_principal(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<PrincipalView> {
+        let (id, a) = (id.to_owned(), actor.clone());
+        self.read(ctx, actor, move |tx| {
+            let Some(r) = tx.query_opt(&format!("SELECT {PRINCIPAL_COLS} FROM principals WHERE id = $1"), &[id.as_str().into()])? else {
+                return Err(CoreError::NotFound { what: "principal" });
+            };
+            let mut v = principal_view(&r)?;
+            if a.principal_id.as_str() != id {
+                let settings = settings_of(tx, &v.org_id, "principal")?;
+                let org = OrgId::from_trusted(v.org_id.clone());
+                if !(a.in_org(&org) && settings.role_policy.any_grants(&a.org_roles(), Permission::AuditRead)) {
+                    authorize(&a, &settings, Scope::Org(&org), Permission::OrgAdmin, "principal", || {
+                        Draft::new("principal.read", "principal", id.as_str(), v.org_id.as_str())
+                    })?;
+                }
+            }
+            let rows = tx.query(&format!("SELECT {BINDING_COLS} FROM role_bindings WHERE principal_id = $1 ORDER BY seq"), &[id.into()])?;
+            v.bindings = Some(rows.iter().map(binding_view).collect::<CoreResult<_>>()?);
+            Ok(v)
+        })
+        .await
+    }
+
+    /// Binds a role (admins of the scope).
+    pub async fn create_role_binding(&self, ctx: &RequestCtx, actor: &Arc<Actor>, req: CreateRoleBinding) -> CoreResult<RoleBindingView> {
+        if req.workspace_id.is_some() == req.org_id.is_some() {
+            return Err(CoreError::invalid("workspace_id", "scope_required", "give exactly one of workspace_id or org_id"));
+        }
+        let (a, ctx2) = (actor.clone(), ctx.clone());
+        self.write(ctx, actor, move |tx| {
+            let Some(p_org) = principal_org(tx, req.principal_id.as_str())? else {
+                return Err(CoreError::NotFound { what: "principal" });
+            };
+            let org = match (&req.workspace_id, &req.org_id) {
+                (Some(ws), _) => workspace_org(tx, ws.as_str())?.ok_or(CoreError::NotFound { what: "workspace" })?,
+                (None, Some(o)) => o.clone(),
+                (None, None) => return Err(CoreError::Internal("scope checked above".into())),
+            };
+            let settings = settings_of(tx, org.as_str(), "organization")?;
+            let id = BindingId::generate();
+            let draft = || Draft::new("role_binding.create", "role_binding", id.as_str(), org.as_str()).workspace(req.workspace_id.as_ref().map(|w| w.as_str()));
+            let scope = match &req.workspace_id {
+                Some(ws) => Scope::Workspace(&org, ws),
+                None => Scope::Org(&org),
+            };
+            authorize(&a, &settings, scope, Permission::OrgAdmin, "organization", draft)?;
+            if p_org != org {
+                return Err(CoreError::invalid("principal_id", "wrong_organization", "the principal belongs to another organization"));
+            }
+            let now = now_micros();
+            let scope_key = req.workspace_id.as_ref().map_or(org.as_str(), |w| w.as_str()).to_owned();
+            tx.execute(
+                "INSERT INTO role_bindings (id, org_id, principal_id, role, workspace_id, scope_key, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    id.as_str().into(),
+                    org.as_str().into(),
+                    req.principal_id.as_str().into(),
+                    req.role.as_str().into(),
+                    req.workspace_id.as_ref().map(|w| w.as_str()).into(),
+                    scope_key.into(),
+                    now.into(),
+                    a.principal_id.as_str().into(),
+                ],
+            )
+            .map_err(|e| match CoreError::from(e) {
+                CoreError::Store(StoreError::Unique(_)) => CoreError::conflict("binding_exists", "this principal already has this role in this scope"),
+                other => other,
+            })?;
+            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft().details(serde_json::json!({"principal_id": req.principal_id.as_str(), "role": req.role.as_str()})))?;
+            Ok(RoleBindingView {
+                id: id.to_string(),
+                principal_id: req.principal_id.to_string(),
+                role: req.role.as_str().into(),
+                org_id: org.to_string(),
+                workspace_id: req.workspace_id.map(|w| w.to_string()),
+                created_at: to_rfc3339(now),
+            })
+        })
+        .await
+    }
+
+    /// Role bindings of an organization, optionally of one principal.
+    pub async fn list_role_bindings(&self, ctx: &RequestCtx, actor: &Arc<Actor>, org_id: Option<&str>, principal_id: Option<&str>) -> CoreResult<Page<RoleBindingView>> {
+        let org = org_id.map(str::to_owned).unwrap_or_else(|| actor.org_id.to_string());
+        let (principal, a) = (principal_id.map(str::to_owned), actor.clone());
+        self.read(ctx, actor, move |tx| {
+            let settings = settings_of(tx, &org, "organization")?;
+            let org_id = OrgId::from_trusted(org.clone());
+            let own = principal.as_deref() == Some(a.principal_id.as_str());
+            if !own && !(a.in_org(&org_id) && settings.role_policy.any_grants(&a.org_roles(), Permission::AuditRead)) {
+                authorize(&a, &settings, Scope::Org(&org_id), Permission::OrgAdmin, "organization", || {
+                    Draft::new("role_binding.read", "org", org.as_str(), org.as_str())
+                })?;
+            }
+            let rows = match &principal {
+                Some(p) => tx.query(&format!("SELECT {BINDING_COLS} FROM role_bindings WHERE org_id = $1 AND principal_id = $2 ORDER BY seq"), &[org.as_str().into(), p.as_str().into()])?,
+                None => tx.query(&format!("SELECT {BINDING_COLS} FROM role_bindings WHERE org_id = $1 ORDER BY seq"), &[org.as_str().into()])?,
+            };
+            Ok(Page { items: rows.iter().map(binding_view).collect::<CoreResult<_>>()?, next_cursor: None })
+        })
+        .await
+    }
+
+    /// Removes a role binding (admins of its scope).
+    pub async fn delete_role_binding(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<RoleBindingView> {
+        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
+        self.write(ctx, actor, move |tx| {
+            let Some(r) = tx.query_opt(&format!("SELECT {BINDING_COLS} FROM role_bindings WHERE id = $1"), &[id.as_str().into()])? else {
+                return Err(CoreError::NotFound { what: "role binding" });
+            };
+            let v = binding_view(&r)?;
+            let org = OrgId::from_trusted(v.org_id.clone());
+            let ws = v.workspace_id.clone().map(WorkspaceId::from_trusted);
+            let settings = settings_of(tx, &v.org_id, "role binding")?;
+            let draft = || Draft::new("role_binding.delete", "role_binding", id.as_str(), v.org_id.as_str()).workspace(v.workspace_id.as_deref());
+            let scope = match &ws {
+                Some(w) => Scope::Workspace(&org, w),
+                None => Scope::Org(&org),
+            };
+            authorize(&a, &settings, scope, Permission::OrgAdmin, "role binding", draft)?;
+            tx.execute("DELETE FROM role_bindings WHERE id = $1", &[id.as_str().into()])?;
+            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft().details(serde_json::json!({"principal_id": v.principal_id, "role": v.role})))?;
+            Ok(v)
+        })
+        .await
+    }
+
+    /// Issues a token for a principal (organization admins). The token is returned once.
+    pub async fn create_token(&self, ctx: &RequestCtx, actor: &Arc<Actor>, req: CreateToken) -> CoreResult<CreatedToken> {
+        let expires_at = match &req.expires_at {
+            Some(s) => Some(parse_rfc3339(s).ok_or_else(|| CoreError::invalid("expires_at", "invalid_timestamp", "must be an RFC 3339 timestamp"))?),
+            None => None,
+        };
+        if expires_at.is_some_and(|e| e <= now_micros()) {
+            return Err(CoreError::invalid("expires_at", "in_the_past", "must be in the future"));
+        }
+        if let Some(n) = &req.name {
+            if n.len() > 128 {
+                return Err(CoreError::invalid("name", "too_long", "must be at most 128 characters"));
+            }
+        }
+        let (a, ctx2) = (actor.clone(), ctx.clone());
+        self.write(ctx, actor, move |tx| {
+            let Some(org) = principal_org(tx, req.principal_id.as_str())? else {
+                return Err(CoreError::NotFound { what: "principal" });
+            };
+            let settings = settings_of(tx, org.as_str(), "principal")?;
+            let id = TokenId::generate();
+            let draft = || Draft::new("token.create", "token", id.as_str(), org.as_str());
+            authorize(&a, &settings, Scope::Org(&org), Permission::OrgAdmin, "principal", draft)?;
+            let (token, hash) = generate_token();
+            let now = now_micros();
+            insert_token(tx, &id, &org, req.principal_id.as_str(), &hash, req.name.as_deref(), expires_at, Some(a.principal_id.as_str()), now)?;
+            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft().details(serde_json::json!({"principal_id": req.principal_id.as_str(), "expires_at": ts(expires_at)})))?;
+            Ok(CreatedToken {
+                id: id.to_string(),
+                token: token.to_string(),
+                principal_id: req.principal_id.to_string(),
+                name: req.name.clone(),
+                expires_at: ts(expires_at),
+                created_at: to_rfc3339(now),
+            })
+        })
+        .await
+    }
+
+    /// Tokens of a principal (admins, or the principal itself).
+    pub async fn list_tokens(&self, ctx: &RequestCtx, actor: &Arc<Actor>, principal_id: Option<&str>) -> CoreResult<Page<TokenView>> {
+        let principal = principal_id.map(str::to_owned).unwrap_or_else(|| actor.principal_id.to_string());
+        let a = actor.clone();
+        self.read(ctx, actor, move |tx| {
+            let Some(org) = principal_org(tx, &principal)? else {
+                return Err(CoreError::NotFound { what: "principal" });
+            };
+            if principal != a.principal_id.as_str() {
+                let settings = settings_of(tx, org.as_str(), "principal")?;
+                authorize(&a, &settings, Scope::Org(&org), Permission::OrgAdmin, "principal", || {
+                    Draft::new("token.read", "principal", principal.as_str(), org.as_str())
+                })?;
+            }
+            let rows = tx.query(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE principal_id = $1 ORDER BY seq"), &[principal.as_str().into()])?;
+            Ok(Page { items: rows.iter().map(token_view).collect::<CoreResult<_>>()?, next_cursor: None })
+        })
+        .await
+    }
+
+    /// Revokes a token (admins, or the token's own principal).
+    pub async fn revoke_token(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<TokenView> {
+        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
+        self.write(ctx, actor, move |tx| {
+            let Some(r) = tx.query_opt(&format!("SELECT {TOKEN_COLS}, org_id FROM tokens WHERE id = $1"), &[id.as_str().into()])? else {
+                return Err(CoreError::NotFound { what: "token" });
+            };
+            let org = OrgId::from_trusted(r.text(7)?);
+            let mut v = token_view(&r)?;
+            let draft = || Draft::new("token.revoke", "token", id.as_str(), org.as_str()).details(serde_json::json!({"principal_id": v.principal_id}));
+            if v.principal_id != a.principal_id.as_str() {
+                let settings = settings_of(tx, org.as_str(), "token")?;
+                authorize(&a, &settings, Scope::Org(&org), Permission::OrgAdmin, "token", draft)?;
+            }
+            if v.revoked_at.is_none() {
+                let now = now_micros();
+                tx.execute("UPDATE tokens SET revoked_at = $1 WHERE id = $2", &[now.into(), id.as_str().into()])?;
+                audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft())?;
+                v.revoked_at = Some(to_rfc3339(now));
+            }
+            Ok(v)
+        })
+        .await
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn insert_token(
+    tx: &mut dyn Tx,
+    id: &TokenId,
+    org: &OrgId,
+    principal: &str,
+    hash: &[u8; 32],
+    name: Option<&str>,
+    expires_at: Option<i64>,
+    by: Option<&str>,
+    now: i64,
+) -> CoreResult<()> {
+    tx.execute(
+        "INSERT INTO tokens (id, org_id, principal_id, hash, name, created_at, created_by, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            id.as_str().into(),
+            org.as_str().into(),
+            principal.into(),
+            Value::Bytes(hash.to_vec()),
+            name.into(),
+            now.into(),
+            by.into(),
+            expires_at.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Turns `limit + 1` rows into a page; `seq_col` is the column holding the row's position.
+pub(crate) fn page<T>(rows: Vec<Row>, limit: usize, seq_col: usize, f: impl Fn(&Row) -> CoreResult<T>) -> CoreResult<Page<T>> {
+    let more = rows.len() > limit;
+    let mut items = Vec::with_capacity(limit.min(rows.len()));
+    let mut last = None;
+    for r in rows.iter().take(limit) {
+        items.push(f(r)?);
+        last = Some(r.int(seq_col)?);
+    }
+    Ok(Page { items, next_cursor: if more { last.map(encode_cursor) } else { None } })
+}
+
+/// Used by bootstrap.
+pub(crate) fn insert_principal(tx: &mut dyn Tx, id: &PrincipalId, org: &OrgId, name: &str, instance_admin: bool, now: i64) -> CoreResult<()> {
+    tx.execute(
+        "INSERT INTO principals (id, org_id, kind, name, instance_admin, disabled, created_at, created_by) VALUES ($1, $2, $3, $4, $5, 0, $6, NULL)",
+        &[id.as_str().into(), org.as_str().into(), id.kind().as_str().into(), name.into(), instance_admin.into(), now.into()],
+    )?;
+    Ok(())
+}
+
+/// Used by bootstrap.
+pub(crate) fn insert_binding(tx: &mut dyn Tx, org: &OrgId, principal: &PrincipalId, role: Role, now: i64) -> CoreResult<()> {
+    tx.execute(
+        "INSERT INTO role_bindings (id, org_id, principal_id, role, workspace_id, scope_key, created_at, created_by) VALUES ($1, $2, $3, $4, NULL, $2, $5, NULL)",
+        &[BindingId::generate().as_str().into(), org.as_str().into(), principal.as_str().into(), role.as_str().into(), now.into()],
+    )?;
+    Ok(())
+}

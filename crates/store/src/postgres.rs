@@ -1,0 +1,208 @@
+//! PostgreSQL backend: a small pool of synchronous clients driven from tokio's blocking
+//! threads. Many `credvault serve` nodes may share one database: invariants that span rows
+//! are kept with row locks (`Tx::for_update`) taken by the core, and PostgreSQL's own WAL
+//! flushing groups concurrent commits, so no explicit batching is needed here.
+//!
+//! Why synchronous clients: the store API hands closures a synchronous `Tx` so that the same
+//! store code runs on SQLite (which is synchronous) and here; each closure runs on a blocking
+//! thread, never on an async worker.
+
+use std::sync::{Arc, Mutex};
+
+use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use postgres::{Client, NoTls};
+use tokio::sync::Semaphore;
+
+use crate::{Engine, Row, StoreError, StoreOptions, Tx, TxError, Value, migrations};
+
+pub(crate) struct PgStore {
+    url: String,
+    idle: Arc<Mutex<Vec<(Client, StatementCache)>>>,
+    permits: Arc<Semaphore>,
+}
+
+pub(crate) struct PgTx<'a> {
+    tx: postgres::Transaction<'a>,
+    cache: &'a mut StatementCache,
+}
+
+/// Prepared statements of one connection, by SQL text. The synchronous client has no cache
+/// of its own, and preparing every statement would cost a round trip each time.
+type StatementCache = std::collections::HashMap<String, postgres::Statement>;
+
+impl PgTx<'_> {
+    fn statement(&mut self, sql: &str) -> Result<postgres::Statement, StoreError> {
+        if let Some(s) = self.cache.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.tx.prepare(sql).map_err(db_err)?;
+        if self.cache.len() > 512 {
+            self.cache.clear();
+        }
+        self.cache.insert(sql.to_owned(), s.clone());
+        Ok(s)
+    }
+}
+
+fn db_err(e: postgres::Error) -> StoreError {
+    if let Some(db) = e.as_db_error() {
+        if db.code() == &postgres::error::SqlState::UNIQUE_VIOLATION {
+            return StoreError::Unique(db.constraint().unwrap_or_default().to_owned());
+        }
+        return StoreError::Db(format!("{}: {}", db.code().code(), db.message()));
+    }
+    if e.is_closed() {
+        return StoreError::Unavailable("connection closed".into());
+    }
+    StoreError::Unavailable(e.to_string())
+}
+
+impl ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut postgres::types::private::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(i) => match *ty {
+                Type::INT2 => i16::try_from(*i)?.to_sql(ty, out),
+                Type::INT4 => i32::try_from(*i)?.to_sql(ty, out),
+                Type::BOOL => (*i != 0).to_sql(ty, out),
+                _ => i.to_sql(ty, out),
+            },
+            Value::Text(s) => s.to_sql(ty, out),
+            Value::Bytes(b) => b.to_sql(ty, out),
+        }
+    }
+    fn accepts(_ty: &Type) -> bool {
+        true
+    }
+    to_sql_checked!();
+}
+
+fn row_values(row: &postgres::Row) -> Result<Row, StoreError> {
+    let mut vals = Vec::with_capacity(row.len());
+    for (i, col) in row.columns().iter().enumerate() {
+        let ty = col.type_();
+        let v = if *ty == Type::INT8 {
+            row.try_get::<_, Option<i64>>(i).map_err(db_err)?.map(Value::Int)
+        } else if *ty == Type::INT4 {
+            row.try_get::<_, Option<i32>>(i).map_err(db_err)?.map(|v| Value::Int(v.into()))
+        } else if *ty == Type::INT2 {
+            row.try_get::<_, Option<i16>>(i).map_err(db_err)?.map(|v| Value::Int(v.into()))
+        } else if *ty == Type::BOOL {
+            row.try_get::<_, Option<bool>>(i).map_err(db_err)?.map(|v| Value::Int(v.into()))
+        } else if *ty == Type::BYTEA {
+            row.try_get::<_, Option<Vec<u8>>>(i).map_err(db_err)?.map(Value::Bytes)
+        } else if *ty == Type::TEXT || *ty == Type::VARCHAR || *ty == Type::NAME || *ty == Type::BPCHAR {
+            row.try_get::<_, Option<String>>(i).map_err(db_err)?.map(Value::Text)
+        } else {
+            return Err(StoreError::Shape(format!("column {i}: unsupported type {ty}")));
+        };
+        vals.push(v.unwrap_or(Value::Null));
+    }
+    Ok(Row(vals))
+}
+
+fn params(p: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
+    p.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
+}
+
+impl Tx for PgTx<'_> {
+    fn query(&mut self, sql: &str, p: &[Value]) -> Result<Vec<Row>, StoreError> {
+        let stmt = self.statement(sql)?;
+        self.tx
+            .query(&stmt, &params(p))
+            .map_err(db_err)?
+            .iter()
+            .map(row_values)
+            .collect()
+    }
+    fn execute(&mut self, sql: &str, p: &[Value]) -> Result<u64, StoreError> {
+        let stmt = self.statement(sql)?;
+        self.tx.execute(&stmt, &params(p)).map_err(db_err)
+    }
+    fn engine(&self) -> Engine {
+        Engine::Postgres
+    }
+}
+
+fn connect(url: &str) -> Result<Client, StoreError> {
+    let mut c = Client::connect(url, NoTls).map_err(db_err)?;
+    c.batch_execute("SET synchronous_commit = on; SET TIME ZONE 'UTC'").map_err(db_err)?;
+    Ok(c)
+}
+
+impl PgStore {
+    pub(crate) fn open(url: &str, opts: &StoreOptions) -> Result<PgStore, StoreError> {
+        let mut first = connect(url)?;
+        migrations::run_postgres(&mut first)?;
+        Ok(PgStore {
+            url: url.to_owned(),
+            idle: Arc::new(Mutex::new(vec![(first, StatementCache::new())])),
+            permits: Arc::new(Semaphore::new(opts.max_connections.max(1))),
+        })
+    }
+
+    async fn run<T, E, F>(&self, read_only: bool, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: TxError,
+        F: FnOnce(&mut dyn Tx) -> Result<T, E> + Send + 'static,
+    {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| E::from(StoreError::Unavailable("pool closed".into())))?;
+        let idle = self.idle.clone();
+        let url = self.url.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let pooled = idle.lock().ok().and_then(|mut v| v.pop());
+            let (mut client, mut cache) = match pooled {
+                Some((c, cache)) if !c.is_closed() => (c, cache),
+                _ => (connect(&url).map_err(E::from)?, StatementCache::new()),
+            };
+            let result = (|| {
+                let mut builder = client.build_transaction();
+                if read_only {
+                    builder = builder.read_only(true);
+                }
+                let tx = builder.start().map_err(|e| E::from(db_err(e)))?;
+                let mut pg = PgTx { tx, cache: &mut cache };
+                let r = f(&mut pg)?;
+                pg.tx.commit().map_err(|e| E::from(db_err(e)))?;
+                Ok(r)
+            })();
+            if !client.is_closed() {
+                if let Ok(mut v) = idle.lock() {
+                    v.push((client, cache));
+                }
+            }
+            result
+        })
+        .await;
+        joined.unwrap_or_else(|e| Err(E::from(StoreError::Db(format!("store task failed: {e}")))))
+    }
+
+    pub(crate) async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: TxError,
+        F: FnOnce(&mut dyn Tx) -> Result<T, E> + Send + 'static,
+    {
+        self.run(false, f).await
+    }
+
+    pub(crate) async fn read<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: TxError,
+        F: FnOnce(&mut dyn Tx) -> Result<T, E> + Send + 'static,
+    {
+        self.run(true, f).await
+    }
+}

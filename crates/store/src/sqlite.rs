@@ -1,0 +1,279 @@
+//! SQLite backend: one writer thread doing group commit, a small pool of reader connections.
+//!
+//! Why a dedicated writer thread: SQLite allows one writer at a time, and `synchronous=FULL`
+//! makes each commit an fsync. Funnelling every write closure through one thread lets us take
+//! all the closures queued at that moment, run each in its own savepoint inside one
+//! transaction, and pay a single fsync for the batch. A closure that fails is rolled back to
+//! its savepoint without disturbing the others; each caller learns its own outcome only after
+//! the batch's COMMIT has returned, so an acknowledged write is always durable.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::sync::mpsc;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
+
+use crate::{Engine, Row, StoreError, StoreOptions, Tx, TxError, Value, migrations};
+
+
+/// A write closure after type erasure: runs against the transaction and returns a completion
+/// that, given the commit's outcome, delivers the result to the waiting caller.
+type Job = Box<dyn FnOnce(&mut SqliteTx<'_>) -> Completion + Send>;
+type Completion = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+
+pub(crate) struct SqliteStore {
+    sender: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    path: std::path::PathBuf,
+}
+
+pub(crate) struct SqliteTx<'c> {
+    conn: &'c Connection,
+}
+
+pub(crate) fn db_err(e: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(f, msg) = &e {
+        if f.code == rusqlite::ErrorCode::ConstraintViolation
+            && (f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+        {
+            return StoreError::Unique(msg.clone().unwrap_or_default());
+        }
+        if f.code == rusqlite::ErrorCode::DatabaseBusy || f.code == rusqlite::ErrorCode::DatabaseLocked {
+            return StoreError::Unavailable(e.to_string());
+        }
+    }
+    StoreError::Db(e.to_string())
+}
+
+fn to_sql(v: &Value) -> rusqlite::types::Value {
+    match v {
+        Value::Null => rusqlite::types::Value::Null,
+        Value::Int(i) => rusqlite::types::Value::Integer(*i),
+        Value::Text(s) => rusqlite::types::Value::Text(s.clone()),
+        Value::Bytes(b) => rusqlite::types::Value::Blob(b.clone()),
+    }
+}
+
+impl Tx for SqliteTx<'_> {
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
+        let sql = crate::to_sqlite_placeholders(sql);
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(db_err)?;
+        let n = stmt.column_count();
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(params.iter().map(to_sql)))
+            .map_err(db_err)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(db_err)? {
+            let mut vals = Vec::with_capacity(n);
+            for i in 0..n {
+                let v = match r.get_ref(i).map_err(db_err)? {
+                    rusqlite::types::ValueRef::Null => Value::Null,
+                    rusqlite::types::ValueRef::Integer(i) => Value::Int(i),
+                    rusqlite::types::ValueRef::Real(f) => Value::Int(f as i64),
+                    rusqlite::types::ValueRef::Text(t) => {
+                        Value::Text(String::from_utf8_lossy(t).into_owned())
+                    }
+                    rusqlite::types::ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
+                };
+                vals.push(v);
+            }
+            out.push(Row(vals));
+        }
+        Ok(out)
+    }
+
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+        let sql = crate::to_sqlite_placeholders(sql);
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(db_err)?;
+        let n = stmt
+            .execute(rusqlite::params_from_iter(params.iter().map(to_sql)))
+            .map_err(db_err)?;
+        Ok(n as u64)
+    }
+
+    fn engine(&self) -> Engine {
+        Engine::Sqlite
+    }
+}
+
+fn open_conn(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(db_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+    )
+    .map_err(db_err)?;
+    conn.set_prepared_statement_cache_capacity(256);
+    Ok(conn)
+}
+
+impl SqliteStore {
+    pub(crate) fn open(path: &Path, opts: &StoreOptions) -> Result<SqliteStore, StoreError> {
+        let writer_conn = open_conn(path, false)?;
+        restrict_mode(path);
+        migrations::run_sqlite(&writer_conn)?;
+        let mut readers = Vec::new();
+        for _ in 0..opts.max_connections.max(1) {
+            readers.push(open_conn(path, true)?);
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
+        let max_batch = opts.max_batch.max(1);
+        let handle = std::thread::Builder::new()
+            .name("credvault-sqlite-writer".into())
+            .spawn(move || writer_loop(writer_conn, rx, max_batch))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
+        Ok(SqliteStore {
+            sender: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(handle)),
+            readers: Arc::new(Mutex::new(readers)),
+            path: path.to_owned(),
+        })
+    }
+
+    pub(crate) async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: TxError,
+        F: FnOnce(&mut dyn Tx) -> Result<T, E> + Send + 'static,
+    {
+        let (done_tx, done_rx) = oneshot::channel::<Result<T, E>>();
+        let job: Job = Box::new(move |tx: &mut SqliteTx<'_>| {
+            if let Err(e) = tx.conn.execute_batch("SAVEPOINT job") {
+                let err = db_err(e);
+                return Box::new(move |_| {
+                    let _ = done_tx.send(Err(E::from(err)));
+                });
+            }
+            match f(tx) {
+                Ok(v) => {
+                    if let Err(e) = tx.conn.execute_batch("RELEASE job") {
+                        let err = db_err(e);
+                        return Box::new(move |_| {
+                            let _ = done_tx.send(Err(E::from(err)));
+                        });
+                    }
+                    Box::new(move |commit: Result<(), &StoreError>| {
+                        let _ = done_tx.send(match commit {
+                            Ok(()) => Ok(v),
+                            Err(e) => Err(E::from(StoreError::Db(e.to_string()))),
+                        });
+                    })
+                }
+                Err(e) => {
+                    // Undo only this closure's writes; the rest of the batch goes on.
+                    let _ = tx.conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                    Box::new(move |_| {
+                        let _ = done_tx.send(Err(e));
+                    })
+                }
+            }
+        });
+        let sent = match self.sender.lock() {
+            Ok(guard) => guard.as_ref().map(|s| s.send(job).is_ok()).unwrap_or(false),
+            Err(_) => false,
+        };
+        if !sent {
+            return Err(E::from(StoreError::Unavailable("store is closed".into())));
+        }
+        done_rx
+            .await
+            .unwrap_or_else(|_| Err(E::from(StoreError::Unavailable("writer stopped".into()))))
+    }
+
+    pub(crate) async fn read<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: TxError,
+        F: FnOnce(&mut dyn Tx) -> Result<T, E> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let conn = readers.lock().ok().and_then(|mut v| v.pop());
+            let conn = match conn {
+                Some(c) => c,
+                None => open_conn(&path, true).map_err(E::from)?,
+            };
+            let result = (|| {
+                conn.execute_batch("BEGIN").map_err(|e| E::from(db_err(e)))?;
+                let r = f(&mut SqliteTx { conn: &conn });
+                let _ = conn.execute_batch("COMMIT");
+                r
+            })();
+            if let Ok(mut v) = readers.lock() {
+                v.push(conn);
+            }
+            result
+        })
+        .await;
+        joined.unwrap_or_else(|e| Err(E::from(StoreError::Db(format!("read task failed: {e}")))))
+    }
+
+    pub(crate) fn close(&self) {
+        if let Ok(mut s) = self.sender.lock() {
+            s.take();
+        }
+        if let Some(h) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The database file holds ciphertext only, but its metadata is still nobody else's business.
+fn restrict_mode(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < max_batch {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let begin = conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err);
+        if let Err(e) = begin {
+            // Nothing ran. Dropping the jobs drops their result channels, so every caller
+            // gets `Unavailable` instead of waiting forever.
+            tracing::error!(error = %e, "sqlite writer could not begin a transaction");
+            drop(jobs);
+            continue;
+        }
+        let mut completions = Vec::with_capacity(jobs.len());
+        {
+            let mut tx = SqliteTx { conn: &conn };
+            for job in jobs {
+                completions.push(job(&mut tx));
+            }
+        }
+        let commit = conn.execute_batch("COMMIT").map_err(db_err);
+        if commit.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for c in completions {
+            c(commit.as_ref().map(|_| ()));
+        }
+    }
+}
+
