@@ -72,7 +72,11 @@ impl ApiError {
 
     /// 404.
     pub fn not_found(what: &str) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such {what}"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such {what}"),
+        )
     }
 
     /// The HTTP status.
@@ -89,9 +93,11 @@ impl ApiError {
 impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> ApiError {
         match e {
-            CoreError::Unauthenticated => {
-                ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "a valid bearer token is required")
-            }
+            CoreError::Unauthenticated => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "a valid bearer token is required",
+            ),
             CoreError::NotFound { what } => ApiError::not_found(what),
             CoreError::Forbidden { permission } => ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -99,25 +105,47 @@ impl From<CoreError> for ApiError {
                 format!("this needs the permission {}", permission.as_str()),
             ),
             CoreError::Denied(d) => ApiError::from(d.public_error()),
-            CoreError::Invalid { field, code, message } => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, format!("{field}: {message}")).field(field)
-            }
+            CoreError::Invalid {
+                field,
+                code,
+                message,
+            } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                code,
+                format!("{field}: {message}"),
+            )
+            .field(field),
             CoreError::InvalidFields(errors) => {
                 let first = errors.first().map(|e| e.field.clone());
-                let detail = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
-                let mut a = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_fields", detail);
+                let detail = errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let mut a =
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_fields", detail);
                 a.field = first;
                 a.errors = errors;
                 a
             }
-            CoreError::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
+            CoreError::Conflict { code, message } => {
+                ApiError::new(StatusCode::CONFLICT, code, message)
+            }
             CoreError::Store(StoreError::Unavailable(cause)) => {
                 tracing::error!(%cause, "store unavailable");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the store is unavailable; retry later")
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the store is unavailable; retry later",
+                )
             }
             other => {
                 tracing::error!(error = %other, "internal error");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; the request ID identifies it in the server log")
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; the request ID identifies it in the server log",
+                )
             }
         }
     }
@@ -135,10 +163,14 @@ impl IntoResponse for ApiError {
             errors: &self.errors,
             request_id: self.request_id.as_deref(),
         };
-        let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"code\":\"internal\"}".to_vec());
+        let bytes =
+            serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"code\":\"internal\"}".to_vec());
         let mut resp = (self.status, bytes).into_response();
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if self.status == StatusCode::UNAUTHORIZED {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 
 use credvault_core::{Actor, RequestCtx};
 
-use crate::error::ApiError;
 use crate::AppState;
+use crate::error::ApiError;
 
 /// The request's context, for audit events.
 pub struct Ctx(pub RequestCtx);
@@ -28,14 +28,25 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
 
 /// Builds the context from request parts (the request ID is set by the middleware).
 pub fn request_ctx(parts: &Parts) -> RequestCtx {
-    let request_id = parts.extensions.get::<RequestIdExt>().map(|r| r.0.clone()).unwrap_or_default();
-    let source_ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+    let request_id = parts
+        .extensions
+        .get::<RequestIdExt>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let source_ip = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
     let user_agent = parts
         .headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().filter(|c| !c.is_control()).take(256).collect());
-    RequestCtx { request_id, source_ip, user_agent }
+    RequestCtx {
+        request_id,
+        source_ip,
+        user_agent,
+    }
 }
 
 /// The request ID, stored in request extensions by the middleware.
@@ -47,15 +58,30 @@ pub struct Auth(pub Arc<Actor>);
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let ctx = request_ctx(parts);
-        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         let Some(h) = header else {
-            state.service.record_missing_auth(&ctx, "missing_token").await?;
+            state
+                .service
+                .record_missing_auth(&ctx, "missing_token")
+                .await?;
             return Err(credvault_core::CoreError::Unauthenticated.into());
         };
-        let Some(token) = h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")) else {
-            state.service.record_missing_auth(&ctx, "wrong_scheme").await?;
+        let Some(token) = h
+            .strip_prefix("Bearer ")
+            .or_else(|| h.strip_prefix("bearer "))
+        else {
+            state
+                .service
+                .record_missing_auth(&ctx, "wrong_scheme")
+                .await?;
             return Err(credvault_core::CoreError::Unauthenticated.into());
         };
         let actor = state.service.authenticate(token.trim(), &ctx).await?;
@@ -71,7 +97,11 @@ pub struct Json<T>(pub T);
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let ct = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         let is_json = ct
             .split(';')
             .next()
@@ -89,7 +119,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is larger than the server accepts")
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "the request body is larger than the server accepts",
+                )
             } else {
                 ApiError::bad_request("unreadable_body", "the request body could not be read")
             }
@@ -116,7 +150,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             match inner.classify() {
                 Category::Syntax | Category::Eof | Category::Io => Err(ApiError::bad_request(
                     "malformed_json",
-                    format!("the body is not valid JSON (line {}, column {})", inner.line(), inner.column()),
+                    format!(
+                        "the body is not valid JSON (line {}, column {})",
+                        inner.line(),
+                        inner.column()
+                    ),
                 )),
                 Category::Data => {
                     let msg = sanitize_serde_message(&inner.to_string());
@@ -124,7 +162,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                     let mut err = ApiError::new(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         "invalid_field",
-                        if field.is_empty() { msg.clone() } else { format!("{field}: {msg}") },
+                        if field.is_empty() {
+                            msg.clone()
+                        } else {
+                            format!("{field}: {msg}")
+                        },
                     );
                     if let Some(f) = missing_field(&msg).or(Some(field).filter(|f| !f.is_empty())) {
                         err = err.field(f);
@@ -172,7 +214,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let q = parts.uri.query().unwrap_or("");
-        Ok(Params(form_urlencoded::parse(q.as_bytes()).into_owned().collect()))
+        Ok(Params(
+            form_urlencoded::parse(q.as_bytes()).into_owned().collect(),
+        ))
     }
 }
 
@@ -181,7 +225,14 @@ impl Params {
     pub fn allow(&self, allowed: &[&str]) -> Result<(), ApiError> {
         for (k, _) in &self.0 {
             if !allowed.contains(&k.as_str()) {
-                return Err(ApiError::bad_request("unknown_parameter", format!("unknown query parameter `{k}`; accepted: {}", allowed.join(", "))).field(k.clone()));
+                return Err(ApiError::bad_request(
+                    "unknown_parameter",
+                    format!(
+                        "unknown query parameter `{k}`; accepted: {}",
+                        allowed.join(", ")
+                    ),
+                )
+                .field(k.clone()));
             }
         }
         Ok(())
@@ -191,13 +242,21 @@ impl Params {
         let mut it = self.0.iter().filter(|(k, _)| k == key);
         let first = it.next().map(|(_, v)| v.clone());
         if it.next().is_some() {
-            return Err(ApiError::bad_request("repeated_parameter", format!("`{key}` may be given once")).field(key));
+            return Err(ApiError::bad_request(
+                "repeated_parameter",
+                format!("`{key}` may be given once"),
+            )
+            .field(key));
         }
         Ok(first)
     }
     /// Every value of `key`.
     pub fn all(&self, key: &str) -> Vec<String> {
-        self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v.clone()).collect()
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
     /// A positive integer parameter.
     pub fn usize(&self, key: &str) -> Result<Option<usize>, ApiError> {
@@ -208,7 +267,13 @@ impl Params {
                 .ok()
                 .filter(|n| *n > 0)
                 .map(Some)
-                .ok_or_else(|| ApiError::bad_request("invalid_parameter", format!("`{key}` must be a positive integer")).field(key)),
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_parameter",
+                        format!("`{key}` must be a positive integer"),
+                    )
+                    .field(key)
+                }),
         }
     }
 }
@@ -220,7 +285,9 @@ mod tests {
     #[test]
     fn serde_messages_lose_quoted_values() {
         assert_eq!(
-            sanitize_serde_message("invalid type: string \"hunter2\", expected u32 at line 1 column 9"),
+            sanitize_serde_message(
+                "invalid type: string \"hunter2\", expected u32 at line 1 column 9"
+            ),
             "invalid type: string \"…\", expected u32"
         );
     }

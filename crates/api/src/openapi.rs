@@ -29,7 +29,9 @@ pub struct RouteDoc {
 }
 
 fn path_params(path: &str) -> Vec<&str> {
-    path.split('/').filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).collect()
+    path.split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .collect()
 }
 
 /// Builds the document.
@@ -40,7 +42,9 @@ pub fn document(routes: &[RouteDoc]) -> Value {
             .into_iter()
             .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
-        params.extend(r.query.iter().map(|q| json!({"name": q, "in": "query", "required": false, "schema": {"type": "string"}})));
+        params.extend(r.query.iter().map(
+            |q| json!({"name": q, "in": "query", "required": false, "schema": {"type": "string"}}),
+        ));
         let mut op = json!({
             "operationId": r.operation_id,
             "summary": r.summary,

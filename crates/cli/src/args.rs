@@ -246,24 +246,46 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let file = FileConfig::load(cli.config.as_deref())?;
     let server_settings = |s: ServerArgs, listen: Option<String>, body_limit: Option<usize>| {
         ServerSettings::resolve(
-            RawServer { data_dir: s.data_dir, listen, database_url: s.database_url, log_format: s.log_format, body_limit },
+            RawServer {
+                data_dir: s.data_dir,
+                listen,
+                database_url: s.database_url,
+                log_format: s.log_format,
+                body_limit,
+            },
             &file,
         )
     };
-    let client = || Client::new(ClientSettings::resolve(cli.server.clone(), cli.token_file.clone(), &file)?);
+    let client = || {
+        Client::new(ClientSettings::resolve(
+            cli.server.clone(),
+            cli.token_file.clone(),
+            &file,
+        )?)
+    };
     match cli.command {
         Command::Init { server, json } => {
             let settings = server_settings(server, None, None)?;
             let out = crate::server::init_data_dir(&settings).await?;
             if json {
-                println!("{}", json!({"admin_token": out.admin_token.as_str(), "org_id": out.org_id, "workspace_id": out.workspace_id}));
+                println!(
+                    "{}",
+                    json!({"admin_token": out.admin_token.as_str(), "org_id": out.org_id, "workspace_id": out.workspace_id})
+                );
             } else {
                 println!("initialized {}", settings.data_dir.display());
-                println!("organization default: {}\nworkspace default: {}", out.org_id, out.workspace_id);
+                println!(
+                    "organization default: {}\nworkspace default: {}",
+                    out.org_id, out.workspace_id
+                );
                 println!("admin token (shown once): {}", out.admin_token.as_str());
             }
         }
-        Command::Serve { server, listen, body_limit } => {
+        Command::Serve {
+            server,
+            listen,
+            body_limit,
+        } => {
             let settings = server_settings(server, listen, body_limit)?;
             crate::server::serve(settings).await?;
         }
@@ -272,7 +294,15 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Workspace(c) => {
             let cl = client()?;
             match c {
-                WorkspaceCmd::Create { org, name } => print(&cl.call(Method::POST, "/v1/workspaces", &[], Some(&json!({"org_id": org, "name": name}))).await?),
+                WorkspaceCmd::Create { org, name } => print(
+                    &cl.call(
+                        Method::POST,
+                        "/v1/workspaces",
+                        &[],
+                        Some(&json!({"org_id": org, "name": name})),
+                    )
+                    .await?,
+                ),
                 WorkspaceCmd::List { org } => {
                     let q: Vec<(&str, String)> = org.map(|o| ("org_id", o)).into_iter().collect();
                     print(&cl.call(Method::GET, "/v1/workspaces", &q, None).await?)
@@ -300,10 +330,21 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn org(cl: Client, c: OrgCmd) -> anyhow::Result<()> {
     match c {
-        OrgCmd::Create { name } => print(&cl.call(Method::POST, "/v1/orgs", &[], Some(&json!({"name": name}))).await?),
+        OrgCmd::Create { name } => print(
+            &cl.call(Method::POST, "/v1/orgs", &[], Some(&json!({"name": name})))
+                .await?,
+        ),
         OrgCmd::List => print(&cl.call(Method::GET, "/v1/orgs", &[], None).await?),
-        OrgCmd::Settings { org } => print(&cl.call(Method::GET, &format!("/v1/orgs/{org}/settings"), &[], None).await?),
-        OrgCmd::Set { org, enabled_types, allow_environment_override, recovery_window_days } => {
+        OrgCmd::Settings { org } => print(
+            &cl.call(Method::GET, &format!("/v1/orgs/{org}/settings"), &[], None)
+                .await?,
+        ),
+        OrgCmd::Set {
+            org,
+            enabled_types,
+            allow_environment_override,
+            recovery_window_days,
+        } => {
             let mut patch = Map::new();
             if let Some(t) = enabled_types {
                 patch.insert("enabled_types".into(), json!(t));
@@ -314,7 +355,15 @@ async fn org(cl: Client, c: OrgCmd) -> anyhow::Result<()> {
             if let Some(d) = recovery_window_days {
                 patch.insert("recovery_window_days".into(), json!(d));
             }
-            print(&cl.call(Method::PATCH, &format!("/v1/orgs/{org}/settings"), &[], Some(&Value::Object(patch))).await?)
+            print(
+                &cl.call(
+                    Method::PATCH,
+                    &format!("/v1/orgs/{org}/settings"),
+                    &[],
+                    Some(&Value::Object(patch)),
+                )
+                .await?,
+            )
         }
     }
     Ok(())
@@ -322,22 +371,48 @@ async fn org(cl: Client, c: OrgCmd) -> anyhow::Result<()> {
 
 async fn principal(cl: Client, c: PrincipalCmd) -> anyhow::Result<()> {
     match c {
-        PrincipalCmd::Create { org, kind, name } => {
-            print(&cl.call(Method::POST, "/v1/principals", &[], Some(&json!({"org_id": org, "kind": kind, "name": name}))).await?)
-        }
+        PrincipalCmd::Create { org, kind, name } => print(
+            &cl.call(
+                Method::POST,
+                "/v1/principals",
+                &[],
+                Some(&json!({"org_id": org, "kind": kind, "name": name})),
+            )
+            .await?,
+        ),
         PrincipalCmd::List { org } => {
             let q: Vec<(&str, String)> = org.map(|o| ("org_id", o)).into_iter().collect();
             print(&cl.call(Method::GET, "/v1/principals", &q, None).await?)
         }
-        PrincipalCmd::Show { id } => print(&cl.call(Method::GET, &format!("/v1/principals/{id}"), &[], None).await?),
-        PrincipalCmd::Bind { id, role, workspace, org } => {
+        PrincipalCmd::Show { id } => print(
+            &cl.call(Method::GET, &format!("/v1/principals/{id}"), &[], None)
+                .await?,
+        ),
+        PrincipalCmd::Bind {
+            id,
+            role,
+            workspace,
+            org,
+        } => {
             if workspace.is_none() && org.is_none() {
                 bail!("give --workspace WS or --org ORG");
             }
-            let body = json!({"principal_id": id, "role": role, "workspace_id": workspace, "org_id": org});
-            print(&cl.call(Method::POST, "/v1/role-bindings", &[], Some(&body)).await?)
+            let body =
+                json!({"principal_id": id, "role": role, "workspace_id": workspace, "org_id": org});
+            print(
+                &cl.call(Method::POST, "/v1/role-bindings", &[], Some(&body))
+                    .await?,
+            )
         }
-        PrincipalCmd::Unbind { binding } => print(&cl.call(Method::DELETE, &format!("/v1/role-bindings/{binding}"), &[], None).await?),
+        PrincipalCmd::Unbind { binding } => print(
+            &cl.call(
+                Method::DELETE,
+                &format!("/v1/role-bindings/{binding}"),
+                &[],
+                None,
+            )
+            .await?,
+        ),
     }
     Ok(())
 }
@@ -362,10 +437,13 @@ async fn credential(cl: Client, c: CredentialCmd) -> anyhow::Result<()> {
                 bail!("give --workspace WS (or --org ORG for an organization-wide credential)");
             }
             let t = CredentialType::parse(&ty).with_context(|| format!("unknown type `{ty}`"))?;
-            let field_values = collect_fields(t, variant.as_deref(), &fields, fields_file.as_deref())?;
+            let field_values =
+                collect_fields(t, variant.as_deref(), &fields, fields_file.as_deref())?;
             let mut label_map = Map::new();
             for l in labels {
-                let (k, v) = l.split_once('=').with_context(|| format!("label `{l}` is not key=value"))?;
+                let (k, v) = l
+                    .split_once('=')
+                    .with_context(|| format!("label `{l}` is not key=value"))?;
                 label_map.insert(k.to_owned(), json!(v));
             }
             let mut body = json!({
@@ -378,11 +456,19 @@ async fn credential(cl: Client, c: CredentialCmd) -> anyhow::Result<()> {
             } else {
                 body["org_id"] = json!(org);
             }
-            let r = cl.call(Method::POST, "/v1/credentials", &[], Some(&body)).await;
+            let r = cl
+                .call(Method::POST, "/v1/credentials", &[], Some(&body))
+                .await;
             credvault_domain::secret::zeroize_json(&mut body);
             print(&r?);
         }
-        CredentialCmd::List { workspace, ty, environment, label, all } => {
+        CredentialCmd::List {
+            workspace,
+            ty,
+            environment,
+            label,
+            all,
+        } => {
             let mut q: Vec<(&str, String)> = Vec::new();
             if let Some(w) = workspace {
                 q.push(("workspace_id", w));
@@ -410,7 +496,10 @@ async fn credential(cl: Client, c: CredentialCmd) -> anyhow::Result<()> {
                     _ => break,
                 }
             }
-            println!("{:<32} {:<28} {:<9} {:<8} {:<17} {:>7}", "ID", "NAME", "TYPE", "ENV", "STATUS", "VERSION");
+            println!(
+                "{:<32} {:<28} {:<9} {:<8} {:<17} {:>7}",
+                "ID", "NAME", "TYPE", "ENV", "STATUS", "VERSION"
+            );
             for i in &items {
                 let s = |k: &str| i.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
                 println!(
@@ -420,51 +509,130 @@ async fn credential(cl: Client, c: CredentialCmd) -> anyhow::Result<()> {
                     s("type"),
                     s("environment"),
                     s("status"),
-                    i.get("current_version").and_then(Value::as_i64).unwrap_or(0)
+                    i.get("current_version")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0)
                 );
             }
         }
-        CredentialCmd::Show { id } => print(&cl.call(Method::GET, &format!("/v1/credentials/{id}"), &[], None).await?),
-        CredentialCmd::Rotate { id, fields, fields_file, replace, promote } => {
-            let cred = cl.call(Method::GET, &format!("/v1/credentials/{id}"), &[], None).await?;
-            let ty = cred.get("type").and_then(Value::as_str).and_then(CredentialType::parse).context("unexpected credential type")?;
-            let variant = cred.get("variant").and_then(Value::as_str).map(str::to_owned);
+        CredentialCmd::Show { id } => print(
+            &cl.call(Method::GET, &format!("/v1/credentials/{id}"), &[], None)
+                .await?,
+        ),
+        CredentialCmd::Rotate {
+            id,
+            fields,
+            fields_file,
+            replace,
+            promote,
+        } => {
+            let cred = cl
+                .call(Method::GET, &format!("/v1/credentials/{id}"), &[], None)
+                .await?;
+            let ty = cred
+                .get("type")
+                .and_then(Value::as_str)
+                .and_then(CredentialType::parse)
+                .context("unexpected credential type")?;
+            let variant = cred
+                .get("variant")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
             let mut body = json!({
                 "fields": collect_fields(ty, variant.as_deref(), &fields, fields_file.as_deref())?,
                 "mode": if replace { "replace" } else { "stage" },
             });
-            let r = cl.call(Method::POST, &format!("/v1/credentials/{id}/versions"), &[], Some(&body)).await;
+            let r = cl
+                .call(
+                    Method::POST,
+                    &format!("/v1/credentials/{id}/versions"),
+                    &[],
+                    Some(&body),
+                )
+                .await;
             credvault_domain::secret::zeroize_json(&mut body);
             let created = r?;
             if promote {
-                let n = created.get("version").and_then(Value::as_i64).context("no version in response")?;
-                print(&cl.call(Method::POST, &format!("/v1/credentials/{id}/versions/{n}/promote"), &[], None).await?);
+                let n = created
+                    .get("version")
+                    .and_then(Value::as_i64)
+                    .context("no version in response")?;
+                print(
+                    &cl.call(
+                        Method::POST,
+                        &format!("/v1/credentials/{id}/versions/{n}/promote"),
+                        &[],
+                        None,
+                    )
+                    .await?,
+                );
             } else {
                 print(&created);
             }
         }
-        CredentialCmd::Disable { id } => print(&cl.call(Method::POST, &format!("/v1/credentials/{id}/disable"), &[], None).await?),
-        CredentialCmd::Enable { id } => print(&cl.call(Method::POST, &format!("/v1/credentials/{id}/enable"), &[], None).await?),
-        CredentialCmd::Delete { id } => print(&cl.call(Method::DELETE, &format!("/v1/credentials/{id}"), &[], None).await?),
-        CredentialCmd::Restore { id } => print(&cl.call(Method::POST, &format!("/v1/credentials/{id}/restore"), &[], None).await?),
+        CredentialCmd::Disable { id } => print(
+            &cl.call(
+                Method::POST,
+                &format!("/v1/credentials/{id}/disable"),
+                &[],
+                None,
+            )
+            .await?,
+        ),
+        CredentialCmd::Enable { id } => print(
+            &cl.call(
+                Method::POST,
+                &format!("/v1/credentials/{id}/enable"),
+                &[],
+                None,
+            )
+            .await?,
+        ),
+        CredentialCmd::Delete { id } => print(
+            &cl.call(Method::DELETE, &format!("/v1/credentials/{id}"), &[], None)
+                .await?,
+        ),
+        CredentialCmd::Restore { id } => print(
+            &cl.call(
+                Method::POST,
+                &format!("/v1/credentials/{id}/restore"),
+                &[],
+                None,
+            )
+            .await?,
+        ),
     }
     Ok(())
 }
 
 /// Builds the `fields` object: `--field` pairs (refused for secret fields), then the JSON file
 /// or stdin, then a hidden prompt for required secret fields still missing.
-fn collect_fields(ty: CredentialType, variant: Option<&str>, pairs: &[String], file: Option<&std::path::Path>) -> anyhow::Result<Value> {
-    let vs = credential_types::resolve_variant(ty, variant).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+fn collect_fields(
+    ty: CredentialType,
+    variant: Option<&str>,
+    pairs: &[String],
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<Value> {
+    let vs = credential_types::resolve_variant(ty, variant)
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let mut fields = Map::new();
     for p in pairs {
-        let (k, v) = p.split_once('=').with_context(|| format!("--field `{p}` is not key=value"))?;
+        let (k, v) = p
+            .split_once('=')
+            .with_context(|| format!("--field `{p}` is not key=value"))?;
         let path: Vec<&str> = k.split('.').collect();
-        let schema = find_field(vs.fields, &path).with_context(|| format!("`{k}` is not a field of this credential type"))?;
+        let schema = find_field(vs.fields, &path)
+            .with_context(|| format!("`{k}` is not a field of this credential type"))?;
         if schema.secret {
-            bail!("`{k}` is a secret field: secrets are never read from the command line; use --fields-file FILE (or - for stdin) or the prompt");
+            bail!(
+                "`{k}` is a secret field: secrets are never read from the command line; use --fields-file FILE (or - for stdin) or the prompt"
+            );
         }
         let value = match schema.kind {
-            FieldKind::Integer => json!(v.parse::<i64>().with_context(|| format!("`{k}` must be an integer"))?),
+            FieldKind::Integer => json!(
+                v.parse::<i64>()
+                    .with_context(|| format!("`{k}` must be an integer"))?
+            ),
             FieldKind::StringList => json!(v.split(',').map(str::trim).collect::<Vec<_>>()),
             _ => json!(v),
         };
@@ -473,25 +641,44 @@ fn collect_fields(ty: CredentialType, variant: Option<&str>, pairs: &[String], f
     if let Some(f) = file {
         let mut text = String::new();
         if f.as_os_str() == "-" {
-            std::io::stdin().read_to_string(&mut text).context("cannot read stdin")?;
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read stdin")?;
         } else {
-            text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+            text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read {}", f.display()))?;
         }
-        let parsed: anyhow::Result<Value> = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("the fields file is not a JSON object (line {}, column {})", e.line(), e.column()));
+        let parsed: anyhow::Result<Value> = serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "the fields file is not a JSON object (line {}, column {})",
+                e.line(),
+                e.column()
+            )
+        });
         zeroize::Zeroize::zeroize(&mut text);
-        let Value::Object(m) = parsed? else { bail!("the fields file must hold a JSON object") };
+        let Value::Object(m) = parsed? else {
+            bail!("the fields file must hold a JSON object")
+        };
         for (k, v) in m {
             fields.insert(k, v);
         }
     }
-    for f in vs.fields.iter().filter(|f| f.secret && f.required && matches!(f.kind, FieldKind::String)) {
+    for f in vs
+        .fields
+        .iter()
+        .filter(|f| f.secret && f.required && matches!(f.kind, FieldKind::String))
+    {
         if fields.contains_key(f.name) {
             continue;
         }
         if !std::io::stdin().is_terminal() {
-            bail!("secret field `{}` is missing: give it in --fields-file (stdin is not a terminal, so no prompt)", f.name);
+            bail!(
+                "secret field `{}` is missing: give it in --fields-file (stdin is not a terminal, so no prompt)",
+                f.name
+            );
         }
-        let v = rpassword::prompt_password(format!("{} (hidden): ", f.name)).context("cannot read from the terminal")?;
+        let v = rpassword::prompt_password(format!("{} (hidden): ", f.name))
+            .context("cannot read from the terminal")?;
         fields.insert(f.name.to_owned(), Value::String(v));
     }
     Ok(Value::Object(fields))
@@ -516,7 +703,9 @@ fn insert_path(map: &mut Map<String, Value>, path: &[&str], value: Value) {
             map.insert((*last).to_owned(), value);
         }
         [first, rest @ ..] => {
-            let entry = map.entry((*first).to_owned()).or_insert_with(|| Value::Object(Map::new()));
+            let entry = map
+                .entry((*first).to_owned())
+                .or_insert_with(|| Value::Object(Map::new()));
             if let Value::Object(m) = entry {
                 insert_path(m, rest, value);
             }

@@ -39,8 +39,11 @@ pub struct FileClient {
 impl FileConfig {
     /// Loads the file, or the default when no file is given.
     pub fn load(path: Option<&Path>) -> anyhow::Result<FileConfig> {
-        let Some(path) = path else { return Ok(FileConfig::default()) };
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let Some(path) = path else {
+            return Ok(FileConfig::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 }
@@ -87,17 +90,32 @@ pub struct RawServer {
 impl ServerSettings {
     /// Merges flags/env over the file over defaults, and validates.
     pub fn resolve(raw: RawServer, file: &FileConfig) -> anyhow::Result<ServerSettings> {
-        let data_dir = raw.data_dir.or_else(|| file.data_dir.clone()).unwrap_or_else(|| PathBuf::from("./credvault-data"));
-        let listen_s = raw.listen.or_else(|| file.listen.clone()).unwrap_or_else(|| "127.0.0.1:8080".into());
-        let listen: SocketAddr = listen_s.parse().with_context(|| format!("listen: `{listen_s}` is not an address like 127.0.0.1:8080"))?;
+        let data_dir = raw
+            .data_dir
+            .or_else(|| file.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("./credvault-data"));
+        let listen_s = raw
+            .listen
+            .or_else(|| file.listen.clone())
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen_s.parse().with_context(|| {
+            format!("listen: `{listen_s}` is not an address like 127.0.0.1:8080")
+        })?;
         let database_url = match raw.database_url.or_else(|| file.database_url.clone()) {
             Some(u) => u,
             None => format!("sqlite://{}", data_dir.join("credvault.db").display()),
         };
-        if !(database_url.starts_with("sqlite://") || database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+        if !(database_url.starts_with("sqlite://")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
             bail!("database_url: use sqlite://PATH or postgres://USER@HOST/DB");
         }
-        let log_format = match raw.log_format.or_else(|| file.log_format.clone()).as_deref() {
+        let log_format = match raw
+            .log_format
+            .or_else(|| file.log_format.clone())
+            .as_deref()
+        {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(other) => bail!("log_format: `{other}` is neither `text` nor `json`"),
@@ -106,7 +124,13 @@ impl ServerSettings {
         if !(1024..=64 * 1024 * 1024).contains(&body_limit) {
             bail!("body_limit: must be between 1 KiB and 64 MiB");
         }
-        Ok(ServerSettings { data_dir, listen, database_url, log_format, body_limit })
+        Ok(ServerSettings {
+            data_dir,
+            listen,
+            database_url,
+            log_format,
+            body_limit,
+        })
     }
 }
 
@@ -121,7 +145,11 @@ pub struct ClientSettings {
 impl ClientSettings {
     /// Server: flag/env, then file, then the default. Token: `CREDVAULT_TOKEN`, then
     /// `--token-file`/`CREDVAULT_TOKEN_FILE`, then the file's `token_file`.
-    pub fn resolve(server: Option<String>, token_file: Option<PathBuf>, file: &FileConfig) -> anyhow::Result<ClientSettings> {
+    pub fn resolve(
+        server: Option<String>,
+        token_file: Option<PathBuf>,
+        file: &FileConfig,
+    ) -> anyhow::Result<ClientSettings> {
         let fc = file.client.as_ref();
         let server = server
             .or_else(|| fc.and_then(|c| c.server.clone()))
@@ -135,7 +163,8 @@ impl ClientSettings {
             Ok(t) if !t.trim().is_empty() => Some(zeroize::Zeroizing::new(t.trim().to_owned())),
             _ => match token_file.or_else(|| fc.and_then(|c| c.token_file.clone())) {
                 Some(p) => {
-                    let t = std::fs::read_to_string(&p).with_context(|| format!("cannot read token file {}", p.display()))?;
+                    let t = std::fs::read_to_string(&p)
+                        .with_context(|| format!("cannot read token file {}", p.display()))?;
                     Some(zeroize::Zeroizing::new(t.trim().to_owned()))
                 }
                 None => None,
@@ -152,8 +181,16 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_file_and_defaults_fill_the_rest() {
-        let file: FileConfig = toml::from_str("listen = \"127.0.0.1:9000\"\nlog_format = \"json\"").unwrap();
-        let s = ServerSettings::resolve(RawServer { listen: Some("127.0.0.1:7000".into()), ..Default::default() }, &file).unwrap();
+        let file: FileConfig =
+            toml::from_str("listen = \"127.0.0.1:9000\"\nlog_format = \"json\"").unwrap();
+        let s = ServerSettings::resolve(
+            RawServer {
+                listen: Some("127.0.0.1:7000".into()),
+                ..Default::default()
+            },
+            &file,
+        )
+        .unwrap();
         assert_eq!(s.listen.port(), 7000);
         assert_eq!(s.log_format, LogFormat::Json);
         assert!(s.database_url.starts_with("sqlite://"));
@@ -162,9 +199,21 @@ mod tests {
     #[test]
     fn bad_values_and_unknown_keys_are_errors() {
         assert!(toml::from_str::<FileConfig>("lissten = \"x\"").is_err());
-        let e = ServerSettings::resolve(RawServer { listen: Some("nowhere".into()), ..Default::default() }, &FileConfig::default());
+        let e = ServerSettings::resolve(
+            RawServer {
+                listen: Some("nowhere".into()),
+                ..Default::default()
+            },
+            &FileConfig::default(),
+        );
         assert!(e.is_err());
-        let e = ServerSettings::resolve(RawServer { database_url: Some("mysql://x".into()), ..Default::default() }, &FileConfig::default());
+        let e = ServerSettings::resolve(
+            RawServer {
+                database_url: Some("mysql://x".into()),
+                ..Default::default()
+            },
+            &FileConfig::default(),
+        );
         assert!(e.is_err());
     }
 }

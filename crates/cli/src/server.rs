@@ -18,7 +18,9 @@ const KEYRING_FILE: &str = "keyring.json";
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CREDVAULT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -28,7 +30,8 @@ pub fn init_logging(format: LogFormat) {
 fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     if !dir.exists() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("cannot restrict data directory {}", dir.display()))?;
@@ -46,9 +49,13 @@ async fn open(settings: &ServerSettings) -> anyhow::Result<Service> {
         .context("cannot open the store")?;
     let key_path = settings.data_dir.join(KEYRING_FILE);
     let probe = Service::new(store.clone(), Keyring::generate(), CoreConfig::default());
-    let initialized = probe.is_initialized().await.context("cannot read the store")?;
+    let initialized = probe
+        .is_initialized()
+        .await
+        .context("cannot read the store")?;
     let keyring = if key_path.exists() {
-        Keyring::load(&key_path).with_context(|| format!("cannot load the key file {}", key_path.display()))?
+        Keyring::load(&key_path)
+            .with_context(|| format!("cannot load the key file {}", key_path.display()))?
     } else if initialized {
         bail!(
             "the store is initialized but the key file {} is missing: without it no secret can be decrypted. \
@@ -57,7 +64,8 @@ async fn open(settings: &ServerSettings) -> anyhow::Result<Service> {
         );
     } else {
         let k = Keyring::generate();
-        k.save(&key_path).with_context(|| format!("cannot write the key file {}", key_path.display()))?;
+        k.save(&key_path)
+            .with_context(|| format!("cannot write the key file {}", key_path.display()))?;
         k
     };
     Ok(Service::new(store, keyring, CoreConfig::default()))
@@ -66,9 +74,14 @@ async fn open(settings: &ServerSettings) -> anyhow::Result<Service> {
 /// `credvault init`: initializes the data directory and store; errors if already initialized.
 pub async fn init_data_dir(settings: &ServerSettings) -> anyhow::Result<BootstrapOutput> {
     let svc = open(settings).await?;
-    let out = svc.bootstrap().await.context("cannot initialize the store")?;
+    let out = svc
+        .bootstrap()
+        .await
+        .context("cannot initialize the store")?;
     svc.store().close();
-    out.ok_or_else(|| anyhow::anyhow!("the store is already initialized; the admin token was printed when it was"))
+    out.ok_or_else(|| {
+        anyhow::anyhow!("the store is already initialized; the admin token was printed when it was")
+    })
 }
 
 /// `credvault serve`.
@@ -79,20 +92,38 @@ pub async fn serve(settings: ServerSettings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
-    if let Some(out) = svc.bootstrap().await.context("cannot initialize the store")? {
+    if let Some(out) = svc
+        .bootstrap()
+        .await
+        .context("cannot initialize the store")?
+    {
         // Printed once, on stdout only; the token is stored hashed and cannot be shown again.
         println!("credvault initialized {}", settings.data_dir.display());
         println!("  organization: default ({})", out.org_id);
         println!("  workspace:    default ({})", out.workspace_id);
-        println!("  admin token (shown once, keep it safe): {}", out.admin_token.as_str());
+        println!(
+            "  admin token (shown once, keep it safe): {}",
+            out.admin_token.as_str()
+        );
     }
-    println!("credvault listening on http://{addr}  (UI: http://{addr}/, API: http://{addr}/v1, OpenAPI: http://{addr}/v1/openapi.json)");
+    println!(
+        "credvault listening on http://{addr}  (UI: http://{addr}/, API: http://{addr}/v1, OpenAPI: http://{addr}/v1/openapi.json)"
+    );
     tracing::info!(%addr, engine = ?svc.store().engine(), "listening");
-    let router = credvault_api::router(svc.clone(), &credvault_api::ApiConfig { body_limit: settings.body_limit });
-    credvault_api::run(listener, router, shutdown_signal()).await.context("server failed")?;
+    let router = credvault_api::router(
+        svc.clone(),
+        &credvault_api::ApiConfig {
+            body_limit: settings.body_limit,
+        },
+    );
+    credvault_api::run(listener, router, shutdown_signal())
+        .await
+        .context("server failed")?;
     tracing::info!("shutting down: waiting for the store to commit queued writes");
     let store = svc.store().clone();
-    tokio::task::spawn_blocking(move || store.close()).await.ok();
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .ok();
     Ok(())
 }
 

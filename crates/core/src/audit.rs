@@ -96,7 +96,12 @@ pub struct Draft {
 
 impl Draft {
     /// A successful action on a target in an organization.
-    pub fn new(action: &'static str, target_type: &'static str, target_id: impl Into<String>, org_id: impl Into<String>) -> Draft {
+    pub fn new(
+        action: &'static str,
+        target_type: &'static str,
+        target_id: impl Into<String>,
+        org_id: impl Into<String>,
+    ) -> Draft {
         Draft {
             action,
             target_type: Some(target_type),
@@ -136,17 +141,26 @@ pub struct ActorRef {
 impl ActorRef {
     /// The server itself (bootstrap, schedulers).
     pub fn system() -> ActorRef {
-        ActorRef { id: None, kind: "system" }
+        ActorRef {
+            id: None,
+            kind: "system",
+        }
     }
     /// An unauthenticated caller.
     pub fn anonymous() -> ActorRef {
-        ActorRef { id: None, kind: "anonymous" }
+        ActorRef {
+            id: None,
+            kind: "anonymous",
+        }
     }
 }
 
 impl From<&Actor> for ActorRef {
     fn from(a: &Actor) -> Self {
-        ActorRef { id: Some(a.principal_id.to_string()), kind: a.kind.as_str() }
+        ActorRef {
+            id: Some(a.principal_id.to_string()),
+            kind: a.kind.as_str(),
+        }
     }
 }
 
@@ -188,9 +202,16 @@ pub fn create_chain(tx: &mut dyn Tx, chain: &str) -> CoreResult<()> {
 
 /// Appends one event in the caller's transaction and returns its sequence number.
 pub fn append(tx: &mut dyn Tx, ctx: &RequestCtx, actor: &ActorRef, d: &Draft) -> CoreResult<i64> {
-    debug_assert!(ACTIONS.contains(&d.action), "undeclared audit action {}", d.action);
+    debug_assert!(
+        ACTIONS.contains(&d.action),
+        "undeclared audit action {}",
+        d.action
+    );
     let chain = d.org_id.as_deref().unwrap_or(INSTANCE_CHAIN);
-    let sql = format!("SELECT last_seq, hash FROM audit_heads WHERE chain = $1{}", tx.for_update());
+    let sql = format!(
+        "SELECT last_seq, hash FROM audit_heads WHERE chain = $1{}",
+        tx.for_update()
+    );
     let head = match tx.query_opt(&sql, &[chain.into()])? {
         Some(r) => r,
         None => {
@@ -201,7 +222,9 @@ pub fn append(tx: &mut dyn Tx, ctx: &RequestCtx, actor: &ActorRef, d: &Draft) ->
     let prev_hash = head.bytes(1)?;
     let seq = match tx.engine() {
         Engine::Postgres => tx.query_one("SELECT nextval('audit_seq')", &[])?.int(0)?,
-        Engine::Sqlite => tx.query_one("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_events", &[])?.int(0)?,
+        Engine::Sqlite => tx
+            .query_one("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_events", &[])?
+            .int(0)?,
     };
     let at = now_micros();
     let details = serde_json::to_string(&d.details)?;
@@ -424,7 +447,10 @@ pub fn verify_chain(tx: &mut dyn Tx, chain: &str) -> CoreResult<Verification> {
     let broken = |seq: i64, reason: &str, events: u64| Verification {
         ok: false,
         events,
-        first_broken: Some(BrokenLink { seq, reason: reason.to_owned() }),
+        first_broken: Some(BrokenLink {
+            seq,
+            reason: reason.to_owned(),
+        }),
     };
     loop {
         let rows = tx.query(&sql, &[chain.into(), last_seq.into()])?;
@@ -435,19 +461,38 @@ pub fn verify_chain(tx: &mut dyn Tx, chain: &str) -> CoreResult<Verification> {
             let e = StoredEvent::from_row(r)?;
             events += 1;
             if e.prev_hash != prev {
-                return Ok(broken(e.seq, "prev_hash does not match the previous event (an event was removed, inserted or reordered)", events));
+                return Ok(broken(
+                    e.seq,
+                    "prev_hash does not match the previous event (an event was removed, inserted or reordered)",
+                    events,
+                ));
             }
             if e.recompute()? != e.hash {
-                return Ok(broken(e.seq, "hash does not match the event's fields (the event was edited)", events));
+                return Ok(broken(
+                    e.seq,
+                    "hash does not match the event's fields (the event was edited)",
+                    events,
+                ));
             }
             prev = e.hash;
             last_seq = e.seq;
         }
     }
-    if let Some(head) = tx.query_opt("SELECT last_seq, hash FROM audit_heads WHERE chain = $1", &[chain.into()])? {
+    if let Some(head) = tx.query_opt(
+        "SELECT last_seq, hash FROM audit_heads WHERE chain = $1",
+        &[chain.into()],
+    )? {
         if head.int(0)? != last_seq || head.bytes(1)? != prev {
-            return Ok(broken(head.int(0)?, "the chain head does not match the last event (events were removed from the end)", events));
+            return Ok(broken(
+                head.int(0)?,
+                "the chain head does not match the last event (events were removed from the end)",
+                events,
+            ));
         }
     }
-    Ok(Verification { ok: true, events, first_broken: None })
+    Ok(Verification {
+        ok: true,
+        events,
+        first_broken: None,
+    })
 }

@@ -8,63 +8,105 @@ use credvault_domain::time::parse_rfc3339;
 use credvault_domain::{OrgId, WorkspaceId};
 use credvault_store::Value;
 
-use crate::audit::{Draft, EVENT_COLUMNS, Event, INSTANCE_CHAIN, StoredEvent, Verification, verify_chain};
+use crate::Service;
+use crate::audit::{
+    Draft, EVENT_COLUMNS, Event, INSTANCE_CHAIN, StoredEvent, Verification, verify_chain,
+};
 use crate::auth::{Scope, authorize};
 use crate::context::{Actor, RequestCtx};
 use crate::error::{CoreError, CoreResult};
 use crate::tenancy::settings_of;
 use crate::views::{AuditFilter, Page, decode_cursor, encode_cursor};
-use crate::Service;
 
 impl Service {
     /// Audit events of an organization, oldest first. Organization-level auditors see every
     /// event; workspace-level auditors see the events of their workspaces.
-    pub async fn list_audit(&self, ctx: &RequestCtx, actor: &Arc<Actor>, f: AuditFilter) -> CoreResult<Page<Event>> {
+    pub async fn list_audit(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        f: AuditFilter,
+    ) -> CoreResult<Page<Event>> {
         let after = decode_cursor(f.cursor.as_deref())?;
         let limit = self.page_limit(f.limit);
         let since = match &f.since {
-            Some(s) => Some(parse_rfc3339(s).ok_or_else(|| CoreError::invalid("since", "invalid_timestamp", "must be RFC 3339"))?),
+            Some(s) => Some(parse_rfc3339(s).ok_or_else(|| {
+                CoreError::invalid("since", "invalid_timestamp", "must be RFC 3339")
+            })?),
             None => None,
         };
         let until = match &f.until {
-            Some(s) => Some(parse_rfc3339(s).ok_or_else(|| CoreError::invalid("until", "invalid_timestamp", "must be RFC 3339"))?),
+            Some(s) => Some(parse_rfc3339(s).ok_or_else(|| {
+                CoreError::invalid("until", "invalid_timestamp", "must be RFC 3339")
+            })?),
             None => None,
         };
         if let Some(o) = &f.outcome {
             if !["success", "denied", "error"].contains(&o.as_str()) {
-                return Err(CoreError::invalid("outcome", "invalid_outcome", "must be success, denied or error"));
+                return Err(CoreError::invalid(
+                    "outcome",
+                    "invalid_outcome",
+                    "must be success, denied or error",
+                ));
             }
         }
         let org = f.org_id.clone().unwrap_or_else(|| actor.org_id.to_string());
         let a = actor.clone();
         self.read(ctx, actor, move |tx| {
-            let chain = if org == INSTANCE_CHAIN && a.instance_admin { INSTANCE_CHAIN.to_owned() } else { org.clone() };
+            let chain = if org == INSTANCE_CHAIN && a.instance_admin {
+                INSTANCE_CHAIN.to_owned()
+            } else {
+                org.clone()
+            };
             let mut ws_only: Option<Vec<String>> = None;
             if chain != INSTANCE_CHAIN {
                 let settings = settings_of(tx, &org, "organization")?;
                 let org_id = OrgId::from_trusted(org.clone());
                 let draft = || Draft::new("audit.read", "org", org.as_str(), org.as_str());
-                if !(a.in_org(&org_id) && settings.role_policy.any_grants(&a.org_roles(), Permission::AuditRead)) {
+                if !(a.in_org(&org_id)
+                    && settings
+                        .role_policy
+                        .any_grants(&a.org_roles(), Permission::AuditRead))
+                {
                     let ws: Vec<String> = a
                         .bindings
                         .iter()
                         .filter_map(|b| b.workspace_id.clone())
-                        .filter(|w| settings.role_policy.any_grants(&a.workspace_roles(w), Permission::AuditRead))
+                        .filter(|w| {
+                            settings
+                                .role_policy
+                                .any_grants(&a.workspace_roles(w), Permission::AuditRead)
+                        })
                         .map(|w| w.to_string())
                         .collect();
                     if ws.is_empty() {
-                        authorize(&a, &settings, Scope::Org(&org_id), Permission::AuditRead, "organization", draft)?;
+                        authorize(
+                            &a,
+                            &settings,
+                            Scope::Org(&org_id),
+                            Permission::AuditRead,
+                            "organization",
+                            draft,
+                        )?;
                     }
                     if let Some(w) = &f.workspace_id {
                         if !ws.contains(w) {
                             let wid = WorkspaceId::from_trusted(w.clone());
-                            authorize(&a, &settings, Scope::Workspace(&org_id, &wid), Permission::AuditRead, "workspace", draft)?;
+                            authorize(
+                                &a,
+                                &settings,
+                                Scope::Workspace(&org_id, &wid),
+                                Permission::AuditRead,
+                                "workspace",
+                                draft,
+                            )?;
                         }
                     }
                     ws_only = Some(ws);
                 }
             }
-            let mut sql = format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE chain = $1 AND seq > $2");
+            let mut sql =
+                format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE chain = $1 AND seq > $2");
             let mut params: Vec<Value> = vec![chain.as_str().into(), after.into()];
             if let Some(ws) = &ws_only {
                 let mut clause = String::from(" AND workspace_id IN (");
@@ -113,15 +155,26 @@ impl Service {
             for r in rows.iter().take(limit) {
                 items.push(StoredEvent::from_row(r)?.into_event());
             }
-            let next_cursor = if more { items.last().map(|e| encode_cursor(e.seq)) } else { None };
+            let next_cursor = if more {
+                items.last().map(|e| encode_cursor(e.seq))
+            } else {
+                None
+            };
             Ok(Page { items, next_cursor })
         })
         .await
     }
 
     /// Verifies an organization's chain (organization-level `audit.read`).
-    pub async fn verify_audit(&self, ctx: &RequestCtx, actor: &Arc<Actor>, org_id: Option<&str>) -> CoreResult<Verification> {
-        let org = org_id.map(str::to_owned).unwrap_or_else(|| actor.org_id.to_string());
+    pub async fn verify_audit(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        org_id: Option<&str>,
+    ) -> CoreResult<Verification> {
+        let org = org_id
+            .map(str::to_owned)
+            .unwrap_or_else(|| actor.org_id.to_string());
         let a = actor.clone();
         self.read(ctx, actor, move |tx| {
             if org == INSTANCE_CHAIN && a.instance_admin {
@@ -129,9 +182,14 @@ impl Service {
             }
             let settings = settings_of(tx, &org, "organization")?;
             let org_id = OrgId::from_trusted(org.clone());
-            authorize(&a, &settings, Scope::Org(&org_id), Permission::AuditRead, "organization", || {
-                Draft::new("audit.verify", "org", org.as_str(), org.as_str())
-            })?;
+            authorize(
+                &a,
+                &settings,
+                Scope::Org(&org_id),
+                Permission::AuditRead,
+                "organization",
+                || Draft::new("audit.verify", "org", org.as_str(), org.as_str()),
+            )?;
             verify_chain(tx, &org)
         })
         .await

@@ -12,11 +12,11 @@ use credvault_domain::time::now_micros;
 use credvault_domain::{OrgId, PrincipalId, PrincipalKind, TokenId, WorkspaceId};
 use credvault_store::Tx;
 
+use crate::Service;
 use crate::audit::{self, ActorRef, Draft, Outcome};
 use crate::context::{Actor, ActorBinding, RequestCtx};
 use crate::error::{CoreError, CoreResult, Denial};
 use crate::settings::OrgSettings;
-use crate::Service;
 
 /// Where an operation happens, for authorization.
 #[derive(Clone, Copy, Debug)]
@@ -67,9 +67,16 @@ pub(crate) fn authorize(
     let mut d = draft().outcome(Outcome::Denied);
     if let serde_json::Value::Object(m) = &mut d.details {
         m.insert("permission".into(), perm.as_str().into());
-        m.insert("reason".into(), if visible { "forbidden" } else { "not_found" }.into());
+        m.insert(
+            "reason".into(),
+            if visible { "forbidden" } else { "not_found" }.into(),
+        );
     }
-    Err(CoreError::Denied(Box::new(Denial { draft: d, hidden, permission: perm })))
+    Err(CoreError::Denied(Box::new(Denial {
+        draft: d,
+        hidden,
+        permission: perm,
+    })))
 }
 
 /// A non-reversible fingerprint of a presented token for the audit journal: lets an analyst
@@ -137,7 +144,9 @@ impl Service {
             None => Some(("unknown_token", None)),
             Some((f, _)) if !ct_eq(&f.hash, &hash) => Some(("unknown_token", None)),
             Some((f, _)) if f.revoked_at.is_some() => Some(("token_revoked", Some(f))),
-            Some((f, _)) if f.expires_at.is_some_and(|e| e <= now) => Some(("token_expired", Some(f))),
+            Some((f, _)) if f.expires_at.is_some_and(|e| e <= now) => {
+                Some(("token_expired", Some(f)))
+            }
             Some((f, _)) if f.disabled => Some(("principal_disabled", Some(f))),
             Some(_) => None,
         };
@@ -155,7 +164,14 @@ impl Service {
                 Some(f) => {
                     draft.target_type = Some("token");
                     draft.target_id = Some(f.token_id.clone());
-                    ActorRef { id: Some(f.principal_id.clone()), kind: if f.kind == "user" { "user" } else { "service_account" } }
+                    ActorRef {
+                        id: Some(f.principal_id.clone()),
+                        kind: if f.kind == "user" {
+                            "user"
+                        } else {
+                            "service_account"
+                        },
+                    }
                 }
                 None => {
                     if let serde_json::Value::Object(m) = &mut draft.details {
@@ -165,7 +181,10 @@ impl Service {
                 }
             };
             let ctx = ctx.clone();
-            self.inner.store.write(move |tx| audit::append(tx, &ctx, &who, &draft).map(|_| ())).await?;
+            self.inner
+                .store
+                .write(move |tx| audit::append(tx, &ctx, &who, &draft).map(|_| ()))
+                .await?;
             return Err(CoreError::Unauthenticated);
         }
         let Some((f, bindings)) = found else {
@@ -183,7 +202,11 @@ impl Service {
     }
 
     /// Records a request that carried no usable credentials at all (no header, wrong scheme).
-    pub async fn record_missing_auth(&self, ctx: &RequestCtx, reason: &'static str) -> CoreResult<()> {
+    pub async fn record_missing_auth(
+        &self,
+        ctx: &RequestCtx,
+        reason: &'static str,
+    ) -> CoreResult<()> {
         let ctx = ctx.clone();
         let draft = Draft {
             action: "auth.failure",
@@ -208,8 +231,13 @@ pub(crate) fn load_bindings(tx: &mut dyn Tx, principal_id: &str) -> CoreResult<V
     )?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
-        let Some(role) = Role::parse(&r.text(0)?) else { continue };
-        out.push(ActorBinding { role, workspace_id: r.opt_text(1)?.map(WorkspaceId::from_trusted) });
+        let Some(role) = Role::parse(&r.text(0)?) else {
+            continue;
+        };
+        out.push(ActorBinding {
+            role,
+            workspace_id: r.opt_text(1)?.map(WorkspaceId::from_trusted),
+        });
     }
     Ok(out)
 }

@@ -10,11 +10,11 @@ use credvault_domain::time::now_micros;
 use credvault_domain::{OrgId, PrincipalId, PrincipalKind, TokenId, WorkspaceId};
 use credvault_store::{StoreError, Tx};
 
+use crate::Service;
 use crate::audit::{self, ActorRef, Draft};
 use crate::context::RequestCtx;
 use crate::error::{CoreError, CoreResult};
 use crate::tenancy::{insert_binding, insert_org, insert_principal, insert_token};
-use crate::Service;
 
 /// What `init` prints once. Holds the admin token: redacted in `Debug`, zeroized on drop.
 pub struct BootstrapOutput {
@@ -30,10 +30,12 @@ pub struct BootstrapOutput {
 
 impl std::fmt::Debug for BootstrapOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BootstrapOutput").field("org_id", &self.org_id).field("admin_token", &"[redacted]").finish()
+        f.debug_struct("BootstrapOutput")
+            .field("org_id", &self.org_id)
+            .field("admin_token", &"[redacted]")
+            .finish()
     }
 }
-
 
 impl Service {
     /// Whether the store has been initialized.
@@ -41,7 +43,9 @@ impl Service {
         self.inner
             .store
             .read(|tx: &mut dyn Tx| -> CoreResult<bool> {
-                Ok(tx.query_opt("SELECT value FROM meta WHERE key = 'initialized_at'", &[])?.is_some())
+                Ok(tx
+                    .query_opt("SELECT value FROM meta WHERE key = 'initialized_at'", &[])?
+                    .is_some())
             })
             .await
     }

@@ -49,7 +49,11 @@ impl Actor {
         if self.instance_admin {
             return vec![Role::Admin];
         }
-        self.bindings.iter().filter(|b| b.workspace_id.is_none()).map(|b| b.role).collect()
+        self.bindings
+            .iter()
+            .filter(|b| b.workspace_id.is_none())
+            .map(|b| b.role)
+            .collect()
     }
 
     /// Roles that apply inside workspace `ws` (organization bindings included).

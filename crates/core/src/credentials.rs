@@ -18,13 +18,13 @@ use credvault_domain::time::{now_micros, parse_rfc3339, to_rfc3339};
 use credvault_domain::{CredentialId, OrgId, WorkspaceId, check_environment, check_name};
 use credvault_store::{Row, StoreError, Tx, Value};
 
+use crate::Service;
 use crate::audit::{self, ActorRef, Draft};
 use crate::auth::{Scope, authorize};
 use crate::context::{Actor, RequestCtx};
 use crate::error::{CoreError, CoreResult};
 use crate::tenancy::{page, settings_of, workspace_org};
 use crate::views::*;
-use crate::Service;
 
 const CRED_COLS: &str = "c.id, c.name, c.type, c.variant, c.org_id, c.workspace_id, c.environment, c.labels, \
      c.description, c.status, c.expires_at, c.rotation_period_days, c.current_version, c.owner_id, c.created_at, \
@@ -87,10 +87,15 @@ impl CredRow {
     }
 
     fn draft(&self, action: &'static str) -> Draft {
-        Draft::new(action, "credential", self.id.as_str(), self.org_id.as_str()).workspace(self.workspace_id.as_deref())
+        Draft::new(action, "credential", self.id.as_str(), self.org_id.as_str())
+            .workspace(self.workspace_id.as_deref())
     }
 
-    fn view(&self, current: Option<(&str, &str)>, versions: Option<Vec<VersionView>>) -> CoreResult<CredentialView> {
+    fn view(
+        &self,
+        current: Option<(&str, &str)>,
+        versions: Option<Vec<VersionView>>,
+    ) -> CoreResult<CredentialView> {
         let (fields, secret_set) = match current {
             Some((f, s)) => (serde_json::from_str(f)?, serde_json::from_str(s)?),
             None => (Json::Object(Map::new()), Vec::new()),
@@ -127,7 +132,10 @@ pub(crate) fn load_cred(tx: &mut dyn Tx, id: &str, lock: bool) -> CoreResult<Cre
     if CredentialId::parse(id).is_err() {
         return Err(CoreError::NotFound { what: "credential" });
     }
-    let sql = format!("SELECT {CRED_COLS} FROM credentials c WHERE c.id = $1{}", if lock { tx.for_update() } else { "" });
+    let sql = format!(
+        "SELECT {CRED_COLS} FROM credentials c WHERE c.id = $1{}",
+        if lock { tx.for_update() } else { "" }
+    );
     match tx.query_opt(&sql, &[id.into()])? {
         Some(r) => CredRow::from_row(&r),
         None => Err(CoreError::NotFound { what: "credential" }),
@@ -194,35 +202,63 @@ fn full_view(tx: &mut dyn Tx, c: &CredRow) -> CoreResult<CredentialView> {
             })
         })
         .collect::<CoreResult<Vec<_>>>()?;
-    c.view(current.map(|v| (v.public_fields.as_str(), v.secret_fields_set.as_str())), Some(views))
+    c.view(
+        current.map(|v| (v.public_fields.as_str(), v.secret_fields_set.as_str())),
+        Some(views),
+    )
 }
 
 /// Checks labels: at most 32, keys `[a-z0-9_.-/]{1,63}`, values strings of at most 256 chars.
 fn check_labels(labels: &Map<String, Json>) -> CoreResult<()> {
     if labels.len() > 32 {
-        return Err(CoreError::invalid("labels", "too_many", "at most 32 labels"));
+        return Err(CoreError::invalid(
+            "labels",
+            "too_many",
+            "at most 32 labels",
+        ));
     }
     for (k, v) in labels {
         let key_ok = !k.is_empty()
             && k.len() <= 63
-            && k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.' | b'/'));
+            && k.bytes().all(|b| {
+                b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || matches!(b, b'_' | b'-' | b'.' | b'/')
+            });
         if !key_ok {
-            return Err(CoreError::invalid(format!("labels.{k}"), "invalid_label", "label keys are 1–63 characters of a-z, 0-9, '_', '-', '.', '/'"));
+            return Err(CoreError::invalid(
+                format!("labels.{k}"),
+                "invalid_label",
+                "label keys are 1–63 characters of a-z, 0-9, '_', '-', '.', '/'",
+            ));
         }
         match v {
             Json::String(s) if s.len() <= 256 && !s.chars().any(char::is_control) => {}
-            _ => return Err(CoreError::invalid(format!("labels.{k}"), "invalid_label", "label values are strings of at most 256 printable characters")),
+            _ => {
+                return Err(CoreError::invalid(
+                    format!("labels.{k}"),
+                    "invalid_label",
+                    "label values are strings of at most 256 printable characters",
+                ));
+            }
         }
     }
     Ok(())
 }
 
 fn write_labels(tx: &mut dyn Tx, id: &str, labels: &Map<String, Json>) -> CoreResult<()> {
-    tx.execute("DELETE FROM credential_labels WHERE credential_id = $1", &[id.into()])?;
+    tx.execute(
+        "DELETE FROM credential_labels WHERE credential_id = $1",
+        &[id.into()],
+    )?;
     for (k, v) in labels {
         tx.execute(
             "INSERT INTO credential_labels (credential_id, key, value) VALUES ($1, $2, $3)",
-            &[id.into(), k.as_str().into(), v.as_str().unwrap_or_default().into()],
+            &[
+                id.into(),
+                k.as_str().into(),
+                v.as_str().unwrap_or_default().into(),
+            ],
         )?;
     }
     Ok(())
@@ -231,40 +267,77 @@ fn write_labels(tx: &mut dyn Tx, id: &str, labels: &Map<String, Json>) -> CoreRe
 fn parse_expiry(field: &str, s: Option<&str>) -> CoreResult<Option<i64>> {
     match s {
         None => Ok(None),
-        Some(s) => parse_rfc3339(s)
-            .map(Some)
-            .ok_or_else(|| CoreError::invalid(field, "invalid_timestamp", "must be an RFC 3339 timestamp such as 2027-01-31T00:00:00Z")),
+        Some(s) => parse_rfc3339(s).map(Some).ok_or_else(|| {
+            CoreError::invalid(
+                field,
+                "invalid_timestamp",
+                "must be an RFC 3339 timestamp such as 2027-01-31T00:00:00Z",
+            )
+        }),
     }
 }
 
 fn check_rotation(days: Option<i64>) -> CoreResult<()> {
     match days {
-        Some(d) if !(1..=3650).contains(&d) => Err(CoreError::invalid("rotation_period_days", "out_of_range", "must be between 1 and 3650")),
+        Some(d) if !(1..=3650).contains(&d) => Err(CoreError::invalid(
+            "rotation_period_days",
+            "out_of_range",
+            "must be between 1 and 3650",
+        )),
         _ => Ok(()),
     }
 }
 
 fn check_description(d: Option<&str>) -> CoreResult<()> {
     match d {
-        Some(d) if d.len() > 4096 => Err(CoreError::invalid("description", "too_long", "must be at most 4096 bytes")),
+        Some(d) if d.len() > 4096 => Err(CoreError::invalid(
+            "description",
+            "too_long",
+            "must be at most 4096 bytes",
+        )),
         _ => Ok(()),
     }
 }
 
 fn name_conflict(e: StoreError) -> CoreError {
     match e {
-        StoreError::Unique(_) => CoreError::conflict("name_taken", "a credential with this name already exists in this scope"),
+        StoreError::Unique(_) => CoreError::conflict(
+            "name_taken",
+            "a credential with this name already exists in this scope",
+        ),
         other => CoreError::Store(other),
     }
 }
 
 /// Seals the secret part of validated fields for one version.
-fn seal(keyring: &Keyring, org: &str, cred: &str, version: i64, secret: SecretJson) -> CoreResult<Sealed> {
+fn seal(
+    keyring: &Keyring,
+    org: &str,
+    cred: &str,
+    version: i64,
+    secret: SecretJson,
+) -> CoreResult<Sealed> {
     let bytes = secret.into_bytes();
-    Ok(keyring.seal(&Binding { org_id: org, credential_id: cred, version }, &bytes)?)
+    Ok(keyring.seal(
+        &Binding {
+            org_id: org,
+            credential_id: cred,
+            version,
+        },
+        &bytes,
+    )?)
 }
 
-fn insert_version(tx: &mut dyn Tx, cred: &str, version: i64, state: &str, sealed: &Sealed, v: &ValidatedFields, by: &str, now: i64) -> CoreResult<()> {
+fn insert_version(
+    tx: &mut dyn Tx,
+    cred: &str,
+    version: i64,
+    state: &str,
+    sealed: &Sealed,
+    v: &ValidatedFields,
+    by: &str,
+    now: i64,
+) -> CoreResult<()> {
     tx.execute(
         "INSERT INTO credential_versions (credential_id, version, state, kek_id, wrapped_key, ciphertext, public_fields, \
          secret_fields_set, created_at, created_by, state_changed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $9)",
@@ -285,23 +358,50 @@ fn insert_version(tx: &mut dyn Tx, cred: &str, version: i64, state: &str, sealed
 }
 
 /// Checks references to other credentials inside fields (AWS role chains).
-fn check_references(tx: &mut dyn Tx, org: &str, ty: CredentialType, v: &ValidatedFields, self_id: &str) -> CoreResult<()> {
+fn check_references(
+    tx: &mut dyn Tx,
+    org: &str,
+    ty: CredentialType,
+    v: &ValidatedFields,
+    self_id: &str,
+) -> CoreResult<()> {
     if ty != CredentialType::Aws {
         return Ok(());
     }
-    let Some(src) = v.public.get("source_credential_id").and_then(Json::as_str) else { return Ok(()) };
+    let Some(src) = v.public.get("source_credential_id").and_then(Json::as_str) else {
+        return Ok(());
+    };
     if src == self_id {
-        return Err(CoreError::invalid("fields.source_credential_id", "invalid_reference", "a credential cannot be its own source"));
+        return Err(CoreError::invalid(
+            "fields.source_credential_id",
+            "invalid_reference",
+            "a credential cannot be its own source",
+        ));
     }
-    let found = tx.query_opt("SELECT type FROM credentials WHERE id = $1 AND org_id = $2", &[src.into(), org.into()])?;
+    let found = tx.query_opt(
+        "SELECT type FROM credentials WHERE id = $1 AND org_id = $2",
+        &[src.into(), org.into()],
+    )?;
     match found {
         Some(r) if r.text(0)? == "aws" => Ok(()),
-        Some(_) => Err(CoreError::invalid("fields.source_credential_id", "invalid_reference", "must name an aws credential")),
-        None => Err(CoreError::invalid("fields.source_credential_id", "invalid_reference", "no such credential in this organization")),
+        Some(_) => Err(CoreError::invalid(
+            "fields.source_credential_id",
+            "invalid_reference",
+            "must name an aws credential",
+        )),
+        None => Err(CoreError::invalid(
+            "fields.source_credential_id",
+            "invalid_reference",
+            "no such credential in this organization",
+        )),
     }
 }
 
-fn validate_fields(ty: CredentialType, variant: Option<&str>, fields: Json) -> CoreResult<ValidatedFields> {
+fn validate_fields(
+    ty: CredentialType,
+    variant: Option<&str>,
+    fields: Json,
+) -> CoreResult<ValidatedFields> {
     credential_types::validate(ty, variant, fields).map_err(CoreError::InvalidFields)
 }
 
@@ -311,17 +411,31 @@ impl Service {
     }
 
     /// Creates a credential with its first version.
-    pub async fn create_credential(&self, ctx: &RequestCtx, actor: &Arc<Actor>, mut req: CreateCredential) -> CoreResult<CredentialView> {
+    pub async fn create_credential(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        mut req: CreateCredential,
+    ) -> CoreResult<CredentialView> {
         let ty = CredentialType::parse(&req.ty).ok_or_else(|| {
             let names: Vec<&str> = CredentialType::ALL.iter().map(|t| t.as_str()).collect();
-            CoreError::invalid("type", "unknown_type", format!("must be one of: {}", names.join(", ")))
+            CoreError::invalid(
+                "type",
+                "unknown_type",
+                format!("must be one of: {}", names.join(", ")),
+            )
         })?;
         check_name(&req.name).map_err(|m| CoreError::invalid("name", "invalid_name", m))?;
-        check_environment(&req.environment).map_err(|m| CoreError::invalid("environment", "invalid_environment", m))?;
+        check_environment(&req.environment)
+            .map_err(|m| CoreError::invalid("environment", "invalid_environment", m))?;
         let scope_ws = req.workspace_id.clone();
         let scope_org = req.org_id.clone();
         if scope_ws.is_some() == scope_org.is_some() {
-            return Err(CoreError::invalid("workspace_id", "scope_required", "give exactly one of workspace_id or org_id"));
+            return Err(CoreError::invalid(
+                "workspace_id",
+                "scope_required",
+                "give exactly one of workspace_id or org_id",
+            ));
         }
         let labels = req.labels.take().unwrap_or_default();
         check_labels(&labels)?;
@@ -332,7 +446,12 @@ impl Service {
         let validated = validate_fields(ty, req.variant.as_deref(), fields)?;
         let keyring = self.keyring_arc()?;
         let (a, ctx2) = (actor.clone(), ctx.clone());
-        let (name, environment, description, rotation) = (req.name.clone(), req.environment.clone(), req.description.clone(), req.rotation_period_days);
+        let (name, environment, description, rotation) = (
+            req.name.clone(),
+            req.environment.clone(),
+            req.description.clone(),
+            req.rotation_period_days,
+        );
         self.write(ctx, actor, move |tx| {
             let org = match (&scope_ws, &scope_org) {
                 (Some(ws), _) => workspace_org(tx, ws.as_str())?.ok_or(CoreError::NotFound { what: "workspace" })?,
@@ -393,37 +512,67 @@ impl Service {
     }
 
     /// One credential's metadata.
-    pub async fn get_credential(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<CredentialView> {
+    pub async fn get_credential(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+    ) -> CoreResult<CredentialView> {
         let (id, a) = (id.to_owned(), actor.clone());
         self.read(ctx, actor, move |tx| {
             let c = load_cred(tx, &id, false)?;
             let (org, ws) = (c.org(), c.ws());
             let settings = settings_of(tx, &c.org_id, "credential")?;
-            authorize(&a, &settings, read_scope(&org, &ws), Permission::MetadataRead, "credential", || c.draft("credential.read"))?;
+            authorize(
+                &a,
+                &settings,
+                read_scope(&org, &ws),
+                Permission::MetadataRead,
+                "credential",
+                || c.draft("credential.read"),
+            )?;
             full_view(tx, &c)
         })
         .await
     }
 
     /// Versions of one credential.
-    pub async fn list_versions(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<Vec<VersionView>> {
+    pub async fn list_versions(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+    ) -> CoreResult<Vec<VersionView>> {
         Ok(self.get_credential(ctx, actor, id).await?.versions)
     }
 
     /// Credentials the caller may see, filtered, one page at a time.
-    pub async fn list_credentials(&self, ctx: &RequestCtx, actor: &Arc<Actor>, f: CredentialFilter) -> CoreResult<Page<CredentialView>> {
+    pub async fn list_credentials(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        f: CredentialFilter,
+    ) -> CoreResult<Page<CredentialView>> {
         let after = decode_cursor(f.cursor.as_deref())?;
         let limit = self.page_limit(f.limit);
         let org = f.org_id.clone().unwrap_or_else(|| actor.org_id.to_string());
         if let Some(t) = &f.ty {
             if CredentialType::parse(t).is_none() {
-                return Err(CoreError::invalid("type", "unknown_type", "no such credential type"));
+                return Err(CoreError::invalid(
+                    "type",
+                    "unknown_type",
+                    "no such credential type",
+                ));
             }
         }
         let mut label_pairs = Vec::new();
         for l in &f.label {
             let Some((k, v)) = l.split_once(':') else {
-                return Err(CoreError::invalid("label", "invalid_label_filter", "label filters look like key:value"));
+                return Err(CoreError::invalid(
+                    "label",
+                    "invalid_label_filter",
+                    "label filters look like key:value",
+                ));
             };
             label_pairs.push((k.to_owned(), v.to_owned()));
         }
@@ -515,7 +664,13 @@ impl Service {
     }
 
     /// Changes a credential's metadata.
-    pub async fn patch_credential(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str, p: PatchCredential) -> CoreResult<CredentialView> {
+    pub async fn patch_credential(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+        p: PatchCredential,
+    ) -> CoreResult<CredentialView> {
         if let Some(n) = &p.name {
             check_name(n).map_err(|m| CoreError::invalid("name", "invalid_name", m))?;
         }
@@ -537,32 +692,65 @@ impl Service {
             let c = load_cred(tx, &id, true)?;
             let (org, ws) = (c.org(), c.ws());
             let settings = settings_of(tx, &c.org_id, "credential")?;
-            authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialCreate, "credential", || c.draft("credential.update"))?;
+            authorize(
+                &a,
+                &settings,
+                write_scope(&org, &ws),
+                Permission::CredentialCreate,
+                "credential",
+                || c.draft("credential.update"),
+            )?;
             let mut changed = Vec::new();
             let now = now_micros();
             if let Some(n) = &p.name {
-                tx.execute("UPDATE credentials SET name = $1 WHERE id = $2", &[n.as_str().into(), id.as_str().into()]).map_err(name_conflict)?;
+                tx.execute(
+                    "UPDATE credentials SET name = $1 WHERE id = $2",
+                    &[n.as_str().into(), id.as_str().into()],
+                )
+                .map_err(name_conflict)?;
                 changed.push("name");
             }
             if let Some(l) = &p.labels {
-                tx.execute("UPDATE credentials SET labels = $1 WHERE id = $2", &[serde_json::to_string(l)?.into(), id.as_str().into()])?;
+                tx.execute(
+                    "UPDATE credentials SET labels = $1 WHERE id = $2",
+                    &[serde_json::to_string(l)?.into(), id.as_str().into()],
+                )?;
                 write_labels(tx, &id, l)?;
                 changed.push("labels");
             }
             if let Some(d) = &p.description {
-                tx.execute("UPDATE credentials SET description = $1 WHERE id = $2", &[d.clone().into(), id.as_str().into()])?;
+                tx.execute(
+                    "UPDATE credentials SET description = $1 WHERE id = $2",
+                    &[d.clone().into(), id.as_str().into()],
+                )?;
                 changed.push("description");
             }
             if let Some(e) = expires {
-                tx.execute("UPDATE credentials SET expires_at = $1 WHERE id = $2", &[e.into(), id.as_str().into()])?;
+                tx.execute(
+                    "UPDATE credentials SET expires_at = $1 WHERE id = $2",
+                    &[e.into(), id.as_str().into()],
+                )?;
                 changed.push("expires_at");
             }
             if let Some(r) = p.rotation_period_days {
-                tx.execute("UPDATE credentials SET rotation_period_days = $1 WHERE id = $2", &[r.into(), id.as_str().into()])?;
+                tx.execute(
+                    "UPDATE credentials SET rotation_period_days = $1 WHERE id = $2",
+                    &[r.into(), id.as_str().into()],
+                )?;
                 changed.push("rotation_period_days");
             }
-            tx.execute("UPDATE credentials SET updated_at = $1 WHERE id = $2", &[now.into(), id.as_str().into()])?;
-            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &c.draft("credential.update").details(serde_json::json!({ "changed": changed, "name": p.name, "labels": p.labels })))?;
+            tx.execute(
+                "UPDATE credentials SET updated_at = $1 WHERE id = $2",
+                &[now.into(), id.as_str().into()],
+            )?;
+            audit::append(
+                tx,
+                &ctx2,
+                &ActorRef::from(a.as_ref()),
+                &c.draft("credential.update").details(
+                    serde_json::json!({ "changed": changed, "name": p.name, "labels": p.labels }),
+                ),
+            )?;
             let c = load_cred(tx, &id, false)?;
             full_view(tx, &c)
         })
@@ -571,7 +759,13 @@ impl Service {
 
     /// Adds a version: `stage` makes it `pending`; `replace` makes it `current` at once and
     /// revokes the old current version.
-    pub async fn create_version(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str, mut req: CreateVersion) -> CoreResult<CreatedVersion> {
+    pub async fn create_version(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+        mut req: CreateVersion,
+    ) -> CoreResult<CreatedVersion> {
         let fields = std::mem::take(&mut req.fields);
         let mode = req.mode;
         let keyring = self.keyring_arc()?;
@@ -619,7 +813,13 @@ impl Service {
     }
 
     /// Makes version `n` current; the old current version becomes `previous`.
-    pub async fn promote_version(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str, n: i64) -> CoreResult<CredentialView> {
+    pub async fn promote_version(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+        n: i64,
+    ) -> CoreResult<CredentialView> {
         let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {
             let c = load_cred(tx, &id, true)?;
@@ -659,7 +859,13 @@ impl Service {
     }
 
     /// Revokes version `n` (never the current one).
-    pub async fn revoke_version(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str, n: i64) -> CoreResult<CredentialView> {
+    pub async fn revoke_version(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+        n: i64,
+    ) -> CoreResult<CredentialView> {
         let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {
             let c = load_cred(tx, &id, true)?;
@@ -687,7 +893,13 @@ impl Service {
     }
 
     /// Sets the status: `disable`, `enable`, `delete` (soft) or `restore`.
-    pub async fn set_status(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str, op: StatusOp) -> CoreResult<CredentialView> {
+    pub async fn set_status(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+        op: StatusOp,
+    ) -> CoreResult<CredentialView> {
         let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {
             let c = load_cred(tx, &id, true)?;
@@ -731,20 +943,45 @@ impl Service {
 
     /// Returns the plaintext fields of the current version to a principal holding
     /// `credential.reveal` (nobody by default). Audited before the plaintext leaves.
-    pub async fn reveal_credential(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<Revealed> {
+    pub async fn reveal_credential(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+    ) -> CoreResult<Revealed> {
         let keyring = self.keyring_arc()?;
         let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {
             let c = load_cred(tx, &id, false)?;
             let (org, ws) = (c.org(), c.ws());
             let settings = settings_of(tx, &c.org_id, "credential")?;
-            authorize(&a, &settings, read_scope(&org, &ws), Permission::CredentialReveal, "credential", || c.draft("credential.reveal"))?;
+            authorize(
+                &a,
+                &settings,
+                read_scope(&org, &ws),
+                Permission::CredentialReveal,
+                "credential",
+                || c.draft("credential.reveal"),
+            )?;
             if c.status != "active" {
-                return Err(CoreError::conflict("credential_not_active", format!("the credential is {}", c.status)));
+                return Err(CoreError::conflict(
+                    "credential_not_active",
+                    format!("the credential is {}", c.status),
+                ));
             }
             let fields = decrypt_version(tx, &keyring, &c.org_id, &c.id, c.current_version)?;
-            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &c.draft("credential.reveal").details(serde_json::json!({ "version": c.current_version })))?;
-            Ok(Revealed { id: c.id.clone(), version: c.current_version, fields })
+            audit::append(
+                tx,
+                &ctx2,
+                &ActorRef::from(a.as_ref()),
+                &c.draft("credential.reveal")
+                    .details(serde_json::json!({ "version": c.current_version })),
+            )?;
+            Ok(Revealed {
+                id: c.id.clone(),
+                version: c.current_version,
+                fields,
+            })
         })
         .await
     }
@@ -764,7 +1001,10 @@ pub enum StatusOp {
 }
 
 fn version_state(tx: &mut dyn Tx, id: &str, n: i64) -> CoreResult<String> {
-    match tx.query_opt("SELECT state FROM credential_versions WHERE credential_id = $1 AND version = $2", &[id.into(), n.into()])? {
+    match tx.query_opt(
+        "SELECT state FROM credential_versions WHERE credential_id = $1 AND version = $2",
+        &[id.into(), n.into()],
+    )? {
         Some(r) => Ok(r.text(0)?),
         None => Err(CoreError::NotFound { what: "version" }),
     }
@@ -772,17 +1012,40 @@ fn version_state(tx: &mut dyn Tx, id: &str, n: i64) -> CoreResult<String> {
 
 /// Opens one version and merges its public and secret fields. The result holds plaintext:
 /// callers wrap it in a zeroizing response type.
-pub(crate) fn decrypt_version(tx: &mut dyn Tx, keyring: &Keyring, org: &str, cred: &str, version: i64) -> CoreResult<Json> {
+pub(crate) fn decrypt_version(
+    tx: &mut dyn Tx,
+    keyring: &Keyring,
+    org: &str,
+    cred: &str,
+    version: i64,
+) -> CoreResult<Json> {
     let r = tx.query_one(
         "SELECT kek_id, wrapped_key, ciphertext, public_fields FROM credential_versions WHERE credential_id = $1 AND version = $2",
         &[cred.into(), version.into()],
     )?;
-    let (Some(kek_id), Some(wrapped_key), Some(ciphertext)) = (r.opt_text(0)?, r.opt_bytes(1)?, r.opt_bytes(2)?) else {
-        return Err(CoreError::conflict("version_destroyed", "the keys of this version were destroyed"));
+    let (Some(kek_id), Some(wrapped_key), Some(ciphertext)) =
+        (r.opt_text(0)?, r.opt_bytes(1)?, r.opt_bytes(2)?)
+    else {
+        return Err(CoreError::conflict(
+            "version_destroyed",
+            "the keys of this version were destroyed",
+        ));
     };
-    let sealed = Sealed { kek_id, wrapped_key, ciphertext };
-    let plain = keyring.open(&Binding { org_id: org, credential_id: cred, version }, &sealed)?;
-    let secret = SecretJson::from_bytes(&plain).map_err(|_| CoreError::Internal("sealed payload is not JSON".into()))?;
+    let sealed = Sealed {
+        kek_id,
+        wrapped_key,
+        ciphertext,
+    };
+    let plain = keyring.open(
+        &Binding {
+            org_id: org,
+            credential_id: cred,
+            version,
+        },
+        &sealed,
+    )?;
+    let secret = SecretJson::from_bytes(&plain)
+        .map_err(|_| CoreError::Internal("sealed payload is not JSON".into()))?;
     let public: Json = serde_json::from_str(&r.text(3)?)?;
     Ok(credential_types::merge(&public, secret.expose()))
 }

@@ -65,12 +65,23 @@ pub enum CoreError {
 
 impl CoreError {
     /// Shorthand for [`CoreError::Invalid`].
-    pub fn invalid(field: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
-        CoreError::Invalid { field: field.into(), code, message: message.into() }
+    pub fn invalid(
+        field: impl Into<String>,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        CoreError::Invalid {
+            field: field.into(),
+            code,
+            message: message.into(),
+        }
     }
     /// Shorthand for [`CoreError::Conflict`].
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        CoreError::Conflict { code, message: message.into() }
+        CoreError::Conflict {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -99,7 +110,9 @@ impl Denial {
     pub fn public_error(&self) -> CoreError {
         match self.hidden {
             Some(what) => CoreError::NotFound { what },
-            None => CoreError::Forbidden { permission: self.permission },
+            None => CoreError::Forbidden {
+                permission: self.permission,
+            },
         }
     }
 }

@@ -22,8 +22,8 @@ use credvault_store::{Store, Tx};
 
 pub use bootstrap::BootstrapOutput;
 pub use context::{Actor, ActorBinding, RequestCtx};
-pub use error::{CoreError, CoreResult};
 pub use credentials::StatusOp;
+pub use error::{CoreError, CoreResult};
 pub use settings::{OrgSettings, SettingsPatch};
 
 /// Tunables of the core, validated at start-up.
@@ -37,7 +37,10 @@ pub struct CoreConfig {
 
 impl Default for CoreConfig {
     fn default() -> Self {
-        CoreConfig { default_page: 50, max_page: 500 }
+        CoreConfig {
+            default_page: 50,
+            max_page: 500,
+        }
     }
 }
 
@@ -56,7 +59,13 @@ struct Inner {
 impl Service {
     /// A service over an opened store and a loaded keyring.
     pub fn new(store: Store, keyring: Keyring, config: CoreConfig) -> Service {
-        Service { inner: Arc::new(Inner { store, keyring: RwLock::new(Arc::new(keyring)), config }) }
+        Service {
+            inner: Arc::new(Inner {
+                store,
+                keyring: RwLock::new(Arc::new(keyring)),
+                config,
+            }),
+        }
     }
 
     /// The store (for readiness checks and tools).
@@ -65,11 +74,16 @@ impl Service {
     }
 
     fn keyring(&self) -> CoreResult<std::sync::RwLockReadGuard<'_, Arc<Keyring>>> {
-        self.inner.keyring.read().map_err(|_| CoreError::Internal("keyring lock poisoned".into()))
+        self.inner
+            .keyring
+            .read()
+            .map_err(|_| CoreError::Internal("keyring lock poisoned".into()))
     }
 
     fn page_limit(&self, asked: Option<usize>) -> usize {
-        asked.unwrap_or(self.inner.config.default_page).clamp(1, self.inner.config.max_page)
+        asked
+            .unwrap_or(self.inner.config.default_page)
+            .clamp(1, self.inner.config.max_page)
     }
 
     /// Runs a write; a denial raised inside is recorded in the audit journal (in its own
@@ -93,7 +107,12 @@ impl Service {
         self.settle(ctx, actor, r).await
     }
 
-    async fn settle<T>(&self, ctx: &RequestCtx, actor: &Arc<Actor>, r: CoreResult<T>) -> CoreResult<T> {
+    async fn settle<T>(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        r: CoreResult<T>,
+    ) -> CoreResult<T> {
         match r {
             Err(CoreError::Denied(d)) => {
                 let public = d.public_error();

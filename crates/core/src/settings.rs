@@ -62,7 +62,11 @@ impl OrgSettings {
         }
         if let Some(d) = p.recovery_window_days {
             if !(1..=365).contains(&d) {
-                return Err(CoreError::invalid("recovery_window_days", "out_of_range", "must be between 1 and 365"));
+                return Err(CoreError::invalid(
+                    "recovery_window_days",
+                    "out_of_range",
+                    "must be between 1 and 365",
+                ));
             }
             self.recovery_window_days = d;
         }

@@ -8,19 +8,20 @@ use credvault_domain::time::{now_micros, parse_rfc3339, to_rfc3339};
 use credvault_domain::{BindingId, OrgId, PrincipalId, TokenId, WorkspaceId, check_name};
 use credvault_store::{Row, StoreError, Tx, Value};
 
+use crate::Service;
 use crate::audit::{self, ActorRef, Draft};
 use crate::auth::{Scope, authorize};
 use crate::context::{Actor, RequestCtx};
 use crate::error::{CoreError, CoreResult};
 use crate::settings::{OrgSettings, SettingsPatch};
 use crate::views::*;
-use crate::Service;
 
 fn name_taken(e: CoreError, what: &str) -> CoreError {
     match e {
-        CoreError::Store(StoreError::Unique(_)) => {
-            CoreError::conflict("name_taken", format!("a {what} with this name already exists in this scope"))
-        }
+        CoreError::Store(StoreError::Unique(_)) => CoreError::conflict(
+            "name_taken",
+            format!("a {what} with this name already exists in this scope"),
+        ),
         other => other,
     }
 }
@@ -29,16 +30,29 @@ fn check_name_field(field: &str, name: &str) -> CoreResult<()> {
     check_name(name).map_err(|m| CoreError::invalid(field, "invalid_name", m))
 }
 
-pub(crate) fn settings_of(tx: &mut dyn Tx, org_id: &str, what: &'static str) -> CoreResult<OrgSettings> {
+pub(crate) fn settings_of(
+    tx: &mut dyn Tx,
+    org_id: &str,
+    what: &'static str,
+) -> CoreResult<OrgSettings> {
     OrgSettings::load(tx, org_id)?.ok_or(CoreError::NotFound { what })
 }
 
 fn org_view(r: &Row) -> CoreResult<OrgView> {
-    Ok(OrgView { id: r.text(0)?, name: r.text(1)?, created_at: to_rfc3339(r.int(2)?) })
+    Ok(OrgView {
+        id: r.text(0)?,
+        name: r.text(1)?,
+        created_at: to_rfc3339(r.int(2)?),
+    })
 }
 
 fn ws_view(r: &Row) -> CoreResult<WorkspaceView> {
-    Ok(WorkspaceView { id: r.text(0)?, org_id: r.text(1)?, name: r.text(2)?, created_at: to_rfc3339(r.int(3)?) })
+    Ok(WorkspaceView {
+        id: r.text(0)?,
+        org_id: r.text(1)?,
+        name: r.text(2)?,
+        created_at: to_rfc3339(r.int(3)?),
+    })
 }
 
 const PRINCIPAL_COLS: &str = "id, org_id, kind, name, instance_admin, disabled, created_at";
@@ -80,11 +94,22 @@ fn token_view(r: &Row) -> CoreResult<TokenView> {
 }
 
 /// Inserts an organization with its default settings and its audit chain.
-pub(crate) fn insert_org(tx: &mut dyn Tx, id: &OrgId, name: &str, by: Option<&str>) -> CoreResult<i64> {
+pub(crate) fn insert_org(
+    tx: &mut dyn Tx,
+    id: &OrgId,
+    name: &str,
+    by: Option<&str>,
+) -> CoreResult<i64> {
     let now = now_micros();
     tx.execute(
         "INSERT INTO orgs (id, name, settings, created_at, created_by) VALUES ($1, $2, $3, $4, $5)",
-        &[id.as_str().into(), name.into(), serde_json::to_string(&OrgSettings::default())?.into(), now.into(), by.into()],
+        &[
+            id.as_str().into(),
+            name.into(),
+            serde_json::to_string(&OrgSettings::default())?.into(),
+            now.into(),
+            by.into(),
+        ],
     )?;
     audit::create_chain(tx, id.as_str())?;
     Ok(now)
@@ -125,19 +150,42 @@ impl Service {
     }
 
     /// Creates an organization (instance admins only).
-    pub async fn create_org(&self, ctx: &RequestCtx, actor: &Arc<Actor>, req: CreateOrg) -> CoreResult<OrgView> {
+    pub async fn create_org(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        req: CreateOrg,
+    ) -> CoreResult<OrgView> {
         check_name_field("name", &req.name)?;
         if !actor.instance_admin {
-            let draft = Draft::new("org.create", "org", "", actor.org_id.as_str()).outcome(crate::audit::Outcome::Denied);
-            let denial = crate::error::Denial { draft, hidden: None, permission: Permission::OrgAdmin };
-            return self.settle(ctx, actor, Err(CoreError::Denied(Box::new(denial)))).await;
+            let draft = Draft::new("org.create", "org", "", actor.org_id.as_str())
+                .outcome(crate::audit::Outcome::Denied);
+            let denial = crate::error::Denial {
+                draft,
+                hidden: None,
+                permission: Permission::OrgAdmin,
+            };
+            return self
+                .settle(ctx, actor, Err(CoreError::Denied(Box::new(denial))))
+                .await;
         }
         let (ctx2, a) = (ctx.clone(), actor.clone());
         self.write(ctx, actor, move |tx| {
             let id = OrgId::generate();
-            let now = insert_org(tx, &id, &req.name, Some(a.principal_id.as_str())).map_err(|e| name_taken(e, "organization"))?;
-            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &Draft::new("org.create", "org", id.as_str(), id.as_str()).details(serde_json::json!({"name": req.name})))?;
-            Ok(OrgView { id: id.to_string(), name: req.name, created_at: to_rfc3339(now) })
+            let now = insert_org(tx, &id, &req.name, Some(a.principal_id.as_str()))
+                .map_err(|e| name_taken(e, "organization"))?;
+            audit::append(
+                tx,
+                &ctx2,
+                &ActorRef::from(a.as_ref()),
+                &Draft::new("org.create", "org", id.as_str(), id.as_str())
+                    .details(serde_json::json!({"name": req.name})),
+            )?;
+            Ok(OrgView {
+                id: id.to_string(),
+                name: req.name,
+                created_at: to_rfc3339(now),
+            })
         })
         .await
     }
@@ -153,25 +201,47 @@ impl Service {
                 } else if a.bindings.is_empty() {
                     vec![]
                 } else {
-                    tx.query("SELECT id, name, created_at FROM orgs WHERE id = $1", &[a.org_id.as_str().into()])?
+                    tx.query(
+                        "SELECT id, name, created_at FROM orgs WHERE id = $1",
+                        &[a.org_id.as_str().into()],
+                    )?
                 };
-                Ok(Page { items: rows.iter().map(org_view).collect::<CoreResult<_>>()?, next_cursor: None })
+                Ok(Page {
+                    items: rows.iter().map(org_view).collect::<CoreResult<_>>()?,
+                    next_cursor: None,
+                })
             })
             .await
     }
 
     /// One organization.
-    pub async fn get_org(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<OrgView> {
+    pub async fn get_org(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+    ) -> CoreResult<OrgView> {
         let (id, a) = (id.to_owned(), actor.clone());
         self.read(ctx, actor, move |tx| {
-            let Some(r) = tx.query_opt("SELECT id, name, created_at FROM orgs WHERE id = $1", &[id.as_str().into()])? else {
-                return Err(CoreError::NotFound { what: "organization" });
+            let Some(r) = tx.query_opt(
+                "SELECT id, name, created_at FROM orgs WHERE id = $1",
+                &[id.as_str().into()],
+            )?
+            else {
+                return Err(CoreError::NotFound {
+                    what: "organization",
+                });
             };
             let org = OrgId::from_trusted(id.clone());
             let settings = settings_of(tx, &id, "organization")?;
-            authorize(&a, &settings, Scope::OrgShared(&org), Permission::MetadataRead, "organization", || {
-                Draft::new("org.read", "org", id.as_str(), id.as_str())
-            })
+            authorize(
+                &a,
+                &settings,
+                Scope::OrgShared(&org),
+                Permission::MetadataRead,
+                "organization",
+                || Draft::new("org.read", "org", id.as_str(), id.as_str()),
+            )
             .or_else(|e| if a.in_org(&org) { Ok(()) } else { Err(e) })?;
             org_view(&r)
         })
@@ -179,15 +249,25 @@ impl Service {
     }
 
     /// An organization's settings (any member may read them).
-    pub async fn get_settings(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<OrgSettings> {
+    pub async fn get_settings(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+    ) -> CoreResult<OrgSettings> {
         let (id, a) = (id.to_owned(), actor.clone());
         self.read(ctx, actor, move |tx| {
             let settings = settings_of(tx, &id, "organization")?;
             let org = OrgId::from_trusted(id.clone());
             if !a.in_org(&org) {
-                return authorize(&a, &settings, Scope::OrgShared(&org), Permission::MetadataRead, "organization", || {
-                    Draft::new("org.read", "org", id.as_str(), id.as_str())
-                })
+                return authorize(
+                    &a,
+                    &settings,
+                    Scope::OrgShared(&org),
+                    Permission::MetadataRead,
+                    "organization",
+                    || Draft::new("org.read", "org", id.as_str(), id.as_str()),
+                )
                 .map(|_| settings);
             }
             Ok(settings)
@@ -196,25 +276,51 @@ impl Service {
     }
 
     /// Changes an organization's settings (admins).
-    pub async fn patch_settings(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str, patch: SettingsPatch) -> CoreResult<OrgSettings> {
+    pub async fn patch_settings(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+        patch: SettingsPatch,
+    ) -> CoreResult<OrgSettings> {
         let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {
             let mut settings = settings_of(tx, &id, "organization")?;
             let org = OrgId::from_trusted(id.clone());
             let draft = || Draft::new("org.settings.update", "org", id.as_str(), id.as_str());
-            authorize(&a, &settings, Scope::Org(&org), Permission::OrgAdmin, "organization", draft)?;
+            authorize(
+                &a,
+                &settings,
+                Scope::Org(&org),
+                Permission::OrgAdmin,
+                "organization",
+                draft,
+            )?;
             let before = serde_json::to_value(&settings)?;
             settings.apply(patch)?;
-            tx.execute("UPDATE orgs SET settings = $1 WHERE id = $2", &[serde_json::to_string(&settings)?.into(), id.as_str().into()])?;
+            tx.execute(
+                "UPDATE orgs SET settings = $1 WHERE id = $2",
+                &[serde_json::to_string(&settings)?.into(), id.as_str().into()],
+            )?;
             let after = serde_json::to_value(&settings)?;
-            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft().details(serde_json::json!({"before": before, "after": after})))?;
+            audit::append(
+                tx,
+                &ctx2,
+                &ActorRef::from(a.as_ref()),
+                &draft().details(serde_json::json!({"before": before, "after": after})),
+            )?;
             Ok(settings)
         })
         .await
     }
 
     /// Creates a workspace (organization admins).
-    pub async fn create_workspace(&self, ctx: &RequestCtx, actor: &Arc<Actor>, req: CreateWorkspace) -> CoreResult<WorkspaceView> {
+    pub async fn create_workspace(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        req: CreateWorkspace,
+    ) -> CoreResult<WorkspaceView> {
         check_name_field("name", &req.name)?;
         let (a, ctx2) = (actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {
@@ -236,8 +342,15 @@ impl Service {
     }
 
     /// Workspaces the caller can see in an organization.
-    pub async fn list_workspaces(&self, ctx: &RequestCtx, actor: &Arc<Actor>, org_id: Option<&str>) -> CoreResult<Page<WorkspaceView>> {
-        let org = org_id.map(str::to_owned).unwrap_or_else(|| actor.org_id.to_string());
+    pub async fn list_workspaces(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        org_id: Option<&str>,
+    ) -> CoreResult<Page<WorkspaceView>> {
+        let org = org_id
+            .map(str::to_owned)
+            .unwrap_or_else(|| actor.org_id.to_string());
         let a = actor.clone();
         self.read(ctx, actor, move |tx| {
             let settings = settings_of(tx, &org, "organization")?;
@@ -261,27 +374,60 @@ impl Service {
     }
 
     /// One workspace.
-    pub async fn get_workspace(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<WorkspaceView> {
+    pub async fn get_workspace(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+    ) -> CoreResult<WorkspaceView> {
         let (id, a) = (id.to_owned(), actor.clone());
         self.read(ctx, actor, move |tx| {
-            let Some(r) = tx.query_opt("SELECT id, org_id, name, created_at FROM workspaces WHERE id = $1", &[id.as_str().into()])? else {
+            let Some(r) = tx.query_opt(
+                "SELECT id, org_id, name, created_at FROM workspaces WHERE id = $1",
+                &[id.as_str().into()],
+            )?
+            else {
                 return Err(CoreError::NotFound { what: "workspace" });
             };
             let v = ws_view(&r)?;
             let org = OrgId::from_trusted(v.org_id.clone());
             let ws = WorkspaceId::from_trusted(v.id.clone());
             let settings = settings_of(tx, &v.org_id, "workspace")?;
-            authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::MetadataRead, "workspace", || {
-                Draft::new("workspace.read", "workspace", id.as_str(), v.org_id.as_str()).workspace(Some(id.as_str()))
-            })
-            .or_else(|e| if !a.workspace_roles(&ws).is_empty() && a.in_org(&org) { Ok(()) } else { Err(e) })?;
+            authorize(
+                &a,
+                &settings,
+                Scope::Workspace(&org, &ws),
+                Permission::MetadataRead,
+                "workspace",
+                || {
+                    Draft::new(
+                        "workspace.read",
+                        "workspace",
+                        id.as_str(),
+                        v.org_id.as_str(),
+                    )
+                    .workspace(Some(id.as_str()))
+                },
+            )
+            .or_else(|e| {
+                if !a.workspace_roles(&ws).is_empty() && a.in_org(&org) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })?;
             Ok(v)
         })
         .await
     }
 
     /// Creates a principal (organization admins).
-    pub async fn create_principal(&self, ctx: &RequestCtx, actor: &Arc<Actor>, req: CreatePrincipal) -> CoreResult<PrincipalView> {
+    pub async fn create_principal(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        req: CreatePrincipal,
+    ) -> CoreResult<PrincipalView> {
         check_name_field("name", &req.name)?;
         let (a, ctx2) = (actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {
@@ -312,8 +458,17 @@ impl Service {
     }
 
     /// Principals of an organization (admins and auditors).
-    pub async fn list_principals(&self, ctx: &RequestCtx, actor: &Arc<Actor>, org_id: Option<&str>, cursor: Option<&str>, limit: Option<usize>) -> CoreResult<Page<PrincipalView>> {
-        let org = org_id.map(str::to_owned).unwrap_or_else(|| actor.org_id.to_string());
+    pub async fn list_principals(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        org_id: Option<&str>,
+        cursor: Option<&str>,
+        limit: Option<usize>,
+    ) -> CoreResult<Page<PrincipalView>> {
+        let org = org_id
+            .map(str::to_owned)
+            .unwrap_or_else(|| actor.org_id.to_string());
         let after = crate::views::decode_cursor(cursor)?;
         let limit = self.page_limit(limit);
         let a = actor.clone();
@@ -335,23 +490,53 @@ impl Service {
     }
 
     /// One principal (admins, auditors, or the principal itself), with its bindings.
-    pub async fn get_principal(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<PrincipalView> {
+    pub async fn get_principal(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+    ) -> CoreResult<PrincipalView> {
         let (id, a) = (id.to_owned(), actor.clone());
         self.read(ctx, actor, move |tx| {
-            let Some(r) = tx.query_opt(&format!("SELECT {PRINCIPAL_COLS} FROM principals WHERE id = $1"), &[id.as_str().into()])? else {
+            let Some(r) = tx.query_opt(
+                &format!("SELECT {PRINCIPAL_COLS} FROM principals WHERE id = $1"),
+                &[id.as_str().into()],
+            )?
+            else {
                 return Err(CoreError::NotFound { what: "principal" });
             };
             let mut v = principal_view(&r)?;
             if a.principal_id.as_str() != id {
                 let settings = settings_of(tx, &v.org_id, "principal")?;
                 let org = OrgId::from_trusted(v.org_id.clone());
-                if !(a.in_org(&org) && settings.role_policy.any_grants(&a.org_roles(), Permission::AuditRead)) {
-                    authorize(&a, &settings, Scope::Org(&org), Permission::OrgAdmin, "principal", || {
-                        Draft::new("principal.read", "principal", id.as_str(), v.org_id.as_str())
-                    })?;
+                if !(a.in_org(&org)
+                    && settings
+                        .role_policy
+                        .any_grants(&a.org_roles(), Permission::AuditRead))
+                {
+                    authorize(
+                        &a,
+                        &settings,
+                        Scope::Org(&org),
+                        Permission::OrgAdmin,
+                        "principal",
+                        || {
+                            Draft::new(
+                                "principal.read",
+                                "principal",
+                                id.as_str(),
+                                v.org_id.as_str(),
+                            )
+                        },
+                    )?;
                 }
             }
-            let rows = tx.query(&format!("SELECT {BINDING_COLS} FROM role_bindings WHERE principal_id = $1 ORDER BY seq"), &[id.into()])?;
+            let rows = tx.query(
+                &format!(
+                    "SELECT {BINDING_COLS} FROM role_bindings WHERE principal_id = $1 ORDER BY seq"
+                ),
+                &[id.into()],
+            )?;
             v.bindings = Some(rows.iter().map(binding_view).collect::<CoreResult<_>>()?);
             Ok(v)
         })
@@ -359,9 +544,18 @@ impl Service {
     }
 
     /// Binds a role (admins of the scope).
-    pub async fn create_role_binding(&self, ctx: &RequestCtx, actor: &Arc<Actor>, req: CreateRoleBinding) -> CoreResult<RoleBindingView> {
+    pub async fn create_role_binding(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        req: CreateRoleBinding,
+    ) -> CoreResult<RoleBindingView> {
         if req.workspace_id.is_some() == req.org_id.is_some() {
-            return Err(CoreError::invalid("workspace_id", "scope_required", "give exactly one of workspace_id or org_id"));
+            return Err(CoreError::invalid(
+                "workspace_id",
+                "scope_required",
+                "give exactly one of workspace_id or org_id",
+            ));
         }
         let (a, ctx2) = (actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {
@@ -417,8 +611,16 @@ impl Service {
     }
 
     /// Role bindings of an organization, optionally of one principal.
-    pub async fn list_role_bindings(&self, ctx: &RequestCtx, actor: &Arc<Actor>, org_id: Option<&str>, principal_id: Option<&str>) -> CoreResult<Page<RoleBindingView>> {
-        let org = org_id.map(str::to_owned).unwrap_or_else(|| actor.org_id.to_string());
+    pub async fn list_role_bindings(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        org_id: Option<&str>,
+        principal_id: Option<&str>,
+    ) -> CoreResult<Page<RoleBindingView>> {
+        let org = org_id
+            .map(str::to_owned)
+            .unwrap_or_else(|| actor.org_id.to_string());
         let (principal, a) = (principal_id.map(str::to_owned), actor.clone());
         self.read(ctx, actor, move |tx| {
             let settings = settings_of(tx, &org, "organization")?;
@@ -439,41 +641,95 @@ impl Service {
     }
 
     /// Removes a role binding (admins of its scope).
-    pub async fn delete_role_binding(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<RoleBindingView> {
+    pub async fn delete_role_binding(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+    ) -> CoreResult<RoleBindingView> {
         let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {
-            let Some(r) = tx.query_opt(&format!("SELECT {BINDING_COLS} FROM role_bindings WHERE id = $1"), &[id.as_str().into()])? else {
-                return Err(CoreError::NotFound { what: "role binding" });
+            let Some(r) = tx.query_opt(
+                &format!("SELECT {BINDING_COLS} FROM role_bindings WHERE id = $1"),
+                &[id.as_str().into()],
+            )?
+            else {
+                return Err(CoreError::NotFound {
+                    what: "role binding",
+                });
             };
             let v = binding_view(&r)?;
             let org = OrgId::from_trusted(v.org_id.clone());
             let ws = v.workspace_id.clone().map(WorkspaceId::from_trusted);
             let settings = settings_of(tx, &v.org_id, "role binding")?;
-            let draft = || Draft::new("role_binding.delete", "role_binding", id.as_str(), v.org_id.as_str()).workspace(v.workspace_id.as_deref());
+            let draft = || {
+                Draft::new(
+                    "role_binding.delete",
+                    "role_binding",
+                    id.as_str(),
+                    v.org_id.as_str(),
+                )
+                .workspace(v.workspace_id.as_deref())
+            };
             let scope = match &ws {
                 Some(w) => Scope::Workspace(&org, w),
                 None => Scope::Org(&org),
             };
-            authorize(&a, &settings, scope, Permission::OrgAdmin, "role binding", draft)?;
-            tx.execute("DELETE FROM role_bindings WHERE id = $1", &[id.as_str().into()])?;
-            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft().details(serde_json::json!({"principal_id": v.principal_id, "role": v.role})))?;
+            authorize(
+                &a,
+                &settings,
+                scope,
+                Permission::OrgAdmin,
+                "role binding",
+                draft,
+            )?;
+            tx.execute(
+                "DELETE FROM role_bindings WHERE id = $1",
+                &[id.as_str().into()],
+            )?;
+            audit::append(
+                tx,
+                &ctx2,
+                &ActorRef::from(a.as_ref()),
+                &draft()
+                    .details(serde_json::json!({"principal_id": v.principal_id, "role": v.role})),
+            )?;
             Ok(v)
         })
         .await
     }
 
     /// Issues a token for a principal (organization admins). The token is returned once.
-    pub async fn create_token(&self, ctx: &RequestCtx, actor: &Arc<Actor>, req: CreateToken) -> CoreResult<CreatedToken> {
+    pub async fn create_token(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        req: CreateToken,
+    ) -> CoreResult<CreatedToken> {
         let expires_at = match &req.expires_at {
-            Some(s) => Some(parse_rfc3339(s).ok_or_else(|| CoreError::invalid("expires_at", "invalid_timestamp", "must be an RFC 3339 timestamp"))?),
+            Some(s) => Some(parse_rfc3339(s).ok_or_else(|| {
+                CoreError::invalid(
+                    "expires_at",
+                    "invalid_timestamp",
+                    "must be an RFC 3339 timestamp",
+                )
+            })?),
             None => None,
         };
         if expires_at.is_some_and(|e| e <= now_micros()) {
-            return Err(CoreError::invalid("expires_at", "in_the_past", "must be in the future"));
+            return Err(CoreError::invalid(
+                "expires_at",
+                "in_the_past",
+                "must be in the future",
+            ));
         }
         if let Some(n) = &req.name {
             if n.len() > 128 {
-                return Err(CoreError::invalid("name", "too_long", "must be at most 128 characters"));
+                return Err(CoreError::invalid(
+                    "name",
+                    "too_long",
+                    "must be at most 128 characters",
+                ));
             }
         }
         let (a, ctx2) = (actor.clone(), ctx.clone());
@@ -502,8 +758,15 @@ impl Service {
     }
 
     /// Tokens of a principal (admins, or the principal itself).
-    pub async fn list_tokens(&self, ctx: &RequestCtx, actor: &Arc<Actor>, principal_id: Option<&str>) -> CoreResult<Page<TokenView>> {
-        let principal = principal_id.map(str::to_owned).unwrap_or_else(|| actor.principal_id.to_string());
+    pub async fn list_tokens(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        principal_id: Option<&str>,
+    ) -> CoreResult<Page<TokenView>> {
+        let principal = principal_id
+            .map(str::to_owned)
+            .unwrap_or_else(|| actor.principal_id.to_string());
         let a = actor.clone();
         self.read(ctx, actor, move |tx| {
             let Some(org) = principal_org(tx, &principal)? else {
@@ -511,33 +774,66 @@ impl Service {
             };
             if principal != a.principal_id.as_str() {
                 let settings = settings_of(tx, org.as_str(), "principal")?;
-                authorize(&a, &settings, Scope::Org(&org), Permission::OrgAdmin, "principal", || {
-                    Draft::new("token.read", "principal", principal.as_str(), org.as_str())
-                })?;
+                authorize(
+                    &a,
+                    &settings,
+                    Scope::Org(&org),
+                    Permission::OrgAdmin,
+                    "principal",
+                    || Draft::new("token.read", "principal", principal.as_str(), org.as_str()),
+                )?;
             }
-            let rows = tx.query(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE principal_id = $1 ORDER BY seq"), &[principal.as_str().into()])?;
-            Ok(Page { items: rows.iter().map(token_view).collect::<CoreResult<_>>()?, next_cursor: None })
+            let rows = tx.query(
+                &format!("SELECT {TOKEN_COLS} FROM tokens WHERE principal_id = $1 ORDER BY seq"),
+                &[principal.as_str().into()],
+            )?;
+            Ok(Page {
+                items: rows.iter().map(token_view).collect::<CoreResult<_>>()?,
+                next_cursor: None,
+            })
         })
         .await
     }
 
     /// Revokes a token (admins, or the token's own principal).
-    pub async fn revoke_token(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<TokenView> {
+    pub async fn revoke_token(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+    ) -> CoreResult<TokenView> {
         let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {
-            let Some(r) = tx.query_opt(&format!("SELECT {TOKEN_COLS}, org_id FROM tokens WHERE id = $1"), &[id.as_str().into()])? else {
+            let Some(r) = tx.query_opt(
+                &format!("SELECT {TOKEN_COLS}, org_id FROM tokens WHERE id = $1"),
+                &[id.as_str().into()],
+            )?
+            else {
                 return Err(CoreError::NotFound { what: "token" });
             };
             let org = OrgId::from_trusted(r.text(7)?);
             let mut v = token_view(&r)?;
-            let draft = || Draft::new("token.revoke", "token", id.as_str(), org.as_str()).details(serde_json::json!({"principal_id": v.principal_id}));
+            let draft = || {
+                Draft::new("token.revoke", "token", id.as_str(), org.as_str())
+                    .details(serde_json::json!({"principal_id": v.principal_id}))
+            };
             if v.principal_id != a.principal_id.as_str() {
                 let settings = settings_of(tx, org.as_str(), "token")?;
-                authorize(&a, &settings, Scope::Org(&org), Permission::OrgAdmin, "token", draft)?;
+                authorize(
+                    &a,
+                    &settings,
+                    Scope::Org(&org),
+                    Permission::OrgAdmin,
+                    "token",
+                    draft,
+                )?;
             }
             if v.revoked_at.is_none() {
                 let now = now_micros();
-                tx.execute("UPDATE tokens SET revoked_at = $1 WHERE id = $2", &[now.into(), id.as_str().into()])?;
+                tx.execute(
+                    "UPDATE tokens SET revoked_at = $1 WHERE id = $2",
+                    &[now.into(), id.as_str().into()],
+                )?;
                 audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft())?;
                 v.revoked_at = Some(to_rfc3339(now));
             }
@@ -576,7 +872,12 @@ pub(crate) fn insert_token(
 }
 
 /// Turns `limit + 1` rows into a page; `seq_col` is the column holding the row's position.
-pub(crate) fn page<T>(rows: Vec<Row>, limit: usize, seq_col: usize, f: impl Fn(&Row) -> CoreResult<T>) -> CoreResult<Page<T>> {
+pub(crate) fn page<T>(
+    rows: Vec<Row>,
+    limit: usize,
+    seq_col: usize,
+    f: impl Fn(&Row) -> CoreResult<T>,
+) -> CoreResult<Page<T>> {
     let more = rows.len() > limit;
     let mut items = Vec::with_capacity(limit.min(rows.len()));
     let mut last = None;
@@ -584,11 +885,21 @@ pub(crate) fn page<T>(rows: Vec<Row>, limit: usize, seq_col: usize, f: impl Fn(&
         items.push(f(r)?);
         last = Some(r.int(seq_col)?);
     }
-    Ok(Page { items, next_cursor: if more { last.map(encode_cursor) } else { None } })
+    Ok(Page {
+        items,
+        next_cursor: if more { last.map(encode_cursor) } else { None },
+    })
 }
 
 /// Used by bootstrap.
-pub(crate) fn insert_principal(tx: &mut dyn Tx, id: &PrincipalId, org: &OrgId, name: &str, instance_admin: bool, now: i64) -> CoreResult<()> {
+pub(crate) fn insert_principal(
+    tx: &mut dyn Tx,
+    id: &PrincipalId,
+    org: &OrgId,
+    name: &str,
+    instance_admin: bool,
+    now: i64,
+) -> CoreResult<()> {
     tx.execute(
         "INSERT INTO principals (id, org_id, kind, name, instance_admin, disabled, created_at, created_by) VALUES ($1, $2, $3, $4, $5, 0, $6, NULL)",
         &[id.as_str().into(), org.as_str().into(), id.kind().as_str().into(), name.into(), instance_admin.into(), now.into()],
@@ -597,7 +908,13 @@ pub(crate) fn insert_principal(tx: &mut dyn Tx, id: &PrincipalId, org: &OrgId, n
 }
 
 /// Used by bootstrap.
-pub(crate) fn insert_binding(tx: &mut dyn Tx, org: &OrgId, principal: &PrincipalId, role: Role, now: i64) -> CoreResult<()> {
+pub(crate) fn insert_binding(
+    tx: &mut dyn Tx,
+    org: &OrgId,
+    principal: &PrincipalId,
+    role: Role,
+    now: i64,
+) -> CoreResult<()> {
     tx.execute(
         "INSERT INTO role_bindings (id, org_id, principal_id, role, workspace_id, scope_key, created_at, created_by) VALUES ($1, $2, $3, $4, NULL, $2, $5, NULL)",
         &[BindingId::generate().as_str().into(), org.as_str().into(), principal.as_str().into(), role.as_str().into(), now.into()],

@@ -27,10 +27,21 @@ pub fn encode_cursor(seq: i64) -> String {
 pub fn decode_cursor(c: Option<&str>) -> CoreResult<i64> {
     use base64::Engine;
     let Some(c) = c else { return Ok(0) };
-    let bad = || CoreError::invalid("cursor", "invalid_cursor", "is not a cursor returned by this API");
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?;
+    let bad = || {
+        CoreError::invalid(
+            "cursor",
+            "invalid_cursor",
+            "is not a cursor returned by this API",
+        )
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .map_err(|_| bad())?;
     let s = String::from_utf8(raw).map_err(|_| bad())?;
-    s.strip_prefix("v1:").and_then(|n| n.parse::<i64>().ok()).filter(|n| *n >= 0).ok_or_else(bad)
+    s.strip_prefix("v1:")
+        .and_then(|n| n.parse::<i64>().ok())
+        .filter(|n| *n >= 0)
+        .ok_or_else(bad)
 }
 
 /// Renders an optional timestamp.
@@ -137,7 +148,10 @@ pub struct CreatedToken {
 
 impl std::fmt::Debug for CreatedToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreatedToken").field("id", &self.id).field("token", &"[redacted]").finish()
+        f.debug_struct("CreatedToken")
+            .field("id", &self.id)
+            .field("token", &"[redacted]")
+            .finish()
     }
 }
 
@@ -307,7 +321,10 @@ pub struct CreateCredential {
 
 impl std::fmt::Debug for CreateCredential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreateCredential").field("name", &self.name).field("type", &self.ty).finish_non_exhaustive()
+        f.debug_struct("CreateCredential")
+            .field("name", &self.name)
+            .field("type", &self.ty)
+            .finish_non_exhaustive()
     }
 }
 
@@ -339,7 +356,9 @@ pub struct PatchCredential {
     pub rotation_period_days: Option<Option<i64>>,
 }
 
-fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -370,7 +389,9 @@ fn default_mode() -> VersionMode {
 
 impl std::fmt::Debug for CreateVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreateVersion").field("mode", &self.mode).finish_non_exhaustive()
+        f.debug_struct("CreateVersion")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
     }
 }
 
@@ -405,7 +426,10 @@ pub struct Revealed {
 
 impl std::fmt::Debug for Revealed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Revealed").field("id", &self.id).field("fields", &"[redacted]").finish()
+        f.debug_struct("Revealed")
+            .field("id", &self.id)
+            .field("fields", &"[redacted]")
+            .finish()
     }
 }
 

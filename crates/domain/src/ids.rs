@@ -168,7 +168,9 @@ impl PrincipalId {
     pub fn parse(s: &str) -> Result<Self, IdError> {
         check("usr_", s)
             .or_else(|_| check("sa_", s))
-            .map_err(|_| IdError::WrongPrefix { expected: "usr_` or `sa_" })?;
+            .map_err(|_| IdError::WrongPrefix {
+                expected: "usr_` or `sa_",
+            })?;
         Ok(Self(s.to_owned()))
     }
     /// Wraps a value read back from our own store.
@@ -219,7 +221,10 @@ pub fn check_name(s: &str) -> Result<(), &'static str> {
     if !first_ok {
         return Err("must start with a letter or digit");
     }
-    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
         return Err("may contain only letters, digits, '-', '_' and '.'");
     }
     Ok(())
@@ -232,7 +237,10 @@ pub fn check_environment(s: &str) -> Result<(), &'static str> {
     if s.is_empty() || s.len() > 32 {
         return Err("must be 1–32 characters");
     }
-    if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         return Err("may contain only lowercase letters, digits and '-'");
     }
     Ok(())
@@ -255,9 +263,15 @@ mod tests {
     #[test]
     fn ids_of_another_kind_or_malformed_are_refused() {
         let c = CredentialId::generate();
-        assert!(matches!(ConnectionId::parse(c.as_str()), Err(IdError::WrongPrefix { .. })));
+        assert!(matches!(
+            ConnectionId::parse(c.as_str()),
+            Err(IdError::WrongPrefix { .. })
+        ));
         assert_eq!(CredentialId::parse("cred_short"), Err(IdError::Malformed));
-        assert_eq!(CredentialId::parse("cred_AAAAAAAAAAAAAAAAAAAAAAAAAA"), Err(IdError::Malformed));
+        assert_eq!(
+            CredentialId::parse("cred_AAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            Err(IdError::Malformed)
+        );
         assert!(CredentialId::parse("cred_../../etc/passwd").is_err());
     }
 

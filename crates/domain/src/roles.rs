@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 
 /// The six roles, bound to a principal at organization or workspace scope.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Everything but resolve: members, settings, delete and purge.
@@ -65,7 +67,9 @@ impl Role {
 }
 
 /// What a principal may do. The first three are movable by the organization's role policy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Permission {
     /// Create, rotate, disable and enable credentials (movable).
     #[serde(rename = "credential.create")]
@@ -169,7 +173,15 @@ impl RolePolicy {
             Permission::CredentialReveal,
         ];
         all.into_iter()
-            .map(|p| (p.as_str(), Role::ALL.into_iter().filter(|r| self.grants(*r, p)).collect()))
+            .map(|p| {
+                (
+                    p.as_str(),
+                    Role::ALL
+                        .into_iter()
+                        .filter(|r| self.grants(*r, p))
+                        .collect(),
+                )
+            })
             .collect()
     }
 }
@@ -184,7 +196,10 @@ mod tests {
         use Permission::*;
         use Role::*;
         let expect: &[(Permission, &[Role])] = &[
-            (MetadataRead, &[Admin, IntegrationEngineer, Builder, Auditor, Viewer]),
+            (
+                MetadataRead,
+                &[Admin, IntegrationEngineer, Builder, Auditor, Viewer],
+            ),
             (CredentialCreate, &[Admin, IntegrationEngineer]),
             (CredentialAttach, &[Admin, IntegrationEngineer, Builder]),
             (CredentialDelete, &[Admin]),

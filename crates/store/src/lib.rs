@@ -103,7 +103,10 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { max_connections: 8, max_batch: 256 }
+        StoreOptions {
+            max_connections: 8,
+            max_batch: 256,
+        }
     }
 }
 
@@ -135,7 +138,9 @@ impl Store {
                 "scheme `{scheme}` (use sqlite://PATH or postgres://…)"
             )));
         };
-        Ok(Store { backend: Arc::new(backend) })
+        Ok(Store {
+            backend: Arc::new(backend),
+        })
     }
 
     /// Which engine backs this store.

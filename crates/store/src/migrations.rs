@@ -12,13 +12,22 @@ const POSTGRES: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001
 pub const LATEST: i64 = 1;
 
 pub(crate) fn run_sqlite(conn: &rusqlite::Connection) -> Result<(), StoreError> {
-    let err = |version: i64| move |e: rusqlite::Error| StoreError::Migration { version, reason: e.to_string() };
+    let err = |version: i64| {
+        move |e: rusqlite::Error| StoreError::Migration {
+            version,
+            reason: e.to_string(),
+        }
+    };
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
     )
     .map_err(err(0))?;
     let current: i64 = conn
-        .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
         .map_err(err(0))?;
     if current > LATEST {
         return Err(StoreError::Migration {
@@ -27,7 +36,8 @@ pub(crate) fn run_sqlite(conn: &rusqlite::Connection) -> Result<(), StoreError> 
         });
     }
     for (version, sql) in SQLITE.iter().filter(|(v, _)| *v > current) {
-        conn.execute_batch("BEGIN IMMEDIATE").map_err(err(*version))?;
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .map_err(err(*version))?;
         let applied = conn.execute_batch(sql).and_then(|_| {
             conn.execute(
                 "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
@@ -46,15 +56,24 @@ pub(crate) fn run_sqlite(conn: &rusqlite::Connection) -> Result<(), StoreError> 
 }
 
 pub(crate) fn run_postgres(client: &mut postgres::Client) -> Result<(), StoreError> {
-    let err = |version: i64| move |e: postgres::Error| StoreError::Migration { version, reason: e.to_string() };
+    let err = |version: i64| {
+        move |e: postgres::Error| StoreError::Migration {
+            version,
+            reason: e.to_string(),
+        }
+    };
     let mut tx = client.transaction().map_err(err(0))?;
-    tx.execute("SELECT pg_advisory_xact_lock(7283412001)", &[]).map_err(err(0))?;
+    tx.execute("SELECT pg_advisory_xact_lock(7283412001)", &[])
+        .map_err(err(0))?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
     )
     .map_err(err(0))?;
     let current: i64 = tx
-        .query_one("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations", &[])
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations",
+            &[],
+        )
         .map_err(err(0))?
         .get(0);
     if current > LATEST {

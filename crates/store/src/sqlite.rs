@@ -8,14 +8,13 @@
 //! the batch's COMMIT has returned, so an acknowledged write is always durable.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
 use crate::{Engine, Row, StoreError, StoreOptions, Tx, TxError, Value, migrations};
-
 
 /// A write closure after type erasure: runs against the transaction and returns a completion
 /// that, given the commit's outcome, delivers the result to the waiting caller.
@@ -41,7 +40,9 @@ pub(crate) fn db_err(e: rusqlite::Error) -> StoreError {
         {
             return StoreError::Unique(msg.clone().unwrap_or_default());
         }
-        if f.code == rusqlite::ErrorCode::DatabaseBusy || f.code == rusqlite::ErrorCode::DatabaseLocked {
+        if f.code == rusqlite::ErrorCode::DatabaseBusy
+            || f.code == rusqlite::ErrorCode::DatabaseLocked
+        {
             return StoreError::Unavailable(e.to_string());
         }
     }
@@ -103,14 +104,15 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let conn = Connection::open_with_flags(path, flags).map_err(db_err)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err)?;
-    conn.execute_batch(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
-    )
-    .map_err(db_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(db_err)?;
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
+        .map_err(db_err)?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
 }
@@ -203,7 +205,8 @@ impl SqliteStore {
                 None => open_conn(&path, true).map_err(E::from)?,
             };
             let result = (|| {
-                conn.execute_batch("BEGIN").map_err(|e| E::from(db_err(e)))?;
+                conn.execute_batch("BEGIN")
+                    .map_err(|e| E::from(db_err(e)))?;
                 let r = f(&mut SqliteTx { conn: &conn });
                 let _ = conn.execute_batch("COMMIT");
                 r
@@ -276,4 +279,3 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize) {
         }
     }
 }
-

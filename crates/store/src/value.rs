@@ -63,13 +63,18 @@ pub struct Row(pub(crate) Vec<Value>);
 
 impl Row {
     fn at(&self, i: usize) -> Result<&Value, StoreError> {
-        self.0.get(i).ok_or_else(|| StoreError::Shape(format!("no column {i}")))
+        self.0
+            .get(i)
+            .ok_or_else(|| StoreError::Shape(format!("no column {i}")))
     }
     /// Column `i` as an integer.
     pub fn int(&self, i: usize) -> Result<i64, StoreError> {
         match self.at(i)? {
             Value::Int(v) => Ok(*v),
-            other => Err(StoreError::Shape(format!("column {i}: expected integer, got {}", kind(other)))),
+            other => Err(StoreError::Shape(format!(
+                "column {i}: expected integer, got {}",
+                kind(other)
+            ))),
         }
     }
     /// Column `i` as an optional integer.
@@ -77,14 +82,20 @@ impl Row {
         match self.at(i)? {
             Value::Null => Ok(None),
             Value::Int(v) => Ok(Some(*v)),
-            other => Err(StoreError::Shape(format!("column {i}: expected integer, got {}", kind(other)))),
+            other => Err(StoreError::Shape(format!(
+                "column {i}: expected integer, got {}",
+                kind(other)
+            ))),
         }
     }
     /// Column `i` as text.
     pub fn text(&self, i: usize) -> Result<String, StoreError> {
         match self.at(i)? {
             Value::Text(v) => Ok(v.clone()),
-            other => Err(StoreError::Shape(format!("column {i}: expected text, got {}", kind(other)))),
+            other => Err(StoreError::Shape(format!(
+                "column {i}: expected text, got {}",
+                kind(other)
+            ))),
         }
     }
     /// Column `i` as optional text.
@@ -92,14 +103,20 @@ impl Row {
         match self.at(i)? {
             Value::Null => Ok(None),
             Value::Text(v) => Ok(Some(v.clone())),
-            other => Err(StoreError::Shape(format!("column {i}: expected text, got {}", kind(other)))),
+            other => Err(StoreError::Shape(format!(
+                "column {i}: expected text, got {}",
+                kind(other)
+            ))),
         }
     }
     /// Column `i` as bytes.
     pub fn bytes(&self, i: usize) -> Result<Vec<u8>, StoreError> {
         match self.at(i)? {
             Value::Bytes(v) => Ok(v.clone()),
-            other => Err(StoreError::Shape(format!("column {i}: expected bytes, got {}", kind(other)))),
+            other => Err(StoreError::Shape(format!(
+                "column {i}: expected bytes, got {}",
+                kind(other)
+            ))),
         }
     }
     /// Column `i` as optional bytes.
@@ -107,7 +124,10 @@ impl Row {
         match self.at(i)? {
             Value::Null => Ok(None),
             Value::Bytes(v) => Ok(Some(v.clone())),
-            other => Err(StoreError::Shape(format!("column {i}: expected bytes, got {}", kind(other)))),
+            other => Err(StoreError::Shape(format!(
+                "column {i}: expected bytes, got {}",
+                kind(other)
+            ))),
         }
     }
     /// Column `i` as a boolean stored as 0/1.

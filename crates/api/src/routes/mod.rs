@@ -22,16 +22,29 @@ pub(crate) struct Table {
 
 impl Table {
     /// Adds one method on one path.
-    pub(crate) fn add(mut self, method: &'static str, path: &'static str, handler: MethodRouter<AppState>, doc: RouteDoc) -> Table {
+    pub(crate) fn add(
+        mut self,
+        method: &'static str,
+        path: &'static str,
+        handler: MethodRouter<AppState>,
+        doc: RouteDoc,
+    ) -> Table {
         self.router = self.router.route(path, handler);
-        self.docs.push(RouteDoc { method, path, ..doc });
+        self.docs.push(RouteDoc {
+            method,
+            path,
+            ..doc
+        });
         self
     }
 }
 
 /// Every route and its documentation.
 pub(crate) fn all() -> (Router<AppState>, Vec<RouteDoc>) {
-    let t = Table { router: Router::new(), docs: Vec::new() };
+    let t = Table {
+        router: Router::new(),
+        docs: Vec::new(),
+    };
     let t = system::routes(t);
     let t = tenancy::routes(t);
     let t = credentials::routes(t);
@@ -45,5 +58,9 @@ pub(crate) async fn fallback() -> ApiError {
 
 /// Known paths, wrong method.
 pub(crate) async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method",
+    )
 }

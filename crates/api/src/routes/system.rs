@@ -15,28 +15,101 @@ use crate::extract::{Auth, Ctx, Params};
 use crate::openapi::RouteDoc;
 
 pub(crate) fn routes(t: Table) -> Table {
-    let public = |operation_id, summary| RouteDoc { operation_id, summary, tag: "system", success: 200, ..Default::default() };
-    let authed = |operation_id, summary, permission| RouteDoc { operation_id, summary, tag: "system", success: 200, auth: true, permission, ..Default::default() };
+    let public = |operation_id, summary| RouteDoc {
+        operation_id,
+        summary,
+        tag: "system",
+        success: 200,
+        ..Default::default()
+    };
+    let authed = |operation_id, summary, permission| RouteDoc {
+        operation_id,
+        summary,
+        tag: "system",
+        success: 200,
+        auth: true,
+        permission,
+        ..Default::default()
+    };
     t.add("get", "/", get(index), public("index", "Landing page"))
-        .add("get", "/healthz", get(healthz), public("healthz", "Liveness: the process answers"))
-        .add("get", "/readyz", get(readyz), public("readyz", "Readiness: the store answers"))
-        .add("get", "/metrics", get(metrics), public("metrics", "Prometheus metrics"))
-        .add("get", "/v1/openapi.json", get(openapi), public("openapi", "This document"))
-        .add("get", "/v1/me", get(me), authed("whoami", "The calling principal and its role bindings", ""))
-        .add("get", "/v1/credential-types", get(credential_types), RouteDoc {
-            query: &["org_id"],
-            ..authed("listCredentialTypes", "Credential types enabled for an organization, with their field schemas", "")
-        })
-        .add("get", "/v1/audit", get(audit), RouteDoc {
-            tag: "audit",
-            query: &["org_id", "workspace_id", "action", "actor_id", "target_id", "outcome", "since", "until", "cursor", "limit"],
-            ..authed("listAuditEvents", "Query the audit journal", "audit.read")
-        })
-        .add("get", "/v1/audit/verify", get(audit_verify), RouteDoc {
-            tag: "audit",
-            query: &["org_id"],
-            ..authed("verifyAudit", "Verify the hash chain of an organization's audit journal", "audit.read")
-        })
+        .add(
+            "get",
+            "/healthz",
+            get(healthz),
+            public("healthz", "Liveness: the process answers"),
+        )
+        .add(
+            "get",
+            "/readyz",
+            get(readyz),
+            public("readyz", "Readiness: the store answers"),
+        )
+        .add(
+            "get",
+            "/metrics",
+            get(metrics),
+            public("metrics", "Prometheus metrics"),
+        )
+        .add(
+            "get",
+            "/v1/openapi.json",
+            get(openapi),
+            public("openapi", "This document"),
+        )
+        .add(
+            "get",
+            "/v1/me",
+            get(me),
+            authed("whoami", "The calling principal and its role bindings", ""),
+        )
+        .add(
+            "get",
+            "/v1/credential-types",
+            get(credential_types),
+            RouteDoc {
+                query: &["org_id"],
+                ..authed(
+                    "listCredentialTypes",
+                    "Credential types enabled for an organization, with their field schemas",
+                    "",
+                )
+            },
+        )
+        .add(
+            "get",
+            "/v1/audit",
+            get(audit),
+            RouteDoc {
+                tag: "audit",
+                query: &[
+                    "org_id",
+                    "workspace_id",
+                    "action",
+                    "actor_id",
+                    "target_id",
+                    "outcome",
+                    "since",
+                    "until",
+                    "cursor",
+                    "limit",
+                ],
+                ..authed("listAuditEvents", "Query the audit journal", "audit.read")
+            },
+        )
+        .add(
+            "get",
+            "/v1/audit/verify",
+            get(audit_verify),
+            RouteDoc {
+                tag: "audit",
+                query: &["org_id"],
+                ..authed(
+                    "verifyAudit",
+                    "Verify the hash chain of an organization's audit journal",
+                    "audit.read",
+                )
+            },
+        )
 }
 
 async fn index() -> Response {
@@ -53,7 +126,9 @@ async fn index() -> Response {
     let mut r = Html(page).into_response();
     r.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        ),
     );
     r
 }
@@ -67,7 +142,11 @@ async fn readyz(State(s): State<AppState>) -> Response {
         Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness probe failed");
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "unavailable"}))).into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({"status": "unavailable"})),
+            )
+                .into_response()
         }
     }
 }
@@ -75,7 +154,10 @@ async fn readyz(State(s): State<AppState>) -> Response {
 async fn metrics(State(s): State<AppState>) -> Response {
     let ready = s.service.store().ping().await.is_ok();
     let mut r = s.metrics.render(ready).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
     r
 }
 
@@ -87,7 +169,12 @@ async fn me(State(s): State<AppState>, Auth(actor): Auth) -> ApiResult<impl Into
     Ok(axum::Json(s.service.whoami(&actor).await?))
 }
 
-async fn credential_types(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(actor): Auth, p: Params) -> ApiResult<impl IntoResponse> {
+async fn credential_types(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(actor): Auth,
+    p: Params,
+) -> ApiResult<impl IntoResponse> {
     p.allow(&["org_id"])?;
     let org = p.get("org_id")?.unwrap_or_else(|| actor.org_id.to_string());
     let settings = s.service.get_settings(&ctx, &actor, &org).await?;
@@ -96,8 +183,24 @@ async fn credential_types(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(actor):
     })))
 }
 
-async fn audit(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(actor): Auth, p: Params) -> ApiResult<impl IntoResponse> {
-    p.allow(&["org_id", "workspace_id", "action", "actor_id", "target_id", "outcome", "since", "until", "cursor", "limit"])?;
+async fn audit(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(actor): Auth,
+    p: Params,
+) -> ApiResult<impl IntoResponse> {
+    p.allow(&[
+        "org_id",
+        "workspace_id",
+        "action",
+        "actor_id",
+        "target_id",
+        "outcome",
+        "since",
+        "until",
+        "cursor",
+        "limit",
+    ])?;
     let f = AuditFilter {
         org_id: p.get("org_id")?,
         workspace_id: p.get("workspace_id")?,
@@ -113,8 +216,15 @@ async fn audit(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(actor): Auth, p: P
     Ok(axum::Json(s.service.list_audit(&ctx, &actor, f).await?))
 }
 
-async fn audit_verify(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(actor): Auth, p: Params) -> ApiResult<impl IntoResponse> {
+async fn audit_verify(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(actor): Auth,
+    p: Params,
+) -> ApiResult<impl IntoResponse> {
     p.allow(&["org_id"])?;
     let org = p.get("org_id")?;
-    Ok(axum::Json(s.service.verify_audit(&ctx, &actor, org.as_deref()).await?))
+    Ok(axum::Json(
+        s.service.verify_audit(&ctx, &actor, org.as_deref()).await?,
+    ))
 }

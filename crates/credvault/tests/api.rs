@@ -1,0 +1,817 @@
+//! API tests over real HTTP against a started server, on SQLite and PostgreSQL: bootstrap,
+//! tenancy, tokens, credentials and versions, lists, audit and its tamper evidence.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Backend, Scope, Server};
+use serde_json::{Value, json};
+
+async fn bootstrap_creates_default_org_workspace_and_admin(b: Backend) {
+    let srv = Server::start(b).await;
+    assert!(srv.admin.starts_with("cvt_"));
+    let me = srv.get("/v1/me", &srv.admin).await.ok(200);
+    assert_eq!(me["name"], "admin");
+    assert_eq!(me["instance_admin"], true);
+    assert_eq!(me["bindings"][0]["role"], "admin");
+    let orgs = srv.get("/v1/orgs", &srv.admin).await.ok(200);
+    assert_eq!(orgs["items"][0]["name"], "default");
+    assert_eq!(orgs["items"][0]["id"], srv.org_id.as_str());
+    let ws = srv.get("/v1/workspaces", &srv.admin).await.ok(200);
+    assert_eq!(ws["items"][0]["id"], srv.ws_id.as_str());
+    let settings = srv
+        .get(&format!("/v1/orgs/{}/settings", srv.org_id), &srv.admin)
+        .await
+        .ok(200);
+    assert_eq!(settings["recovery_window_days"], 7);
+    assert_eq!(settings["allow_environment_override"], false);
+    assert_eq!(settings["enabled_types"].as_array().unwrap().len(), 7);
+    assert_eq!(srv.get("/healthz", "").await.status, 200);
+    assert_eq!(srv.get("/readyz", "").await.ok(200)["status"], "ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_creates_default_org_workspace_and_admin_on_every_backend() {
+    each_backend!(bootstrap_creates_default_org_workspace_and_admin);
+}
+
+async fn tokens_are_hashed_revocable_and_expire(b: Backend) {
+    let srv = Server::start(b).await;
+    let (pid, token) = srv
+        .principal(
+            &srv.org_id,
+            "service_account",
+            "etl",
+            &[("viewer", Scope::Org(&srv.org_id))],
+        )
+        .await;
+    assert!(pid.starts_with("sa_"));
+    srv.get("/v1/me", &token).await.ok(200);
+    // Only the hash is stored.
+    let list = srv
+        .get(&format!("/v1/tokens?principal_id={pid}"), &srv.admin)
+        .await
+        .ok(200);
+    let tok_id = list["items"][0]["id"].as_str().unwrap().to_owned();
+    assert!(!list.to_string().contains(&token));
+    srv.delete(&format!("/v1/tokens/{tok_id}"), &srv.admin)
+        .await
+        .ok(200);
+    srv.get("/v1/me", &token)
+        .await
+        .problem(401, "unauthenticated");
+    // Expiry in the past is refused; a near expiry works until it passes.
+    srv.post(
+        "/v1/tokens",
+        &srv.admin,
+        json!({"principal_id": pid, "expires_at": "2020-01-01T00:00:00Z"}),
+    )
+    .await
+    .problem(422, "in_the_past");
+    let soon = credvault_test_time(2);
+    let t = srv
+        .post(
+            "/v1/tokens",
+            &srv.admin,
+            json!({"principal_id": pid, "expires_at": soon}),
+        )
+        .await
+        .ok(201);
+    let short = t["token"].as_str().unwrap().to_owned();
+    srv.get("/v1/me", &short).await.ok(200);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    srv.get("/v1/me", &short)
+        .await
+        .problem(401, "unauthenticated");
+    // A garbage token is refused and the failure is audited with a fingerprint, never the token.
+    srv.get("/v1/me", "cvt_not-a-real-token")
+        .await
+        .problem(401, "unauthenticated");
+    let fails = srv
+        .get("/v1/audit?org_id=_instance&action=auth.failure", &srv.admin)
+        .await
+        .ok(200);
+    let text = fails.to_string();
+    assert!(text.contains("token_fingerprint"));
+    assert!(!text.contains("cvt_not-a-real-token"));
+    let org_fails = srv
+        .get("/v1/audit?action=auth.failure", &srv.admin)
+        .await
+        .ok(200);
+    let reasons: Vec<&str> = org_fails["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["details"]["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons.contains(&"token_revoked"), "{reasons:?}");
+    assert!(reasons.contains(&"token_expired"), "{reasons:?}");
+}
+
+/// An RFC 3339 time `secs` seconds from now.
+fn credvault_test_time(secs: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + secs;
+    let days = now / 86400;
+    let rem = now % 86400;
+    // Civil date from days since epoch (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_hashed_revocable_and_expire_on_every_backend() {
+    each_backend!(tokens_are_hashed_revocable_and_expire);
+}
+
+async fn credential_lifecycle_keeps_exactly_one_current_version(b: Backend) {
+    let srv = Server::start(b).await;
+    let c = srv
+        .database_credential(&srv.admin, "prod-warehouse", "pw-one")
+        .await;
+    let id = c["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("cred_"));
+    assert_eq!(c["status"], "active");
+    assert_eq!(c["variant"], "password");
+    assert_eq!(c["fields"], json!({"username": "loader"}));
+    assert_eq!(c["secret_fields_set"], json!(["password"]));
+    assert_eq!(c["current_version"], 1);
+    assert_eq!(c["labels"]["system"], "postgres");
+    // Same name in the same workspace: conflict.
+    srv.post("/v1/credentials", &srv.admin, json!({"name": "prod-warehouse", "type": "password", "workspace_id": srv.ws_id, "environment": "prod", "fields": {"password": "x"}}))
+        .await
+        .problem(409, "name_taken");
+
+    let v2 = srv
+        .post(
+            &format!("/v1/credentials/{id}/versions"),
+            &srv.admin,
+            json!({"fields": {"username": "loader2", "password": "pw-two"}, "mode": "stage"}),
+        )
+        .await
+        .ok(201);
+    assert_eq!(
+        v2,
+        json!({"credential_id": id, "version": 2, "state": "pending"})
+    );
+    let got = srv
+        .get(&format!("/v1/credentials/{id}"), &srv.admin)
+        .await
+        .ok(200);
+    assert_eq!(got["current_version"], 1);
+    assert_eq!(got["fields"]["username"], "loader");
+    let promoted = srv
+        .post(
+            &format!("/v1/credentials/{id}/versions/2/promote"),
+            &srv.admin,
+            json!({}),
+        )
+        .await
+        .ok(200);
+    assert_eq!(promoted["current_version"], 2);
+    assert_eq!(promoted["fields"]["username"], "loader2");
+    let states: Vec<(i64, String)> = promoted["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_i64().unwrap(),
+                v["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(states, vec![(1, "previous".into()), (2, "current".into())]);
+    srv.post(
+        &format!("/v1/credentials/{id}/versions/2/revoke"),
+        &srv.admin,
+        json!({}),
+    )
+    .await
+    .problem(409, "cannot_revoke_current");
+    srv.post(
+        &format!("/v1/credentials/{id}/versions/2/promote"),
+        &srv.admin,
+        json!({}),
+    )
+    .await
+    .problem(409, "already_current");
+    srv.post(
+        &format!("/v1/credentials/{id}/versions/9/promote"),
+        &srv.admin,
+        json!({}),
+    )
+    .await
+    .problem(404, "not_found");
+    let revoked = srv
+        .post(
+            &format!("/v1/credentials/{id}/versions/1/revoke"),
+            &srv.admin,
+            json!({}),
+        )
+        .await
+        .ok(200);
+    assert_eq!(revoked["versions"][0]["state"], "revoked");
+    srv.post(
+        &format!("/v1/credentials/{id}/versions/1/promote"),
+        &srv.admin,
+        json!({}),
+    )
+    .await
+    .problem(409, "version_revoked");
+    // Replace: current at once, the old current is revoked.
+    let v3 = srv
+        .post(
+            &format!("/v1/credentials/{id}/versions"),
+            &srv.admin,
+            json!({"fields": {"username": "loader3", "password": "pw-three"}, "mode": "replace"}),
+        )
+        .await
+        .ok(201);
+    assert_eq!(v3["state"], "current");
+    let got = srv
+        .get(&format!("/v1/credentials/{id}/versions"), &srv.admin)
+        .await
+        .ok(200);
+    let states: Vec<&str> = got["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, vec!["revoked", "revoked", "current"]);
+    // A version must be complete and valid for the type.
+    srv.post(
+        &format!("/v1/credentials/{id}/versions"),
+        &srv.admin,
+        json!({"fields": {"username": "x"}}),
+    )
+    .await
+    .problem(422, "invalid_fields");
+
+    // Patch metadata.
+    let p = srv
+        .patch(&format!("/v1/credentials/{id}"), &srv.admin, json!({"name": "prod-dwh", "labels": {"system": "postgres", "owner_team": "bi"}, "description": "loader", "expires_at": "2030-01-01T00:00:00Z", "rotation_period_days": 30}))
+        .await
+        .ok(200);
+    assert_eq!(p["name"], "prod-dwh");
+    assert_eq!(p["labels"]["owner_team"], "bi");
+    assert_eq!(p["expires_at"], "2030-01-01T00:00:00Z");
+    assert_eq!(p["rotation_period_days"], 30);
+    let p = srv
+        .patch(
+            &format!("/v1/credentials/{id}"),
+            &srv.admin,
+            json!({"expires_at": null, "description": null}),
+        )
+        .await
+        .ok(200);
+    assert_eq!(p["expires_at"], Value::Null);
+    assert_eq!(p["description"], Value::Null);
+
+    // Disable / enable / delete / restore.
+    assert_eq!(
+        srv.post(
+            &format!("/v1/credentials/{id}/disable"),
+            &srv.admin,
+            json!({})
+        )
+        .await
+        .ok(200)["status"],
+        "disabled"
+    );
+    assert_eq!(
+        srv.post(
+            &format!("/v1/credentials/{id}/enable"),
+            &srv.admin,
+            json!({})
+        )
+        .await
+        .ok(200)["status"],
+        "active"
+    );
+    let d = srv
+        .delete(&format!("/v1/credentials/{id}"), &srv.admin)
+        .await
+        .ok(200);
+    assert_eq!(d["status"], "pending_deletion");
+    assert!(d["deleted_at"].is_string());
+    srv.post(
+        &format!("/v1/credentials/{id}/disable"),
+        &srv.admin,
+        json!({}),
+    )
+    .await
+    .problem(409, "credential_deleted");
+    srv.post(
+        &format!("/v1/credentials/{id}/versions"),
+        &srv.admin,
+        json!({"fields": {"username": "a", "password": "b"}}),
+    )
+    .await
+    .problem(409, "credential_deleted");
+    assert_eq!(
+        srv.post(
+            &format!("/v1/credentials/{id}/restore"),
+            &srv.admin,
+            json!({})
+        )
+        .await
+        .ok(200)["status"],
+        "active"
+    );
+    srv.post(
+        &format!("/v1/credentials/{id}/restore"),
+        &srv.admin,
+        json!({}),
+    )
+    .await
+    .problem(409, "not_deleted");
+
+    // Every step is audited, and the chain verifies.
+    let audit = srv
+        .get(&format!("/v1/audit?target_id={id}&limit=500"), &srv.admin)
+        .await
+        .ok(200);
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for a in [
+        "credential.create",
+        "credential.version.create",
+        "credential.version.promote",
+        "credential.version.revoke",
+        "credential.update",
+        "credential.disable",
+        "credential.enable",
+        "credential.delete",
+        "credential.restore",
+    ] {
+        assert!(actions.contains(&a), "missing {a} in {actions:?}");
+    }
+    let v = srv.get("/v1/audit/verify", &srv.admin).await.ok(200);
+    assert_eq!(v["ok"], true);
+    assert!(v["events"].as_i64().unwrap() > 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_lifecycle_keeps_exactly_one_current_version_on_every_backend() {
+    each_backend!(credential_lifecycle_keeps_exactly_one_current_version);
+}
+
+async fn concurrent_promotes_leave_one_winner(b: Backend) {
+    let srv = Server::start(b).await;
+    let c = srv.database_credential(&srv.admin, "racy", "p1").await;
+    let id = c["id"].as_str().unwrap().to_owned();
+    for _ in 0..8 {
+        srv.post(
+            &format!("/v1/credentials/{id}/versions"),
+            &srv.admin,
+            json!({"fields": {"username": "u", "password": "p"}}),
+        )
+        .await
+        .ok(201);
+    }
+    let mut handles = Vec::new();
+    for n in 2..=9 {
+        let (base, tok, id) = (srv.base.clone(), srv.admin.clone(), id.clone());
+        handles.push(tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{base}/v1/credentials/{id}/versions/{n}/promote"))
+                .bearer_auth(tok)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    for h in handles {
+        let s = h.await.unwrap();
+        assert!(s == 200 || s == 409, "status {s}");
+    }
+    let got = srv
+        .get(&format!("/v1/credentials/{id}"), &srv.admin)
+        .await
+        .ok(200);
+    let current: Vec<i64> = got["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["state"] == "current")
+        .map(|v| v["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(current.len(), 1, "exactly one current: {got}");
+    assert_eq!(got["current_version"], current[0]);
+    let previous = got["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["state"] == "previous")
+        .count();
+    assert!(previous <= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_promotes_leave_one_winner_on_every_backend() {
+    each_backend!(concurrent_promotes_leave_one_winner);
+}
+
+async fn lists_filter_and_paginate(b: Backend) {
+    let srv = Server::start(b).await;
+    for i in 0..7 {
+        let env = if i % 2 == 0 { "prod" } else { "dev" };
+        srv.post(
+            "/v1/credentials",
+            &srv.admin,
+            json!({"name": format!("{env}-key-{i}"), "type": "api_key", "workspace_id": srv.ws_id, "environment": env,
+                   "labels": {"system": if i < 3 { "stripe" } else { "hubspot" }},
+                   "fields": {"parts": [{"name": "Authorization", "value": "k", "in": "header"}]}}),
+        )
+        .await
+        .ok(201);
+    }
+    srv.post("/v1/credentials", &srv.admin, json!({"name": "shared-pw", "type": "password", "org_id": srv.org_id, "environment": "prod", "fields": {"password": "x"}})).await.ok(201);
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("/v1/credentials?limit=3&cursor={c}"),
+            None => "/v1/credentials?limit=3".to_owned(),
+        };
+        let page = srv.get(&q, &srv.admin).await.ok(200);
+        for i in page["items"].as_array().unwrap() {
+            seen.push(i["name"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 8);
+    let mut dedup = seen.clone();
+    dedup.sort();
+    dedup.dedup();
+    assert_eq!(dedup.len(), 8, "no duplicates across pages");
+    let prod = srv
+        .get("/v1/credentials?environment=prod&type=api_key", &srv.admin)
+        .await
+        .ok(200);
+    assert_eq!(prod["items"].as_array().unwrap().len(), 4);
+    let stripe = srv
+        .get(
+            "/v1/credentials?label=system:stripe&environment=prod",
+            &srv.admin,
+        )
+        .await
+        .ok(200);
+    assert_eq!(stripe["items"].as_array().unwrap().len(), 2);
+    let ws = srv
+        .get(
+            &format!("/v1/credentials?workspace_id={}", srv.ws_id),
+            &srv.admin,
+        )
+        .await
+        .ok(200);
+    assert_eq!(ws["items"].as_array().unwrap().len(), 7);
+    let org_wide = srv
+        .get("/v1/credentials?type=password", &srv.admin)
+        .await
+        .ok(200);
+    assert_eq!(org_wide["items"][0]["workspace_id"], Value::Null);
+    assert_eq!(org_wide["items"][0]["org_id"], srv.org_id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_filter_and_paginate_on_every_backend() {
+    each_backend!(lists_filter_and_paginate);
+}
+
+async fn enabled_types_limit_create_and_the_type_list(b: Backend) {
+    let srv = Server::start(b).await;
+    let types = srv.get("/v1/credential-types", &srv.admin).await.ok(200);
+    assert_eq!(types["items"].as_array().unwrap().len(), 7);
+    srv.patch(
+        &format!("/v1/orgs/{}/settings", srv.org_id),
+        &srv.admin,
+        json!({"enabled_types": ["database", "api_key"]}),
+    )
+    .await
+    .ok(200);
+    let types = srv.get("/v1/credential-types", &srv.admin).await.ok(200);
+    let names: Vec<&str> = types["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["database", "api_key"]);
+    srv.post("/v1/credentials", &srv.admin, json!({"name": "p", "type": "password", "workspace_id": srv.ws_id, "environment": "dev", "fields": {"password": "x"}}))
+        .await
+        .problem(422, "type_not_enabled");
+    srv.patch(
+        &format!("/v1/orgs/{}/settings", srv.org_id),
+        &srv.admin,
+        json!({"recovery_window_days": 0}),
+    )
+    .await
+    .problem(422, "out_of_range");
+    srv.patch(
+        &format!("/v1/orgs/{}/settings", srv.org_id),
+        &srv.admin,
+        json!({"enabled_typos": []}),
+    )
+    .await
+    .problem(422, "invalid_field");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enabled_types_limit_create_and_the_type_list_on_every_backend() {
+    each_backend!(enabled_types_limit_create_and_the_type_list);
+}
+
+async fn audit_tampering_is_detected(b: Backend) {
+    let srv = Server::start(b).await;
+    for i in 0..5 {
+        srv.database_credential(&srv.admin, &format!("c{i}"), "pw")
+            .await;
+    }
+    let org = srv.org_id.clone();
+    assert_eq!(
+        srv.get("/v1/audit/verify", &srv.admin).await.ok(200)["ok"],
+        true
+    );
+    let events = srv
+        .get("/v1/audit?action=credential.create", &srv.admin)
+        .await
+        .ok(200);
+    let third = events["items"][2]["seq"].as_i64().unwrap();
+    // Edit one field of one event.
+    srv.raw_sql(&format!(
+        "UPDATE audit_events SET details = '{{\"name\":\"forged\"}}' WHERE seq = {third}"
+    ));
+    let v = srv.get("/v1/audit/verify", &srv.admin).await.ok(200);
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["first_broken"]["seq"], third);
+    // Delete it instead (after restoring nothing): the next event's link breaks.
+    srv.raw_sql(&format!("DELETE FROM audit_events WHERE seq = {third}"));
+    let v = srv.get("/v1/audit/verify", &srv.admin).await.ok(200);
+    assert_eq!(v["ok"], false);
+    assert!(v["first_broken"]["seq"].as_i64().unwrap() > third);
+    // Removing the tail is caught by the chain head.
+    let srv2 = Server::start(b).await;
+    srv2.database_credential(&srv2.admin, "x", "pw").await;
+    srv2.raw_sql(&format!("DELETE FROM audit_events WHERE seq = (SELECT MAX(seq) FROM audit_events WHERE chain = '{}')", srv2.org_id));
+    let v = srv2.get("/v1/audit/verify", &srv2.admin).await.ok(200);
+    assert_eq!(v["ok"], false, "{v}");
+    let _ = org;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_tampering_is_detected_on_every_backend() {
+    each_backend!(audit_tampering_is_detected);
+}
+
+async fn audit_queries_filter_and_paginate(b: Backend) {
+    let srv = Server::start(b).await;
+    for i in 0..6 {
+        srv.database_credential(&srv.admin, &format!("a{i}"), "pw")
+            .await;
+    }
+    let all = srv
+        .get("/v1/audit?action=credential.create&limit=4", &srv.admin)
+        .await
+        .ok(200);
+    assert_eq!(all["items"].as_array().unwrap().len(), 4);
+    let next = all["next_cursor"].as_str().unwrap();
+    let rest = srv
+        .get(
+            &format!("/v1/audit?action=credential.create&limit=4&cursor={next}"),
+            &srv.admin,
+        )
+        .await
+        .ok(200);
+    assert_eq!(rest["items"].as_array().unwrap().len(), 2);
+    assert!(rest["next_cursor"].is_null());
+    let e = &all["items"][0];
+    for k in [
+        "seq",
+        "at",
+        "actor_id",
+        "action",
+        "target_type",
+        "target_id",
+        "org_id",
+        "workspace_id",
+        "outcome",
+        "source_ip",
+        "request_id",
+        "details",
+    ] {
+        assert!(e.get(k).is_some(), "event lacks {k}: {e}");
+    }
+    assert_eq!(e["outcome"], "success");
+    assert_eq!(e["source_ip"], "127.0.0.1");
+    let none = srv
+        .get(
+            "/v1/audit?action=credential.create&since=2999-01-01T00:00:00Z",
+            &srv.admin,
+        )
+        .await
+        .ok(200);
+    assert!(none["items"].as_array().unwrap().is_empty());
+    srv.get("/v1/audit?since=yesterday", &srv.admin)
+        .await
+        .problem(422, "invalid_timestamp");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_queries_filter_and_paginate_on_every_backend() {
+    each_backend!(audit_queries_filter_and_paginate);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_covers_every_route_and_metrics_count_requests() {
+    let srv = Server::start(Backend::Sqlite).await;
+    let doc = srv
+        .call("GET", "/v1/openapi.json", None, None)
+        .await
+        .ok(200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    for (method, path) in [
+        ("post", "/v1/credentials"),
+        ("get", "/v1/credentials/{id}"),
+        ("post", "/v1/credentials/{id}/versions/{n}/promote"),
+        ("patch", "/v1/orgs/{id}/settings"),
+        ("get", "/v1/audit/verify"),
+        ("post", "/v1/tokens"),
+        ("delete", "/v1/role-bindings/{id}"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing"
+        );
+    }
+    // Every documented operation answers something other than "no such route".
+    for (path, ops) in paths {
+        for method in ops.as_object().unwrap().keys() {
+            let concrete = path.replace("{id}", "x").replace("{n}", "1");
+            let r = srv
+                .call(&method.to_uppercase(), &concrete, Some(&srv.admin), None)
+                .await;
+            assert!(
+                !(r.status == 404 && r.body["detail"] == "no such route"),
+                "{method} {path} is documented but not routed"
+            );
+            assert_ne!(r.status, 405, "{method} {path}");
+            assert!(r.status < 500, "{method} {path} -> {}", r.status);
+        }
+    }
+    let m = srv.call("GET", "/metrics", None, None).await;
+    assert_eq!(m.status, 200);
+    assert!(m.text.contains("credvault_http_requests_total{method=\"GET\",route=\"/v1/openapi.json\",status=\"200\"} 2"), "{}", m.text);
+    assert!(m.text.contains("credvault_store_ready 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_carry_request_ids_and_security_headers() {
+    let srv = Server::start(Backend::Sqlite).await;
+    let r = srv
+        .http
+        .get(format!("{}/v1/me", srv.base))
+        .header("x-request-id", "trace-abc-123")
+        .bearer_auth(&srv.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "trace-abc-123");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let p = srv
+        .call("GET", "/v1/credentials/cred_x", Some(&srv.admin), None)
+        .await;
+    let body = p.problem(404, "not_found");
+    assert!(body["request_id"].as_str().unwrap().starts_with("req_"));
+    let unauth = srv
+        .http
+        .get(format!("{}/v1/me", srv.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauth.status(), 401);
+    assert_eq!(unauth.headers()["www-authenticate"], "Bearer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_on_sigterm_and_restart_keeps_data() {
+    let mut srv = Server::start(Backend::Sqlite).await;
+    let c = srv.database_credential(&srv.admin, "keep-me", "pw").await;
+    srv.stop();
+    assert!(
+        srv.logs().contains("shutdown signal received"),
+        "{}",
+        srv.logs()
+    );
+    // Restart on the same data directory: no new admin token, the credential is there.
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(srv.data.path());
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert!(
+        line.contains("listening on"),
+        "a restarted server prints no new token: {line}"
+    );
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let r = reqwest::Client::new()
+        .get(format!(
+            "http://{addr}/v1/credentials/{}",
+            c["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&srv.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_without_its_key_file_refuses_to_start() {
+    let mut srv = Server::start(Backend::Sqlite).await;
+    srv.stop();
+    std::fs::remove_file(srv.data.path().join("keyring.json")).unwrap();
+    let out = std::process::Command::new(common::bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(srv.data.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("key file") && err.contains("missing"), "{err}");
+}
+
+#[test]
+fn init_prints_the_bootstrap_json_once() {
+    let dir = common::TempDir::new();
+    let out = std::process::Command::new(common::bin())
+        .args(["init", "--json", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["admin_token"].as_str().unwrap().starts_with("cvt_"));
+    assert!(v["org_id"].as_str().unwrap().starts_with("org_"));
+    assert!(v["workspace_id"].as_str().unwrap().starts_with("ws_"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("keyring.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let again = std::process::Command::new(common::bin())
+        .args(["init", "--json", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already initialized"));
+}
