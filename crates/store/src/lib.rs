@@ -183,11 +183,40 @@ impl Store {
         self.read(|tx| tx.query("SELECT 1", &[]).map(|_| ())).await
     }
 
+    /// `(commits, write closures)` made by the SQLite group-commit writer since start; `None` on
+    /// PostgreSQL, whose own WAL flushing groups commits.
+    pub fn group_commit_stats(&self) -> Option<(u64, u64)> {
+        match &*self.backend {
+            Backend::Sqlite(s) => Some(s.stats()),
+            Backend::Postgres(_) => None,
+        }
+    }
+
     /// Stops the SQLite writer after the queued work is committed. Idempotent.
     pub fn close(&self) {
         if let Backend::Sqlite(s) = &*self.backend {
             s.close();
         }
+    }
+}
+
+/// Counters of the SQLite writer: how many commits it made and how many write closures they
+/// carried. Their ratio is the group-commit batch size.
+#[derive(Default)]
+pub(crate) struct StoreStats {
+    commits: std::sync::atomic::AtomicU64,
+    jobs: std::sync::atomic::AtomicU64,
+}
+
+impl StoreStats {
+    fn record(&self, jobs: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.commits.fetch_add(1, Relaxed);
+        self.jobs.fetch_add(jobs as u64, Relaxed);
+    }
+    fn get(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.commits.load(Relaxed), self.jobs.load(Relaxed))
     }
 }
 

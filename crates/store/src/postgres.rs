@@ -228,3 +228,20 @@ impl PgStore {
         self.run(true, f).await
     }
 }
+
+impl Drop for PgStore {
+    /// A synchronous client blocks on its own runtime when dropped, which panics on an async
+    /// worker thread; hand the idle clients to a plain thread to close them.
+    fn drop(&mut self) {
+        let clients = self
+            .idle
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default();
+        if !clients.is_empty() {
+            let _ = std::thread::Builder::new()
+                .name("credvault-pg-close".into())
+                .spawn(move || drop(clients));
+        }
+    }
+}

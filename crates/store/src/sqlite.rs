@@ -22,6 +22,7 @@ type Job = Box<dyn FnOnce(&mut SqliteTx<'_>) -> Completion + Send>;
 type Completion = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 
 pub(crate) struct SqliteStore {
+    stats: Arc<crate::StoreStats>,
     sender: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
@@ -128,11 +129,14 @@ impl SqliteStore {
         }
         let (tx, rx) = mpsc::channel::<Job>();
         let max_batch = opts.max_batch.max(1);
+        let stats = Arc::new(crate::StoreStats::default());
+        let writer_stats = stats.clone();
         let handle = std::thread::Builder::new()
             .name("credvault-sqlite-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx, max_batch))
+            .spawn(move || writer_loop(writer_conn, rx, max_batch, &writer_stats))
             .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
         Ok(SqliteStore {
+            stats,
             sender: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
             readers: Arc::new(Mutex::new(readers)),
@@ -220,6 +224,10 @@ impl SqliteStore {
         joined.unwrap_or_else(|e| Err(E::from(StoreError::Db(format!("read task failed: {e}")))))
     }
 
+    pub(crate) fn stats(&self) -> (u64, u64) {
+        self.stats.get()
+    }
+
     pub(crate) fn close(&self) {
         if let Ok(mut s) = self.sender.lock() {
             s.take();
@@ -246,7 +254,12 @@ fn restrict_mode(path: &Path) {
     }
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize) {
+fn writer_loop(
+    conn: Connection,
+    rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    stats: &crate::StoreStats,
+) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < max_batch {
@@ -271,6 +284,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize) {
             }
         }
         let commit = conn.execute_batch("COMMIT").map_err(db_err);
+        stats.record(completions.len());
         if commit.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }

@@ -1,0 +1,256 @@
+//! One conformance suite for both engines: whatever the core relies on must hold on SQLite
+//! and on PostgreSQL alike.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use credvault_store::{Engine, Store, StoreError, StoreOptions, Tx, Value};
+
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    getrandom::fill(&mut b).unwrap();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A store on a fresh SQLite file or a fresh PostgreSQL database.
+struct Fresh {
+    store: Store,
+    cleanup: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Drop for Fresh {
+    fn drop(&mut self) {
+        self.store.close();
+        if let Some(c) = self.cleanup.take() {
+            c();
+        }
+    }
+}
+
+fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(f).join().unwrap()
+}
+
+fn engines() -> Vec<Engine> {
+    let mut v = vec![Engine::Sqlite];
+    if cfg!(feature = "postgres-tests") {
+        v.push(Engine::Postgres);
+    }
+    v
+}
+
+fn fresh(engine: Engine) -> Fresh {
+    match engine {
+        Engine::Sqlite => {
+            let dir = std::env::temp_dir().join(format!("cv-store-{}", random_hex(6)));
+            std::fs::create_dir_all(&dir).unwrap();
+            let url = format!("sqlite://{}", dir.join("t.db").display());
+            let store = off_runtime(move || Store::open(&url, &StoreOptions::default()).unwrap());
+            Fresh {
+                store,
+                cleanup: Some(Box::new(move || drop(std::fs::remove_dir_all(dir)))),
+            }
+        }
+        Engine::Postgres => {
+            let admin = std::env::var("CREDVAULT_TEST_PG_URL")
+                .expect("CREDVAULT_TEST_PG_URL must be set for the postgres-tests feature");
+            let name = format!("cvs_{}", random_hex(6));
+            let (a, n) = (admin.clone(), name.clone());
+            let url = off_runtime(move || {
+                let mut c = postgres::Client::connect(&a, postgres::NoTls).unwrap();
+                c.batch_execute(&format!("CREATE DATABASE {n}")).unwrap();
+                format!("{}/{n}", a.rsplit_once('/').unwrap().0)
+            });
+            let store = off_runtime(move || Store::open(&url, &StoreOptions::default()).unwrap());
+            Fresh {
+                store,
+                cleanup: Some(Box::new(move || {
+                    off_runtime(move || {
+                        if let Ok(mut c) = postgres::Client::connect(&admin, postgres::NoTls) {
+                            let _ = c.batch_execute(&format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            ));
+                        }
+                    })
+                })),
+            }
+        }
+    }
+}
+
+async fn insert_org(s: &Store, id: &str, name: &str) -> Result<(), StoreError> {
+    let (id, name) = (id.to_owned(), name.to_owned());
+    s.write(move |tx: &mut dyn Tx| {
+        tx.execute(
+            "INSERT INTO orgs (id, name, settings, created_at) VALUES ($1, $2, '{}', 1)",
+            &[id.as_str().into(), name.as_str().into()],
+        )
+        .map(|_| ())
+    })
+    .await
+}
+
+async fn count_orgs(s: &Store) -> i64 {
+    s.read(|tx: &mut dyn Tx| tx.query_one("SELECT COUNT(*) FROM orgs", &[])?.int(0))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_round_trip_on_every_engine() {
+    for e in engines() {
+        let f = fresh(e);
+        let got = f
+            .store
+            .write(|tx: &mut dyn Tx| {
+                tx.execute(
+                    "INSERT INTO audit_heads (chain, last_seq, hash) VALUES ($1, $2, $3)",
+                    &[
+                        "ünïcode ✓".into(),
+                        i64::MAX.into(),
+                        Value::Bytes(vec![0, 255, 7]),
+                    ],
+                )?;
+                tx.query_one(
+                    "SELECT chain, last_seq, hash, NULL FROM audit_heads WHERE chain = $1",
+                    &["ünïcode ✓".into()],
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!(got.text(0).unwrap(), "ünïcode ✓", "{e:?}");
+        assert_eq!(got.int(1).unwrap(), i64::MAX);
+        assert_eq!(got.bytes(2).unwrap(), vec![0, 255, 7]);
+        assert!(
+            got.text(0).is_ok() && got.int(0).is_err(),
+            "wrong-type reads are errors, not panics"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_closure_rolls_back_only_itself_even_inside_a_batch() {
+    for e in engines() {
+        let f = fresh(e);
+        let mut handles = Vec::new();
+        for i in 0..60 {
+            let s = f.store.clone();
+            handles.push(tokio::spawn(async move {
+                s.write(move |tx: &mut dyn Tx| {
+                    tx.execute(
+                        "INSERT INTO orgs (id, name, settings, created_at) VALUES ($1, $2, '{}', 1)",
+                        &[format!("org_{i}").into(), format!("n{i}").into()],
+                    )?;
+                    if i % 2 == 1 {
+                        return Err(StoreError::Db("closure chose to fail".into()));
+                    }
+                    Ok(())
+                })
+                .await
+            }));
+        }
+        let mut ok = 0;
+        for h in handles {
+            if h.await.unwrap().is_ok() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 30, "{e:?}");
+        assert_eq!(
+            count_orgs(&f.store).await,
+            30,
+            "{e:?}: failed closures left nothing behind"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_commits_on_sqlite() {
+    let f = fresh(Engine::Sqlite);
+    let before = f.store.group_commit_stats().unwrap();
+    let mut handles = Vec::new();
+    for i in 0..400 {
+        let s = f.store.clone();
+        handles.push(tokio::spawn(async move {
+            insert_org(&s, &format!("org_{i}"), &format!("n{i}")).await
+        }));
+    }
+    for h in handles {
+        h.await.unwrap().unwrap();
+    }
+    let (commits, jobs) = f.store.group_commit_stats().unwrap();
+    let (commits, jobs) = (commits - before.0, jobs - before.1);
+    assert_eq!(jobs, 400);
+    assert!(
+        commits < jobs,
+        "group commit: {commits} commits for {jobs} writes"
+    );
+    assert_eq!(count_orgs(&f.store).await, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_violations_are_reported_as_such() {
+    for e in engines() {
+        let f = fresh(e);
+        insert_org(&f.store, "org_a", "same").await.unwrap();
+        let err = insert_org(&f.store, "org_b", "same").await.unwrap_err();
+        assert!(matches!(err, StoreError::Unique(_)), "{e:?}: {err:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_one_current_version_per_credential_is_enforced_by_the_schema() {
+    for e in engines() {
+        let f = fresh(e);
+        let r = f
+            .store
+            .write(|tx: &mut dyn Tx| {
+                tx.execute("INSERT INTO orgs (id, name, settings, created_at) VALUES ('org_x', 'x', '{}', 1)", &[])?;
+                tx.execute(
+                    "INSERT INTO credentials (id, org_id, scope_key, name, type, environment, labels, status, current_version, created_at, created_by, updated_at) \
+                     VALUES ('cred_x', 'org_x', 'org_x', 'c', 'password', 'dev', '{}', 'active', 1, 1, 'usr', 1)",
+                    &[],
+                )?;
+                for v in 1..=2i64 {
+                    tx.execute(
+                        "INSERT INTO credential_versions (credential_id, version, state, public_fields, secret_fields_set, created_at, created_by, state_changed_at) \
+                         VALUES ('cred_x', $1, 'current', '{}', '[]', 1, 'usr', 1)",
+                        &[v.into()],
+                    )?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await;
+        assert!(matches!(r, Err(StoreError::Unique(_))), "{e:?}: {r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_a_store_keeps_data_and_does_not_migrate_twice() {
+    let dir = std::env::temp_dir().join(format!("cv-store-{}", random_hex(6)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("t.db").display());
+    let u = url.clone();
+    let s = off_runtime(move || Store::open(&u, &StoreOptions::default()).unwrap());
+    insert_org(&s, "org_1", "one").await.unwrap();
+    s.close();
+    drop(s);
+    let s = off_runtime(move || Store::open(&url, &StoreOptions::default()).unwrap());
+    assert_eq!(count_orgs(&s).await, 1);
+    let n = s
+        .read(|tx: &mut dyn Tx| {
+            tx.query_one("SELECT COUNT(*) FROM schema_migrations", &[])?
+                .int(0)
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    s.close();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_store_refuses_writes_cleanly() {
+    let f = fresh(Engine::Sqlite);
+    f.store.close();
+    let err = insert_org(&f.store, "org_z", "z").await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+}
