@@ -11,9 +11,12 @@ use credvault_core::CoreError;
 use credvault_domain::credential_types::FieldError;
 use credvault_store::StoreError;
 
-/// An error on its way to the client.
+/// An error on its way to the client (boxed: it travels through every handler's `Result`).
 #[derive(Debug)]
-pub struct ApiError {
+pub struct ApiError(Box<Inner>);
+
+#[derive(Debug)]
+struct Inner {
     status: StatusCode,
     code: &'static str,
     title: &'static str,
@@ -42,7 +45,7 @@ struct Problem<'a> {
 impl ApiError {
     /// A problem with a status, code and human detail.
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError {
+        ApiError(Box::new(Inner {
             status,
             code,
             title: status.canonical_reason().unwrap_or("Error"),
@@ -50,18 +53,18 @@ impl ApiError {
             field: None,
             errors: Vec::new(),
             request_id: None,
-        }
+        }))
     }
 
     /// Names the offending field.
     pub fn field(mut self, f: impl Into<String>) -> ApiError {
-        self.field = Some(f.into());
+        self.0.field = Some(f.into());
         self
     }
 
     /// Attaches the request ID (done by the middleware for every problem response).
     pub fn with_request_id(mut self, id: &str) -> ApiError {
-        self.request_id = Some(id.to_owned());
+        self.0.request_id = Some(id.to_owned());
         self
     }
 
@@ -81,12 +84,12 @@ impl ApiError {
 
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
 
     /// The stable code.
     pub fn code(&self) -> &'static str {
-        self.code
+        self.0.code
     }
 }
 
@@ -124,8 +127,8 @@ impl From<CoreError> for ApiError {
                     .join("; ");
                 let mut a =
                     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_fields", detail);
-                a.field = first;
-                a.errors = errors;
+                a.0.field = first;
+                a.0.errors = errors;
                 a
             }
             CoreError::Conflict { code, message } => {
@@ -153,25 +156,26 @@ impl From<CoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let this = self.0;
         let body = Problem {
-            ty: format!("urn:credvault:problem:{}", self.code),
-            title: self.title,
-            status: self.status.as_u16(),
-            detail: &self.detail,
-            code: self.code,
-            field: self.field.as_deref(),
-            errors: &self.errors,
-            request_id: self.request_id.as_deref(),
+            ty: format!("urn:credvault:problem:{}", this.code),
+            title: this.title,
+            status: this.status.as_u16(),
+            detail: &this.detail,
+            code: this.code,
+            field: this.field.as_deref(),
+            errors: &this.errors,
+            request_id: this.request_id.as_deref(),
         };
         let bytes =
             serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"code\":\"internal\"}".to_vec());
-        let mut resp = (self.status, bytes).into_response();
+        let mut resp = (this.status, bytes).into_response();
         let h = resp.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if self.status == StatusCode::UNAUTHORIZED {
+        if this.status == StatusCode::UNAUTHORIZED {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         // The middleware adds the request ID to the body of problems built without one.

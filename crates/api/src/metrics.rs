@@ -6,10 +6,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 
+/// (method, route template, status) → (count, cumulative seconds).
+type Counters = BTreeMap<(String, String, u16), (u64, f64)>;
+
 /// Request counters.
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), (u64, f64)>>,
+    requests: Mutex<Counters>,
 }
 
 impl Metrics {

@@ -481,14 +481,13 @@ pub fn verify_chain(tx: &mut dyn Tx, chain: &str) -> CoreResult<Verification> {
     if let Some(head) = tx.query_opt(
         "SELECT last_seq, hash FROM audit_heads WHERE chain = $1",
         &[chain.into()],
-    )? {
-        if head.int(0)? != last_seq || head.bytes(1)? != prev {
-            return Ok(broken(
-                head.int(0)?,
-                "the chain head does not match the last event (events were removed from the end)",
-                events,
-            ));
-        }
+    )? && (head.int(0)? != last_seq || head.bytes(1)? != prev)
+    {
+        return Ok(broken(
+            head.int(0)?,
+            "the chain head does not match the last event (events were removed from the end)",
+            events,
+        ));
     }
     Ok(Verification {
         ok: true,

@@ -41,14 +41,14 @@ impl Service {
             })?),
             None => None,
         };
-        if let Some(o) = &f.outcome {
-            if !["success", "denied", "error"].contains(&o.as_str()) {
-                return Err(CoreError::invalid(
-                    "outcome",
-                    "invalid_outcome",
-                    "must be success, denied or error",
-                ));
-            }
+        if let Some(o) = &f.outcome
+            && !["success", "denied", "error"].contains(&o.as_str())
+        {
+            return Err(CoreError::invalid(
+                "outcome",
+                "invalid_outcome",
+                "must be success, denied or error",
+            ));
         }
         let org = f.org_id.clone().unwrap_or_else(|| actor.org_id.to_string());
         let a = actor.clone();
@@ -89,18 +89,18 @@ impl Service {
                             draft,
                         )?;
                     }
-                    if let Some(w) = &f.workspace_id {
-                        if !ws.contains(w) {
-                            let wid = WorkspaceId::from_trusted(w.clone());
-                            authorize(
-                                &a,
-                                &settings,
-                                Scope::Workspace(&org_id, &wid),
-                                Permission::AuditRead,
-                                "workspace",
-                                draft,
-                            )?;
-                        }
+                    if let Some(w) = &f.workspace_id
+                        && !ws.contains(w)
+                    {
+                        let wid = WorkspaceId::from_trusted(w.clone());
+                        authorize(
+                            &a,
+                            &settings,
+                            Scope::Workspace(&org_id, &wid),
+                            Permission::AuditRead,
+                            "workspace",
+                            draft,
+                        )?;
                     }
                     ws_only = Some(ws);
                 }

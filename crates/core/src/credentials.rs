@@ -328,6 +328,7 @@ fn seal(
     )?)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn insert_version(
     tx: &mut dyn Tx,
     cred: &str,
@@ -556,14 +557,14 @@ impl Service {
         let after = decode_cursor(f.cursor.as_deref())?;
         let limit = self.page_limit(f.limit);
         let org = f.org_id.clone().unwrap_or_else(|| actor.org_id.to_string());
-        if let Some(t) = &f.ty {
-            if CredentialType::parse(t).is_none() {
-                return Err(CoreError::invalid(
-                    "type",
-                    "unknown_type",
-                    "no such credential type",
-                ));
-            }
+        if let Some(t) = &f.ty
+            && CredentialType::parse(t).is_none()
+        {
+            return Err(CoreError::invalid(
+                "type",
+                "unknown_type",
+                "no such credential type",
+            ));
         }
         let mut label_pairs = Vec::new();
         for l in &f.label {
@@ -599,12 +600,11 @@ impl Service {
                 }
                 Some(ws)
             };
-            if let (Some(w), Some(vis)) = (&f.workspace_id, &visible) {
-                if !vis.contains(w) {
+            if let (Some(w), Some(vis)) = (&f.workspace_id, &visible)
+                && !vis.contains(w) {
                     let wid = WorkspaceId::from_trusted(w.clone());
                     authorize(&a, &settings, Scope::Workspace(&org_id, &wid), Permission::MetadataRead, "workspace", draft)?;
                 }
-            }
             let mut sql = format!(
                 "SELECT {CRED_COLS}, v.public_fields, v.secret_fields_set FROM credentials c \
                  LEFT JOIN credential_versions v ON v.credential_id = c.id AND v.state = 'current' \

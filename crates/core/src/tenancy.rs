@@ -626,7 +626,8 @@ impl Service {
             let settings = settings_of(tx, &org, "organization")?;
             let org_id = OrgId::from_trusted(org.clone());
             let own = principal.as_deref() == Some(a.principal_id.as_str());
-            if !own && !(a.in_org(&org_id) && settings.role_policy.any_grants(&a.org_roles(), Permission::AuditRead)) {
+            let auditor = a.in_org(&org_id) && settings.role_policy.any_grants(&a.org_roles(), Permission::AuditRead);
+            if !own && !auditor {
                 authorize(&a, &settings, Scope::Org(&org_id), Permission::OrgAdmin, "organization", || {
                     Draft::new("role_binding.read", "org", org.as_str(), org.as_str())
                 })?;
@@ -723,14 +724,14 @@ impl Service {
                 "must be in the future",
             ));
         }
-        if let Some(n) = &req.name {
-            if n.len() > 128 {
-                return Err(CoreError::invalid(
-                    "name",
-                    "too_long",
-                    "must be at most 128 characters",
-                ));
-            }
+        if let Some(n) = &req.name
+            && n.len() > 128
+        {
+            return Err(CoreError::invalid(
+                "name",
+                "too_long",
+                "must be at most 128 characters",
+            ));
         }
         let (a, ctx2) = (actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {

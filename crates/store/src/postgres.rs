@@ -199,10 +199,10 @@ impl PgStore {
                 pg.tx.commit().map_err(|e| E::from(db_err(e)))?;
                 Ok(r)
             })();
-            if !client.is_closed() {
-                if let Ok(mut v) = idle.lock() {
-                    v.push((client, cache));
-                }
+            if !client.is_closed()
+                && let Ok(mut v) = idle.lock()
+            {
+                v.push((client, cache));
             }
             result
         })

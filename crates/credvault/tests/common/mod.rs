@@ -169,11 +169,11 @@ fn pump(
         let mut first_line = first_line;
         for line in BufReader::new(r).lines() {
             let Ok(line) = line else { break };
-            if let Some(tx) = &first_line {
-                if line.contains("listening on http://") {
-                    let _ = tx.send(line.clone());
-                    first_line = None;
-                }
+            if let Some(tx) = &first_line
+                && line.contains("listening on http://")
+            {
+                let _ = tx.send(line.clone());
+                first_line = None;
             }
             let mut s = sink.lock().unwrap();
             s.push_str(&line);
