@@ -75,11 +75,7 @@ impl ApiError {
 
     /// 404.
     pub fn not_found(what: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no such {what}"),
-        )
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such {what}"))
     }
 
     /// The HTTP status.
@@ -108,16 +104,9 @@ impl From<CoreError> for ApiError {
                 format!("this needs the permission {}", permission.as_str()),
             ),
             CoreError::Denied(d) => ApiError::from(d.public_error()),
-            CoreError::Invalid {
-                field,
-                code,
-                message,
-            } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                code,
-                format!("{field}: {message}"),
-            )
-            .field(field),
+            CoreError::Invalid { field, code, message } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, format!("{field}: {message}")).field(field)
+            }
             CoreError::InvalidFields(errors) => {
                 let first = errors.first().map(|e| e.field.clone());
                 let detail = errors
@@ -125,15 +114,12 @@ impl From<CoreError> for ApiError {
                     .map(|e| format!("{}: {}", e.field, e.message))
                     .collect::<Vec<_>>()
                     .join("; ");
-                let mut a =
-                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_fields", detail);
+                let mut a = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_fields", detail);
                 a.0.field = first;
                 a.0.errors = errors;
                 a
             }
-            CoreError::Conflict { code, message } => {
-                ApiError::new(StatusCode::CONFLICT, code, message)
-            }
+            CoreError::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
             CoreError::Store(StoreError::Unavailable(cause)) => {
                 tracing::error!(%cause, "store unavailable");
                 ApiError::new(
@@ -167,8 +153,7 @@ impl IntoResponse for ApiError {
             errors: &this.errors,
             request_id: this.request_id.as_deref(),
         };
-        let bytes =
-            serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"code\":\"internal\"}".to_vec());
+        let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"code\":\"internal\"}".to_vec());
         let mut resp = (this.status, bytes).into_response();
         let h = resp.headers_mut();
         h.insert(

@@ -58,30 +58,15 @@ pub struct Auth(pub Arc<Actor>);
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let ctx = request_ctx(parts);
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
+        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let Some(h) = header else {
-            state
-                .service
-                .record_missing_auth(&ctx, "missing_token")
-                .await?;
+            state.service.record_missing_auth(&ctx, "missing_token").await?;
             return Err(credvault_core::CoreError::Unauthenticated.into());
         };
-        let Some(token) = h
-            .strip_prefix("Bearer ")
-            .or_else(|| h.strip_prefix("bearer "))
-        else {
-            state
-                .service
-                .record_missing_auth(&ctx, "wrong_scheme")
-                .await?;
+        let Some(token) = h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")) else {
+            state.service.record_missing_auth(&ctx, "wrong_scheme").await?;
             return Err(credvault_core::CoreError::Unauthenticated.into());
         };
         let actor = state.service.authenticate(token.trim(), &ctx).await?;
@@ -214,9 +199,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let q = parts.uri.query().unwrap_or("");
-        Ok(Params(
-            form_urlencoded::parse(q.as_bytes()).into_owned().collect(),
-        ))
+        Ok(Params(form_urlencoded::parse(q.as_bytes()).into_owned().collect()))
     }
 }
 
@@ -227,10 +210,7 @@ impl Params {
             if !allowed.contains(&k.as_str()) {
                 return Err(ApiError::bad_request(
                     "unknown_parameter",
-                    format!(
-                        "unknown query parameter `{k}`; accepted: {}",
-                        allowed.join(", ")
-                    ),
+                    format!("unknown query parameter `{k}`; accepted: {}", allowed.join(", ")),
                 )
                 .field(k.clone()));
             }
@@ -242,11 +222,7 @@ impl Params {
         let mut it = self.0.iter().filter(|(k, _)| k == key);
         let first = it.next().map(|(_, v)| v.clone());
         if it.next().is_some() {
-            return Err(ApiError::bad_request(
-                "repeated_parameter",
-                format!("`{key}` may be given once"),
-            )
-            .field(key));
+            return Err(ApiError::bad_request("repeated_parameter", format!("`{key}` may be given once")).field(key));
         }
         Ok(first)
     }
@@ -262,18 +238,9 @@ impl Params {
     pub fn usize(&self, key: &str) -> Result<Option<usize>, ApiError> {
         match self.get(key)? {
             None => Ok(None),
-            Some(v) => v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .map(Some)
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_parameter",
-                        format!("`{key}` must be a positive integer"),
-                    )
-                    .field(key)
-                }),
+            Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).map(Some).ok_or_else(|| {
+                ApiError::bad_request("invalid_parameter", format!("`{key}` must be a positive integer")).field(key)
+            }),
         }
     }
 }
@@ -285,9 +252,7 @@ mod tests {
     #[test]
     fn serde_messages_lose_quoted_values() {
         assert_eq!(
-            sanitize_serde_message(
-                "invalid type: string \"hunter2\", expected u32 at line 1 column 9"
-            ),
+            sanitize_serde_message("invalid type: string \"hunter2\", expected u32 at line 1 column 9"),
             "invalid type: string \"…\", expected u32"
         );
     }

@@ -44,9 +44,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     }
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
-    state
-        .metrics
-        .observe(&method, &route, status, elapsed.as_secs_f64());
+    state.metrics.observe(&method, &route, status, elapsed.as_secs_f64());
     tracing::info!(
         request_id = %id,
         method = %method,
@@ -59,14 +57,8 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     if let Ok(v) = HeaderValue::from_str(&id) {
         h.insert(REQUEST_ID, v);
     }
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

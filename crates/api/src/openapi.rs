@@ -42,9 +42,11 @@ pub fn document(routes: &[RouteDoc]) -> Value {
             .into_iter()
             .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
-        params.extend(r.query.iter().map(
-            |q| json!({"name": q, "in": "query", "required": false, "schema": {"type": "string"}}),
-        ));
+        params.extend(
+            r.query
+                .iter()
+                .map(|q| json!({"name": q, "in": "query", "required": false, "schema": {"type": "string"}})),
+        );
         let mut op = json!({
             "operationId": r.operation_id,
             "summary": r.summary,

@@ -313,14 +313,27 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(c) => {
             let cl = client()?;
             match c {
-                TokenCmd::Create { principal, name, expires_at } => {
-                    print(&cl.call(Method::POST, "/v1/tokens", &[], Some(&json!({"principal_id": principal, "name": name, "expires_at": expires_at}))).await?)
-                }
+                TokenCmd::Create {
+                    principal,
+                    name,
+                    expires_at,
+                } => print(
+                    &cl.call(
+                        Method::POST,
+                        "/v1/tokens",
+                        &[],
+                        Some(&json!({"principal_id": principal, "name": name, "expires_at": expires_at})),
+                    )
+                    .await?,
+                ),
                 TokenCmd::List { principal } => {
                     let q: Vec<(&str, String)> = principal.map(|p| ("principal_id", p)).into_iter().collect();
                     print(&cl.call(Method::GET, "/v1/tokens", &q, None).await?)
                 }
-                TokenCmd::Revoke { token_id } => print(&cl.call(Method::DELETE, &format!("/v1/tokens/{token_id}"), &[], None).await?),
+                TokenCmd::Revoke { token_id } => print(
+                    &cl.call(Method::DELETE, &format!("/v1/tokens/{token_id}"), &[], None)
+                        .await?,
+                ),
             }
         }
         Command::Credential(c) => credential(client()?, c).await?,
@@ -384,10 +397,7 @@ async fn principal(cl: Client, c: PrincipalCmd) -> anyhow::Result<()> {
             let q: Vec<(&str, String)> = org.map(|o| ("org_id", o)).into_iter().collect();
             print(&cl.call(Method::GET, "/v1/principals", &q, None).await?)
         }
-        PrincipalCmd::Show { id } => print(
-            &cl.call(Method::GET, &format!("/v1/principals/{id}"), &[], None)
-                .await?,
-        ),
+        PrincipalCmd::Show { id } => print(&cl.call(Method::GET, &format!("/v1/principals/{id}"), &[], None).await?),
         PrincipalCmd::Bind {
             id,
             role,
@@ -397,21 +407,12 @@ async fn principal(cl: Client, c: PrincipalCmd) -> anyhow::Result<()> {
             if workspace.is_none() && org.is_none() {
                 bail!("give --workspace WS or --org ORG");
             }
-            let body =
-                json!({"principal_id": id, "role": role, "workspace_id": workspace, "org_id": org});
-            print(
-                &cl.call(Method::POST, "/v1/role-bindings", &[], Some(&body))
-                    .await?,
-            )
+            let body = json!({"principal_id": id, "role": role, "workspace_id": workspace, "org_id": org});
+            print(&cl.call(Method::POST, "/v1/role-bindings", &[], Some(&body)).await?)
         }
         PrincipalCmd::Unbind { binding } => print(
-            &cl.call(
-                Method::DELETE,
-                &format!("/v1/role-bindings/{binding}"),
-                &[],
-                None,
-            )
-            .await?,
+            &cl.call(Method::DELETE, &format!("/v1/role-bindings/{binding}"), &[], None)
+                .await?,
         ),
     }
     Ok(())
@@ -437,8 +438,7 @@ async fn credential(cl: Client, c: CredentialCmd) -> anyhow::Result<()> {
                 bail!("give --workspace WS (or --org ORG for an organization-wide credential)");
             }
             let t = CredentialType::parse(&ty).with_context(|| format!("unknown type `{ty}`"))?;
-            let field_values =
-                collect_fields(t, variant.as_deref(), &fields, fields_file.as_deref())?;
+            let field_values = collect_fields(t, variant.as_deref(), &fields, fields_file.as_deref())?;
             let mut label_map = Map::new();
             for l in labels {
                 let (k, v) = l
@@ -456,9 +456,7 @@ async fn credential(cl: Client, c: CredentialCmd) -> anyhow::Result<()> {
             } else {
                 body["org_id"] = json!(org);
             }
-            let r = cl
-                .call(Method::POST, "/v1/credentials", &[], Some(&body))
-                .await;
+            let r = cl.call(Method::POST, "/v1/credentials", &[], Some(&body)).await;
             credvault_domain::secret::zeroize_json(&mut body);
             print(&r?);
         }
@@ -509,9 +507,7 @@ async fn credential(cl: Client, c: CredentialCmd) -> anyhow::Result<()> {
                     s("type"),
                     s("environment"),
                     s("status"),
-                    i.get("current_version")
-                        .and_then(Value::as_i64)
-                        .unwrap_or(0)
+                    i.get("current_version").and_then(Value::as_i64).unwrap_or(0)
                 );
             }
         }
@@ -534,10 +530,7 @@ async fn credential(cl: Client, c: CredentialCmd) -> anyhow::Result<()> {
                 .and_then(Value::as_str)
                 .and_then(CredentialType::parse)
                 .context("unexpected credential type")?;
-            let variant = cred
-                .get("variant")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
+            let variant = cred.get("variant").and_then(Value::as_str).map(str::to_owned);
             let mut body = json!({
                 "fields": collect_fields(ty, variant.as_deref(), &fields, fields_file.as_deref())?,
                 "mode": if replace { "replace" } else { "stage" },
@@ -571,35 +564,20 @@ async fn credential(cl: Client, c: CredentialCmd) -> anyhow::Result<()> {
             }
         }
         CredentialCmd::Disable { id } => print(
-            &cl.call(
-                Method::POST,
-                &format!("/v1/credentials/{id}/disable"),
-                &[],
-                None,
-            )
-            .await?,
+            &cl.call(Method::POST, &format!("/v1/credentials/{id}/disable"), &[], None)
+                .await?,
         ),
         CredentialCmd::Enable { id } => print(
-            &cl.call(
-                Method::POST,
-                &format!("/v1/credentials/{id}/enable"),
-                &[],
-                None,
-            )
-            .await?,
+            &cl.call(Method::POST, &format!("/v1/credentials/{id}/enable"), &[], None)
+                .await?,
         ),
         CredentialCmd::Delete { id } => print(
             &cl.call(Method::DELETE, &format!("/v1/credentials/{id}"), &[], None)
                 .await?,
         ),
         CredentialCmd::Restore { id } => print(
-            &cl.call(
-                Method::POST,
-                &format!("/v1/credentials/{id}/restore"),
-                &[],
-                None,
-            )
-            .await?,
+            &cl.call(Method::POST, &format!("/v1/credentials/{id}/restore"), &[], None)
+                .await?,
         ),
     }
     Ok(())
@@ -613,26 +591,22 @@ fn collect_fields(
     pairs: &[String],
     file: Option<&std::path::Path>,
 ) -> anyhow::Result<Value> {
-    let vs = credential_types::resolve_variant(ty, variant)
-        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let vs = credential_types::resolve_variant(ty, variant).map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let mut fields = Map::new();
     for p in pairs {
         let (k, v) = p
             .split_once('=')
             .with_context(|| format!("--field `{p}` is not key=value"))?;
         let path: Vec<&str> = k.split('.').collect();
-        let schema = find_field(vs.fields, &path)
-            .with_context(|| format!("`{k}` is not a field of this credential type"))?;
+        let schema =
+            find_field(vs.fields, &path).with_context(|| format!("`{k}` is not a field of this credential type"))?;
         if schema.secret {
             bail!(
                 "`{k}` is a secret field: secrets are never read from the command line; use --fields-file FILE (or - for stdin) or the prompt"
             );
         }
         let value = match schema.kind {
-            FieldKind::Integer => json!(
-                v.parse::<i64>()
-                    .with_context(|| format!("`{k}` must be an integer"))?
-            ),
+            FieldKind::Integer => json!(v.parse::<i64>().with_context(|| format!("`{k}` must be an integer"))?),
             FieldKind::StringList => json!(v.split(',').map(str::trim).collect::<Vec<_>>()),
             _ => json!(v),
         };
@@ -645,8 +619,7 @@ fn collect_fields(
                 .read_to_string(&mut text)
                 .context("cannot read stdin")?;
         } else {
-            text = std::fs::read_to_string(f)
-                .with_context(|| format!("cannot read {}", f.display()))?;
+            text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
         }
         let parsed: anyhow::Result<Value> = serde_json::from_str(&text).map_err(|e| {
             anyhow::anyhow!(
@@ -677,8 +650,8 @@ fn collect_fields(
                 f.name
             );
         }
-        let v = rpassword::prompt_password(format!("{} (hidden): ", f.name))
-            .context("cannot read from the terminal")?;
+        let v =
+            rpassword::prompt_password(format!("{} (hidden): ", f.name)).context("cannot read from the terminal")?;
         fields.insert(f.name.to_owned(), Value::String(v));
     }
     Ok(Value::Object(fields))

@@ -42,8 +42,8 @@ impl FileConfig {
         let Some(path) = path else {
             return Ok(FileConfig::default());
         };
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 }
@@ -98,9 +98,9 @@ impl ServerSettings {
             .listen
             .or_else(|| file.listen.clone())
             .unwrap_or_else(|| "127.0.0.1:8080".into());
-        let listen: SocketAddr = listen_s.parse().with_context(|| {
-            format!("listen: `{listen_s}` is not an address like 127.0.0.1:8080")
-        })?;
+        let listen: SocketAddr = listen_s
+            .parse()
+            .with_context(|| format!("listen: `{listen_s}` is not an address like 127.0.0.1:8080"))?;
         let database_url = match raw.database_url.or_else(|| file.database_url.clone()) {
             Some(u) => u,
             None => format!("sqlite://{}", data_dir.join("credvault.db").display()),
@@ -111,11 +111,7 @@ impl ServerSettings {
         {
             bail!("database_url: use sqlite://PATH or postgres://USER@HOST/DB");
         }
-        let log_format = match raw
-            .log_format
-            .or_else(|| file.log_format.clone())
-            .as_deref()
-        {
+        let log_format = match raw.log_format.or_else(|| file.log_format.clone()).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(other) => bail!("log_format: `{other}` is neither `text` nor `json`"),
@@ -181,8 +177,7 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_file_and_defaults_fill_the_rest() {
-        let file: FileConfig =
-            toml::from_str("listen = \"127.0.0.1:9000\"\nlog_format = \"json\"").unwrap();
+        let file: FileConfig = toml::from_str("listen = \"127.0.0.1:9000\"\nlog_format = \"json\"").unwrap();
         let s = ServerSettings::resolve(
             RawServer {
                 listen: Some("127.0.0.1:7000".into()),

@@ -30,8 +30,7 @@ pub fn init_logging(format: LogFormat) {
 fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     if !dir.exists() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("cannot restrict data directory {}", dir.display()))?;
@@ -49,13 +48,9 @@ async fn open(settings: &ServerSettings) -> anyhow::Result<Service> {
         .context("cannot open the store")?;
     let key_path = settings.data_dir.join(KEYRING_FILE);
     let probe = Service::new(store.clone(), Keyring::generate(), CoreConfig::default());
-    let initialized = probe
-        .is_initialized()
-        .await
-        .context("cannot read the store")?;
+    let initialized = probe.is_initialized().await.context("cannot read the store")?;
     let keyring = if key_path.exists() {
-        Keyring::load(&key_path)
-            .with_context(|| format!("cannot load the key file {}", key_path.display()))?
+        Keyring::load(&key_path).with_context(|| format!("cannot load the key file {}", key_path.display()))?
     } else if initialized {
         bail!(
             "the store is initialized but the key file {} is missing: without it no secret can be decrypted. \
@@ -74,14 +69,9 @@ async fn open(settings: &ServerSettings) -> anyhow::Result<Service> {
 /// `credvault init`: initializes the data directory and store; errors if already initialized.
 pub async fn init_data_dir(settings: &ServerSettings) -> anyhow::Result<BootstrapOutput> {
     let svc = open(settings).await?;
-    let out = svc
-        .bootstrap()
-        .await
-        .context("cannot initialize the store")?;
+    let out = svc.bootstrap().await.context("cannot initialize the store")?;
     svc.store().close();
-    out.ok_or_else(|| {
-        anyhow::anyhow!("the store is already initialized; the admin token was printed when it was")
-    })
+    out.ok_or_else(|| anyhow::anyhow!("the store is already initialized; the admin token was printed when it was"))
 }
 
 /// `credvault serve`.
@@ -92,19 +82,12 @@ pub async fn serve(settings: ServerSettings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
-    if let Some(out) = svc
-        .bootstrap()
-        .await
-        .context("cannot initialize the store")?
-    {
+    if let Some(out) = svc.bootstrap().await.context("cannot initialize the store")? {
         // Printed once, on stdout only; the token is stored hashed and cannot be shown again.
         println!("credvault initialized {}", settings.data_dir.display());
         println!("  organization: default ({})", out.org_id);
         println!("  workspace:    default ({})", out.workspace_id);
-        println!(
-            "  admin token (shown once, keep it safe): {}",
-            out.admin_token.as_str()
-        );
+        println!("  admin token (shown once, keep it safe): {}", out.admin_token.as_str());
     }
     println!(
         "credvault listening on http://{addr}  (UI: http://{addr}/, API: http://{addr}/v1, OpenAPI: http://{addr}/v1/openapi.json)"
@@ -121,9 +104,7 @@ pub async fn serve(settings: ServerSettings) -> anyhow::Result<()> {
         .context("server failed")?;
     tracing::info!("shutting down: waiting for the store to commit queued writes");
     let store = svc.store().clone();
-    tokio::task::spawn_blocking(move || store.close())
-        .await
-        .ok();
+    tokio::task::spawn_blocking(move || store.close()).await.ok();
     Ok(())
 }
 

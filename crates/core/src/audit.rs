@@ -202,11 +202,7 @@ pub fn create_chain(tx: &mut dyn Tx, chain: &str) -> CoreResult<()> {
 
 /// Appends one event in the caller's transaction and returns its sequence number.
 pub fn append(tx: &mut dyn Tx, ctx: &RequestCtx, actor: &ActorRef, d: &Draft) -> CoreResult<i64> {
-    debug_assert!(
-        ACTIONS.contains(&d.action),
-        "undeclared audit action {}",
-        d.action
-    );
+    debug_assert!(ACTIONS.contains(&d.action), "undeclared audit action {}", d.action);
     let chain = d.org_id.as_deref().unwrap_or(INSTANCE_CHAIN);
     let sql = format!(
         "SELECT last_seq, hash FROM audit_heads WHERE chain = $1{}",
@@ -441,9 +437,7 @@ pub fn verify_chain(tx: &mut dyn Tx, chain: &str) -> CoreResult<Verification> {
     let mut prev = vec![0u8; 32];
     let mut last_seq = 0i64;
     let mut events = 0u64;
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM audit_events WHERE chain = $1 AND seq > $2 ORDER BY seq LIMIT 1000"
-    );
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE chain = $1 AND seq > $2 ORDER BY seq LIMIT 1000");
     let broken = |seq: i64, reason: &str, events: u64| Verification {
         ok: false,
         events,

@@ -9,9 +9,7 @@ use credvault_domain::{OrgId, WorkspaceId};
 use credvault_store::Value;
 
 use crate::Service;
-use crate::audit::{
-    Draft, EVENT_COLUMNS, Event, INSTANCE_CHAIN, StoredEvent, Verification, verify_chain,
-};
+use crate::audit::{Draft, EVENT_COLUMNS, Event, INSTANCE_CHAIN, StoredEvent, Verification, verify_chain};
 use crate::auth::{Scope, authorize};
 use crate::context::{Actor, RequestCtx};
 use crate::error::{CoreError, CoreResult};
@@ -21,24 +19,19 @@ use crate::views::{AuditFilter, Page, decode_cursor, encode_cursor};
 impl Service {
     /// Audit events of an organization, oldest first. Organization-level auditors see every
     /// event; workspace-level auditors see the events of their workspaces.
-    pub async fn list_audit(
-        &self,
-        ctx: &RequestCtx,
-        actor: &Arc<Actor>,
-        f: AuditFilter,
-    ) -> CoreResult<Page<Event>> {
+    pub async fn list_audit(&self, ctx: &RequestCtx, actor: &Arc<Actor>, f: AuditFilter) -> CoreResult<Page<Event>> {
         let after = decode_cursor(f.cursor.as_deref())?;
         let limit = self.page_limit(f.limit);
         let since = match &f.since {
-            Some(s) => Some(parse_rfc3339(s).ok_or_else(|| {
-                CoreError::invalid("since", "invalid_timestamp", "must be RFC 3339")
-            })?),
+            Some(s) => Some(
+                parse_rfc3339(s).ok_or_else(|| CoreError::invalid("since", "invalid_timestamp", "must be RFC 3339"))?,
+            ),
             None => None,
         };
         let until = match &f.until {
-            Some(s) => Some(parse_rfc3339(s).ok_or_else(|| {
-                CoreError::invalid("until", "invalid_timestamp", "must be RFC 3339")
-            })?),
+            Some(s) => Some(
+                parse_rfc3339(s).ok_or_else(|| CoreError::invalid("until", "invalid_timestamp", "must be RFC 3339"))?,
+            ),
             None => None,
         };
         if let Some(o) = &f.outcome
@@ -63,11 +56,7 @@ impl Service {
                 let settings = settings_of(tx, &org, "organization")?;
                 let org_id = OrgId::from_trusted(org.clone());
                 let draft = || Draft::new("audit.read", "org", org.as_str(), org.as_str());
-                if !(a.in_org(&org_id)
-                    && settings
-                        .role_policy
-                        .any_grants(&a.org_roles(), Permission::AuditRead))
-                {
+                if !(a.in_org(&org_id) && settings.role_policy.any_grants(&a.org_roles(), Permission::AuditRead)) {
                     let ws: Vec<String> = a
                         .bindings
                         .iter()
@@ -105,8 +94,7 @@ impl Service {
                     ws_only = Some(ws);
                 }
             }
-            let mut sql =
-                format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE chain = $1 AND seq > $2");
+            let mut sql = format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE chain = $1 AND seq > $2");
             let mut params: Vec<Value> = vec![chain.as_str().into(), after.into()];
             if let Some(ws) = &ws_only {
                 let mut clause = String::from(" AND workspace_id IN (");
@@ -172,9 +160,7 @@ impl Service {
         actor: &Arc<Actor>,
         org_id: Option<&str>,
     ) -> CoreResult<Verification> {
-        let org = org_id
-            .map(str::to_owned)
-            .unwrap_or_else(|| actor.org_id.to_string());
+        let org = org_id.map(str::to_owned).unwrap_or_else(|| actor.org_id.to_string());
         let a = actor.clone();
         self.read(ctx, actor, move |tx| {
             if org == INSTANCE_CHAIN && a.instance_admin {

@@ -67,10 +67,7 @@ pub(crate) fn authorize(
     let mut d = draft().outcome(Outcome::Denied);
     if let serde_json::Value::Object(m) = &mut d.details {
         m.insert("permission".into(), perm.as_str().into());
-        m.insert(
-            "reason".into(),
-            if visible { "forbidden" } else { "not_found" }.into(),
-        );
+        m.insert("reason".into(), if visible { "forbidden" } else { "not_found" }.into());
     }
     Err(CoreError::Denied(Box::new(Denial {
         draft: d,
@@ -110,31 +107,33 @@ impl Service {
         let found = if well_formed {
             self.inner
                 .store
-                .read(move |tx: &mut dyn Tx| -> CoreResult<Option<(Found, Vec<ActorBinding>)>> {
-                    let Some(r) = tx.query_opt(
-                        "SELECT t.id, t.principal_id, p.org_id, p.kind, p.name, p.instance_admin, p.disabled, \
+                .read(
+                    move |tx: &mut dyn Tx| -> CoreResult<Option<(Found, Vec<ActorBinding>)>> {
+                        let Some(r) = tx.query_opt(
+                            "SELECT t.id, t.principal_id, p.org_id, p.kind, p.name, p.instance_admin, p.disabled, \
                          t.hash, t.expires_at, t.revoked_at \
                          FROM tokens t JOIN principals p ON p.id = t.principal_id WHERE t.hash = $1",
-                        &[hash.to_vec().into()],
-                    )?
-                    else {
-                        return Ok(None);
-                    };
-                    let f = Found {
-                        token_id: r.text(0)?,
-                        principal_id: r.text(1)?,
-                        org_id: r.text(2)?,
-                        kind: r.text(3)?,
-                        name: r.text(4)?,
-                        instance_admin: r.bool(5)?,
-                        disabled: r.bool(6)?,
-                        hash: r.bytes(7)?,
-                        expires_at: r.opt_int(8)?,
-                        revoked_at: r.opt_int(9)?,
-                    };
-                    let bindings = load_bindings(tx, &f.principal_id)?;
-                    Ok(Some((f, bindings)))
-                })
+                            &[hash.to_vec().into()],
+                        )?
+                        else {
+                            return Ok(None);
+                        };
+                        let f = Found {
+                            token_id: r.text(0)?,
+                            principal_id: r.text(1)?,
+                            org_id: r.text(2)?,
+                            kind: r.text(3)?,
+                            name: r.text(4)?,
+                            instance_admin: r.bool(5)?,
+                            disabled: r.bool(6)?,
+                            hash: r.bytes(7)?,
+                            expires_at: r.opt_int(8)?,
+                            revoked_at: r.opt_int(9)?,
+                        };
+                        let bindings = load_bindings(tx, &f.principal_id)?;
+                        Ok(Some((f, bindings)))
+                    },
+                )
                 .await?
         } else {
             None
@@ -144,9 +143,7 @@ impl Service {
             None => Some(("unknown_token", None)),
             Some((f, _)) if !ct_eq(&f.hash, &hash) => Some(("unknown_token", None)),
             Some((f, _)) if f.revoked_at.is_some() => Some(("token_revoked", Some(f))),
-            Some((f, _)) if f.expires_at.is_some_and(|e| e <= now) => {
-                Some(("token_expired", Some(f)))
-            }
+            Some((f, _)) if f.expires_at.is_some_and(|e| e <= now) => Some(("token_expired", Some(f))),
             Some((f, _)) if f.disabled => Some(("principal_disabled", Some(f))),
             Some(_) => None,
         };
@@ -166,11 +163,7 @@ impl Service {
                     draft.target_id = Some(f.token_id.clone());
                     ActorRef {
                         id: Some(f.principal_id.clone()),
-                        kind: if f.kind == "user" {
-                            "user"
-                        } else {
-                            "service_account"
-                        },
+                        kind: if f.kind == "user" { "user" } else { "service_account" },
                     }
                 }
                 None => {
@@ -202,11 +195,7 @@ impl Service {
     }
 
     /// Records a request that carried no usable credentials at all (no header, wrong scheme).
-    pub async fn record_missing_auth(
-        &self,
-        ctx: &RequestCtx,
-        reason: &'static str,
-    ) -> CoreResult<()> {
+    pub async fn record_missing_auth(&self, ctx: &RequestCtx, reason: &'static str) -> CoreResult<()> {
         let ctx = ctx.clone();
         let draft = Draft {
             action: "auth.failure",

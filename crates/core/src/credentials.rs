@@ -87,15 +87,10 @@ impl CredRow {
     }
 
     fn draft(&self, action: &'static str) -> Draft {
-        Draft::new(action, "credential", self.id.as_str(), self.org_id.as_str())
-            .workspace(self.workspace_id.as_deref())
+        Draft::new(action, "credential", self.id.as_str(), self.org_id.as_str()).workspace(self.workspace_id.as_deref())
     }
 
-    fn view(
-        &self,
-        current: Option<(&str, &str)>,
-        versions: Option<Vec<VersionView>>,
-    ) -> CoreResult<CredentialView> {
+    fn view(&self, current: Option<(&str, &str)>, versions: Option<Vec<VersionView>>) -> CoreResult<CredentialView> {
         let (fields, secret_set) = match current {
             Some((f, s)) => (serde_json::from_str(f)?, serde_json::from_str(s)?),
             None => (Json::Object(Map::new()), Vec::new()),
@@ -211,20 +206,13 @@ fn full_view(tx: &mut dyn Tx, c: &CredRow) -> CoreResult<CredentialView> {
 /// Checks labels: at most 32, keys `[a-z0-9_.-/]{1,63}`, values strings of at most 256 chars.
 fn check_labels(labels: &Map<String, Json>) -> CoreResult<()> {
     if labels.len() > 32 {
-        return Err(CoreError::invalid(
-            "labels",
-            "too_many",
-            "at most 32 labels",
-        ));
+        return Err(CoreError::invalid("labels", "too_many", "at most 32 labels"));
     }
     for (k, v) in labels {
         let key_ok = !k.is_empty()
             && k.len() <= 63
-            && k.bytes().all(|b| {
-                b.is_ascii_lowercase()
-                    || b.is_ascii_digit()
-                    || matches!(b, b'_' | b'-' | b'.' | b'/')
-            });
+            && k.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.' | b'/'));
         if !key_ok {
             return Err(CoreError::invalid(
                 format!("labels.{k}"),
@@ -247,18 +235,11 @@ fn check_labels(labels: &Map<String, Json>) -> CoreResult<()> {
 }
 
 fn write_labels(tx: &mut dyn Tx, id: &str, labels: &Map<String, Json>) -> CoreResult<()> {
-    tx.execute(
-        "DELETE FROM credential_labels WHERE credential_id = $1",
-        &[id.into()],
-    )?;
+    tx.execute("DELETE FROM credential_labels WHERE credential_id = $1", &[id.into()])?;
     for (k, v) in labels {
         tx.execute(
             "INSERT INTO credential_labels (credential_id, key, value) VALUES ($1, $2, $3)",
-            &[
-                id.into(),
-                k.as_str().into(),
-                v.as_str().unwrap_or_default().into(),
-            ],
+            &[id.into(), k.as_str().into(), v.as_str().unwrap_or_default().into()],
         )?;
     }
     Ok(())
@@ -301,22 +282,15 @@ fn check_description(d: Option<&str>) -> CoreResult<()> {
 
 fn name_conflict(e: StoreError) -> CoreError {
     match e {
-        StoreError::Unique(_) => CoreError::conflict(
-            "name_taken",
-            "a credential with this name already exists in this scope",
-        ),
+        StoreError::Unique(_) => {
+            CoreError::conflict("name_taken", "a credential with this name already exists in this scope")
+        }
         other => CoreError::Store(other),
     }
 }
 
 /// Seals the secret part of validated fields for one version.
-fn seal(
-    keyring: &Keyring,
-    org: &str,
-    cred: &str,
-    version: i64,
-    secret: SecretJson,
-) -> CoreResult<Sealed> {
+fn seal(keyring: &Keyring, org: &str, cred: &str, version: i64, secret: SecretJson) -> CoreResult<Sealed> {
     let bytes = secret.into_bytes();
     Ok(keyring.seal(
         &Binding {
@@ -398,11 +372,7 @@ fn check_references(
     }
 }
 
-fn validate_fields(
-    ty: CredentialType,
-    variant: Option<&str>,
-    fields: Json,
-) -> CoreResult<ValidatedFields> {
+fn validate_fields(ty: CredentialType, variant: Option<&str>, fields: Json) -> CoreResult<ValidatedFields> {
     credential_types::validate(ty, variant, fields).map_err(CoreError::InvalidFields)
 }
 
@@ -420,15 +390,10 @@ impl Service {
     ) -> CoreResult<CredentialView> {
         let ty = CredentialType::parse(&req.ty).ok_or_else(|| {
             let names: Vec<&str> = CredentialType::ALL.iter().map(|t| t.as_str()).collect();
-            CoreError::invalid(
-                "type",
-                "unknown_type",
-                format!("must be one of: {}", names.join(", ")),
-            )
+            CoreError::invalid("type", "unknown_type", format!("must be one of: {}", names.join(", ")))
         })?;
         check_name(&req.name).map_err(|m| CoreError::invalid("name", "invalid_name", m))?;
-        check_environment(&req.environment)
-            .map_err(|m| CoreError::invalid("environment", "invalid_environment", m))?;
+        check_environment(&req.environment).map_err(|m| CoreError::invalid("environment", "invalid_environment", m))?;
         let scope_ws = req.workspace_id.clone();
         let scope_org = req.org_id.clone();
         if scope_ws.is_some() == scope_org.is_some() {
@@ -513,12 +478,7 @@ impl Service {
     }
 
     /// One credential's metadata.
-    pub async fn get_credential(
-        &self,
-        ctx: &RequestCtx,
-        actor: &Arc<Actor>,
-        id: &str,
-    ) -> CoreResult<CredentialView> {
+    pub async fn get_credential(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<CredentialView> {
         let (id, a) = (id.to_owned(), actor.clone());
         self.read(ctx, actor, move |tx| {
             let c = load_cred(tx, &id, false)?;
@@ -538,12 +498,7 @@ impl Service {
     }
 
     /// Versions of one credential.
-    pub async fn list_versions(
-        &self,
-        ctx: &RequestCtx,
-        actor: &Arc<Actor>,
-        id: &str,
-    ) -> CoreResult<Vec<VersionView>> {
+    pub async fn list_versions(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<Vec<VersionView>> {
         Ok(self.get_credential(ctx, actor, id).await?.versions)
     }
 
@@ -560,11 +515,7 @@ impl Service {
         if let Some(t) = &f.ty
             && CredentialType::parse(t).is_none()
         {
-            return Err(CoreError::invalid(
-                "type",
-                "unknown_type",
-                "no such credential type",
-            ));
+            return Err(CoreError::invalid("type", "unknown_type", "no such credential type"));
         }
         let mut label_pairs = Vec::new();
         for l in &f.label {
@@ -747,9 +698,8 @@ impl Service {
                 tx,
                 &ctx2,
                 &ActorRef::from(a.as_ref()),
-                &c.draft("credential.update").details(
-                    serde_json::json!({ "changed": changed, "name": p.name, "labels": p.labels }),
-                ),
+                &c.draft("credential.update")
+                    .details(serde_json::json!({ "changed": changed, "name": p.name, "labels": p.labels })),
             )?;
             let c = load_cred(tx, &id, false)?;
             full_view(tx, &c)
@@ -911,18 +861,28 @@ impl Service {
                 StatusOp::Delete => ("credential.delete", Permission::CredentialDelete),
                 StatusOp::Restore => ("credential.restore", Permission::CredentialDelete),
             };
-            authorize(&a, &settings, write_scope(&org, &ws), perm, "credential", || c.draft(action))?;
+            authorize(&a, &settings, write_scope(&org, &ws), perm, "credential", || {
+                c.draft(action)
+            })?;
             let now = now_micros();
             let (new_status, deleted_at): (&str, Option<i64>) = match (op, c.status.as_str()) {
                 (StatusOp::Disable | StatusOp::Enable, "pending_deletion") => {
-                    return Err(CoreError::conflict("credential_deleted", "the credential is pending deletion; restore it first"));
+                    return Err(CoreError::conflict(
+                        "credential_deleted",
+                        "the credential is pending deletion; restore it first",
+                    ));
                 }
                 (StatusOp::Disable, _) => ("disabled", None),
                 (StatusOp::Enable, _) => ("active", None),
                 (StatusOp::Delete, "pending_deletion") => ("pending_deletion", c.deleted_at),
                 (StatusOp::Delete, _) => ("pending_deletion", Some(now)),
                 (StatusOp::Restore, "pending_deletion") => ("active", None),
-                (StatusOp::Restore, _) => return Err(CoreError::conflict("not_deleted", "the credential is not pending deletion")),
+                (StatusOp::Restore, _) => {
+                    return Err(CoreError::conflict(
+                        "not_deleted",
+                        "the credential is not pending deletion",
+                    ));
+                }
             };
             if new_status != c.status {
                 tx.execute(
@@ -933,7 +893,12 @@ impl Service {
                 if op == StatusOp::Delete {
                     details["recovery_window_days"] = settings.recovery_window_days.into();
                 }
-                audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &c.draft(action).details(details))?;
+                audit::append(
+                    tx,
+                    &ctx2,
+                    &ActorRef::from(a.as_ref()),
+                    &c.draft(action).details(details),
+                )?;
             }
             let c = load_cred(tx, &id, false)?;
             full_view(tx, &c)
@@ -943,12 +908,7 @@ impl Service {
 
     /// Returns the plaintext fields of the current version to a principal holding
     /// `credential.reveal` (nobody by default). Audited before the plaintext leaves.
-    pub async fn reveal_credential(
-        &self,
-        ctx: &RequestCtx,
-        actor: &Arc<Actor>,
-        id: &str,
-    ) -> CoreResult<Revealed> {
+    pub async fn reveal_credential(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<Revealed> {
         let keyring = self.keyring_arc()?;
         let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {
@@ -1023,9 +983,7 @@ pub(crate) fn decrypt_version(
         "SELECT kek_id, wrapped_key, ciphertext, public_fields FROM credential_versions WHERE credential_id = $1 AND version = $2",
         &[cred.into(), version.into()],
     )?;
-    let (Some(kek_id), Some(wrapped_key), Some(ciphertext)) =
-        (r.opt_text(0)?, r.opt_bytes(1)?, r.opt_bytes(2)?)
-    else {
+    let (Some(kek_id), Some(wrapped_key), Some(ciphertext)) = (r.opt_text(0)?, r.opt_bytes(1)?, r.opt_bytes(2)?) else {
         return Err(CoreError::conflict(
             "version_destroyed",
             "the keys of this version were destroyed",
@@ -1044,8 +1002,8 @@ pub(crate) fn decrypt_version(
         },
         &sealed,
     )?;
-    let secret = SecretJson::from_bytes(&plain)
-        .map_err(|_| CoreError::Internal("sealed payload is not JSON".into()))?;
+    let secret =
+        SecretJson::from_bytes(&plain).map_err(|_| CoreError::Internal("sealed payload is not JSON".into()))?;
     let public: Json = serde_json::from_str(&r.text(3)?)?;
     Ok(credential_types::merge(&public, secret.expose()))
 }

@@ -65,11 +65,7 @@ pub enum CoreError {
 
 impl CoreError {
     /// Shorthand for [`CoreError::Invalid`].
-    pub fn invalid(
-        field: impl Into<String>,
-        code: &'static str,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn invalid(field: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
         CoreError::Invalid {
             field: field.into(),
             code,

@@ -107,12 +107,7 @@ impl Service {
         self.settle(ctx, actor, r).await
     }
 
-    async fn settle<T>(
-        &self,
-        ctx: &RequestCtx,
-        actor: &Arc<Actor>,
-        r: CoreResult<T>,
-    ) -> CoreResult<T> {
+    async fn settle<T>(&self, ctx: &RequestCtx, actor: &Arc<Actor>, r: CoreResult<T>) -> CoreResult<T> {
         match r {
             Err(CoreError::Denied(d)) => {
                 let public = d.public_error();

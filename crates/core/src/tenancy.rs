@@ -30,11 +30,7 @@ fn check_name_field(field: &str, name: &str) -> CoreResult<()> {
     check_name(name).map_err(|m| CoreError::invalid(field, "invalid_name", m))
 }
 
-pub(crate) fn settings_of(
-    tx: &mut dyn Tx,
-    org_id: &str,
-    what: &'static str,
-) -> CoreResult<OrgSettings> {
+pub(crate) fn settings_of(tx: &mut dyn Tx, org_id: &str, what: &'static str) -> CoreResult<OrgSettings> {
     OrgSettings::load(tx, org_id)?.ok_or(CoreError::NotFound { what })
 }
 
@@ -94,12 +90,7 @@ fn token_view(r: &Row) -> CoreResult<TokenView> {
 }
 
 /// Inserts an organization with its default settings and its audit chain.
-pub(crate) fn insert_org(
-    tx: &mut dyn Tx,
-    id: &OrgId,
-    name: &str,
-    by: Option<&str>,
-) -> CoreResult<i64> {
+pub(crate) fn insert_org(tx: &mut dyn Tx, id: &OrgId, name: &str, by: Option<&str>) -> CoreResult<i64> {
     let now = now_micros();
     tx.execute(
         "INSERT INTO orgs (id, name, settings, created_at, created_by) VALUES ($1, $2, $3, $4, $5)",
@@ -140,9 +131,15 @@ impl Service {
         self.inner
             .store
             .read(move |tx: &mut dyn Tx| -> CoreResult<PrincipalView> {
-                let r = tx.query_one(&format!("SELECT {PRINCIPAL_COLS} FROM principals WHERE id = $1"), &[id.as_str().into()])?;
+                let r = tx.query_one(
+                    &format!("SELECT {PRINCIPAL_COLS} FROM principals WHERE id = $1"),
+                    &[id.as_str().into()],
+                )?;
                 let mut v = principal_view(&r)?;
-                let rows = tx.query(&format!("SELECT {BINDING_COLS} FROM role_bindings WHERE principal_id = $1 ORDER BY seq"), &[id.into()])?;
+                let rows = tx.query(
+                    &format!("SELECT {BINDING_COLS} FROM role_bindings WHERE principal_id = $1 ORDER BY seq"),
+                    &[id.into()],
+                )?;
                 v.bindings = Some(rows.iter().map(binding_view).collect::<CoreResult<_>>()?);
                 Ok(v)
             })
@@ -150,24 +147,17 @@ impl Service {
     }
 
     /// Creates an organization (instance admins only).
-    pub async fn create_org(
-        &self,
-        ctx: &RequestCtx,
-        actor: &Arc<Actor>,
-        req: CreateOrg,
-    ) -> CoreResult<OrgView> {
+    pub async fn create_org(&self, ctx: &RequestCtx, actor: &Arc<Actor>, req: CreateOrg) -> CoreResult<OrgView> {
         check_name_field("name", &req.name)?;
         if !actor.instance_admin {
-            let draft = Draft::new("org.create", "org", "", actor.org_id.as_str())
-                .outcome(crate::audit::Outcome::Denied);
+            let draft =
+                Draft::new("org.create", "org", "", actor.org_id.as_str()).outcome(crate::audit::Outcome::Denied);
             let denial = crate::error::Denial {
                 draft,
                 hidden: None,
                 permission: Permission::OrgAdmin,
             };
-            return self
-                .settle(ctx, actor, Err(CoreError::Denied(Box::new(denial))))
-                .await;
+            return self.settle(ctx, actor, Err(CoreError::Denied(Box::new(denial)))).await;
         }
         let (ctx2, a) = (ctx.clone(), actor.clone());
         self.write(ctx, actor, move |tx| {
@@ -215,12 +205,7 @@ impl Service {
     }
 
     /// One organization.
-    pub async fn get_org(
-        &self,
-        ctx: &RequestCtx,
-        actor: &Arc<Actor>,
-        id: &str,
-    ) -> CoreResult<OrgView> {
+    pub async fn get_org(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<OrgView> {
         let (id, a) = (id.to_owned(), actor.clone());
         self.read(ctx, actor, move |tx| {
             let Some(r) = tx.query_opt(
@@ -228,9 +213,7 @@ impl Service {
                 &[id.as_str().into()],
             )?
             else {
-                return Err(CoreError::NotFound {
-                    what: "organization",
-                });
+                return Err(CoreError::NotFound { what: "organization" });
             };
             let org = OrgId::from_trusted(id.clone());
             let settings = settings_of(tx, &id, "organization")?;
@@ -249,12 +232,7 @@ impl Service {
     }
 
     /// An organization's settings (any member may read them).
-    pub async fn get_settings(
-        &self,
-        ctx: &RequestCtx,
-        actor: &Arc<Actor>,
-        id: &str,
-    ) -> CoreResult<OrgSettings> {
+    pub async fn get_settings(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<OrgSettings> {
         let (id, a) = (id.to_owned(), actor.clone());
         self.read(ctx, actor, move |tx| {
             let settings = settings_of(tx, &id, "organization")?;
@@ -328,15 +306,40 @@ impl Service {
             let settings = settings_of(tx, org.as_str(), "organization")?;
             let id = WorkspaceId::generate();
             let draft = || Draft::new("workspace.create", "workspace", id.as_str(), org.as_str());
-            authorize(&a, &settings, Scope::Org(&org), Permission::OrgAdmin, "organization", draft)?;
+            authorize(
+                &a,
+                &settings,
+                Scope::Org(&org),
+                Permission::OrgAdmin,
+                "organization",
+                draft,
+            )?;
             let now = now_micros();
             tx.execute(
                 "INSERT INTO workspaces (id, org_id, name, created_at, created_by) VALUES ($1, $2, $3, $4, $5)",
-                &[id.as_str().into(), org.as_str().into(), req.name.as_str().into(), now.into(), a.principal_id.as_str().into()],
+                &[
+                    id.as_str().into(),
+                    org.as_str().into(),
+                    req.name.as_str().into(),
+                    now.into(),
+                    a.principal_id.as_str().into(),
+                ],
             )
             .map_err(|e| name_taken(e.into(), "workspace"))?;
-            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft().workspace(Some(id.as_str())).details(serde_json::json!({"name": req.name})))?;
-            Ok(WorkspaceView { id: id.to_string(), org_id: org.to_string(), name: req.name, created_at: to_rfc3339(now) })
+            audit::append(
+                tx,
+                &ctx2,
+                &ActorRef::from(a.as_ref()),
+                &draft()
+                    .workspace(Some(id.as_str()))
+                    .details(serde_json::json!({"name": req.name})),
+            )?;
+            Ok(WorkspaceView {
+                id: id.to_string(),
+                org_id: org.to_string(),
+                name: req.name,
+                created_at: to_rfc3339(now),
+            })
         })
         .await
     }
@@ -348,18 +351,24 @@ impl Service {
         actor: &Arc<Actor>,
         org_id: Option<&str>,
     ) -> CoreResult<Page<WorkspaceView>> {
-        let org = org_id
-            .map(str::to_owned)
-            .unwrap_or_else(|| actor.org_id.to_string());
+        let org = org_id.map(str::to_owned).unwrap_or_else(|| actor.org_id.to_string());
         let a = actor.clone();
         self.read(ctx, actor, move |tx| {
             let settings = settings_of(tx, &org, "organization")?;
             let org_id = OrgId::from_trusted(org.clone());
-            authorize(&a, &settings, Scope::OrgShared(&org_id), Permission::MetadataRead, "organization", || {
-                Draft::new("workspace.read", "org", org.as_str(), org.as_str())
-            })
+            authorize(
+                &a,
+                &settings,
+                Scope::OrgShared(&org_id),
+                Permission::MetadataRead,
+                "organization",
+                || Draft::new("workspace.read", "org", org.as_str(), org.as_str()),
+            )
             .or_else(|e| if a.in_org(&org_id) { Ok(()) } else { Err(e) })?;
-            let rows = tx.query("SELECT id, org_id, name, created_at FROM workspaces WHERE org_id = $1 ORDER BY seq", &[org.as_str().into()])?;
+            let rows = tx.query(
+                "SELECT id, org_id, name, created_at FROM workspaces WHERE org_id = $1 ORDER BY seq",
+                &[org.as_str().into()],
+            )?;
             let all_visible = !a.org_roles().is_empty();
             let mut items = Vec::new();
             for r in &rows {
@@ -368,18 +377,16 @@ impl Service {
                     items.push(v);
                 }
             }
-            Ok(Page { items, next_cursor: None })
+            Ok(Page {
+                items,
+                next_cursor: None,
+            })
         })
         .await
     }
 
     /// One workspace.
-    pub async fn get_workspace(
-        &self,
-        ctx: &RequestCtx,
-        actor: &Arc<Actor>,
-        id: &str,
-    ) -> CoreResult<WorkspaceView> {
+    pub async fn get_workspace(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<WorkspaceView> {
         let (id, a) = (id.to_owned(), actor.clone());
         self.read(ctx, actor, move |tx| {
             let Some(r) = tx.query_opt(
@@ -400,13 +407,8 @@ impl Service {
                 Permission::MetadataRead,
                 "workspace",
                 || {
-                    Draft::new(
-                        "workspace.read",
-                        "workspace",
-                        id.as_str(),
-                        v.org_id.as_str(),
-                    )
-                    .workspace(Some(id.as_str()))
+                    Draft::new("workspace.read", "workspace", id.as_str(), v.org_id.as_str())
+                        .workspace(Some(id.as_str()))
                 },
             )
             .or_else(|e| {
@@ -466,22 +468,27 @@ impl Service {
         cursor: Option<&str>,
         limit: Option<usize>,
     ) -> CoreResult<Page<PrincipalView>> {
-        let org = org_id
-            .map(str::to_owned)
-            .unwrap_or_else(|| actor.org_id.to_string());
+        let org = org_id.map(str::to_owned).unwrap_or_else(|| actor.org_id.to_string());
         let after = crate::views::decode_cursor(cursor)?;
         let limit = self.page_limit(limit);
         let a = actor.clone();
         self.read(ctx, actor, move |tx| {
             let settings = settings_of(tx, &org, "organization")?;
             let org_id = OrgId::from_trusted(org.clone());
-            if !settings.role_policy.any_grants(&a.org_roles(), Permission::AuditRead) {
-                authorize(&a, &settings, Scope::Org(&org_id), Permission::OrgAdmin, "organization", || {
-                    Draft::new("principal.read", "org", org.as_str(), org.as_str())
-                })?;
+            if !(a.in_org(&org_id) && settings.role_policy.any_grants(&a.org_roles(), Permission::AuditRead)) {
+                authorize(
+                    &a,
+                    &settings,
+                    Scope::Org(&org_id),
+                    Permission::OrgAdmin,
+                    "organization",
+                    || Draft::new("principal.read", "org", org.as_str(), org.as_str()),
+                )?;
             }
             let rows = tx.query(
-                &format!("SELECT {PRINCIPAL_COLS}, seq FROM principals WHERE org_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"),
+                &format!(
+                    "SELECT {PRINCIPAL_COLS}, seq FROM principals WHERE org_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+                ),
                 &[org.as_str().into(), after.into(), (limit as i64 + 1).into()],
             )?;
             page(rows, limit, 7, principal_view)
@@ -490,12 +497,7 @@ impl Service {
     }
 
     /// One principal (admins, auditors, or the principal itself), with its bindings.
-    pub async fn get_principal(
-        &self,
-        ctx: &RequestCtx,
-        actor: &Arc<Actor>,
-        id: &str,
-    ) -> CoreResult<PrincipalView> {
+    pub async fn get_principal(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<PrincipalView> {
         let (id, a) = (id.to_owned(), actor.clone());
         self.read(ctx, actor, move |tx| {
             let Some(r) = tx.query_opt(
@@ -509,32 +511,19 @@ impl Service {
             if a.principal_id.as_str() != id {
                 let settings = settings_of(tx, &v.org_id, "principal")?;
                 let org = OrgId::from_trusted(v.org_id.clone());
-                if !(a.in_org(&org)
-                    && settings
-                        .role_policy
-                        .any_grants(&a.org_roles(), Permission::AuditRead))
-                {
+                if !(a.in_org(&org) && settings.role_policy.any_grants(&a.org_roles(), Permission::AuditRead)) {
                     authorize(
                         &a,
                         &settings,
                         Scope::Org(&org),
                         Permission::OrgAdmin,
                         "principal",
-                        || {
-                            Draft::new(
-                                "principal.read",
-                                "principal",
-                                id.as_str(),
-                                v.org_id.as_str(),
-                            )
-                        },
+                        || Draft::new("principal.read", "principal", id.as_str(), v.org_id.as_str()),
                     )?;
                 }
             }
             let rows = tx.query(
-                &format!(
-                    "SELECT {BINDING_COLS} FROM role_bindings WHERE principal_id = $1 ORDER BY seq"
-                ),
+                &format!("SELECT {BINDING_COLS} FROM role_bindings WHERE principal_id = $1 ORDER BY seq"),
                 &[id.into()],
             )?;
             v.bindings = Some(rows.iter().map(binding_view).collect::<CoreResult<_>>()?);
@@ -576,7 +565,9 @@ impl Service {
             };
             authorize(&a, &settings, scope, Permission::OrgAdmin, "organization", draft)?;
             if p_org != org {
-                return Err(CoreError::invalid("principal_id", "wrong_organization", "the principal belongs to another organization"));
+                // Answer as for an unknown ID: the caller must not learn that a principal of
+                // another organization exists.
+                return Err(CoreError::NotFound { what: "principal" });
             }
             let now = now_micros();
             let scope_key = req.workspace_id.as_ref().map_or(org.as_str(), |w| w.as_str()).to_owned();
@@ -618,9 +609,7 @@ impl Service {
         org_id: Option<&str>,
         principal_id: Option<&str>,
     ) -> CoreResult<Page<RoleBindingView>> {
-        let org = org_id
-            .map(str::to_owned)
-            .unwrap_or_else(|| actor.org_id.to_string());
+        let org = org_id.map(str::to_owned).unwrap_or_else(|| actor.org_id.to_string());
         let (principal, a) = (principal_id.map(str::to_owned), actor.clone());
         self.read(ctx, actor, move |tx| {
             let settings = settings_of(tx, &org, "organization")?;
@@ -628,15 +617,31 @@ impl Service {
             let own = principal.as_deref() == Some(a.principal_id.as_str());
             let auditor = a.in_org(&org_id) && settings.role_policy.any_grants(&a.org_roles(), Permission::AuditRead);
             if !own && !auditor {
-                authorize(&a, &settings, Scope::Org(&org_id), Permission::OrgAdmin, "organization", || {
-                    Draft::new("role_binding.read", "org", org.as_str(), org.as_str())
-                })?;
+                authorize(
+                    &a,
+                    &settings,
+                    Scope::Org(&org_id),
+                    Permission::OrgAdmin,
+                    "organization",
+                    || Draft::new("role_binding.read", "org", org.as_str(), org.as_str()),
+                )?;
             }
             let rows = match &principal {
-                Some(p) => tx.query(&format!("SELECT {BINDING_COLS} FROM role_bindings WHERE org_id = $1 AND principal_id = $2 ORDER BY seq"), &[org.as_str().into(), p.as_str().into()])?,
-                None => tx.query(&format!("SELECT {BINDING_COLS} FROM role_bindings WHERE org_id = $1 ORDER BY seq"), &[org.as_str().into()])?,
+                Some(p) => tx.query(
+                    &format!(
+                        "SELECT {BINDING_COLS} FROM role_bindings WHERE org_id = $1 AND principal_id = $2 ORDER BY seq"
+                    ),
+                    &[org.as_str().into(), p.as_str().into()],
+                )?,
+                None => tx.query(
+                    &format!("SELECT {BINDING_COLS} FROM role_bindings WHERE org_id = $1 ORDER BY seq"),
+                    &[org.as_str().into()],
+                )?,
             };
-            Ok(Page { items: rows.iter().map(binding_view).collect::<CoreResult<_>>()?, next_cursor: None })
+            Ok(Page {
+                items: rows.iter().map(binding_view).collect::<CoreResult<_>>()?,
+                next_cursor: None,
+            })
         })
         .await
     }
@@ -655,45 +660,27 @@ impl Service {
                 &[id.as_str().into()],
             )?
             else {
-                return Err(CoreError::NotFound {
-                    what: "role binding",
-                });
+                return Err(CoreError::NotFound { what: "role binding" });
             };
             let v = binding_view(&r)?;
             let org = OrgId::from_trusted(v.org_id.clone());
             let ws = v.workspace_id.clone().map(WorkspaceId::from_trusted);
             let settings = settings_of(tx, &v.org_id, "role binding")?;
             let draft = || {
-                Draft::new(
-                    "role_binding.delete",
-                    "role_binding",
-                    id.as_str(),
-                    v.org_id.as_str(),
-                )
-                .workspace(v.workspace_id.as_deref())
+                Draft::new("role_binding.delete", "role_binding", id.as_str(), v.org_id.as_str())
+                    .workspace(v.workspace_id.as_deref())
             };
             let scope = match &ws {
                 Some(w) => Scope::Workspace(&org, w),
                 None => Scope::Org(&org),
             };
-            authorize(
-                &a,
-                &settings,
-                scope,
-                Permission::OrgAdmin,
-                "role binding",
-                draft,
-            )?;
-            tx.execute(
-                "DELETE FROM role_bindings WHERE id = $1",
-                &[id.as_str().into()],
-            )?;
+            authorize(&a, &settings, scope, Permission::OrgAdmin, "role binding", draft)?;
+            tx.execute("DELETE FROM role_bindings WHERE id = $1", &[id.as_str().into()])?;
             audit::append(
                 tx,
                 &ctx2,
                 &ActorRef::from(a.as_ref()),
-                &draft()
-                    .details(serde_json::json!({"principal_id": v.principal_id, "role": v.role})),
+                &draft().details(serde_json::json!({"principal_id": v.principal_id, "role": v.role})),
             )?;
             Ok(v)
         })
@@ -709,29 +696,17 @@ impl Service {
     ) -> CoreResult<CreatedToken> {
         let expires_at = match &req.expires_at {
             Some(s) => Some(parse_rfc3339(s).ok_or_else(|| {
-                CoreError::invalid(
-                    "expires_at",
-                    "invalid_timestamp",
-                    "must be an RFC 3339 timestamp",
-                )
+                CoreError::invalid("expires_at", "invalid_timestamp", "must be an RFC 3339 timestamp")
             })?),
             None => None,
         };
         if expires_at.is_some_and(|e| e <= now_micros()) {
-            return Err(CoreError::invalid(
-                "expires_at",
-                "in_the_past",
-                "must be in the future",
-            ));
+            return Err(CoreError::invalid("expires_at", "in_the_past", "must be in the future"));
         }
         if let Some(n) = &req.name
             && n.len() > 128
         {
-            return Err(CoreError::invalid(
-                "name",
-                "too_long",
-                "must be at most 128 characters",
-            ));
+            return Err(CoreError::invalid("name", "too_long", "must be at most 128 characters"));
         }
         let (a, ctx2) = (actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {
@@ -741,11 +716,39 @@ impl Service {
             let settings = settings_of(tx, org.as_str(), "principal")?;
             let id = TokenId::generate();
             let draft = || Draft::new("token.create", "token", id.as_str(), org.as_str());
-            authorize(&a, &settings, Scope::Org(&org), Permission::OrgAdmin, "principal", draft)?;
+            authorize(
+                &a,
+                &settings,
+                Scope::Org(&org),
+                Permission::OrgAdmin,
+                "principal",
+                draft,
+            )?;
+            if !a.instance_admin && is_instance_admin(tx, req.principal_id.as_str())? {
+                // An organization admin must not mint a token that acts beyond its organization.
+                return Err(forbid(draft(), Permission::OrgAdmin));
+            }
             let (token, hash) = generate_token();
             let now = now_micros();
-            insert_token(tx, &id, &org, req.principal_id.as_str(), &hash, req.name.as_deref(), expires_at, Some(a.principal_id.as_str()), now)?;
-            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft().details(serde_json::json!({"principal_id": req.principal_id.as_str(), "expires_at": ts(expires_at)})))?;
+            insert_token(
+                tx,
+                &id,
+                &org,
+                req.principal_id.as_str(),
+                &hash,
+                req.name.as_deref(),
+                expires_at,
+                Some(a.principal_id.as_str()),
+                now,
+            )?;
+            audit::append(
+                tx,
+                &ctx2,
+                &ActorRef::from(a.as_ref()),
+                &draft().details(
+                    serde_json::json!({"principal_id": req.principal_id.as_str(), "expires_at": ts(expires_at)}),
+                ),
+            )?;
             Ok(CreatedToken {
                 id: id.to_string(),
                 token: token.to_string(),
@@ -797,12 +800,7 @@ impl Service {
     }
 
     /// Revokes a token (admins, or the token's own principal).
-    pub async fn revoke_token(
-        &self,
-        ctx: &RequestCtx,
-        actor: &Arc<Actor>,
-        id: &str,
-    ) -> CoreResult<TokenView> {
+    pub async fn revoke_token(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<TokenView> {
         let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {
             let Some(r) = tx.query_opt(
@@ -820,14 +818,10 @@ impl Service {
             };
             if v.principal_id != a.principal_id.as_str() {
                 let settings = settings_of(tx, org.as_str(), "token")?;
-                authorize(
-                    &a,
-                    &settings,
-                    Scope::Org(&org),
-                    Permission::OrgAdmin,
-                    "token",
-                    draft,
-                )?;
+                authorize(&a, &settings, Scope::Org(&org), Permission::OrgAdmin, "token", draft)?;
+                if !a.instance_admin && is_instance_admin(tx, &v.principal_id)? {
+                    return Err(forbid(draft(), Permission::OrgAdmin));
+                }
             }
             if v.revoked_at.is_none() {
                 let now = now_micros();
@@ -842,6 +836,28 @@ impl Service {
         })
         .await
     }
+}
+
+/// Whether a principal is an instance admin (whose tokens only instance admins manage).
+fn is_instance_admin(tx: &mut dyn Tx, principal: &str) -> CoreResult<bool> {
+    Ok(
+        match tx.query_opt(
+            "SELECT instance_admin FROM principals WHERE id = $1",
+            &[principal.into()],
+        )? {
+            Some(r) => r.bool(0)?,
+            None => false,
+        },
+    )
+}
+
+/// A 403 denial recorded with `draft`.
+fn forbid(draft: Draft, permission: Permission) -> CoreError {
+    CoreError::Denied(Box::new(crate::error::Denial {
+        draft: draft.outcome(crate::audit::Outcome::Denied),
+        hidden: None,
+        permission,
+    }))
 }
 
 #[allow(clippy::too_many_arguments)]

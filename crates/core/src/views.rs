@@ -27,13 +27,7 @@ pub fn encode_cursor(seq: i64) -> String {
 pub fn decode_cursor(c: Option<&str>) -> CoreResult<i64> {
     use base64::Engine;
     let Some(c) = c else { return Ok(0) };
-    let bad = || {
-        CoreError::invalid(
-            "cursor",
-            "invalid_cursor",
-            "is not a cursor returned by this API",
-        )
-    };
+    let bad = || CoreError::invalid("cursor", "invalid_cursor", "is not a cursor returned by this API");
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(c)
         .map_err(|_| bad())?;
@@ -356,9 +350,7 @@ pub struct PatchCredential {
     pub rotation_period_days: Option<Option<i64>>,
 }
 
-fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
+fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 

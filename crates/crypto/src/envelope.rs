@@ -60,8 +60,7 @@ pub struct Sealed {
 /// Appends `bytes` with a u32 big-endian length prefix, so that adjacent
 /// fields cannot be shifted into each other (`("ab","c")` != `("a","bc")`).
 fn push_len_prefixed(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), CryptoError> {
-    let len = u32::try_from(bytes.len())
-        .map_err(|_| CryptoError::Malformed("binding field too long".to_owned()))?;
+    let len = u32::try_from(bytes.len()).map_err(|_| CryptoError::Malformed("binding field too long".to_owned()))?;
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(bytes);
     Ok(())
@@ -77,9 +76,7 @@ fn push_binding(out: &mut Vec<u8>, binding: &Binding<'_>) -> Result<(), CryptoEr
 
 /// Associated data for the payload encryption.
 pub(crate) fn payload_aad(binding: &Binding<'_>) -> Result<Vec<u8>, CryptoError> {
-    let mut out = Vec::with_capacity(
-        PAYLOAD_DOMAIN.len() + 16 + binding.org_id.len() + binding.credential_id.len(),
-    );
+    let mut out = Vec::with_capacity(PAYLOAD_DOMAIN.len() + 16 + binding.org_id.len() + binding.credential_id.len());
     out.extend_from_slice(PAYLOAD_DOMAIN);
     push_binding(&mut out, binding)?;
     Ok(out)
@@ -87,9 +84,8 @@ pub(crate) fn payload_aad(binding: &Binding<'_>) -> Result<Vec<u8>, CryptoError>
 
 /// Associated data for wrapping the data key under a key encryption key.
 pub(crate) fn wrap_aad(binding: &Binding<'_>, kek_id: &str) -> Result<Vec<u8>, CryptoError> {
-    let mut out = Vec::with_capacity(
-        DEK_DOMAIN.len() + 20 + binding.org_id.len() + binding.credential_id.len() + kek_id.len(),
-    );
+    let mut out =
+        Vec::with_capacity(DEK_DOMAIN.len() + 20 + binding.org_id.len() + binding.credential_id.len() + kek_id.len());
     out.extend_from_slice(DEK_DOMAIN);
     push_binding(&mut out, binding)?;
     push_len_prefixed(&mut out, kek_id.as_bytes())?;
@@ -108,11 +104,7 @@ fn cipher(key: &[u8; KEY_LEN]) -> Aes256Gcm {
 
 /// Encrypts `plaintext` under `key` with a fresh random nonce and returns
 /// `0x01 || nonce || ct || tag`.
-pub(crate) fn encrypt_framed(
-    key: &[u8; KEY_LEN],
-    aad: &[u8],
-    plaintext: &[u8],
-) -> Result<Vec<u8>, CryptoError> {
+pub(crate) fn encrypt_framed(key: &[u8; KEY_LEN], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let mut nonce = [0u8; NONCE_LEN];
     fill_random(&mut nonce);
     // Pre-size so the in-place encryption never reallocates (a reallocation
@@ -184,16 +176,12 @@ pub(crate) fn unwrap_dek(
                 "wrapped key has unsupported version {v}"
             )));
         }
-        return Err(CryptoError::Malformed(
-            "wrapped key has wrong length".to_owned(),
-        ));
+        return Err(CryptoError::Malformed("wrapped key has wrong length".to_owned()));
     }
     let plain = decrypt_framed(kek, &wrap_aad(binding, kek_id)?, wrapped, "wrapped key")?;
     let mut dek = Zeroizing::new([0u8; KEY_LEN]);
     if plain.len() != KEY_LEN {
-        return Err(CryptoError::Malformed(
-            "wrapped key has wrong length".to_owned(),
-        ));
+        return Err(CryptoError::Malformed("wrapped key has wrong length".to_owned()));
     }
     dek.copy_from_slice(&plain);
     Ok(dek)

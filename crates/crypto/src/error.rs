@@ -23,9 +23,7 @@ pub enum CryptoError {
 
     /// The keyring file can be read by group or other (`mode & 0o077 != 0`);
     /// we refuse to use keys that other local users may already have copied.
-    #[error(
-        "key file {path} has insecure permissions {mode:o} (must not be accessible by group or other)"
-    )]
+    #[error("key file {path} has insecure permissions {mode:o} (must not be accessible by group or other)")]
     InsecureKeyFile {
         /// The offending key file.
         path: PathBuf,

@@ -45,8 +45,7 @@ impl CreatedAt {
         match self {
             CreatedAt::Unix(_) => true,
             CreatedAt::Text(s) => {
-                (!s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()))
-                    || looks_like_rfc3339(s)
+                (!s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit())) || looks_like_rfc3339(s)
             }
         }
     }
@@ -182,16 +181,10 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Keyring, CryptoError> {
             serde_json::error::Category::Eof => "truncated json",
             serde_json::error::Category::Syntax | serde_json::error::Category::Io => "invalid json",
         };
-        malformed(
-            path,
-            format!("{what} at line {} column {}", e.line(), e.column()),
-        )
+        malformed(path, format!("{what} at line {} column {}", e.line(), e.column()))
     })?;
     if doc.format != FORMAT {
-        return Err(malformed(
-            path,
-            format!("unsupported format (expected {FORMAT})"),
-        ));
+        return Err(malformed(path, format!("unsupported format (expected {FORMAT})")));
     }
     let mut seen = HashSet::new();
     let mut keys = Vec::with_capacity(doc.keys.len());
@@ -204,22 +197,14 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Keyring, CryptoError> {
             return Err(malformed(path, format!("duplicate key id {}", k.id)));
         }
         if !k.created_at.is_valid() {
-            return Err(malformed(
-                path,
-                format!("key {} has an invalid created_at", k.id),
-            ));
+            return Err(malformed(path, format!("key {} has an invalid created_at", k.id)));
         }
         // Decode into a fixed zeroizing buffer large enough to detect
         // over-long keys without ever reallocating.
         let mut buf = Zeroizing::new([0u8; 48]);
         let n = STANDARD
             .decode_slice(k.key.0.as_bytes(), &mut buf[..])
-            .map_err(|_| {
-                malformed(
-                    path,
-                    format!("key {} is not valid base64 of 32 bytes", k.id),
-                )
-            })?;
+            .map_err(|_| malformed(path, format!("key {} is not valid base64 of 32 bytes", k.id)))?;
         if n != KEY_LEN {
             return Err(malformed(path, format!("key {} is not 32 bytes", k.id)));
         }
@@ -249,10 +234,7 @@ pub(crate) fn save(keyring: &Keyring, path: &Path) -> Result<(), CryptoError> {
     let file_name = path.file_name().ok_or_else(|| {
         io_err(
             path,
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "key file path has no file name",
-            ),
+            io::Error::new(io::ErrorKind::InvalidInput, "key file path has no file name"),
         )
     })?;
     let dir: PathBuf = match path.parent() {
@@ -276,29 +258,22 @@ pub(crate) fn save(keyring: &Keyring, path: &Path) -> Result<(), CryptoError> {
     // Generous pre-sizing so serialisation does not reallocate and leave
     // copies of key material in freed memory.
     let mut bytes = Zeroizing::new(Vec::with_capacity(1024 + 256 * keyring.keys.len()));
-    serde_json::to_writer_pretty(&mut *bytes, &doc)
-        .map_err(|e| io_err(path, io::Error::other(e)))?;
+    serde_json::to_writer_pretty(&mut *bytes, &doc).map_err(|e| io_err(path, io::Error::other(e)))?;
     drop(doc);
     bytes.push(b'\n');
 
-    let suffix: String = random_bytes::<8>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let suffix: String = random_bytes::<8>().iter().map(|b| format!("{b:02x}")).collect();
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(file_name);
     tmp_name.push(format!(".tmp-{suffix}"));
     let tmp = dir.join(tmp_name);
 
-    let result = write_synced(&tmp, &bytes)
-        .and_then(|()| fs::rename(&tmp, path).map_err(|e| io_err(path, e)));
+    let result = write_synced(&tmp, &bytes).and_then(|()| fs::rename(&tmp, path).map_err(|e| io_err(path, e)));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result?;
-    File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_err(&dir, e))
+    File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| io_err(&dir, e))
 }
 
 fn write_synced(tmp: &Path, bytes: &[u8]) -> Result<(), CryptoError> {

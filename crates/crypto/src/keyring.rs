@@ -202,8 +202,7 @@ impl Keyring {
     pub fn seal(&self, binding: &Binding<'_>, plaintext: &[u8]) -> Result<Sealed, CryptoError> {
         let kek = self.primary_entry()?;
         let dek = fresh_key();
-        let ciphertext =
-            envelope::encrypt_framed(&dek, &envelope::payload_aad(binding)?, plaintext)?;
+        let ciphertext = envelope::encrypt_framed(&dek, &envelope::payload_aad(binding)?, plaintext)?;
         let wrapped_key = envelope::wrap_dek(&kek.key, binding, kek.id.as_str(), &dek)?;
         Ok(Sealed {
             kek_id: kek.id.0.clone(),
@@ -217,18 +216,9 @@ impl Keyring {
     /// Errors: [`CryptoError::UnknownKey`] if its key is not in the keyring,
     /// [`CryptoError::Malformed`] for bad framing, [`CryptoError::Decrypt`]
     /// for any authentication failure. Never panics on malformed input.
-    pub fn open(
-        &self,
-        binding: &Binding<'_>,
-        sealed: &Sealed,
-    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    pub fn open(&self, binding: &Binding<'_>, sealed: &Sealed) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         let dek = self.unwrap(binding, sealed)?;
-        envelope::decrypt_framed(
-            &dek,
-            &envelope::payload_aad(binding)?,
-            &sealed.ciphertext,
-            "ciphertext",
-        )
+        envelope::decrypt_framed(&dek, &envelope::payload_aad(binding)?, &sealed.ciphertext, "ciphertext")
     }
 
     /// Re-wraps the data key of `sealed` under the current primary key
@@ -247,11 +237,7 @@ impl Keyring {
         })
     }
 
-    fn unwrap(
-        &self,
-        binding: &Binding<'_>,
-        sealed: &Sealed,
-    ) -> Result<Zeroizing<[u8; KEY_LEN]>, CryptoError> {
+    fn unwrap(&self, binding: &Binding<'_>, sealed: &Sealed) -> Result<Zeroizing<[u8; KEY_LEN]>, CryptoError> {
         let kek = self
             .find(&sealed.kek_id)
             .ok_or_else(|| CryptoError::UnknownKey(sealed.kek_id.clone()))?;

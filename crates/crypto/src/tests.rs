@@ -21,10 +21,7 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> TempDir {
-        let name: String = random_bytes::<8>()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let name: String = random_bytes::<8>().iter().map(|b| format!("{b:02x}")).collect();
         let dir = std::env::temp_dir().join(format!("credvault-crypto-test-{name}"));
         fs::create_dir(&dir).unwrap();
         TempDir(dir)
@@ -99,10 +96,7 @@ fn a_ciphertext_moved_to_another_credential_does_not_open() {
         credential_id: "cred-2",
         ..B
     };
-    assert!(matches!(
-        kr.open(&moved, &sealed),
-        Err(CryptoError::Decrypt)
-    ));
+    assert!(matches!(kr.open(&moved, &sealed), Err(CryptoError::Decrypt)));
 }
 
 #[test]
@@ -110,24 +104,15 @@ fn a_ciphertext_moved_to_another_version_does_not_open() {
     let kr = Keyring::generate();
     let sealed = kr.seal(&B, SECRET).unwrap();
     let moved = Binding { version: 4, ..B };
-    assert!(matches!(
-        kr.open(&moved, &sealed),
-        Err(CryptoError::Decrypt)
-    ));
+    assert!(matches!(kr.open(&moved, &sealed), Err(CryptoError::Decrypt)));
 }
 
 #[test]
 fn a_ciphertext_moved_to_another_org_does_not_open() {
     let kr = Keyring::generate();
     let sealed = kr.seal(&B, SECRET).unwrap();
-    let moved = Binding {
-        org_id: "org-2",
-        ..B
-    };
-    assert!(matches!(
-        kr.open(&moved, &sealed),
-        Err(CryptoError::Decrypt)
-    ));
+    let moved = Binding { org_id: "org-2", ..B };
+    assert!(matches!(kr.open(&moved, &sealed), Err(CryptoError::Decrypt)));
 }
 
 #[test]
@@ -190,29 +175,17 @@ fn truncated_inputs_fail_cleanly_and_never_panic() {
     for len in 0..sealed.ciphertext.len() {
         let mut bad = sealed.clone();
         bad.ciphertext.truncate(len);
-        assert!(
-            is_auth_or_framing_error(&kr.open(&B, &bad)),
-            "ciphertext len {len}"
-        );
+        assert!(is_auth_or_framing_error(&kr.open(&B, &bad)), "ciphertext len {len}");
     }
     for len in 0..sealed.wrapped_key.len() {
         let mut bad = sealed.clone();
         bad.wrapped_key.truncate(len);
-        assert!(
-            is_auth_or_framing_error(&kr.open(&B, &bad)),
-            "wrapped len {len}"
-        );
-        assert!(
-            is_auth_or_framing_error(&kr.rewrap(&B, &bad)),
-            "rewrap len {len}"
-        );
+        assert!(is_auth_or_framing_error(&kr.open(&B, &bad)), "wrapped len {len}");
+        assert!(is_auth_or_framing_error(&kr.rewrap(&B, &bad)), "rewrap len {len}");
     }
     let mut longer = sealed.clone();
     longer.wrapped_key.push(0);
-    assert!(matches!(
-        kr.open(&B, &longer),
-        Err(CryptoError::Malformed(_))
-    ));
+    assert!(matches!(kr.open(&B, &longer), Err(CryptoError::Malformed(_))));
 }
 
 #[test]
@@ -220,10 +193,7 @@ fn an_unknown_version_byte_is_malformed() {
     let kr = Keyring::generate();
     let mut sealed = kr.seal(&B, SECRET).unwrap();
     sealed.ciphertext[0] = 2;
-    assert!(matches!(
-        kr.open(&B, &sealed),
-        Err(CryptoError::Malformed(_))
-    ));
+    assert!(matches!(kr.open(&B, &sealed), Err(CryptoError::Malformed(_))));
 }
 
 #[test]
@@ -258,10 +228,7 @@ fn rewrap_with_the_wrong_binding_fails() {
     let sealed = kr.seal(&B, SECRET).unwrap();
     kr.add_key();
     let other = Binding { version: 9, ..B };
-    assert!(matches!(
-        kr.rewrap(&other, &sealed),
-        Err(CryptoError::Decrypt)
-    ));
+    assert!(matches!(kr.rewrap(&other, &sealed), Err(CryptoError::Decrypt)));
 }
 
 #[test]
@@ -287,10 +254,7 @@ fn the_primary_key_cannot_be_retired() {
         kr.retire(&KeyId::new("k1")),
         Err(CryptoError::RetiredKeyInUse(_))
     ));
-    assert!(matches!(
-        kr.retire(&KeyId::new("k7")),
-        Err(CryptoError::UnknownKey(_))
-    ));
+    assert!(matches!(kr.retire(&KeyId::new("k7")), Err(CryptoError::UnknownKey(_))));
 }
 
 #[test]
@@ -334,12 +298,7 @@ fn a_saved_keyring_loads_back_and_opens_the_same_data() {
     let json: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
     assert_eq!(json["format"], "credvault-keyring/1");
     assert_eq!(json["primary"], "k2");
-    assert!(
-        json["keys"][0]["created_at"]
-            .as_str()
-            .unwrap()
-            .ends_with('Z')
-    );
+    assert!(json["keys"][0]["created_at"].as_str().unwrap().ends_with('Z'));
 
     // Saving over an existing file replaces it and leaves no temp files behind.
     let mut loaded = loaded;
@@ -368,10 +327,7 @@ fn load_refuses_a_0644_file() {
         other => panic!("expected InsecureKeyFile, got {other:?}"),
     }
     fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
-    assert!(matches!(
-        Keyring::load(&path),
-        Err(CryptoError::InsecureKeyFile { .. })
-    ));
+    assert!(matches!(Keyring::load(&path), Err(CryptoError::InsecureKeyFile { .. })));
 }
 
 #[test]

@@ -7,9 +7,7 @@
 use std::collections::BTreeMap;
 
 /// The six roles, bound to a principal at organization or workspace scope.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Everything but resolve: members, settings, delete and purge.
@@ -67,9 +65,7 @@ impl Role {
 }
 
 /// What a principal may do. The first three are movable by the organization's role policy.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Permission {
     /// Create, rotate, disable and enable credentials (movable).
     #[serde(rename = "credential.create")]
@@ -120,8 +116,10 @@ impl Permission {
     }
 }
 
-/// An organization's assignment of the movable permissions to roles.
+/// An organization's assignment of the movable permissions to roles. Only the movable
+/// permissions may appear; anything else is refused when parsed.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RolePolicy {
     /// Roles holding `credential.create`.
     #[serde(rename = "credential.create")]
@@ -176,10 +174,7 @@ impl RolePolicy {
             .map(|p| {
                 (
                     p.as_str(),
-                    Role::ALL
-                        .into_iter()
-                        .filter(|r| self.grants(*r, p))
-                        .collect(),
+                    Role::ALL.into_iter().filter(|r| self.grants(*r, p)).collect(),
                 )
             })
             .collect()
@@ -196,10 +191,7 @@ mod tests {
         use Permission::*;
         use Role::*;
         let expect: &[(Permission, &[Role])] = &[
-            (
-                MetadataRead,
-                &[Admin, IntegrationEngineer, Builder, Auditor, Viewer],
-            ),
+            (MetadataRead, &[Admin, IntegrationEngineer, Builder, Auditor, Viewer]),
             (CredentialCreate, &[Admin, IntegrationEngineer]),
             (CredentialAttach, &[Admin, IntegrationEngineer, Builder]),
             (CredentialDelete, &[Admin]),

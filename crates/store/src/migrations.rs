@@ -23,11 +23,9 @@ pub(crate) fn run_sqlite(conn: &rusqlite::Connection) -> Result<(), StoreError> 
     )
     .map_err(err(0))?;
     let current: i64 = conn
-        .query_row(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-            [],
-            |r| r.get(0),
-        )
+        .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| {
+            r.get(0)
+        })
         .map_err(err(0))?;
     if current > LATEST {
         return Err(StoreError::Migration {
@@ -36,8 +34,7 @@ pub(crate) fn run_sqlite(conn: &rusqlite::Connection) -> Result<(), StoreError> 
         });
     }
     for (version, sql) in SQLITE.iter().filter(|(v, _)| *v > current) {
-        conn.execute_batch("BEGIN IMMEDIATE")
-            .map_err(err(*version))?;
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(err(*version))?;
         let applied = conn.execute_batch(sql).and_then(|_| {
             conn.execute(
                 "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
@@ -70,10 +67,7 @@ pub(crate) fn run_postgres(client: &mut postgres::Client) -> Result<(), StoreErr
     )
     .map_err(err(0))?;
     let current: i64 = tx
-        .query_one(
-            "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations",
-            &[],
-        )
+        .query_one("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations", &[])
         .map_err(err(0))?
         .get(0);
     if current > LATEST {

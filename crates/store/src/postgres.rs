@@ -86,9 +86,7 @@ fn row_values(row: &postgres::Row) -> Result<Row, StoreError> {
     for (i, col) in row.columns().iter().enumerate() {
         let ty = col.type_();
         let v = if *ty == Type::INT8 {
-            row.try_get::<_, Option<i64>>(i)
-                .map_err(db_err)?
-                .map(Value::Int)
+            row.try_get::<_, Option<i64>>(i).map_err(db_err)?.map(Value::Int)
         } else if *ty == Type::INT4 {
             row.try_get::<_, Option<i32>>(i)
                 .map_err(db_err)?
@@ -102,21 +100,11 @@ fn row_values(row: &postgres::Row) -> Result<Row, StoreError> {
                 .map_err(db_err)?
                 .map(|v| Value::Int(v.into()))
         } else if *ty == Type::BYTEA {
-            row.try_get::<_, Option<Vec<u8>>>(i)
-                .map_err(db_err)?
-                .map(Value::Bytes)
-        } else if *ty == Type::TEXT
-            || *ty == Type::VARCHAR
-            || *ty == Type::NAME
-            || *ty == Type::BPCHAR
-        {
-            row.try_get::<_, Option<String>>(i)
-                .map_err(db_err)?
-                .map(Value::Text)
+            row.try_get::<_, Option<Vec<u8>>>(i).map_err(db_err)?.map(Value::Bytes)
+        } else if *ty == Type::TEXT || *ty == Type::VARCHAR || *ty == Type::NAME || *ty == Type::BPCHAR {
+            row.try_get::<_, Option<String>>(i).map_err(db_err)?.map(Value::Text)
         } else {
-            return Err(StoreError::Shape(format!(
-                "column {i}: unsupported type {ty}"
-            )));
+            return Err(StoreError::Shape(format!("column {i}: unsupported type {ty}")));
         };
         vals.push(v.unwrap_or(Value::Null));
     }
@@ -191,10 +179,7 @@ impl PgStore {
                     builder = builder.read_only(true);
                 }
                 let tx = builder.start().map_err(|e| E::from(db_err(e)))?;
-                let mut pg = PgTx {
-                    tx,
-                    cache: &mut cache,
-                };
+                let mut pg = PgTx { tx, cache: &mut cache };
                 let r = f(&mut pg)?;
                 pg.tx.commit().map_err(|e| E::from(db_err(e)))?;
                 Ok(r)

@@ -41,9 +41,7 @@ pub(crate) fn db_err(e: rusqlite::Error) -> StoreError {
         {
             return StoreError::Unique(msg.clone().unwrap_or_default());
         }
-        if f.code == rusqlite::ErrorCode::DatabaseBusy
-            || f.code == rusqlite::ErrorCode::DatabaseLocked
-        {
+        if f.code == rusqlite::ErrorCode::DatabaseBusy || f.code == rusqlite::ErrorCode::DatabaseLocked {
             return StoreError::Unavailable(e.to_string());
         }
     }
@@ -75,9 +73,7 @@ impl Tx for SqliteTx<'_> {
                     rusqlite::types::ValueRef::Null => Value::Null,
                     rusqlite::types::ValueRef::Integer(i) => Value::Int(i),
                     rusqlite::types::ValueRef::Real(f) => Value::Int(f as i64),
-                    rusqlite::types::ValueRef::Text(t) => {
-                        Value::Text(String::from_utf8_lossy(t).into_owned())
-                    }
+                    rusqlite::types::ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
                     rusqlite::types::ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
                 };
                 vals.push(v);
@@ -105,13 +101,10 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let conn = Connection::open_with_flags(path, flags).map_err(db_err)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(db_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err)?;
     conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
         .map_err(db_err)?;
     conn.set_prepared_statement_cache_capacity(256);
@@ -209,8 +202,7 @@ impl SqliteStore {
                 None => open_conn(&path, true).map_err(E::from)?,
             };
             let result = (|| {
-                conn.execute_batch("BEGIN")
-                    .map_err(|e| E::from(db_err(e)))?;
+                conn.execute_batch("BEGIN").map_err(|e| E::from(db_err(e)))?;
                 let r = f(&mut SqliteTx { conn: &conn });
                 let _ = conn.execute_batch("COMMIT");
                 r
@@ -254,12 +246,7 @@ fn restrict_mode(path: &Path) {
     }
 }
 
-fn writer_loop(
-    conn: Connection,
-    rx: mpsc::Receiver<Job>,
-    max_batch: usize,
-    stats: &crate::StoreStats,
-) {
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize, stats: &crate::StoreStats) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < max_batch {

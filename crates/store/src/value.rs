@@ -63,9 +63,7 @@ pub struct Row(pub(crate) Vec<Value>);
 
 impl Row {
     fn at(&self, i: usize) -> Result<&Value, StoreError> {
-        self.0
-            .get(i)
-            .ok_or_else(|| StoreError::Shape(format!("no column {i}")))
+        self.0.get(i).ok_or_else(|| StoreError::Shape(format!("no column {i}")))
     }
     /// Column `i` as an integer.
     pub fn int(&self, i: usize) -> Result<i64, StoreError> {

@@ -65,9 +65,7 @@ fn fresh(engine: Engine) -> Fresh {
                 cleanup: Some(Box::new(move || {
                     off_runtime(move || {
                         if let Ok(mut c) = postgres::Client::connect(&admin, postgres::NoTls) {
-                            let _ = c.batch_execute(&format!(
-                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                            ));
+                            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
                         }
                     })
                 })),
@@ -103,11 +101,7 @@ async fn values_round_trip_on_every_engine() {
             .write(|tx: &mut dyn Tx| {
                 tx.execute(
                     "INSERT INTO audit_heads (chain, last_seq, hash) VALUES ($1, $2, $3)",
-                    &[
-                        "ünïcode ✓".into(),
-                        i64::MAX.into(),
-                        Value::Bytes(vec![0, 255, 7]),
-                    ],
+                    &["ünïcode ✓".into(), i64::MAX.into(), Value::Bytes(vec![0, 255, 7])],
                 )?;
                 tx.query_one(
                     "SELECT chain, last_seq, hash, NULL FROM audit_heads WHERE chain = $1",
@@ -179,10 +173,7 @@ async fn concurrent_writes_share_commits_on_sqlite() {
     let (commits, jobs) = f.store.group_commit_stats().unwrap();
     let (commits, jobs) = (commits - before.0, jobs - before.1);
     assert_eq!(jobs, 400);
-    assert!(
-        commits < jobs,
-        "group commit: {commits} commits for {jobs} writes"
-    );
+    assert!(commits < jobs, "group commit: {commits} commits for {jobs} writes");
     assert_eq!(count_orgs(&f.store).await, 400);
 }
 
@@ -236,10 +227,7 @@ async fn reopening_a_store_keeps_data_and_does_not_migrate_twice() {
     let s = off_runtime(move || Store::open(&url, &StoreOptions::default()).unwrap());
     assert_eq!(count_orgs(&s).await, 1);
     let n = s
-        .read(|tx: &mut dyn Tx| {
-            tx.query_one("SELECT COUNT(*) FROM schema_migrations", &[])?
-                .int(0)
-        })
+        .read(|tx: &mut dyn Tx| tx.query_one("SELECT COUNT(*) FROM schema_migrations", &[])?.int(0))
         .await
         .unwrap();
     assert_eq!(n, 1);

@@ -65,12 +65,7 @@ pub(crate) fn routes(t: Table) -> Table {
         "get",
         "/v1/credentials/{id}",
         get(show),
-        doc(
-            "getCredential",
-            "One credential's metadata",
-            "metadata.read",
-            200,
-        ),
+        doc("getCredential", "One credential's metadata", "metadata.read", 200),
     )
     .add(
         "patch",
@@ -115,12 +110,7 @@ pub(crate) fn routes(t: Table) -> Table {
         "get",
         "/v1/credentials/{id}/versions",
         get(versions),
-        doc(
-            "listVersions",
-            "Versions of a credential",
-            "metadata.read",
-            200,
-        ),
+        doc("listVersions", "Versions of a credential", "metadata.read", 200),
     )
     .add(
         "post",
@@ -197,12 +187,7 @@ async fn create(
     ))
 }
 
-async fn list(
-    State(s): State<AppState>,
-    Ctx(ctx): Ctx,
-    Auth(a): Auth,
-    p: Params,
-) -> ApiResult<impl IntoResponse> {
+async fn list(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(a): Auth, p: Params) -> ApiResult<impl IntoResponse> {
     p.allow(&[
         "org_id",
         "workspace_id",
@@ -242,9 +227,7 @@ async fn update(
     Path(id): Path<String>,
     Json(p): Json<PatchCredential>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(
-        s.service.patch_credential(&ctx, &a, &id, p).await?,
-    ))
+    Ok(axum::Json(s.service.patch_credential(&ctx, &a, &id, p).await?))
 }
 
 async fn remove(
@@ -253,11 +236,7 @@ async fn remove(
     Auth(a): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(
-        s.service
-            .set_status(&ctx, &a, &id, StatusOp::Delete)
-            .await?,
-    ))
+    Ok(axum::Json(s.service.set_status(&ctx, &a, &id, StatusOp::Delete).await?))
 }
 
 async fn add_version(
@@ -298,9 +277,7 @@ async fn promote(
     Path((id, n)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     let n = version_number(&n)?;
-    Ok(axum::Json(
-        s.service.promote_version(&ctx, &a, &id, n).await?,
-    ))
+    Ok(axum::Json(s.service.promote_version(&ctx, &a, &id, n).await?))
 }
 
 async fn revoke(
@@ -310,9 +287,7 @@ async fn revoke(
     Path((id, n)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     let n = version_number(&n)?;
-    Ok(axum::Json(
-        s.service.revoke_version(&ctx, &a, &id, n).await?,
-    ))
+    Ok(axum::Json(s.service.revoke_version(&ctx, &a, &id, n).await?))
 }
 
 async fn disable(
@@ -322,9 +297,7 @@ async fn disable(
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(
-        s.service
-            .set_status(&ctx, &a, &id, StatusOp::Disable)
-            .await?,
+        s.service.set_status(&ctx, &a, &id, StatusOp::Disable).await?,
     ))
 }
 
@@ -334,11 +307,7 @@ async fn enable(
     Auth(a): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(
-        s.service
-            .set_status(&ctx, &a, &id, StatusOp::Enable)
-            .await?,
-    ))
+    Ok(axum::Json(s.service.set_status(&ctx, &a, &id, StatusOp::Enable).await?))
 }
 
 async fn restore(
@@ -348,9 +317,7 @@ async fn restore(
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(
-        s.service
-            .set_status(&ctx, &a, &id, StatusOp::Restore)
-            .await?,
+        s.service.set_status(&ctx, &a, &id, StatusOp::Restore).await?,
     ))
 }
 
@@ -360,7 +327,5 @@ async fn reveal(
     Auth(a): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(
-        s.service.reveal_credential(&ctx, &a, &id).await?,
-    ))
+    Ok(axum::Json(s.service.reveal_credential(&ctx, &a, &id).await?))
 }

@@ -30,11 +30,7 @@ impl Table {
         doc: RouteDoc,
     ) -> Table {
         self.router = self.router.route(path, handler);
-        self.docs.push(RouteDoc {
-            method,
-            path,
-            ..doc
-        });
+        self.docs.push(RouteDoc { method, path, ..doc });
         self
     }
 }

@@ -44,12 +44,7 @@ pub(crate) fn routes(t: Table) -> Table {
             get(readyz),
             public("readyz", "Readiness: the store answers"),
         )
-        .add(
-            "get",
-            "/metrics",
-            get(metrics),
-            public("metrics", "Prometheus metrics"),
-        )
+        .add("get", "/metrics", get(metrics), public("metrics", "Prometheus metrics"))
         .add(
             "get",
             "/v1/openapi.json",
@@ -126,9 +121,7 @@ async fn index() -> Response {
     let mut r = Html(page).into_response();
     r.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-        ),
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
     );
     r
 }
@@ -183,12 +176,7 @@ async fn credential_types(
     })))
 }
 
-async fn audit(
-    State(s): State<AppState>,
-    Ctx(ctx): Ctx,
-    Auth(actor): Auth,
-    p: Params,
-) -> ApiResult<impl IntoResponse> {
+async fn audit(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(actor): Auth, p: Params) -> ApiResult<impl IntoResponse> {
     p.allow(&[
         "org_id",
         "workspace_id",
@@ -224,7 +212,5 @@ async fn audit_verify(
 ) -> ApiResult<impl IntoResponse> {
     p.allow(&["org_id"])?;
     let org = p.get("org_id")?;
-    Ok(axum::Json(
-        s.service.verify_audit(&ctx, &actor, org.as_deref()).await?,
-    ))
+    Ok(axum::Json(s.service.verify_audit(&ctx, &actor, org.as_deref()).await?))
 }

@@ -6,9 +6,7 @@ use axum::response::IntoResponse;
 use axum::routing::{delete, get, patch, post};
 
 use credvault_core::SettingsPatch;
-use credvault_core::views::{
-    CreateOrg, CreatePrincipal, CreateRoleBinding, CreateToken, CreateWorkspace,
-};
+use credvault_core::views::{CreateOrg, CreatePrincipal, CreateRoleBinding, CreateToken, CreateWorkspace};
 
 use super::Table;
 use crate::AppState;
@@ -32,26 +30,14 @@ pub(crate) fn routes(t: Table) -> Table {
         post(create_org),
         RouteDoc {
             body: Some("CreateOrg"),
-            ..doc(
-                "createOrg",
-                "Create an organization",
-                "orgs",
-                "instance admin",
-                201,
-            )
+            ..doc("createOrg", "Create an organization", "orgs", "instance admin", 201)
         },
     )
     .add(
         "get",
         "/v1/orgs",
         get(list_orgs),
-        doc(
-            "listOrgs",
-            "Organizations the caller can see",
-            "orgs",
-            "",
-            200,
-        ),
+        doc("listOrgs", "Organizations the caller can see", "orgs", "", 200),
     )
     .add(
         "get",
@@ -63,13 +49,7 @@ pub(crate) fn routes(t: Table) -> Table {
         "get",
         "/v1/orgs/{id}/settings",
         get(get_settings),
-        doc(
-            "getOrgSettings",
-            "An organization's settings",
-            "orgs",
-            "member",
-            200,
-        ),
+        doc("getOrgSettings", "An organization's settings", "orgs", "member", 200),
     )
     .add(
         "patch",
@@ -92,13 +72,7 @@ pub(crate) fn routes(t: Table) -> Table {
         post(create_workspace),
         RouteDoc {
             body: Some("CreateWorkspace"),
-            ..doc(
-                "createWorkspace",
-                "Create a workspace",
-                "workspaces",
-                "org.admin",
-                201,
-            )
+            ..doc("createWorkspace", "Create a workspace", "workspaces", "org.admin", 201)
         },
     )
     .add(
@@ -240,13 +214,7 @@ pub(crate) fn routes(t: Table) -> Table {
         "delete",
         "/v1/tokens/{id}",
         delete(revoke_token),
-        doc(
-            "revokeToken",
-            "Revoke a token",
-            "tokens",
-            "org.admin or self",
-            200,
-        ),
+        doc("revokeToken", "Revoke a token", "tokens", "org.admin or self", 200),
     )
 }
 
@@ -262,11 +230,7 @@ async fn create_org(
     ))
 }
 
-async fn list_orgs(
-    State(s): State<AppState>,
-    Auth(a): Auth,
-    p: Params,
-) -> ApiResult<impl IntoResponse> {
+async fn list_orgs(State(s): State<AppState>, Auth(a): Auth, p: Params) -> ApiResult<impl IntoResponse> {
     p.allow(&[])?;
     Ok(axum::Json(s.service.list_orgs(&a).await?))
 }
@@ -296,9 +260,7 @@ async fn patch_settings(
     Path(id): Path<String>,
     Json(p): Json<SettingsPatch>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(
-        s.service.patch_settings(&ctx, &a, &id, p).await?,
-    ))
+    Ok(axum::Json(s.service.patch_settings(&ctx, &a, &id, p).await?))
 }
 
 async fn create_workspace(
@@ -321,9 +283,7 @@ async fn list_workspaces(
 ) -> ApiResult<impl IntoResponse> {
     p.allow(&["org_id"])?;
     Ok(axum::Json(
-        s.service
-            .list_workspaces(&ctx, &a, p.get("org_id")?.as_deref())
-            .await?,
+        s.service.list_workspaces(&ctx, &a, p.get("org_id")?.as_deref()).await?,
     ))
 }
 
@@ -398,12 +358,7 @@ async fn list_bindings(
     p.allow(&["org_id", "principal_id"])?;
     Ok(axum::Json(
         s.service
-            .list_role_bindings(
-                &ctx,
-                &a,
-                p.get("org_id")?.as_deref(),
-                p.get("principal_id")?.as_deref(),
-            )
+            .list_role_bindings(&ctx, &a, p.get("org_id")?.as_deref(), p.get("principal_id")?.as_deref())
             .await?,
     ))
 }
@@ -414,9 +369,7 @@ async fn delete_binding(
     Auth(a): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(
-        s.service.delete_role_binding(&ctx, &a, &id).await?,
-    ))
+    Ok(axum::Json(s.service.delete_role_binding(&ctx, &a, &id).await?))
 }
 
 async fn create_token(
