@@ -54,12 +54,8 @@ async fn tokens_are_hashed_revocable_and_expire(b: Backend) {
         .ok(200);
     let tok_id = list["items"][0]["id"].as_str().unwrap().to_owned();
     assert!(!list.to_string().contains(&token));
-    srv.delete(&format!("/v1/tokens/{tok_id}"), &srv.admin)
-        .await
-        .ok(200);
-    srv.get("/v1/me", &token)
-        .await
-        .problem(401, "unauthenticated");
+    srv.delete(&format!("/v1/tokens/{tok_id}"), &srv.admin).await.ok(200);
+    srv.get("/v1/me", &token).await.problem(401, "unauthenticated");
     // Expiry in the past is refused; a near expiry works until it passes.
     srv.post(
         "/v1/tokens",
@@ -80,9 +76,7 @@ async fn tokens_are_hashed_revocable_and_expire(b: Backend) {
     let short = t["token"].as_str().unwrap().to_owned();
     srv.get("/v1/me", &short).await.ok(200);
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    srv.get("/v1/me", &short)
-        .await
-        .problem(401, "unauthenticated");
+    srv.get("/v1/me", &short).await.problem(401, "unauthenticated");
     // A garbage token is refused and the failure is audited with a fingerprint, never the token.
     srv.get("/v1/me", "cvt_not-a-real-token")
         .await
@@ -94,10 +88,7 @@ async fn tokens_are_hashed_revocable_and_expire(b: Backend) {
     let text = fails.to_string();
     assert!(text.contains("token_fingerprint"));
     assert!(!text.contains("cvt_not-a-real-token"));
-    let org_fails = srv
-        .get("/v1/audit?action=auth.failure", &srv.admin)
-        .await
-        .ok(200);
+    let org_fails = srv.get("/v1/audit?action=auth.failure", &srv.admin).await.ok(200);
     let reasons: Vec<&str> = org_fails["items"]
         .as_array()
         .unwrap()
@@ -143,9 +134,7 @@ async fn tokens_are_hashed_revocable_and_expire_on_every_backend() {
 
 async fn credential_lifecycle_keeps_exactly_one_current_version(b: Backend) {
     let srv = Server::start(b).await;
-    let c = srv
-        .database_credential(&srv.admin, "prod-warehouse", "pw-one")
-        .await;
+    let c = srv.database_credential(&srv.admin, "prod-warehouse", "pw-one").await;
     let id = c["id"].as_str().unwrap().to_owned();
     assert!(id.starts_with("cred_"));
     assert_eq!(c["status"], "active");
@@ -167,14 +156,8 @@ async fn credential_lifecycle_keeps_exactly_one_current_version(b: Backend) {
         )
         .await
         .ok(201);
-    assert_eq!(
-        v2,
-        json!({"credential_id": id, "version": 2, "state": "pending"})
-    );
-    let got = srv
-        .get(&format!("/v1/credentials/{id}"), &srv.admin)
-        .await
-        .ok(200);
+    assert_eq!(v2, json!({"credential_id": id, "version": 2, "state": "pending"}));
+    let got = srv.get(&format!("/v1/credentials/{id}"), &srv.admin).await.ok(200);
     assert_eq!(got["current_version"], 1);
     assert_eq!(got["fields"]["username"], "loader");
     let promoted = srv
@@ -191,12 +174,7 @@ async fn credential_lifecycle_keeps_exactly_one_current_version(b: Backend) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| {
-            (
-                v["version"].as_i64().unwrap(),
-                v["state"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|v| (v["version"].as_i64().unwrap(), v["state"].as_str().unwrap().to_owned()))
         .collect();
     assert_eq!(states, vec![(1, "previous".into()), (2, "current".into())]);
     srv.post(
@@ -288,38 +266,23 @@ async fn credential_lifecycle_keeps_exactly_one_current_version(b: Backend) {
 
     // Disable / enable / delete / restore.
     assert_eq!(
-        srv.post(
-            &format!("/v1/credentials/{id}/disable"),
-            &srv.admin,
-            json!({})
-        )
-        .await
-        .ok(200)["status"],
+        srv.post(&format!("/v1/credentials/{id}/disable"), &srv.admin, json!({}))
+            .await
+            .ok(200)["status"],
         "disabled"
     );
     assert_eq!(
-        srv.post(
-            &format!("/v1/credentials/{id}/enable"),
-            &srv.admin,
-            json!({})
-        )
-        .await
-        .ok(200)["status"],
+        srv.post(&format!("/v1/credentials/{id}/enable"), &srv.admin, json!({}))
+            .await
+            .ok(200)["status"],
         "active"
     );
-    let d = srv
-        .delete(&format!("/v1/credentials/{id}"), &srv.admin)
-        .await
-        .ok(200);
+    let d = srv.delete(&format!("/v1/credentials/{id}"), &srv.admin).await.ok(200);
     assert_eq!(d["status"], "pending_deletion");
     assert!(d["deleted_at"].is_string());
-    srv.post(
-        &format!("/v1/credentials/{id}/disable"),
-        &srv.admin,
-        json!({}),
-    )
-    .await
-    .problem(409, "credential_deleted");
+    srv.post(&format!("/v1/credentials/{id}/disable"), &srv.admin, json!({}))
+        .await
+        .problem(409, "credential_deleted");
     srv.post(
         &format!("/v1/credentials/{id}/versions"),
         &srv.admin,
@@ -328,22 +291,14 @@ async fn credential_lifecycle_keeps_exactly_one_current_version(b: Backend) {
     .await
     .problem(409, "credential_deleted");
     assert_eq!(
-        srv.post(
-            &format!("/v1/credentials/{id}/restore"),
-            &srv.admin,
-            json!({})
-        )
-        .await
-        .ok(200)["status"],
+        srv.post(&format!("/v1/credentials/{id}/restore"), &srv.admin, json!({}))
+            .await
+            .ok(200)["status"],
         "active"
     );
-    srv.post(
-        &format!("/v1/credentials/{id}/restore"),
-        &srv.admin,
-        json!({}),
-    )
-    .await
-    .problem(409, "not_deleted");
+    srv.post(&format!("/v1/credentials/{id}/restore"), &srv.admin, json!({}))
+        .await
+        .problem(409, "not_deleted");
 
     // Every step is audited, and the chain verifies.
     let audit = srv
@@ -411,10 +366,7 @@ async fn concurrent_promotes_leave_one_winner(b: Backend) {
         let s = h.await.unwrap();
         assert!(s == 200 || s == 409, "status {s}");
     }
-    let got = srv
-        .get(&format!("/v1/credentials/{id}"), &srv.admin)
-        .await
-        .ok(200);
+    let got = srv.get(&format!("/v1/credentials/{id}"), &srv.admin).await.ok(200);
     let current: Vec<i64> = got["versions"]
         .as_array()
         .unwrap()
@@ -480,25 +432,16 @@ async fn lists_filter_and_paginate(b: Backend) {
         .ok(200);
     assert_eq!(prod["items"].as_array().unwrap().len(), 4);
     let stripe = srv
-        .get(
-            "/v1/credentials?label=system:stripe&environment=prod",
-            &srv.admin,
-        )
+        .get("/v1/credentials?label=system:stripe&environment=prod", &srv.admin)
         .await
         .ok(200);
     assert_eq!(stripe["items"].as_array().unwrap().len(), 2);
     let ws = srv
-        .get(
-            &format!("/v1/credentials?workspace_id={}", srv.ws_id),
-            &srv.admin,
-        )
+        .get(&format!("/v1/credentials?workspace_id={}", srv.ws_id), &srv.admin)
         .await
         .ok(200);
     assert_eq!(ws["items"].as_array().unwrap().len(), 7);
-    let org_wide = srv
-        .get("/v1/credentials?type=password", &srv.admin)
-        .await
-        .ok(200);
+    let org_wide = srv.get("/v1/credentials?type=password", &srv.admin).await.ok(200);
     assert_eq!(org_wide["items"][0]["workspace_id"], Value::Null);
     assert_eq!(org_wide["items"][0]["org_id"], srv.org_id.as_str());
 }
@@ -554,18 +497,11 @@ async fn enabled_types_limit_create_and_the_type_list_on_every_backend() {
 async fn audit_tampering_is_detected(b: Backend) {
     let srv = Server::start(b).await;
     for i in 0..5 {
-        srv.database_credential(&srv.admin, &format!("c{i}"), "pw")
-            .await;
+        srv.database_credential(&srv.admin, &format!("c{i}"), "pw").await;
     }
     let org = srv.org_id.clone();
-    assert_eq!(
-        srv.get("/v1/audit/verify", &srv.admin).await.ok(200)["ok"],
-        true
-    );
-    let events = srv
-        .get("/v1/audit?action=credential.create", &srv.admin)
-        .await
-        .ok(200);
+    assert_eq!(srv.get("/v1/audit/verify", &srv.admin).await.ok(200)["ok"], true);
+    let events = srv.get("/v1/audit?action=credential.create", &srv.admin).await.ok(200);
     let third = events["items"][2]["seq"].as_i64().unwrap();
     // Edit one field of one event.
     srv.raw_sql(&format!(
@@ -582,7 +518,10 @@ async fn audit_tampering_is_detected(b: Backend) {
     // Removing the tail is caught by the chain head.
     let srv2 = Server::start(b).await;
     srv2.database_credential(&srv2.admin, "x", "pw").await;
-    srv2.raw_sql(&format!("DELETE FROM audit_events WHERE seq = (SELECT MAX(seq) FROM audit_events WHERE chain = '{}')", srv2.org_id));
+    srv2.raw_sql(&format!(
+        "DELETE FROM audit_events WHERE seq = (SELECT MAX(seq) FROM audit_events WHERE chain = '{}')",
+        srv2.org_id
+    ));
     let v = srv2.get("/v1/audit/verify", &srv2.admin).await.ok(200);
     assert_eq!(v["ok"], false, "{v}");
     let _ = org;
@@ -596,8 +535,7 @@ async fn audit_tampering_is_detected_on_every_backend() {
 async fn audit_queries_filter_and_paginate(b: Backend) {
     let srv = Server::start(b).await;
     for i in 0..6 {
-        srv.database_credential(&srv.admin, &format!("a{i}"), "pw")
-            .await;
+        srv.database_credential(&srv.admin, &format!("a{i}"), "pw").await;
     }
     let all = srv
         .get("/v1/audit?action=credential.create&limit=4", &srv.admin)
@@ -654,10 +592,7 @@ async fn audit_queries_filter_and_paginate_on_every_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_covers_every_route_and_metrics_count_requests() {
     let srv = Server::start(Backend::Sqlite).await;
-    let doc = srv
-        .call("GET", "/v1/openapi.json", None, None)
-        .await
-        .ok(200);
+    let doc = srv.call("GET", "/v1/openapi.json", None, None).await.ok(200);
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
     for (method, path) in [
@@ -691,7 +626,12 @@ async fn the_openapi_document_covers_every_route_and_metrics_count_requests() {
     }
     let m = srv.call("GET", "/metrics", None, None).await;
     assert_eq!(m.status, 200);
-    assert!(m.text.contains("credvault_http_requests_total{method=\"GET\",route=\"/v1/openapi.json\",status=\"200\"} 2"), "{}", m.text);
+    assert!(
+        m.text
+            .contains("credvault_http_requests_total{method=\"GET\",route=\"/v1/openapi.json\",status=\"200\"} 2"),
+        "{}",
+        m.text
+    );
     assert!(m.text.contains("credvault_store_ready 1"));
 }
 
@@ -709,17 +649,10 @@ async fn responses_carry_request_ids_and_security_headers() {
     assert_eq!(r.headers()["x-request-id"], "trace-abc-123");
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
     assert_eq!(r.headers()["cache-control"], "no-store");
-    let p = srv
-        .call("GET", "/v1/credentials/cred_x", Some(&srv.admin), None)
-        .await;
+    let p = srv.call("GET", "/v1/credentials/cred_x", Some(&srv.admin), None).await;
     let body = p.problem(404, "not_found");
     assert!(body["request_id"].as_str().unwrap().starts_with("req_"));
-    let unauth = srv
-        .http
-        .get(format!("{}/v1/me", srv.base))
-        .send()
-        .await
-        .unwrap();
+    let unauth = srv.http.get(format!("{}/v1/me", srv.base)).send().await.unwrap();
     assert_eq!(unauth.status(), 401);
     assert_eq!(unauth.headers()["www-authenticate"], "Bearer");
 }
@@ -729,11 +662,7 @@ async fn graceful_shutdown_on_sigterm_and_restart_keeps_data() {
     let mut srv = Server::start(Backend::Sqlite).await;
     let c = srv.database_credential(&srv.admin, "keep-me", "pw").await;
     srv.stop();
-    assert!(
-        srv.logs().contains("shutdown signal received"),
-        "{}",
-        srv.logs()
-    );
+    assert!(srv.logs().contains("shutdown signal received"), "{}", srv.logs());
     // Restart on the same data directory: no new admin token, the credential is there.
     let mut cmd = std::process::Command::new(common::bin());
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -748,18 +677,9 @@ async fn graceful_shutdown_on_sigterm_and_restart_keeps_data() {
         line.contains("listening on"),
         "a restarted server prints no new token: {line}"
     );
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap();
+    let addr = line.split("http://").nth(1).unwrap().split_whitespace().next().unwrap();
     let r = reqwest::Client::new()
-        .get(format!(
-            "http://{addr}/v1/credentials/{}",
-            c["id"].as_str().unwrap()
-        ))
+        .get(format!("http://{addr}/v1/credentials/{}", c["id"].as_str().unwrap()))
         .bearer_auth(&srv.admin)
         .send()
         .await
@@ -792,11 +712,7 @@ fn init_prints_the_bootstrap_json_once() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["admin_token"].as_str().unwrap().starts_with("cvt_"));
     assert!(v["org_id"].as_str().unwrap().starts_with("org_"));

@@ -17,11 +17,7 @@ fn cli(srv: &Server, args: &[&str], stdin: Option<&str>) -> (bool, String, Strin
         .env("CREDVAULT_TOKEN", &srv.admin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     let mut child = cmd.spawn().unwrap();
     if let Some(s) = stdin {
         child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
@@ -135,10 +131,7 @@ async fn the_cli_refuses_secrets_on_the_command_line_and_explains_errors() {
         None,
     );
     assert!(!ok);
-    assert!(
-        err.contains("password") && err.contains("--fields-file"),
-        "{err}"
-    );
+    assert!(err.contains("password") && err.contains("--fields-file"), "{err}");
     // Server-side problems are shown with their code and field.
     let (ok, _, err) = cli(
         &srv,
@@ -159,10 +152,7 @@ async fn the_cli_refuses_secrets_on_the_command_line_and_explains_errors() {
         Some(r#"{"password":"p"}"#),
     );
     assert!(!ok);
-    assert!(
-        err.contains("invalid_name") && err.contains("field: name"),
-        "{err}"
-    );
+    assert!(err.contains("invalid_name") && err.contains("field: name"), "{err}");
     // No token configured.
     let out = Command::new(common::bin())
         .args(["whoami"])
@@ -181,11 +171,7 @@ async fn the_cli_manages_orgs_workspaces_principals_and_tokens() {
     assert!(ok, "{err}");
     let org: Value = serde_json::from_str(&out).unwrap();
     let org_id = org["id"].as_str().unwrap();
-    let (ok, out, err) = cli(
-        &srv,
-        &["workspace", "create", "--org", org_id, "analytics"],
-        None,
-    );
+    let (ok, out, err) = cli(&srv, &["workspace", "create", "--org", org_id, "analytics"], None);
     assert!(ok, "{err}");
     let ws: Value = serde_json::from_str(&out).unwrap();
     let (ok, out, err) = cli(

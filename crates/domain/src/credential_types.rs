@@ -22,12 +22,10 @@ use std::fmt;
 
 use serde_json::{Map, Value, json};
 
-pub use validate::{merge, validate};
+pub use validate::{merge, validate, validate_plain};
 
 /// The kind of a credential, as it appears on the wire (`"type": "api_key"`).
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialType {
     Aws,
@@ -124,6 +122,8 @@ pub enum FieldKind {
     String,
     /// A JSON integer (not `5.0`, not `"5"`).
     Integer,
+    /// `true` or `false`.
+    Boolean,
     /// A JSON array of non-empty strings.
     StringList,
     /// An RFC 3339 timestamp string, e.g. `2025-01-31T12:00:00Z`.
@@ -147,6 +147,7 @@ impl FieldKind {
         match self {
             FieldKind::String => "string",
             FieldKind::Integer => "integer",
+            FieldKind::Boolean => "boolean",
             FieldKind::StringList => "string_list",
             FieldKind::Timestamp => "timestamp",
             FieldKind::Object(_) => "object",
@@ -377,18 +378,9 @@ pub struct ValidatedFields {
 /// Resolves the requested variant. Types with one variant, and `database` (default
 /// `password`), accept `None`; the others answer `variant_required`. An unknown name answers
 /// `invalid_variant`, listing the allowed names.
-pub fn resolve_variant(
-    ty: CredentialType,
-    variant: Option<&str>,
-) -> Result<&'static VariantSchema, FieldError> {
+pub fn resolve_variant(ty: CredentialType, variant: Option<&str>) -> Result<&'static VariantSchema, FieldError> {
     let s = schema(ty);
-    let names = || {
-        s.variants
-            .iter()
-            .map(|v| v.name)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let names = || s.variants.iter().map(|v| v.name).collect::<Vec<_>>().join(", ");
     match variant {
         None => s.default_variant.and_then(|d| s.variant(d)).ok_or_else(|| {
             FieldError::new(

@@ -150,9 +150,6 @@ mod tests {
             "b": ["x", {"c": "y", "d": 3, "e": true, "f": null}],
         });
         zeroize_json(&mut v);
-        assert_eq!(
-            v,
-            json!({"a": "", "b": ["", {"c": "", "d": 3, "e": true, "f": null}]})
-        );
+        assert_eq!(v, json!({"a": "", "b": ["", {"c": "", "d": 3, "e": true, "f": null}]}));
     }
 }

@@ -70,8 +70,7 @@ impl PgDb {
         let name = format!("cvt_{}", random_hex(6));
         let (u, n) = (admin_url.clone(), name.clone());
         off_runtime(move || {
-            let mut c = postgres::Client::connect(&u, postgres::NoTls)
-                .expect("cannot reach the test PostgreSQL");
+            let mut c = postgres::Client::connect(&u, postgres::NoTls).expect("cannot reach the test PostgreSQL");
             c.batch_execute(&format!("CREATE DATABASE {n}")).unwrap();
         });
         let (base, _) = admin_url.rsplit_once('/').unwrap();
@@ -127,32 +126,20 @@ impl Resp {
     /// Asserts the status and returns the body.
     #[track_caller]
     pub fn ok(self, status: u16) -> Value {
-        assert_eq!(
-            self.status, status,
-            "unexpected status; body: {}",
-            self.text
-        );
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
         self.body
     }
     /// Asserts a problem document with this status and code.
     #[track_caller]
     pub fn problem(self, status: u16, code: &str) -> Value {
-        assert_eq!(
-            self.status, status,
-            "unexpected status; body: {}",
-            self.text
-        );
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
         assert!(
             self.content_type.starts_with("application/problem+json"),
             "not a problem document: {} {}",
             self.content_type,
             self.text
         );
-        assert_eq!(
-            self.body["code"], code,
-            "unexpected code; body: {}",
-            self.text
-        );
+        assert_eq!(self.body["code"], code, "unexpected code; body: {}", self.text);
         self.body
     }
     pub fn id(&self) -> String {
@@ -202,11 +189,8 @@ impl Server {
             cmd.arg("--database-url").arg(&pg.url);
         }
         cmd.args(extra);
-        cmd.env_remove("CREDVAULT_TOKEN")
-            .env("CREDVAULT_LOG", "info");
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(Stdio::null());
+        cmd.env_remove("CREDVAULT_TOKEN").env("CREDVAULT_LOG", "info");
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
         let mut child = cmd.spawn().expect("cannot start credvault");
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
@@ -260,13 +244,7 @@ impl Server {
     }
 
     /// Sends a request with an optional bearer token and JSON body.
-    pub async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Resp {
+    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self.http.request(m, format!("{}{}", self.base, path));
         if let Some(t) = token {
@@ -275,10 +253,7 @@ impl Server {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let r = req
-            .send()
-            .await
-            .expect("request failed (is the server down?)");
+        let r = req.send().await.expect("request failed (is the server down?)");
         let status = r.status().as_u16();
         let content_type = r
             .headers()
@@ -297,14 +272,7 @@ impl Server {
     }
 
     /// Sends raw bytes with a content type.
-    pub async fn raw(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        content_type: &str,
-        body: Vec<u8>,
-    ) -> Resp {
+    pub async fn raw(&self, method: &str, path: &str, token: Option<&str>, content_type: &str, body: Vec<u8>) -> Resp {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self
             .http
@@ -314,10 +282,7 @@ impl Server {
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
-        let r = req
-            .send()
-            .await
-            .expect("request failed (is the server down?)");
+        let r = req.send().await.expect("request failed (is the server down?)");
         let status = r.status().as_u16();
         let content_type = r
             .headers()
@@ -385,9 +350,7 @@ impl Server {
     pub async fn user_with_role(&self, role: &str) -> String {
         let name = format!("{role}-{}", random_hex(3));
         let org = self.org_id.clone();
-        self.principal(&org, "user", &name, &[(role, Scope::Org(&org))])
-            .await
-            .1
+        self.principal(&org, "user", &name, &[(role, Scope::Org(&org))]).await.1
     }
 
     /// Creates a `database` credential in the default workspace and returns its body.
@@ -405,11 +368,7 @@ impl Server {
 
     /// Everything the server printed so far.
     pub fn logs(&self) -> String {
-        format!(
-            "{}\n{}",
-            self.stdout.lock().unwrap(),
-            self.stderr.lock().unwrap()
-        )
+        format!("{}\n{}", self.stdout.lock().unwrap(), self.stderr.lock().unwrap())
     }
 
     /// The SQLite database path (SQLite backend).
@@ -438,10 +397,7 @@ impl Server {
     /// Stops the server with SIGTERM and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
             let _ = c.wait();
         }
     }

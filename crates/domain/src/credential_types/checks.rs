@@ -55,16 +55,12 @@ pub(super) fn check_str(check: Check, s: &str, query_param: bool) -> Result<(), 
             "must be an IAM role ARN such as arn:aws:iam::123456789012:role/name",
         ),
         Check::AwsAccessKeyId => ok(
-            (16..=128).contains(&s.len())
-                && s.bytes()
-                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()),
+            (16..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()),
             "must be an AWS access key ID: 16–128 uppercase letters and digits",
         ),
         Check::AwsRegion => ok(is_aws_region(s), "must be an AWS region such as us-east-1"),
         Check::AwsExternalId => ok(
-            (2..=1224).contains(&s.len())
-                && s.bytes()
-                    .all(|b| is_aws_name_byte(b) || b == b':' || b == b'/'),
+            (2..=1224).contains(&s.len()) && s.bytes().all(|b| is_aws_name_byte(b) || b == b':' || b == b'/'),
             "must be 2–1224 characters of letters, digits and _+=,.@:/-",
         ),
         Check::AwsSessionName => ok(
@@ -150,17 +146,11 @@ fn is_aws_region(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     s.len() <= 32
         && parts.len() >= 3
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        })
         && parts
-            .first()
-            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_lowercase()))
-        && parts
-            .last()
-            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && parts.first().is_some_and(|p| p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts.last().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 // ------------------------------------------------------------------------------- identifiers
@@ -237,11 +227,7 @@ fn check_url(s: &str) -> Result<(), String> {
         let Some((addr, after)) = v6.split_once(']') else {
             return Err(format!("{SHAPE} with a valid host"));
         };
-        if addr.is_empty()
-            || !addr
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
+        if addr.is_empty() || !addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
             return Err(format!("{SHAPE} with a valid host"));
         }
         match after {
@@ -299,15 +285,9 @@ pub(super) fn parse_pem(text: &str) -> Result<Vec<String>, String> {
         let mut had_headers = false;
         for (n, raw) in lines.by_ref() {
             let l = raw.trim();
-            if let Some(end) = l
-                .strip_prefix("-----END ")
-                .and_then(|r| r.strip_suffix("-----"))
-            {
+            if let Some(end) = l.strip_prefix("-----END ").and_then(|r| r.strip_suffix("-----")) {
                 if end != label {
-                    return Err(format!(
-                        "the END line at line {} does not match its BEGIN line",
-                        n + 1
-                    ));
+                    return Err(format!("the END line at line {} does not match its BEGIN line", n + 1));
                 }
                 ended = true;
                 break;
@@ -326,10 +306,7 @@ pub(super) fn parse_pem(text: &str) -> Result<Vec<String>, String> {
                 }
                 continue;
             }
-            if !l
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
-            {
+            if !l.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)) {
                 return Err(format!("line {} is not base64", n + 1));
             }
             body.push_str(l);
@@ -401,17 +378,9 @@ fn check_certificate_pem(s: &str) -> Result<(), String> {
 // -------------------------------------------------------------------------------- GCP (JSON)
 
 /// Parses `s` as a JSON object, runs `f` on it, then zeroizes the parsed copy.
-fn check_json_document(
-    s: &str,
-    f: fn(&Map<String, Value>) -> Result<(), String>,
-) -> Result<(), String> {
-    let mut v: Value = serde_json::from_str(s).map_err(|e| {
-        format!(
-            "is not valid JSON (line {}, column {})",
-            e.line(),
-            e.column()
-        )
-    })?;
+fn check_json_document(s: &str, f: fn(&Map<String, Value>) -> Result<(), String>) -> Result<(), String> {
+    let mut v: Value =
+        serde_json::from_str(s).map_err(|e| format!("is not valid JSON (line {}, column {})", e.line(), e.column()))?;
     let result = match &v {
         Value::Object(m) => f(m),
         _ => Err("must be a JSON object".to_owned()),
@@ -457,14 +426,12 @@ fn gcp_external_account(m: &Map<String, Value>) -> Result<(), String> {
     }
     required_str_member(m, "audience")?;
     required_str_member(m, "subject_token_type")?;
-    check_url(required_str_member(m, "token_url")?)
-        .map_err(|e| format!("has a \"token_url\" that {e}"))?;
+    check_url(required_str_member(m, "token_url")?).map_err(|e| format!("has a \"token_url\" that {e}"))?;
     if !m.get("credential_source").is_some_and(Value::is_object) {
         return Err("must have a \"credential_source\" object".to_owned());
     }
     if let Some(url) = str_member(m, "service_account_impersonation_url")? {
-        check_url(url)
-            .map_err(|e| format!("has a \"service_account_impersonation_url\" that {e}"))?;
+        check_url(url).map_err(|e| format!("has a \"service_account_impersonation_url\" that {e}"))?;
     }
     Ok(())
 }
@@ -487,18 +454,9 @@ fn check_ssh_host_key(s: &str) -> Result<(), String> {
     // Optionally preceded by a known_hosts host pattern.
     let start = match tokens.first() {
         Some(t) if SSH_KEY_ALGORITHMS.contains(t) => 0,
-        Some(_)
-            if tokens
-                .get(1)
-                .is_some_and(|t| SSH_KEY_ALGORITHMS.contains(t)) =>
-        {
-            1
-        }
+        Some(_) if tokens.get(1).is_some_and(|t| SSH_KEY_ALGORITHMS.contains(t)) => 1,
         _ => {
-            return Err(format!(
-                "{SHAPE} (algorithm one of {})",
-                SSH_KEY_ALGORITHMS.join(", ")
-            ));
+            return Err(format!("{SHAPE} (algorithm one of {})", SSH_KEY_ALGORITHMS.join(", ")));
         }
     };
     let (Some(algorithm), Some(blob)) = (tokens.get(start), tokens.get(start + 1)) else {

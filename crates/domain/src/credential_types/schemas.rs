@@ -53,12 +53,9 @@ static AWS_ACCESS_KEY: [FieldSchema; 4] = [
     )
     .secret()
     .check(Check::NonEmpty),
-    field(
-        "session_token",
-        "Session token, for temporary (ASIA…) credentials.",
-    )
-    .secret()
-    .optional(),
+    field("session_token", "Session token, for temporary (ASIA…) credentials.")
+        .secret()
+        .optional(),
     AWS_REGION,
 ];
 
@@ -109,11 +106,8 @@ const AZURE_TENANT_ID: FieldSchema = field(
 )
 .check(Check::AzureTenantId);
 
-const AZURE_CLIENT_ID: FieldSchema = field(
-    "client_id",
-    "Application (client) ID of the app registration.",
-)
-.check(Check::Uuid);
+const AZURE_CLIENT_ID: FieldSchema =
+    field("client_id", "Application (client) ID of the app registration.").check(Check::Uuid);
 
 const AZURE_AUTHORITY_URL: FieldSchema = field(
     "authority_url",
@@ -215,18 +209,12 @@ static SSH_TUNNEL: [FieldSchema; 6] = [
         .kind(FieldKind::Integer)
         .check(Check::Port),
     field("user", "SSH user name.").check(Check::NonEmpty),
-    field(
-        "private_key_pem",
-        "SSH private key (PEM; OpenSSH format accepted).",
-    )
-    .secret()
-    .check(Check::PrivateKeyPem),
-    field(
-        "passphrase",
-        "Passphrase of the SSH private key, if encrypted.",
-    )
-    .secret()
-    .optional(),
+    field("private_key_pem", "SSH private key (PEM; OpenSSH format accepted).")
+        .secret()
+        .check(Check::PrivateKeyPem),
+    field("passphrase", "Passphrase of the SSH private key, if encrypted.")
+        .secret()
+        .optional(),
     field(
         "known_host_key",
         "The bastion's public host key, e.g. \"ssh-ed25519 AAAA…\"; the tunnel refuses any other.",
@@ -236,16 +224,13 @@ static SSH_TUNNEL: [FieldSchema; 6] = [
 
 const DB_USERNAME: FieldSchema = field("username", "Database user name.").check(Check::NonEmpty);
 
-const DB_SSH_TUNNEL: FieldSchema =
-    field("ssh_tunnel", "Reach the database through an SSH bastion.")
-        .optional()
-        .kind(FieldKind::Object(&SSH_TUNNEL));
+const DB_SSH_TUNNEL: FieldSchema = field("ssh_tunnel", "Reach the database through an SSH bastion.")
+    .optional()
+    .kind(FieldKind::Object(&SSH_TUNNEL));
 
 static DB_PASSWORD: [FieldSchema; 3] = [
     DB_USERNAME,
-    field("password", "Database password.")
-        .secret()
-        .check(Check::NonEmpty),
+    field("password", "Database password.").secret().check(Check::NonEmpty),
     DB_SSH_TUNNEL,
 ];
 
@@ -279,11 +264,7 @@ static DATABASE_VARIANTS: [VariantSchema; 2] = [
 // ------------------------------------------------------------------------------------ api_key
 
 static API_KEY_PART: [FieldSchema; 3] = [
-    field(
-        "name",
-        "Header name (in=header) or query parameter name (in=query).",
-    )
-    .check(Check::ApiKeyPartName),
+    field("name", "Header name (in=header) or query parameter name (in=query).").check(Check::ApiKeyPartName),
     field("value", "The secret value sent under that name.")
         .secret()
         .check(Check::NonEmpty),
@@ -331,9 +312,7 @@ macro_rules! oauth_fields {
             field("refresh_token", "Refresh token obtained at consent.")
                 .secret()
                 .optional(),
-            field("access_token", "Most recent access token.")
-                .secret()
-                .optional(),
+            field("access_token", "Most recent access token.").secret().optional(),
             field("access_token_expires_at", "When the access token expires.")
                 .optional()
                 .kind(FieldKind::Timestamp),
@@ -369,9 +348,7 @@ static OAUTH_VARIANTS: [VariantSchema; 2] = [
 
 static PASSWORD: [FieldSchema; 2] = [
     field("username", "User name, if the service needs one.").optional(),
-    field("password", "The password.")
-        .secret()
-        .check(Check::NonEmpty),
+    field("password", "The password.").secret().check(Check::NonEmpty),
 ];
 
 static PASSWORD_VARIANTS: [VariantSchema; 1] = [VariantSchema {

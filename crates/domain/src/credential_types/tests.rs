@@ -26,8 +26,7 @@ VH/a+yYcE0w5L9CiiEzEAAAABHRlc3QB
 ";
 
 /// The public half of `OPENSSH_KEY`, as a host key line.
-const SSH_HOST_KEY: &str =
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICvetwQHN4E+0aOrtmeDkwI+VH/a+yYcE0w5L9CiiEzE test";
+const SSH_HOST_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICvetwQHN4E+0aOrtmeDkwI+VH/a+yYcE0w5L9CiiEzE test";
 
 /// `openssl req -x509 -key <PKCS8_KEY> -subj /CN=credvault-test`
 const CERTIFICATE: &str = "-----BEGIN CERTIFICATE-----
@@ -158,11 +157,7 @@ fn examples() -> Vec<(CredentialType, Option<&'static str>, Value)> {
                 "private_key_pem": PKCS8_KEY,
             }),
         ),
-        (
-            Azure,
-            Some("managed_identity"),
-            json!({"client_id": UUID_A}),
-        ),
+        (Azure, Some("managed_identity"), json!({"client_id": UUID_A})),
         (
             Gcp,
             Some("service_account"),
@@ -229,11 +224,7 @@ fn examples() -> Vec<(CredentialType, Option<&'static str>, Value)> {
                 "scopes": [],
             }),
         ),
-        (
-            Password,
-            None,
-            json!({"username": "ftpuser", "password": "ftp-pass"}),
-        ),
+        (Password, None, json!({"username": "ftpuser", "password": "ftp-pass"})),
     ]
 }
 
@@ -395,10 +386,7 @@ fn schemas_are_well_formed() {
             check_fields(v.fields);
         }
     }
-    assert_eq!(
-        schema(CredentialType::Database).default_variant,
-        Some("password")
-    );
+    assert_eq!(schema(CredentialType::Database).default_variant, Some("password"));
     for ty in [
         CredentialType::Aws,
         CredentialType::Azure,
@@ -440,11 +428,7 @@ fn every_optional_field_may_be_omitted_or_null() {
             let mut nulled = fields.clone();
             nulled[f.name] = Value::Null;
             let v = ok(ty, variant, nulled);
-            assert_eq!(
-                merge(&v.public, v.secret.expose()),
-                omitted,
-                "null = absent"
-            );
+            assert_eq!(merge(&v.public, v.secret.expose()), omitted, "null = absent");
             assert!(v.public.get(f.name).is_none());
             assert!(v.secret.expose().get(f.name).is_none());
         }
@@ -496,11 +480,7 @@ fn the_split_puts_secrets_only_in_secret_and_public_fields_only_in_public() {
 
 #[test]
 fn the_split_of_a_database_credential_keeps_the_nesting() {
-    let v = ok(
-        CredentialType::Database,
-        None,
-        example(CredentialType::Database, None),
-    );
+    let v = ok(CredentialType::Database, None, example(CredentialType::Database, None));
     assert_eq!(
         v.public,
         json!({
@@ -524,11 +504,7 @@ fn the_split_of_a_database_credential_keeps_the_nesting() {
 
 #[test]
 fn the_split_of_an_api_key_keeps_list_positions() {
-    let v = ok(
-        CredentialType::ApiKey,
-        None,
-        example(CredentialType::ApiKey, None),
-    );
+    let v = ok(CredentialType::ApiKey, None, example(CredentialType::ApiKey, None));
     assert_eq!(
         v.public,
         json!({
@@ -546,18 +522,10 @@ fn the_split_of_an_api_key_keeps_list_positions() {
 fn merging_public_and_secret_gives_back_the_original_fields() {
     for (ty, variant, fields) in examples() {
         let v = ok(ty, variant, fields.clone());
-        assert_eq!(
-            merge(&v.public, v.secret.expose()),
-            fields,
-            "{ty}/{variant:?}"
-        );
+        assert_eq!(merge(&v.public, v.secret.expose()), fields, "{ty}/{variant:?}");
         // And through the stored byte form of the secret half.
         let secret = crate::secret::SecretJson::from_bytes(&v.secret.into_bytes()).unwrap();
-        assert_eq!(
-            merge(&v.public, secret.expose()),
-            fields,
-            "{ty}/{variant:?}"
-        );
+        assert_eq!(merge(&v.public, secret.expose()), fields, "{ty}/{variant:?}");
     }
 }
 
@@ -578,34 +546,19 @@ fn merge_combines_objects_deeply_and_arrays_element_wise() {
 
 #[test]
 fn secret_fields_set_lists_exactly_the_secret_paths_in_schema_order() {
-    let v = ok(
-        CredentialType::Database,
-        None,
-        example(CredentialType::Database, None),
-    );
+    let v = ok(CredentialType::Database, None, example(CredentialType::Database, None));
     assert_eq!(
         v.secret_fields_set,
-        [
-            "password",
-            "ssh_tunnel.private_key_pem",
-            "ssh_tunnel.passphrase"
-        ]
+        ["password", "ssh_tunnel.private_key_pem", "ssh_tunnel.passphrase"]
     );
-    let v = ok(
-        CredentialType::ApiKey,
-        None,
-        example(CredentialType::ApiKey, None),
-    );
+    let v = ok(CredentialType::ApiKey, None, example(CredentialType::ApiKey, None));
     assert_eq!(v.secret_fields_set, ["parts[0].value", "parts[1].value"]);
     let v = ok(
         CredentialType::Oauth,
         Some("authorization_code"),
         example(CredentialType::Oauth, Some("authorization_code")),
     );
-    assert_eq!(
-        v.secret_fields_set,
-        ["client_secret", "refresh_token", "access_token"]
-    );
+    assert_eq!(v.secret_fields_set, ["client_secret", "refresh_token", "access_token"]);
     let v = ok(
         CredentialType::Aws,
         Some("access_key"),
@@ -633,11 +586,7 @@ fn secret_fields_set_lists_exactly_the_secret_paths_in_schema_order() {
 
 #[test]
 fn validated_fields_debug_does_not_show_secrets() {
-    let v = ok(
-        CredentialType::Database,
-        None,
-        example(CredentialType::Database, None),
-    );
+    let v = ok(CredentialType::Database, None, example(CredentialType::Database, None));
     let shown = format!("{v:?}");
     assert!(shown.contains("SecretJson([redacted])"));
     assert!(!shown.contains("db-pass"));
@@ -692,16 +641,8 @@ fn an_unknown_field_is_rejected_with_unknown_field_and_its_path() {
 #[test]
 fn a_value_of_the_wrong_json_type_is_rejected_with_wrong_type() {
     use CredentialType::*;
-    assert_has(
-        &errs(Password, None, json!(["password"])),
-        "fields",
-        "wrong_type",
-    );
-    assert_has(
-        &errs(Password, None, json!("password")),
-        "fields",
-        "wrong_type",
-    );
+    assert_has(&errs(Password, None, json!(["password"])), "fields", "wrong_type");
+    assert_has(&errs(Password, None, json!("password")), "fields", "wrong_type");
     assert_has(
         &errs(Password, None, json!({"password": 5})),
         "fields.password",
@@ -716,11 +657,7 @@ fn a_value_of_the_wrong_json_type_is_rejected_with_wrong_type() {
     for port in [json!("22"), json!(22.0), json!(22.5), json!(-1.5)] {
         let mut f = example(Database, None);
         f["ssh_tunnel"]["port"] = port;
-        assert_has(
-            &errs(Database, None, f),
-            "fields.ssh_tunnel.port",
-            "wrong_type",
-        );
+        assert_has(&errs(Database, None, f), "fields.ssh_tunnel.port", "wrong_type");
     }
     let mut f = example(Database, None);
     f["ssh_tunnel"] = json!("bastion:22");
@@ -734,11 +671,7 @@ fn a_value_of_the_wrong_json_type_is_rejected_with_wrong_type() {
     assert_has(&errs(ApiKey, None, f), "fields.parts[0]", "wrong_type");
     let mut f = example(ApiKey, None);
     f["headers"]["X-Tenant"] = json!(1);
-    assert_has(
-        &errs(ApiKey, None, f),
-        "fields.headers.X-Tenant",
-        "wrong_type",
-    );
+    assert_has(&errs(ApiKey, None, f), "fields.headers.X-Tenant", "wrong_type");
     let mut f = example(ApiKey, None);
     f["headers"] = json!(["Accept"]);
     assert_has(&errs(ApiKey, None, f), "fields.headers", "wrong_type");
@@ -752,11 +685,7 @@ fn a_value_of_the_wrong_json_type_is_rejected_with_wrong_type() {
     assert_has(&errs(Oauth, o, f), "fields.scopes[1]", "wrong_type");
     let mut f = example(Oauth, o);
     f["access_token_expires_at"] = json!(1_700_000_000);
-    assert_has(
-        &errs(Oauth, o, f),
-        "fields.access_token_expires_at",
-        "wrong_type",
-    );
+    assert_has(&errs(Oauth, o, f), "fields.access_token_expires_at", "wrong_type");
 }
 
 #[test]
@@ -796,11 +725,7 @@ fn a_missing_required_field_is_rejected_with_required() {
         json!({"role_arn": "arn:aws:iam::123456789012:role/x"}),
     );
     assert_has(&e, "fields.source_credential_id", "required");
-    assert_has(
-        &errs(Password, None, Value::Null),
-        "fields.password",
-        "required",
-    );
+    assert_has(&errs(Password, None, Value::Null), "fields.password", "required");
 }
 
 #[test]
@@ -818,11 +743,7 @@ fn an_empty_string_is_rejected_with_empty() {
     );
     let mut f = example(Oauth, Some("authorization_code"));
     f["scopes"] = json!(["read", ""]);
-    assert_has(
-        &errs(Oauth, Some("authorization_code"), f),
-        "fields.scopes[1]",
-        "empty",
-    );
+    assert_has(&errs(Oauth, Some("authorization_code"), f), "fields.scopes[1]", "empty");
 }
 
 #[test]
@@ -856,11 +777,7 @@ fn an_unknown_variant_is_rejected_with_invalid_variant_listing_the_allowed_names
     assert_eq!(e.len(), 1);
     assert_eq!(e[0].field, "variant");
     assert_eq!(e[0].code, "invalid_variant");
-    assert!(
-        e[0].message.contains("access_key, assume_role"),
-        "{}",
-        e[0].message
-    );
+    assert!(e[0].message.contains("access_key, assume_role"), "{}", e[0].message);
     assert!(e[0].message.contains("\"iam_user\""), "{}", e[0].message);
 
     let e = resolve_variant(CredentialType::Password, Some("basic")).unwrap_err();
@@ -882,10 +799,7 @@ fn a_missing_variant_is_rejected_with_variant_required_for_types_without_a_defau
     ] {
         let e = errs(ty, None, json!({}));
         assert_eq!(e.len(), 1);
-        assert_eq!(
-            (e[0].field.as_str(), e[0].code),
-            ("variant", "variant_required")
-        );
+        assert_eq!((e[0].field.as_str(), e[0].code), ("variant", "variant_required"));
         let names: Vec<_> = schema(ty).variants.iter().map(|v| v.name).collect();
         assert!(e[0].message.contains(&names.join(", ")), "{}", e[0].message);
     }
@@ -894,26 +808,17 @@ fn a_missing_variant_is_rejected_with_variant_required_for_types_without_a_defau
 #[test]
 fn database_and_single_variant_types_accept_a_missing_variant() {
     assert_eq!(
-        resolve_variant(CredentialType::Database, None)
-            .unwrap()
-            .name,
+        resolve_variant(CredentialType::Database, None).unwrap().name,
         "password"
     );
+    assert_eq!(resolve_variant(CredentialType::ApiKey, None).unwrap().name, "api_key");
     assert_eq!(
-        resolve_variant(CredentialType::ApiKey, None).unwrap().name,
-        "api_key"
-    );
-    assert_eq!(
-        resolve_variant(CredentialType::Password, None)
-            .unwrap()
-            .name,
+        resolve_variant(CredentialType::Password, None).unwrap().name,
         "password"
     );
     // The explicit name works too.
     assert_eq!(
-        resolve_variant(CredentialType::ApiKey, Some("api_key"))
-            .unwrap()
-            .name,
+        resolve_variant(CredentialType::ApiKey, Some("api_key")).unwrap().name,
         "api_key"
     );
     let v = ok(
@@ -922,11 +827,7 @@ fn database_and_single_variant_types_accept_a_missing_variant() {
         json!({"username": "u", "password": "p"}),
     );
     assert_eq!(v.variant.as_deref(), Some("password"));
-    let v = ok(
-        CredentialType::Password,
-        Some("password"),
-        json!({"password": "p"}),
-    );
+    let v = ok(CredentialType::Password, Some("password"), json!({"password": "p"}));
     assert_eq!(v.variant, None);
 }
 
@@ -965,11 +866,7 @@ fn a_malformed_role_arn_is_rejected_with_invalid_format() {
     let long = format!("arn:aws:iam::123456789012:role/{}", "a".repeat(65));
     let mut f = example(CredentialType::Aws, v);
     f["role_arn"] = json!(long);
-    assert_has(
-        &errs(CredentialType::Aws, v, f),
-        "fields.role_arn",
-        "invalid_format",
-    );
+    assert_has(&errs(CredentialType::Aws, v, f), "fields.role_arn", "invalid_format");
 }
 
 #[test]
@@ -982,14 +879,8 @@ fn a_malformed_pem_is_rejected_with_invalid_format() {
         .join("\n");
     let cases = [
         ("private_key_pem", "not a pem".to_owned()),
-        (
-            "private_key_pem",
-            PKCS8_KEY.replace("-----END PRIVATE KEY-----", ""),
-        ),
-        (
-            "private_key_pem",
-            PKCS8_KEY.replace("-----BEGIN PRIVATE KEY-----", ""),
-        ),
+        ("private_key_pem", PKCS8_KEY.replace("-----END PRIVATE KEY-----", "")),
+        ("private_key_pem", PKCS8_KEY.replace("-----BEGIN PRIVATE KEY-----", "")),
         (
             "private_key_pem",
             PKCS8_KEY.replace("END PRIVATE KEY", "END RSA PRIVATE KEY"),
@@ -1061,11 +952,7 @@ fn a_malformed_gcp_service_account_json_is_rejected_with_invalid_format() {
         ("missing type", "type", Value::Null),
         ("missing private_key", "private_key", Value::Null),
         ("bad private_key", "private_key", json!("MIIE...")),
-        (
-            "certificate as private_key",
-            "private_key",
-            json!(CERTIFICATE),
-        ),
+        ("certificate as private_key", "private_key", json!(CERTIFICATE)),
         ("missing client_email", "client_email", Value::Null),
         ("bad client_email", "client_email", json!("loader")),
         ("bad token_uri", "token_uri", json!("ftp://x")),
@@ -1087,11 +974,7 @@ fn a_malformed_gcp_service_account_json_is_rejected_with_invalid_format() {
     // Missing project_id and token_uri are fine.
     sa.as_object_mut().unwrap().remove("project_id");
     sa.as_object_mut().unwrap().remove("token_uri");
-    ok(
-        CredentialType::Gcp,
-        v,
-        json!({"service_account_json": sa.to_string()}),
-    );
+    ok(CredentialType::Gcp, v, json!({"service_account_json": sa.to_string()}));
     // An object instead of a string is a type error.
     let e = errs(CredentialType::Gcp, v, json!({"service_account_json": sa}));
     assert_has(&e, "fields.service_account_json", "wrong_type");
@@ -1144,12 +1027,8 @@ fn no_error_ever_contains_a_submitted_secret_value() {
     let bad_formats = [
         json!(CANARY),
         json!(format!("{CANARY}\n{PKCS8_KEY}\n{CANARY}").replace("MC4C", "MC4*")),
-        json!(format!(
-            "-----BEGIN {CANARY}-----\n{CANARY}\n-----END {CANARY}-----"
-        )),
-        json!(format!(
-            "-----BEGIN {CANARY}-----\nQUJD\n-----END {CANARY}-----"
-        )),
+        json!(format!("-----BEGIN {CANARY}-----\n{CANARY}\n-----END {CANARY}-----")),
+        json!(format!("-----BEGIN {CANARY}-----\nQUJD\n-----END {CANARY}-----")),
         json!(format!(
             "-----BEGIN PRIVATE KEY-----\n{CANARY}\n-----END PRIVATE KEY-----"
         )),
@@ -1164,9 +1043,7 @@ fn no_error_ever_contains_a_submitted_secret_value() {
         json!(sa_with("private_key", json!(CANARY))),
         json!(sa_with(
             "private_key",
-            json!(format!(
-                "-----BEGIN {CANARY}-----\nQUJD\n-----END {CANARY}-----"
-            ))
+            json!(format!("-----BEGIN {CANARY}-----\nQUJD\n-----END {CANARY}-----"))
         )),
         json!(sa_with("token_uri", json!(format!("https://{CANARY}@x")))),
         json!(sa_with("project_id", json!([CANARY]))),
@@ -1190,10 +1067,7 @@ fn no_error_ever_contains_a_submitted_secret_value() {
         paths.retain(|p| field_at(vs.fields, p).secret);
         for path in paths {
             secret_fields_seen += 1;
-            let checked = !matches!(
-                field_at(vs.fields, &path).check,
-                Check::None | Check::NonEmpty
-            );
+            let checked = !matches!(field_at(vs.fields, &path).check, Check::None | Check::NonEmpty);
             for (i, bad) in always_bad.iter().chain(bad_formats.iter()).enumerate() {
                 let must_fail = i < always_bad.len() || checked;
                 let mut f = fields.clone();
@@ -1267,16 +1141,8 @@ fn api_key_parts_need_between_1_and_16_items() {
     let part = json!({"name": "X-Key", "value": "v", "in": "header"});
     let e = errs(CredentialType::ApiKey, None, json!({"parts": []}));
     assert_has(&e, "fields.parts", "empty");
-    ok(
-        CredentialType::ApiKey,
-        None,
-        json!({"parts": vec![part.clone(); 16]}),
-    );
-    let e = errs(
-        CredentialType::ApiKey,
-        None,
-        json!({"parts": vec![part; 17]}),
-    );
+    ok(CredentialType::ApiKey, None, json!({"parts": vec![part.clone(); 16]}));
+    let e = errs(CredentialType::ApiKey, None, json!({"parts": vec![part; 17]}));
     assert_has(&e, "fields.parts", "too_long");
 }
 
@@ -1318,13 +1184,8 @@ fn api_key_headers_need_header_names_and_values_without_control_characters() {
     );
     assert_has(&e, "fields.headers.Bad Name", "invalid_format");
     assert_has(&e, "fields.headers.X-Ok", "invalid_format");
-    let many: serde_json::Map<String, Value> =
-        (0..65).map(|i| (format!("X-H{i}"), json!("v"))).collect();
-    let e = errs(
-        CredentialType::ApiKey,
-        None,
-        json!({"parts": part, "headers": many}),
-    );
+    let many: serde_json::Map<String, Value> = (0..65).map(|i| (format!("X-H{i}"), json!("v"))).collect();
+    let e = errs(CredentialType::ApiKey, None, json!({"parts": part, "headers": many}));
     assert_has(&e, "fields.headers", "too_long");
     ok(
         CredentialType::ApiKey,
@@ -1336,12 +1197,7 @@ fn api_key_headers_need_header_names_and_values_without_control_characters() {
 #[test]
 fn timestamps_must_be_rfc_3339() {
     let v = Some("authorization_code");
-    for bad in [
-        "2025-01-31",
-        "2025-01-31 12:00:00",
-        "yesterday",
-        "2025-13-01T00:00:00Z",
-    ] {
+    for bad in ["2025-01-31", "2025-01-31 12:00:00", "yesterday", "2025-13-01T00:00:00Z"] {
         let mut f = example(CredentialType::Oauth, v);
         f["authorized_at"] = json!(bad);
         assert_has(
@@ -1408,20 +1264,8 @@ fn format_checks_accept_and_reject_the_documented_shapes() {
         ),
         (
             Check::AwsRegion,
-            &[
-                "us-east-1",
-                "ap-southeast-2",
-                "us-gov-west-1",
-                "eu-isoe-west-1",
-            ],
-            &[
-                "us-east",
-                "US-EAST-1",
-                "us_east_1",
-                "1-east-us",
-                "us--1",
-                "us-east-1a",
-            ],
+            &["us-east-1", "ap-southeast-2", "us-gov-west-1", "eu-isoe-west-1"],
+            &["us-east", "US-EAST-1", "us_east_1", "1-east-us", "us--1", "us-east-1a"],
         ),
         (
             Check::AwsAccessKeyId,
@@ -1467,17 +1311,10 @@ fn format_checks_accept_and_reject_the_documented_shapes() {
     ];
     for (check, good, bad) in cases {
         for g in *good {
-            assert_eq!(
-                check_str(*check, g, false),
-                Ok(()),
-                "{check:?} should accept {g:?}"
-            );
+            assert_eq!(check_str(*check, g, false), Ok(()), "{check:?} should accept {g:?}");
         }
         for b in *bad {
-            assert!(
-                check_str(*check, b, false).is_err(),
-                "{check:?} should reject {b:?}"
-            );
+            assert!(check_str(*check, b, false).is_err(), "{check:?} should reject {b:?}");
         }
     }
 }
@@ -1499,19 +1336,12 @@ fn types_json_honors_the_enabled_list_in_all_order() {
         .collect();
     assert_eq!(types, ["database", "password"]);
     assert_eq!(types_json(&[]), json!([]));
-    assert_eq!(
-        types_json(&CredentialType::ALL).as_array().unwrap().len(),
-        7
-    );
+    assert_eq!(types_json(&CredentialType::ALL).as_array().unwrap().len(), 7);
 }
 
 #[test]
 fn types_json_describes_variants_fields_nesting_enums_and_formats() {
-    let j = types_json(&[
-        CredentialType::Database,
-        CredentialType::ApiKey,
-        CredentialType::Aws,
-    ]);
+    let j = types_json(&[CredentialType::Database, CredentialType::ApiKey, CredentialType::Aws]);
     // In ALL order: aws, database, api_key.
     let db = &j[1];
     assert_eq!(db["type"], "database");

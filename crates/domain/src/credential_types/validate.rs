@@ -5,10 +5,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::checks::{self, MAX_STRING_BYTES, quote_suffix};
-use super::{
-    Check, CredentialType, FieldError, FieldKind, FieldSchema, ValidatedFields, resolve_variant,
-    schema,
-};
+use super::{Check, CredentialType, FieldError, FieldKind, FieldSchema, ValidatedFields, resolve_variant, schema};
 use crate::secret::{SecretJson, zeroize_json};
 
 /// Maximum number of entries in a [`FieldKind::StringMap`].
@@ -50,6 +47,23 @@ pub fn validate(
         secret: SecretJson::new(secret),
         secret_fields_set: walk.secret_paths,
     })
+}
+
+/// Validates a plain object that holds no secrets (a connection's `config`) against `fields`,
+/// with the same rules as credential fields; errors are reported under `root` (e.g.
+/// `config.port`). Returns the object with only the known, non-null members.
+pub fn validate_plain(fields: &'static [FieldSchema], mut value: Value, root: &str) -> Result<Value, Vec<FieldError>> {
+    let mut walk = Walk::default();
+    let mut out = Split::default();
+    match &mut value {
+        Value::Object(obj) => walk.object(fields, obj, root, "", false, &mut out),
+        Value::Null => walk.object(fields, &mut Map::new(), root, "", false, &mut out),
+        other => walk.wrong_type(root, "an object", other),
+    }
+    if !walk.errors.is_empty() {
+        return Err(walk.errors);
+    }
+    Ok(Value::Object(out.public))
 }
 
 /// Re-assembles public and secret parts into the full field object: objects are merged key by
@@ -136,15 +150,7 @@ impl Walk {
                         self.err(err_path, "required", "is required");
                     }
                 }
-                Some(v) => self.field(
-                    f,
-                    v,
-                    &err_path,
-                    &rel_path,
-                    all_secret || f.secret,
-                    query_param,
-                    out,
-                ),
+                Some(v) => self.field(f, v, &err_path, &rel_path, all_secret || f.secret, query_param, out),
             }
         }
         let leftovers = std::mem::take(obj);
@@ -177,11 +183,9 @@ impl Walk {
             (FieldKind::Object(sub), Value::Object(mut m)) => {
                 let mut inner = Split::default();
                 self.object(sub, &mut m, err_path, rel_path, secret, &mut inner);
-                out.public
-                    .insert(f.name.to_owned(), Value::Object(inner.public));
+                out.public.insert(f.name.to_owned(), Value::Object(inner.public));
                 if !inner.secret.is_empty() {
-                    out.secret
-                        .insert(f.name.to_owned(), Value::Object(inner.secret));
+                    out.secret.insert(f.name.to_owned(), Value::Object(inner.secret));
                 }
             }
             (FieldKind::List(sub), Value::Array(items)) => {
@@ -209,10 +213,10 @@ impl Walk {
                 }
                 out.public.insert(f.name.to_owned(), Value::Array(publics));
                 let mut secrets = Value::Array(secrets);
-                if secrets.as_array().is_some_and(|a| {
-                    a.iter()
-                        .any(|s| s.as_object().is_some_and(|m| !m.is_empty()))
-                }) {
+                if secrets
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|s| s.as_object().is_some_and(|m| !m.is_empty())))
+                {
                     out.secret.insert(f.name.to_owned(), secrets);
                 } else {
                     zeroize_json(&mut secrets);
@@ -252,11 +256,7 @@ impl Walk {
             }
             (FieldKind::Integer, Value::Number(n)) => match n.as_i64() {
                 Some(i) if f.check == Check::Port && !(1..=65535).contains(&i) => {
-                    let got = if secret {
-                        String::new()
-                    } else {
-                        format!(" (got {i})")
-                    };
+                    let got = if secret { String::new() } else { format!(" (got {i})") };
                     self.err(
                         path,
                         "invalid_format",
@@ -267,6 +267,8 @@ impl Walk {
                 None => self.wrong_type(path, "an integer", v),
             },
             (FieldKind::Integer, other) => self.wrong_type(path, "an integer", other),
+            (FieldKind::Boolean, Value::Bool(_)) => {}
+            (FieldKind::Boolean, other) => self.wrong_type(path, "true or false", other),
             (FieldKind::StringList, Value::Array(items)) => {
                 if self.count(f, items.len(), path) {
                     for (i, item) in items.iter().enumerate() {
@@ -283,11 +285,7 @@ impl Walk {
             (FieldKind::StringList, other) => self.wrong_type(path, "an array of strings", other),
             (FieldKind::StringMap, Value::Object(m)) => {
                 if m.len() > MAX_MAP_ENTRIES {
-                    self.err(
-                        path,
-                        "too_long",
-                        format!("must have at most {MAX_MAP_ENTRIES} entries"),
-                    );
+                    self.err(path, "too_long", format!("must have at most {MAX_MAP_ENTRIES} entries"));
                     return;
                 }
                 for (k, val) in m {
@@ -301,11 +299,7 @@ impl Walk {
                     }
                     match val {
                         Value::String(s) if s.chars().any(|c| c.is_control() && c != '\t') => {
-                            self.err(
-                                entry_path,
-                                "invalid_format",
-                                "must not contain control characters",
-                            );
+                            self.err(entry_path, "invalid_format", "must not contain control characters");
                         }
                         Value::String(s) if s.len() > MAX_STRING_BYTES => {
                             self.err(
@@ -332,11 +326,7 @@ impl Walk {
         if !self.plain_string(s, path, max) {
             return;
         }
-        let got = if secret {
-            String::new()
-        } else {
-            quote_suffix(s)
-        };
+        let got = if secret { String::new() } else { quote_suffix(s) };
         match f.kind {
             FieldKind::Timestamp if OffsetDateTime::parse(s, &Rfc3339).is_err() => {
                 self.err(
@@ -364,11 +354,7 @@ impl Walk {
     /// Non-empty and at most `max` bytes. Returns whether both hold.
     fn plain_string(&mut self, s: &str, path: &str, max: usize) -> bool {
         if s.is_empty() {
-            self.err(
-                path,
-                "empty",
-                "must not be empty (omit the field or send null instead)",
-            );
+            self.err(path, "empty", "must not be empty (omit the field or send null instead)");
             false
         } else if s.len() > max {
             self.err(path, "too_long", format!("must be at most {max} bytes"));

@@ -1,0 +1,545 @@
+//! Connector kinds: what a connection may point at, the non-secret configuration each kind
+//! takes (validated like credential fields; errors name `config.<field>`), and which
+//! credential types and variants fit it. Driver options come only from these allowlists —
+//! never a raw DSN from the user.
+
+use serde_json::{Value, json};
+
+use crate::credential_types::{Check, CredentialType, FieldError, FieldKind, FieldSchema, validate_plain};
+
+/// The kinds of connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectorKind {
+    /// PostgreSQL.
+    Postgres,
+    /// MySQL or MariaDB.
+    Mysql,
+    /// Microsoft SQL Server.
+    Sqlserver,
+    /// Oracle Database.
+    Oracle,
+    /// Snowflake.
+    Snowflake,
+    /// Google BigQuery.
+    Bigquery,
+    /// Amazon Redshift.
+    Redshift,
+    /// Amazon S3 (or an S3-compatible endpoint).
+    S3,
+    /// Google Cloud Storage.
+    Gcs,
+    /// Azure Blob Storage.
+    AzureBlob,
+    /// A REST/HTTP API.
+    Http,
+    /// FTP (optionally with explicit TLS).
+    Ftp,
+    /// LDAP.
+    Ldap,
+    /// A SaaS API reached with OAuth.
+    OauthSaas,
+}
+
+impl ConnectorKind {
+    /// Every kind.
+    pub const ALL: [ConnectorKind; 14] = [
+        ConnectorKind::Postgres,
+        ConnectorKind::Mysql,
+        ConnectorKind::Sqlserver,
+        ConnectorKind::Oracle,
+        ConnectorKind::Snowflake,
+        ConnectorKind::Bigquery,
+        ConnectorKind::Redshift,
+        ConnectorKind::S3,
+        ConnectorKind::Gcs,
+        ConnectorKind::AzureBlob,
+        ConnectorKind::Http,
+        ConnectorKind::Ftp,
+        ConnectorKind::Ldap,
+        ConnectorKind::OauthSaas,
+    ];
+
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectorKind::Postgres => "postgres",
+            ConnectorKind::Mysql => "mysql",
+            ConnectorKind::Sqlserver => "sqlserver",
+            ConnectorKind::Oracle => "oracle",
+            ConnectorKind::Snowflake => "snowflake",
+            ConnectorKind::Bigquery => "bigquery",
+            ConnectorKind::Redshift => "redshift",
+            ConnectorKind::S3 => "s3",
+            ConnectorKind::Gcs => "gcs",
+            ConnectorKind::AzureBlob => "azure_blob",
+            ConnectorKind::Http => "http",
+            ConnectorKind::Ftp => "ftp",
+            ConnectorKind::Ldap => "ldap",
+            ConnectorKind::OauthSaas => "oauth_saas",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<ConnectorKind> {
+        ConnectorKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The configuration fields of this kind.
+    pub fn config_fields(self) -> &'static [FieldSchema] {
+        match self {
+            ConnectorKind::Postgres => POSTGRES,
+            ConnectorKind::Mysql => MYSQL,
+            ConnectorKind::Sqlserver => SQLSERVER,
+            ConnectorKind::Oracle => ORACLE,
+            ConnectorKind::Snowflake => SNOWFLAKE,
+            ConnectorKind::Bigquery => BIGQUERY,
+            ConnectorKind::Redshift => REDSHIFT,
+            ConnectorKind::S3 => S3,
+            ConnectorKind::Gcs => GCS,
+            ConnectorKind::AzureBlob => AZURE_BLOB,
+            ConnectorKind::Http => HTTP,
+            ConnectorKind::Ftp => FTP,
+            ConnectorKind::Ldap => LDAP,
+            ConnectorKind::OauthSaas => OAUTH_SAAS,
+        }
+    }
+
+    /// Which credential types (and, where it matters, variants) fit this kind. `None` as the
+    /// variant list means every variant of the type.
+    pub fn accepts(self) -> &'static [(CredentialType, Option<&'static [&'static str]>)] {
+        use CredentialType as T;
+        match self {
+            ConnectorKind::Postgres | ConnectorKind::Mysql | ConnectorKind::Sqlserver | ConnectorKind::Oracle => {
+                &[(T::Database, Some(&["password"]))]
+            }
+            ConnectorKind::Snowflake => &[(T::Database, None)],
+            ConnectorKind::Redshift => &[(T::Database, Some(&["password"])), (T::Aws, None)],
+            ConnectorKind::Bigquery | ConnectorKind::Gcs => &[(T::Gcp, None)],
+            ConnectorKind::S3 => &[(T::Aws, None)],
+            ConnectorKind::AzureBlob => &[(T::Azure, None)],
+            ConnectorKind::Http => &[(T::ApiKey, None), (T::Password, None), (T::Oauth, None)],
+            ConnectorKind::Ftp | ConnectorKind::Ldap => &[(T::Password, None)],
+            ConnectorKind::OauthSaas => &[(T::Oauth, None)],
+        }
+    }
+
+    /// Whether a credential of `ty`/`variant` fits this kind.
+    pub fn fits(self, ty: CredentialType, variant: Option<&str>) -> bool {
+        self.accepts()
+            .iter()
+            .any(|(t, vs)| *t == ty && vs.is_none_or(|vs| variant.is_none_or(|v| vs.contains(&v))))
+    }
+
+    /// A human list of what fits, for error messages.
+    pub fn accepts_text(self) -> String {
+        self.accepts()
+            .iter()
+            .map(|(t, vs)| match vs {
+                Some(vs) => format!("{} ({})", t.as_str(), vs.join(", ")),
+                None => t.as_str().to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Default port, filled in when the config leaves it out.
+    pub fn default_port(self) -> Option<i64> {
+        match self {
+            ConnectorKind::Postgres => Some(5432),
+            ConnectorKind::Mysql => Some(3306),
+            ConnectorKind::Sqlserver => Some(1433),
+            ConnectorKind::Oracle => Some(1521),
+            ConnectorKind::Redshift => Some(5439),
+            ConnectorKind::Ftp => Some(21),
+            ConnectorKind::Ldap => Some(389),
+            _ => None,
+        }
+    }
+}
+
+/// Validates a connection's config for `kind` and fills in defaults.
+pub fn validate_config(kind: ConnectorKind, config: Value) -> Result<Value, Vec<FieldError>> {
+    let mut v = validate_plain(kind.config_fields(), config, "config")?;
+    if let (Some(port), Value::Object(m)) = (kind.default_port(), &mut v) {
+        m.entry("port").or_insert(json!(port));
+    }
+    Ok(v)
+}
+
+/// The JSON served by `GET /v1/connector-kinds`.
+pub fn kinds_json() -> Value {
+    Value::Array(
+        ConnectorKind::ALL
+            .iter()
+            .map(|k| {
+                json!({
+                    "kind": k.as_str(),
+                    "config": k.config_fields().iter().map(|f| json!({
+                        "name": f.name, "kind": f.kind.as_str(), "required": f.required, "description": f.description,
+                        "values": match f.kind { FieldKind::Enum(v) => json!(v), _ => Value::Null },
+                    })).collect::<Vec<_>>(),
+                    "accepts": k.accepts().iter().map(|(t, vs)| json!({"type": t.as_str(), "variants": vs})).collect::<Vec<_>>(),
+                    "default_port": k.default_port(),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Environments recognised in names (`dev-`, `staging-`, `prod-` prefixes).
+const NAME_ENVS: [&str; 3] = ["dev", "staging", "prod"];
+
+/// A warning when a name follows the `dev-`/`staging-`/`prod-` convention but contradicts the
+/// environment tag (e.g. `prod-warehouse` tagged `dev`), so wrong wiring shows in reviews.
+pub fn naming_warning(name: &str, environment: &str) -> Option<String> {
+    let lower = name.to_ascii_lowercase();
+    let prefix = NAME_ENVS.iter().find(|e| {
+        lower
+            .strip_prefix(**e)
+            .is_some_and(|rest| rest.starts_with('-') || rest.starts_with('_') || rest.starts_with('.'))
+    })?;
+    (*prefix != environment).then(|| format!("the name starts with `{prefix}-` but the environment is `{environment}`"))
+}
+
+const fn f(
+    name: &'static str,
+    kind: FieldKind,
+    required: bool,
+    check: Check,
+    description: &'static str,
+) -> FieldSchema {
+    FieldSchema {
+        name,
+        kind,
+        secret: false,
+        required,
+        description,
+        check,
+    }
+}
+
+const HOST: FieldSchema = f(
+    "host",
+    FieldKind::String,
+    true,
+    Check::NonEmpty,
+    "Host name or IP address",
+);
+const PORT: FieldSchema = f(
+    "port",
+    FieldKind::Integer,
+    false,
+    Check::Port,
+    "TCP port (default for the kind)",
+);
+const DATABASE: FieldSchema = f("database", FieldKind::String, true, Check::NonEmpty, "Database name");
+const CONNECT_TIMEOUT: FieldSchema = f(
+    "connect_timeout_secs",
+    FieldKind::Integer,
+    false,
+    Check::None,
+    "Connect timeout in seconds",
+);
+
+const POSTGRES: &[FieldSchema] = &[
+    HOST,
+    PORT,
+    DATABASE,
+    f(
+        "sslmode",
+        FieldKind::Enum(&["disable", "prefer", "require", "verify-full"]),
+        false,
+        Check::None,
+        "TLS mode",
+    ),
+    f(
+        "application_name",
+        FieldKind::String,
+        false,
+        Check::None,
+        "application_name reported to the server",
+    ),
+    CONNECT_TIMEOUT,
+];
+const MYSQL: &[FieldSchema] = &[
+    HOST,
+    PORT,
+    DATABASE,
+    f(
+        "tls",
+        FieldKind::Enum(&["disable", "prefer", "require"]),
+        false,
+        Check::None,
+        "TLS mode",
+    ),
+    CONNECT_TIMEOUT,
+];
+const SQLSERVER: &[FieldSchema] = &[
+    HOST,
+    PORT,
+    DATABASE,
+    f(
+        "encrypt",
+        FieldKind::Enum(&["off", "on", "required"]),
+        false,
+        Check::None,
+        "TDS encryption",
+    ),
+    f(
+        "trust_server_certificate",
+        FieldKind::Boolean,
+        false,
+        Check::None,
+        "Skip certificate validation (tests only)",
+    ),
+    CONNECT_TIMEOUT,
+];
+const ORACLE: &[FieldSchema] = &[
+    HOST,
+    PORT,
+    f(
+        "service_name",
+        FieldKind::String,
+        true,
+        Check::NonEmpty,
+        "Oracle service name",
+    ),
+    CONNECT_TIMEOUT,
+];
+const SNOWFLAKE: &[FieldSchema] = &[
+    f(
+        "account",
+        FieldKind::String,
+        true,
+        Check::NonEmpty,
+        "Account identifier (orgname-account)",
+    ),
+    f("warehouse", FieldKind::String, false, Check::None, "Warehouse"),
+    f("database", FieldKind::String, false, Check::None, "Database"),
+    f("schema", FieldKind::String, false, Check::None, "Schema"),
+    f("role", FieldKind::String, false, Check::None, "Role"),
+];
+const BIGQUERY: &[FieldSchema] = &[
+    f("project_id", FieldKind::String, true, Check::NonEmpty, "Project ID"),
+    f("dataset", FieldKind::String, false, Check::None, "Default dataset"),
+    f("location", FieldKind::String, false, Check::None, "Location"),
+    f(
+        "token_url",
+        FieldKind::String,
+        false,
+        Check::Url,
+        "Token endpoint override (private endpoints, tests)",
+    ),
+];
+const REDSHIFT: &[FieldSchema] = &[
+    HOST,
+    PORT,
+    DATABASE,
+    f(
+        "sslmode",
+        FieldKind::Enum(&["disable", "prefer", "require", "verify-full"]),
+        false,
+        Check::None,
+        "TLS mode",
+    ),
+    f(
+        "cluster_id",
+        FieldKind::String,
+        false,
+        Check::None,
+        "Cluster ID (IAM authentication)",
+    ),
+    f(
+        "region",
+        FieldKind::String,
+        false,
+        Check::AwsRegion,
+        "AWS region (IAM authentication)",
+    ),
+    CONNECT_TIMEOUT,
+];
+const S3: &[FieldSchema] = &[
+    f("bucket", FieldKind::String, true, Check::NonEmpty, "Bucket"),
+    f("region", FieldKind::String, false, Check::AwsRegion, "Region"),
+    f("prefix", FieldKind::String, false, Check::None, "Key prefix"),
+    f(
+        "endpoint_url",
+        FieldKind::String,
+        false,
+        Check::Url,
+        "S3-compatible or private endpoint",
+    ),
+    f(
+        "sts_endpoint_url",
+        FieldKind::String,
+        false,
+        Check::Url,
+        "STS endpoint override (private endpoints, tests)",
+    ),
+];
+const GCS: &[FieldSchema] = &[
+    f("bucket", FieldKind::String, true, Check::NonEmpty, "Bucket"),
+    f("project_id", FieldKind::String, false, Check::None, "Project ID"),
+    f(
+        "token_url",
+        FieldKind::String,
+        false,
+        Check::Url,
+        "Token endpoint override (private endpoints, tests)",
+    ),
+];
+const AZURE_BLOB: &[FieldSchema] = &[
+    f(
+        "account_name",
+        FieldKind::String,
+        true,
+        Check::NonEmpty,
+        "Storage account",
+    ),
+    f("container", FieldKind::String, true, Check::NonEmpty, "Container"),
+    f(
+        "endpoint_url",
+        FieldKind::String,
+        false,
+        Check::Url,
+        "Blob endpoint override",
+    ),
+    f(
+        "authority_url",
+        FieldKind::String,
+        false,
+        Check::Url,
+        "Token authority override (private endpoints, tests)",
+    ),
+];
+const HTTP: &[FieldSchema] = &[
+    f("base_url", FieldKind::String, true, Check::Url, "Base URL of the API"),
+    f(
+        "check_method",
+        FieldKind::Enum(&["GET", "HEAD", "POST"]),
+        false,
+        Check::None,
+        "Method of the Test connection request",
+    ),
+    f(
+        "check_path",
+        FieldKind::String,
+        false,
+        Check::None,
+        "Path of the Test connection request",
+    ),
+    f(
+        "expected_status",
+        FieldKind::Integer,
+        false,
+        Check::None,
+        "Status that means the credential works",
+    ),
+];
+const FTP: &[FieldSchema] = &[
+    HOST,
+    PORT,
+    f(
+        "tls",
+        FieldKind::Enum(&["none", "explicit"]),
+        false,
+        Check::None,
+        "Explicit TLS (AUTH TLS)",
+    ),
+    f("passive", FieldKind::Boolean, false, Check::None, "Passive mode"),
+];
+const LDAP: &[FieldSchema] = &[
+    HOST,
+    PORT,
+    f("bind_dn", FieldKind::String, true, Check::NonEmpty, "DN to bind as"),
+    f(
+        "starttls",
+        FieldKind::Boolean,
+        false,
+        Check::None,
+        "Upgrade with StartTLS",
+    ),
+    f(
+        "ldaps",
+        FieldKind::Boolean,
+        false,
+        Check::None,
+        "LDAP over TLS (port 636)",
+    ),
+];
+const OAUTH_SAAS: &[FieldSchema] = &[
+    f(
+        "api_base_url",
+        FieldKind::String,
+        true,
+        Check::Url,
+        "Base URL of the SaaS API",
+    ),
+    f(
+        "check_url",
+        FieldKind::String,
+        false,
+        Check::Url,
+        "URL called by Test connection",
+    ),
+];
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn every_kind_round_trips_its_name() {
+        for k in ConnectorKind::ALL {
+            assert_eq!(ConnectorKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(ConnectorKind::parse("mongodb"), None);
+    }
+
+    #[test]
+    fn fitting_credentials_follow_the_table() {
+        use CredentialType as T;
+        assert!(ConnectorKind::Postgres.fits(T::Database, Some("password")));
+        assert!(!ConnectorKind::Postgres.fits(T::Database, Some("key_pair")));
+        assert!(ConnectorKind::Snowflake.fits(T::Database, Some("key_pair")));
+        assert!(ConnectorKind::S3.fits(T::Aws, Some("assume_role")));
+        assert!(ConnectorKind::Redshift.fits(T::Aws, Some("access_key")));
+        assert!(!ConnectorKind::S3.fits(T::Gcp, Some("service_account")));
+        assert!(ConnectorKind::Http.fits(T::ApiKey, None));
+        assert!(!ConnectorKind::Ftp.fits(T::ApiKey, None));
+    }
+
+    #[test]
+    fn configs_are_validated_with_field_paths_and_defaults() {
+        let ok = validate_config(ConnectorKind::Postgres, json!({"host": "db", "database": "a"})).unwrap();
+        assert_eq!(ok["port"], 5432);
+        let errs = validate_config(
+            ConnectorKind::Postgres,
+            json!({"host": "db", "port": 70000, "dsn": "x"}),
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert!(fields.contains(&"config.port"), "{fields:?}");
+        assert!(fields.contains(&"config.database"), "{fields:?}");
+        assert!(fields.contains(&"config.dsn"), "{fields:?}");
+        let errs = validate_config(ConnectorKind::Http, json!({"base_url": "not a url"})).unwrap_err();
+        assert_eq!(errs[0].field, "config.base_url");
+        let errs = validate_config(
+            ConnectorKind::Ldap,
+            json!({"host": "h", "bind_dn": "cn=x", "starttls": "yes"}),
+        )
+        .unwrap_err();
+        assert_eq!(errs[0].code, "wrong_type");
+    }
+
+    #[test]
+    fn names_that_contradict_their_environment_are_flagged() {
+        assert!(naming_warning("prod-warehouse", "dev").is_some());
+        assert!(naming_warning("prod-warehouse", "prod").is_none());
+        assert!(naming_warning("production", "dev").is_none());
+        assert!(naming_warning("warehouse", "dev").is_none());
+        assert!(naming_warning("dev_db", "prod").is_some());
+    }
+}
