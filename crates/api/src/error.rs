@@ -104,6 +104,7 @@ impl From<CoreError> for ApiError {
                 format!("this needs the permission {}", permission.as_str()),
             ),
             CoreError::Denied(d) => ApiError::from(d.public_error()),
+            CoreError::Audited(b) => ApiError::from(b.0),
             CoreError::Invalid { field, code, message } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, format!("{field}: {message}")).field(field)
             }

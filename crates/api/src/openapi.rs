@@ -116,6 +116,24 @@ fn schemas() -> Value {
         "PatchCredential": {"type": "object", "additionalProperties": false, "properties": {
             "name": {"type": "string"}, "labels": {"type": "object"}, "description": {"type": ["string", "null"]},
             "expires_at": {"type": ["string", "null"]}, "rotation_period_days": {"type": ["integer", "null"]}}},
+        "CreateConnection": {"type": "object", "required": ["name", "workspace_id", "environment", "kind"], "additionalProperties": false, "properties": {
+            "name": {"type": "string"}, "workspace_id": id("ws_"), "environment": {"type": "string"},
+            "kind": {"enum": credvault_domain::connectors::ConnectorKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>()},
+            "config": {"type": "object", "description": "Per kind; see GET /v1/connector-kinds."},
+            "credential_id": id("cred_"), "override_reason": {"type": ["string", "null"]}, "description": {"type": ["string", "null"]}}},
+        "PatchConnection": {"type": "object", "additionalProperties": false, "properties": {
+            "name": {"type": "string"}, "config": {"type": "object"}, "description": {"type": "string"}}},
+        "AttachCredential": {"type": "object", "required": ["credential_id"], "additionalProperties": false, "properties": {
+            "credential_id": id("cred_"), "override_reason": {"type": ["string", "null"]}}},
+        "CreatePipeline": {"type": "object", "required": ["name", "workspace_id"], "additionalProperties": false, "properties": {
+            "name": {"type": "string"}, "workspace_id": id("ws_"), "connection_ids": {"type": "array", "items": id("conn_")},
+            "description": {"type": ["string", "null"]}}},
+        "PatchPipeline": {"type": "object", "additionalProperties": false, "properties": {
+            "name": {"type": "string"}, "connection_ids": {"type": "array", "items": id("conn_")}, "description": {"type": "string"}}},
+        "CreateReview": {"type": "object", "required": ["decision"], "additionalProperties": false, "properties": {
+            "decision": {"enum": ["keep", "remove"]}, "note": {"type": ["string", "null"]}}},
+        "ResolveRequest": {"type": "object", "required": ["connection_id", "run_id"], "additionalProperties": false, "properties": {
+            "connection_id": id("conn_"), "run_id": {"type": "string"}, "pipeline_id": {"type": ["string", "null"]}}},
         "CreateVersion": {"type": "object", "required": ["fields"], "additionalProperties": false, "properties": {
             "fields": {"type": "object"}, "mode": {"enum": ["stage", "replace"]}}},
     })

@@ -51,6 +51,20 @@ pub const ACTIONS: &[&str] = &[
     "principal.read",
     "role_binding.read",
     "token.read",
+    "connection.create",
+    "connection.read",
+    "connection.update",
+    "connection.delete",
+    "connection.attach",
+    "connection.detach",
+    "connection.resolve",
+    "credential.detach_all",
+    "credential.review",
+    "pipeline.create",
+    "pipeline.read",
+    "pipeline.update",
+    "pipeline.delete",
+    "report.read",
 ];
 
 /// Outcome of the recorded action.

@@ -78,15 +78,15 @@ impl CredRow {
         })
     }
 
-    fn org(&self) -> OrgId {
+    pub(crate) fn org(&self) -> OrgId {
         OrgId::from_trusted(self.org_id.clone())
     }
 
-    fn ws(&self) -> Option<WorkspaceId> {
+    pub(crate) fn ws(&self) -> Option<WorkspaceId> {
         self.workspace_id.clone().map(WorkspaceId::from_trusted)
     }
 
-    fn draft(&self, action: &'static str) -> Draft {
+    pub(crate) fn draft(&self, action: &'static str) -> Draft {
         Draft::new(action, "credential", self.id.as_str(), self.org_id.as_str()).workspace(self.workspace_id.as_deref())
     }
 
@@ -118,6 +118,7 @@ impl CredRow {
             updated_at: to_rfc3339(self.updated_at),
             deleted_at: ts(self.deleted_at),
             last_used_at: ts(self.last_used_at),
+            warnings: credvault_domain::connectors::naming_warning(&self.name, &self.environment).into_iter().collect(),
         })
     }
 }
@@ -138,7 +139,7 @@ pub(crate) fn load_cred(tx: &mut dyn Tx, id: &str, lock: bool) -> CoreResult<Cre
 }
 
 /// The scope used to read or use a credential.
-fn read_scope<'a>(org: &'a OrgId, ws: &'a Option<WorkspaceId>) -> Scope<'a> {
+pub(crate) fn read_scope<'a>(org: &'a OrgId, ws: &'a Option<WorkspaceId>) -> Scope<'a> {
     match ws {
         Some(w) => Scope::Workspace(org, w),
         None => Scope::OrgShared(org),
@@ -146,7 +147,7 @@ fn read_scope<'a>(org: &'a OrgId, ws: &'a Option<WorkspaceId>) -> Scope<'a> {
 }
 
 /// The scope used to change a credential.
-fn write_scope<'a>(org: &'a OrgId, ws: &'a Option<WorkspaceId>) -> Scope<'a> {
+pub(crate) fn write_scope<'a>(org: &'a OrgId, ws: &'a Option<WorkspaceId>) -> Scope<'a> {
     match ws {
         Some(w) => Scope::Workspace(org, w),
         None => Scope::Org(org),
@@ -182,7 +183,7 @@ fn load_versions(tx: &mut dyn Tx, id: &str) -> CoreResult<Vec<VersionRow>> {
         .collect()
 }
 
-fn full_view(tx: &mut dyn Tx, c: &CredRow) -> CoreResult<CredentialView> {
+pub(crate) fn full_view(tx: &mut dyn Tx, c: &CredRow) -> CoreResult<CredentialView> {
     let versions = load_versions(tx, &c.id)?;
     let current = versions.iter().find(|v| v.state == "current");
     let views = versions
@@ -875,6 +876,12 @@ impl Service {
                 (StatusOp::Disable, _) => ("disabled", None),
                 (StatusOp::Enable, _) => ("active", None),
                 (StatusOp::Delete, "pending_deletion") => ("pending_deletion", c.deleted_at),
+                (StatusOp::Delete, _) if crate::connections::attached_count(tx, &c.id)? > 0 => {
+                    return Err(CoreError::conflict(
+                        "credential_in_use",
+                        "the credential is attached to connections; detach it first (see its usage, or detach-all)",
+                    ));
+                }
                 (StatusOp::Delete, _) => ("pending_deletion", Some(now)),
                 (StatusOp::Restore, "pending_deletion") => ("active", None),
                 (StatusOp::Restore, _) => {

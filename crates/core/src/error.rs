@@ -58,6 +58,10 @@ pub enum CoreError {
     /// the core never see this variant.
     #[error("denied")]
     Denied(Box<Denial>),
+    /// A refusal that must leave a trace (e.g. resolving a disabled credential): the service
+    /// appends the event in its own transaction and returns the inner error.
+    #[error("{}", .0.0)]
+    Audited(Box<(CoreError, crate::audit::Draft)>),
     /// Something that should not happen did (a bug); details are logged, not returned.
     #[error("internal error: {0}")]
     Internal(String),

@@ -9,7 +9,10 @@ mod audit_query;
 mod auth;
 mod bootstrap;
 pub mod context;
+pub mod connections;
 mod credentials;
+mod reports;
+mod resolve;
 pub mod error;
 mod settings;
 mod tenancy;
@@ -23,6 +26,8 @@ use credvault_store::{Store, Tx};
 pub use bootstrap::BootstrapOutput;
 pub use context::{Actor, ActorBinding, RequestCtx};
 pub use credentials::StatusOp;
+pub use reports::{CreateReview, ReportKind, ReportRequest, ReportStream, ReviewView};
+pub use resolve::{ResolveRequest, Resolved};
 pub use error::{CoreError, CoreResult};
 pub use settings::{OrgSettings, SettingsPatch};
 
@@ -119,6 +124,13 @@ impl Service {
                     .write(move |tx| audit::append(tx, &ctx, &who, &draft).map(|_| ()))
                     .await?;
                 Err(public)
+            }
+            Err(CoreError::Audited(b)) => {
+                let (err, draft) = *b;
+                let ctx = ctx.clone();
+                let who = audit::ActorRef::from(actor.as_ref());
+                self.inner.store.write(move |tx| audit::append(tx, &ctx, &who, &draft).map(|_| ())).await?;
+                Err(err)
             }
             other => other,
         }

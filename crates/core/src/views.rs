@@ -218,6 +218,8 @@ pub struct CredentialView {
     pub deleted_at: Option<String>,
     /// RFC 3339 or `null`.
     pub last_used_at: Option<String>,
+    /// Review hints, e.g. a name that follows the `prod-` convention but is tagged `dev`.
+    pub warnings: Vec<String>,
 }
 
 /// Request: create an organization.

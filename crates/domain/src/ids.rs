@@ -117,6 +117,8 @@ id_type!(/// An API token (the identifier, never the secret).
     TokenId, "tok_");
 id_type!(/// A role binding.
     BindingId, "rb_");
+id_type!(/// A credential review.
+    ReviewId, "rev_");
 id_type!(/// A request, for correlating logs, responses and audit events.
     RequestId, "req_");
 

@@ -20,6 +20,7 @@ mod value;
 
 use std::sync::Arc;
 
+pub use migrations::LATEST as SCHEMA_VERSION;
 pub use value::{Row, Value};
 
 /// Which engine a store runs on.

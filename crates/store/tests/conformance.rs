@@ -230,7 +230,7 @@ async fn reopening_a_store_keeps_data_and_does_not_migrate_twice() {
         .read(|tx: &mut dyn Tx| tx.query_one("SELECT COUNT(*) FROM schema_migrations", &[])?.int(0))
         .await
         .unwrap();
-    assert_eq!(n, 1);
+    assert_eq!(n, credvault_store::SCHEMA_VERSION);
     s.close();
     std::fs::remove_dir_all(dir).unwrap();
 }

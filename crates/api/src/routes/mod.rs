@@ -2,6 +2,7 @@
 //! documentation next to the handler, so the OpenAPI document covers every route by
 //! construction.
 
+mod connections;
 mod credentials;
 mod system;
 mod tenancy;
@@ -44,6 +45,7 @@ pub(crate) fn all() -> (Router<AppState>, Vec<RouteDoc>) {
     let t = system::routes(t);
     let t = tenancy::routes(t);
     let t = credentials::routes(t);
+    let t = connections::routes(t);
     (t.router, t.docs)
 }
 

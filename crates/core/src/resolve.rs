@@ -1,0 +1,179 @@
+//! The one door through which plaintext leaves: a worker resolves a connection for a run.
+//!
+//! Everything happens in one write transaction: authorize (`connection.resolve` in the
+//! connection's workspace), check the connection, credential and version, decrypt, append the
+//! audit event and update last-used times. The transaction commits (durably; concurrent
+//! resolves share one commit on SQLite) before the plaintext is returned, so no secret leaves
+//! without its audit record. Refusals (disabled, deleted, expired…) are audited too.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use credvault_domain::roles::Permission;
+use credvault_domain::time::now_micros;
+use credvault_domain::PipelineId;
+
+use crate::audit::{self, ActorRef, Outcome};
+use crate::auth::{Scope, authorize};
+use crate::connections::load_conn;
+use crate::context::{Actor, RequestCtx};
+use crate::credentials::{decrypt_version, load_cred};
+use crate::error::{CoreError, CoreResult};
+use crate::tenancy::settings_of;
+use crate::Service;
+
+/// Request: resolve a connection for a run.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveRequest {
+    /// The connection.
+    pub connection_id: String,
+    /// The run this is for (recorded in the audit event).
+    pub run_id: String,
+    /// The pipeline, if the worker runs one (must reference the connection).
+    #[serde(default)]
+    pub pipeline_id: Option<String>,
+}
+
+/// The connection as a worker needs it.
+#[derive(Serialize)]
+pub struct ResolvedConnection {
+    /// `conn_…`
+    pub id: String,
+    /// Connector kind.
+    pub kind: String,
+    /// Non-secret configuration.
+    pub config: Json,
+}
+
+/// The credential version, with plaintext fields.
+#[derive(Serialize)]
+pub struct ResolvedCredential {
+    /// `cred_…`
+    pub id: String,
+    /// Type.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// Variant.
+    pub variant: Option<String>,
+    /// The version resolved.
+    pub version: i64,
+    /// All fields, secret ones in plaintext.
+    pub fields: Json,
+}
+
+/// The answer of a resolve. Holds plaintext: redacted in `Debug`, zeroized on drop.
+#[derive(Serialize)]
+pub struct Resolved {
+    /// The connection.
+    pub connection: ResolvedConnection,
+    /// The credential.
+    pub credential: ResolvedCredential,
+}
+
+impl std::fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolved")
+            .field("connection", &self.connection.id)
+            .field("credential", &self.credential.id)
+            .field("fields", &"[redacted]")
+            .finish()
+    }
+}
+
+impl Drop for Resolved {
+    fn drop(&mut self) {
+        credvault_domain::secret::zeroize_json(&mut self.credential.fields);
+    }
+}
+
+fn check_run_id(run_id: &str) -> CoreResult<()> {
+    if run_id.is_empty() || run_id.len() > 200 || run_id.chars().any(char::is_control) {
+        return Err(CoreError::invalid("run_id", "invalid_run_id", "must be 1–200 printable characters"));
+    }
+    Ok(())
+}
+
+impl Service {
+    /// Resolves a connection to its configuration and the current version's plaintext.
+    pub async fn resolve(&self, ctx: &RequestCtx, actor: &Arc<Actor>, req: ResolveRequest) -> CoreResult<Resolved> {
+        check_run_id(&req.run_id)?;
+        if let Some(p) = &req.pipeline_id
+            && PipelineId::parse(p).is_err()
+        {
+            return Err(CoreError::invalid("pipeline_id", "not_found", "no such pipeline"));
+        }
+        let keyring = self.keyring()?.clone();
+        let (a, ctx2) = (actor.clone(), ctx.clone());
+        self.write(ctx, actor, move |tx| {
+            let c = load_conn(tx, &req.connection_id, false)?;
+            let settings = settings_of(tx, &c.org_id, "connection")?;
+            let (org, ws) = (c.org(), c.ws());
+            let base = || {
+                c.draft("connection.resolve").details(serde_json::json!({
+                    "run_id": req.run_id, "pipeline_id": req.pipeline_id, "credential_id": c.credential_id,
+                }))
+            };
+            authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::Resolve, "connection", base)?;
+            let refuse = |err: CoreError, reason: &str| {
+                let mut d = base().outcome(Outcome::Error);
+                d.details["refused"] = reason.into();
+                CoreError::Audited(Box::new((err, d)))
+            };
+            if let Some(p) = &req.pipeline_id {
+                let ok = tx
+                    .query_opt(
+                        "SELECT 1 FROM pipelines p JOIN pipeline_connections pc ON pc.pipeline_id = p.id \
+                         WHERE p.id = $1 AND p.workspace_id = $2 AND pc.connection_id = $3",
+                        &[p.as_str().into(), c.workspace_id.as_str().into(), c.id.as_str().into()],
+                    )?
+                    .is_some();
+                if !ok {
+                    return Err(CoreError::invalid("pipeline_id", "pipeline_mismatch", "the pipeline does not use this connection"));
+                }
+            }
+            let Some(cred_id) = c.credential_id.clone() else {
+                return Err(refuse(CoreError::conflict("no_credential", "the connection has no credential attached"), "no_credential"));
+            };
+            let cred = load_cred(tx, &cred_id, false)?;
+            let now = now_micros();
+            match cred.status.as_str() {
+                "active" => {}
+                "disabled" => return Err(refuse(CoreError::conflict("credential_disabled", "the credential is disabled"), "credential_disabled")),
+                "pending_deletion" => {
+                    return Err(refuse(CoreError::conflict("credential_deleted", "the credential is pending deletion"), "credential_deleted"));
+                }
+                other => return Err(refuse(CoreError::conflict("credential_not_active", format!("the credential is {other}")), "credential_not_active")),
+            }
+            if cred.expires_at.is_some_and(|e| e <= now) {
+                return Err(refuse(CoreError::conflict("credential_expired", "the credential has expired"), "credential_expired"));
+            }
+            let state = tx
+                .query_opt(
+                    "SELECT state FROM credential_versions WHERE credential_id = $1 AND version = $2",
+                    &[cred_id.as_str().into(), cred.current_version.into()],
+                )?
+                .map(|r| r.text(0))
+                .transpose()?;
+            if state.as_deref() != Some("current") {
+                return Err(refuse(CoreError::conflict("version_revoked", "the credential's current version is not usable"), "version_revoked"));
+            }
+            let fields = decrypt_version(tx, &keyring, &cred.org_id, &cred.id, cred.current_version)?;
+            let mut d = base();
+            d.details["version"] = cred.current_version.into();
+            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &d)?;
+            tx.execute("UPDATE credentials SET last_used_at = $1 WHERE id = $2", &[now.into(), cred_id.as_str().into()])?;
+            tx.execute("UPDATE connections SET last_used_at = $1 WHERE id = $2", &[now.into(), c.id.as_str().into()])?;
+            if let Some(p) = &req.pipeline_id {
+                tx.execute("UPDATE pipelines SET last_used_at = $1 WHERE id = $2", &[now.into(), p.as_str().into()])?;
+            }
+            Ok(Resolved {
+                connection: ResolvedConnection { id: c.id.clone(), kind: c.kind.clone(), config: serde_json::from_str(&c.config)? },
+                credential: ResolvedCredential { id: cred.id.clone(), ty: cred.ty.clone(), variant: cred.variant.clone(), version: cred.current_version, fields },
+            })
+        })
+        .await
+    }
+}
