@@ -82,6 +82,104 @@ enum Command {
     /// Credentials.
     #[command(subcommand)]
     Credential(CredentialCmd),
+    /// Connections.
+    #[command(subcommand)]
+    Connection(ConnectionCmd),
+    /// Pipelines.
+    #[command(subcommand)]
+    Pipeline(PipelineCmd),
+    /// Review reports: attachments, unused, rotation-due, overrides, unreviewed.
+    Review {
+        /// attachments | unused | rotation-due | overrides | unreviewed
+        report: String,
+        /// json or csv.
+        #[arg(long, default_value = "json")]
+        format: String,
+        /// Write to this file instead of stdout (shows progress).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// The report's N (days).
+        #[arg(long)]
+        days: Option<i64>,
+        /// Only this workspace.
+        #[arg(long)]
+        workspace: Option<String>,
+    },
+    /// Resolve a connection for a run (worker scripts); prints JSON with the plaintext fields.
+    Resolve {
+        connection: String,
+        #[arg(long)]
+        run_id: String,
+        #[arg(long)]
+        pipeline: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConnectionCmd {
+    /// Create a connection; config as --set key=value (repeatable) and/or --config-file JSON.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        workspace: String,
+        #[arg(long = "env")]
+        environment: String,
+        #[arg(long)]
+        kind: String,
+        /// Config value key=value, repeatable (numbers and true/false are typed).
+        #[arg(long = "set")]
+        set: Vec<String>,
+        #[arg(long)]
+        config_file: Option<PathBuf>,
+        #[arg(long)]
+        credential: Option<String>,
+        #[arg(long)]
+        override_reason: Option<String>,
+    },
+    /// List connections.
+    List {
+        #[arg(long)]
+        workspace: Option<String>,
+        #[arg(long)]
+        credential: Option<String>,
+    },
+    /// Show a connection.
+    Show { id: String },
+    /// Attach a credential.
+    Attach {
+        id: String,
+        credential: String,
+        #[arg(long)]
+        override_reason: Option<String>,
+    },
+    /// Detach the credential.
+    Detach { id: String },
+    /// Delete a connection.
+    Delete { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum PipelineCmd {
+    /// Create a pipeline.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        workspace: String,
+        /// Connection IDs, repeatable.
+        #[arg(long = "connection")]
+        connections: Vec<String>,
+    },
+    /// List pipelines.
+    List {
+        #[arg(long)]
+        workspace: Option<String>,
+    },
+    /// Show a pipeline.
+    Show { id: String },
+    /// Delete a pipeline.
+    Delete { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -337,8 +435,144 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Credential(c) => credential(client()?, c).await?,
+        Command::Connection(c) => connection(client()?, c).await?,
+        Command::Pipeline(c) => {
+            let cl = client()?;
+            match c {
+                PipelineCmd::Create {
+                    name,
+                    workspace,
+                    connections,
+                } => print(
+                    &cl.call(
+                        Method::POST,
+                        "/v1/pipelines",
+                        &[],
+                        Some(&json!({"name": name, "workspace_id": workspace, "connection_ids": connections})),
+                    )
+                    .await?,
+                ),
+                PipelineCmd::List { workspace } => {
+                    let q: Vec<(&str, String)> = workspace.map(|w| ("workspace_id", w)).into_iter().collect();
+                    print(&cl.call(Method::GET, "/v1/pipelines", &q, None).await?)
+                }
+                PipelineCmd::Show { id } => {
+                    print(&cl.call(Method::GET, &format!("/v1/pipelines/{id}"), &[], None).await?)
+                }
+                PipelineCmd::Delete { id } => print(
+                    &cl.call(Method::DELETE, &format!("/v1/pipelines/{id}"), &[], None)
+                        .await?,
+                ),
+            }
+        }
+        Command::Review {
+            report,
+            format,
+            output,
+            days,
+            workspace,
+        } => {
+            let mut q: Vec<(&str, String)> = vec![("format", format)];
+            if let Some(d) = days {
+                q.push(("days", d.to_string()));
+            }
+            if let Some(w) = workspace {
+                q.push(("workspace_id", w));
+            }
+            client()?
+                .download(&format!("/v1/reports/{report}"), &q, output.as_deref())
+                .await?;
+        }
+        Command::Resolve {
+            connection,
+            run_id,
+            pipeline,
+        } => {
+            let body = json!({"connection_id": connection, "run_id": run_id, "pipeline_id": pipeline});
+            let mut v = client()?.call(Method::POST, "/v1/resolve", &[], Some(&body)).await?;
+            println!("{v}");
+            credvault_domain::secret::zeroize_json(&mut v);
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn connection(cl: Client, c: ConnectionCmd) -> anyhow::Result<()> {
+    match c {
+        ConnectionCmd::Create {
+            name,
+            workspace,
+            environment,
+            kind,
+            set,
+            config_file,
+            credential,
+            override_reason,
+        } => {
+            let mut cfg = Map::new();
+            if let Some(f) = config_file {
+                let text = std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
+                let Value::Object(m) =
+                    serde_json::from_str(&text).context("the config file must hold a JSON object")?
+                else {
+                    bail!("the config file must hold a JSON object");
+                };
+                cfg = m;
+            }
+            for kv in set {
+                let (k, v) = kv
+                    .split_once('=')
+                    .with_context(|| format!("--set `{kv}` is not key=value"))?;
+                let value = if let Ok(n) = v.parse::<i64>() {
+                    json!(n)
+                } else if v == "true" || v == "false" {
+                    json!(v == "true")
+                } else {
+                    json!(v)
+                };
+                cfg.insert(k.to_owned(), value);
+            }
+            let body = json!({"name": name, "workspace_id": workspace, "environment": environment, "kind": kind, "config": cfg,
+                              "credential_id": credential, "override_reason": override_reason});
+            print(&cl.call(Method::POST, "/v1/connections", &[], Some(&body)).await?)
+        }
+        ConnectionCmd::List { workspace, credential } => {
+            let mut q: Vec<(&str, String)> = Vec::new();
+            if let Some(w) = workspace {
+                q.push(("workspace_id", w));
+            }
+            if let Some(c) = credential {
+                q.push(("credential_id", c));
+            }
+            print(&cl.call(Method::GET, "/v1/connections", &q, None).await?)
+        }
+        ConnectionCmd::Show { id } => print(
+            &cl.call(Method::GET, &format!("/v1/connections/{id}"), &[], None)
+                .await?,
+        ),
+        ConnectionCmd::Attach {
+            id,
+            credential,
+            override_reason,
+        } => print(
+            &cl.call(
+                Method::PUT,
+                &format!("/v1/connections/{id}/credential"),
+                &[],
+                Some(&json!({"credential_id": credential, "override_reason": override_reason})),
+            )
+            .await?,
+        ),
+        ConnectionCmd::Detach { id } => print(
+            &cl.call(Method::DELETE, &format!("/v1/connections/{id}/credential"), &[], None)
+                .await?,
+        ),
+        ConnectionCmd::Delete { id } => print(
+            &cl.call(Method::DELETE, &format!("/v1/connections/{id}"), &[], None)
+                .await?,
+        ),
+    }
+    Ok(())
 }
 
 async fn org(cl: Client, c: OrgCmd) -> anyhow::Result<()> {

@@ -66,6 +66,69 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Streams a GET response to a file (with a byte counter on stderr) or to stdout.
+    pub async fn download(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        output: Option<&std::path::Path>,
+    ) -> anyhow::Result<()> {
+        use std::io::Write;
+        let url = format!("{}{}", self.settings.server, path);
+        let mut req = self
+            .http
+            .get(&url)
+            .query(query)
+            .timeout(std::time::Duration::from_secs(3600));
+        if let Some(t) = &self.settings.token {
+            req = req.bearer_auth(t.as_str());
+        }
+        let mut resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.settings.server))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let v: Value = resp.json().await.unwrap_or(Value::Null);
+            let code = v.get("code").and_then(Value::as_str).unwrap_or("error");
+            let detail = v.get("detail").and_then(Value::as_str).unwrap_or("");
+            bail!("{} {code}: {detail}", status.as_u16());
+        }
+        let mut sink: Box<dyn Write> = match output {
+            Some(p) => Box::new(std::io::BufWriter::new(
+                std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+            )),
+            None => Box::new(std::io::stdout().lock()),
+        };
+        let mut total: u64 = 0;
+        let mut last_report = std::time::Instant::now();
+        while let Some(chunk) = resp.chunk().await.context("the download was interrupted")? {
+            sink.write_all(&chunk)?;
+            total += chunk.len() as u64;
+            if output.is_some() && last_report.elapsed() > std::time::Duration::from_millis(500) {
+                eprint!("\r{} written", human_bytes(total));
+                last_report = std::time::Instant::now();
+            }
+        }
+        sink.flush()?;
+        if let Some(p) = output {
+            eprintln!("\r{} written to {}", human_bytes(total), p.display());
+        }
+        Ok(())
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    if n >= 1 << 20 {
+        format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20))
+    } else if n >= 1 << 10 {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    } else {
+        format!("{n} B")
+    }
+}
+
 /// Prints a JSON value for humans (pretty) on stdout.
 pub fn print(v: &Value) {
     match serde_json::to_string_pretty(v) {
