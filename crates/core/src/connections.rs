@@ -16,11 +16,10 @@ use credvault_domain::connectors::{ConnectorKind, naming_warning, validate_confi
 use credvault_domain::credential_types::CredentialType;
 use credvault_domain::roles::Permission;
 use credvault_domain::time::{now_micros, to_rfc3339};
-use credvault_domain::{
-    ConnectionId, CredentialId, OrgId, PipelineId, WorkspaceId, check_environment, check_name,
-};
+use credvault_domain::{ConnectionId, CredentialId, OrgId, PipelineId, WorkspaceId, check_environment, check_name};
 use credvault_store::{Row, StoreError, Tx, Value};
 
+use crate::Service;
 use crate::audit::{self, ActorRef, Draft};
 use crate::auth::{Scope, authorize};
 use crate::context::{Actor, RequestCtx};
@@ -29,7 +28,6 @@ use crate::error::{CoreError, CoreResult};
 use crate::settings::OrgSettings;
 use crate::tenancy::{page, settings_of, workspace_org};
 use crate::views::{Page, decode_cursor, ts};
-use crate::Service;
 
 /// A connection.
 #[derive(Clone, Debug, Serialize)]
@@ -284,7 +282,8 @@ impl ConnRow {
     }
 
     pub(crate) fn draft(&self, action: &'static str) -> Draft {
-        Draft::new(action, "connection", self.id.as_str(), self.org_id.as_str()).workspace(Some(self.workspace_id.as_str()))
+        Draft::new(action, "connection", self.id.as_str(), self.org_id.as_str())
+            .workspace(Some(self.workspace_id.as_str()))
     }
 
     fn view(&self) -> CoreResult<ConnectionView> {
@@ -319,7 +318,10 @@ pub(crate) fn load_conn(tx: &mut dyn Tx, id: &str, lock: bool) -> CoreResult<Con
     if ConnectionId::parse(id).is_err() {
         return Err(CoreError::NotFound { what: "connection" });
     }
-    let sql = format!("SELECT {CONN_COLS} FROM connections c WHERE c.id = $1{}", if lock { tx.for_update() } else { "" });
+    let sql = format!(
+        "SELECT {CONN_COLS} FROM connections c WHERE c.id = $1{}",
+        if lock { tx.for_update() } else { "" }
+    );
     match tx.query_opt(&sql, &[id.into()])? {
         Some(r) => ConnRow::from_row(&r),
         None => Err(CoreError::NotFound { what: "connection" }),
@@ -328,12 +330,21 @@ pub(crate) fn load_conn(tx: &mut dyn Tx, id: &str, lock: bool) -> CoreResult<Con
 
 /// How many connections reference a credential.
 pub(crate) fn attached_count(tx: &mut dyn Tx, credential_id: &str) -> CoreResult<i64> {
-    Ok(tx.query_one("SELECT COUNT(*) FROM connections WHERE credential_id = $1", &[credential_id.into()])?.int(0)?)
+    Ok(tx
+        .query_one(
+            "SELECT COUNT(*) FROM connections WHERE credential_id = $1",
+            &[credential_id.into()],
+        )?
+        .int(0)?)
 }
 
 fn check_description(d: Option<&str>) -> CoreResult<()> {
     match d {
-        Some(d) if d.len() > 4096 => Err(CoreError::invalid("description", "too_long", "must be at most 4096 bytes")),
+        Some(d) if d.len() > 4096 => Err(CoreError::invalid(
+            "description",
+            "too_long",
+            "must be at most 4096 bytes",
+        )),
         _ => Ok(()),
     }
 }
@@ -363,7 +374,10 @@ fn check_attachment(
     if cred.status != "active" {
         return Err(CoreError::conflict(
             "credential_not_active",
-            format!("the credential is {}; only active credentials can be attached", cred.status),
+            format!(
+                "the credential is {}; only active credentials can be attached",
+                cred.status
+            ),
         ));
     }
     let ty = CredentialType::parse(&cred.ty).ok_or_else(|| CoreError::Internal(format!("stored type {}", cred.ty)))?;
@@ -413,7 +427,14 @@ fn usage_of(tx: &mut dyn Tx, credential_id: &str) -> CoreResult<Usage> {
     )?;
     let connections = rows
         .iter()
-        .map(|r| Ok(UsageRef { id: r.text(0)?, name: r.text(1)?, workspace_id: r.text(2)?, environment: Some(r.text(3)?) }))
+        .map(|r| {
+            Ok(UsageRef {
+                id: r.text(0)?,
+                name: r.text(1)?,
+                workspace_id: r.text(2)?,
+                environment: Some(r.text(3)?),
+            })
+        })
         .collect::<CoreResult<Vec<_>>>()?;
     let rows = tx.query(
         "SELECT DISTINCT p.id, p.name, p.workspace_id, p.seq FROM pipelines p \
@@ -423,7 +444,14 @@ fn usage_of(tx: &mut dyn Tx, credential_id: &str) -> CoreResult<Usage> {
     )?;
     let pipelines = rows
         .iter()
-        .map(|r| Ok(UsageRef { id: r.text(0)?, name: r.text(1)?, workspace_id: r.text(2)?, environment: None }))
+        .map(|r| {
+            Ok(UsageRef {
+                id: r.text(0)?,
+                name: r.text(1)?,
+                workspace_id: r.text(2)?,
+                environment: None,
+            })
+        })
         .collect::<CoreResult<Vec<_>>>()?;
     Ok(Usage { connections, pipelines })
 }
@@ -439,7 +467,8 @@ fn pipeline_connections(tx: &mut dyn Tx, pipeline_id: &str) -> CoreResult<Vec<St
     .collect()
 }
 
-const PIPE_COLS: &str = "id, name, org_id, workspace_id, description, created_at, created_by, updated_at, last_used_at, seq";
+const PIPE_COLS: &str =
+    "id, name, org_id, workspace_id, description, created_at, created_by, updated_at, last_used_at, seq";
 
 fn pipeline_view(tx: &mut dyn Tx, r: &Row) -> CoreResult<PipelineView> {
     let id = r.text(0)?;
@@ -462,15 +491,21 @@ fn load_pipeline_row(tx: &mut dyn Tx, id: &str) -> CoreResult<Row> {
     if PipelineId::parse(id).is_err() {
         return Err(CoreError::NotFound { what: "pipeline" });
     }
-    tx.query_opt(&format!("SELECT {PIPE_COLS} FROM pipelines WHERE id = $1"), &[id.into()])?
-        .ok_or(CoreError::NotFound { what: "pipeline" })
+    tx.query_opt(
+        &format!("SELECT {PIPE_COLS} FROM pipelines WHERE id = $1"),
+        &[id.into()],
+    )?
+    .ok_or(CoreError::NotFound { what: "pipeline" })
 }
 
 /// Every connection must exist in the pipeline's workspace.
 fn check_pipeline_connections(tx: &mut dyn Tx, ws: &str, ids: &[ConnectionId]) -> CoreResult<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     for (i, c) in ids.iter().enumerate() {
-        let found = tx.query_opt("SELECT workspace_id FROM connections WHERE id = $1", &[c.as_str().into()])?;
+        let found = tx.query_opt(
+            "SELECT workspace_id FROM connections WHERE id = $1",
+            &[c.as_str().into()],
+        )?;
         match found {
             Some(r) if r.text(0)? == ws => {}
             _ => {
@@ -486,21 +521,33 @@ fn check_pipeline_connections(tx: &mut dyn Tx, ws: &str, ids: &[ConnectionId]) -
         }
     }
     if out.len() > 500 {
-        return Err(CoreError::invalid("connection_ids", "too_many", "at most 500 connections per pipeline"));
+        return Err(CoreError::invalid(
+            "connection_ids",
+            "too_many",
+            "at most 500 connections per pipeline",
+        ));
     }
     Ok(out)
 }
 
 fn name_conflict(e: StoreError, what: &str) -> CoreError {
     match e {
-        StoreError::Unique(_) => CoreError::conflict("name_taken", format!("a {what} with this name already exists in this workspace")),
+        StoreError::Unique(_) => CoreError::conflict(
+            "name_taken",
+            format!("a {what} with this name already exists in this workspace"),
+        ),
         other => CoreError::Store(other),
     }
 }
 
 impl Service {
     /// Creates a connection, optionally attaching a credential under the attachment rules.
-    pub async fn create_connection(&self, ctx: &RequestCtx, actor: &Arc<Actor>, req: CreateConnection) -> CoreResult<ConnectionView> {
+    pub async fn create_connection(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        req: CreateConnection,
+    ) -> CoreResult<ConnectionView> {
         check_name(&req.name).map_err(|m| CoreError::invalid("name", "invalid_name", m))?;
         check_environment(&req.environment).map_err(|m| CoreError::invalid("environment", "invalid_environment", m))?;
         check_description(req.description.as_deref())?;
@@ -583,16 +630,26 @@ impl Service {
             let c = load_conn(tx, &id, false)?;
             let settings = settings_of(tx, &c.org_id, "connection")?;
             let (org, ws) = (c.org(), c.ws());
-            authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::MetadataRead, "connection", || {
-                c.draft("connection.read")
-            })?;
+            authorize(
+                &a,
+                &settings,
+                Scope::Workspace(&org, &ws),
+                Permission::MetadataRead,
+                "connection",
+                || c.draft("connection.read"),
+            )?;
             c.view()
         })
         .await
     }
 
     /// Connections the caller may see.
-    pub async fn list_connections(&self, ctx: &RequestCtx, actor: &Arc<Actor>, f: ConnectionFilter) -> CoreResult<Page<ConnectionView>> {
+    pub async fn list_connections(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        f: ConnectionFilter,
+    ) -> CoreResult<Page<ConnectionView>> {
         let after = decode_cursor(f.cursor.as_deref())?;
         let limit = self.page_limit(f.limit);
         if let Some(k) = &f.kind {
@@ -602,7 +659,14 @@ impl Service {
         let a = actor.clone();
         self.read(ctx, actor, move |tx| {
             let settings = settings_of(tx, &org, "organization")?;
-            let visible = visible_workspaces(&a, &settings, &org, f.workspace_id.as_deref(), "connection.read", Permission::MetadataRead)?;
+            let visible = visible_workspaces(
+                &a,
+                &settings,
+                &org,
+                f.workspace_id.as_deref(),
+                "connection.read",
+                Permission::MetadataRead,
+            )?;
             let mut sql = format!("SELECT {CONN_COLS} FROM connections c WHERE c.org_id = $1 AND c.seq > $2");
             let mut params: Vec<Value> = vec![org.as_str().into(), after.into()];
             push_in(&mut sql, &mut params, "c.workspace_id", visible.as_deref());
@@ -626,7 +690,13 @@ impl Service {
     }
 
     /// Changes a connection's name, configuration or description.
-    pub async fn patch_connection(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str, p: PatchConnection) -> CoreResult<ConnectionView> {
+    pub async fn patch_connection(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+        p: PatchConnection,
+    ) -> CoreResult<ConnectionView> {
         if let Some(n) = &p.name {
             check_name(n).map_err(|m| CoreError::invalid("name", "invalid_name", m))?;
         }
@@ -636,35 +706,63 @@ impl Service {
             let c = load_conn(tx, &id, true)?;
             let settings = settings_of(tx, &c.org_id, "connection")?;
             let (org, ws) = (c.org(), c.ws());
-            authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::CredentialAttach, "connection", || {
-                c.draft("connection.update")
-            })?;
+            authorize(
+                &a,
+                &settings,
+                Scope::Workspace(&org, &ws),
+                Permission::CredentialAttach,
+                "connection",
+                || c.draft("connection.update"),
+            )?;
             let now = now_micros();
             let mut changed = Vec::new();
             if let Some(n) = &p.name {
-                tx.execute("UPDATE connections SET name = $1 WHERE id = $2", &[n.as_str().into(), id.as_str().into()])
-                    .map_err(|e| name_conflict(e, "connection"))?;
+                tx.execute(
+                    "UPDATE connections SET name = $1 WHERE id = $2",
+                    &[n.as_str().into(), id.as_str().into()],
+                )
+                .map_err(|e| name_conflict(e, "connection"))?;
                 changed.push("name");
             }
             if let Some(cfg) = &p.config {
                 let kind = parse_kind(&c.kind)?;
                 let cfg = validate_config(kind, cfg.clone()).map_err(CoreError::InvalidFields)?;
-                tx.execute("UPDATE connections SET config = $1 WHERE id = $2", &[serde_json::to_string(&cfg)?.into(), id.as_str().into()])?;
+                tx.execute(
+                    "UPDATE connections SET config = $1 WHERE id = $2",
+                    &[serde_json::to_string(&cfg)?.into(), id.as_str().into()],
+                )?;
                 changed.push("config");
             }
             if let Some(d) = &p.description {
-                tx.execute("UPDATE connections SET description = $1 WHERE id = $2", &[d.as_str().into(), id.as_str().into()])?;
+                tx.execute(
+                    "UPDATE connections SET description = $1 WHERE id = $2",
+                    &[d.as_str().into(), id.as_str().into()],
+                )?;
                 changed.push("description");
             }
-            tx.execute("UPDATE connections SET updated_at = $1 WHERE id = $2", &[now.into(), id.as_str().into()])?;
-            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &c.draft("connection.update").details(serde_json::json!({"changed": changed, "config": p.config})))?;
+            tx.execute(
+                "UPDATE connections SET updated_at = $1 WHERE id = $2",
+                &[now.into(), id.as_str().into()],
+            )?;
+            audit::append(
+                tx,
+                &ctx2,
+                &ActorRef::from(a.as_ref()),
+                &c.draft("connection.update")
+                    .details(serde_json::json!({"changed": changed, "config": p.config})),
+            )?;
             load_conn(tx, &id, false)?.view()
         })
         .await
     }
 
     /// Deletes a connection that no pipeline references.
-    pub async fn delete_connection(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<ConnectionView> {
+    pub async fn delete_connection(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+    ) -> CoreResult<ConnectionView> {
         let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {
             let c = load_conn(tx, &id, true)?;
@@ -690,7 +788,13 @@ impl Service {
     }
 
     /// Attaches (or replaces) a connection's credential under the attachment rules.
-    pub async fn attach_credential(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str, req: AttachCredential) -> CoreResult<ConnectionView> {
+    pub async fn attach_credential(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+        req: AttachCredential,
+    ) -> CoreResult<ConnectionView> {
         let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {
             let c = load_conn(tx, &id, true)?;
@@ -721,7 +825,12 @@ impl Service {
     }
 
     /// Detaches a connection's credential.
-    pub async fn detach_credential(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<ConnectionView> {
+    pub async fn detach_credential(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+    ) -> CoreResult<ConnectionView> {
         let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {
             let c = load_conn(tx, &id, true)?;
@@ -750,9 +859,14 @@ impl Service {
             let c = load_cred(tx, &id, false)?;
             let settings = settings_of(tx, &c.org_id, "credential")?;
             let (org, ws) = (c.org(), c.ws());
-            authorize(&a, &settings, crate::credentials::read_scope(&org, &ws), Permission::MetadataRead, "credential", || {
-                c.draft("credential.read")
-            })?;
+            authorize(
+                &a,
+                &settings,
+                crate::credentials::read_scope(&org, &ws),
+                Permission::MetadataRead,
+                "credential",
+                || c.draft("credential.read"),
+            )?;
             usage_of(tx, &id)
         })
         .await
@@ -800,7 +914,12 @@ impl Service {
     }
 
     /// Creates a pipeline over connections of its workspace.
-    pub async fn create_pipeline(&self, ctx: &RequestCtx, actor: &Arc<Actor>, req: CreatePipeline) -> CoreResult<PipelineView> {
+    pub async fn create_pipeline(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        req: CreatePipeline,
+    ) -> CoreResult<PipelineView> {
         check_name(&req.name).map_err(|m| CoreError::invalid("name", "invalid_name", m))?;
         check_description(req.description.as_deref())?;
         let (a, ctx2) = (actor.clone(), ctx.clone());
@@ -835,10 +954,18 @@ impl Service {
             let r = load_pipeline_row(tx, &id)?;
             let (org_s, ws_s) = (r.text(2)?, r.text(3)?);
             let settings = settings_of(tx, &org_s, "pipeline")?;
-            let (org, ws) = (OrgId::from_trusted(org_s.clone()), WorkspaceId::from_trusted(ws_s.clone()));
-            authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::MetadataRead, "pipeline", || {
-                Draft::new("pipeline.read", "pipeline", id.as_str(), org_s.as_str()).workspace(Some(ws_s.as_str()))
-            })?;
+            let (org, ws) = (
+                OrgId::from_trusted(org_s.clone()),
+                WorkspaceId::from_trusted(ws_s.clone()),
+            );
+            authorize(
+                &a,
+                &settings,
+                Scope::Workspace(&org, &ws),
+                Permission::MetadataRead,
+                "pipeline",
+                || Draft::new("pipeline.read", "pipeline", id.as_str(), org_s.as_str()).workspace(Some(ws_s.as_str())),
+            )?;
             pipeline_view(tx, &r)
         })
         .await
@@ -892,7 +1019,13 @@ impl Service {
     }
 
     /// Changes a pipeline.
-    pub async fn patch_pipeline(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str, p: PatchPipeline) -> CoreResult<PipelineView> {
+    pub async fn patch_pipeline(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+        p: PatchPipeline,
+    ) -> CoreResult<PipelineView> {
         if let Some(n) = &p.name {
             check_name(n).map_err(|m| CoreError::invalid("name", "invalid_name", m))?;
         }
@@ -902,28 +1035,60 @@ impl Service {
             let r = load_pipeline_row(tx, &id)?;
             let (org_s, ws_s) = (r.text(2)?, r.text(3)?);
             let settings = settings_of(tx, &org_s, "pipeline")?;
-            let (org, ws) = (OrgId::from_trusted(org_s.clone()), WorkspaceId::from_trusted(ws_s.clone()));
-            let draft = || Draft::new("pipeline.update", "pipeline", id.as_str(), org_s.as_str()).workspace(Some(ws_s.as_str()));
-            authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::CredentialAttach, "pipeline", draft)?;
+            let (org, ws) = (
+                OrgId::from_trusted(org_s.clone()),
+                WorkspaceId::from_trusted(ws_s.clone()),
+            );
+            let draft = || {
+                Draft::new("pipeline.update", "pipeline", id.as_str(), org_s.as_str()).workspace(Some(ws_s.as_str()))
+            };
+            authorize(
+                &a,
+                &settings,
+                Scope::Workspace(&org, &ws),
+                Permission::CredentialAttach,
+                "pipeline",
+                draft,
+            )?;
             let now = now_micros();
             if let Some(n) = &p.name {
-                tx.execute("UPDATE pipelines SET name = $1 WHERE id = $2", &[n.as_str().into(), id.as_str().into()])
-                    .map_err(|e| name_conflict(e, "pipeline"))?;
+                tx.execute(
+                    "UPDATE pipelines SET name = $1 WHERE id = $2",
+                    &[n.as_str().into(), id.as_str().into()],
+                )
+                .map_err(|e| name_conflict(e, "pipeline"))?;
             }
             if let Some(d) = &p.description {
-                tx.execute("UPDATE pipelines SET description = $1 WHERE id = $2", &[d.as_str().into(), id.as_str().into()])?;
+                tx.execute(
+                    "UPDATE pipelines SET description = $1 WHERE id = $2",
+                    &[d.as_str().into(), id.as_str().into()],
+                )?;
             }
             let mut conns = None;
             if let Some(ids) = &p.connection_ids {
                 let checked = check_pipeline_connections(tx, &ws_s, ids)?;
-                tx.execute("DELETE FROM pipeline_connections WHERE pipeline_id = $1", &[id.as_str().into()])?;
+                tx.execute(
+                    "DELETE FROM pipeline_connections WHERE pipeline_id = $1",
+                    &[id.as_str().into()],
+                )?;
                 for c in &checked {
-                    tx.execute("INSERT INTO pipeline_connections (pipeline_id, connection_id) VALUES ($1, $2)", &[id.as_str().into(), c.as_str().into()])?;
+                    tx.execute(
+                        "INSERT INTO pipeline_connections (pipeline_id, connection_id) VALUES ($1, $2)",
+                        &[id.as_str().into(), c.as_str().into()],
+                    )?;
                 }
                 conns = Some(checked);
             }
-            tx.execute("UPDATE pipelines SET updated_at = $1 WHERE id = $2", &[now.into(), id.as_str().into()])?;
-            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft().details(serde_json::json!({"name": p.name, "connection_ids": conns})))?;
+            tx.execute(
+                "UPDATE pipelines SET updated_at = $1 WHERE id = $2",
+                &[now.into(), id.as_str().into()],
+            )?;
+            audit::append(
+                tx,
+                &ctx2,
+                &ActorRef::from(a.as_ref()),
+                &draft().details(serde_json::json!({"name": p.name, "connection_ids": conns})),
+            )?;
             let r = load_pipeline_row(tx, &id)?;
             pipeline_view(tx, &r)
         })
@@ -937,13 +1102,33 @@ impl Service {
             let r = load_pipeline_row(tx, &id)?;
             let (org_s, ws_s) = (r.text(2)?, r.text(3)?);
             let settings = settings_of(tx, &org_s, "pipeline")?;
-            let (org, ws) = (OrgId::from_trusted(org_s.clone()), WorkspaceId::from_trusted(ws_s.clone()));
-            let draft = || Draft::new("pipeline.delete", "pipeline", id.as_str(), org_s.as_str()).workspace(Some(ws_s.as_str()));
-            authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::CredentialAttach, "pipeline", draft)?;
+            let (org, ws) = (
+                OrgId::from_trusted(org_s.clone()),
+                WorkspaceId::from_trusted(ws_s.clone()),
+            );
+            let draft = || {
+                Draft::new("pipeline.delete", "pipeline", id.as_str(), org_s.as_str()).workspace(Some(ws_s.as_str()))
+            };
+            authorize(
+                &a,
+                &settings,
+                Scope::Workspace(&org, &ws),
+                Permission::CredentialAttach,
+                "pipeline",
+                draft,
+            )?;
             let view = pipeline_view(tx, &r)?;
-            tx.execute("DELETE FROM pipeline_connections WHERE pipeline_id = $1", &[id.as_str().into()])?;
+            tx.execute(
+                "DELETE FROM pipeline_connections WHERE pipeline_id = $1",
+                &[id.as_str().into()],
+            )?;
             tx.execute("DELETE FROM pipelines WHERE id = $1", &[id.as_str().into()])?;
-            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft().details(serde_json::json!({"name": view.name})))?;
+            audit::append(
+                tx,
+                &ctx2,
+                &ActorRef::from(a.as_ref()),
+                &draft().details(serde_json::json!({"name": view.name})),
+            )?;
             Ok(view)
         })
         .await

@@ -118,7 +118,9 @@ impl CredRow {
             updated_at: to_rfc3339(self.updated_at),
             deleted_at: ts(self.deleted_at),
             last_used_at: ts(self.last_used_at),
-            warnings: credvault_domain::connectors::naming_warning(&self.name, &self.environment).into_iter().collect(),
+            warnings: credvault_domain::connectors::naming_warning(&self.name, &self.environment)
+                .into_iter()
+                .collect(),
         })
     }
 }

@@ -8,12 +8,12 @@ pub mod audit;
 mod audit_query;
 mod auth;
 mod bootstrap;
-pub mod context;
 pub mod connections;
+pub mod context;
 mod credentials;
+pub mod error;
 mod reports;
 mod resolve;
-pub mod error;
 mod settings;
 mod tenancy;
 pub mod views;
@@ -26,9 +26,9 @@ use credvault_store::{Store, Tx};
 pub use bootstrap::BootstrapOutput;
 pub use context::{Actor, ActorBinding, RequestCtx};
 pub use credentials::StatusOp;
+pub use error::{CoreError, CoreResult};
 pub use reports::{CreateReview, ReportKind, ReportRequest, ReportStream, ReviewView};
 pub use resolve::{ResolveRequest, Resolved};
-pub use error::{CoreError, CoreResult};
 pub use settings::{OrgSettings, SettingsPatch};
 
 /// Tunables of the core, validated at start-up.
@@ -129,7 +129,10 @@ impl Service {
                 let (err, draft) = *b;
                 let ctx = ctx.clone();
                 let who = audit::ActorRef::from(actor.as_ref());
-                self.inner.store.write(move |tx| audit::append(tx, &ctx, &who, &draft).map(|_| ())).await?;
+                self.inner
+                    .store
+                    .write(move |tx| audit::append(tx, &ctx, &who, &draft).map(|_| ()))
+                    .await?;
                 Err(err)
             }
             other => other,

@@ -17,15 +17,15 @@ use credvault_domain::roles::Permission;
 use credvault_domain::time::{DAY, now_micros, to_rfc3339};
 use credvault_store::{Row, Tx, Value};
 
+use crate::Service;
 use crate::audit::{self, ActorRef, Draft};
+use crate::auth::authorize;
 use crate::connections::{push_in, visible_workspaces};
 use crate::context::{Actor, RequestCtx};
 use crate::credentials::{load_cred, read_scope};
-use crate::auth::authorize;
 use crate::error::{CoreError, CoreResult};
 use crate::tenancy::settings_of;
 use crate::views::ts;
-use crate::Service;
 
 /// Rows per store read while streaming.
 const PAGE: i64 = 500;
@@ -487,11 +487,23 @@ fn attachments_page(tx: &mut dyn Tx, s: &Scope, after: i64) -> CoreResult<(Vec<V
             json!(review.map(|r| r.1.clone())),
             json!(review.map(|r| r.2.clone())),
         ];
-        let mut cred_warnings: Vec<String> = naming_warning(&name, &env).into_iter().map(|w| format!("credential: {w}")).collect();
+        let mut cred_warnings: Vec<String> = naming_warning(&name, &env)
+            .into_iter()
+            .map(|w| format!("credential: {w}"))
+            .collect();
         match by_cred.get(&id) {
             None => {
                 let mut row: Vec<Json> = cred_cols.to_vec();
-                row.extend([Json::Null, Json::Null, Json::Null, Json::Null, Json::Null, Json::Null, json!([]), json!([])]);
+                row.extend([
+                    Json::Null,
+                    Json::Null,
+                    Json::Null,
+                    Json::Null,
+                    Json::Null,
+                    Json::Null,
+                    json!([]),
+                    json!([]),
+                ]);
                 row.extend(review_cols.iter().cloned());
                 row.push(json!(cred_warnings));
                 out.push(row);
@@ -503,7 +515,9 @@ fn attachments_page(tx: &mut dyn Tx, s: &Scope, after: i64) -> CoreResult<(Vec<V
                     let mut warnings = std::mem::take(&mut cred_warnings);
                     warnings.extend(naming_warning(&xname, &xenv).map(|w| format!("connection: {w}")));
                     if xenv != env {
-                        warnings.push(format!("environment override: credential `{env}` on connection `{xenv}`"));
+                        warnings.push(format!(
+                            "environment override: credential `{env}` on connection `{xenv}`"
+                        ));
                     }
                     let mut row: Vec<Json> = cred_cols.to_vec();
                     row.extend([
@@ -539,7 +553,14 @@ impl Service {
         let scope = self
             .write(ctx, actor, move |tx| {
                 let settings = settings_of(tx, &org, "organization")?;
-                let visible = visible_workspaces(&a, &settings, &org, workspace.as_deref(), "report.read", Permission::AuditRead)?;
+                let visible = visible_workspaces(
+                    &a,
+                    &settings,
+                    &org,
+                    workspace.as_deref(),
+                    "report.read",
+                    Permission::AuditRead,
+                )?;
                 audit::append(
                     tx,
                     &ctx2,
@@ -548,7 +569,13 @@ impl Service {
                         .workspace(workspace.as_deref())
                         .details(json!({"report": kind.as_str(), "days": days})),
                 )?;
-                Ok(Scope { org, visible, workspace, days, now: now_micros() })
+                Ok(Scope {
+                    org,
+                    visible,
+                    workspace,
+                    days,
+                    now: now_micros(),
+                })
             })
             .await?;
         let (sender, rows) = mpsc::channel(PAGE as usize);
@@ -577,13 +604,27 @@ impl Service {
                 }
             }
         });
-        Ok(ReportStream { kind, columns: kind.columns(), rows })
+        Ok(ReportStream {
+            kind,
+            columns: kind.columns(),
+            rows,
+        })
     }
 
     /// Records a review of a credential (`audit.read`: admins and auditors).
-    pub async fn create_review(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str, req: CreateReview) -> CoreResult<ReviewView> {
+    pub async fn create_review(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+        req: CreateReview,
+    ) -> CoreResult<ReviewView> {
         if !["keep", "remove"].contains(&req.decision.as_str()) {
-            return Err(CoreError::invalid("decision", "invalid_decision", "must be keep or remove"));
+            return Err(CoreError::invalid(
+                "decision",
+                "invalid_decision",
+                "must be keep or remove",
+            ));
         }
         if req.note.as_ref().is_some_and(|n| n.len() > 4096) {
             return Err(CoreError::invalid("note", "too_long", "must be at most 4096 bytes"));

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+use credvault_domain::PipelineId;
 use credvault_domain::roles::Permission;
 use credvault_domain::time::now_micros;
-use credvault_domain::PipelineId;
 
+use crate::Service;
 use crate::audit::{self, ActorRef, Outcome};
 use crate::auth::{Scope, authorize};
 use crate::connections::load_conn;
@@ -22,7 +23,6 @@ use crate::context::{Actor, RequestCtx};
 use crate::credentials::{decrypt_version, load_cred};
 use crate::error::{CoreError, CoreResult};
 use crate::tenancy::settings_of;
-use crate::Service;
 
 /// Request: resolve a connection for a run.
 #[derive(Clone, Debug, Deserialize)]
@@ -91,7 +91,11 @@ impl Drop for Resolved {
 
 fn check_run_id(run_id: &str) -> CoreResult<()> {
     if run_id.is_empty() || run_id.len() > 200 || run_id.chars().any(char::is_control) {
-        return Err(CoreError::invalid("run_id", "invalid_run_id", "must be 1–200 printable characters"));
+        return Err(CoreError::invalid(
+            "run_id",
+            "invalid_run_id",
+            "must be 1–200 printable characters",
+        ));
     }
     Ok(())
 }
@@ -116,7 +120,14 @@ impl Service {
                     "run_id": req.run_id, "pipeline_id": req.pipeline_id, "credential_id": c.credential_id,
                 }))
             };
-            authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::Resolve, "connection", base)?;
+            authorize(
+                &a,
+                &settings,
+                Scope::Workspace(&org, &ws),
+                Permission::Resolve,
+                "connection",
+                base,
+            )?;
             let refuse = |err: CoreError, reason: &str| {
                 let mut d = base().outcome(Outcome::Error);
                 d.details["refused"] = reason.into();
@@ -131,24 +142,47 @@ impl Service {
                     )?
                     .is_some();
                 if !ok {
-                    return Err(CoreError::invalid("pipeline_id", "pipeline_mismatch", "the pipeline does not use this connection"));
+                    return Err(CoreError::invalid(
+                        "pipeline_id",
+                        "pipeline_mismatch",
+                        "the pipeline does not use this connection",
+                    ));
                 }
             }
             let Some(cred_id) = c.credential_id.clone() else {
-                return Err(refuse(CoreError::conflict("no_credential", "the connection has no credential attached"), "no_credential"));
+                return Err(refuse(
+                    CoreError::conflict("no_credential", "the connection has no credential attached"),
+                    "no_credential",
+                ));
             };
             let cred = load_cred(tx, &cred_id, false)?;
             let now = now_micros();
             match cred.status.as_str() {
                 "active" => {}
-                "disabled" => return Err(refuse(CoreError::conflict("credential_disabled", "the credential is disabled"), "credential_disabled")),
-                "pending_deletion" => {
-                    return Err(refuse(CoreError::conflict("credential_deleted", "the credential is pending deletion"), "credential_deleted"));
+                "disabled" => {
+                    return Err(refuse(
+                        CoreError::conflict("credential_disabled", "the credential is disabled"),
+                        "credential_disabled",
+                    ));
                 }
-                other => return Err(refuse(CoreError::conflict("credential_not_active", format!("the credential is {other}")), "credential_not_active")),
+                "pending_deletion" => {
+                    return Err(refuse(
+                        CoreError::conflict("credential_deleted", "the credential is pending deletion"),
+                        "credential_deleted",
+                    ));
+                }
+                other => {
+                    return Err(refuse(
+                        CoreError::conflict("credential_not_active", format!("the credential is {other}")),
+                        "credential_not_active",
+                    ));
+                }
             }
             if cred.expires_at.is_some_and(|e| e <= now) {
-                return Err(refuse(CoreError::conflict("credential_expired", "the credential has expired"), "credential_expired"));
+                return Err(refuse(
+                    CoreError::conflict("credential_expired", "the credential has expired"),
+                    "credential_expired",
+                ));
             }
             let state = tx
                 .query_opt(
@@ -158,20 +192,42 @@ impl Service {
                 .map(|r| r.text(0))
                 .transpose()?;
             if state.as_deref() != Some("current") {
-                return Err(refuse(CoreError::conflict("version_revoked", "the credential's current version is not usable"), "version_revoked"));
+                return Err(refuse(
+                    CoreError::conflict("version_revoked", "the credential's current version is not usable"),
+                    "version_revoked",
+                ));
             }
             let fields = decrypt_version(tx, &keyring, &cred.org_id, &cred.id, cred.current_version)?;
             let mut d = base();
             d.details["version"] = cred.current_version.into();
             audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &d)?;
-            tx.execute("UPDATE credentials SET last_used_at = $1 WHERE id = $2", &[now.into(), cred_id.as_str().into()])?;
-            tx.execute("UPDATE connections SET last_used_at = $1 WHERE id = $2", &[now.into(), c.id.as_str().into()])?;
+            tx.execute(
+                "UPDATE credentials SET last_used_at = $1 WHERE id = $2",
+                &[now.into(), cred_id.as_str().into()],
+            )?;
+            tx.execute(
+                "UPDATE connections SET last_used_at = $1 WHERE id = $2",
+                &[now.into(), c.id.as_str().into()],
+            )?;
             if let Some(p) = &req.pipeline_id {
-                tx.execute("UPDATE pipelines SET last_used_at = $1 WHERE id = $2", &[now.into(), p.as_str().into()])?;
+                tx.execute(
+                    "UPDATE pipelines SET last_used_at = $1 WHERE id = $2",
+                    &[now.into(), p.as_str().into()],
+                )?;
             }
             Ok(Resolved {
-                connection: ResolvedConnection { id: c.id.clone(), kind: c.kind.clone(), config: serde_json::from_str(&c.config)? },
-                credential: ResolvedCredential { id: cred.id.clone(), ty: cred.ty.clone(), variant: cred.variant.clone(), version: cred.current_version, fields },
+                connection: ResolvedConnection {
+                    id: c.id.clone(),
+                    kind: c.kind.clone(),
+                    config: serde_json::from_str(&c.config)?,
+                },
+                credential: ResolvedCredential {
+                    id: cred.id.clone(),
+                    ty: cred.ty.clone(),
+                    variant: cred.variant.clone(),
+                    version: cred.current_version,
+                    fields,
+                },
             })
         })
         .await

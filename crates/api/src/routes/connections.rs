@@ -7,7 +7,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post, put};
 use serde_json::Value;
 
-use credvault_core::connections::{AttachCredential, ConnectionFilter, CreateConnection, CreatePipeline, PatchConnection, PatchPipeline};
+use credvault_core::connections::{
+    AttachCredential, ConnectionFilter, CreateConnection, CreatePipeline, PatchConnection, PatchPipeline,
+};
 use credvault_core::{CreateReview, ReportKind, ReportRequest, ResolveRequest};
 
 use super::Table;
@@ -17,7 +19,15 @@ use crate::extract::{Auth, Ctx, Json, Params};
 use crate::openapi::RouteDoc;
 
 pub(crate) fn routes(t: Table) -> Table {
-    let doc = |operation_id, summary, tag, permission, success| RouteDoc { operation_id, summary, tag, permission, success, auth: true, ..Default::default() };
+    let doc = |operation_id, summary, tag, permission, success| RouteDoc {
+        operation_id,
+        summary,
+        tag,
+        permission,
+        success,
+        auth: true,
+        ..Default::default()
+    };
     t.add("get", "/v1/connector-kinds", get(kinds), doc("listConnectorKinds", "Connector kinds, their config fields and the credential types they accept", "connections", "", 200))
         .add("post", "/v1/connections", post(create_connection), RouteDoc {
             body: Some("CreateConnection"),
@@ -73,12 +83,33 @@ async fn kinds(Auth(_): Auth) -> impl IntoResponse {
     axum::Json(serde_json::json!({ "items": credvault_domain::connectors::kinds_json() }))
 }
 
-async fn create_connection(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(a): Auth, Json(req): Json<CreateConnection>) -> ApiResult<impl IntoResponse> {
-    Ok((StatusCode::CREATED, axum::Json(s.service.create_connection(&ctx, &a, req).await?)))
+async fn create_connection(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(a): Auth,
+    Json(req): Json<CreateConnection>,
+) -> ApiResult<impl IntoResponse> {
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(s.service.create_connection(&ctx, &a, req).await?),
+    ))
 }
 
-async fn list_connections(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(a): Auth, p: Params) -> ApiResult<impl IntoResponse> {
-    p.allow(&["org_id", "workspace_id", "kind", "environment", "credential_id", "cursor", "limit"])?;
+async fn list_connections(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(a): Auth,
+    p: Params,
+) -> ApiResult<impl IntoResponse> {
+    p.allow(&[
+        "org_id",
+        "workspace_id",
+        "kind",
+        "environment",
+        "credential_id",
+        "cursor",
+        "limit",
+    ])?;
     let f = ConnectionFilter {
         org_id: p.get("org_id")?,
         workspace_id: p.get("workspace_id")?,
@@ -91,77 +122,178 @@ async fn list_connections(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(a): Aut
     Ok(axum::Json(s.service.list_connections(&ctx, &a, f).await?))
 }
 
-async fn get_connection(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(a): Auth, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn get_connection(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(a): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(s.service.get_connection(&ctx, &a, &id).await?))
 }
 
-async fn patch_connection(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(a): Auth, Path(id): Path<String>, Json(p): Json<PatchConnection>) -> ApiResult<impl IntoResponse> {
+async fn patch_connection(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(a): Auth,
+    Path(id): Path<String>,
+    Json(p): Json<PatchConnection>,
+) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(s.service.patch_connection(&ctx, &a, &id, p).await?))
 }
 
-async fn delete_connection(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(a): Auth, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn delete_connection(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(a): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(s.service.delete_connection(&ctx, &a, &id).await?))
 }
 
-async fn attach(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(a): Auth, Path(id): Path<String>, Json(req): Json<AttachCredential>) -> ApiResult<impl IntoResponse> {
+async fn attach(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(a): Auth,
+    Path(id): Path<String>,
+    Json(req): Json<AttachCredential>,
+) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(s.service.attach_credential(&ctx, &a, &id, req).await?))
 }
 
-async fn detach(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(a): Auth, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn detach(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(a): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(s.service.detach_credential(&ctx, &a, &id).await?))
 }
 
-async fn create_pipeline(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(a): Auth, Json(req): Json<CreatePipeline>) -> ApiResult<impl IntoResponse> {
-    Ok((StatusCode::CREATED, axum::Json(s.service.create_pipeline(&ctx, &a, req).await?)))
+async fn create_pipeline(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(a): Auth,
+    Json(req): Json<CreatePipeline>,
+) -> ApiResult<impl IntoResponse> {
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(s.service.create_pipeline(&ctx, &a, req).await?),
+    ))
 }
 
-async fn list_pipelines(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(a): Auth, p: Params) -> ApiResult<impl IntoResponse> {
+async fn list_pipelines(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(a): Auth,
+    p: Params,
+) -> ApiResult<impl IntoResponse> {
     p.allow(&["org_id", "workspace_id", "connection_id", "cursor", "limit"])?;
     Ok(axum::Json(
         s.service
-            .list_pipelines(&ctx, &a, p.get("org_id")?, p.get("workspace_id")?, p.get("connection_id")?, p.get("cursor")?, p.usize("limit")?)
+            .list_pipelines(
+                &ctx,
+                &a,
+                p.get("org_id")?,
+                p.get("workspace_id")?,
+                p.get("connection_id")?,
+                p.get("cursor")?,
+                p.usize("limit")?,
+            )
             .await?,
     ))
 }
 
-async fn get_pipeline(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(a): Auth, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn get_pipeline(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(a): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(s.service.get_pipeline(&ctx, &a, &id).await?))
 }
 
-async fn patch_pipeline(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(a): Auth, Path(id): Path<String>, Json(p): Json<PatchPipeline>) -> ApiResult<impl IntoResponse> {
+async fn patch_pipeline(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(a): Auth,
+    Path(id): Path<String>,
+    Json(p): Json<PatchPipeline>,
+) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(s.service.patch_pipeline(&ctx, &a, &id, p).await?))
 }
 
-async fn delete_pipeline(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(a): Auth, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn delete_pipeline(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(a): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(s.service.delete_pipeline(&ctx, &a, &id).await?))
 }
 
-async fn usage(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(a): Auth, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn usage(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(a): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(s.service.credential_usage(&ctx, &a, &id).await?))
 }
 
-async fn detach_all(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(a): Auth, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn detach_all(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(a): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(s.service.detach_all(&ctx, &a, &id).await?))
 }
 
-async fn create_review(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(a): Auth, Path(id): Path<String>, Json(req): Json<CreateReview>) -> ApiResult<impl IntoResponse> {
-    Ok((StatusCode::CREATED, axum::Json(s.service.create_review(&ctx, &a, &id, req).await?)))
+async fn create_review(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(a): Auth,
+    Path(id): Path<String>,
+    Json(req): Json<CreateReview>,
+) -> ApiResult<impl IntoResponse> {
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(s.service.create_review(&ctx, &a, &id, req).await?),
+    ))
 }
 
-async fn list_reviews(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(a): Auth, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(serde_json::json!({ "items": s.service.list_reviews(&ctx, &a, &id).await? })))
+async fn list_reviews(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(a): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(
+        serde_json::json!({ "items": s.service.list_reviews(&ctx, &a, &id).await? }),
+    ))
 }
 
-async fn resolve(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(a): Auth, Json(req): Json<ResolveRequest>) -> ApiResult<Response> {
+async fn resolve(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(a): Auth,
+    Json(req): Json<ResolveRequest>,
+) -> ApiResult<Response> {
     let resolved = s.service.resolve(&ctx, &a, req).await?;
     // The response body holds plaintext: serialize into a zeroizing buffer that hyper owns
     // until it is written, and that is wiped when the last reference is dropped.
-    let body = serde_json::to_vec(&resolved)
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "cannot encode the response"))?;
+    let body = serde_json::to_vec(&resolved).map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "cannot encode the response",
+        )
+    })?;
     drop(resolved);
     let bytes = Bytes::from_owner(zeroize::Zeroizing::new(body));
     let mut r = Response::new(Body::from(bytes));
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(r)
 }
 
@@ -171,10 +303,18 @@ fn csv_cell(v: &Value, out: &mut String) {
     let s = match v {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
-        Value::Array(a) => a.iter().map(|x| x.as_str().map(str::to_owned).unwrap_or_else(|| x.to_string())).collect::<Vec<_>>().join("; "),
+        Value::Array(a) => a
+            .iter()
+            .map(|x| x.as_str().map(str::to_owned).unwrap_or_else(|| x.to_string()))
+            .collect::<Vec<_>>()
+            .join("; "),
         other => other.to_string(),
     };
-    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s };
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s
+    };
     if s.contains([',', '"', '\n', '\r']) {
         out.push('"');
         out.push_str(&s.replace('"', "\"\""));
@@ -184,9 +324,17 @@ fn csv_cell(v: &Value, out: &mut String) {
     }
 }
 
-async fn report(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(a): Auth, Path(kind): Path<String>, p: Params) -> ApiResult<Response> {
+async fn report(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(a): Auth,
+    Path(kind): Path<String>,
+    p: Params,
+) -> ApiResult<Response> {
     p.allow(&["org_id", "workspace_id", "days", "format"])?;
-    let kind = ReportKind::parse(&kind).ok_or_else(|| ApiError::not_found("report (use attachments, unused, rotation-due, overrides or unreviewed)"))?;
+    let kind = ReportKind::parse(&kind).ok_or_else(|| {
+        ApiError::not_found("report (use attachments, unused, rotation-due, overrides or unreviewed)")
+    })?;
     let csv = match p.get("format")?.as_deref() {
         None | Some("json") => false,
         Some("csv") => true,
@@ -194,9 +342,17 @@ async fn report(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(a): Auth, Path(ki
     };
     let days = match p.get("days")? {
         None => None,
-        Some(d) => Some(d.parse::<i64>().map_err(|_| ApiError::bad_request("invalid_parameter", "days must be an integer").field("days"))?),
+        Some(d) => Some(
+            d.parse::<i64>()
+                .map_err(|_| ApiError::bad_request("invalid_parameter", "days must be an integer").field("days"))?,
+        ),
     };
-    let req = ReportRequest { kind, org_id: p.get("org_id")?, workspace_id: p.get("workspace_id")?, days };
+    let req = ReportRequest {
+        kind,
+        org_id: p.get("org_id")?,
+        workspace_id: p.get("workspace_id")?,
+        days,
+    };
     let stream = s.service.report(&ctx, &a, req).await?;
     let columns = stream.columns;
     let name = kind.as_str();
@@ -221,7 +377,10 @@ async fn report(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(a): Auth, Path(ki
                     line.push_str("\r\n");
                     line
                 } else {
-                    format!("{{\"report\":\"{name}\",\"columns\":{},\"items\":[", serde_json::json!(columns))
+                    format!(
+                        "{{\"report\":\"{name}\",\"columns\":{},\"items\":[",
+                        serde_json::json!(columns)
+                    )
                 };
                 Some((Ok::<Bytes, std::io::Error>(Bytes::from(head)), (rows, St::Rows, true)))
             }
@@ -240,7 +399,8 @@ async fn report(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(a): Auth, Path(ki
                         if !first {
                             chunk.push(',');
                         }
-                        let obj: serde_json::Map<String, Value> = columns.iter().map(|c| (*c).to_owned()).zip(row).collect();
+                        let obj: serde_json::Map<String, Value> =
+                            columns.iter().map(|c| (*c).to_owned()).zip(row).collect();
                         chunk.push_str(&Value::Object(obj).to_string());
                     }
                     Some((Ok(Bytes::from(chunk)), (rows, St::Rows, false)))
@@ -258,8 +418,13 @@ async fn report(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(a): Auth, Path(ki
         }
     });
     let mut r = Response::new(Body::from_stream(body));
-    let ct = if csv { "text/csv; charset=utf-8" } else { "application/json" };
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    let ct = if csv {
+        "text/csv; charset=utf-8"
+    } else {
+        "application/json"
+    };
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     if csv && let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"credvault-{name}.csv\"")) {
         r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
     }
