@@ -122,45 +122,79 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     }
 }
 
-/// Parses JSON with a path-aware error. Messages never quote the input: serde's messages for
-/// type errors can contain the offending value, which may be a secret.
+/// Parses a JSON object body with a path-aware error. Three steps, so each failure gets the
+/// right answer: syntax (including trailing garbage) is 400 `malformed_json`; a body that is
+/// not an object is 422; anything the shape rejects is 422 `invalid_field` naming the field.
+/// Messages never quote string input: serde's type errors can contain the offending value,
+/// which may be a secret.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+        return Err(ApiError::bad_request(
+            "malformed_json",
+            format!("the body is not valid JSON (line {}, column {})", e.line(), e.column()),
+        ));
+    }
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "the body must be a JSON object",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize::<_, T>(de) {
         Ok(v) => Ok(v),
         Err(e) => {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            use serde_json::error::Category;
-            match inner.classify() {
-                Category::Syntax | Category::Eof | Category::Io => Err(ApiError::bad_request(
+            let raw = inner.to_string();
+            // The first pass proved the syntax, except what only a typed parse sees (a lone
+            // surrogate, nesting too deep, a number out of range). serde_json files some shape
+            // errors (an enum given a number: "expected value") under "syntax", so sort by
+            // what the error says, not by its category.
+            let syntax = [
+                "recursion limit",
+                "number out of range",
+                "surrogate",
+                "hex escape",
+                "unicode code point",
+                "control character",
+                "EOF while parsing",
+            ]
+            .iter()
+            .any(|p| raw.contains(p));
+            if syntax {
+                return Err(ApiError::bad_request(
                     "malformed_json",
                     format!(
                         "the body is not valid JSON (line {}, column {})",
                         inner.line(),
                         inner.column()
                     ),
-                )),
-                Category::Data => {
-                    let msg = sanitize_serde_message(&inner.to_string());
-                    let field = if path == "." { String::new() } else { path };
-                    let mut err = ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "invalid_field",
-                        if field.is_empty() {
-                            msg.clone()
-                        } else {
-                            format!("{field}: {msg}")
-                        },
-                    );
-                    if let Some(f) = missing_field(&msg).or(Some(field).filter(|f| !f.is_empty())) {
-                        err = err.field(f);
-                    }
-                    Err(err)
-                }
+                ));
             }
+            let msg = sanitize_serde_message(&raw);
+            let field = if path == "." { String::new() } else { path };
+            let named = missing_field(&msg)
+                .or_else(|| duplicate_field(&msg))
+                .or(Some(field).filter(|f| !f.is_empty()));
+            let detail = match &named {
+                Some(f) if !msg.contains(f.as_str()) => format!("{f}: {msg}"),
+                _ => msg,
+            };
+            let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", detail);
+            if let Some(f) = named {
+                err = err.field(f);
+            }
+            Err(err)
         }
     }
+}
+
+/// `duplicate field `x`` names the field in the message.
+fn duplicate_field(msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("duplicate field `")?;
+    Some(rest.split('`').next()?.to_owned())
 }
 
 /// `missing field `x`` names the field in the message, not the path.
@@ -190,6 +224,24 @@ fn sanitize_serde_message(msg: &str) -> String {
         }
     }
     out
+}
+
+/// Path parameters. Any rejection (e.g. an ID that is not valid UTF-8) is a 404 problem: an
+/// identifier that cannot be parsed names nothing.
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(_) => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource")),
+        }
+    }
 }
 
 /// Query parameters, checked against the list a handler accepts.

@@ -60,6 +60,10 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if status == 413 {
+        // The unread rest of an oversized body makes the connection unusable: say so.
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }

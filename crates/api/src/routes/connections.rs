@@ -1,7 +1,7 @@
 //! Connections, pipelines, usage, detach-all, resolve, reviews and reports.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post, put};
@@ -15,7 +15,7 @@ use credvault_core::{CreateReview, ReportKind, ReportRequest, ResolveRequest};
 use super::Table;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Auth, Ctx, Json, Params};
+use crate::extract::{Auth, Ctx, Json, Params, Path};
 use crate::openapi::RouteDoc;
 
 pub(crate) fn routes(t: Table) -> Table {

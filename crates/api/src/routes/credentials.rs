@@ -1,6 +1,6 @@
 //! Credentials and their versions.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, patch, post};
@@ -11,7 +11,7 @@ use credvault_core::views::{CreateCredential, CreateVersion, CredentialFilter, P
 use super::Table;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Auth, Ctx, Json, Params};
+use crate::extract::{Auth, Ctx, Json, Params, Path};
 use crate::openapi::RouteDoc;
 
 pub(crate) fn routes(t: Table) -> Table {

@@ -1,6 +1,6 @@
 //! Organizations, settings, workspaces, principals, role bindings and tokens.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, patch, post};
@@ -11,7 +11,7 @@ use credvault_core::views::{CreateOrg, CreatePrincipal, CreateRoleBinding, Creat
 use super::Table;
 use crate::AppState;
 use crate::error::ApiResult;
-use crate::extract::{Auth, Ctx, Json, Params};
+use crate::extract::{Auth, Ctx, Json, Params, Path};
 use crate::openapi::RouteDoc;
 
 pub(crate) fn routes(t: Table) -> Table {
