@@ -195,6 +195,21 @@ pub struct ConnectionFilter {
     pub limit: Option<usize>,
 }
 
+/// Filters of the pipeline list.
+#[derive(Clone, Debug, Default)]
+pub struct PipelineFilter {
+    /// Organization (default: the caller's).
+    pub org_id: Option<String>,
+    /// Only this workspace.
+    pub workspace_id: Option<String>,
+    /// Only pipelines using this connection.
+    pub connection_id: Option<String>,
+    /// Cursor.
+    pub cursor: Option<String>,
+    /// Page size.
+    pub limit: Option<usize>,
+}
+
 /// What uses a credential.
 #[derive(Clone, Debug, Serialize)]
 pub struct Usage {
@@ -976,12 +991,15 @@ impl Service {
         &self,
         ctx: &RequestCtx,
         actor: &Arc<Actor>,
-        org_id: Option<String>,
-        workspace_id: Option<String>,
-        connection_id: Option<String>,
-        cursor: Option<String>,
-        limit: Option<usize>,
+        f: PipelineFilter,
     ) -> CoreResult<Page<PipelineView>> {
+        let PipelineFilter {
+            org_id,
+            workspace_id,
+            connection_id,
+            cursor,
+            limit,
+        } = f;
         let after = decode_cursor(cursor.as_deref())?;
         let limit = self.page_limit(limit);
         let org = org_id.unwrap_or_else(|| actor.org_id.to_string());

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use credvault_core::connections::{
     AttachCredential, ConnectionFilter, CreateConnection, CreatePipeline, PatchConnection, PatchPipeline,
+    PipelineFilter,
 };
 use credvault_core::{CreateReview, ReportKind, ReportRequest, ResolveRequest};
 
@@ -188,19 +189,14 @@ async fn list_pipelines(
     p: Params,
 ) -> ApiResult<impl IntoResponse> {
     p.allow(&["org_id", "workspace_id", "connection_id", "cursor", "limit"])?;
-    Ok(axum::Json(
-        s.service
-            .list_pipelines(
-                &ctx,
-                &a,
-                p.get("org_id")?,
-                p.get("workspace_id")?,
-                p.get("connection_id")?,
-                p.get("cursor")?,
-                p.usize("limit")?,
-            )
-            .await?,
-    ))
+    let f = PipelineFilter {
+        org_id: p.get("org_id")?,
+        workspace_id: p.get("workspace_id")?,
+        connection_id: p.get("connection_id")?,
+        cursor: p.get("cursor")?,
+        limit: p.usize("limit")?,
+    };
+    Ok(axum::Json(s.service.list_pipelines(&ctx, &a, f).await?))
 }
 
 async fn get_pipeline(
