@@ -134,6 +134,7 @@ fn schemas() -> Value {
             "decision": {"enum": ["keep", "remove"]}, "note": {"type": ["string", "null"]}}},
         "ResolveRequest": {"type": "object", "required": ["connection_id", "run_id"], "additionalProperties": false, "properties": {
             "connection_id": id("conn_"), "run_id": {"type": "string"}, "pipeline_id": {"type": ["string", "null"]}}},
+        "TestRequest": {"type": "object", "additionalProperties": false, "properties": {"version": {"type": ["integer", "null"]}}},
         "CreateVersion": {"type": "object", "required": ["fields"], "additionalProperties": false, "properties": {
             "fields": {"type": "object"}, "mode": {"enum": ["stage", "replace"]}}},
     })

@@ -16,7 +16,7 @@ use crate::config::{ClientSettings, FileConfig, RawServer, ServerSettings};
 
 /// credvault: a credential store for data pipelines.
 #[derive(Debug, Parser)]
-#[command(name = "credvault", version, about, propagate_version = true)]
+#[command(name = "credvault", version, about)]
 pub struct Cli {
     /// TOML config file (server and client settings).
     #[arg(long, global = true, env = "CREDVAULT_CONFIG")]
@@ -64,6 +64,9 @@ enum Command {
         /// Largest accepted request body, in bytes.
         #[arg(long, env = "CREDVAULT_BODY_LIMIT")]
         body_limit: Option<usize>,
+        /// Non-public networks Test connection may reach, e.g. 10.0.0.0/8 (comma-separated).
+        #[arg(long, env = "CREDVAULT_EGRESS_ALLOW", value_delimiter = ',')]
+        egress_allow: Option<Vec<String>>,
     },
     /// Show the calling principal.
     Whoami,
@@ -155,6 +158,12 @@ enum ConnectionCmd {
     },
     /// Detach the credential.
     Detach { id: String },
+    /// Test connection: connect to the target with the credential (or --version N).
+    Test {
+        id: String,
+        #[arg(long)]
+        version: Option<i64>,
+    },
     /// Delete a connection.
     Delete { id: String },
 }
@@ -337,23 +346,31 @@ enum CredentialCmd {
     Delete { id: String },
     /// Restore a soft-deleted credential.
     Restore { id: String },
+    /// Test every connection that uses the credential (optionally a pending --version N).
+    Test {
+        id: String,
+        #[arg(long)]
+        version: Option<i64>,
+    },
 }
 
 /// Runs one command.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let file = FileConfig::load(cli.config.as_deref())?;
-    let server_settings = |s: ServerArgs, listen: Option<String>, body_limit: Option<usize>| {
-        ServerSettings::resolve(
-            RawServer {
-                data_dir: s.data_dir,
-                listen,
-                database_url: s.database_url,
-                log_format: s.log_format,
-                body_limit,
-            },
-            &file,
-        )
-    };
+    let server_settings =
+        |s: ServerArgs, listen: Option<String>, body_limit: Option<usize>, egress_allow: Option<Vec<String>>| {
+            ServerSettings::resolve(
+                RawServer {
+                    data_dir: s.data_dir,
+                    listen,
+                    database_url: s.database_url,
+                    log_format: s.log_format,
+                    body_limit,
+                    egress_allow,
+                },
+                &file,
+            )
+        };
     let client = || {
         Client::new(ClientSettings::resolve(
             cli.server.clone(),
@@ -363,7 +380,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Init { server, json } => {
-            let settings = server_settings(server, None, None)?;
+            let settings = server_settings(server, None, None, None)?;
             let out = crate::server::init_data_dir(&settings).await?;
             if json {
                 println!(
@@ -383,8 +400,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             server,
             listen,
             body_limit,
+            egress_allow,
         } => {
-            let settings = server_settings(server, listen, body_limit)?;
+            let settings = server_settings(server, listen, body_limit, egress_allow)?;
             crate::server::serve(settings).await?;
         }
         Command::Whoami => print(&client()?.call(Method::GET, "/v1/me", &[], None).await?),
@@ -567,6 +585,20 @@ async fn connection(cl: Client, c: ConnectionCmd) -> anyhow::Result<()> {
             &cl.call(Method::DELETE, &format!("/v1/connections/{id}/credential"), &[], None)
                 .await?,
         ),
+        ConnectionCmd::Test { id, version } => {
+            let r = cl
+                .call(
+                    Method::POST,
+                    &format!("/v1/connections/{id}/test"),
+                    &[],
+                    Some(&json!({"version": version})),
+                )
+                .await?;
+            print(&r);
+            if r.get("ok") != Some(&Value::Bool(true)) {
+                bail!("the test failed");
+            }
+        }
         ConnectionCmd::Delete { id } => print(
             &cl.call(Method::DELETE, &format!("/v1/connections/{id}"), &[], None)
                 .await?,
@@ -809,6 +841,20 @@ async fn credential(cl: Client, c: CredentialCmd) -> anyhow::Result<()> {
             &cl.call(Method::DELETE, &format!("/v1/credentials/{id}"), &[], None)
                 .await?,
         ),
+        CredentialCmd::Test { id, version } => {
+            let r = cl
+                .call(
+                    Method::POST,
+                    &format!("/v1/credentials/{id}/test"),
+                    &[],
+                    Some(&json!({"version": version})),
+                )
+                .await?;
+            print(&r);
+            if r.get("ok") != Some(&Value::Bool(true)) {
+                bail!("not every dependent connection passed");
+            }
+        }
         CredentialCmd::Restore { id } => print(
             &cl.call(Method::POST, &format!("/v1/credentials/{id}/restore"), &[], None)
                 .await?,
@@ -917,5 +963,14 @@ fn insert_path(map: &mut Map<String, Value>, path: &[&str], value: Value) {
                 insert_path(m, rest, value);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

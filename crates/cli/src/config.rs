@@ -22,6 +22,8 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     /// Largest accepted request body in bytes.
     pub body_limit: Option<usize>,
+    /// Networks Test connection may reach although they are not public (CIDRs).
+    pub egress_allow: Option<Vec<String>>,
     /// Client settings.
     pub client: Option<FileClient>,
 }
@@ -70,6 +72,8 @@ pub struct ServerSettings {
     pub log_format: LogFormat,
     /// Body limit.
     pub body_limit: usize,
+    /// Non-public networks outbound tests may reach.
+    pub egress_allow: Vec<credvault_core::Cidr>,
 }
 
 /// Raw server values from flags/env (already merged by clap).
@@ -85,6 +89,8 @@ pub struct RawServer {
     pub log_format: Option<String>,
     /// `--body-limit` / `CREDVAULT_BODY_LIMIT`.
     pub body_limit: Option<usize>,
+    /// `--egress-allow` / `CREDVAULT_EGRESS_ALLOW` (comma-separated CIDRs).
+    pub egress_allow: Option<Vec<String>>,
 }
 
 impl ServerSettings {
@@ -120,12 +126,25 @@ impl ServerSettings {
         if !(1024..=64 * 1024 * 1024).contains(&body_limit) {
             bail!("body_limit: must be between 1 KiB and 64 MiB");
         }
+        let mut egress_allow = Vec::new();
+        for c in raw
+            .egress_allow
+            .or_else(|| file.egress_allow.clone())
+            .unwrap_or_default()
+        {
+            let c = c.trim();
+            if c.is_empty() {
+                continue;
+            }
+            egress_allow.push(credvault_core::Cidr::parse(c).map_err(|e| anyhow::anyhow!("egress_allow: {e}"))?);
+        }
         Ok(ServerSettings {
             data_dir,
             listen,
             database_url,
             log_format,
             body_limit,
+            egress_allow,
         })
     }
 }

@@ -63,7 +63,11 @@ async fn open(settings: &ServerSettings) -> anyhow::Result<Service> {
             .with_context(|| format!("cannot write the key file {}", key_path.display()))?;
         k
     };
-    Ok(Service::new(store, keyring, CoreConfig::default()))
+    let config = CoreConfig {
+        egress: credvault_core::EgressPolicy::with_allow(settings.egress_allow.clone()),
+        ..CoreConfig::default()
+    };
+    Ok(Service::new(store, keyring, config))
 }
 
 /// `credvault init`: initializes the data directory and store; errors if already initialized.

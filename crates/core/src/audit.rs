@@ -65,6 +65,7 @@ pub const ACTIONS: &[&str] = &[
     "pipeline.update",
     "pipeline.delete",
     "report.read",
+    "connection.test",
 ];
 
 /// Outcome of the recorded action.

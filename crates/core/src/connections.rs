@@ -66,6 +66,23 @@ pub struct ConnectionView {
     pub updated_at: String,
     /// Last resolve, RFC 3339.
     pub last_used_at: Option<String>,
+    /// The last Test connection, if any.
+    pub last_test: Option<LastTest>,
+}
+
+/// The last Test connection of a connection.
+#[derive(Clone, Debug, Serialize)]
+pub struct LastTest {
+    /// RFC 3339.
+    pub at: String,
+    /// Whether it passed.
+    pub ok: bool,
+    /// How long it took.
+    pub latency_ms: i64,
+    /// The error code when it failed.
+    pub error_code: Option<String>,
+    /// The credential version tested.
+    pub version: Option<i64>,
 }
 
 /// A pipeline.
@@ -244,7 +261,8 @@ pub struct DetachAll {
 
 const CONN_COLS: &str = "c.id, c.name, c.org_id, c.workspace_id, c.environment, c.kind, c.config, c.credential_id, \
      c.override_reason, c.attached_at, c.attached_by, c.description, c.created_at, c.created_by, c.updated_at, \
-     c.last_used_at, c.seq";
+     c.last_used_at, c.seq, c.last_test_at, c.last_test_ok, c.last_test_latency_ms, c.last_test_error_code, \
+     c.last_test_version";
 
 /// A connection row.
 pub(crate) struct ConnRow {
@@ -264,6 +282,7 @@ pub(crate) struct ConnRow {
     created_by: String,
     updated_at: i64,
     last_used_at: Option<i64>,
+    last_test: Option<LastTest>,
 }
 
 impl ConnRow {
@@ -285,6 +304,16 @@ impl ConnRow {
             created_by: r.text(13)?,
             updated_at: r.int(14)?,
             last_used_at: r.opt_int(15)?,
+            last_test: match r.opt_int(17)? {
+                Some(at) => Some(LastTest {
+                    at: to_rfc3339(at),
+                    ok: r.opt_int(18)?.unwrap_or(0) != 0,
+                    latency_ms: r.opt_int(19)?.unwrap_or(0),
+                    error_code: r.opt_text(20)?,
+                    version: r.opt_int(21)?,
+                }),
+                None => None,
+            },
         })
     }
 
@@ -324,6 +353,7 @@ impl ConnRow {
             created_by: self.created_by.clone(),
             updated_at: to_rfc3339(self.updated_at),
             last_used_at: ts(self.last_used_at),
+            last_test: self.last_test.clone(),
         })
     }
 }

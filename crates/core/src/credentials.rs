@@ -981,13 +981,14 @@ fn version_state(tx: &mut dyn Tx, id: &str, n: i64) -> CoreResult<String> {
 
 /// Opens one version and merges its public and secret fields. The result holds plaintext:
 /// callers wrap it in a zeroizing response type.
-pub(crate) fn decrypt_version(
+/// Like [`decrypt_version`], also returning the secret values (for scrubbing messages).
+pub(crate) fn decrypt_version_parts(
     tx: &mut dyn Tx,
     keyring: &Keyring,
     org: &str,
     cred: &str,
     version: i64,
-) -> CoreResult<Json> {
+) -> CoreResult<(Json, Vec<String>)> {
     let r = tx.query_one(
         "SELECT kek_id, wrapped_key, ciphertext, public_fields FROM credential_versions WHERE credential_id = $1 AND version = $2",
         &[cred.into(), version.into()],
@@ -1014,5 +1015,33 @@ pub(crate) fn decrypt_version(
     let secret =
         SecretJson::from_bytes(&plain).map_err(|_| CoreError::Internal("sealed payload is not JSON".into()))?;
     let public: Json = serde_json::from_str(&r.text(3)?)?;
-    Ok(credential_types::merge(&public, secret.expose()))
+    let mut secrets = Vec::new();
+    collect_strings(secret.expose(), &mut secrets);
+    Ok((credential_types::merge(&public, secret.expose()), secrets))
+}
+
+/// Every string leaf of a (secret) tree.
+fn collect_strings(v: &Json, out: &mut Vec<String>) {
+    match v {
+        Json::String(s) => out.push(s.clone()),
+        Json::Array(a) => a.iter().for_each(|x| collect_strings(x, out)),
+        Json::Object(m) => m.values().for_each(|x| collect_strings(x, out)),
+        _ => {}
+    }
+}
+
+/// Opens one version and merges its public and secret fields. The result holds plaintext:
+/// callers wrap it in a zeroizing response type.
+pub(crate) fn decrypt_version(
+    tx: &mut dyn Tx,
+    keyring: &Keyring,
+    org: &str,
+    cred: &str,
+    version: i64,
+) -> CoreResult<Json> {
+    let (fields, mut secrets) = decrypt_version_parts(tx, keyring, org, cred, version)?;
+    for s in &mut secrets {
+        zeroize::Zeroize::zeroize(s);
+    }
+    Ok(fields)
 }

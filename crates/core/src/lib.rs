@@ -16,6 +16,7 @@ mod reports;
 mod resolve;
 mod settings;
 mod tenancy;
+pub mod testing;
 pub mod views;
 
 use std::sync::{Arc, RwLock};
@@ -26,6 +27,7 @@ use credvault_store::{Store, Tx};
 pub use bootstrap::BootstrapOutput;
 pub use context::{Actor, ActorBinding, RequestCtx};
 pub use credentials::StatusOp;
+pub use credvault_connect::{Cidr, EgressPolicy};
 pub use error::{CoreError, CoreResult};
 pub use reports::{CreateReview, ReportKind, ReportRequest, ReportStream, ReviewView};
 pub use resolve::{ResolveRequest, Resolved};
@@ -38,6 +40,8 @@ pub struct CoreConfig {
     pub default_page: usize,
     /// Upper bound a caller may ask for with `limit`.
     pub max_page: usize,
+    /// Where Test connection may connect.
+    pub egress: credvault_connect::EgressPolicy,
 }
 
 impl Default for CoreConfig {
@@ -45,6 +49,7 @@ impl Default for CoreConfig {
         CoreConfig {
             default_page: 50,
             max_page: 500,
+            egress: credvault_connect::EgressPolicy::default(),
         }
     }
 }

@@ -8,14 +8,16 @@ use crate::StoreError;
 const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_connections.sql")),
+    (3, include_str!("../migrations/sqlite/0003_tests.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_connections.sql")),
+    (3, include_str!("../migrations/postgres/0003_tests.sql")),
 ];
 
 /// The newest schema version this build knows.
-pub const LATEST: i64 = 2;
+pub const LATEST: i64 = 3;
 
 pub(crate) fn run_sqlite(conn: &rusqlite::Connection) -> Result<(), StoreError> {
     let err = |version: i64| {

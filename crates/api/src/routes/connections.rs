@@ -16,7 +16,7 @@ use credvault_core::{CreateReview, ReportKind, ReportRequest, ResolveRequest};
 use super::Table;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Auth, Ctx, Json, Params, Path};
+use crate::extract::{Auth, Ctx, Json, MaybeJson, Params, Path};
 use crate::openapi::RouteDoc;
 
 pub(crate) fn routes(t: Table) -> Table {
@@ -49,6 +49,14 @@ pub(crate) fn routes(t: Table) -> Table {
             ..doc("attachCredential", "Attach a credential (type, visibility, status and environment are checked)", "connections", "credential.attach", 200)
         })
         .add("delete", "/v1/connections/{id}/credential", delete(detach), doc("detachCredential", "Detach the credential", "connections", "credential.attach", 200))
+        .add("post", "/v1/connections/{id}/test", post(test_connection), RouteDoc {
+            body: Some("TestRequest"),
+            ..doc("testConnection", "Test connection: connect to the target with the credential (or a given version)", "connections", "credential.attach", 200)
+        })
+        .add("post", "/v1/credentials/{id}/test", post(test_credential), RouteDoc {
+            body: Some("TestRequest"),
+            ..doc("testCredential", "Test every connection that uses the credential (optionally with a pending version)", "credentials", "credential.attach", 200)
+        })
         .add("post", "/v1/pipelines", post(create_pipeline), RouteDoc {
             body: Some("CreatePipeline"),
             ..doc("createPipeline", "Create a pipeline over connections of its workspace", "pipelines", "credential.attach", 201)
@@ -168,6 +176,35 @@ async fn detach(
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(s.service.detach_credential(&ctx, &a, &id).await?))
+}
+
+/// A test request body is optional: an empty body means "the current version".
+fn test_request(body: MaybeJson<credvault_core::testing::TestRequest>) -> credvault_core::testing::TestRequest {
+    body.0.unwrap_or_default()
+}
+
+async fn test_connection(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(a): Auth,
+    Path(id): Path<String>,
+    body: MaybeJson<credvault_core::testing::TestRequest>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(
+        s.service.test_connection(&ctx, &a, &id, test_request(body)).await?,
+    ))
+}
+
+async fn test_credential(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(a): Auth,
+    Path(id): Path<String>,
+    body: MaybeJson<credvault_core::testing::TestRequest>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(
+        s.service.test_credential(&ctx, &a, &id, test_request(body)).await?,
+    ))
 }
 
 async fn create_pipeline(

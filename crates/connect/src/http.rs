@@ -1,0 +1,141 @@
+//! HTTP APIs: a configured check request (method, path, expected status) with headers or query
+//! parameters built from an `api_key` credential's parts, or basic auth from a `password`
+//! credential. Names resolve through the egress policy; IP literals are checked directly; no
+//! redirect is followed.
+
+use futures_util::future::BoxFuture;
+
+use crate::egress::PolicyResolver;
+use crate::{EgressPolicy, ErrorCode, TestError, TestInput, Tester};
+
+pub(crate) struct Http;
+
+impl Tester for Http {
+    fn test<'a>(&'a self, input: &'a TestInput, policy: &'a EgressPolicy) -> BoxFuture<'a, Result<(), TestError>> {
+        Box::pin(async move {
+            let base = input.config_str("base_url").unwrap_or_default();
+            let path = input.config_str("check_path").unwrap_or("");
+            let mut url =
+                reqwest::Url::parse(base).map_err(|_| TestError::new(ErrorCode::NotFound, "base_url is not a URL"))?;
+            if !path.is_empty() {
+                url = url
+                    .join(path)
+                    .map_err(|_| TestError::new(ErrorCode::NotFound, "check_path does not make a URL"))?;
+            }
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(TestError::new(
+                    ErrorCode::EgressDenied,
+                    "only http and https are allowed",
+                ));
+            }
+            match url.host() {
+                Some(url::Host::Ipv4(ip)) => policy.check(ip.into())?,
+                Some(url::Host::Ipv6(ip)) => policy.check(ip.into())?,
+                Some(url::Host::Domain(_)) => {}
+                None => return Err(TestError::new(ErrorCode::Dns, "the URL has no host")),
+            }
+            let method = match input.config_str("check_method").unwrap_or("GET") {
+                "HEAD" => reqwest::Method::HEAD,
+                "POST" => reqwest::Method::POST,
+                _ => reqwest::Method::GET,
+            };
+            let expected = input.config_int("expected_status").unwrap_or(200);
+            let client = reqwest::Client::builder()
+                .dns_resolver(std::sync::Arc::new(PolicyResolver(policy.clone())))
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(policy.connect_timeout)
+                .timeout(policy.total_timeout)
+                .no_proxy()
+                .build()
+                .map_err(|_| TestError::new(ErrorCode::Unsupported, "cannot build an HTTP client"))?;
+            let mut req = client.request(method, url.clone());
+            match input.credential_type.as_str() {
+                "api_key" => {
+                    let parts = input
+                        .fields
+                        .get("parts")
+                        .and_then(|p| p.as_array())
+                        .cloned()
+                        .unwrap_or_default();
+                    let mut query = Vec::new();
+                    for p in &parts {
+                        let name = p.get("name").and_then(|v| v.as_str()).unwrap_or_default();
+                        let value = p.get("value").and_then(|v| v.as_str()).unwrap_or_default();
+                        if p.get("in").and_then(|v| v.as_str()) == Some("query") {
+                            query.push((name.to_owned(), value.to_owned()));
+                        } else {
+                            req = req.header(name, value);
+                        }
+                    }
+                    if let Some(h) = input.fields.get("headers").and_then(|h| h.as_object()) {
+                        for (k, v) in h {
+                            req = req.header(k.as_str(), v.as_str().unwrap_or_default());
+                        }
+                    }
+                    if !query.is_empty() {
+                        req = req.query(&query);
+                    }
+                }
+                "password" => {
+                    req = req.basic_auth(input.field("username").unwrap_or_default(), input.field("password"));
+                }
+                "oauth" => match input.field("access_token") {
+                    Some(t) => req = req.bearer_auth(t),
+                    None => {
+                        return Err(TestError::new(
+                            ErrorCode::Unsupported,
+                            "this OAuth credential has no access token yet",
+                        ));
+                    }
+                },
+                other => {
+                    return Err(TestError::new(
+                        ErrorCode::Unsupported,
+                        format!("{other} credentials cannot be tested against an HTTP API"),
+                    ));
+                }
+            }
+            let resp = req.send().await.map_err(|e| classify(&e))?;
+            let status = i64::from(resp.status().as_u16());
+            if status == expected {
+                return Ok(());
+            }
+            let code = match status {
+                401 => ErrorCode::AuthFailed,
+                403 => ErrorCode::PermissionDenied,
+                404 => ErrorCode::NotFound,
+                _ => ErrorCode::UnexpectedResponse,
+            };
+            Err(TestError::new(
+                code,
+                format!(
+                    "{} answered {status}, expected {expected}",
+                    url.host_str().unwrap_or("")
+                ),
+            ))
+        })
+    }
+}
+
+fn classify(e: &reqwest::Error) -> TestError {
+    use std::error::Error;
+    // The policy's refusal travels inside reqwest's error chain.
+    let mut src = e.source();
+    while let Some(s) = src {
+        if let Some(t) = s.downcast_ref::<TestError>() {
+            return t.clone();
+        }
+        src = s.source();
+    }
+    if e.is_timeout() {
+        return TestError::new(ErrorCode::Timeout, "the request timed out");
+    }
+    let text = format!("{e:?}").to_ascii_lowercase();
+    if text.contains("certificate") || text.contains("tls") || text.contains("handshake") {
+        return TestError::new(ErrorCode::Tls, "the TLS handshake failed");
+    }
+    if e.is_connect() {
+        return TestError::new(ErrorCode::ConnectRefused, "the connection was refused");
+    }
+    TestError::new(ErrorCode::UnexpectedResponse, "the request failed")
+}

@@ -1,0 +1,274 @@
+//! Test connection: one [`Tester`] per connector kind, each taking a connection's config and
+//! one decrypted credential version for the duration of one call — never the store, never
+//! the keyring — and answering with a precise, secret-free [`TestOutcome`]. Every outbound
+//! connection goes through the [`egress::EgressPolicy`].
+//!
+//! Messages are scrubbed of every secret value of the credential before they leave, even when
+//! the target echoes a secret back in its error.
+
+pub mod egress;
+mod http;
+mod postgres;
+
+use std::time::Instant;
+
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+use serde_json::Value as Json;
+
+pub use egress::{Cidr, EgressPolicy};
+
+/// Stable error codes of a failed test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The name did not resolve.
+    Dns,
+    /// Nothing listens there.
+    ConnectRefused,
+    /// Too slow.
+    Timeout,
+    /// TLS handshake or certificate problem.
+    Tls,
+    /// The SSH host key differs from the stored one.
+    HostKeyMismatch,
+    /// The target refused the credential.
+    AuthFailed,
+    /// Logged in, but not allowed to do the check.
+    PermissionDenied,
+    /// The database, bucket, path… does not exist.
+    NotFound,
+    /// This build cannot test this kind (or variant).
+    Unsupported,
+    /// The egress policy refused the destination.
+    EgressDenied,
+    /// The target answered something unexpected.
+    UnexpectedResponse,
+}
+
+impl ErrorCode {
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Dns => "dns",
+            ErrorCode::ConnectRefused => "connect_refused",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Tls => "tls",
+            ErrorCode::HostKeyMismatch => "host_key_mismatch",
+            ErrorCode::AuthFailed => "auth_failed",
+            ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Unsupported => "unsupported",
+            ErrorCode::EgressDenied => "egress_denied",
+            ErrorCode::UnexpectedResponse => "unexpected_response",
+        }
+    }
+}
+
+/// Why a test failed.
+#[derive(Clone, Debug, Serialize, thiserror::Error)]
+#[error("{}: {message}", code.as_str())]
+pub struct TestError {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// Human message (scrubbed of secrets before it leaves this crate).
+    pub message: String,
+}
+
+impl TestError {
+    /// A new error.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> TestError {
+        TestError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The result of one test.
+#[derive(Clone, Debug, Serialize)]
+pub struct TestOutcome {
+    /// Whether the credential worked.
+    pub ok: bool,
+    /// Wall time of the test.
+    pub latency_ms: u64,
+    /// Why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<TestError>,
+}
+
+/// What a tester gets: the connection's config and one credential version's fields. Holds
+/// plaintext: redacted in `Debug`, zeroized on drop.
+pub struct TestInput {
+    /// Non-secret configuration of the connection.
+    pub config: Json,
+    /// Credential type.
+    pub credential_type: String,
+    /// Credential variant.
+    pub variant: Option<String>,
+    /// All fields, secret ones in plaintext.
+    pub fields: Json,
+    /// The secret values, for scrubbing messages.
+    pub secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for TestInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestInput")
+            .field("credential_type", &self.credential_type)
+            .field("fields", &"[redacted]")
+            .finish()
+    }
+}
+
+impl Drop for TestInput {
+    fn drop(&mut self) {
+        zero_json(&mut self.fields);
+        for s in &mut self.secrets {
+            zeroize::Zeroize::zeroize(s);
+        }
+    }
+}
+
+fn zero_json(v: &mut Json) {
+    match v {
+        Json::String(s) => zeroize::Zeroize::zeroize(s),
+        Json::Array(a) => a.iter_mut().for_each(zero_json),
+        Json::Object(m) => m.values_mut().for_each(zero_json),
+        _ => {}
+    }
+}
+
+impl TestInput {
+    /// A string field of the credential.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).and_then(Json::as_str)
+    }
+    /// A string field of the config.
+    pub fn config_str(&self, name: &str) -> Option<&str> {
+        self.config.get(name).and_then(Json::as_str)
+    }
+    /// An integer field of the config.
+    pub fn config_int(&self, name: &str) -> Option<i64> {
+        self.config.get(name).and_then(Json::as_i64)
+    }
+}
+
+/// One connector kind's check.
+pub trait Tester: Send + Sync {
+    /// Connects with the credential and does the kind's minimal check.
+    fn test<'a>(&'a self, input: &'a TestInput, policy: &'a EgressPolicy) -> BoxFuture<'a, Result<(), TestError>>;
+}
+
+/// Kinds this build cannot test (no server here to prove a client against, or no pure-Rust
+/// client): answers `unsupported`, honestly.
+struct Unsupported(&'static str);
+
+impl Tester for Unsupported {
+    fn test<'a>(&'a self, _: &'a TestInput, _: &'a EgressPolicy) -> BoxFuture<'a, Result<(), TestError>> {
+        Box::pin(async move { Err(TestError::new(ErrorCode::Unsupported, self.0)) })
+    }
+}
+
+/// The tester for a connector kind.
+pub fn tester_for(kind: &str) -> Box<dyn Tester> {
+    match kind {
+        "postgres" | "redshift" => Box::new(postgres::Postgres),
+        "http" => Box::new(http::Http),
+        "oracle" => Box::new(Unsupported(
+            "Test connection for Oracle is not available: there is no pure-Rust Oracle driver",
+        )),
+        other => Box::new(Unsupported(match other {
+            "mysql" => "Test connection for mysql is not built yet",
+            "sqlserver" => "Test connection for sqlserver is not built yet",
+            "snowflake" => "Test connection for snowflake is not built yet",
+            "bigquery" | "gcs" => "Test connection for Google Cloud kinds is not built yet",
+            "s3" => "Test connection for s3 is not built yet",
+            "azure_blob" => "Test connection for azure_blob is not built yet",
+            "ftp" => "Test connection for ftp is not built yet",
+            "ldap" => "Test connection for ldap is not built yet",
+            "oauth_saas" => "Test connection for oauth_saas needs OAuth support, which is not built yet",
+            _ => "Test connection does not know this kind",
+        })),
+    }
+}
+
+/// Runs the test for `kind` under the policy's concurrency bound and total timeout, timing it
+/// and scrubbing the message.
+pub async fn run(kind: &str, input: &TestInput, policy: &EgressPolicy) -> TestOutcome {
+    let started = Instant::now();
+    let _permit = policy.concurrency.acquire().await.ok();
+    let tester = tester_for(kind);
+    let r = match tokio::time::timeout(policy.total_timeout, tester.test(input, policy)).await {
+        Ok(r) => r,
+        Err(_) => Err(TestError::new(
+            ErrorCode::Timeout,
+            format!("the test took longer than {} s", policy.total_timeout.as_secs()),
+        )),
+    };
+    let latency_ms = started.elapsed().as_millis() as u64;
+    match r {
+        Ok(()) => TestOutcome {
+            ok: true,
+            latency_ms,
+            error: None,
+        },
+        Err(mut e) => {
+            e.message = scrub(&e.message, &input.secrets);
+            TestOutcome {
+                ok: false,
+                latency_ms,
+                error: Some(e),
+            }
+        }
+    }
+}
+
+/// Removes every secret value (and its URL- and base64-encodings) from a message.
+pub fn scrub(message: &str, secrets: &[String]) -> String {
+    use base64::Engine;
+    let mut out = message.to_owned();
+    for s in secrets.iter().filter(|s| s.len() >= 3) {
+        let forms = [
+            s.clone(),
+            base64::engine::general_purpose::STANDARD.encode(s.as_bytes()),
+            s.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect::<String>(),
+        ];
+        for f in forms {
+            if !f.is_empty() {
+                out = out.replace(&f, "[redacted]");
+            }
+        }
+    }
+    // Bound the size of what gets stored and shown.
+    if out.len() > 500 {
+        let mut cut = 500;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_lose_every_form_of_a_secret() {
+        let secrets = vec!["hunter2!".to_owned()];
+        let m = scrub("bad password hunter2! (aHVudGVyMiE=) q=hunter2%21", &secrets);
+        assert!(!m.contains("hunter2"), "{m}");
+        assert!(!m.contains("aHVudGVyMiE="), "{m}");
+    }
+}

@@ -1,0 +1,71 @@
+//! PostgreSQL (and Redshift, which speaks its wire protocol): log in through a connection the
+//! egress policy opened, run `SELECT 1`.
+
+use futures_util::future::BoxFuture;
+
+use crate::{EgressPolicy, ErrorCode, TestError, TestInput, Tester};
+
+pub(crate) struct Postgres;
+
+fn classify(e: &tokio_postgres::Error) -> TestError {
+    use tokio_postgres::error::SqlState;
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        let kind = if code == &SqlState::INVALID_PASSWORD || code == &SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+            ErrorCode::AuthFailed
+        } else if code == &SqlState::INVALID_CATALOG_NAME {
+            ErrorCode::NotFound
+        } else if code == &SqlState::INSUFFICIENT_PRIVILEGE {
+            ErrorCode::PermissionDenied
+        } else {
+            ErrorCode::UnexpectedResponse
+        };
+        return TestError::new(kind, format!("the server said: {} ({})", db.message(), code.code()));
+    }
+    TestError::new(ErrorCode::ConnectRefused, format!("the connection failed: {e}"))
+}
+
+impl Tester for Postgres {
+    fn test<'a>(&'a self, input: &'a TestInput, policy: &'a EgressPolicy) -> BoxFuture<'a, Result<(), TestError>> {
+        Box::pin(async move {
+            if input.credential_type != "database" || input.variant.as_deref().is_some_and(|v| v != "password") {
+                return Err(TestError::new(
+                    ErrorCode::Unsupported,
+                    "only database password credentials can be tested against PostgreSQL in this build",
+                ));
+            }
+            if input.fields.get("ssh_tunnel").is_some_and(|t| !t.is_null()) {
+                return Err(TestError::new(ErrorCode::Unsupported, "SSH tunnels are not built yet"));
+            }
+            match input.config_str("sslmode") {
+                Some("require") | Some("verify-full") => {
+                    return Err(TestError::new(
+                        ErrorCode::Unsupported,
+                        "TLS to PostgreSQL is not built yet; use sslmode disable or prefer",
+                    ));
+                }
+                _ => {}
+            }
+            let host = input.config_str("host").unwrap_or_default();
+            let port = input
+                .config_int("port")
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or(5432);
+            let stream = policy.connect(host, port).await?;
+            let mut cfg = tokio_postgres::Config::new();
+            cfg.user(input.field("username").unwrap_or_default())
+                .password(input.field("password").unwrap_or_default())
+                .dbname(input.config_str("database").unwrap_or_default())
+                .application_name(input.config_str("application_name").unwrap_or("credvault-test"));
+            let (client, conn) = cfg
+                .connect_raw(stream, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| classify(&e))?;
+            let driver = tokio::spawn(conn);
+            let r = client.simple_query("SELECT 1").await.map_err(|e| classify(&e));
+            drop(client);
+            driver.abort();
+            r.map(|_| ())
+        })
+    }
+}
