@@ -108,6 +108,12 @@ enum Command {
         #[arg(long)]
         workspace: Option<String>,
     },
+    /// Incident response: disable a credential, detach it everywhere, print what breaks.
+    #[command(subcommand)]
+    Incident(IncidentCmd),
+    /// The lifecycle scheduler (normally runs inside `serve`).
+    #[command(subcommand)]
+    Scheduler(SchedulerCmd),
     /// Resolve a connection for a run (worker scripts); prints JSON with the plaintext fields.
     Resolve {
         connection: String,
@@ -115,6 +121,24 @@ enum Command {
         run_id: String,
         #[arg(long)]
         pipeline: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum IncidentCmd {
+    /// Disable + detach-all + list the dependent pipelines, in one step.
+    Disable { credential: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum SchedulerCmd {
+    /// Run one pass against the store (expiry alerts, grace ends, purges), at --now or the clock.
+    Tick {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// RFC 3339 time to run the pass at.
+        #[arg(long)]
+        now: Option<String>,
     },
 }
 
@@ -256,6 +280,12 @@ enum PrincipalCmd {
     },
     /// Remove a role binding.
     Unbind { binding: String },
+    /// Offboard: revoke tokens, disable, list owned credentials (--transfer-to SA moves them).
+    Offboard {
+        id: String,
+        #[arg(long)]
+        transfer_to: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -346,6 +376,20 @@ enum CredentialCmd {
     Delete { id: String },
     /// Restore a soft-deleted credential.
     Restore { id: String },
+    /// Destroy every version's keys now (admins; needs --reason).
+    Purge {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Stage, test every dependent connection, promote only if all pass.
+    RotateTested {
+        id: String,
+        #[arg(long)]
+        fields_file: Option<PathBuf>,
+        #[arg(long = "field")]
+        fields: Vec<String>,
+    },
     /// Test every connection that uses the credential (optionally a pending --version N).
     Test {
         id: String,
@@ -500,6 +544,59 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             client()?
                 .download(&format!("/v1/reports/{report}"), &q, output.as_deref())
                 .await?;
+        }
+        Command::Incident(IncidentCmd::Disable { credential }) => {
+            let cl = client()?;
+            let disabled = cl
+                .call(
+                    Method::POST,
+                    &format!("/v1/credentials/{credential}/disable"),
+                    &[],
+                    None,
+                )
+                .await?;
+            eprintln!(
+                "disabled {credential} ({}): no resolve succeeds from now on",
+                disabled.get("name").and_then(Value::as_str).unwrap_or("")
+            );
+            let d = cl
+                .call(
+                    Method::POST,
+                    &format!("/v1/credentials/{credential}/detach-all"),
+                    &[],
+                    None,
+                )
+                .await?;
+            let none = Vec::new();
+            let detached = d.get("detached").and_then(Value::as_array).unwrap_or(&none);
+            let pipelines = d.get("affected_pipelines").and_then(Value::as_array).unwrap_or(&none);
+            eprintln!(
+                "detached from {} connection(s); {} pipeline(s) now lack this credential:",
+                detached.len(),
+                pipelines.len()
+            );
+            for p in pipelines {
+                println!(
+                    "{}\t{}\t{}",
+                    p.get("id").and_then(Value::as_str).unwrap_or(""),
+                    p.get("name").and_then(Value::as_str).unwrap_or(""),
+                    p.get("workspace_id").and_then(Value::as_str).unwrap_or("")
+                );
+            }
+            eprintln!(
+                "next: revoke the secret at the vendor, rotate (credvault credential rotate), re-attach, enable."
+            );
+        }
+        Command::Scheduler(SchedulerCmd::Tick { server, now }) => {
+            let settings = server_settings(server, None, None, None)?;
+            let now = match now {
+                Some(n) => {
+                    credvault_domain::time::parse_rfc3339(&n).with_context(|| format!("--now `{n}` is not RFC 3339"))?
+                }
+                None => credvault_domain::time::now_micros(),
+            };
+            let r = crate::server::scheduler_tick(&settings, now).await?;
+            print(&serde_json::to_value(&r)?);
         }
         Command::Resolve {
             connection,
@@ -676,6 +773,15 @@ async fn principal(cl: Client, c: PrincipalCmd) -> anyhow::Result<()> {
             let body = json!({"principal_id": id, "role": role, "workspace_id": workspace, "org_id": org});
             print(&cl.call(Method::POST, "/v1/role-bindings", &[], Some(&body)).await?)
         }
+        PrincipalCmd::Offboard { id, transfer_to } => print(
+            &cl.call(
+                Method::POST,
+                &format!("/v1/principals/{id}/offboard"),
+                &[],
+                Some(&json!({"transfer_to": transfer_to})),
+            )
+            .await?,
+        ),
         PrincipalCmd::Unbind { binding } => print(
             &cl.call(Method::DELETE, &format!("/v1/role-bindings/{binding}"), &[], None)
                 .await?,
@@ -841,6 +947,40 @@ async fn credential(cl: Client, c: CredentialCmd) -> anyhow::Result<()> {
             &cl.call(Method::DELETE, &format!("/v1/credentials/{id}"), &[], None)
                 .await?,
         ),
+        CredentialCmd::Purge { id, reason } => print(
+            &cl.call(
+                Method::DELETE,
+                &format!("/v1/credentials/{id}"),
+                &[("purge", "true".into()), ("reason", reason)],
+                None,
+            )
+            .await?,
+        ),
+        CredentialCmd::RotateTested {
+            id,
+            fields_file,
+            fields,
+        } => {
+            let cred = cl
+                .call(Method::GET, &format!("/v1/credentials/{id}"), &[], None)
+                .await?;
+            let ty = cred
+                .get("type")
+                .and_then(Value::as_str)
+                .and_then(CredentialType::parse)
+                .context("unexpected credential type")?;
+            let variant = cred.get("variant").and_then(Value::as_str).map(str::to_owned);
+            let mut body = json!({"fields": collect_fields(ty, variant.as_deref(), &fields, fields_file.as_deref())?});
+            let r = cl
+                .call(Method::POST, &format!("/v1/credentials/{id}/rotate"), &[], Some(&body))
+                .await;
+            credvault_domain::secret::zeroize_json(&mut body);
+            let r = r?;
+            print(&r);
+            if r.get("promoted") != Some(&Value::Bool(true)) {
+                bail!("not promoted: a dependent connection failed its test; the new version stays pending");
+            }
+        }
         CredentialCmd::Test { id, version } => {
             let r = cl
                 .call(

@@ -24,6 +24,8 @@ pub struct FileConfig {
     pub body_limit: Option<usize>,
     /// Networks Test connection may reach although they are not public (CIDRs).
     pub egress_allow: Option<Vec<String>>,
+    /// Seconds between scheduler passes (0: no scheduler on this node).
+    pub scheduler_interval_secs: Option<u64>,
     /// Client settings.
     pub client: Option<FileClient>,
 }
@@ -74,6 +76,8 @@ pub struct ServerSettings {
     pub body_limit: usize,
     /// Non-public networks outbound tests may reach.
     pub egress_allow: Vec<credvault_core::Cidr>,
+    /// Seconds between scheduler passes (0: none).
+    pub scheduler_interval_secs: u64,
 }
 
 /// Raw server values from flags/env (already merged by clap).
@@ -138,6 +142,15 @@ impl ServerSettings {
             }
             egress_allow.push(credvault_core::Cidr::parse(c).map_err(|e| anyhow::anyhow!("egress_allow: {e}"))?);
         }
+        let scheduler_interval_secs = std::env::var("CREDVAULT_SCHEDULER_INTERVAL_SECS")
+            .ok()
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| anyhow::anyhow!("CREDVAULT_SCHEDULER_INTERVAL_SECS: not a number of seconds"))
+            })
+            .transpose()?
+            .or(file.scheduler_interval_secs)
+            .unwrap_or(60);
         Ok(ServerSettings {
             data_dir,
             listen,
@@ -145,6 +158,7 @@ impl ServerSettings {
             log_format,
             body_limit,
             egress_allow,
+            scheduler_interval_secs,
         })
     }
 }

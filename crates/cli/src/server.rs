@@ -70,6 +70,17 @@ async fn open(settings: &ServerSettings) -> anyhow::Result<Service> {
     Ok(Service::new(store, keyring, config))
 }
 
+/// `credvault scheduler tick`: one scheduler pass at a chosen time, against the store directly.
+pub async fn scheduler_tick(
+    settings: &ServerSettings,
+    now: i64,
+) -> anyhow::Result<credvault_core::lifecycle::TickReport> {
+    let svc = open(settings).await?;
+    let r = svc.scheduler_tick(now).await.context("scheduler pass failed")?;
+    svc.store().close();
+    Ok(r)
+}
+
 /// `credvault init`: initializes the data directory and store; errors if already initialized.
 pub async fn init_data_dir(settings: &ServerSettings) -> anyhow::Result<BootstrapOutput> {
     let svc = open(settings).await?;
@@ -97,6 +108,29 @@ pub async fn serve(settings: ServerSettings) -> anyhow::Result<()> {
         "credvault listening on http://{addr}  (UI: http://{addr}/, API: http://{addr}/v1, OpenAPI: http://{addr}/v1/openapi.json)"
     );
     tracing::info!(%addr, engine = ?svc.store().engine(), "listening");
+    let scheduler = (settings.scheduler_interval_secs > 0).then(|| {
+        let svc = svc.clone();
+        let every = std::time::Duration::from_secs(settings.scheduler_interval_secs);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                match svc.scheduler_tick(credvault_domain::time::now_micros()).await {
+                    Ok(r) if !r.alerts.is_empty() || !r.purged.is_empty() || r.grace_revoked > 0 => {
+                        tracing::info!(
+                            alerts = r.alerts.len(),
+                            purged = r.purged.len(),
+                            grace_revoked = r.grace_revoked,
+                            "scheduler pass"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "scheduler pass failed"),
+                }
+            }
+        })
+    });
     let router = credvault_api::router(
         svc.clone(),
         &credvault_api::ApiConfig {
@@ -106,6 +140,9 @@ pub async fn serve(settings: ServerSettings) -> anyhow::Result<()> {
     credvault_api::run(listener, router, shutdown_signal())
         .await
         .context("server failed")?;
+    if let Some(s) = scheduler {
+        s.abort();
+    }
     tracing::info!("shutting down: waiting for the store to commit queued writes");
     let store = svc.store().clone();
     tokio::task::spawn_blocking(move || store.close()).await.ok();

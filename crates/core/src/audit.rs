@@ -66,6 +66,12 @@ pub const ACTIONS: &[&str] = &[
     "pipeline.delete",
     "report.read",
     "connection.test",
+    "credential.purge",
+    "credential.expiring",
+    "credential.expired",
+    "credential.rotation_overdue",
+    "credential.transfer",
+    "principal.offboard",
 ];
 
 /// Outcome of the recorded action.

@@ -35,6 +35,10 @@ pub struct ResolveRequest {
     /// The pipeline, if the worker runs one (must reference the connection).
     #[serde(default)]
     pub pipeline_id: Option<String>,
+    /// Pin a version: the current one, or the `previous` one while the organization's grace
+    /// period after a promotion lasts. Default: the current version.
+    #[serde(default)]
+    pub version: Option<i64>,
 }
 
 /// The connection as a worker needs it.
@@ -178,28 +182,47 @@ impl Service {
                     ));
                 }
             }
-            if cred.expires_at.is_some_and(|e| e <= now) {
+            let grace = i64::from(settings.expired_grace_hours) * 3_600_000_000;
+            if cred.expires_at.is_some_and(|e| e + grace <= now) {
                 return Err(refuse(
                     CoreError::conflict("credential_expired", "the credential has expired"),
                     "credential_expired",
                 ));
             }
-            let state = tx
-                .query_opt(
-                    "SELECT state FROM credential_versions WHERE credential_id = $1 AND version = $2",
-                    &[cred_id.as_str().into(), cred.current_version.into()],
-                )?
-                .map(|r| r.text(0))
-                .transpose()?;
-            if state.as_deref() != Some("current") {
+            let version = req.version.unwrap_or(cred.current_version);
+            let row = tx.query_opt(
+                "SELECT state, state_changed_at FROM credential_versions WHERE credential_id = $1 AND version = $2",
+                &[cred_id.as_str().into(), version.into()],
+            )?;
+            let usable = match &row {
+                Some(r) => match r.text(0)?.as_str() {
+                    "current" => true,
+                    "previous" => r.int(1)? + i64::from(settings.previous_grace_hours) * 3_600_000_000 > now,
+                    _ => false,
+                },
+                None => false,
+            };
+            if row.is_none() && req.version.is_some() {
+                return Err(CoreError::invalid("version", "not_found", "no such version"));
+            }
+            if !usable && req.version.is_some_and(|v| v != cred.current_version) {
+                return Err(refuse(
+                    CoreError::conflict(
+                        "version_not_resolvable",
+                        format!("version {version} is not current and not within the grace period"),
+                    ),
+                    "version_not_resolvable",
+                ));
+            }
+            if !usable {
                 return Err(refuse(
                     CoreError::conflict("version_revoked", "the credential's current version is not usable"),
                     "version_revoked",
                 ));
             }
-            let fields = decrypt_version(tx, &keyring, &cred.org_id, &cred.id, cred.current_version)?;
+            let fields = decrypt_version(tx, &keyring, &cred.org_id, &cred.id, version)?;
             let mut d = base();
-            d.details["version"] = cred.current_version.into();
+            d.details["version"] = version.into();
             audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &d)?;
             tx.execute(
                 "UPDATE credentials SET last_used_at = $1 WHERE id = $2",
@@ -225,7 +248,7 @@ impl Service {
                     id: cred.id.clone(),
                     ty: cred.ty.clone(),
                     variant: cred.variant.clone(),
-                    version: cred.current_version,
+                    version,
                     fields,
                 },
             })

@@ -22,6 +22,19 @@ pub struct OrgSettings {
     pub recovery_window_days: u32,
     /// Which roles hold the movable permissions.
     pub role_policy: RolePolicy,
+    /// Hours a `previous` version keeps resolving after a promotion (0: only `current`).
+    #[serde(default)]
+    pub previous_grace_hours: u32,
+    /// Hours an expired credential keeps resolving (0: it stops at expiry).
+    #[serde(default)]
+    pub expired_grace_hours: u32,
+    /// Days before expiry at which `credential.expiring` alerts fire.
+    #[serde(default = "default_alert_days")]
+    pub expiry_alert_days: Vec<u32>,
+}
+
+fn default_alert_days() -> Vec<u32> {
+    vec![30, 7, 1]
 }
 
 impl Default for OrgSettings {
@@ -31,6 +44,9 @@ impl Default for OrgSettings {
             allow_environment_override: false,
             recovery_window_days: 7,
             role_policy: RolePolicy::default(),
+            previous_grace_hours: 0,
+            expired_grace_hours: 0,
+            expiry_alert_days: default_alert_days(),
         }
     }
 }
@@ -47,6 +63,12 @@ pub struct SettingsPatch {
     pub recovery_window_days: Option<u32>,
     /// New role policy.
     pub role_policy: Option<RolePolicy>,
+    /// New grace for `previous` versions.
+    pub previous_grace_hours: Option<u32>,
+    /// New grace for expired credentials.
+    pub expired_grace_hours: Option<u32>,
+    /// New expiry alert thresholds.
+    pub expiry_alert_days: Option<Vec<u32>>,
 }
 
 impl OrgSettings {
@@ -72,6 +94,38 @@ impl OrgSettings {
         }
         if let Some(rp) = p.role_policy {
             self.role_policy = rp;
+        }
+        if let Some(h) = p.previous_grace_hours {
+            if h > 24 * 90 {
+                return Err(CoreError::invalid(
+                    "previous_grace_hours",
+                    "out_of_range",
+                    "must be at most 2160 (90 days)",
+                ));
+            }
+            self.previous_grace_hours = h;
+        }
+        if let Some(h) = p.expired_grace_hours {
+            if h > 24 * 90 {
+                return Err(CoreError::invalid(
+                    "expired_grace_hours",
+                    "out_of_range",
+                    "must be at most 2160 (90 days)",
+                ));
+            }
+            self.expired_grace_hours = h;
+        }
+        if let Some(mut d) = p.expiry_alert_days {
+            if d.len() > 10 || d.iter().any(|x| *x == 0 || *x > 365) {
+                return Err(CoreError::invalid(
+                    "expiry_alert_days",
+                    "out_of_range",
+                    "up to 10 thresholds between 1 and 365 days",
+                ));
+            }
+            d.sort_unstable_by(|a, b| b.cmp(a));
+            d.dedup();
+            self.expiry_alert_days = d;
         }
         Ok(())
     }

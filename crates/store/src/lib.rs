@@ -193,6 +193,17 @@ impl Store {
         }
     }
 
+    /// After destroying key material: make sure no stale copy of it stays in the store's
+    /// files. SQLite (which runs with `secure_delete`): checkpoint and truncate the WAL.
+    /// PostgreSQL: `VACUUM FULL credential_versions` rewrites the table without the dead
+    /// tuples (copies in WAL archives or backups are outside the store's reach).
+    pub async fn scrub_deleted(&self) -> Result<(), StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.checkpoint().await,
+            Backend::Postgres(p) => p.outside_tx("VACUUM FULL credential_versions").await,
+        }
+    }
+
     /// Stops the SQLite writer after the queued work is committed. Idempotent.
     pub fn close(&self) {
         if let Backend::Sqlite(s) = &*self.backend {

@@ -195,6 +195,32 @@ impl PgStore {
         joined.unwrap_or_else(|e| Err(E::from(StoreError::Db(format!("store task failed: {e}")))))
     }
 
+    /// Runs a statement outside any transaction (VACUUM cannot run inside one).
+    pub(crate) async fn outside_tx(&self, sql: &'static str) -> Result<(), StoreError> {
+        let url = self.url.clone();
+        let idle = self.idle.clone();
+        let _permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable("pool closed".into()))?;
+        tokio::task::spawn_blocking(move || {
+            let pooled = idle.lock().ok().and_then(|mut v| v.pop());
+            let (mut client, cache) = match pooled {
+                Some((c, cache)) if !c.is_closed() => (c, cache),
+                _ => (connect(&url)?, StatementCache::new()),
+            };
+            let r = client.batch_execute(sql).map_err(db_err);
+            if let Ok(mut v) = idle.lock() {
+                v.push((client, cache));
+            }
+            r
+        })
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Db(format!("store task failed: {e}"))))
+    }
+
     pub(crate) async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,

@@ -19,11 +19,19 @@ use crate::{Engine, Row, StoreError, StoreOptions, Tx, TxError, Value, migration
 /// A write closure after type erasure: runs against the transaction and returns a completion
 /// that, given the commit's outcome, delivers the result to the waiting caller.
 type Job = Box<dyn FnOnce(&mut SqliteTx<'_>) -> Completion + Send>;
+
+/// What the writer thread is asked to do.
+enum Msg {
+    /// Run a closure in the next group commit.
+    Job(Job),
+    /// Checkpoint the WAL and truncate it (outside any transaction).
+    Checkpoint(oneshot::Sender<Result<(), StoreError>>),
+}
 type Completion = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 
 pub(crate) struct SqliteStore {
     stats: Arc<crate::StoreStats>,
-    sender: Mutex<Option<mpsc::Sender<Job>>>,
+    sender: Mutex<Option<mpsc::Sender<Msg>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: std::path::PathBuf,
@@ -105,8 +113,12 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
     };
     let conn = Connection::open_with_flags(path, flags).map_err(db_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err)?;
-    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
-        .map_err(db_err)?;
+    // secure_delete: freed content is overwritten with zeros, so a purged credential's keys
+    // do not linger in free pages of the file.
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON;",
+    )
+    .map_err(db_err)?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
 }
@@ -120,7 +132,7 @@ impl SqliteStore {
         for _ in 0..opts.max_connections.max(1) {
             readers.push(open_conn(path, true)?);
         }
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Msg>();
         let max_batch = opts.max_batch.max(1);
         let stats = Arc::new(crate::StoreStats::default());
         let writer_stats = stats.clone();
@@ -176,7 +188,7 @@ impl SqliteStore {
             }
         });
         let sent = match self.sender.lock() {
-            Ok(guard) => guard.as_ref().map(|s| s.send(job).is_ok()).unwrap_or(false),
+            Ok(guard) => guard.as_ref().map(|s| s.send(Msg::Job(job)).is_ok()).unwrap_or(false),
             Err(_) => false,
         };
         if !sent {
@@ -216,6 +228,22 @@ impl SqliteStore {
         joined.unwrap_or_else(|e| Err(E::from(StoreError::Db(format!("read task failed: {e}")))))
     }
 
+    /// Checkpoints the WAL into the database file and truncates it.
+    pub(crate) async fn checkpoint(&self) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        let sent = self
+            .sender
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|s| s.send(Msg::Checkpoint(done)).is_ok()))
+            .unwrap_or(false);
+        if !sent {
+            return Err(StoreError::Unavailable("store is closed".into()));
+        }
+        wait.await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("writer stopped".into())))
+    }
+
     pub(crate) fn stats(&self) -> (u64, u64) {
         self.stats.get()
     }
@@ -246,14 +274,32 @@ fn restrict_mode(path: &Path) {
     }
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize, stats: &crate::StoreStats) {
+fn checkpoint(conn: &Connection) -> Result<(), StoreError> {
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .map_err(db_err)
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Msg>, max_batch: usize, stats: &crate::StoreStats) {
+    let mut pending_checkpoints = Vec::new();
     while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
+        let mut jobs = Vec::new();
+        match first {
+            Msg::Job(j) => jobs.push(j),
+            Msg::Checkpoint(done) => pending_checkpoints.push(done),
+        }
         while jobs.len() < max_batch {
             match rx.try_recv() {
-                Ok(j) => jobs.push(j),
+                Ok(Msg::Job(j)) => jobs.push(j),
+                Ok(Msg::Checkpoint(done)) => pending_checkpoints.push(done),
                 Err(_) => break,
             }
+        }
+        if jobs.is_empty() {
+            let r = checkpoint(&conn);
+            for done in pending_checkpoints.drain(..) {
+                let _ = done.send(r.as_ref().map(|_| ()).map_err(|e| StoreError::Db(e.to_string())));
+            }
+            continue;
         }
         let begin = conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err);
         if let Err(e) = begin {
@@ -277,6 +323,12 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize, stat
         }
         for c in completions {
             c(commit.as_ref().map(|_| ()));
+        }
+        if !pending_checkpoints.is_empty() {
+            let r = checkpoint(&conn);
+            for done in pending_checkpoints.drain(..) {
+                let _ = done.send(r.as_ref().map(|_| ()).map_err(|e| StoreError::Db(e.to_string())));
+            }
         }
     }
 }

@@ -85,12 +85,29 @@ pub(crate) fn routes(t: Table) -> Table {
         "delete",
         "/v1/credentials/{id}",
         delete(remove),
-        doc(
-            "deleteCredential",
-            "Soft-delete into pending_deletion for the recovery window",
-            "credential.delete",
-            200,
-        ),
+        RouteDoc {
+            query: &["purge", "reason"],
+            ..doc(
+                "deleteCredential",
+                "Soft-delete into pending_deletion for the recovery window; ?purge=true&reason=… destroys the keys now",
+                "credential.delete",
+                200,
+            )
+        },
+    )
+    .add(
+        "post",
+        "/v1/credentials/{id}/rotate",
+        post(rotate),
+        RouteDoc {
+            body: Some("RotateRequest"),
+            ..doc(
+                "rotateCredential",
+                "Stage a version, test every dependent connection, promote only if all passed",
+                "credential.create",
+                200,
+            )
+        },
     )
     .add(
         "post",
@@ -235,8 +252,31 @@ async fn remove(
     Ctx(ctx): Ctx,
     Auth(a): Auth,
     Path(id): Path<String>,
+    p: Params,
+) -> ApiResult<axum::response::Response> {
+    p.allow(&["purge", "reason"])?;
+    match p.get("purge")?.as_deref() {
+        None | Some("false") => {
+            Ok(axum::Json(s.service.set_status(&ctx, &a, &id, StatusOp::Delete).await?).into_response())
+        }
+        Some("true") => {
+            let reason = p.get("reason")?.unwrap_or_default();
+            Ok(axum::Json(s.service.purge_credential(&ctx, &a, &id, &reason).await?).into_response())
+        }
+        Some(_) => {
+            Err(crate::error::ApiError::bad_request("invalid_parameter", "purge must be true or false").field("purge"))
+        }
+    }
+}
+
+async fn rotate(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(a): Auth,
+    Path(id): Path<String>,
+    Json(req): Json<credvault_core::lifecycle::RotateRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(s.service.set_status(&ctx, &a, &id, StatusOp::Delete).await?))
+    Ok(axum::Json(s.service.rotate(&ctx, &a, &id, req).await?))
 }
 
 async fn add_version(

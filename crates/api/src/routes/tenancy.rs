@@ -140,6 +140,21 @@ pub(crate) fn routes(t: Table) -> Table {
     )
     .add(
         "post",
+        "/v1/principals/{id}/offboard",
+        post(offboard),
+        RouteDoc {
+            body: Some("OffboardRequest"),
+            ..doc(
+                "offboardPrincipal",
+                "Revoke tokens, disable, list owned credentials, optionally transfer them to a service account",
+                "principals",
+                "org.admin",
+                200,
+            )
+        },
+    )
+    .add(
+        "post",
         "/v1/role-bindings",
         post(create_binding),
         RouteDoc {
@@ -335,6 +350,18 @@ async fn get_principal(
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(s.service.get_principal(&ctx, &a, &id).await?))
+}
+
+async fn offboard(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(a): Auth,
+    Path(id): Path<String>,
+    body: crate::extract::MaybeJson<credvault_core::lifecycle::OffboardRequest>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(
+        s.service.offboard(&ctx, &a, &id, body.0.unwrap_or_default()).await?,
+    ))
 }
 
 async fn create_binding(

@@ -1,0 +1,546 @@
+//! The lifecycle beyond create: one-call rotation (stage → test every dependent → promote
+//! only if all passed), purge (crypto-shredding), the scheduler (expiry and rotation alerts,
+//! grace ends, purge after the recovery window) and offboarding.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use credvault_domain::roles::Permission;
+use credvault_domain::time::{DAY, Micros, now_micros, to_rfc3339};
+use credvault_domain::{OrgId, PrincipalId, PrincipalKind};
+use credvault_store::{Engine, Tx};
+
+use crate::Service;
+use crate::audit::{self, ActorRef, Draft, Outcome};
+use crate::auth::{Scope, authorize};
+use crate::context::{Actor, RequestCtx};
+use crate::credentials::{load_cred, write_scope};
+use crate::error::{CoreError, CoreResult};
+use crate::tenancy::settings_of;
+use crate::testing::{CredentialTest, TestRequest};
+use crate::views::{CreateVersion, CreatedVersion, VersionMode};
+
+/// Request: rotate in one call.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRequest {
+    /// The complete fields of the new version.
+    pub fields: serde_json::Value,
+}
+
+impl std::fmt::Debug for RotateRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RotateRequest { .. }")
+    }
+}
+
+impl Drop for RotateRequest {
+    fn drop(&mut self) {
+        credvault_domain::secret::zeroize_json(&mut self.fields);
+    }
+}
+
+/// Result of a one-call rotation.
+#[derive(Clone, Debug, Serialize)]
+pub struct Rotation {
+    /// The credential.
+    pub credential_id: String,
+    /// The new version.
+    pub version: i64,
+    /// Whether it was promoted (every dependent connection passed).
+    pub promoted: bool,
+    /// `current` if promoted, otherwise `pending`.
+    pub state: String,
+    /// Connections whose test failed (the reason it was not promoted).
+    pub failed_connections: Vec<String>,
+    /// Every test result.
+    pub tests: CredentialTest,
+}
+
+/// Result of a purge.
+#[derive(Clone, Debug, Serialize)]
+pub struct Purged {
+    /// The credential.
+    pub credential_id: String,
+    /// Versions whose keys and ciphertext were destroyed.
+    pub versions_destroyed: i64,
+    /// RFC 3339.
+    pub purged_at: String,
+}
+
+/// Request: offboard a principal.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OffboardRequest {
+    /// A service account of the same organization to take over ownership.
+    #[serde(default)]
+    pub transfer_to: Option<PrincipalId>,
+}
+
+/// Result of offboarding.
+#[derive(Clone, Debug, Serialize)]
+pub struct Offboarded {
+    /// Who.
+    pub principal_id: String,
+    /// Tokens revoked now.
+    pub tokens_revoked: i64,
+    /// The principal is disabled.
+    pub disabled: bool,
+    /// Credentials it created or owns.
+    pub credentials: Vec<OwnedCredential>,
+    /// The new owner, if ownership moved.
+    pub transferred_to: Option<String>,
+}
+
+/// A credential in an offboarding listing.
+#[derive(Clone, Debug, Serialize)]
+pub struct OwnedCredential {
+    /// ID.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Type.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// `owner` and/or `creator`.
+    pub relation: Vec<String>,
+}
+
+/// What one scheduler pass did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TickReport {
+    /// Whether this node held the scheduler lock (PostgreSQL: one leader at a time).
+    pub leader: bool,
+    /// Alert events emitted, by action.
+    pub alerts: Vec<String>,
+    /// Previous versions revoked because their grace ended.
+    pub grace_revoked: i64,
+    /// Credentials purged because their recovery window ended.
+    pub purged: Vec<String>,
+}
+
+/// Destroys the key material of every version of a credential.
+fn destroy_versions(tx: &mut dyn Tx, cred: &str, now: Micros) -> CoreResult<i64> {
+    let n = tx.execute(
+        "UPDATE credential_versions SET kek_id = NULL, wrapped_key = NULL, ciphertext = NULL, state = 'revoked', \
+         state_changed_at = $1 WHERE credential_id = $2",
+        &[now.into(), cred.into()],
+    )?;
+    tx.execute(
+        "UPDATE credentials SET status = 'purged', updated_at = $1 WHERE id = $2",
+        &[now.into(), cred.into()],
+    )?;
+    Ok(n as i64)
+}
+
+/// Emits an alert once per (credential, kind, threshold, reference time).
+#[allow(clippy::too_many_arguments)]
+fn alert_once(
+    tx: &mut dyn Tx,
+    ctx: &RequestCtx,
+    cred: &str,
+    org: &str,
+    ws: Option<&str>,
+    action: &'static str,
+    threshold: i64,
+    ref_time: Micros,
+    now: Micros,
+    details: serde_json::Value,
+) -> CoreResult<bool> {
+    let seen = tx
+        .query_opt(
+            "SELECT 1 FROM alerts_sent WHERE credential_id = $1 AND kind = $2 AND threshold = $3 AND ref_time = $4",
+            &[cred.into(), action.into(), threshold.into(), ref_time.into()],
+        )?
+        .is_some();
+    if seen {
+        return Ok(false);
+    }
+    tx.execute(
+        "INSERT INTO alerts_sent (credential_id, kind, threshold, ref_time, sent_at) VALUES ($1, $2, $3, $4, $5)",
+        &[
+            cred.into(),
+            action.into(),
+            threshold.into(),
+            ref_time.into(),
+            now.into(),
+        ],
+    )?;
+    audit::append(
+        tx,
+        ctx,
+        &ActorRef::system(),
+        &Draft::new(action, "credential", cred, org)
+            .workspace(ws)
+            .outcome(Outcome::Success)
+            .details(details),
+    )?;
+    Ok(true)
+}
+
+/// One scheduler pass at time `now`, in one transaction.
+fn tick(tx: &mut dyn Tx, now: Micros) -> CoreResult<TickReport> {
+    let mut report = TickReport::default();
+    if tx.engine() == Engine::Postgres {
+        // One leader per pass across nodes: whoever takes the lock does the work.
+        let got = tx.query_one("SELECT pg_try_advisory_xact_lock(7283412002)", &[])?;
+        let held = match got.int(0) {
+            Ok(v) => v != 0,
+            Err(_) => got.bool(0).unwrap_or(false),
+        };
+        if !held {
+            return Ok(report);
+        }
+    }
+    report.leader = true;
+    let ctx = RequestCtx {
+        request_id: String::new(),
+        source_ip: None,
+        user_agent: Some("credvault scheduler".into()),
+    };
+    let orgs = tx.query("SELECT id FROM orgs ORDER BY seq", &[])?;
+    for o in orgs {
+        let org = o.text(0)?;
+        let settings = settings_of(tx, &org, "organization")?;
+        // Expiry: thresholds, then expired.
+        let rows = tx.query(
+            "SELECT id, workspace_id, expires_at, name FROM credentials WHERE org_id = $1 AND status IN ('active', 'disabled') \
+             AND expires_at IS NOT NULL AND expires_at <= $2",
+            &[org.as_str().into(), (now + i64::from(settings.expiry_alert_days.iter().copied().max().unwrap_or(0)) * DAY).into()],
+        )?;
+        for r in rows {
+            let (id, ws, exp, name) = (r.text(0)?, r.opt_text(1)?, r.int(2)?, r.text(3)?);
+            if exp <= now {
+                if alert_once(
+                    tx,
+                    &ctx,
+                    &id,
+                    &org,
+                    ws.as_deref(),
+                    "credential.expired",
+                    0,
+                    exp,
+                    now,
+                    json!({"name": name, "expired_at": to_rfc3339(exp)}),
+                )? {
+                    report.alerts.push(format!("credential.expired {id}"));
+                }
+                continue;
+            }
+            // The tightest threshold crossed fires; wider ones crossed at the same time are
+            // marked as sent without a second alert.
+            let mut crossed: Vec<u32> = settings
+                .expiry_alert_days
+                .iter()
+                .copied()
+                .filter(|d| exp - now <= i64::from(*d) * DAY)
+                .collect();
+            crossed.sort_unstable();
+            if let Some(tightest) = crossed.first().copied() {
+                let days_left = (exp - now) / DAY;
+                let fired = alert_once(
+                    tx,
+                    &ctx,
+                    &id,
+                    &org,
+                    ws.as_deref(),
+                    "credential.expiring",
+                    i64::from(tightest),
+                    exp,
+                    now,
+                    json!({"name": name, "expires_at": to_rfc3339(exp), "threshold_days": tightest, "days_left": days_left}),
+                )?;
+                if fired {
+                    report.alerts.push(format!("credential.expiring {id} {tightest}d"));
+                }
+                for wider in crossed.iter().skip(1) {
+                    tx.execute(
+                        "INSERT INTO alerts_sent (credential_id, kind, threshold, ref_time, sent_at) VALUES ($1, 'credential.expiring', $2, $3, $4) \
+                         ON CONFLICT DO NOTHING",
+                        &[id.as_str().into(), i64::from(*wider).into(), exp.into(), now.into()],
+                    )?;
+                }
+            }
+        }
+        // Rotation overdue.
+        let rows = tx.query(
+            "SELECT c.id, c.workspace_id, c.name, c.rotation_period_days, v.created_at FROM credentials c \
+             JOIN credential_versions v ON v.credential_id = c.id AND v.version = c.current_version \
+             WHERE c.org_id = $1 AND c.status IN ('active', 'disabled') AND c.rotation_period_days IS NOT NULL \
+             AND v.created_at + c.rotation_period_days * $2 <= $3",
+            &[org.as_str().into(), DAY.into(), now.into()],
+        )?;
+        for r in rows {
+            let (id, ws, name, period, since) = (r.text(0)?, r.opt_text(1)?, r.text(2)?, r.int(3)?, r.int(4)?);
+            let details = json!({"name": name, "rotation_period_days": period, "current_since": to_rfc3339(since), "due_at": to_rfc3339(since + period * DAY)});
+            if alert_once(
+                tx,
+                &ctx,
+                &id,
+                &org,
+                ws.as_deref(),
+                "credential.rotation_overdue",
+                period,
+                since,
+                now,
+                details,
+            )? {
+                report.alerts.push(format!("credential.rotation_overdue {id}"));
+            }
+        }
+        // Grace of previous versions.
+        let grace = i64::from(settings.previous_grace_hours) * 3_600_000_000;
+        let rows = tx.query(
+            "SELECT v.credential_id, v.version, c.workspace_id FROM credential_versions v JOIN credentials c ON c.id = v.credential_id \
+             WHERE c.org_id = $1 AND v.state = 'previous' AND v.state_changed_at + $2 <= $3",
+            &[org.as_str().into(), grace.into(), now.into()],
+        )?;
+        for r in rows {
+            let (id, version, ws) = (r.text(0)?, r.int(1)?, r.opt_text(2)?);
+            tx.execute(
+                "UPDATE credential_versions SET state = 'revoked', state_changed_at = $1 WHERE credential_id = $2 AND version = $3",
+                &[now.into(), id.as_str().into(), version.into()],
+            )?;
+            audit::append(
+                tx,
+                &ctx,
+                &ActorRef::system(),
+                &Draft::new("credential.version.revoke", "credential", id.as_str(), org.as_str())
+                    .workspace(ws.as_deref())
+                    .details(json!({"version": version, "was": "previous", "reason": "grace period ended"})),
+            )?;
+            report.grace_revoked += 1;
+        }
+        // Purge after the recovery window.
+        let window = i64::from(settings.recovery_window_days) * DAY;
+        let rows = tx.query(
+            "SELECT id, workspace_id FROM credentials WHERE org_id = $1 AND status = 'pending_deletion' AND deleted_at + $2 <= $3",
+            &[org.as_str().into(), window.into(), now.into()],
+        )?;
+        for r in rows {
+            let (id, ws) = (r.text(0)?, r.opt_text(1)?);
+            let n = destroy_versions(tx, &id, now)?;
+            audit::append(
+                tx,
+                &ctx,
+                &ActorRef::system(),
+                &Draft::new("credential.purge", "credential", id.as_str(), org.as_str())
+                    .workspace(ws.as_deref())
+                    .details(json!({"reason": "recovery window elapsed", "versions_destroyed": n})),
+            )?;
+            report.purged.push(id);
+        }
+    }
+    Ok(report)
+}
+
+impl Service {
+    /// Stages a new version, tests every dependent connection with it, and promotes it only if
+    /// all passed (a credential with no dependents is promoted). Otherwise it stays `pending`.
+    pub async fn rotate(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+        mut req: RotateRequest,
+    ) -> CoreResult<Rotation> {
+        let fields = std::mem::take(&mut req.fields);
+        let CreatedVersion { version, .. } = self
+            .create_version(
+                ctx,
+                actor,
+                id,
+                CreateVersion {
+                    fields,
+                    mode: VersionMode::Stage,
+                },
+            )
+            .await?;
+        let tests = self
+            .test_credential(ctx, actor, id, TestRequest { version: Some(version) })
+            .await?;
+        let failed: Vec<String> = tests
+            .results
+            .iter()
+            .filter(|r| !r.outcome.ok)
+            .map(|r| r.connection_id.clone())
+            .collect();
+        let promoted = failed.is_empty();
+        if promoted {
+            self.promote_version(ctx, actor, id, version).await?;
+        }
+        Ok(Rotation {
+            credential_id: id.to_owned(),
+            version,
+            promoted,
+            state: if promoted { "current" } else { "pending" }.into(),
+            failed_connections: failed,
+            tests,
+        })
+    }
+
+    /// Destroys every version's data key and ciphertext now (admins, with a reason). The
+    /// credential stays as a tombstone (`purged`) so audit trails keep their target.
+    pub async fn purge_credential(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+        reason: &str,
+    ) -> CoreResult<Purged> {
+        let reason = reason.trim().to_owned();
+        if reason.is_empty() || reason.len() > 1024 {
+            return Err(CoreError::invalid(
+                "reason",
+                "reason_required",
+                "a purge needs a written reason (1–1024 bytes)",
+            ));
+        }
+        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
+        let purged = self
+            .write(ctx, actor, move |tx| {
+                let c = load_cred(tx, &id, true)?;
+                let settings = settings_of(tx, &c.org_id, "credential")?;
+                let (org, ws) = (c.org(), c.ws());
+                authorize(
+                    &a,
+                    &settings,
+                    write_scope(&org, &ws),
+                    Permission::CredentialDelete,
+                    "credential",
+                    || c.draft("credential.purge"),
+                )?;
+                if c.status == "purged" {
+                    return Err(CoreError::conflict(
+                        "already_purged",
+                        "the credential was already purged",
+                    ));
+                }
+                if crate::connections::attached_count(tx, &c.id)? > 0 {
+                    return Err(CoreError::conflict(
+                        "credential_in_use",
+                        "the credential is attached to connections; detach it first",
+                    ));
+                }
+                let now = now_micros();
+                let n = destroy_versions(tx, &c.id, now)?;
+                audit::append(
+                    tx,
+                    &ctx2,
+                    &ActorRef::from(a.as_ref()),
+                    &c.draft("credential.purge")
+                        .details(json!({"reason": reason, "versions_destroyed": n})),
+                )?;
+                Ok(Purged {
+                    credential_id: c.id.clone(),
+                    versions_destroyed: n,
+                    purged_at: to_rfc3339(now),
+                })
+            })
+            .await?;
+        self.inner.store.scrub_deleted().await?;
+        Ok(purged)
+    }
+
+    /// One scheduler pass at `now` (the background loop passes the clock; tests and the
+    /// `credvault scheduler tick` command pass a chosen time).
+    pub async fn scheduler_tick(&self, now: Micros) -> CoreResult<TickReport> {
+        let report = self.inner.store.write(move |tx| tick(tx, now)).await?;
+        if !report.purged.is_empty() {
+            self.inner.store.scrub_deleted().await?;
+        }
+        Ok(report)
+    }
+
+    /// Offboards a principal: revokes its tokens, disables it, lists what it created or owns,
+    /// and optionally moves ownership to a service account (admins).
+    pub async fn offboard(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+        req: OffboardRequest,
+    ) -> CoreResult<Offboarded> {
+        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
+        self.write(ctx, actor, move |tx| {
+            let Some(p) = tx.query_opt("SELECT org_id, instance_admin FROM principals WHERE id = $1", &[id.as_str().into()])? else {
+                return Err(CoreError::NotFound { what: "principal" });
+            };
+            let org = OrgId::from_trusted(p.text(0)?);
+            let settings = settings_of(tx, org.as_str(), "principal")?;
+            let draft = || Draft::new("principal.offboard", "principal", id.as_str(), org.as_str());
+            authorize(&a, &settings, Scope::Org(&org), Permission::OrgAdmin, "principal", draft)?;
+            if p.bool(1)? && !a.instance_admin {
+                return Err(CoreError::Denied(Box::new(crate::error::Denial {
+                    draft: draft().outcome(Outcome::Denied),
+                    hidden: None,
+                    permission: Permission::OrgAdmin,
+                })));
+            }
+            if id == a.principal_id.as_str() {
+                return Err(CoreError::conflict("cannot_offboard_self", "a principal cannot offboard itself"));
+            }
+            if let Some(t) = &req.transfer_to {
+                if t.kind() != PrincipalKind::ServiceAccount {
+                    return Err(CoreError::invalid("transfer_to", "not_a_service_account", "ownership moves to a service account"));
+                }
+                let ok = tx
+                    .query_opt("SELECT 1 FROM principals WHERE id = $1 AND org_id = $2 AND disabled = 0", &[t.as_str().into(), org.as_str().into()])?
+                    .is_some();
+                if !ok {
+                    return Err(CoreError::invalid("transfer_to", "not_found", "no such active service account in this organization"));
+                }
+            }
+            let now = now_micros();
+            let revoked = tx.execute(
+                "UPDATE tokens SET revoked_at = $1 WHERE principal_id = $2 AND revoked_at IS NULL",
+                &[now.into(), id.as_str().into()],
+            )? as i64;
+            tx.execute("UPDATE principals SET disabled = 1 WHERE id = $1", &[id.as_str().into()])?;
+            let rows = tx.query(
+                "SELECT id, name, type, owner_id, created_by, workspace_id FROM credentials WHERE org_id = $1 AND (owner_id = $2 OR created_by = $2) \
+                 AND status <> 'purged' ORDER BY seq",
+                &[org.as_str().into(), id.as_str().into()],
+            )?;
+            let mut credentials = Vec::new();
+            for r in &rows {
+                let (cid, owner, creator) = (r.text(0)?, r.opt_text(3)?, r.text(4)?);
+                let mut relation = Vec::new();
+                if owner.as_deref() == Some(id.as_str()) {
+                    relation.push("owner".to_owned());
+                }
+                if creator == id {
+                    relation.push("creator".to_owned());
+                }
+                if let Some(t) = &req.transfer_to {
+                    tx.execute("UPDATE credentials SET owner_id = $1, updated_at = $2 WHERE id = $3", &[t.as_str().into(), now.into(), cid.as_str().into()])?;
+                    audit::append(
+                        tx,
+                        &ctx2,
+                        &ActorRef::from(a.as_ref()),
+                        &Draft::new("credential.transfer", "credential", cid.as_str(), org.as_str())
+                            .workspace(r.opt_text(5)?.as_deref())
+                            .details(json!({"from": owner, "to": t.as_str(), "reason": "offboarding"})),
+                    )?;
+                }
+                credentials.push(OwnedCredential { id: cid, name: r.text(1)?, ty: r.text(2)?, relation });
+            }
+            audit::append(
+                tx,
+                &ctx2,
+                &ActorRef::from(a.as_ref()),
+                &draft().details(json!({"tokens_revoked": revoked, "credentials": credentials.len(), "transfer_to": req.transfer_to})),
+            )?;
+            Ok(Offboarded {
+                principal_id: id.clone(),
+                tokens_revoked: revoked,
+                disabled: true,
+                credentials,
+                transferred_to: req.transfer_to.map(|t| t.to_string()),
+            })
+        })
+        .await
+    }
+}
