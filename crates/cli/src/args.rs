@@ -111,6 +111,9 @@ enum Command {
     /// Incident response: disable a credential, detach it everywhere, print what breaks.
     #[command(subcommand)]
     Incident(IncidentCmd),
+    /// Master keys: status, rotate (re-wraps every data key), rewrap (resume), retire.
+    #[command(subcommand)]
+    Keys(KeysCmd),
     /// The lifecycle scheduler (normally runs inside `serve`).
     #[command(subcommand)]
     Scheduler(SchedulerCmd),
@@ -121,6 +124,34 @@ enum Command {
         run_id: String,
         #[arg(long)]
         pipeline: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCmd {
+    /// Which key wraps how many data keys.
+    Status {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Add a new primary key, then re-wrap every data key under it (payloads untouched).
+    Rotate {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Seconds to wait for running servers to pick up the new key file.
+        #[arg(long, default_value_t = 3)]
+        wait_secs: u64,
+    },
+    /// Resume re-wrapping after an interruption.
+    Rewrap {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Remove a key that no data key uses any more.
+    Retire {
+        #[command(flatten)]
+        server: ServerArgs,
+        id: String,
     },
 }
 
@@ -586,6 +617,16 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!(
                 "next: revoke the secret at the vendor, rotate (credvault credential rotate), re-attach, enable."
             );
+        }
+        Command::Keys(op) => {
+            let (server, op) = match op {
+                KeysCmd::Status { server } => (server, crate::server::KeysOp::Status),
+                KeysCmd::Rotate { server, wait_secs } => (server, crate::server::KeysOp::Rotate { wait_secs }),
+                KeysCmd::Rewrap { server } => (server, crate::server::KeysOp::Rewrap),
+                KeysCmd::Retire { server, id } => (server, crate::server::KeysOp::Retire { id }),
+            };
+            let settings = server_settings(server, None, None, None)?;
+            crate::server::keys(&settings, op).await?;
         }
         Command::Scheduler(SchedulerCmd::Tick { server, now }) => {
             let settings = server_settings(server, None, None, None)?;

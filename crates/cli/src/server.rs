@@ -108,6 +108,7 @@ pub async fn serve(settings: ServerSettings) -> anyhow::Result<()> {
         "credvault listening on http://{addr}  (UI: http://{addr}/, API: http://{addr}/v1, OpenAPI: http://{addr}/v1/openapi.json)"
     );
     tracing::info!(%addr, engine = ?svc.store().engine(), "listening");
+    spawn_keyring_watcher(svc.clone(), settings.data_dir.join(KEYRING_FILE));
     let scheduler = (settings.scheduler_interval_secs > 0).then(|| {
         let svc = svc.clone();
         let every = std::time::Duration::from_secs(settings.scheduler_interval_secs);
@@ -147,6 +148,136 @@ pub async fn serve(settings: ServerSettings) -> anyhow::Result<()> {
     let store = svc.store().clone();
     tokio::task::spawn_blocking(move || store.close()).await.ok();
     Ok(())
+}
+
+/// Reloads the key file when it changes (e.g. `credvault keys rotate` added a primary key), so
+/// a running server can open data keys re-wrapped under the new key within about a second.
+fn spawn_keyring_watcher(svc: Service, path: std::path::PathBuf) {
+    tokio::spawn(async move {
+        let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let mut last = stamp(&path);
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let now = stamp(&path);
+            if now == last {
+                continue;
+            }
+            last = now;
+            let p = path.clone();
+            match tokio::task::spawn_blocking(move || Keyring::load(&p)).await {
+                Ok(Ok(k)) => {
+                    let ids: Vec<String> = k.key_ids().iter().map(|i| i.to_string()).collect();
+                    tracing::info!(primary = %k.primary(), keys = ?ids, "key file changed: keyring reloaded");
+                    if let Err(e) = svc.set_keyring(k) {
+                        tracing::error!(error = %e, "cannot install the reloaded keyring");
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "key file changed but cannot be loaded; keeping the current keyring")
+                }
+                Err(e) => tracing::error!(error = %e, "keyring reload task failed"),
+            }
+        }
+    });
+}
+
+/// `credvault keys …` against the store directly.
+pub async fn keys(settings: &ServerSettings, cmd: KeysOp) -> anyhow::Result<()> {
+    let key_path = settings.data_dir.join(KEYRING_FILE);
+    match cmd {
+        KeysOp::Status => {
+            let svc = open(settings).await?;
+            let st = svc.key_status().await?;
+            println!("{}", serde_json::to_string_pretty(&st)?);
+            svc.store().close();
+        }
+        KeysOp::Rotate { wait_secs } => {
+            let mut k = Keyring::load(&key_path).with_context(|| format!("cannot load {}", key_path.display()))?;
+            let previous = k.primary().to_string();
+            let new = k.add_key();
+            k.save(&key_path)
+                .with_context(|| format!("cannot write {}", key_path.display()))?;
+            eprintln!("added key {new} as primary (previous primary: {previous})");
+            eprintln!("waiting {wait_secs} s so running servers load it before data keys move to it…");
+            tokio::time::sleep(std::time::Duration::from_secs(wait_secs)).await;
+            let svc = open(settings).await?;
+            svc.record_key_rotation(new.as_str(), &previous).await?;
+            rewrap_all(&svc).await?;
+            svc.store().close();
+            eprintln!(
+                "done. When `credvault keys status` shows no data key under {previous}, retire it: credvault keys retire {previous}"
+            );
+        }
+        KeysOp::Rewrap => {
+            let svc = open(settings).await?;
+            rewrap_all(&svc).await?;
+            svc.store().close();
+        }
+        KeysOp::Retire { id } => {
+            let svc = open(settings).await?;
+            let st = svc.key_status().await?;
+            svc.store().close();
+            let used = st.keys.iter().find(|k| k.id == id).map_or(0, |k| k.data_keys);
+            if used > 0 {
+                bail!("key {id} still wraps {used} data key(s); run `credvault keys rewrap` first");
+            }
+            let mut k = Keyring::load(&key_path)?;
+            k.retire(&credvault_crypto::KeyId::new(id.clone()))
+                .with_context(|| format!("cannot retire {id}"))?;
+            k.save(&key_path)?;
+            eprintln!("retired {id}");
+        }
+    }
+    Ok(())
+}
+
+async fn rewrap_all(svc: &Service) -> anyhow::Result<()> {
+    let status = svc.key_status().await?;
+    let total: i64 = status
+        .keys
+        .iter()
+        .filter(|k| k.id != status.primary)
+        .map(|k| k.data_keys)
+        .sum();
+    if !status.unknown.is_empty() {
+        eprintln!(
+            "warning: data keys wrapped by keys missing from the keyring: {:?}",
+            status.unknown.iter().map(|k| &k.id).collect::<Vec<_>>()
+        );
+    }
+    let mut done = 0i64;
+    loop {
+        let n = svc
+            .rewrap_batch(500)
+            .await
+            .context("re-wrap batch failed (rerun `credvault keys rewrap` to resume)")?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+        eprint!("\rre-wrapped {done}/{total} data keys");
+    }
+    eprintln!("\rre-wrapped {done}/{total} data keys under {}", status.primary);
+    Ok(())
+}
+
+/// What `credvault keys` does.
+#[derive(Debug)]
+pub enum KeysOp {
+    /// Show which key wraps how many data keys.
+    Status,
+    /// Add a primary key and re-wrap every data key.
+    Rotate {
+        /// Seconds to wait for running servers to reload the key file.
+        wait_secs: u64,
+    },
+    /// Resume (or finish) re-wrapping under the primary key.
+    Rewrap,
+    /// Remove a key no data key uses.
+    Retire {
+        /// Key ID.
+        id: String,
+    },
 }
 
 async fn shutdown_signal() {

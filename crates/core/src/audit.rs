@@ -72,6 +72,8 @@ pub const ACTIONS: &[&str] = &[
     "credential.rotation_overdue",
     "credential.transfer",
     "principal.offboard",
+    "keys.rotate",
+    "keys.rewrap",
 ];
 
 /// Outcome of the recorded action.

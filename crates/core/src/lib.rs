@@ -12,6 +12,7 @@ pub mod connections;
 pub mod context;
 mod credentials;
 pub mod error;
+pub mod keys;
 pub mod lifecycle;
 mod reports;
 mod resolve;
