@@ -465,6 +465,16 @@ fn check_attachment(
     }
 }
 
+/// What uses a credential, limited to `visible` workspaces (`None`: all).
+fn usage_visible(tx: &mut dyn Tx, credential_id: &str, visible: Option<&[String]>) -> CoreResult<Usage> {
+    let mut u = usage_of(tx, credential_id)?;
+    if let Some(v) = visible {
+        u.connections.retain(|c| v.contains(&c.workspace_id));
+        u.pipelines.retain(|p| v.contains(&p.workspace_id));
+    }
+    Ok(u)
+}
+
 fn usage_of(tx: &mut dyn Tx, credential_id: &str) -> CoreResult<Usage> {
     let rows = tx.query(
         "SELECT id, name, workspace_id, environment FROM connections WHERE credential_id = $1 ORDER BY seq",
@@ -617,7 +627,7 @@ impl Service {
                     &cred,
                     &settings,
                     req.override_reason.as_deref(),
-                )?;
+                ).map_err(|e| with_field(e, "credential_id"))?;
             }
             let now = now_micros();
             let by = a.principal_id.as_str();
@@ -849,7 +859,7 @@ impl Service {
             authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::CredentialAttach, "connection", draft)?;
             let cred = load_cred(tx, req.credential_id.as_str(), true).map_err(|e| with_field(e, "credential_id"))?;
             let kind = parse_kind(&c.kind)?;
-            let reason = check_attachment(&c.org_id, &c.workspace_id, &c.environment, kind, &cred, &settings, req.override_reason.as_deref())?;
+            let reason = check_attachment(&c.org_id, &c.workspace_id, &c.environment, kind, &cred, &settings, req.override_reason.as_deref()).map_err(|e| with_field(e, "credential_id"))?;
             let now = now_micros();
             tx.execute(
                 "UPDATE connections SET credential_id = $1, override_reason = $2, attached_at = $3, attached_by = $4, updated_at = $3 WHERE id = $5",
@@ -912,7 +922,15 @@ impl Service {
                 "credential",
                 || c.draft("credential.read"),
             )?;
-            usage_of(tx, &id)
+            let visible = visible_workspaces(
+                &a,
+                &settings,
+                &c.org_id,
+                None,
+                "credential.read",
+                Permission::MetadataRead,
+            )?;
+            usage_visible(tx, &id, visible.as_deref())
         })
         .await
     }

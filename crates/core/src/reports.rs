@@ -487,7 +487,7 @@ fn attachments_page(tx: &mut dyn Tx, s: &Scope, after: i64) -> CoreResult<(Vec<V
             json!(review.map(|r| r.1.clone())),
             json!(review.map(|r| r.2.clone())),
         ];
-        let mut cred_warnings: Vec<String> = naming_warning(&name, &env)
+        let cred_warnings: Vec<String> = naming_warning(&name, &env)
             .into_iter()
             .map(|w| format!("credential: {w}"))
             .collect();
@@ -512,7 +512,7 @@ fn attachments_page(tx: &mut dyn Tx, s: &Scope, after: i64) -> CoreResult<(Vec<V
                 for x in list {
                     let (xid, xname, xenv) = (x.text(1)?, x.text(2)?, x.text(3)?);
                     let ps = pipes.get(&xid).cloned().unwrap_or_default();
-                    let mut warnings = std::mem::take(&mut cred_warnings);
+                    let mut warnings = cred_warnings.clone();
                     warnings.extend(naming_warning(&xname, &xenv).map(|w| format!("connection: {w}")));
                     if xenv != env {
                         warnings.push(format!(

@@ -146,10 +146,13 @@ impl Service {
                     )?
                     .is_some();
                 if !ok {
-                    return Err(CoreError::invalid(
-                        "pipeline_id",
+                    return Err(refuse(
+                        CoreError::invalid(
+                            "pipeline_id",
+                            "pipeline_mismatch",
+                            "the pipeline does not use this connection",
+                        ),
                         "pipeline_mismatch",
-                        "the pipeline does not use this connection",
                     ));
                 }
             }

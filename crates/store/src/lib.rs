@@ -13,6 +13,7 @@
 //! at the same moment into one transaction (each in its own savepoint), so concurrent
 //! requests share one fsync instead of paying one each (group commit).
 
+mod backup;
 mod migrations;
 mod postgres;
 mod sqlite;
@@ -20,6 +21,7 @@ mod value;
 
 use std::sync::Arc;
 
+pub use backup::BackupStats;
 pub use migrations::LATEST as SCHEMA_VERSION;
 pub use value::{Row, Value};
 

@@ -176,7 +176,10 @@ impl PgStore {
             let result = (|| {
                 let mut builder = client.build_transaction();
                 if read_only {
-                    builder = builder.read_only(true);
+                    // One snapshot for every statement of the closure (lists, exports).
+                    builder = builder
+                        .read_only(true)
+                        .isolation_level(postgres::IsolationLevel::RepeatableRead);
                 }
                 let tx = builder.start().map_err(|e| E::from(db_err(e)))?;
                 let mut pg = PgTx { tx, cache: &mut cache };
