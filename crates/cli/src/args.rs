@@ -114,6 +114,26 @@ enum Command {
     /// Master keys: status, rotate (re-wraps every data key), rewrap (resume), retire.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Write a consistent backup of the store (secrets stay encrypted; works while serving).
+    Backup {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long)]
+        output: PathBuf,
+        /// Also include the key file, encrypted with the passphrase in this file (`-`: stdin).
+        #[arg(long = "include-keyring", value_name = "PASSPHRASE_FILE")]
+        include_keyring: Option<PathBuf>,
+    },
+    /// Restore a backup into an empty data directory (and database).
+    Restore {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long)]
+        input: PathBuf,
+        /// Passphrase file (`-`: stdin) to decrypt the key file included in the backup.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
     /// The lifecycle scheduler (normally runs inside `serve`).
     #[command(subcommand)]
     Scheduler(SchedulerCmd),
@@ -617,6 +637,22 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!(
                 "next: revoke the secret at the vendor, rotate (credvault credential rotate), re-attach, enable."
             );
+        }
+        Command::Backup {
+            server,
+            output,
+            include_keyring,
+        } => {
+            let settings = server_settings(server, None, None, None)?;
+            crate::server::backup(&settings, &output, include_keyring.as_deref()).await?;
+        }
+        Command::Restore {
+            server,
+            input,
+            passphrase_file,
+        } => {
+            let settings = server_settings(server, None, None, None)?;
+            crate::server::restore(&settings, &input, passphrase_file.as_deref()).await?;
         }
         Command::Keys(op) => {
             let (server, op) = match op {

@@ -261,6 +261,151 @@ async fn rewrap_all(svc: &Service) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn read_passphrase(path: &Path) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    use std::io::Read;
+    let mut s = String::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("cannot read the passphrase from stdin")?;
+    } else {
+        s = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    }
+    let trimmed = zeroize::Zeroizing::new(s.trim_end_matches(['\r', '\n']).to_owned());
+    zeroize::Zeroize::zeroize(&mut s);
+    Ok(trimmed)
+}
+
+/// `credvault backup`: a consistent logical snapshot of the store (works while servers run).
+pub async fn backup(settings: &ServerSettings, output: &Path, keyring_passphrase: Option<&Path>) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let url = settings.database_url.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&url, &StoreOptions::default()))
+        .await
+        .context("store task failed")?
+        .context("cannot open the store")?;
+    let mut extra =
+        serde_json::json!({"created_at": credvault_domain::time::to_rfc3339(credvault_domain::time::now_micros())});
+    if let Some(pp) = keyring_passphrase {
+        let pass = read_passphrase(pp)?;
+        let key_path = settings.data_dir.join(KEYRING_FILE);
+        let bytes = zeroize::Zeroizing::new(
+            std::fs::read(&key_path).with_context(|| format!("cannot read {}", key_path.display()))?,
+        );
+        let sealed =
+            credvault_crypto::seal_with_passphrase(pass.as_bytes(), &bytes).context("cannot encrypt the key file")?;
+        extra["keyring"] = serde_json::json!({"encryption": "argon2id+aes-256-gcm", "sealed": base64::engine::general_purpose::STANDARD.encode(sealed)});
+    }
+    let tmp = output.with_extension("partial");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    let out: Box<dyn std::io::Write + Send> = Box::new(std::io::BufWriter::new(file));
+    let stats = store
+        .export_to(out, extra, |n| eprint!("\rbacked up {n} rows"))
+        .await
+        .context("backup failed")?;
+    std::fs::rename(&tmp, output).with_context(|| format!("cannot move the backup to {}", output.display()))?;
+    store.close();
+    let total: u64 = stats.tables.iter().map(|(_, n)| n).sum();
+    eprintln!("\rbacked up {total} rows to {}", output.display());
+    if keyring_passphrase.is_none() {
+        eprintln!(
+            "the key file is NOT in the backup (secrets stay unreadable without it); keep {} safe separately",
+            settings.data_dir.join(KEYRING_FILE).display()
+        );
+    }
+    Ok(())
+}
+
+/// `credvault restore`: into an empty data directory / database.
+pub async fn restore(settings: &ServerSettings, input: &Path, keyring_passphrase: Option<&Path>) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    prepare_dir(&settings.data_dir)?;
+    let key_path = settings.data_dir.join(KEYRING_FILE);
+    if key_path.exists() {
+        bail!(
+            "{} already has a key file: restore only into an empty data directory",
+            settings.data_dir.display()
+        );
+    }
+    let file = std::fs::File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
+    let mut reader = std::io::BufReader::new(file);
+    // Peek at the header for the key file before importing.
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut first)?;
+    let header: serde_json::Value = serde_json::from_str(&first).context("not a credvault backup")?;
+    let sealed_keyring = header
+        .get("keyring")
+        .and_then(|k| k.get("sealed"))
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned);
+    let keyring_bytes = match (&sealed_keyring, keyring_passphrase) {
+        (Some(sealed), Some(pp)) => {
+            let pass = read_passphrase(pp)?;
+            let blob = base64::engine::general_purpose::STANDARD
+                .decode(sealed)
+                .context("corrupt key file in the backup")?;
+            Some(
+                credvault_crypto::open_with_passphrase(pass.as_bytes(), &blob)
+                    .map_err(|_| anyhow::anyhow!("wrong passphrase for the key file in the backup"))?,
+            )
+        }
+        (None, Some(_)) => {
+            bail!("this backup does not include the key file; drop --passphrase-file and copy the key file yourself")
+        }
+        _ => None,
+    };
+    let url = settings.database_url.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&url, &StoreOptions::default()))
+        .await
+        .context("store task failed")?
+        .context("cannot open the store")?;
+    let rest = std::io::Cursor::new(first.into_bytes()).chain_into(reader);
+    let (stats, _) = store
+        .import_from(rest)
+        .await
+        .context("restore failed (nothing was written)")?;
+    store.close();
+    if let Some(bytes) = keyring_bytes {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key_path)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        Keyring::load(&key_path).context("the restored key file does not load")?;
+    }
+    let total: u64 = stats.tables.iter().map(|(_, n)| n).sum();
+    eprintln!("restored {total} rows into {}", settings.database_url);
+    if !key_path.exists() {
+        eprintln!(
+            "no key file restored: put the original keyring.json into {} before `serve`",
+            settings.data_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Reads one reader after another.
+trait ChainInto {
+    fn chain_into(self, next: std::io::BufReader<std::fs::File>) -> Box<dyn std::io::BufRead + Send>;
+}
+
+impl ChainInto for std::io::Cursor<Vec<u8>> {
+    fn chain_into(self, next: std::io::BufReader<std::fs::File>) -> Box<dyn std::io::BufRead + Send> {
+        Box::new(std::io::BufReader::new(std::io::Read::chain(self, next)))
+    }
+}
+
 /// What `credvault keys` does.
 #[derive(Debug)]
 pub enum KeysOp {

@@ -45,6 +45,7 @@ mod envelope;
 mod error;
 mod keyfile;
 mod keyring;
+mod passphrase;
 mod token;
 
 #[cfg(test)]
@@ -53,6 +54,7 @@ mod tests;
 pub use envelope::{Binding, Sealed};
 pub use error::CryptoError;
 pub use keyring::{KeyId, Keyring};
+pub use passphrase::{open_with_passphrase, seal_with_passphrase};
 pub use token::{TOKEN_PREFIX, ct_eq, generate_token, hash_token};
 
 /// Fills `buf` from the operating system's CSPRNG, aborting on failure.
