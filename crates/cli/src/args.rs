@@ -167,6 +167,25 @@ enum KeysCmd {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Wrap the key file with an AWS KMS key (credentials from AWS_* variables); the server
+    /// then unwraps it through KMS at start-up and the plain file is shredded.
+    KmsWrap {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// KMS key ID, ARN or alias.
+        #[arg(long)]
+        kms_key_id: String,
+        #[arg(long, default_value = "us-east-1")]
+        kms_region: String,
+        /// Endpoint override (private endpoints, tests).
+        #[arg(long)]
+        kms_endpoint: Option<String>,
+    },
+    /// Turn a KMS-wrapped keyring back into a plain key file.
+    KmsUnwrap {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Remove a key that no data key uses any more.
     Retire {
         #[command(flatten)]
@@ -659,6 +678,22 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 KeysCmd::Status { server } => (server, crate::server::KeysOp::Status),
                 KeysCmd::Rotate { server, wait_secs } => (server, crate::server::KeysOp::Rotate { wait_secs }),
                 KeysCmd::Rewrap { server } => (server, crate::server::KeysOp::Rewrap),
+                KeysCmd::KmsWrap {
+                    server,
+                    kms_key_id,
+                    kms_region,
+                    kms_endpoint,
+                } => (
+                    server,
+                    crate::server::KeysOp::KmsWrap {
+                        key: credvault_connect::aws::KmsKey {
+                            key_id: kms_key_id,
+                            region: kms_region,
+                            endpoint: kms_endpoint,
+                        },
+                    },
+                ),
+                KeysCmd::KmsUnwrap { server } => (server, crate::server::KeysOp::KmsUnwrap),
                 KeysCmd::Retire { server, id } => (server, crate::server::KeysOp::Retire { id }),
             };
             let settings = server_settings(server, None, None, None)?;

@@ -7,6 +7,7 @@
 mod args;
 mod client;
 mod config;
+mod keyfiles;
 mod server;
 
 use std::process::ExitCode;

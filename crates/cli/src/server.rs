@@ -46,22 +46,22 @@ async fn open(settings: &ServerSettings) -> anyhow::Result<Service> {
         .await
         .context("store task failed")?
         .context("cannot open the store")?;
-    let key_path = settings.data_dir.join(KEYRING_FILE);
     let probe = Service::new(store.clone(), Keyring::generate(), CoreConfig::default());
     let initialized = probe.is_initialized().await.context("cannot read the store")?;
-    let keyring = if key_path.exists() {
-        Keyring::load(&key_path).with_context(|| format!("cannot load the key file {}", key_path.display()))?
-    } else if initialized {
-        bail!(
+    let keyring = match crate::keyfiles::load(&settings.data_dir).await? {
+        Some((k, _)) => k,
+        None if initialized => bail!(
             "the store is initialized but the key file {} is missing: without it no secret can be decrypted. \
              Restore the key file (or point --data-dir at the directory that has it).",
-            key_path.display()
-        );
-    } else {
-        let k = Keyring::generate();
-        k.save(&key_path)
-            .with_context(|| format!("cannot write the key file {}", key_path.display()))?;
-        k
+            settings.data_dir.join(KEYRING_FILE).display()
+        ),
+        None => {
+            let k = Keyring::generate();
+            let key_path = settings.data_dir.join(KEYRING_FILE);
+            k.save(&key_path)
+                .with_context(|| format!("cannot write the key file {}", key_path.display()))?;
+            k
+        }
     };
     let config = CoreConfig {
         egress: credvault_core::EgressPolicy::with_allow(settings.egress_allow.clone()),
@@ -108,7 +108,7 @@ pub async fn serve(settings: ServerSettings) -> anyhow::Result<()> {
         "credvault listening on http://{addr}  (UI: http://{addr}/, API: http://{addr}/v1, OpenAPI: http://{addr}/v1/openapi.json)"
     );
     tracing::info!(%addr, engine = ?svc.store().engine(), "listening");
-    spawn_keyring_watcher(svc.clone(), settings.data_dir.join(KEYRING_FILE));
+    spawn_keyring_watcher(svc.clone(), settings.data_dir.clone());
     let scheduler = (settings.scheduler_interval_secs > 0).then(|| {
         let svc = svc.clone();
         let every = std::time::Duration::from_secs(settings.scheduler_interval_secs);
@@ -152,30 +152,29 @@ pub async fn serve(settings: ServerSettings) -> anyhow::Result<()> {
 
 /// Reloads the key file when it changes (e.g. `credvault keys rotate` added a primary key), so
 /// a running server can open data keys re-wrapped under the new key within about a second.
-fn spawn_keyring_watcher(svc: Service, path: std::path::PathBuf) {
+fn spawn_keyring_watcher(svc: Service, data_dir: std::path::PathBuf) {
     tokio::spawn(async move {
-        let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let mut last = stamp(&path);
+        let stamp = |d: &Path| crate::keyfiles::paths(d).map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        let mut last = stamp(&data_dir);
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            let now = stamp(&path);
+            let now = stamp(&data_dir);
             if now == last {
                 continue;
             }
             last = now;
-            let p = path.clone();
-            match tokio::task::spawn_blocking(move || Keyring::load(&p)).await {
-                Ok(Ok(k)) => {
+            match crate::keyfiles::load(&data_dir).await {
+                Ok(Some((k, _))) => {
                     let ids: Vec<String> = k.key_ids().iter().map(|i| i.to_string()).collect();
                     tracing::info!(primary = %k.primary(), keys = ?ids, "key file changed: keyring reloaded");
                     if let Err(e) = svc.set_keyring(k) {
                         tracing::error!(error = %e, "cannot install the reloaded keyring");
                     }
                 }
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "key file changed but cannot be loaded; keeping the current keyring")
+                Ok(None) => tracing::error!("the key file disappeared; keeping the current keyring in memory"),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "key file changed but cannot be loaded; keeping the current keyring")
                 }
-                Err(e) => tracing::error!(error = %e, "keyring reload task failed"),
             }
         }
     });
@@ -183,7 +182,6 @@ fn spawn_keyring_watcher(svc: Service, path: std::path::PathBuf) {
 
 /// `credvault keys …` against the store directly.
 pub async fn keys(settings: &ServerSettings, cmd: KeysOp) -> anyhow::Result<()> {
-    let key_path = settings.data_dir.join(KEYRING_FILE);
     match cmd {
         KeysOp::Status => {
             let svc = open(settings).await?;
@@ -192,11 +190,12 @@ pub async fn keys(settings: &ServerSettings, cmd: KeysOp) -> anyhow::Result<()> 
             svc.store().close();
         }
         KeysOp::Rotate { wait_secs } => {
-            let mut k = Keyring::load(&key_path).with_context(|| format!("cannot load {}", key_path.display()))?;
+            let Some((mut k, source)) = crate::keyfiles::load(&settings.data_dir).await? else {
+                bail!("no key file in {}", settings.data_dir.display());
+            };
             let previous = k.primary().to_string();
             let new = k.add_key();
-            k.save(&key_path)
-                .with_context(|| format!("cannot write {}", key_path.display()))?;
+            crate::keyfiles::save(&source, &k).await?;
             eprintln!("added key {new} as primary (previous primary: {previous})");
             eprintln!("waiting {wait_secs} s so running servers load it before data keys move to it…");
             tokio::time::sleep(std::time::Duration::from_secs(wait_secs)).await;
@@ -206,6 +205,20 @@ pub async fn keys(settings: &ServerSettings, cmd: KeysOp) -> anyhow::Result<()> 
             svc.store().close();
             eprintln!(
                 "done. When `credvault keys status` shows no data key under {previous}, retire it: credvault keys retire {previous}"
+            );
+        }
+        KeysOp::KmsWrap { key } => {
+            crate::keyfiles::wrap_with_kms(&settings.data_dir, key).await?;
+            eprintln!(
+                "the keyring is now wrapped by AWS KMS ({}); the plain key file was shredded",
+                settings.data_dir.join(crate::keyfiles::KMS).display()
+            );
+        }
+        KeysOp::KmsUnwrap => {
+            crate::keyfiles::unwrap_from_kms(&settings.data_dir).await?;
+            eprintln!(
+                "the keyring is a plain key file again: {}",
+                settings.data_dir.join(KEYRING_FILE).display()
             );
         }
         KeysOp::Rewrap => {
@@ -221,10 +234,12 @@ pub async fn keys(settings: &ServerSettings, cmd: KeysOp) -> anyhow::Result<()> 
             if used > 0 {
                 bail!("key {id} still wraps {used} data key(s); run `credvault keys rewrap` first");
             }
-            let mut k = Keyring::load(&key_path)?;
+            let Some((mut k, source)) = crate::keyfiles::load(&settings.data_dir).await? else {
+                bail!("no key file in {}", settings.data_dir.display());
+            };
             k.retire(&credvault_crypto::KeyId::new(id.clone()))
                 .with_context(|| format!("cannot retire {id}"))?;
-            k.save(&key_path)?;
+            crate::keyfiles::save(&source, &k).await?;
             eprintln!("retired {id}");
         }
     }
@@ -418,6 +433,13 @@ pub enum KeysOp {
     },
     /// Resume (or finish) re-wrapping under the primary key.
     Rewrap,
+    /// Wrap the key file with an AWS KMS key.
+    KmsWrap {
+        /// The KMS key.
+        key: credvault_connect::aws::KmsKey,
+    },
+    /// Turn a KMS-wrapped keyring back into a plain key file.
+    KmsUnwrap,
     /// Remove a key no data key uses.
     Retire {
         /// Key ID.

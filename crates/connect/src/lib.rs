@@ -6,6 +6,7 @@
 //! Messages are scrubbed of every secret value of the credential before they leave, even when
 //! the target echoes a secret back in its error.
 
+pub mod aws;
 pub mod egress;
 mod http;
 mod postgres;

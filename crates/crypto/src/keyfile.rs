@@ -230,18 +230,8 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Keyring, CryptoError> {
     })
 }
 
-pub(crate) fn save(keyring: &Keyring, path: &Path) -> Result<(), CryptoError> {
-    let file_name = path.file_name().ok_or_else(|| {
-        io_err(
-            path,
-            io::Error::new(io::ErrorKind::InvalidInput, "key file path has no file name"),
-        )
-    })?;
-    let dir: PathBuf = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-
+/// Serializes a keyring as the key file's JSON, in a zeroizing buffer.
+pub(crate) fn to_bytes(keyring: &Keyring) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     let doc = FileOut {
         format: FORMAT,
         primary: keyring.primary.as_str(),
@@ -258,17 +248,42 @@ pub(crate) fn save(keyring: &Keyring, path: &Path) -> Result<(), CryptoError> {
     // Generous pre-sizing so serialisation does not reallocate and leave
     // copies of key material in freed memory.
     let mut bytes = Zeroizing::new(Vec::with_capacity(1024 + 256 * keyring.keys.len()));
-    serde_json::to_writer_pretty(&mut *bytes, &doc).map_err(|e| io_err(path, io::Error::other(e)))?;
+    serde_json::to_writer_pretty(&mut *bytes, &doc)
+        .map_err(|e| CryptoError::Malformed(format!("cannot serialize the keyring: {e}")))?;
     drop(doc);
     bytes.push(b'\n');
+    Ok(bytes)
+}
 
+/// Parses key file JSON held in memory (e.g. after a KMS decrypt).
+pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Keyring, CryptoError> {
+    parse(Path::new("<memory>"), bytes)
+}
+
+pub(crate) fn save(keyring: &Keyring, path: &Path) -> Result<(), CryptoError> {
+    let bytes = to_bytes(keyring)?;
+    write_private(path, &bytes)
+}
+
+/// Atomically writes a private file: temp file with mode 0600, fsync, rename, fsync dir.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CryptoError> {
+    let file_name = path.file_name().ok_or_else(|| {
+        io_err(
+            path,
+            io::Error::new(io::ErrorKind::InvalidInput, "key file path has no file name"),
+        )
+    })?;
+    let dir: PathBuf = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
     let suffix: String = random_bytes::<8>().iter().map(|b| format!("{b:02x}")).collect();
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(file_name);
     tmp_name.push(format!(".tmp-{suffix}"));
     let tmp = dir.join(tmp_name);
 
-    let result = write_synced(&tmp, &bytes).and_then(|()| fs::rename(&tmp, path).map_err(|e| io_err(path, e)));
+    let result = write_synced(&tmp, bytes).and_then(|()| fs::rename(&tmp, path).map_err(|e| io_err(path, e)));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }

@@ -121,6 +121,17 @@ impl Keyring {
     /// ([`CryptoError::InsecureKeyFile`]), keys that are not exactly 32
     /// bytes, duplicate ids, and a primary that is not among the keys
     /// ([`CryptoError::MalformedKeyFile`]).
+    /// Serializes the keyring as key file JSON (for wrapping by an external key service).
+    /// The buffer holds key material and is zeroized on drop.
+    pub fn to_bytes(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, CryptoError> {
+        crate::keyfile::to_bytes(self)
+    }
+
+    /// Parses key file JSON from memory (after unwrapping it with an external key service).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Keyring, CryptoError> {
+        crate::keyfile::from_bytes(bytes)
+    }
+
     pub fn load(path: &Path) -> Result<Keyring, CryptoError> {
         keyfile::load(path)
     }

@@ -55,6 +55,11 @@ pub use envelope::{Binding, Sealed};
 pub use error::CryptoError;
 pub use keyring::{KeyId, Keyring};
 pub use passphrase::{open_with_passphrase, seal_with_passphrase};
+
+/// Atomically writes a private (mode 0600) file: for wrapped key files and similar.
+pub fn write_private_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), CryptoError> {
+    keyfile::write_private(path, bytes)
+}
 pub use token::{TOKEN_PREFIX, ct_eq, generate_token, hash_token};
 
 /// Fills `buf` from the operating system's CSPRNG, aborting on failure.

@@ -46,6 +46,9 @@ impl TempDir {
 }
 impl Drop for TempDir {
     fn drop(&mut self) {
+        if self.0.as_os_str().is_empty() {
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -179,6 +182,19 @@ impl Server {
     pub async fn start_with(backend: Backend, extra: &[&str]) -> Server {
         let data = TempDir::new();
         let pg = (backend == Backend::Postgres).then(PgDb::create);
+        Self::start_opts(backend, data, pg, extra, &[]).await
+    }
+
+    /// Starts a server on a given data directory (and database), with extra arguments and
+    /// environment. Works on an already initialized store: then `admin`, `org_id` and `ws_id`
+    /// are empty (keep them from the first start, or use [`Server::restart`]).
+    pub async fn start_opts(
+        backend: Backend,
+        data: TempDir,
+        pg: Option<PgDb>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut cmd = Command::new(bin());
         cmd.arg("serve")
             .arg("--data-dir")
@@ -190,6 +206,9 @@ impl Server {
         }
         cmd.args(extra);
         cmd.env_remove("CREDVAULT_TOKEN").env("CREDVAULT_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
         let mut child = cmd.spawn().expect("cannot start credvault");
         let stdout = Arc::new(Mutex::new(String::new()));
@@ -213,7 +232,7 @@ impl Server {
             .unwrap()
             .to_owned();
         let out = stdout.lock().unwrap().clone();
-        let grab = |prefix: &str| {
+        let grab = |prefix: &str| -> String {
             out.lines()
                 .find(|l| l.contains(prefix))
                 .map(|l| {
@@ -223,7 +242,7 @@ impl Server {
                         .trim_matches(|c| c == '(' || c == ')')
                         .to_owned()
                 })
-                .unwrap()
+                .unwrap_or_default()
         };
         let admin = grab("admin token");
         let org_id = grab("organization:");
@@ -392,6 +411,21 @@ impl Server {
                 });
             }
         }
+    }
+
+    /// Stops this server and starts a new one on the same data directory and database,
+    /// keeping the admin token and IDs learned at the first start.
+    pub async fn restart(self, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut old = self;
+        old.stop();
+        let (backend, admin, org_id, ws_id) = (old.backend, old.admin.clone(), old.org_id.clone(), old.ws_id.clone());
+        let data = std::mem::replace(&mut old.data, TempDir(PathBuf::new()));
+        let pg = old.pg.take();
+        let mut s = Self::start_opts(backend, data, pg, extra, env).await;
+        s.admin = admin;
+        s.org_id = org_id;
+        s.ws_id = ws_id;
+        s
     }
 
     /// Stops the server with SIGTERM and waits for it.
