@@ -96,6 +96,9 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     if let Some(v4) = ip.to_ipv4_mapped() {
         return Some(v4); // ::ffff:a.b.c.d
     }
+    if s[..4] == [0, 0, 0, 0] && s[4] == 0xffff && s[5] == 0 {
+        return Some(Ipv4Addr::new(o[12], o[13], o[14], o[15])); // ::ffff:0:a.b.c.d (SIIT)
+    }
     if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
         return Some(Ipv4Addr::new(o[12], o[13], o[14], o[15])); // NAT64 64:ff9b::/96
     }
@@ -114,7 +117,7 @@ pub fn non_public_reason(ip: IpAddr) -> Option<&'static str> {
         IpAddr::V4(v4) => v4_reason(v4),
         IpAddr::V6(v6) => {
             if let Some(v4) = embedded_v4(v6) {
-                return v4_reason(v4).or(None);
+                return v4_reason(v4);
             }
             let s = v6.segments();
             Some(match s[0] {
@@ -126,6 +129,7 @@ pub fn non_public_reason(ip: IpAddr) -> Option<&'static str> {
                 x if x & 0xff00 == 0xff00 => "multicast address",
                 0x2001 if s[1] == 0x0db8 => "documentation address",
                 0x0100 if s[1..4] == [0, 0, 0] => "discard address",
+                0x0064 if s[1] == 0xff9b && s[2] == 1 => "local-use NAT64 address",
                 _ => return None,
             })
         }
@@ -168,19 +172,27 @@ impl EgressPolicy {
 
     /// Checks one address: public, or inside an allowed network.
     pub fn check(&self, ip: IpAddr) -> Result<(), TestError> {
-        let canonical = match ip {
-            IpAddr::V6(v6) => embedded_v4(v6).map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        let Some(reason) = non_public_reason(ip).or_else(|| non_public_reason(canonical)) else {
+        let Some(reason) = non_public_reason(ip) else {
             return Ok(());
         };
-        if self.allow.iter().any(|c| c.contains(ip) || c.contains(canonical)) {
+        // An allowed network matches the address itself, or the IPv4 address an IPv4-mapped
+        // IPv6 address *is* (the same host). NAT64, 6to4 and compatible forms route elsewhere
+        // and must be allowed in their own IPv6 form.
+        let mapped = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
+            IpAddr::V4(_) => None,
+        };
+        if self
+            .allow
+            .iter()
+            .any(|c| c.contains(ip) || mapped.is_some_and(|m| c.contains(m)))
+        {
             return Ok(());
         }
+        let shown = mapped.unwrap_or(ip);
         Err(TestError::new(
             ErrorCode::EgressDenied,
-            format!("{canonical} is a {reason}; the server's egress policy does not allow it"),
+            format!("{shown} is a {reason}; the server's egress policy does not allow it"),
         ))
     }
 
@@ -308,6 +320,10 @@ mod tests {
         assert!(!denied(&p, "::ffff:127.0.0.1"));
         assert!(denied(&p, "169.254.169.254"));
         assert!(denied(&p, "10.0.0.1"));
+        assert!(
+            denied(&p, "2002:7f00:1::"),
+            "6to4 of loopback routes to the internet, not to loopback"
+        );
         assert!(Cidr::parse("10.0.0.0/33").is_err());
         assert!(Cidr::parse("nonsense").is_err());
         assert!(

@@ -22,7 +22,12 @@ fn classify(e: &tokio_postgres::Error) -> TestError {
         };
         return TestError::new(kind, format!("the server said: {} ({})", db.message(), code.code()));
     }
-    TestError::new(ErrorCode::ConnectRefused, format!("the connection failed: {e}"))
+    // The TCP connection was already open (the policy made it), so anything else means the
+    // far side did not speak PostgreSQL as expected, or dropped us.
+    TestError::new(
+        ErrorCode::UnexpectedResponse,
+        format!("the server did not answer like PostgreSQL: {e}"),
+    )
 }
 
 impl Tester for Postgres {

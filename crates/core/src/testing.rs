@@ -187,6 +187,14 @@ impl Service {
                 let mut out = Vec::new();
                 for r in conns {
                     let c = load_conn(tx, &r.text(0)?, false)?;
+                    // Only connections the caller may test (a shared credential can be attached
+                    // in workspaces the caller cannot see).
+                    if !settings
+                        .role_policy
+                        .any_grants(&a.workspace_roles(&c.ws()), Permission::CredentialAttach)
+                    {
+                        continue;
+                    }
                     let (fields, secrets) = decrypt_version_parts(tx, &keyring, &cred.org_id, &cred.id, version)?;
                     out.push(Prepared {
                         connection_id: c.id.clone(),
