@@ -7,9 +7,14 @@
 //! the target echoes a secret back in its error.
 
 pub mod aws;
+mod cloud;
 pub mod egress;
+mod ftp;
 mod http;
+mod ldap;
+mod mysql;
 mod postgres;
+mod ssh;
 
 use std::time::Instant;
 

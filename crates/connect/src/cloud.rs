@@ -1,0 +1,1 @@
+//! Placeholder: the cloud tester is being written.

@@ -1,0 +1,1 @@
+//! Placeholder: the ftp tester is being written.

@@ -1,0 +1,1 @@
+//! Placeholder: the ldap tester is being written.

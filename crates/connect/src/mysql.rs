@@ -1,0 +1,1 @@
+//! Placeholder: the mysql tester is being written.

@@ -1,0 +1,1 @@
+//! Placeholder: the ssh tester is being written.
