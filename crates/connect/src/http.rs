@@ -117,7 +117,36 @@ impl Tester for Http {
     }
 }
 
-fn classify(e: &reqwest::Error) -> TestError {
+/// Checks a URL a user chose: http(s) only, and an IP literal host must pass the policy (a
+/// name is checked by the policy resolver when the client dials).
+pub(crate) fn check_url(policy: &EgressPolicy, url: &reqwest::Url) -> Result<(), TestError> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(TestError::new(
+            ErrorCode::EgressDenied,
+            "only http and https are allowed",
+        ));
+    }
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => policy.check(ip.into()),
+        Some(url::Host::Ipv6(ip)) => policy.check(ip.into()),
+        Some(url::Host::Domain(_)) => Ok(()),
+        None => Err(TestError::new(ErrorCode::Dns, "the URL has no host")),
+    }
+}
+
+/// An HTTP client whose every connection goes through the policy, following no redirects.
+pub(crate) fn policy_client(policy: &EgressPolicy) -> Result<reqwest::Client, TestError> {
+    reqwest::Client::builder()
+        .dns_resolver(std::sync::Arc::new(PolicyResolver(policy.clone())))
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(policy.connect_timeout)
+        .timeout(policy.total_timeout)
+        .no_proxy()
+        .build()
+        .map_err(|_| TestError::new(ErrorCode::Unsupported, "cannot build an HTTP client"))
+}
+
+pub(crate) fn classify(e: &reqwest::Error) -> TestError {
     use std::error::Error;
     // The policy's refusal travels inside reqwest's error chain.
     let mut src = e.source();

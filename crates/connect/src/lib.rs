@@ -116,6 +116,9 @@ pub struct TestInput {
     pub fields: Json,
     /// The secret values, for scrubbing messages.
     pub secrets: Vec<String>,
+    /// Fields of the credentials this one is derived from, root first (an AWS role chain:
+    /// the access key, then each `assume_role` hop before this one).
+    pub sources: Vec<Json>,
 }
 
 impl std::fmt::Debug for TestInput {
@@ -130,6 +133,7 @@ impl std::fmt::Debug for TestInput {
 impl Drop for TestInput {
     fn drop(&mut self) {
         zero_json(&mut self.fields);
+        self.sources.iter_mut().for_each(zero_json);
         for s in &mut self.secrets {
             zeroize::Zeroize::zeroize(s);
         }
@@ -176,11 +180,29 @@ impl Tester for Unsupported {
     }
 }
 
+/// Redshift speaks the PostgreSQL protocol with a database login; with an AWS credential
+/// (IAM authentication) the check is the AWS identity behind it.
+struct Redshift;
+
+impl Tester for Redshift {
+    fn test<'a>(&'a self, input: &'a TestInput, policy: &'a EgressPolicy) -> BoxFuture<'a, Result<(), TestError>> {
+        if input.credential_type == "aws" {
+            cloud::Aws.test(input, policy)
+        } else {
+            postgres::Postgres.test(input, policy)
+        }
+    }
+}
+
 /// The tester for a connector kind.
 pub fn tester_for(kind: &str) -> Box<dyn Tester> {
     match kind {
-        "postgres" | "redshift" => Box::new(postgres::Postgres),
+        "postgres" => Box::new(postgres::Postgres),
+        "redshift" => Box::new(Redshift),
         "http" => Box::new(http::Http),
+        "s3" => Box::new(cloud::Aws),
+        "bigquery" | "gcs" => Box::new(cloud::Gcp),
+        "azure_blob" => Box::new(cloud::Azure),
         "oracle" => Box::new(Unsupported(
             "Test connection for Oracle is not available: there is no pure-Rust Oracle driver",
         )),
@@ -188,9 +210,6 @@ pub fn tester_for(kind: &str) -> Box<dyn Tester> {
             "mysql" => "Test connection for mysql is not built yet",
             "sqlserver" => "Test connection for sqlserver is not built yet",
             "snowflake" => "Test connection for snowflake is not built yet",
-            "bigquery" | "gcs" => "Test connection for Google Cloud kinds is not built yet",
-            "s3" => "Test connection for s3 is not built yet",
-            "azure_blob" => "Test connection for azure_blob is not built yet",
             "ftp" => "Test connection for ftp is not built yet",
             "ldap" => "Test connection for ldap is not built yet",
             "oauth_saas" => "Test connection for oauth_saas needs OAuth support, which is not built yet",
@@ -228,6 +247,13 @@ pub async fn run(kind: &str, input: &TestInput, policy: &EgressPolicy) -> TestOu
             }
         }
     }
+}
+
+/// Random lowercase hex (nonces, JWT IDs).
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    aws_lc_rs::rand::fill(&mut b).unwrap_or_else(|_| std::process::abort());
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Removes every secret value (and its URL- and base64-encodings) from a message.

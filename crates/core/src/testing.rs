@@ -61,6 +61,51 @@ pub struct CredentialTest {
     pub results: Vec<ConnectionTest>,
 }
 
+/// The source credentials of an AWS role chain, root first, decrypted (current versions),
+/// with their secret values for scrubbing. Other credentials have no sources.
+fn chain_sources(
+    tx: &mut dyn credvault_store::Tx,
+    keyring: &credvault_crypto::Keyring,
+    cred: &crate::credentials::CredRow,
+    fields: &serde_json::Value,
+) -> CoreResult<(Vec<serde_json::Value>, Vec<String>)> {
+    let mut sources = Vec::new();
+    let mut secrets = Vec::new();
+    if cred.ty != "aws" {
+        return Ok((sources, secrets));
+    }
+    let mut next = fields
+        .get("source_credential_id")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned);
+    let mut seen = vec![cred.id.clone()];
+    while let Some(id) = next {
+        if seen.contains(&id) || seen.len() > 6 {
+            return Err(CoreError::conflict(
+                "role_chain_invalid",
+                "the AWS role chain loops or is longer than 5 hops",
+            ));
+        }
+        let src = load_cred(tx, &id, false)?;
+        if src.org_id != cred.org_id || src.ty != "aws" {
+            return Err(CoreError::conflict(
+                "role_chain_invalid",
+                "a source credential of the role chain is not an aws credential of this organization",
+            ));
+        }
+        let (f, mut s) = decrypt_version_parts(tx, keyring, &src.org_id, &src.id, src.current_version)?;
+        next = f
+            .get("source_credential_id")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
+        seen.push(id);
+        sources.push(f);
+        secrets.append(&mut s);
+    }
+    sources.reverse();
+    Ok((sources, secrets))
+}
+
 /// Picks the version to test: the given one (any state but revoked) or the current one.
 fn pick_version(tx: &mut dyn credvault_store::Tx, cred: &str, current: i64, asked: Option<i64>) -> CoreResult<i64> {
     let Some(n) = asked else { return Ok(current) };
@@ -120,7 +165,9 @@ impl Service {
                 };
                 let cred = load_cred(tx, &cred_id, false)?;
                 let version = pick_version(tx, &cred_id, cred.current_version, req.version)?;
-                let (fields, secrets) = decrypt_version_parts(tx, &keyring, &cred.org_id, &cred.id, version)?;
+                let (fields, mut secrets) = decrypt_version_parts(tx, &keyring, &cred.org_id, &cred.id, version)?;
+                let (sources, mut more) = chain_sources(tx, &keyring, &cred, &fields)?;
+                secrets.append(&mut more);
                 Ok(Prepared {
                     connection_id: c.id.clone(),
                     connection_name: c.name.clone(),
@@ -135,6 +182,7 @@ impl Service {
                         variant: cred.variant.clone(),
                         fields,
                         secrets,
+                        sources,
                     },
                 })
             })
@@ -195,7 +243,9 @@ impl Service {
                     {
                         continue;
                     }
-                    let (fields, secrets) = decrypt_version_parts(tx, &keyring, &cred.org_id, &cred.id, version)?;
+                    let (fields, mut secrets) = decrypt_version_parts(tx, &keyring, &cred.org_id, &cred.id, version)?;
+                    let (sources, mut more) = chain_sources(tx, &keyring, &cred, &fields)?;
+                    secrets.append(&mut more);
                     out.push(Prepared {
                         connection_id: c.id.clone(),
                         connection_name: c.name.clone(),
@@ -210,6 +260,7 @@ impl Service {
                             variant: cred.variant.clone(),
                             fields,
                             secrets,
+                            sources,
                         },
                     });
                 }
