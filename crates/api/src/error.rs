@@ -121,6 +121,7 @@ impl From<CoreError> for ApiError {
                 a
             }
             CoreError::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
+            CoreError::Unavailable { code, message } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message),
             CoreError::Store(StoreError::Unavailable(cause)) => {
                 tracing::error!(%cause, "store unavailable");
                 ApiError::new(

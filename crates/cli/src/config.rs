@@ -26,6 +26,8 @@ pub struct FileConfig {
     pub egress_allow: Option<Vec<String>>,
     /// Seconds between scheduler passes (0: no scheduler on this node).
     pub scheduler_interval_secs: Option<u64>,
+    /// Audit sinks (`[[audit_sinks]]`): only here, never through the API.
+    pub audit_sinks: Option<Vec<credvault_core::forward::SinkConfig>>,
     /// Client settings.
     pub client: Option<FileClient>,
 }
@@ -78,6 +80,8 @@ pub struct ServerSettings {
     pub egress_allow: Vec<credvault_core::Cidr>,
     /// Seconds between scheduler passes (0: none).
     pub scheduler_interval_secs: u64,
+    /// Audit sinks.
+    pub audit_sinks: Vec<credvault_core::forward::SinkConfig>,
 }
 
 /// Raw server values from flags/env (already merged by clap).
@@ -151,6 +155,13 @@ impl ServerSettings {
             .transpose()?
             .or(file.scheduler_interval_secs)
             .unwrap_or(60);
+        let audit_sinks = file.audit_sinks.clone().unwrap_or_default();
+        let mut names = std::collections::HashSet::new();
+        for s in &audit_sinks {
+            if s.name.is_empty() || !names.insert(s.name.clone()) {
+                bail!("audit_sinks: every sink needs a unique, non-empty name (`{}`)", s.name);
+            }
+        }
         Ok(ServerSettings {
             data_dir,
             listen,
@@ -159,6 +170,7 @@ impl ServerSettings {
             body_limit,
             egress_allow,
             scheduler_interval_secs,
+            audit_sinks,
         })
     }
 }

@@ -108,6 +108,15 @@ pub async fn serve(settings: ServerSettings) -> anyhow::Result<()> {
         "credvault listening on http://{addr}  (UI: http://{addr}/, API: http://{addr}/v1, OpenAPI: http://{addr}/v1/openapi.json)"
     );
     tracing::info!(%addr, engine = ?svc.store().engine(), "listening");
+    if !settings.audit_sinks.is_empty() {
+        let names: Vec<&str> = settings.audit_sinks.iter().map(|s| s.name.as_str()).collect();
+        tracing::info!(sinks = ?names, "forwarding the audit journal");
+        credvault_core::forward::spawn_forwarders(
+            svc.store().clone(),
+            settings.audit_sinks.clone(),
+            svc.audit_gate().clone(),
+        );
+    }
     spawn_keyring_watcher(svc.clone(), settings.data_dir.clone());
     let scheduler = (settings.scheduler_interval_secs > 0).then(|| {
         let svc = svc.clone();

@@ -200,6 +200,8 @@ pub fn tester_for(kind: &str) -> Box<dyn Tester> {
         "postgres" => Box::new(postgres::Postgres),
         "redshift" => Box::new(Redshift),
         "http" => Box::new(http::Http),
+        "ftp" => Box::new(ftp::Ftp),
+        "ldap" => Box::new(ldap::Ldap),
         "s3" => Box::new(cloud::Aws),
         "bigquery" | "gcs" => Box::new(cloud::Gcp),
         "azure_blob" => Box::new(cloud::Azure),

@@ -391,6 +391,7 @@ impl Service {
         actor: &Arc<Actor>,
         mut req: CreateCredential,
     ) -> CoreResult<CredentialView> {
+        self.inner.config.audit_gate.check()?;
         let ty = CredentialType::parse(&req.ty).ok_or_else(|| {
             let names: Vec<&str> = CredentialType::ALL.iter().map(|t| t.as_str()).collect();
             CoreError::invalid("type", "unknown_type", format!("must be one of: {}", names.join(", ")))
@@ -719,6 +720,7 @@ impl Service {
         id: &str,
         mut req: CreateVersion,
     ) -> CoreResult<CreatedVersion> {
+        self.inner.config.audit_gate.check()?;
         let fields = std::mem::take(&mut req.fields);
         let mode = req.mode;
         let keyring = self.keyring_arc()?;
@@ -918,6 +920,7 @@ impl Service {
     /// Returns the plaintext fields of the current version to a principal holding
     /// `credential.reveal` (nobody by default). Audited before the plaintext leaves.
     pub async fn reveal_credential(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<Revealed> {
+        self.inner.config.audit_gate.check()?;
         let keyring = self.keyring_arc()?;
         let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {

@@ -47,6 +47,14 @@ pub enum CoreError {
         /// Human explanation.
         message: String,
     },
+    /// A dependency is unavailable (e.g. audit forwarding is too far behind).
+    #[error("{message}")]
+    Unavailable {
+        /// Stable code, e.g. `audit_unavailable`.
+        code: &'static str,
+        /// Human explanation.
+        message: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -12,6 +12,7 @@ pub mod connections;
 pub mod context;
 mod credentials;
 pub mod error;
+pub mod forward;
 pub mod keys;
 pub mod lifecycle;
 mod reports;
@@ -44,6 +45,8 @@ pub struct CoreConfig {
     pub max_page: usize,
     /// Where Test connection may connect.
     pub egress: credvault_connect::EgressPolicy,
+    /// Audit sinks' health and the fail-closed gate.
+    pub audit_gate: forward::AuditGate,
 }
 
 impl Default for CoreConfig {
@@ -52,6 +55,7 @@ impl Default for CoreConfig {
             default_page: 50,
             max_page: 500,
             egress: credvault_connect::EgressPolicy::default(),
+            audit_gate: forward::AuditGate::default(),
         }
     }
 }
@@ -78,6 +82,11 @@ impl Service {
                 config,
             }),
         }
+    }
+
+    /// Audit sinks' health (for metrics and readiness).
+    pub fn audit_gate(&self) -> &forward::AuditGate {
+        &self.inner.config.audit_gate
     }
 
     /// The store (for readiness checks and tools).

@@ -107,6 +107,7 @@ fn check_run_id(run_id: &str) -> CoreResult<()> {
 impl Service {
     /// Resolves a connection to its configuration and the current version's plaintext.
     pub async fn resolve(&self, ctx: &RequestCtx, actor: &Arc<Actor>, req: ResolveRequest) -> CoreResult<Resolved> {
+        self.inner.config.audit_gate.check()?;
         check_run_id(&req.run_id)?;
         if let Some(p) = &req.pipeline_id
             && PipelineId::parse(p).is_err()

@@ -34,6 +34,7 @@ const TABLES: &[(&str, &[&str])] = &[
     ("alerts_sent", &["credential_id", "kind", "threshold", "ref_time"]),
     ("audit_heads", &["chain"]),
     ("audit_events", &["seq"]),
+    ("sink_cursors", &["name"]),
 ];
 
 /// Tables whose `seq` is an identity column on PostgreSQL.

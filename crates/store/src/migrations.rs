@@ -10,16 +10,18 @@ const SQLITE: &[(i64, &str)] = &[
     (2, include_str!("../migrations/sqlite/0002_connections.sql")),
     (3, include_str!("../migrations/sqlite/0003_tests.sql")),
     (4, include_str!("../migrations/sqlite/0004_lifecycle.sql")),
+    (5, include_str!("../migrations/sqlite/0005_sinks.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_connections.sql")),
     (3, include_str!("../migrations/postgres/0003_tests.sql")),
     (4, include_str!("../migrations/postgres/0004_lifecycle.sql")),
+    (5, include_str!("../migrations/postgres/0005_sinks.sql")),
 ];
 
 /// The newest schema version this build knows.
-pub const LATEST: i64 = 4;
+pub const LATEST: i64 = 5;
 
 pub(crate) fn run_sqlite(conn: &rusqlite::Connection) -> Result<(), StoreError> {
     let err = |version: i64| {

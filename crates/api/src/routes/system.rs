@@ -132,7 +132,18 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(s): State<AppState>) -> Response {
     match s.service.store().ping().await {
-        Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Ok(()) => {
+            let sinks: serde_json::Map<String, serde_json::Value> = s
+                .service
+                .audit_gate()
+                .snapshot()
+                .into_iter()
+                .map(|(n, h)| (n, serde_json::to_value(h).unwrap_or_default()))
+                .collect();
+            let blocking = sinks.values().any(|h| h["blocking"] == true);
+            let status = if blocking { "degraded" } else { "ready" };
+            axum::Json(serde_json::json!({"status": status, "audit_sinks": sinks})).into_response()
+        }
         Err(e) => {
             tracing::warn!(error = %e, "readiness probe failed");
             (
@@ -146,7 +157,39 @@ async fn readyz(State(s): State<AppState>) -> Response {
 
 async fn metrics(State(s): State<AppState>) -> Response {
     let ready = s.service.store().ping().await.is_ok();
-    let mut r = s.metrics.render(ready).into_response();
+    let mut text = s.metrics.render(ready);
+    let sinks = s.service.audit_gate().snapshot();
+    if !sinks.is_empty() {
+        text.push_str("# HELP credvault_audit_sink_backlog Audit events not yet delivered to a sink.\n# TYPE credvault_audit_sink_backlog gauge\n");
+        for (name, h) in &sinks {
+            text.push_str(&format!(
+                "credvault_audit_sink_backlog{{sink=\"{name}\"}} {}\n",
+                h.backlog
+            ));
+        }
+        text.push_str("# HELP credvault_audit_sink_delivered_total Audit events delivered to a sink since start.\n# TYPE credvault_audit_sink_delivered_total counter\n");
+        for (name, h) in &sinks {
+            text.push_str(&format!(
+                "credvault_audit_sink_delivered_total{{sink=\"{name}\"}} {}\n",
+                h.delivered
+            ));
+        }
+        text.push_str("# HELP credvault_audit_sink_up Whether the last delivery attempt to a sink succeeded.\n# TYPE credvault_audit_sink_up gauge\n");
+        for (name, h) in &sinks {
+            text.push_str(&format!(
+                "credvault_audit_sink_up{{sink=\"{name}\"}} {}\n",
+                u8::from(h.last_error.is_none())
+            ));
+        }
+        text.push_str("# HELP credvault_audit_sink_blocking Whether a sink blocks secret-bearing operations.\n# TYPE credvault_audit_sink_blocking gauge\n");
+        for (name, h) in &sinks {
+            text.push_str(&format!(
+                "credvault_audit_sink_blocking{{sink=\"{name}\"}} {}\n",
+                u8::from(h.blocking)
+            ));
+        }
+    }
+    let mut r = text.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),

@@ -1,0 +1,387 @@
+//! Forwarding the audit journal to SIEMs through an outbox: the journal itself is the outbox,
+//! and each sink (declared only in the server's config file, never through the API) has a
+//! cursor in the store (`sink_cursors`). A forwarder reads events after the cursor in sequence
+//! order, delivers them, and only then advances the cursor — at least once, in order, with the
+//! sequence number in every record so a receiver can de-duplicate. An outage of any length
+//! loses nothing: events wait in the store. On PostgreSQL a lease keeps one node per sink, and
+//! a gap in sequence numbers (a transaction that took a number and has not committed yet) is
+//! waited for briefly before it is skipped as rolled back.
+//!
+//! Fail-closed: a sink with `on_backlog_full = "block"` whose backlog passes `max_backlog`
+//! closes the [`AuditGate`], and secret-bearing operations answer `503 audit_unavailable`.
+
+mod format;
+mod sinks;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use credvault_domain::time::now_micros;
+use credvault_store::{Store, Tx};
+
+use crate::audit::{EVENT_COLUMNS, Event, StoredEvent};
+use crate::error::{CoreError, CoreResult};
+
+pub use format::{cef, json_line, syslog_5424};
+
+/// What kind of sink.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    /// JSON (or CEF) lines in a file, rotated by size.
+    File,
+    /// Syslog, RFC 5424.
+    Syslog,
+    /// HTTPS POST of signed batches.
+    Webhook,
+}
+
+/// Syslog transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// One datagram per event.
+    Udp,
+    /// TCP with octet counting (RFC 6587).
+    Tcp,
+    /// TCP+TLS with octet counting (RFC 5425).
+    Tls,
+}
+
+/// Record format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// The event as JSON.
+    #[default]
+    Json,
+    /// ArcSight Common Event Format.
+    Cef,
+}
+
+/// What a full backlog does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBacklogFull {
+    /// Raise an alert event and keep serving.
+    #[default]
+    Alert,
+    /// Refuse secret-bearing operations (503) until the sink catches up.
+    Block,
+}
+
+/// One sink, as declared in the config file (`[[audit_sinks]]`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Unique name (its cursor's key).
+    pub name: String,
+    /// Kind.
+    pub kind: SinkKind,
+    /// Record format.
+    #[serde(default)]
+    pub format: Format,
+    /// File sinks: the file.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// File sinks: rotate past this size.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    /// File sinks: rotated files kept.
+    #[serde(default)]
+    pub keep: Option<u32>,
+    /// Syslog: `host:port`.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Syslog: transport.
+    #[serde(default)]
+    pub transport: Option<Transport>,
+    /// Syslog: APP-NAME.
+    #[serde(default)]
+    pub app_name: Option<String>,
+    /// Syslog TLS / webhook: CA certificate (PEM) to trust.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Syslog TLS: the name in the receiver's certificate (default: the host of `address`).
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    /// Webhook: URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Webhook: file holding the HMAC-SHA256 key for the `X-Credvault-Signature` header.
+    #[serde(default)]
+    pub hmac_secret_file: Option<PathBuf>,
+    /// Only `alert.*` events (incident workflows).
+    #[serde(default)]
+    pub alerts_only: bool,
+    /// Events per delivery.
+    #[serde(default)]
+    pub batch_size: Option<i64>,
+    /// Backlog size that counts as full.
+    #[serde(default)]
+    pub max_backlog: Option<i64>,
+    /// What a full backlog does.
+    #[serde(default)]
+    pub on_backlog_full: OnBacklogFull,
+}
+
+/// Health of one sink.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SinkHealth {
+    /// Events not yet delivered.
+    pub backlog: i64,
+    /// The last delivered sequence number.
+    pub delivered_seq: i64,
+    /// Events delivered since start (batches may repeat after a crash).
+    pub delivered: u64,
+    /// The last delivery error, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// Whether this sink currently blocks secret-bearing operations.
+    pub blocking: bool,
+}
+
+/// Shared between forwarders and the service: sink health and the fail-closed gate.
+#[derive(Clone, Debug, Default)]
+pub struct AuditGate {
+    health: Arc<Mutex<HashMap<String, SinkHealth>>>,
+}
+
+impl AuditGate {
+    /// Refuses when a blocking sink is over its backlog limit.
+    pub fn check(&self) -> CoreResult<()> {
+        let blocked: Vec<String> = match self.health.lock() {
+            Ok(h) => h.iter().filter(|(_, s)| s.blocking).map(|(n, _)| n.clone()).collect(),
+            Err(_) => vec!["(unknown)".into()],
+        };
+        if blocked.is_empty() {
+            return Ok(());
+        }
+        Err(CoreError::Unavailable {
+            code: "audit_unavailable",
+            message: format!(
+                "the audit sink(s) {} are behind their limit; secret-bearing operations wait until they catch up",
+                blocked.join(", ")
+            ),
+        })
+    }
+
+    /// A snapshot of every sink's health.
+    pub fn snapshot(&self) -> Vec<(String, SinkHealth)> {
+        let mut v: Vec<_> = self
+            .health
+            .lock()
+            .map(|h| h.iter().map(|(k, s)| (k.clone(), s.clone())).collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    fn update(&self, name: &str, f: impl FnOnce(&mut SinkHealth)) {
+        if let Ok(mut h) = self.health.lock() {
+            f(h.entry(name.to_owned()).or_default());
+        }
+    }
+}
+
+/// How long a gap in sequence numbers is waited for before it is taken as a rollback.
+const GAP_WAIT_US: i64 = 10_000_000;
+
+struct Batch {
+    events: Vec<Event>,
+    /// The cursor after this batch (may pass events filtered out by `alerts_only`).
+    next_cursor: i64,
+}
+
+/// Takes (or keeps) the sink's lease and reads the next batch after its cursor.
+fn next_batch(
+    tx: &mut dyn Tx,
+    name: &str,
+    node: &str,
+    limit: i64,
+    alerts_only: bool,
+) -> CoreResult<Option<(Batch, i64)>> {
+    let now = now_micros();
+    tx.execute(
+        "INSERT INTO sink_cursors (name, last_seq, owner, lease_until, updated_at) VALUES ($1, 0, NULL, 0, $2) ON CONFLICT (name) DO NOTHING",
+        &[name.into(), now.into()],
+    )?;
+    let got = tx.execute(
+        "UPDATE sink_cursors SET owner = $1, lease_until = $2 WHERE name = $3 AND (owner = $1 OR owner IS NULL OR lease_until < $4)",
+        &[node.into(), (now + 30_000_000).into(), name.into(), now.into()],
+    )?;
+    if got == 0 {
+        return Ok(None); // another node forwards this sink
+    }
+    let cursor = tx
+        .query_one("SELECT last_seq FROM sink_cursors WHERE name = $1", &[name.into()])?
+        .int(0)?;
+    let max = tx
+        .query_one("SELECT COALESCE(MAX(seq), 0) FROM audit_events", &[])?
+        .int(0)?;
+    let rows = tx.query(
+        &format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"),
+        &[cursor.into(), limit.into()],
+    )?;
+    let mut events = Vec::new();
+    let mut next = cursor;
+    for r in &rows {
+        let e = StoredEvent::from_row(r)?;
+        let seq = e.seq();
+        if seq != next + 1 {
+            // A gap: an uncommitted (or rolled back) transaction holds the missing number.
+            // Wait for it unless the next event is old enough that the gap must be a rollback.
+            let ev = e.into_event();
+            let at = credvault_domain::time::parse_rfc3339(&ev.at).unwrap_or(0);
+            if now - at < GAP_WAIT_US {
+                break;
+            }
+            next = seq;
+            if !alerts_only || ev.action.starts_with("alert.") {
+                events.push(ev);
+            }
+            continue;
+        }
+        next = seq;
+        let ev = e.into_event();
+        if !alerts_only || ev.action.starts_with("alert.") {
+            events.push(ev);
+        }
+    }
+    Ok(Some((
+        Batch {
+            events,
+            next_cursor: next,
+        },
+        max - cursor,
+    )))
+}
+
+fn backlog_of(tx: &mut dyn Tx, name: &str) -> CoreResult<i64> {
+    let cursor = tx
+        .query_opt("SELECT last_seq FROM sink_cursors WHERE name = $1", &[name.into()])?
+        .map(|r| r.int(0))
+        .transpose()?
+        .unwrap_or(0);
+    let max = tx
+        .query_one("SELECT COALESCE(MAX(seq), 0) FROM audit_events", &[])?
+        .int(0)?;
+    Ok(max - cursor)
+}
+
+fn commit_cursor(tx: &mut dyn Tx, name: &str, node: &str, seq: i64) -> CoreResult<()> {
+    tx.execute(
+        "UPDATE sink_cursors SET last_seq = $1, updated_at = $2 WHERE name = $3 AND owner = $4 AND last_seq < $1",
+        &[seq.into(), now_micros().into(), name.into(), node.into()],
+    )?;
+    Ok(())
+}
+
+/// Starts one forwarder task per sink. Returns the gate the service consults.
+pub fn spawn_forwarders(store: Store, sinks: Vec<SinkConfig>, gate: AuditGate) {
+    let node = format!("{}-{}", format::hostname(), std::process::id());
+    for cfg in sinks {
+        let (store, gate, node) = (store.clone(), gate.clone(), node.clone());
+        tokio::spawn(async move { run_sink(store, cfg, gate, node).await });
+    }
+}
+
+async fn run_sink(store: Store, cfg: SinkConfig, gate: AuditGate, node: String) {
+    let name = cfg.name.clone();
+    let limit = cfg.batch_size.unwrap_or(500).clamp(1, 5000);
+    let max_backlog = cfg.max_backlog.unwrap_or(100_000);
+    let mut backoff = Duration::from_millis(250);
+    let mut sink: Option<sinks::Sink> = None;
+    loop {
+        if sink.is_none() {
+            match sinks::Sink::open(&cfg).await {
+                Ok(s) => sink = Some(s),
+                Err(e) => {
+                    tracing::error!(sink = %name, error = %e, "audit sink cannot be opened");
+                    gate.update(&name, |h| h.last_error = Some(e.to_string()));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            }
+        }
+        let (n, a) = (name.clone(), cfg.alerts_only);
+        let nd = node.clone();
+        let r = store.write(move |tx| next_batch(tx, &n, &nd, limit, a)).await;
+        let (batch, backlog) = match r {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(sink = %name, error = %e, "audit forwarder cannot read the journal");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let blocking = cfg.on_backlog_full == OnBacklogFull::Block && backlog > max_backlog;
+        gate.update(&name, |h| {
+            h.backlog = backlog;
+            h.blocking = blocking;
+        });
+        if batch.events.is_empty() && backlog == 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        let delivered = if batch.events.is_empty() {
+            Ok(())
+        } else if let Some(s) = sink.as_mut() {
+            s.deliver(&batch.events).await
+        } else {
+            Err(sinks::SinkError("sink not open".into()))
+        };
+        match delivered {
+            Ok(()) => {
+                backoff = Duration::from_millis(250);
+                let (n, nd, seq) = (name.clone(), node.clone(), batch.next_cursor);
+                if let Err(e) = store.write(move |tx| commit_cursor(tx, &n, &nd, seq)).await {
+                    tracing::error!(sink = %name, error = %e, "cannot advance the sink cursor (events will be re-sent)");
+                }
+                let count = batch.events.len() as u64;
+                gate.update(&name, |h| {
+                    h.delivered += count;
+                    h.delivered_seq = seq;
+                    h.last_error = None;
+                });
+                if batch.events.is_empty() {
+                    // Only gaps or filtered events: nothing to wait for but new ones.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(sink = %name, error = %e, backlog, "audit delivery failed; retrying");
+                gate.update(&name, |h| h.last_error = Some(e.to_string()));
+                // Exponential backoff with jitter, so a fleet does not retry in lockstep. While
+                // waiting, keep the backlog (and so the fail-closed gate) current.
+                let jitter = Duration::from_millis(u64::from(rand_u16() % 250));
+                let until = tokio::time::Instant::now() + backoff + jitter;
+                while tokio::time::Instant::now() < until {
+                    tokio::time::sleep((until - tokio::time::Instant::now()).min(Duration::from_secs(1))).await;
+                    let n = name.clone();
+                    if let Ok(b) = store.read(move |tx| backlog_of(tx, &n)).await {
+                        let blocking = cfg.on_backlog_full == OnBacklogFull::Block && b > max_backlog;
+                        gate.update(&name, |h| {
+                            h.backlog = b;
+                            h.blocking = blocking;
+                        });
+                    }
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+fn rand_u16() -> u16 {
+    let b = credvault_crypto::random_bytes::<2>();
+    u16::from_le_bytes(b)
+}
