@@ -107,6 +107,7 @@ fn schemas() -> Value {
             "recovery_window_days": {"type": "integer", "minimum": 1, "maximum": 365},
             "previous_grace_hours": {"type": "integer", "minimum": 0, "maximum": 2160}, "expired_grace_hours": {"type": "integer", "minimum": 0, "maximum": 2160},
             "expiry_alert_days": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 365}},
+            "auto_disable_on_target_auth_failures": {"type": "boolean"},
             "role_policy": {"type": "object", "properties": {"credential.create": {"type": "array"}, "credential.attach": {"type": "array"}, "credential.reveal": {"type": "array"}}}}},
         "CreateCredential": {"type": "object", "required": ["name", "type", "environment", "fields"], "additionalProperties": false, "properties": {
             "name": {"type": "string"}, "type": {"enum": ["aws", "azure", "gcp", "database", "api_key", "oauth", "password"]},
@@ -138,6 +139,9 @@ fn schemas() -> Value {
             "connection_id": id("conn_"), "run_id": {"type": "string"}, "pipeline_id": {"type": ["string", "null"]}}},
         "RotateRequest": {"type": "object", "required": ["fields"], "additionalProperties": false, "properties": {"fields": {"type": "object"}}},
         "OffboardRequest": {"type": "object", "additionalProperties": false, "properties": {"transfer_to": {"type": "string", "pattern": "^sa_[a-z2-7]{26}$"}}},
+        "ResolveReport": {"type": "object", "required": ["connection_id", "run_id", "outcome"], "additionalProperties": false, "properties": {
+            "connection_id": id("conn_"), "run_id": {"type": "string"}, "version": {"type": ["integer", "null"]},
+            "outcome": {"enum": ["ok", "auth_failed", "error"]}}},
         "TestRequest": {"type": "object", "additionalProperties": false, "properties": {"version": {"type": ["integer", "null"]}}},
         "CreateVersion": {"type": "object", "required": ["fields"], "additionalProperties": false, "properties": {
             "fields": {"type": "object"}, "mode": {"enum": ["stage", "replace"]}}},

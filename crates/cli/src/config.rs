@@ -28,6 +28,8 @@ pub struct FileConfig {
     pub scheduler_interval_secs: Option<u64>,
     /// Audit sinks (`[[audit_sinks]]`): only here, never through the API.
     pub audit_sinks: Option<Vec<credvault_core::forward::SinkConfig>>,
+    /// Spike detector thresholds (`[alerts]`).
+    pub alerts: Option<credvault_core::alerts::AlertConfig>,
     /// Client settings.
     pub client: Option<FileClient>,
 }
@@ -82,6 +84,8 @@ pub struct ServerSettings {
     pub scheduler_interval_secs: u64,
     /// Audit sinks.
     pub audit_sinks: Vec<credvault_core::forward::SinkConfig>,
+    /// Spike detector thresholds.
+    pub alerts: credvault_core::alerts::AlertConfig,
 }
 
 /// Raw server values from flags/env (already merged by clap).
@@ -171,6 +175,7 @@ impl ServerSettings {
             egress_allow,
             scheduler_interval_secs,
             audit_sinks,
+            alerts: file.alerts.clone().unwrap_or_default(),
         })
     }
 }

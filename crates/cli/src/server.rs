@@ -65,6 +65,7 @@ async fn open(settings: &ServerSettings) -> anyhow::Result<Service> {
     };
     let config = CoreConfig {
         egress: credvault_core::EgressPolicy::with_allow(settings.egress_allow.clone()),
+        alerts: settings.alerts.clone(),
         ..CoreConfig::default()
     };
     Ok(Service::new(store, keyring, config))

@@ -20,7 +20,17 @@ impl Service {
     /// Audit events of an organization, oldest first. Organization-level auditors see every
     /// event; workspace-level auditors see the events of their workspaces.
     pub async fn list_audit(&self, ctx: &RequestCtx, actor: &Arc<Actor>, f: AuditFilter) -> CoreResult<Page<Event>> {
-        let after = decode_cursor(f.cursor.as_deref())?;
+        let after = match (f.cursor.as_deref(), f.after_seq) {
+            (Some(_), Some(_)) => {
+                return Err(CoreError::invalid(
+                    "after_seq",
+                    "conflicting_parameters",
+                    "give cursor or after_seq, not both",
+                ));
+            }
+            (_, Some(s)) => s,
+            (c, None) => decode_cursor(c)?,
+        };
         let limit = self.page_limit(f.limit);
         let since = match &f.since {
             Some(s) => Some(

@@ -173,10 +173,34 @@ impl Service {
                     ActorRef::anonymous()
                 }
             };
+            let ip = ctx.source_ip.clone().unwrap_or_else(|| "unknown".into());
+            let mut alerts = Vec::new();
+            alerts.extend(self.alert(
+                crate::alerts::Signal::AuthFailureIp,
+                &ip,
+                draft.org_id.as_deref(),
+                "source_ip",
+                &ip,
+            ));
+            if let Some(f) = f {
+                alerts.extend(self.alert(
+                    crate::alerts::Signal::AuthFailurePrincipal,
+                    &f.principal_id,
+                    Some(&f.org_id),
+                    "principal",
+                    &f.principal_id,
+                ));
+            }
             let ctx = ctx.clone();
             self.inner
                 .store
-                .write(move |tx| audit::append(tx, &ctx, &who, &draft).map(|_| ()))
+                .write(move |tx| {
+                    audit::append(tx, &ctx, &who, &draft)?;
+                    for a in &alerts {
+                        audit::append(tx, &ctx, &ActorRef::system(), a)?;
+                    }
+                    Ok::<_, CoreError>(())
+                })
                 .await?;
             return Err(CoreError::Unauthenticated);
         }
@@ -206,9 +230,17 @@ impl Service {
             outcome: Outcome::Denied,
             details: serde_json::json!({ "reason": reason }),
         };
+        let ip = ctx.source_ip.clone().unwrap_or_else(|| "unknown".into());
+        let alert = self.alert(crate::alerts::Signal::AuthFailureIp, &ip, None, "source_ip", &ip);
         self.inner
             .store
-            .write(move |tx| audit::append(tx, &ctx, &ActorRef::anonymous(), &draft).map(|_| ()))
+            .write(move |tx| {
+                audit::append(tx, &ctx, &ActorRef::anonymous(), &draft)?;
+                if let Some(a) = &alert {
+                    audit::append(tx, &ctx, &ActorRef::system(), a)?;
+                }
+                Ok::<_, CoreError>(())
+            })
             .await
     }
 }

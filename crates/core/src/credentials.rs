@@ -655,6 +655,12 @@ impl Service {
                 "credential",
                 || c.draft("credential.update"),
             )?;
+            if c.status == "purged" {
+                return Err(CoreError::conflict(
+                    "credential_purged",
+                    "the credential was purged; its keys are destroyed and it cannot change",
+                ));
+            }
             let mut changed = Vec::new();
             let now = now_micros();
             if let Some(n) = &p.name {
@@ -730,6 +736,9 @@ impl Service {
             let (org, ws) = (c.org(), c.ws());
             let settings = settings_of(tx, &c.org_id, "credential")?;
             authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialCreate, "credential", || c.draft("credential.version.create"))?;
+            if c.status == "purged" {
+                return Err(CoreError::conflict("credential_purged", "the credential was purged; its keys are destroyed and it cannot change"));
+            }
             if c.status == "pending_deletion" {
                 return Err(CoreError::conflict("credential_deleted", "the credential is pending deletion; restore it first"));
             }
@@ -782,6 +791,9 @@ impl Service {
             let settings = settings_of(tx, &c.org_id, "credential")?;
             let draft = || c.draft("credential.version.promote").details(serde_json::json!({ "version": n }));
             authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialCreate, "credential", draft)?;
+            if c.status == "purged" {
+                return Err(CoreError::conflict("credential_purged", "the credential was purged; its keys are destroyed and it cannot change"));
+            }
             if c.status == "pending_deletion" {
                 return Err(CoreError::conflict("credential_deleted", "the credential is pending deletion; restore it first"));
             }
@@ -860,6 +872,12 @@ impl Service {
             let c = load_cred(tx, &id, true)?;
             let (org, ws) = (c.org(), c.ws());
             let settings = settings_of(tx, &c.org_id, "credential")?;
+            if c.status == "purged" {
+                return Err(CoreError::conflict(
+                    "credential_purged",
+                    "the credential was purged; its keys are destroyed and it cannot change",
+                ));
+            }
             let (action, perm) = match op {
                 StatusOp::Disable => ("credential.disable", Permission::CredentialCreate),
                 StatusOp::Enable => ("credential.enable", Permission::CredentialCreate),

@@ -4,6 +4,7 @@
 //! crate that holds both the keyring and the store, so plaintext exists only here, briefly,
 //! in zeroizing buffers.
 
+pub mod alerts;
 pub mod audit;
 mod audit_query;
 mod auth;
@@ -33,7 +34,7 @@ pub use credentials::StatusOp;
 pub use credvault_connect::{Cidr, EgressPolicy};
 pub use error::{CoreError, CoreResult};
 pub use reports::{CreateReview, ReportKind, ReportRequest, ReportStream, ReviewView};
-pub use resolve::{ResolveRequest, Resolved};
+pub use resolve::{ResolveReport, ResolveRequest, Resolved};
 pub use settings::{OrgSettings, SettingsPatch};
 
 /// Tunables of the core, validated at start-up.
@@ -47,6 +48,8 @@ pub struct CoreConfig {
     pub egress: credvault_connect::EgressPolicy,
     /// Audit sinks' health and the fail-closed gate.
     pub audit_gate: forward::AuditGate,
+    /// Spike detector thresholds.
+    pub alerts: alerts::AlertConfig,
 }
 
 impl Default for CoreConfig {
@@ -56,8 +59,24 @@ impl Default for CoreConfig {
             max_page: 500,
             egress: credvault_connect::EgressPolicy::default(),
             audit_gate: forward::AuditGate::default(),
+            alerts: alerts::AlertConfig::default(),
         }
     }
+}
+
+/// Appends an event and, if any, the alert it raised (by the system) in one transaction.
+fn append_all(
+    tx: &mut dyn Tx,
+    ctx: &RequestCtx,
+    who: &audit::ActorRef,
+    draft: &audit::Draft,
+    alert: Option<audit::Draft>,
+) -> CoreResult<()> {
+    audit::append(tx, ctx, who, draft)?;
+    if let Some(a) = alert {
+        audit::append(tx, ctx, &audit::ActorRef::system(), &a)?;
+    }
+    Ok(())
 }
 
 /// The service. Cloning is shallow.
@@ -67,6 +86,7 @@ pub struct Service {
 }
 
 struct Inner {
+    detectors: alerts::Detectors,
     store: Store,
     keyring: RwLock<Arc<Keyring>>,
     config: CoreConfig,
@@ -77,6 +97,7 @@ impl Service {
     pub fn new(store: Store, keyring: Keyring, config: CoreConfig) -> Service {
         Service {
             inner: Arc::new(Inner {
+                detectors: alerts::Detectors::new(config.alerts.clone()),
                 store,
                 keyring: RwLock::new(Arc::new(keyring)),
                 config,
@@ -87,6 +108,11 @@ impl Service {
     /// Audit sinks' health (for metrics and readiness).
     pub fn audit_gate(&self) -> &forward::AuditGate {
         &self.inner.config.audit_gate
+    }
+
+    /// Verifies every audit chain in the store (offline tool).
+    pub async fn verify_all_chains(&self) -> CoreResult<Vec<(String, audit::Verification)>> {
+        self.inner.store.read(audit::verify_all).await
     }
 
     /// The store (for readiness checks and tools).
@@ -126,6 +152,68 @@ impl Service {
     {
         let r = self.inner.store.read(f).await;
         self.settle(ctx, actor, r).await
+    }
+
+    /// Counts a signal; when its threshold is crossed, returns the `alert.*` event to append.
+    fn alert(
+        &self,
+        signal: alerts::Signal,
+        key: &str,
+        org: Option<&str>,
+        target_type: &'static str,
+        target_id: &str,
+    ) -> Option<audit::Draft> {
+        let count = self.inner.detectors.observe(signal, key)?;
+        let t = match signal {
+            alerts::Signal::AuthFailureIp => self.inner.detectors.config().auth_failures_per_ip,
+            alerts::Signal::AuthFailurePrincipal => self.inner.detectors.config().auth_failures_per_principal,
+            alerts::Signal::Denial => self.inner.detectors.config().denials_per_principal,
+            alerts::Signal::TestFailure => self.inner.detectors.config().test_failures_per_credential,
+            alerts::Signal::TargetAuthFailure => self.inner.detectors.config().target_auth_failures_per_credential,
+        };
+        tracing::warn!(alert = signal.action(), target_type, target_id, count, "alert raised");
+        Some(audit::Draft {
+            action: signal.action(),
+            target_type: Some(target_type),
+            target_id: Some(target_id.to_owned()),
+            org_id: org.map(str::to_owned),
+            workspace_id: None,
+            outcome: audit::Outcome::Success,
+            details: serde_json::json!({"count": count, "window_secs": t.window_secs, "threshold": t.count}),
+        })
+    }
+
+    /// A refused resolve of a disabled, deleted, expired or revoked credential alerts at once.
+    fn refusal_alert(&self, draft: &audit::Draft) -> Option<audit::Draft> {
+        let reason = draft.details.get("refused").and_then(serde_json::Value::as_str)?;
+        if ![
+            "credential_disabled",
+            "credential_deleted",
+            "credential_expired",
+            "credential_not_active",
+            "version_revoked",
+            "version_not_resolvable",
+        ]
+        .contains(&reason)
+        {
+            return None;
+        }
+        let cred = draft
+            .details
+            .get("credential_id")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let _ = self.inner.detectors.observe(alerts::Signal::TestFailure, &cred);
+        Some(audit::Draft {
+            action: "alert.resolve_refused",
+            target_type: Some("credential"),
+            target_id: Some(cred),
+            org_id: draft.org_id.clone(),
+            workspace_id: draft.workspace_id.clone(),
+            outcome: audit::Outcome::Success,
+            details: serde_json::json!({"reason": reason, "connection_id": draft.target_id, "run_id": draft.details.get("run_id")}),
+        })
     }
 
     async fn settle<T>(&self, ctx: &RequestCtx, actor: &Arc<Actor>, r: CoreResult<T>) -> CoreResult<T> {

@@ -93,6 +93,21 @@ impl Drop for Resolved {
     }
 }
 
+/// A worker's report of how a resolved credential fared at the target system.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveReport {
+    /// The connection that was resolved.
+    pub connection_id: String,
+    /// The run.
+    pub run_id: String,
+    /// The version the worker used.
+    #[serde(default)]
+    pub version: Option<i64>,
+    /// `ok`, `auth_failed` (the target refused the credential) or `error`.
+    pub outcome: String,
+}
+
 fn check_run_id(run_id: &str) -> CoreResult<()> {
     if run_id.is_empty() || run_id.len() > 200 || run_id.chars().any(char::is_control) {
         return Err(CoreError::invalid(
@@ -105,6 +120,67 @@ fn check_run_id(run_id: &str) -> CoreResult<()> {
 }
 
 impl Service {
+    /// Records a worker's report of a login at the target. Failed logins feed the
+    /// `alert.target_auth_failures` detector; past its threshold, an organization that opted in
+    /// gets the credential disabled at once.
+    pub async fn report_resolve(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        req: ResolveReport,
+    ) -> CoreResult<serde_json::Value> {
+        check_run_id(&req.run_id)?;
+        if !["ok", "auth_failed", "error"].contains(&req.outcome.as_str()) {
+            return Err(CoreError::invalid(
+                "outcome",
+                "invalid_outcome",
+                "must be ok, auth_failed or error",
+            ));
+        }
+        let (a, ctx2) = (actor.clone(), ctx.clone());
+        let this = self.clone();
+        self.write(ctx, actor, move |tx| {
+            let c = load_conn(tx, &req.connection_id, false)?;
+            let settings = settings_of(tx, &c.org_id, "connection")?;
+            let (org, ws) = (c.org(), c.ws());
+            authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::Resolve, "connection", || c.draft("resolve.report"))?;
+            let cred = c.credential_id.clone().unwrap_or_default();
+            let outcome = if req.outcome == "ok" { Outcome::Success } else { Outcome::Error };
+            audit::append(
+                tx,
+                &ctx2,
+                &ActorRef::from(a.as_ref()),
+                &c.draft("resolve.report").outcome(outcome).details(serde_json::json!({
+                    "credential_id": cred, "version": req.version, "run_id": req.run_id, "reported": req.outcome,
+                })),
+            )?;
+            let mut auto_disabled = false;
+            if req.outcome == "auth_failed" && !cred.is_empty() {
+                if let Some(alert) = this.alert(crate::alerts::Signal::TargetAuthFailure, &cred, Some(&c.org_id), "credential", &cred) {
+                    audit::append(tx, &ctx2, &ActorRef::system(), &alert.workspace(Some(c.workspace_id.as_str())))?;
+                    if settings.auto_disable_on_target_auth_failures {
+                        let n = tx.execute(
+                            "UPDATE credentials SET status = 'disabled', updated_at = $1 WHERE id = $2 AND status = 'active'",
+                            &[now_micros().into(), cred.as_str().into()],
+                        )?;
+                        if n > 0 {
+                            auto_disabled = true;
+                            audit::append(
+                                tx,
+                                &ctx2,
+                                &ActorRef::system(),
+                                &crate::audit::Draft::new("credential.disable", "credential", cred.as_str(), c.org_id.as_str())
+                                    .details(serde_json::json!({"from": "active", "to": "disabled", "reason": "failed logins at the target past the threshold"})),
+                            )?;
+                        }
+                    }
+                }
+            }
+            Ok(serde_json::json!({"recorded": true, "credential_id": cred, "auto_disabled": auto_disabled}))
+        })
+        .await
+    }
+
     /// Resolves a connection to its configuration and the current version's plaintext.
     pub async fn resolve(&self, ctx: &RequestCtx, actor: &Arc<Actor>, req: ResolveRequest) -> CoreResult<Resolved> {
         self.inner.config.audit_gate.check()?;

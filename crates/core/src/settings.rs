@@ -31,6 +31,10 @@ pub struct OrgSettings {
     /// Days before expiry at which `credential.expiring` alerts fire.
     #[serde(default = "default_alert_days")]
     pub expiry_alert_days: Vec<u32>,
+    /// Disable a credential automatically when workers report failed logins at its target
+    /// past the `target_auth_failures_per_credential` threshold.
+    #[serde(default)]
+    pub auto_disable_on_target_auth_failures: bool,
 }
 
 fn default_alert_days() -> Vec<u32> {
@@ -47,6 +51,7 @@ impl Default for OrgSettings {
             previous_grace_hours: 0,
             expired_grace_hours: 0,
             expiry_alert_days: default_alert_days(),
+            auto_disable_on_target_auth_failures: false,
         }
     }
 }
@@ -69,6 +74,8 @@ pub struct SettingsPatch {
     pub expired_grace_hours: Option<u32>,
     /// New expiry alert thresholds.
     pub expiry_alert_days: Option<Vec<u32>>,
+    /// New auto-disable policy.
+    pub auto_disable_on_target_auth_failures: Option<bool>,
 }
 
 impl OrgSettings {
@@ -114,6 +121,9 @@ impl OrgSettings {
                 ));
             }
             self.expired_grace_hours = h;
+        }
+        if let Some(b) = p.auto_disable_on_target_auth_failures {
+            self.auto_disable_on_target_auth_failures = b;
         }
         if let Some(mut d) = p.expiry_alert_days {
             if d.len() > 10 || d.iter().any(|x| *x == 0 || *x > 365) {

@@ -212,6 +212,21 @@ impl Service {
         id: &str,
         req: TestRequest,
     ) -> CoreResult<CredentialTest> {
+        self.test_credential_as(ctx, actor, id, req, false).await
+    }
+
+    /// Tests a credential's dependents. For a rotation (`rotation`), the caller needs
+    /// `credential.create` on the credential and every dependent is tested — a promotion must
+    /// not break a connection the rotator happens not to see; otherwise `credential.attach` and
+    /// only the connections in the caller's workspaces.
+    pub(crate) async fn test_credential_as(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+        req: TestRequest,
+        rotation: bool,
+    ) -> CoreResult<CredentialTest> {
         let keyring = self.keyring()?.clone();
         let (id, a) = (id.to_owned(), actor.clone());
         let prepared = self
@@ -219,14 +234,25 @@ impl Service {
                 let cred = load_cred(tx, &id, false)?;
                 let settings = settings_of(tx, &cred.org_id, "credential")?;
                 let (org, ws) = (cred.org(), cred.ws());
-                authorize(
-                    &a,
-                    &settings,
-                    read_scope(&org, &ws),
-                    Permission::CredentialAttach,
-                    "credential",
-                    || cred.draft("connection.test"),
-                )?;
+                if rotation {
+                    authorize(
+                        &a,
+                        &settings,
+                        crate::credentials::write_scope(&org, &ws),
+                        Permission::CredentialCreate,
+                        "credential",
+                        || cred.draft("connection.test"),
+                    )?;
+                } else {
+                    authorize(
+                        &a,
+                        &settings,
+                        read_scope(&org, &ws),
+                        Permission::CredentialAttach,
+                        "credential",
+                        || cred.draft("connection.test"),
+                    )?;
+                }
                 let version = pick_version(tx, &cred.id, cred.current_version, req.version)?;
                 let conns = tx.query(
                     "SELECT id FROM connections WHERE credential_id = $1 ORDER BY seq",
@@ -237,9 +263,10 @@ impl Service {
                     let c = load_conn(tx, &r.text(0)?, false)?;
                     // Only connections the caller may test (a shared credential can be attached
                     // in workspaces the caller cannot see).
-                    if !settings
-                        .role_policy
-                        .any_grants(&a.workspace_roles(&c.ws()), Permission::CredentialAttach)
+                    if !rotation
+                        && !settings
+                            .role_policy
+                            .any_grants(&a.workspace_roles(&c.ws()), Permission::CredentialAttach)
                     {
                         continue;
                     }
@@ -308,9 +335,25 @@ impl Service {
         results: Vec<(String, String, ConnectionTest)>,
     ) -> CoreResult<()> {
         let (a, ctx2) = (actor.clone(), ctx.clone());
+        let alerts: Vec<crate::audit::Draft> = results
+            .iter()
+            .filter(|(_, _, r)| !r.outcome.ok)
+            .filter_map(|(org, _, r)| {
+                self.alert(
+                    crate::alerts::Signal::TestFailure,
+                    &r.credential_id,
+                    Some(org),
+                    "credential",
+                    &r.credential_id,
+                )
+            })
+            .collect();
         self.inner
             .store
             .write(move |tx| {
+                for alert in &alerts {
+                    audit::append(tx, &ctx2, &ActorRef::system(), alert)?;
+                }
                 let now = now_micros();
                 for (org, ws, r) in &results {
                     let code = r.outcome.error.as_ref().map(|e| e.code.as_str());

@@ -479,6 +479,8 @@ pub struct AuditFilter {
     pub until: Option<String>,
     /// Cursor.
     pub cursor: Option<String>,
+    /// Only events after this sequence number (for tailing).
+    pub after_seq: Option<i64>,
     /// Page size.
     pub limit: Option<usize>,
 }

@@ -274,12 +274,31 @@ fn restrict_mode(path: &Path) {
     }
 }
 
+/// Checkpoints and truncates the WAL, without waiting: a reader holding an old snapshot makes
+/// it report `busy`, and the caller retries later (the scheduler scrubs on every pass, and
+/// shutdown does a final one). It runs on the writer thread, which must never stall on readers.
 fn checkpoint(conn: &Connection) -> Result<(), StoreError> {
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-        .map_err(db_err)
+    conn.busy_timeout(std::time::Duration::ZERO).map_err(db_err)?;
+    let busy: Result<i64, _> = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0));
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err)?;
+    match busy {
+        Ok(0) => Ok(()),
+        Ok(_) | Err(_) => Err(StoreError::Unavailable(
+            "a long read keeps the WAL from being truncated; it will be retried".into(),
+        )),
+    }
 }
 
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<Msg>, max_batch: usize, stats: &crate::StoreStats) {
+    writer_run(&conn, rx, max_batch, stats);
+    // On shutdown, fold the WAL into the database so no stale page (e.g. of a purged
+    // credential) stays behind in it.
+    if let Err(e) = checkpoint(&conn) {
+        tracing::warn!(error = %e, "final WAL checkpoint incomplete");
+    }
+}
+
+fn writer_run(conn: &Connection, rx: mpsc::Receiver<Msg>, max_batch: usize, stats: &crate::StoreStats) {
     let mut pending_checkpoints = Vec::new();
     while let Ok(first) = rx.recv() {
         let mut jobs = Vec::new();
@@ -295,7 +314,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Msg>, max_batch: usize, stat
             }
         }
         if jobs.is_empty() {
-            let r = checkpoint(&conn);
+            let r = checkpoint(conn);
             for done in pending_checkpoints.drain(..) {
                 let _ = done.send(r.as_ref().map(|_| ()).map_err(|e| StoreError::Db(e.to_string())));
             }
@@ -325,7 +344,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Msg>, max_batch: usize, stat
             c(commit.as_ref().map(|_| ()));
         }
         if !pending_checkpoints.is_empty() {
-            let r = checkpoint(&conn);
+            let r = checkpoint(conn);
             for done in pending_checkpoints.drain(..) {
                 let _ = done.send(r.as_ref().map(|_| ()).map_err(|e| StoreError::Db(e.to_string())));
             }

@@ -78,6 +78,10 @@ pub(crate) fn routes(t: Table) -> Table {
             ..doc("createReview", "Record a review (keep or remove)", "reviews", "audit.read", 201)
         })
         .add("get", "/v1/credentials/{id}/reviews", get(list_reviews), doc("listReviews", "Reviews of a credential", "reviews", "metadata.read", 200))
+        .add("post", "/v1/resolve/report", post(report_resolve), RouteDoc {
+            body: Some("ResolveReport"),
+            ..doc("reportResolve", "A worker reports how the resolved credential fared at the target (feeds alerts and auto-disable)", "resolve", "connection.resolve", 200)
+        })
         .add("post", "/v1/resolve", post(resolve), RouteDoc {
             body: Some("ResolveRequest"),
             ..doc("resolve", "Resolve a connection to its config and plaintext credential fields for a run (audited)", "resolve", "connection.resolve", 200)
@@ -304,6 +308,15 @@ async fn list_reviews(
     Ok(axum::Json(
         serde_json::json!({ "items": s.service.list_reviews(&ctx, &a, &id).await? }),
     ))
+}
+
+async fn report_resolve(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(a): Auth,
+    Json(req): Json<credvault_core::ResolveReport>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(s.service.report_resolve(&ctx, &a, req).await?))
 }
 
 async fn resolve(

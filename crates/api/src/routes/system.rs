@@ -86,6 +86,7 @@ pub(crate) fn routes(t: Table) -> Table {
                     "since",
                     "until",
                     "cursor",
+                    "after_seq",
                     "limit",
                 ],
                 ..authed("listAuditEvents", "Query the audit journal", "audit.read")
@@ -230,6 +231,7 @@ async fn audit(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(actor): Auth, p: P
         "since",
         "until",
         "cursor",
+        "after_seq",
         "limit",
     ])?;
     let f = AuditFilter {
@@ -242,6 +244,13 @@ async fn audit(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(actor): Auth, p: P
         since: p.get("since")?,
         until: p.get("until")?,
         cursor: p.get("cursor")?,
+        after_seq: match p.get("after_seq")? {
+            None => None,
+            Some(v) => Some(v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                crate::error::ApiError::bad_request("invalid_parameter", "after_seq must be a non-negative integer")
+                    .field("after_seq")
+            })?),
+        },
         limit: p.usize("limit")?,
     };
     Ok(axum::Json(s.service.list_audit(&ctx, &actor, f).await?))
