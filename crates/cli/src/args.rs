@@ -108,6 +108,9 @@ enum Command {
         #[arg(long)]
         workspace: Option<String>,
     },
+    /// The audit journal: tail, export, verify.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Incident response: disable a credential, detach it everywhere, print what breaks.
     #[command(subcommand)]
     Incident(IncidentCmd),
@@ -191,6 +194,49 @@ enum KeysCmd {
         #[command(flatten)]
         server: ServerArgs,
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCmd {
+    /// Print events as JSON lines (`--follow` keeps polling for new ones).
+    Tail {
+        #[arg(long)]
+        follow: bool,
+        /// Only this action.
+        #[arg(long)]
+        action: Option<String>,
+        /// RFC 3339 start.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Export the journal (streamed page by page, progress on stderr).
+    Export {
+        /// jsonl or csv.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Verify the hash chain: through the server (default), offline on a store (--offline with
+    /// --data-dir/--database-url), or on an exported JSONL file (--file).
+    Verify {
+        #[arg(long)]
+        org: Option<String>,
+        /// An exported JSONL file to verify without any server or database.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Verify every chain directly in the store.
+        #[arg(long)]
+        offline: bool,
+        #[command(flatten)]
+        server: ServerArgs,
     },
 }
 
@@ -615,6 +661,87 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .download(&format!("/v1/reports/{report}"), &q, output.as_deref())
                 .await?;
         }
+        Command::Audit(cmd) => match cmd {
+            AuditCmd::Tail {
+                follow,
+                action,
+                since,
+                org,
+            } => {
+                let cl = client()?;
+                let mut after: Option<i64> = None;
+                loop {
+                    let mut q: Vec<(&str, String)> = vec![("limit", "500".into())];
+                    if let Some(a) = &action {
+                        q.push(("action", a.clone()));
+                    }
+                    if let Some(s) = &since {
+                        q.push(("since", s.clone()));
+                    }
+                    if let Some(o) = &org {
+                        q.push(("org_id", o.clone()));
+                    }
+                    if let Some(a) = after {
+                        q.push(("after_seq", a.to_string()));
+                    }
+                    let page = cl.call(Method::GET, "/v1/audit", &q, None).await?;
+                    let items = page.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+                    for e in &items {
+                        println!("{e}");
+                        after = e.get("seq").and_then(Value::as_i64).or(after);
+                    }
+                    if items.len() == 500 {
+                        continue;
+                    }
+                    if !follow {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                }
+            }
+            AuditCmd::Export {
+                format,
+                since,
+                org,
+                output,
+            } => {
+                export_audit(&client()?, &format, since, org, output.as_deref()).await?;
+            }
+            AuditCmd::Verify {
+                org,
+                file,
+                offline,
+                server,
+            } => {
+                if let Some(f) = file {
+                    let text = std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
+                    let events = text
+                        .lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .map(|l| serde_json::from_str(l).map_err(|_| l.chars().take(80).collect::<String>()));
+                    let v = credvault_core::audit::verify_exported(events, false);
+                    print(&serde_json::to_value(&v)?);
+                    if !v.ok {
+                        bail!("the exported journal does not verify");
+                    }
+                } else if offline {
+                    let settings = server_settings(server, None, None, None)?;
+                    let results = crate::server::verify_offline(&settings).await?;
+                    let ok = results.iter().all(|(_, v)| v.ok);
+                    print(&serde_json::to_value(&results)?);
+                    if !ok {
+                        bail!("a chain does not verify");
+                    }
+                } else {
+                    let q: Vec<(&str, String)> = org.map(|o| ("org_id", o)).into_iter().collect();
+                    let v = client()?.call(Method::GET, "/v1/audit/verify", &q, None).await?;
+                    print(&v);
+                    if v.get("ok") != Some(&Value::Bool(true)) {
+                        bail!("the journal does not verify");
+                    }
+                }
+            }
+        },
         Command::Incident(IncidentCmd::Disable { credential }) => {
             let cl = client()?;
             let disabled = cl
@@ -722,6 +849,101 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn export_audit(
+    cl: &Client,
+    format: &str,
+    since: Option<String>,
+    org: Option<String>,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    const COLS: [&str; 15] = [
+        "seq",
+        "at",
+        "org_id",
+        "workspace_id",
+        "actor_id",
+        "actor_kind",
+        "action",
+        "target_type",
+        "target_id",
+        "outcome",
+        "source_ip",
+        "user_agent",
+        "request_id",
+        "details",
+        "hash",
+    ];
+    if format != "jsonl" && format != "csv" {
+        bail!("--format must be jsonl or csv");
+    }
+    let mut sink: Box<dyn Write> = match output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    if format == "csv" {
+        writeln!(sink, "{}", COLS.join(","))?;
+    }
+    let mut after: Option<i64> = None;
+    let mut n = 0u64;
+    loop {
+        let mut q: Vec<(&str, String)> = vec![("limit", "500".into())];
+        if let Some(s) = &since {
+            q.push(("since", s.clone()));
+        }
+        if let Some(o) = &org {
+            q.push(("org_id", o.clone()));
+        }
+        if let Some(a) = after {
+            q.push(("after_seq", a.to_string()));
+        }
+        let page = cl.call(Method::GET, "/v1/audit", &q, None).await?;
+        let items = page.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+        for e in &items {
+            if format == "jsonl" {
+                writeln!(sink, "{e}")?;
+            } else {
+                let cells: Vec<String> = COLS
+                    .iter()
+                    .map(|c| {
+                        let v = match e.get(*c) {
+                            Some(Value::String(s)) => s.clone(),
+                            Some(Value::Null) | None => String::new(),
+                            Some(other) => other.to_string(),
+                        };
+                        let v = if v.starts_with(['=', '+', '-', '@']) {
+                            format!("'{v}")
+                        } else {
+                            v
+                        };
+                        if v.contains([',', '"', '\n', '\r']) {
+                            format!("\"{}\"", v.replace('"', "\"\""))
+                        } else {
+                            v
+                        }
+                    })
+                    .collect();
+                write!(sink, "{}\r\n", cells.join(","))?;
+            }
+            after = e.get("seq").and_then(Value::as_i64).or(after);
+            n += 1;
+        }
+        if output.is_some() {
+            eprint!("\rexported {n} events");
+        }
+        if items.len() < 500 {
+            break;
+        }
+    }
+    sink.flush()?;
+    if output.is_some() {
+        eprintln!("\rexported {n} events");
+    }
+    Ok(())
 }
 
 async fn connection(cl: Client, c: ConnectionCmd) -> anyhow::Result<()> {

@@ -82,6 +82,16 @@ pub async fn scheduler_tick(
     Ok(r)
 }
 
+/// `credvault audit verify --offline`: every chain, straight from the store.
+pub async fn verify_offline(
+    settings: &ServerSettings,
+) -> anyhow::Result<Vec<(String, credvault_core::audit::Verification)>> {
+    let svc = open(settings).await?;
+    let r = svc.verify_all_chains().await.context("cannot verify")?;
+    svc.store().close();
+    Ok(r)
+}
+
 /// `credvault init`: initializes the data directory and store; errors if already initialized.
 pub async fn init_data_dir(settings: &ServerSettings) -> anyhow::Result<BootstrapOutput> {
     let svc = open(settings).await?;
