@@ -13,6 +13,7 @@ mod ftp;
 mod http;
 mod ldap;
 mod mysql;
+pub mod oauth;
 mod postgres;
 mod ssh;
 
@@ -200,6 +201,7 @@ pub fn tester_for(kind: &str) -> Box<dyn Tester> {
         "postgres" => Box::new(postgres::Postgres),
         "redshift" => Box::new(Redshift),
         "http" => Box::new(http::Http),
+        "mysql" => Box::new(mysql::Mysql),
         "ftp" => Box::new(ftp::Ftp),
         "ldap" => Box::new(ldap::Ldap),
         "s3" => Box::new(cloud::Aws),

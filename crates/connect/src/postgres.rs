@@ -1,8 +1,10 @@
 //! PostgreSQL (and Redshift, which speaks its wire protocol): log in through a connection the
-//! egress policy opened, run `SELECT 1`.
+//! egress policy opened — or through a channel of the credential's SSH tunnel (`ssh.rs`) —
+//! and run `SELECT 1`.
 
 use futures_util::future::BoxFuture;
 
+use crate::ssh::Route;
 use crate::{EgressPolicy, ErrorCode, TestError, TestInput, Tester};
 
 pub(crate) struct Postgres;
@@ -39,9 +41,6 @@ impl Tester for Postgres {
                     "only database password credentials can be tested against PostgreSQL in this build",
                 ));
             }
-            if input.fields.get("ssh_tunnel").is_some_and(|t| !t.is_null()) {
-                return Err(TestError::new(ErrorCode::Unsupported, "SSH tunnels are not built yet"));
-            }
             match input.config_str("sslmode") {
                 Some("require") | Some("verify-full") => {
                     return Err(TestError::new(
@@ -56,21 +55,34 @@ impl Tester for Postgres {
                 .config_int("port")
                 .and_then(|p| u16::try_from(p).ok())
                 .unwrap_or(5432);
-            let stream = policy.connect(host, port).await?;
-            let mut cfg = tokio_postgres::Config::new();
-            cfg.user(input.field("username").unwrap_or_default())
-                .password(input.field("password").unwrap_or_default())
-                .dbname(input.config_str("database").unwrap_or_default())
-                .application_name(input.config_str("application_name").unwrap_or("credvault-test"));
-            let (client, conn) = cfg
-                .connect_raw(stream, tokio_postgres::NoTls)
-                .await
-                .map_err(|e| classify(&e))?;
-            let driver = tokio::spawn(conn);
-            let r = client.simple_query("SELECT 1").await.map_err(|e| classify(&e));
-            drop(client);
-            driver.abort();
-            r.map(|_| ())
+            let route = Route::for_input(input, policy).await?;
+            let r = login(&route, input, policy, host, port).await;
+            route.close().await;
+            r
         })
     }
+}
+
+async fn login(
+    route: &Route,
+    input: &TestInput,
+    policy: &EgressPolicy,
+    host: &str,
+    port: u16,
+) -> Result<(), TestError> {
+    let stream = route.open(policy, host, port).await?;
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.user(input.field("username").unwrap_or_default())
+        .password(input.field("password").unwrap_or_default())
+        .dbname(input.config_str("database").unwrap_or_default())
+        .application_name(input.config_str("application_name").unwrap_or("credvault-test"));
+    let (client, conn) = cfg
+        .connect_raw(stream, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| classify(&e))?;
+    let driver = tokio::spawn(conn);
+    let r = client.simple_query("SELECT 1").await.map_err(|e| classify(&e));
+    drop(client);
+    driver.abort();
+    r.map(|_| ())
 }

@@ -35,6 +35,8 @@ const TABLES: &[(&str, &[&str])] = &[
     ("audit_heads", &["chain"]),
     ("audit_events", &["seq"]),
     ("sink_cursors", &["name"]),
+    ("oauth_states", &["state"]),
+    ("oauth_leases", &["credential_id"]),
 ];
 
 /// Tables whose `seq` is an identity column on PostgreSQL.

@@ -11,6 +11,7 @@ const SQLITE: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_tests.sql")),
     (4, include_str!("../migrations/sqlite/0004_lifecycle.sql")),
     (5, include_str!("../migrations/sqlite/0005_sinks.sql")),
+    (6, include_str!("../migrations/sqlite/0006_oauth.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -18,10 +19,11 @@ const POSTGRES: &[(i64, &str)] = &[
     (3, include_str!("../migrations/postgres/0003_tests.sql")),
     (4, include_str!("../migrations/postgres/0004_lifecycle.sql")),
     (5, include_str!("../migrations/postgres/0005_sinks.sql")),
+    (6, include_str!("../migrations/postgres/0006_oauth.sql")),
 ];
 
 /// The newest schema version this build knows.
-pub const LATEST: i64 = 5;
+pub const LATEST: i64 = 6;
 
 pub(crate) fn run_sqlite(conn: &rusqlite::Connection) -> Result<(), StoreError> {
     let err = |version: i64| {

@@ -330,7 +330,7 @@ fn writer_run(conn: &Connection, rx: mpsc::Receiver<Msg>, max_batch: usize, stat
         }
         let mut completions = Vec::with_capacity(jobs.len());
         {
-            let mut tx = SqliteTx { conn: &conn };
+            let mut tx = SqliteTx { conn };
             for job in jobs {
                 completions.push(job(&mut tx));
             }

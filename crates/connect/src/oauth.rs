@@ -1,0 +1,192 @@
+//! OAuth 2.0 token endpoint calls for credvault's OAuth credentials: the authorization-code
+//! exchange (with PKCE), refresh (with refresh-token rotation), the client-credentials grant,
+//! and RFC 7009 revocation. The token endpoint is user-chosen, so every call goes through the
+//! egress policy; client authentication is HTTP Basic (`client_secret_basic`).
+
+use serde_json::Value as Json;
+use zeroize::Zeroizing;
+
+use crate::EgressPolicy;
+use crate::http::{check_url, policy_client};
+
+/// Tokens from a token endpoint. Zeroized on drop, redacted in `Debug`.
+pub struct Tokens {
+    /// The access token.
+    pub access_token: Zeroizing<String>,
+    /// A refresh token, if the endpoint issued (or rotated) one.
+    pub refresh_token: Option<Zeroizing<String>>,
+    /// Lifetime in seconds, if given.
+    pub expires_in: Option<i64>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a token request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OAuthError {
+    /// The grant is dead (`invalid_grant`): consent revoked, refresh token reused or expired.
+    #[error("the provider answered invalid_grant: {0}")]
+    InvalidGrant(String),
+    /// The client is not accepted (`invalid_client`, `unauthorized_client`).
+    #[error("the provider refused the client: {0}")]
+    InvalidClient(String),
+    /// Network trouble or a 5xx: worth retrying.
+    #[error("the token endpoint is unavailable: {0}")]
+    Transient(String),
+    /// Anything else the provider said.
+    #[error("the token endpoint answered {0}")]
+    Other(String),
+    /// The egress policy refused the endpoint.
+    #[error("{0}")]
+    Egress(String),
+}
+
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// POSTs a form to a token endpoint with client authentication.
+pub async fn token_request(
+    policy: &EgressPolicy,
+    token_url: &str,
+    client_id: &str,
+    client_secret: &str,
+    form: &[(&str, &str)],
+) -> Result<Tokens, OAuthError> {
+    let url = reqwest::Url::parse(token_url).map_err(|_| OAuthError::Other("token_url is not a URL".into()))?;
+    check_url(policy, &url).map_err(|e| OAuthError::Egress(e.message))?;
+    let client = policy_client(policy).map_err(|e| OAuthError::Transient(e.message))?;
+    // RFC 6749 2.3.1: the Basic credentials are form-urlencoded first.
+    let resp = client
+        .post(url)
+        .basic_auth(percent(client_id), Some(percent(client_secret)))
+        .header("accept", "application/json")
+        .form(form)
+        .send()
+        .await
+        .map_err(|e| {
+            let t = crate::http::classify(&e);
+            match t.code {
+                crate::ErrorCode::EgressDenied => OAuthError::Egress(t.message),
+                _ => OAuthError::Transient(t.message),
+            }
+        })?;
+    let status = resp.status().as_u16();
+    let mut body: Json = resp.json().await.unwrap_or(Json::Null);
+    let take = |b: &mut Json, k: &str| -> Option<Zeroizing<String>> {
+        match b.get_mut(k) {
+            Some(Json::String(s)) => Some(Zeroizing::new(std::mem::take(s))),
+            _ => None,
+        }
+    };
+    if (200..300).contains(&status) {
+        if let Some(access_token) = take(&mut body, "access_token") {
+            let refresh_token = take(&mut body, "refresh_token");
+            let expires_in = body.get("expires_in").and_then(Json::as_i64);
+            return Ok(Tokens {
+                access_token,
+                refresh_token,
+                expires_in,
+            });
+        }
+        return Err(OAuthError::Other(format!("{status} without an access token")));
+    }
+    let err = body.get("error").and_then(Json::as_str).unwrap_or("").to_owned();
+    let desc: String = body
+        .get("error_description")
+        .and_then(Json::as_str)
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect();
+    let text = if desc.is_empty() {
+        format!("{status} {err}")
+    } else {
+        format!("{status} {err}: {desc}")
+    };
+    Err(match err.as_str() {
+        "invalid_grant" => OAuthError::InvalidGrant(text),
+        "invalid_client" | "unauthorized_client" => OAuthError::InvalidClient(text),
+        _ if status >= 500 || status == 429 => OAuthError::Transient(text),
+        _ => OAuthError::Other(text),
+    })
+}
+
+/// RFC 7009: revokes a token at the provider. Best effort; returns whether it was accepted.
+pub async fn revoke(
+    policy: &EgressPolicy,
+    revocation_url: &str,
+    client_id: &str,
+    client_secret: &str,
+    token: &str,
+    hint: &str,
+) -> Result<(), OAuthError> {
+    let url =
+        reqwest::Url::parse(revocation_url).map_err(|_| OAuthError::Other("revocation_url is not a URL".into()))?;
+    check_url(policy, &url).map_err(|e| OAuthError::Egress(e.message))?;
+    let client = policy_client(policy).map_err(|e| OAuthError::Transient(e.message))?;
+    let resp = client
+        .post(url)
+        .basic_auth(percent(client_id), Some(percent(client_secret)))
+        .form(&[("token", token), ("token_type_hint", hint)])
+        .send()
+        .await
+        .map_err(|e| OAuthError::Transient(crate::http::classify(&e).message))?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(OAuthError::Other(format!("revocation answered {}", resp.status())))
+    }
+}
+
+/// A PKCE verifier and its S256 challenge.
+pub fn pkce() -> (Zeroizing<String>, String) {
+    use base64::Engine as _;
+    let mut raw = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut raw).unwrap_or_else(|_| std::process::abort());
+    let verifier = Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw));
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        verifier.as_bytes(),
+    ));
+    (verifier, challenge)
+}
+
+/// A random `state` value.
+pub fn state() -> String {
+    use base64::Engine as _;
+    let mut raw = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut raw).unwrap_or_else(|_| std::process::abort());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_challenges_are_s256_of_the_verifier() {
+        use base64::Engine as _;
+        let (v, c) = pkce();
+        assert_eq!(v.len(), 43);
+        let expect = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, v.as_bytes()));
+        assert_eq!(c, expect);
+        assert_ne!(state(), state());
+    }
+}
