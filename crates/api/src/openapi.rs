@@ -142,6 +142,7 @@ fn schemas() -> Value {
         "ResolveReport": {"type": "object", "required": ["connection_id", "run_id", "outcome"], "additionalProperties": false, "properties": {
             "connection_id": id("conn_"), "run_id": {"type": "string"}, "version": {"type": ["integer", "null"]},
             "outcome": {"enum": ["ok", "auth_failed", "error"]}}},
+        "AuthorizeRequest": {"type": "object", "additionalProperties": false, "properties": {"as": {"type": "string", "pattern": "^sa_[a-z2-7]{26}$"}}},
         "TestRequest": {"type": "object", "additionalProperties": false, "properties": {"version": {"type": ["integer", "null"]}}},
         "CreateVersion": {"type": "object", "required": ["fields"], "additionalProperties": false, "properties": {
             "fields": {"type": "object"}, "mode": {"enum": ["stage", "replace"]}}},

@@ -30,6 +30,10 @@ pub struct FileConfig {
     pub audit_sinks: Option<Vec<credvault_core::forward::SinkConfig>>,
     /// Spike detector thresholds (`[alerts]`).
     pub alerts: Option<credvault_core::alerts::AlertConfig>,
+    /// The server's public base URL (OAuth redirects come back to it).
+    pub public_url: Option<String>,
+    /// Refresh OAuth access tokens this many seconds before they expire.
+    pub oauth_refresh_skew_secs: Option<i64>,
     /// Client settings.
     pub client: Option<FileClient>,
 }
@@ -86,6 +90,10 @@ pub struct ServerSettings {
     pub audit_sinks: Vec<credvault_core::forward::SinkConfig>,
     /// Spike detector thresholds.
     pub alerts: credvault_core::alerts::AlertConfig,
+    /// Public base URL (default `http://LISTEN`).
+    pub public_url: String,
+    /// OAuth refresh skew.
+    pub oauth_refresh_skew_secs: i64,
 }
 
 /// Raw server values from flags/env (already merged by clap).
@@ -166,6 +174,14 @@ impl ServerSettings {
                 bail!("audit_sinks: every sink needs a unique, non-empty name (`{}`)", s.name);
             }
         }
+        let public_url = std::env::var("CREDVAULT_PUBLIC_URL")
+            .ok()
+            .or_else(|| file.public_url.clone())
+            .unwrap_or_else(|| format!("http://{listen}"));
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            bail!("public_url: must be an http(s) URL");
+        }
+        let oauth_refresh_skew_secs = file.oauth_refresh_skew_secs.unwrap_or(60).clamp(0, 3600);
         Ok(ServerSettings {
             data_dir,
             listen,
@@ -176,6 +192,8 @@ impl ServerSettings {
             scheduler_interval_secs,
             audit_sinks,
             alerts: file.alerts.clone().unwrap_or_default(),
+            public_url,
+            oauth_refresh_skew_secs,
         })
     }
 }

@@ -16,8 +16,14 @@ const KEYRING_FILE: &str = "keyring.json";
 
 /// Sets up structured logging to stderr. Never logs request bodies or headers.
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CREDVAULT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Third-party clients may log what they send at debug/trace level (an FTP library logged
+    // `PASS <password>`), so they are capped at `warn` whatever CREDVAULT_LOG asks for.
+    let user = std::env::var("CREDVAULT_LOG").unwrap_or_else(|_| "info".into());
+    let capped = format!(
+        "{user},tokio_postgres=warn,postgres=warn,mysql_async=warn,russh=warn,ldap3=warn,lber=warn,reqwest=warn,hyper=warn,hyper_util=warn,rustls=warn,h2=warn,rusqlite=warn"
+    );
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&capped).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -66,6 +72,10 @@ async fn open(settings: &ServerSettings) -> anyhow::Result<Service> {
     let config = CoreConfig {
         egress: credvault_core::EgressPolicy::with_allow(settings.egress_allow.clone()),
         alerts: settings.alerts.clone(),
+        oauth: credvault_core::oauth::OAuthConfig {
+            public_url: settings.public_url.clone(),
+            refresh_skew_secs: settings.oauth_refresh_skew_secs,
+        },
         ..CoreConfig::default()
     };
     Ok(Service::new(store, keyring, config))

@@ -211,11 +211,8 @@ pub fn tester_for(kind: &str) -> Box<dyn Tester> {
             "Test connection for Oracle is not available: there is no pure-Rust Oracle driver",
         )),
         other => Box::new(Unsupported(match other {
-            "mysql" => "Test connection for mysql is not built yet",
             "sqlserver" => "Test connection for sqlserver is not built yet",
             "snowflake" => "Test connection for snowflake is not built yet",
-            "ftp" => "Test connection for ftp is not built yet",
-            "ldap" => "Test connection for ldap is not built yet",
             "oauth_saas" => "Test connection for oauth_saas needs OAuth support, which is not built yet",
             _ => "Test connection does not know this kind",
         })),

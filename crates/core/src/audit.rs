@@ -80,6 +80,12 @@ pub const ACTIONS: &[&str] = &[
     "alert.target_auth_failures",
     "alert.resolve_refused",
     "resolve.report",
+    "oauth.authorize_start",
+    "oauth.authorize",
+    "oauth.callback",
+    "oauth.refresh",
+    "alert.oauth_needs_reauthorization",
+    "alert.oauth_refresh_failing",
 ];
 
 /// Outcome of the recorded action.

@@ -360,6 +360,35 @@ fn check_references(
         "SELECT type FROM credentials WHERE id = $1 AND org_id = $2",
         &[src.into(), org.into()],
     )?;
+    // Walk the chain above the source: it must end at an access key, never come back here.
+    let mut next = Some(src.to_owned());
+    let mut hops = 0;
+    while let Some(id) = next.take() {
+        hops += 1;
+        if id == self_id || hops > 5 {
+            return Err(CoreError::invalid(
+                "fields.source_credential_id",
+                "invalid_reference",
+                if hops > 5 {
+                    "the role chain would be longer than 5 hops"
+                } else {
+                    "the role chain would loop back to this credential"
+                },
+            ));
+        }
+        let row = tx.query_opt(
+            "SELECT v.public_fields FROM credentials c JOIN credential_versions v ON v.credential_id = c.id AND v.version = c.current_version \
+             WHERE c.id = $1 AND c.org_id = $2",
+            &[id.as_str().into(), org.into()],
+        )?;
+        if let Some(r) = row {
+            let public: Json = serde_json::from_str(&r.text(0)?)?;
+            next = public
+                .get("source_credential_id")
+                .and_then(Json::as_str)
+                .map(str::to_owned);
+        }
+    }
     match found {
         Some(r) if r.text(0)? == "aws" => Ok(()),
         Some(_) => Err(CoreError::invalid(
@@ -1065,4 +1094,68 @@ pub(crate) fn decrypt_version(
         zeroize::Zeroize::zeroize(s);
     }
     Ok(fields)
+}
+
+/// Makes `fields` the new current version (the old current is revoked): OAuth consent.
+pub(crate) fn replace_version_internal(
+    tx: &mut dyn Tx,
+    keyring: &Keyring,
+    c: &CredRow,
+    fields: Json,
+    by: &str,
+) -> CoreResult<i64> {
+    let ty = CredentialType::parse(&c.ty).ok_or_else(|| CoreError::Internal(format!("stored type {}", c.ty)))?;
+    let validated = validate_fields(ty, c.variant.as_deref(), fields)?;
+    let next = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM credential_versions WHERE credential_id = $1",
+            &[c.id.as_str().into()],
+        )?
+        .int(0)?;
+    let sealed = seal(
+        keyring,
+        &c.org_id,
+        &c.id,
+        next,
+        SecretJson::new(validated.secret.expose().clone()),
+    )?;
+    let now = now_micros();
+    tx.execute(
+        "UPDATE credential_versions SET state = 'revoked', state_changed_at = $1 WHERE credential_id = $2 AND state = 'current'",
+        &[now.into(), c.id.as_str().into()],
+    )?;
+    tx.execute(
+        "UPDATE credentials SET current_version = $1, updated_at = $2 WHERE id = $3",
+        &[next.into(), now.into(), c.id.as_str().into()],
+    )?;
+    insert_version(tx, &c.id, next, "current", &sealed, &validated, by, now)?;
+    Ok(next)
+}
+
+/// Re-seals the current version in place with new fields (a token refresh is not a
+/// rotation: the version number stays, a fresh data key seals the new tokens).
+pub(crate) fn reseal_current(tx: &mut dyn Tx, keyring: &Keyring, c: &CredRow, fields: Json) -> CoreResult<()> {
+    let ty = CredentialType::parse(&c.ty).ok_or_else(|| CoreError::Internal(format!("stored type {}", c.ty)))?;
+    let validated = validate_fields(ty, c.variant.as_deref(), fields)?;
+    let sealed = seal(
+        keyring,
+        &c.org_id,
+        &c.id,
+        c.current_version,
+        SecretJson::new(validated.secret.expose().clone()),
+    )?;
+    tx.execute(
+        "UPDATE credential_versions SET kek_id = $1, wrapped_key = $2, ciphertext = $3, public_fields = $4, secret_fields_set = $5 \
+         WHERE credential_id = $6 AND version = $7",
+        &[
+            sealed.kek_id.as_str().into(),
+            Value::Bytes(sealed.wrapped_key.clone()),
+            Value::Bytes(sealed.ciphertext.clone()),
+            serde_json::to_string(&validated.public)?.into(),
+            serde_json::to_string(&validated.secret_fields_set)?.into(),
+            c.id.as_str().into(),
+            c.current_version.into(),
+        ],
+    )?;
+    Ok(())
 }

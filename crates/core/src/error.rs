@@ -70,6 +70,10 @@ pub enum CoreError {
     /// appends the event in its own transaction and returns the inner error.
     #[error("{}", .0.0)]
     Audited(Box<(CoreError, crate::audit::Draft)>),
+    /// Internal: an OAuth access token must be refreshed before resolving (never leaves the core).
+    #[doc(hidden)]
+    #[error("needs an OAuth refresh")]
+    NeedsRefresh(String),
     /// Something that should not happen did (a bug); details are logged, not returned.
     #[error("internal error: {0}")]
     Internal(String),

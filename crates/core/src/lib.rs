@@ -16,6 +16,7 @@ pub mod error;
 pub mod forward;
 pub mod keys;
 pub mod lifecycle;
+pub mod oauth;
 mod reports;
 mod resolve;
 mod settings;
@@ -50,6 +51,8 @@ pub struct CoreConfig {
     pub audit_gate: forward::AuditGate,
     /// Spike detector thresholds.
     pub alerts: alerts::AlertConfig,
+    /// OAuth consent and refresh settings.
+    pub oauth: oauth::OAuthConfig,
 }
 
 impl Default for CoreConfig {
@@ -60,6 +63,7 @@ impl Default for CoreConfig {
             egress: credvault_connect::EgressPolicy::default(),
             audit_gate: forward::AuditGate::default(),
             alerts: alerts::AlertConfig::default(),
+            oauth: oauth::OAuthConfig::default(),
         }
     }
 }
@@ -87,6 +91,7 @@ pub struct Service {
 
 struct Inner {
     detectors: alerts::Detectors,
+    refresh_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     store: Store,
     keyring: RwLock<Arc<Keyring>>,
     config: CoreConfig,
@@ -98,6 +103,7 @@ impl Service {
         Service {
             inner: Arc::new(Inner {
                 detectors: alerts::Detectors::new(config.alerts.clone()),
+                refresh_locks: std::sync::Mutex::new(std::collections::HashMap::new()),
                 store,
                 keyring: RwLock::new(Arc::new(keyring)),
                 config,
@@ -223,9 +229,11 @@ impl Service {
                 let ctx = ctx.clone();
                 let who = audit::ActorRef::from(actor.as_ref());
                 let draft = d.draft;
+                let pid = actor.principal_id.to_string();
+                let alert = self.alert(alerts::Signal::Denial, &pid, draft.org_id.as_deref(), "principal", &pid);
                 self.inner
                     .store
-                    .write(move |tx| audit::append(tx, &ctx, &who, &draft).map(|_| ()))
+                    .write(move |tx| append_all(tx, &ctx, &who, &draft, alert))
                     .await?;
                 Err(public)
             }
@@ -233,9 +241,10 @@ impl Service {
                 let (err, draft) = *b;
                 let ctx = ctx.clone();
                 let who = audit::ActorRef::from(actor.as_ref());
+                let alert = self.refusal_alert(&draft);
                 self.inner
                     .store
-                    .write(move |tx| audit::append(tx, &ctx, &who, &draft).map(|_| ()))
+                    .write(move |tx| append_all(tx, &ctx, &who, &draft, alert))
                     .await?;
                 Err(err)
             }

@@ -183,6 +183,23 @@ impl Service {
 
     /// Resolves a connection to its configuration and the current version's plaintext.
     pub async fn resolve(&self, ctx: &RequestCtx, actor: &Arc<Actor>, req: ResolveRequest) -> CoreResult<Resolved> {
+        match self.resolve_once(ctx, actor, req.clone(), false).await {
+            // An OAuth access token is stale: refresh it (single flight), then try once more.
+            Err(CoreError::NeedsRefresh(cred)) => {
+                self.ensure_fresh_token(&cred).await?;
+                self.resolve_once(ctx, actor, req, true).await
+            }
+            other => other,
+        }
+    }
+
+    async fn resolve_once(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        req: ResolveRequest,
+        refreshed: bool,
+    ) -> CoreResult<Resolved> {
         self.inner.config.audit_gate.check()?;
         check_run_id(&req.run_id)?;
         if let Some(p) = &req.pipeline_id
@@ -191,6 +208,7 @@ impl Service {
             return Err(CoreError::invalid("pipeline_id", "not_found", "no such pipeline"));
         }
         let keyring = self.keyring()?.clone();
+        let skew = self.inner.config.oauth.refresh_skew_secs;
         let (a, ctx2) = (actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {
             let c = load_conn(tx, &req.connection_id, false)?;
@@ -300,7 +318,57 @@ impl Service {
                     "version_revoked",
                 ));
             }
-            let fields = decrypt_version(tx, &keyring, &cred.org_id, &cred.id, version)?;
+            let mut fields = decrypt_version(tx, &keyring, &cred.org_id, &cred.id, version)?;
+            if cred.ty == "oauth" {
+                let health = tx
+                    .query_opt(
+                        "SELECT oauth_health FROM credentials WHERE id = $1",
+                        &[cred.id.as_str().into()],
+                    )?
+                    .and_then(|r| r.opt_text(0).ok().flatten());
+                let refuse_zeroed = |fields: &mut serde_json::Value, err: CoreError, reason: &str| {
+                    credvault_domain::secret::zeroize_json(fields);
+                    refuse(err, reason)
+                };
+                if health.as_deref() == Some("needs_reauthorization") {
+                    return Err(refuse_zeroed(
+                        &mut fields,
+                        CoreError::conflict(
+                            "oauth_needs_reauthorization",
+                            "the OAuth grant was revoked or expired at the provider; authorize it again",
+                        ),
+                        "oauth_needs_reauthorization",
+                    ));
+                }
+                if !crate::oauth::token_fresh(&fields, skew) {
+                    let never = cred.variant.as_deref() == Some("authorization_code")
+                        && fields
+                            .get("refresh_token")
+                            .and_then(serde_json::Value::as_str)
+                            .is_none_or(str::is_empty);
+                    if never {
+                        return Err(refuse_zeroed(
+                            &mut fields,
+                            CoreError::conflict(
+                                "oauth_not_authorized",
+                                "nobody has authorized this OAuth credential yet",
+                            ),
+                            "oauth_not_authorized",
+                        ));
+                    }
+                    credvault_domain::secret::zeroize_json(&mut fields);
+                    if !refreshed {
+                        return Err(CoreError::NeedsRefresh(cred.id.clone()));
+                    }
+                    return Err(refuse(
+                        CoreError::Unavailable {
+                            code: "oauth_refresh_failing",
+                            message: "the access token could not be refreshed; the provider is failing".into(),
+                        },
+                        "oauth_refresh_failing",
+                    ));
+                }
+            }
             let mut d = base();
             d.details["version"] = version.into();
             audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &d)?;

@@ -80,7 +80,7 @@ fn chain_sources(
         .map(str::to_owned);
     let mut seen = vec![cred.id.clone()];
     while let Some(id) = next {
-        if seen.contains(&id) || seen.len() > 6 {
+        if seen.contains(&id) || seen.len() > 5 {
             return Err(CoreError::conflict(
                 "role_chain_invalid",
                 "the AWS role chain loops or is longer than 5 hops",

@@ -254,8 +254,9 @@ async fn closed_port() -> u16 {
     p
 }
 
-/// A loopback listener that counts connections and answers each one with `script`: for every
-/// line the client sends, the next reply; `greeting` first.
+/// A loopback listener that counts connections and answers each one: `greeting` first, then
+/// for every line the client sends the next of `replies` (`ECHO` answers `530` quoting what
+/// the client sent, like a careless server would).
 struct Stub {
     port: u16,
     conns: Arc<AtomicUsize>,
@@ -277,11 +278,17 @@ impl Stub {
                     }
                     let mut buf = [0u8; 1024];
                     for r in replies {
-                        match s.read(&mut buf).await {
-                            Ok(n) if n > 0 => {}
+                        let n = match s.read(&mut buf).await {
+                            Ok(n) if n > 0 => n,
                             _ => return,
-                        }
-                        if s.write_all(r).await.is_err() {
+                        };
+                        let reply = if *r == b"ECHO" {
+                            let got = String::from_utf8_lossy(&buf[..n]).trim().to_owned();
+                            format!("530 Login incorrect, you sent `{got}`\r\n").into_bytes()
+                        } else {
+                            r.to_vec()
+                        };
+                        if s.write_all(&reply).await.is_err() {
                             return;
                         }
                     }
@@ -515,6 +522,75 @@ async fn ftp_explicit_tls(b: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ftp_with_explicit_tls_passes_with_the_ca_trusted_and_is_tls_when_the_certificate_is_not_trusted() {
     each_backend!(ftp_explicit_tls);
+}
+
+async fn an_echoed_password_is_redacted(b: Backend) {
+    let srv = server(b, None).await;
+    let canary = format!("ftp-canary-{}", random_hex(8));
+    let echo = Stub::start(b"220 echo FTP\r\n", &[b"331 Password required\r\n", b"ECHO"]).await;
+    let r = try_once(
+        &srv,
+        "ftp-echo",
+        "ftp",
+        ftp_config("127.0.0.1", echo.port, "none"),
+        Some("echo-user"),
+        &canary,
+    )
+    .await;
+    assert_failed("ftp against a server echoing the password", &r, "auth_failed");
+    let m = r["error"]["message"].as_str().unwrap();
+    assert!(m.contains("PASS [redacted]"), "the echo should show, redacted: {r}");
+    assert_no_password_leaked(&srv, &[r], &[&canary]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ftp_server_echoing_the_password_back_never_makes_it_leave_the_server() {
+    each_backend!(an_echoed_password_is_redacted);
+}
+
+async fn passwords_stay_out_of_trace_logs(b: Backend) {
+    let f = ftp();
+    let l = ldap();
+    // The most verbose logging an operator can ask for, libraries included.
+    let pg = (b == Backend::Postgres).then(PgDb::create);
+    let srv = Server::start_opts(
+        b,
+        TempDir::new(),
+        pg,
+        &ALLOW_LOOPBACK,
+        &[("CREDVAULT_LOG", "trace"), ("SSL_CERT_DIR", "")],
+    )
+    .await;
+    let wrong = format!("wrong-trace-{}", random_hex(6));
+    let mut results = Vec::new();
+    for pw in [f.password.as_str(), wrong.as_str()] {
+        results.push(
+            try_once(
+                &srv,
+                "trace-ftp",
+                "ftp",
+                ftp_config(&f.host, f.port, "none"),
+                Some(&f.user),
+                pw,
+            )
+            .await,
+        );
+    }
+    for pw in [l.password.as_str(), wrong.as_str()] {
+        let config = ldap_config(&l.host, l.port, &l.bind_dn, false, false);
+        results.push(try_once(&srv, "trace-ldap", "ldap", config, None, pw).await);
+    }
+    assert_passed("ftp at trace level", &results[0]);
+    assert_failed("ftp wrong password at trace level", &results[1], "auth_failed");
+    assert_passed("ldap at trace level", &results[2]);
+    assert_failed("ldap wrong password at trace level", &results[3], "auth_failed");
+    assert!(srv.logs().len() > 1000, "trace logging is not on:\n{}", srv.logs());
+    assert_no_password_leaked(&srv, &results, &[&f.password, &l.password, &wrong]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn even_with_trace_logging_no_ftp_or_ldap_password_reaches_the_logs_on_every_backend() {
+    each_backend!(passwords_stay_out_of_trace_logs);
 }
 
 // ----------------------------------------------------------------------------------- LDAP

@@ -162,6 +162,12 @@ impl ConnectorKind {
 pub fn validate_config(kind: ConnectorKind, config: Value) -> Result<Value, Vec<FieldError>> {
     let mut v = validate_plain(kind.config_fields(), config, "config")?;
     if let (Some(port), Value::Object(m)) = (kind.default_port(), &mut v) {
+        // LDAP over TLS has its own well-known port.
+        let port = if kind == ConnectorKind::Ldap && m.get("ldaps") == Some(&Value::Bool(true)) {
+            636
+        } else {
+            port
+        };
         m.entry("port").or_insert(json!(port));
     }
     Ok(v)
@@ -356,6 +362,13 @@ const REDSHIFT: &[FieldSchema] = &[
         false,
         Check::AwsRegion,
         "AWS region (IAM authentication)",
+    ),
+    f(
+        "sts_endpoint_url",
+        FieldKind::String,
+        false,
+        Check::Url,
+        "STS endpoint override (IAM authentication; private endpoints, tests)",
     ),
     CONNECT_TIMEOUT,
 ];

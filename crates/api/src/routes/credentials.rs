@@ -95,6 +95,10 @@ pub(crate) fn routes(t: Table) -> Table {
             )
         },
     )
+    .add("post", "/v1/credentials/{id}/oauth/authorize", post(oauth_authorize), RouteDoc {
+        body: Some("AuthorizeRequest"),
+        ..doc("oauthAuthorize", "Start OAuth consent: returns the provider URL (state + PKCE); {\"as\": \"sa_…\"} records it under a service account (admins)", "credential.create", 200)
+    })
     .add(
         "post",
         "/v1/credentials/{id}/rotate",
@@ -267,6 +271,20 @@ async fn remove(
             Err(crate::error::ApiError::bad_request("invalid_parameter", "purge must be true or false").field("purge"))
         }
     }
+}
+
+async fn oauth_authorize(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(a): Auth,
+    Path(id): Path<String>,
+    body: crate::extract::MaybeJson<credvault_core::oauth::AuthorizeRequest>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(
+        s.service
+            .oauth_authorize(&ctx, &a, &id, body.0.unwrap_or_default())
+            .await?,
+    ))
 }
 
 async fn rotate(

@@ -72,6 +72,41 @@ pub(crate) fn routes(t: Table) -> Table {
         )
         .add(
             "get",
+            "/v1/oauth/callback",
+            get(oauth_callback),
+            RouteDoc {
+                tag: "oauth",
+                query: &[
+                    "code",
+                    "state",
+                    "error",
+                    "error_description",
+                    "iss",
+                    "scope",
+                    "session_state",
+                ],
+                ..public(
+                    "oauthCallback",
+                    "Where the OAuth provider sends the browser back (a small HTML page; no tokens in it)",
+                )
+            },
+        )
+        .add(
+            "get",
+            "/v1/oauth/grants",
+            get(oauth_grants),
+            RouteDoc {
+                tag: "oauth",
+                query: &["org_id", "authorized_by", "health"],
+                ..authed(
+                    "listOAuthGrants",
+                    "OAuth grants with who authorized them and their health",
+                    "metadata.read",
+                )
+            },
+        )
+        .add(
+            "get",
             "/v1/audit",
             get(audit),
             RouteDoc {
@@ -125,6 +160,56 @@ async fn index() -> Response {
         HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
     );
     r
+}
+
+async fn oauth_callback(State(s): State<AppState>, Ctx(ctx): Ctx, p: Params) -> Response {
+    let get = |k: &str| p.0.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let outcome = s
+        .service
+        .oauth_callback(&ctx, get("code"), get("state"), get("error"))
+        .await;
+    let esc = |t: &str| {
+        t.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let title = if outcome.ok {
+        "Authorization complete"
+    } else {
+        "Authorization failed"
+    };
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title} — credvault</title></head>\
+         <body style=\"font-family: system-ui, sans-serif; max-width: 36rem; margin: 3rem auto\"><h1>{title}</h1><p>{}</p></body></html>",
+        esc(&outcome.message)
+    );
+    let status = if outcome.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    let mut r = (status, Html(page)).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+    );
+    r
+}
+
+async fn oauth_grants(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(actor): Auth,
+    p: Params,
+) -> ApiResult<impl IntoResponse> {
+    p.allow(&["org_id", "authorized_by", "health"])?;
+    let f = credvault_core::oauth::GrantFilter {
+        org_id: p.get("org_id")?,
+        authorized_by: p.get("authorized_by")?,
+        health: p.get("health")?,
+    };
+    Ok(axum::Json(s.service.list_grants(&ctx, &actor, f).await?))
 }
 
 async fn healthz() -> impl IntoResponse {

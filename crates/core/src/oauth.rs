@@ -1,0 +1,701 @@
+//! OAuth credentials: consent (authorization code + PKCE, single-use `state` bound to the
+//! credential and principal, 10 minutes), proactive single-flight refresh with rotating
+//! refresh tokens, grant health, and the grants listing.
+//!
+//! Single flight: one refresh per credential per node (an async mutex), and across nodes a
+//! lease row in the store (`oauth_leases`); everyone else waits for the new token. A rotated
+//! refresh token is stored in the same transaction as the new access token (the current
+//! version is re-sealed in place), so the old refresh token is never used again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json, json};
+
+use credvault_connect::oauth::{OAuthError, pkce, state as new_state, token_request};
+use credvault_domain::roles::Permission;
+use credvault_domain::time::{now_micros, parse_rfc3339, to_rfc3339};
+use credvault_domain::{PrincipalId, PrincipalKind};
+use credvault_store::Tx;
+
+use crate::Service;
+use crate::audit::{self, ActorRef, Draft, Outcome};
+use crate::auth::authorize;
+use crate::context::{Actor, RequestCtx};
+use crate::credentials::{
+    CredRow, decrypt_version, load_cred, read_scope, replace_version_internal, reseal_current, write_scope,
+};
+use crate::error::{CoreError, CoreResult};
+use crate::tenancy::settings_of;
+use crate::views::Page;
+
+/// OAuth settings of the server.
+#[derive(Clone, Debug)]
+pub struct OAuthConfig {
+    /// The server's public base URL; the callback is `{public_url}/v1/oauth/callback`.
+    pub public_url: String,
+    /// Refresh an access token this many seconds before it expires.
+    pub refresh_skew_secs: i64,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        OAuthConfig {
+            public_url: "http://127.0.0.1:8080".into(),
+            refresh_skew_secs: 60,
+        }
+    }
+}
+
+/// Request: start consent.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizeRequest {
+    /// Record the consent under a service account (admins; offboarding).
+    #[serde(default, rename = "as")]
+    pub as_principal: Option<PrincipalId>,
+}
+
+/// Where to send the browser.
+#[derive(Clone, Debug, Serialize)]
+pub struct AuthorizeStart {
+    /// The provider's authorization URL with state and PKCE challenge.
+    pub authorization_url: String,
+    /// The single-use state (also inside the URL).
+    pub state: String,
+    /// The callback the provider will redirect to.
+    pub redirect_uri: String,
+    /// RFC 3339; the state is refused after this.
+    pub expires_at: String,
+}
+
+/// What the callback tells the browser.
+#[derive(Clone, Debug)]
+pub struct CallbackOutcome {
+    /// Whether consent was stored.
+    pub ok: bool,
+    /// One line for the page.
+    pub message: String,
+}
+
+/// One OAuth grant in the listing.
+#[derive(Clone, Debug, Serialize)]
+pub struct GrantView {
+    /// The credential.
+    pub credential_id: String,
+    /// Its name.
+    pub name: String,
+    /// Organization.
+    pub org_id: String,
+    /// Workspace (`null`: organization-wide).
+    pub workspace_id: Option<String>,
+    /// `authorization_code` or `client_credentials`.
+    pub variant: Option<String>,
+    /// Who consented.
+    pub authorized_by: Option<String>,
+    /// `healthy`, `refresh_failing`, `needs_reauthorization` or `not_authorized`.
+    pub health: String,
+    /// Why, when not healthy.
+    pub health_reason: Option<String>,
+    /// Last successful refresh, RFC 3339.
+    pub refreshed_at: Option<String>,
+}
+
+/// Filters of the grants listing.
+#[derive(Clone, Debug, Default)]
+pub struct GrantFilter {
+    /// Organization (default: the caller's).
+    pub org_id: Option<String>,
+    /// Only grants this principal authorized.
+    pub authorized_by: Option<String>,
+    /// Only this health.
+    pub health: Option<String>,
+}
+
+const STATE_TTL_US: i64 = 600_000_000;
+
+/// Whether the fields hold an access token that is good for at least `skew` more seconds.
+pub(crate) fn token_fresh(fields: &Json, skew_secs: i64) -> bool {
+    if fields
+        .get("access_token")
+        .and_then(Json::as_str)
+        .is_none_or(str::is_empty)
+    {
+        return false;
+    }
+    match fields
+        .get("access_token_expires_at")
+        .and_then(Json::as_str)
+        .and_then(parse_rfc3339)
+    {
+        Some(exp) => exp > now_micros() + skew_secs * 1_000_000,
+        None => true,
+    }
+}
+
+fn str_field<'a>(f: &'a Json, k: &str) -> &'a str {
+    f.get(k).and_then(Json::as_str).unwrap_or_default()
+}
+
+fn set_health(tx: &mut dyn Tx, cred: &str, health: &str, reason: Option<&str>) -> CoreResult<bool> {
+    let before = tx
+        .query_opt("SELECT oauth_health FROM credentials WHERE id = $1", &[cred.into()])?
+        .and_then(|r| r.opt_text(0).ok().flatten());
+    tx.execute(
+        "UPDATE credentials SET oauth_health = $1, oauth_health_reason = $2 WHERE id = $3",
+        &[health.into(), reason.into(), cred.into()],
+    )?;
+    Ok(before.as_deref() != Some(health))
+}
+
+fn node_id() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        credvault_connect::oauth::state().get(..8).unwrap_or("x")
+    )
+}
+
+impl Service {
+    /// Starts consent for an `authorization_code` OAuth credential.
+    pub async fn oauth_authorize(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+        req: AuthorizeRequest,
+    ) -> CoreResult<AuthorizeStart> {
+        let redirect_uri = format!(
+            "{}/v1/oauth/callback",
+            self.inner.config.oauth.public_url.trim_end_matches('/')
+        );
+        let (id, a, ctx2, redirect) = (id.to_owned(), actor.clone(), ctx.clone(), redirect_uri.clone());
+        self.write(ctx, actor, move |tx| {
+            let c = load_cred(tx, &id, false)?;
+            let settings = settings_of(tx, &c.org_id, "credential")?;
+            let (org, ws) = (c.org(), c.ws());
+            let draft = || c.draft("oauth.authorize_start");
+            authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialCreate, "credential", draft)?;
+            if c.ty != "oauth" || c.variant.as_deref() != Some("authorization_code") {
+                return Err(CoreError::conflict("not_an_authorization_code_credential", "consent is for oauth credentials of variant authorization_code"));
+            }
+            if c.status != "active" {
+                return Err(CoreError::conflict("credential_not_active", format!("the credential is {}", c.status)));
+            }
+            let authorized_as = match &req.as_principal {
+                None => a.principal_id.to_string(),
+                Some(p) => {
+                    authorize(&a, &settings, crate::auth::Scope::Org(&org), Permission::OrgAdmin, "credential", draft)?;
+                    if p.kind() != PrincipalKind::ServiceAccount {
+                        return Err(CoreError::invalid("as", "not_a_service_account", "consent can be recorded under a service account only"));
+                    }
+                    let ok = tx.query_opt("SELECT 1 FROM principals WHERE id = $1 AND org_id = $2 AND disabled = 0", &[p.as_str().into(), c.org_id.as_str().into()])?.is_some();
+                    if !ok {
+                        return Err(CoreError::invalid("as", "not_found", "no such active service account in this organization"));
+                    }
+                    p.to_string()
+                }
+            };
+            let public: Json = tx
+                .query_one("SELECT public_fields FROM credential_versions WHERE credential_id = $1 AND version = $2", &[c.id.as_str().into(), c.current_version.into()])?
+                .text(0)
+                .map(|t| serde_json::from_str(&t))??;
+            let auth_url = str_field(&public, "authorization_url");
+            let mut url = reqwest::Url::parse(auth_url).map_err(|_| CoreError::conflict("bad_authorization_url", "the credential's authorization_url is not a URL"))?;
+            let (verifier, challenge) = pkce();
+            let state = new_state();
+            let scopes = public.get("scopes").and_then(Json::as_array).map(|a| a.iter().filter_map(Json::as_str).collect::<Vec<_>>().join(" ")).unwrap_or_default();
+            {
+                let mut q = url.query_pairs_mut();
+                q.append_pair("response_type", "code");
+                q.append_pair("client_id", str_field(&public, "client_id"));
+                q.append_pair("redirect_uri", &redirect);
+                if !scopes.is_empty() {
+                    q.append_pair("scope", &scopes);
+                }
+                q.append_pair("state", &state);
+                q.append_pair("code_challenge", &challenge);
+                q.append_pair("code_challenge_method", "S256");
+            }
+            let now = now_micros();
+            tx.execute(
+                "INSERT INTO oauth_states (state, credential_id, principal_id, authorized_as, code_verifier, redirect_uri, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    state.as_str().into(),
+                    c.id.as_str().into(),
+                    a.principal_id.as_str().into(),
+                    authorized_as.as_str().into(),
+                    verifier.as_str().into(),
+                    redirect.as_str().into(),
+                    now.into(),
+                    (now + STATE_TTL_US).into(),
+                ],
+            )?;
+            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft().details(json!({"authorized_as": authorized_as})))?;
+            Ok(AuthorizeStart { authorization_url: url.to_string(), state, redirect_uri: redirect, expires_at: to_rfc3339(now + STATE_TTL_US) })
+        })
+        .await
+    }
+
+    /// The provider redirected the browser back: check the state (single use), exchange the
+    /// code, and store the tokens as a new current version. Never fails with an error: the
+    /// outcome is shown to the browser, and every refusal is audited.
+    pub async fn oauth_callback(
+        &self,
+        ctx: &RequestCtx,
+        code: Option<String>,
+        state: Option<String>,
+        provider_error: Option<String>,
+    ) -> CallbackOutcome {
+        match self.oauth_callback_inner(ctx, code, state, provider_error).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "oauth callback failed");
+                CallbackOutcome {
+                    ok: false,
+                    message: "The authorization could not be completed; see the audit log for details.".into(),
+                }
+            }
+        }
+    }
+
+    async fn oauth_callback_inner(
+        &self,
+        ctx: &RequestCtx,
+        code: Option<String>,
+        state: Option<String>,
+        provider_error: Option<String>,
+    ) -> CoreResult<CallbackOutcome> {
+        let state = state.unwrap_or_default();
+        let ctx2 = ctx.clone();
+        // 1. Consume the state, whatever happens next (single use).
+        let st = state.clone();
+        let claimed = self
+            .inner
+            .store
+            .write(move |tx: &mut dyn Tx| -> CoreResult<Result<(String, String, String, String), &'static str>> {
+                let sql = format!(
+                    "SELECT s.credential_id, s.principal_id, s.authorized_as, s.code_verifier, s.redirect_uri, s.expires_at, s.used_at, c.org_id \
+                     FROM oauth_states s JOIN credentials c ON c.id = s.credential_id WHERE s.state = $1{}",
+                    tx.for_update()
+                );
+                let row = if st.is_empty() || st.len() > 200 { None } else { tx.query_opt(&sql, &[st.as_str().into()])? };
+                let refusal = match &row {
+                    None => Some("unknown_state"),
+                    Some(r) if r.opt_int(6)?.is_some() => Some("replayed_state"),
+                    Some(r) if r.int(5)? <= now_micros() => Some("expired_state"),
+                    Some(_) => None,
+                };
+                let (org, who, target) = match &row {
+                    Some(r) => (Some(r.text(7)?), Some(r.text(1)?), Some(r.text(0)?)),
+                    None => (None, None, None),
+                };
+                if let Some(reason) = refusal {
+                    let d = Draft {
+                        action: "oauth.callback",
+                        target_type: target.as_ref().map(|_| "credential"),
+                        target_id: target,
+                        org_id: org,
+                        workspace_id: None,
+                        outcome: Outcome::Denied,
+                        details: json!({"reason": reason}),
+                    };
+                    audit::append(tx, &ctx2, &ActorRef { id: who, kind: "user" }, &d)?;
+                    return Ok(Err(reason));
+                }
+                let Some(r) = row else { return Ok(Err("unknown_state")) };
+                tx.execute("UPDATE oauth_states SET used_at = $1 WHERE state = $2", &[now_micros().into(), st.as_str().into()])?;
+                Ok(Ok((r.text(0)?, r.text(1)?, r.text(2)?, r.text(3)? + "\u{1}" + &r.text(4)?)))
+            })
+            .await?;
+        let (cred_id, principal, authorized_as, verifier_and_redirect) = match claimed {
+            Ok(v) => v,
+            Err(reason) => {
+                let message = match reason {
+                    "replayed_state" => "This authorization link was already used. Start the authorization again.",
+                    "expired_state" => "This authorization request expired. Start the authorization again.",
+                    _ => "This authorization request is not known. Start the authorization again from credvault.",
+                };
+                return Ok(CallbackOutcome {
+                    ok: false,
+                    message: message.into(),
+                });
+            }
+        };
+        let (verifier, redirect_uri) = verifier_and_redirect
+            .split_once('\u{1}')
+            .map(|(a, b)| (zeroize::Zeroizing::new(a.to_owned()), b.to_owned()))
+            .unwrap_or_default();
+        let keyring = self.keyring()?.clone();
+        let cid = cred_id.clone();
+        let (c, fields) = self
+            .inner
+            .store
+            .read(move |tx: &mut dyn Tx| -> CoreResult<(CredRow, Json)> {
+                let c = load_cred(tx, &cid, false)?;
+                let f = decrypt_version(tx, &keyring, &c.org_id, &c.id, c.current_version)?;
+                Ok((c, f))
+            })
+            .await?;
+        let mut fields = fields;
+        let record = |outcome: Outcome, details: Json| Draft {
+            action: "oauth.authorize",
+            target_type: Some("credential"),
+            target_id: Some(c.id.clone()),
+            org_id: Some(c.org_id.clone()),
+            workspace_id: c.workspace_id.clone(),
+            outcome,
+            details,
+        };
+        if let Some(err) = provider_error {
+            let d = record(
+                Outcome::Error,
+                json!({"provider_error": err.chars().take(100).collect::<String>()}),
+            );
+            let (ctx3, p) = (ctx.clone(), principal.clone());
+            self.inner
+                .store
+                .write(move |tx| {
+                    audit::append(
+                        tx,
+                        &ctx3,
+                        &ActorRef {
+                            id: Some(p),
+                            kind: "user",
+                        },
+                        &d,
+                    )
+                    .map(|_| ())
+                })
+                .await?;
+            credvault_domain::secret::zeroize_json(&mut fields);
+            return Ok(CallbackOutcome {
+                ok: false,
+                message: "The provider did not grant access.".into(),
+            });
+        }
+        let code = zeroize::Zeroizing::new(code.unwrap_or_default());
+        let exchanged = token_request(
+            &self.inner.config.egress,
+            str_field(&fields, "token_url"),
+            str_field(&fields, "client_id"),
+            str_field(&fields, "client_secret"),
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", &redirect_uri),
+                ("code_verifier", &verifier),
+            ],
+        )
+        .await;
+        let keyring = self.keyring()?.clone();
+        let (ctx3, p) = (ctx.clone(), principal.clone());
+        match exchanged {
+            Ok(tokens) => {
+                let now = now_micros();
+                if let Json::Object(m) = &mut fields {
+                    m.insert("access_token".into(), Json::String(tokens.access_token.to_string()));
+                    if let Some(r) = &tokens.refresh_token {
+                        m.insert("refresh_token".into(), Json::String(r.to_string()));
+                    }
+                    match tokens.expires_in {
+                        Some(s) => m.insert(
+                            "access_token_expires_at".into(),
+                            Json::String(to_rfc3339(now + s * 1_000_000)),
+                        ),
+                        None => m.remove("access_token_expires_at"),
+                    };
+                    m.insert("authorized_by".into(), Json::String(authorized_as.clone()));
+                    m.insert("authorized_at".into(), Json::String(to_rfc3339(now)));
+                }
+                let d = record(
+                    Outcome::Success,
+                    json!({"authorized_by": authorized_as, "refresh_token_issued": tokens.refresh_token.is_some()}),
+                );
+                let name = c.name.clone();
+                self.inner
+                    .store
+                    .write(move |tx| {
+                        let c = load_cred(tx, &c.id, true)?;
+                        let version = replace_version_internal(tx, &keyring, &c, fields, &p)?;
+                        tx.execute(
+                            "UPDATE credentials SET oauth_health = 'healthy', oauth_health_reason = NULL, oauth_authorized_by = $1, oauth_refreshed_at = $2 WHERE id = $3",
+                            &[authorized_as.as_str().into(), now.into(), c.id.as_str().into()],
+                        )?;
+                        let mut d = d;
+                        d.details["version"] = version.into();
+                        audit::append(tx, &ctx3, &ActorRef { id: Some(p.clone()), kind: "user" }, &d)?;
+                        Ok::<_, CoreError>(())
+                    })
+                    .await?;
+                Ok(CallbackOutcome {
+                    ok: true,
+                    message: format!("Access granted: the credential {name} is authorized. You can close this window."),
+                })
+            }
+            Err(e) => {
+                credvault_domain::secret::zeroize_json(&mut fields);
+                let d = record(Outcome::Error, json!({"error": e.to_string()}));
+                self.inner
+                    .store
+                    .write(move |tx| {
+                        audit::append(
+                            tx,
+                            &ctx3,
+                            &ActorRef {
+                                id: Some(p),
+                                kind: "user",
+                            },
+                            &d,
+                        )
+                        .map(|_| ())
+                    })
+                    .await?;
+                Ok(CallbackOutcome {
+                    ok: false,
+                    message: "The provider did not accept the authorization code. Start the authorization again."
+                        .into(),
+                })
+            }
+        }
+    }
+
+    fn refresh_lock(&self, cred: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = match self.inner.refresh_locks.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        if map.len() > 10_000 {
+            map.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        map.entry(cred.to_owned()).or_default().clone()
+    }
+
+    /// Makes sure an OAuth credential's current version holds a fresh access token, refreshing
+    /// it (once, across concurrent callers and nodes) if not. Failures are recorded as grant
+    /// health; the caller decides what a still-stale token means.
+    pub(crate) async fn ensure_fresh_token(&self, cred_id: &str) -> CoreResult<()> {
+        let lock = self.refresh_lock(cred_id);
+        let _guard = lock.lock().await;
+        let skew = self.inner.config.oauth.refresh_skew_secs;
+        let node = node_id();
+        for _ in 0..150 {
+            let keyring = self.keyring()?.clone();
+            let id = cred_id.to_owned();
+            let (c, mut fields) = self
+                .inner
+                .store
+                .read(move |tx: &mut dyn Tx| -> CoreResult<(CredRow, Json)> {
+                    let c = load_cred(tx, &id, false)?;
+                    let f = decrypt_version(tx, &keyring, &c.org_id, &c.id, c.current_version)?;
+                    Ok((c, f))
+                })
+                .await?;
+            let health: Option<String> = {
+                let id = cred_id.to_owned();
+                self.inner
+                    .store
+                    .read(move |tx: &mut dyn Tx| -> CoreResult<Option<String>> {
+                        Ok(tx
+                            .query_opt(
+                                "SELECT oauth_health FROM credentials WHERE id = $1",
+                                &[id.as_str().into()],
+                            )?
+                            .and_then(|r| r.opt_text(0).ok().flatten()))
+                    })
+                    .await?
+            };
+            if token_fresh(&fields, skew) || health.as_deref() == Some("needs_reauthorization") {
+                credvault_domain::secret::zeroize_json(&mut fields);
+                return Ok(());
+            }
+            let variant = c.variant.clone().unwrap_or_default();
+            if variant == "authorization_code" && str_field(&fields, "refresh_token").is_empty() {
+                credvault_domain::secret::zeroize_json(&mut fields);
+                return Ok(()); // never consented: resolve says so
+            }
+            // Cross-node single flight.
+            let (id, nd) = (cred_id.to_owned(), node.clone());
+            let got = self
+                .inner
+                .store
+                .write(move |tx: &mut dyn Tx| -> CoreResult<bool> {
+                    let now = now_micros();
+                    tx.execute("INSERT INTO oauth_leases (credential_id, owner, until) VALUES ($1, '', 0) ON CONFLICT (credential_id) DO NOTHING", &[id.as_str().into()])?;
+                    let n = tx.execute(
+                        "UPDATE oauth_leases SET owner = $1, until = $2 WHERE credential_id = $3 AND (owner = $1 OR until < $4)",
+                        &[nd.as_str().into(), (now + 30_000_000).into(), id.as_str().into(), now.into()],
+                    )?;
+                    Ok(n > 0)
+                })
+                .await?;
+            if !got {
+                credvault_domain::secret::zeroize_json(&mut fields);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            let form_refresh;
+            let scopes = fields
+                .get("scopes")
+                .and_then(Json::as_array)
+                .map(|a| a.iter().filter_map(Json::as_str).collect::<Vec<_>>().join(" "))
+                .unwrap_or_default();
+            let rt = zeroize::Zeroizing::new(str_field(&fields, "refresh_token").to_owned());
+            let form: Vec<(&str, &str)> = if variant == "client_credentials" {
+                form_refresh = vec![("grant_type", "client_credentials"), ("scope", scopes.as_str())];
+                form_refresh
+                    .into_iter()
+                    .filter(|(k, v)| *k != "scope" || !v.is_empty())
+                    .collect()
+            } else {
+                vec![("grant_type", "refresh_token"), ("refresh_token", rt.as_str())]
+            };
+            let result = token_request(
+                &self.inner.config.egress,
+                str_field(&fields, "token_url"),
+                str_field(&fields, "client_id"),
+                str_field(&fields, "client_secret"),
+                &form,
+            )
+            .await;
+            let keyring = self.keyring()?.clone();
+            let this = self.clone();
+            let ctx = RequestCtx {
+                request_id: String::new(),
+                source_ip: None,
+                user_agent: Some("credvault oauth refresh".into()),
+            };
+            let id = cred_id.to_owned();
+            self.inner
+                .store
+                .write(move |tx| {
+                    let c = load_cred(tx, &id, true)?;
+                    let now = now_micros();
+                    let draft = |outcome, details| Draft {
+                        action: "oauth.refresh",
+                        target_type: Some("credential"),
+                        target_id: Some(c.id.clone()),
+                        org_id: Some(c.org_id.clone()),
+                        workspace_id: c.workspace_id.clone(),
+                        outcome,
+                        details,
+                    };
+                    let alert = |action: &'static str, reason: &str| Draft {
+                        action,
+                        target_type: Some("credential"),
+                        target_id: Some(c.id.clone()),
+                        org_id: Some(c.org_id.clone()),
+                        workspace_id: c.workspace_id.clone(),
+                        outcome: Outcome::Success,
+                        details: json!({"reason": reason}),
+                    };
+                    match result {
+                        Ok(tokens) => {
+                            let rotated = tokens.refresh_token.is_some();
+                            if let Json::Object(m) = &mut fields {
+                                m.insert("access_token".into(), Json::String(tokens.access_token.to_string()));
+                                if let Some(r) = &tokens.refresh_token {
+                                    m.insert("refresh_token".into(), Json::String(r.to_string()));
+                                }
+                                match tokens.expires_in {
+                                    Some(s) => m.insert("access_token_expires_at".into(), Json::String(to_rfc3339(now + s * 1_000_000))),
+                                    None => m.remove("access_token_expires_at"),
+                                };
+                            }
+                            reseal_current(tx, &keyring, &c, fields)?;
+                            tx.execute(
+                                "UPDATE credentials SET oauth_health = 'healthy', oauth_health_reason = NULL, oauth_refreshed_at = $1 WHERE id = $2",
+                                &[now.into(), c.id.as_str().into()],
+                            )?;
+                            audit::append(tx, &ctx, &ActorRef::system(), &draft(Outcome::Success, json!({"refresh_token_rotated": rotated, "expires_in": tokens.expires_in})))?;
+                        }
+                        Err(e) => {
+                            credvault_domain::secret::zeroize_json(&mut fields);
+                            let (health, alert_action) = match &e {
+                                OAuthError::InvalidGrant(_) | OAuthError::InvalidClient(_) => ("needs_reauthorization", "alert.oauth_needs_reauthorization"),
+                                _ => ("refresh_failing", "alert.oauth_refresh_failing"),
+                            };
+                            let reason = e.to_string();
+                            let changed = set_health(tx, &c.id, health, Some(&reason))?;
+                            audit::append(tx, &ctx, &ActorRef::system(), &draft(Outcome::Error, json!({"error": reason, "health": health})))?;
+                            if changed {
+                                audit::append(tx, &ctx, &ActorRef::system(), &alert(alert_action, &reason))?;
+                            }
+                        }
+                    }
+                    tx.execute("DELETE FROM oauth_leases WHERE credential_id = $1", &[c.id.as_str().into()])?;
+                    let _ = &this;
+                    Ok::<_, CoreError>(())
+                })
+                .await?;
+            return Ok(());
+        }
+        Err(CoreError::Unavailable {
+            code: "oauth_refresh_busy",
+            message: "another node is refreshing this token; retry shortly".into(),
+        })
+    }
+
+    /// OAuth grants visible to the caller (metadata readers), filtered.
+    pub async fn list_grants(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        f: GrantFilter,
+    ) -> CoreResult<Page<GrantView>> {
+        let org = f.org_id.clone().unwrap_or_else(|| actor.org_id.to_string());
+        let a = actor.clone();
+        self.read(ctx, actor, move |tx| {
+            let settings = settings_of(tx, &org, "organization")?;
+            let visible = crate::connections::visible_workspaces(&a, &settings, &org, None, "credential.read", Permission::MetadataRead)?;
+            let mut sql = String::from(
+                "SELECT c.id, c.name, c.org_id, c.workspace_id, c.variant, c.oauth_authorized_by, c.oauth_health, c.oauth_health_reason, c.oauth_refreshed_at \
+                 FROM credentials c WHERE c.org_id = $1 AND c.type = 'oauth' AND c.status <> 'purged'",
+            );
+            let mut params: Vec<credvault_store::Value> = vec![org.as_str().into()];
+            if let Some(v) = &visible {
+                sql.push_str(" AND (c.workspace_id IS NULL");
+                if !v.is_empty() {
+                    let marks: Vec<String> = v
+                        .iter()
+                        .map(|w| {
+                            params.push(w.as_str().into());
+                            format!("${}", params.len())
+                        })
+                        .collect();
+                    sql.push_str(&format!(" OR c.workspace_id IN ({})", marks.join(", ")));
+                }
+                sql.push(')');
+            }
+            if let Some(p) = &f.authorized_by {
+                params.push(p.as_str().into());
+                sql.push_str(&format!(" AND c.oauth_authorized_by = ${}", params.len()));
+            }
+            sql.push_str(" ORDER BY c.seq LIMIT 1000");
+            let rows = tx.query(&sql, &params)?;
+            let mut items = Vec::new();
+            for r in rows {
+                let health = r.opt_text(6)?.unwrap_or_else(|| if r.opt_text(5).ok().flatten().is_some() { "healthy".into() } else { "not_authorized".into() });
+                if f.health.as_ref().is_some_and(|h| *h != health) {
+                    continue;
+                }
+                items.push(GrantView {
+                    credential_id: r.text(0)?,
+                    name: r.text(1)?,
+                    org_id: r.text(2)?,
+                    workspace_id: r.opt_text(3)?,
+                    variant: r.opt_text(4)?,
+                    authorized_by: r.opt_text(5)?,
+                    health,
+                    health_reason: r.opt_text(7)?,
+                    refreshed_at: r.opt_int(8)?.map(to_rfc3339),
+                });
+            }
+            let _ = read_scope;
+            Ok(Page { items, next_cursor: None })
+        })
+        .await
+    }
+}
