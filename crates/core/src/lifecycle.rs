@@ -92,6 +92,9 @@ pub struct Offboarded {
     pub credentials: Vec<OwnedCredential>,
     /// The new owner, if ownership moved.
     pub transferred_to: Option<String>,
+    /// OAuth grants this principal authorized (re-authorize them under a service account with
+    /// `POST /v1/credentials/{id}/oauth/authorize {"as": "sa_…"}`).
+    pub oauth_grants: Vec<OwnedCredential>,
 }
 
 /// A credential in an offboarding listing.
@@ -119,6 +122,57 @@ pub struct TickReport {
     pub grace_revoked: i64,
     /// Credentials purged because their recovery window ended.
     pub purged: Vec<String>,
+}
+
+impl Service {
+    /// RFC 7009: before an OAuth credential's keys are destroyed, revoke its refresh token at
+    /// the provider (where a revocation_url is configured). Best effort: the result is recorded.
+    async fn revoke_oauth_before_purge(&self, id: &str) -> Option<String> {
+        let keyring = self.keyring().ok()?.clone();
+        let cid = id.to_owned();
+        let fields = self
+            .inner
+            .store
+            .read(move |tx: &mut dyn Tx| -> CoreResult<Option<serde_json::Value>> {
+                let c = load_cred(tx, &cid, false)?;
+                if c.ty != "oauth" || c.status == "purged" {
+                    return Ok(None);
+                }
+                Ok(crate::credentials::decrypt_version(tx, &keyring, &c.org_id, &c.id, c.current_version).ok())
+            })
+            .await
+            .ok()??;
+        let mut fields = fields;
+        let get = |k: &str| {
+            fields
+                .get(k)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let (url, token) = (get("revocation_url"), zeroize::Zeroizing::new(get("refresh_token")));
+        let result = if url.is_empty() || token.is_empty() {
+            None
+        } else {
+            Some(
+                match credvault_connect::oauth::revoke(
+                    &self.inner.config.egress,
+                    &url,
+                    &get("client_id"),
+                    &get("client_secret"),
+                    &token,
+                    "refresh_token",
+                )
+                .await
+                {
+                    Ok(()) => "revoked".to_owned(),
+                    Err(e) => format!("failed: {e}"),
+                },
+            )
+        };
+        credvault_domain::secret::zeroize_json(&mut fields);
+        result
+    }
 }
 
 /// Destroys the key material of every version of a credential.
@@ -390,6 +444,7 @@ impl Service {
         id: &str,
         reason: &str,
     ) -> CoreResult<Purged> {
+        let revocation = self.revoke_oauth_before_purge(id).await;
         let reason = reason.trim().to_owned();
         if reason.is_empty() || reason.len() > 1024 {
             return Err(CoreError::invalid(
@@ -431,7 +486,7 @@ impl Service {
                     &ctx2,
                     &ActorRef::from(a.as_ref()),
                     &c.draft("credential.purge")
-                        .details(json!({"reason": reason, "versions_destroyed": n})),
+                        .details(json!({"reason": reason, "versions_destroyed": n, "provider_revocation": revocation})),
                 )?;
                 Ok(Purged {
                     credential_id: c.id.clone(),
@@ -542,7 +597,16 @@ impl Service {
                 &ActorRef::from(a.as_ref()),
                 &draft().details(json!({"tokens_revoked": revoked, "credentials": credentials.len(), "transfer_to": req.transfer_to})),
             )?;
+            let grants = tx.query(
+                "SELECT id, name, type FROM credentials WHERE org_id = $1 AND oauth_authorized_by = $2 AND status <> 'purged' ORDER BY seq",
+                &[org.as_str().into(), id.as_str().into()],
+            )?;
+            let oauth_grants = grants
+                .iter()
+                .map(|r| Ok(OwnedCredential { id: r.text(0)?, name: r.text(1)?, ty: r.text(2)?, relation: vec!["authorized".into()] }))
+                .collect::<CoreResult<Vec<_>>>()?;
             Ok(Offboarded {
+                oauth_grants,
                 principal_id: id.clone(),
                 tokens_revoked: revoked,
                 disabled: true,

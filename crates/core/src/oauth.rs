@@ -214,6 +214,10 @@ impl Service {
                 if !scopes.is_empty() {
                     q.append_pair("scope", &scopes);
                 }
+                // Providers issue a refresh token for offline access only on explicit consent.
+                if scopes.split(' ').any(|s| s == "offline_access") {
+                    q.append_pair("prompt", "consent");
+                }
                 q.append_pair("state", &state);
                 q.append_pair("code_challenge", &challenge);
                 q.append_pair("code_challenge_method", "S256");

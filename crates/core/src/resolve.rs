@@ -340,7 +340,9 @@ impl Service {
                         "oauth_needs_reauthorization",
                     ));
                 }
-                if !crate::oauth::token_fresh(&fields, skew) {
+                // Right after a refresh, a token that has not expired is good enough (a skew
+                // longer than the provider's token lifetime must not refuse a new token).
+                if !crate::oauth::token_fresh(&fields, if refreshed { 0 } else { skew }) {
                     let never = cred.variant.as_deref() == Some("authorization_code")
                         && fields
                             .get("refresh_token")
