@@ -90,8 +90,8 @@ pub struct ServerSettings {
     pub audit_sinks: Vec<credvault_core::forward::SinkConfig>,
     /// Spike detector thresholds.
     pub alerts: credvault_core::alerts::AlertConfig,
-    /// Public base URL (default `http://LISTEN`).
-    pub public_url: String,
+    /// Public base URL (default: `http://` + the address the server actually listens on).
+    pub public_url: Option<String>,
     /// OAuth refresh skew.
     pub oauth_refresh_skew_secs: i64,
 }
@@ -174,11 +174,8 @@ impl ServerSettings {
                 bail!("audit_sinks: every sink needs a unique, non-empty name (`{}`)", s.name);
             }
         }
-        let public_url = std::env::var("CREDVAULT_PUBLIC_URL")
-            .ok()
-            .or_else(|| file.public_url.clone())
-            .unwrap_or_else(|| format!("http://{listen}"));
-        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+        let public_url = std::env::var("CREDVAULT_PUBLIC_URL").ok().or_else(|| file.public_url.clone());
+        if public_url.as_ref().is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
             bail!("public_url: must be an http(s) URL");
         }
         let oauth_refresh_skew_secs = file.oauth_refresh_skew_secs.unwrap_or(60).clamp(0, 3600);

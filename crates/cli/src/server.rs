@@ -73,7 +73,7 @@ async fn open(settings: &ServerSettings) -> anyhow::Result<Service> {
         egress: credvault_core::EgressPolicy::with_allow(settings.egress_allow.clone()),
         alerts: settings.alerts.clone(),
         oauth: credvault_core::oauth::OAuthConfig {
-            public_url: settings.public_url.clone(),
+            public_url: settings.public_url.clone().unwrap_or_else(|| format!("http://{}", settings.listen)),
             refresh_skew_secs: settings.oauth_refresh_skew_secs,
         },
         ..CoreConfig::default()
@@ -113,11 +113,15 @@ pub async fn init_data_dir(settings: &ServerSettings) -> anyhow::Result<Bootstra
 /// `credvault serve`.
 pub async fn serve(settings: ServerSettings) -> anyhow::Result<()> {
     init_logging(settings.log_format);
-    let svc = open(&settings).await?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
+    let mut settings = settings;
+    if settings.public_url.is_none() {
+        settings.public_url = Some(format!("http://{addr}"));
+    }
+    let svc = open(&settings).await?;
     if let Some(out) = svc.bootstrap().await.context("cannot initialize the store")? {
         // Printed once, on stdout only; the token is stored hashed and cannot be shown again.
         println!("credvault initialized {}", settings.data_dir.display());
