@@ -103,6 +103,9 @@ impl Service {
     /// token) and answered with the same [`CoreError::Unauthenticated`].
     pub async fn authenticate(&self, token: &str, ctx: &RequestCtx) -> CoreResult<Arc<Actor>> {
         let hash = hash_token(token);
+        if let Some(actor) = self.cached_actor(&hash) {
+            return Ok(actor);
+        }
         let well_formed = token.starts_with(credvault_crypto::TOKEN_PREFIX) && token.len() < 100;
         let found = if well_formed {
             self.inner
@@ -207,7 +210,8 @@ impl Service {
         let Some((f, bindings)) = found else {
             return Err(CoreError::Unauthenticated);
         };
-        Ok(Arc::new(Actor {
+        let expires = f.expires_at;
+        let actor = Arc::new(Actor {
             principal_id: PrincipalId::from_trusted(f.principal_id),
             kind: PrincipalKind::parse(&f.kind).unwrap_or(PrincipalKind::ServiceAccount),
             name: f.name,
@@ -215,7 +219,9 @@ impl Service {
             instance_admin: f.instance_admin,
             token_id: TokenId::from_trusted(f.token_id),
             bindings,
-        }))
+        });
+        self.cache_actor(hash, actor.clone(), expires);
+        Ok(actor)
     }
 
     /// Records a request that carried no usable credentials at all (no header, wrong scheme).
@@ -242,6 +248,38 @@ impl Service {
                 Ok::<_, CoreError>(())
             })
             .await
+    }
+}
+
+/// How long an authenticated token is trusted without asking the store again. Revoking a
+/// token, disabling a principal or changing role bindings clears this node's cache at once;
+/// other nodes see the change within this bound.
+pub const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Service {
+    fn cached_actor(&self, hash: &[u8; 32]) -> Option<Arc<Actor>> {
+        let cache = self.inner.token_cache.lock().ok()?;
+        let (actor, at, expires) = cache.get(hash)?;
+        if at.elapsed() >= TOKEN_CACHE_TTL || expires.is_some_and(|e| e <= now_micros()) {
+            return None;
+        }
+        Some(actor.clone())
+    }
+
+    fn cache_actor(&self, hash: [u8; 32], actor: Arc<Actor>, expires: Option<i64>) {
+        if let Ok(mut cache) = self.inner.token_cache.lock() {
+            if cache.len() > 50_000 {
+                cache.retain(|_, (_, at, _)| at.elapsed() < TOKEN_CACHE_TTL);
+            }
+            cache.insert(hash, (actor, std::time::Instant::now(), expires));
+        }
+    }
+
+    /// Forgets every cached authentication (after revocations and binding changes).
+    pub(crate) fn clear_token_cache(&self) {
+        if let Ok(mut cache) = self.inner.token_cache.lock() {
+            cache.clear();
+        }
     }
 }
 

@@ -89,7 +89,11 @@ pub struct Service {
     inner: Arc<Inner>,
 }
 
+/// Cached authentications: token hash → (actor, when cached, token expiry).
+type TokenCache = std::collections::HashMap<[u8; 32], (Arc<Actor>, std::time::Instant, Option<i64>)>;
+
 struct Inner {
+    token_cache: std::sync::Mutex<TokenCache>,
     detectors: alerts::Detectors,
     refresh_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     store: Store,
@@ -102,6 +106,7 @@ impl Service {
     pub fn new(store: Store, keyring: Keyring, config: CoreConfig) -> Service {
         Service {
             inner: Arc::new(Inner {
+                token_cache: std::sync::Mutex::new(TokenCache::new()),
                 detectors: alerts::Detectors::new(config.alerts.clone()),
                 refresh_locks: std::sync::Mutex::new(std::collections::HashMap::new()),
                 store,

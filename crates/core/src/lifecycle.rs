@@ -615,5 +615,6 @@ impl Service {
             })
         })
         .await
+        .inspect(|_| self.clear_token_cache())
     }
 }

@@ -599,6 +599,7 @@ impl Service {
             })
         })
         .await
+        .inspect(|_| self.clear_token_cache())
     }
 
     /// Role bindings of an organization, optionally of one principal.
@@ -685,6 +686,7 @@ impl Service {
             Ok(v)
         })
         .await
+        .inspect(|_| self.clear_token_cache())
     }
 
     /// Issues a token for a principal (organization admins). The token is returned once.
@@ -835,6 +837,7 @@ impl Service {
             Ok(v)
         })
         .await
+        .inspect(|_| self.clear_token_cache())
     }
 }
 

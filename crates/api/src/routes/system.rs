@@ -51,6 +51,7 @@ pub(crate) fn routes(t: Table) -> Table {
             get(openapi),
             public("openapi", "This document"),
         )
+        .add("get", "/v1/ping", get(ping), authed("ping", "Authenticated no-op (the benchmark's floor: routing, auth, JSON)", ""))
         .add(
             "get",
             "/v1/me",
@@ -285,6 +286,10 @@ async fn metrics(State(s): State<AppState>) -> Response {
 
 async fn openapi(State(s): State<AppState>) -> impl IntoResponse {
     axum::Json(s.openapi.as_ref().clone())
+}
+
+async fn ping(Auth(_): Auth) -> impl IntoResponse {
+    axum::Json(serde_json::json!({"ok": true}))
 }
 
 async fn me(State(s): State<AppState>, Auth(actor): Auth) -> ApiResult<impl IntoResponse> {
