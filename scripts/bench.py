@@ -89,14 +89,15 @@ def load(base, token, scenario, c, extra=(), rate=None, dur=None):
 
 
 def measure(base, token, scenario, c, extra=()):
-    """Closed loop for capacity, then open loop at 70% of it for CO-aware latency."""
+    """Closed loop for capacity, then open loop at half of it for CO-aware latency. At c=1 the
+    closed loop's p50 is the unloaded latency (what the c=1 targets compare)."""
     closed = load(base, token, scenario, c, extra)
-    rate = max(closed["throughput"] * 0.7, 1.0)
+    rate = max(closed["throughput"] * 0.5, 1.0)
     opened = load(base, token, scenario, c, extra, rate=rate)
     r = {"throughput": closed["throughput"], "errors": closed["errors"] + opened["errors"], "open_rate": rate,
          "p50_us": opened["p50_us"], "p99_us": opened["p99_us"], "p999_us": opened["p999_us"], "max_us": opened["max_us"],
          "closed_p50_us": closed["p50_us"], "closed_p99_us": closed["p99_us"]}
-    log(f"    {scenario:8} c={c:<3} {r['throughput']:9.0f}/s  p50 {r['p50_us']:7d}us  p99 {r['p99_us']:7d}us  p99.9 {r['p999_us']:7d}us  (errors {r['errors']})")
+    log(f"    {scenario:8} c={c:<3} {r['throughput']:9.0f}/s  closed p50 {r['closed_p50_us']:6d}us | open at {rate:.0f}/s: p50 {r['p50_us']:7d}us  p99 {r['p99_us']:7d}us  p99.9 {r['p999_us']:7d}us  (errors {r['errors']})")
     return r
 
 
@@ -222,8 +223,8 @@ def write_report():
         rows.append(f"| {what} | {value} | {target} | {'✅' if ok else '❌'} |")
     r = ratio(s["resolve_c64"]["throughput"], s["floor_c64"]["throughput"])
     row("SQLite resolve c=64 / floor c=64 (throughput)", f"{r:.2f} ({s['resolve_c64']['throughput']:.0f} vs {s['floor_c64']['throughput']:.0f}/s)", "≥ 0.5", r >= 0.5)
-    r = ratio(s["resolve_c1"]["p50_us"], s["floor_c1"]["p50_us"])
-    row("SQLite resolve p50 c=1 / floor p50 c=1", f"{r:.2f} ({s['resolve_c1']['p50_us']} vs {s['floor_c1']['p50_us']} µs)", "≤ 2", r <= 2)
+    r = ratio(s["resolve_c1"]["closed_p50_us"], s["floor_c1"]["closed_p50_us"])
+    row("SQLite resolve p50 c=1 / floor p50 c=1 (unloaded)", f"{r:.2f} ({s['resolve_c1']['closed_p50_us']} vs {s['floor_c1']['closed_p50_us']} µs)", "≤ 2", r <= 2)
     r = ratio(s["resolve_c16"]["p99_us"], s["floor_c16"]["p99_us"])
     row("SQLite resolve p99 c=16 / floor p99 c=16", f"{r:.2f} ({s['resolve_c16']['p99_us']} vs {s['floor_c16']['p99_us']} µs)", "≤ 5", r <= 5)
     raw = s["raw_commit"]["commits_per_s"]
@@ -245,22 +246,22 @@ def write_report():
         af = results["peers"]
         r = ratio(s["resolve_c64"]["throughput"], af["fresh_ops_s"])
         row("resolve c=64 / Airflow in-process lookups", f"{r:.0f}× ({s['resolve_c64']['throughput']:.0f} vs {af['fresh_ops_s']:.0f}/s)", "≥ 100×", r >= 100)
-        r = ratio(s["resolve_c1"]["p50_us"], af["fresh_p50_us"])
-        row("resolve p50 c=1 / Airflow p50", f"{r:.3f} ({s['resolve_c1']['p50_us']} vs {af['fresh_p50_us']:.0f} µs)", "≤ 1/8", r <= 0.125)
-    detail = ["| engine | scenario | c | throughput/s | p50 µs | p99 µs | p99.9 µs |", "|---|---|---|---|---|---|---|"]
+        r = ratio(s["resolve_c1"]["closed_p50_us"], af["fresh_p50_us"])
+        row("resolve p50 c=1 / Airflow p50", f"{r:.3f} ({s['resolve_c1']['closed_p50_us']} vs {af['fresh_p50_us']:.0f} µs)", "≤ 1/8", r <= 0.125)
+    detail = ["| engine | scenario | c | throughput/s | unloaded p50 µs | open-loop p50 µs | p99 µs | p99.9 µs |", "|---|---|---|---|---|---|---|---|"]
     for eng, d in (("SQLite", s), ("PostgreSQL", p)):
         for k, v in d.items():
             if isinstance(v, dict) and "throughput" in v:
                 sc_, c = k.rsplit("_c", 1)
-                detail.append(f"| {eng} | {sc_} | {c} | {v['throughput']:.0f} | {v['p50_us']} | {v['p99_us']} | {v['p999_us']} |")
+                detail.append(f"| {eng} | {sc_} | {c} | {v['throughput']:.0f} | {v['closed_p50_us']} | {v['p50_us']} | {v['p99_us']} | {v['p999_us']} |")
     for n, d in sc.items():
         for k in ("resolve_c16", "list_page_c1"):
             v = d[k]
-            detail.append(f"| SQLite, {int(n):,} credentials | {k.rsplit('_c', 1)[0]} | {k.rsplit('_c', 1)[1]} | {v['throughput']:.0f} | {v['p50_us']} | {v['p99_us']} | {v['p999_us']} |")
+            detail.append(f"| SQLite, {int(n):,} credentials | {k.rsplit('_c', 1)[0]} | {k.rsplit('_c', 1)[1]} | {v['throughput']:.0f} | {v['closed_p50_us']} | {v['p50_us']} | {v['p99_us']} | {v['p999_us']} |")
     stamp = time.strftime("%Y-%m-%dT%H-%M-%SZ", time.gmtime())
     md = [f"# credvault benchmark, {stamp}", "",
           f"Machine: {results['machine']['cpus']} CPUs, Linux {results['machine']['kernel']}, load average at start {results['machine']['load1_at_start']:.2f}.",
-          "Load: `credvault-bench` over HTTP/1.1 on loopback. Throughput from a closed loop; latency percentiles from an open loop at 70 % of that",
+          "Load: `credvault-bench` over HTTP/1.1 on loopback. Throughput from a closed loop; latency percentiles (except the unloaded c=1 p50) from an open loop at 50 % of that",
           "throughput, measured from each request's *intended* send time (coordinated-omission aware).", "",
           "## Targets", "", "| what | measured | target | met |", "|---|---|---|---|", *rows, "", "## All runs", "", *detail, ""]
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)

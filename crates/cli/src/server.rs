@@ -73,7 +73,10 @@ async fn open(settings: &ServerSettings) -> anyhow::Result<Service> {
         egress: credvault_core::EgressPolicy::with_allow(settings.egress_allow.clone()),
         alerts: settings.alerts.clone(),
         oauth: credvault_core::oauth::OAuthConfig {
-            public_url: settings.public_url.clone().unwrap_or_else(|| format!("http://{}", settings.listen)),
+            public_url: settings
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", settings.listen)),
             refresh_skew_secs: settings.oauth_refresh_skew_secs,
         },
         ..CoreConfig::default()
@@ -133,15 +136,20 @@ pub async fn serve(settings: ServerSettings) -> anyhow::Result<()> {
         "credvault listening on http://{addr}  (UI: http://{addr}/, API: http://{addr}/v1, OpenAPI: http://{addr}/v1/openapi.json)"
     );
     tracing::info!(%addr, engine = ?svc.store().engine(), "listening");
-    if !settings.audit_sinks.is_empty() {
+    let forwarders = if settings.audit_sinks.is_empty() {
+        None
+    } else {
         let names: Vec<&str> = settings.audit_sinks.iter().map(|s| s.name.as_str()).collect();
         tracing::info!(sinks = ?names, "forwarding the audit journal");
-        credvault_core::forward::spawn_forwarders(
-            svc.store().clone(),
-            settings.audit_sinks.clone(),
-            svc.audit_gate().clone(),
-        );
-    }
+        Some(
+            credvault_core::forward::start_forwarders(
+                svc.store().clone(),
+                settings.audit_sinks.clone(),
+                svc.audit_gate().clone(),
+            )
+            .await,
+        )
+    };
     spawn_keyring_watcher(svc.clone(), settings.data_dir.clone());
     let scheduler = (settings.scheduler_interval_secs > 0).then(|| {
         let svc = svc.clone();
@@ -177,6 +185,9 @@ pub async fn serve(settings: ServerSettings) -> anyhow::Result<()> {
         .context("server failed")?;
     if let Some(s) = scheduler {
         s.abort();
+    }
+    if let Some(f) = forwarders {
+        f.shutdown().await;
     }
     tracing::info!("shutting down: waiting for the store to commit queued writes");
     let store = svc.store().clone();

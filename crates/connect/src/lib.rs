@@ -213,9 +213,7 @@ pub fn tester_for(kind: &str) -> Box<dyn Tester> {
         other => Box::new(Unsupported(match other {
             "sqlserver" => "Test connection for sqlserver is not built yet",
             "snowflake" => "Test connection for snowflake is not built yet",
-            "oauth_saas" => {
-                "Test connection for oauth_saas is not built yet; grant health is in GET /v1/oauth/grants"
-            }
+            "oauth_saas" => "Test connection for oauth_saas is not built yet; grant health is in GET /v1/oauth/grants",
             _ => "Test connection does not know this kind",
         })),
     }

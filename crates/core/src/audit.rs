@@ -86,6 +86,7 @@ pub const ACTIONS: &[&str] = &[
     "oauth.refresh",
     "alert.oauth_needs_reauthorization",
     "alert.oauth_refresh_failing",
+    "alert.audit_backlog",
 ];
 
 /// Outcome of the recorded action.

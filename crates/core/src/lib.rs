@@ -215,7 +215,6 @@ impl Service {
             .and_then(serde_json::Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        let _ = self.inner.detectors.observe(alerts::Signal::TestFailure, &cred);
         Some(audit::Draft {
             action: "alert.resolve_refused",
             target_type: Some("credential"),

@@ -39,6 +39,9 @@ pub struct OAuthConfig {
     pub refresh_skew_secs: i64,
 }
 
+/// A claimed OAuth state: (credential, principal, authorized-as, code verifier + U+0001 + redirect URI).
+type Claimed = (String, String, String, String);
+
 impl Default for OAuthConfig {
     fn default() -> Self {
         OAuthConfig {
@@ -279,7 +282,7 @@ impl Service {
         let claimed = self
             .inner
             .store
-            .write(move |tx: &mut dyn Tx| -> CoreResult<Result<(String, String, String, String), &'static str>> {
+            .write(move |tx: &mut dyn Tx| -> CoreResult<Result<Claimed, &'static str>> {
                 let sql = format!(
                     "SELECT s.credential_id, s.principal_id, s.authorized_as, s.code_verifier, s.redirect_uri, s.expires_at, s.used_at, c.org_id \
                      FROM oauth_states s JOIN credentials c ON c.id = s.credential_id WHERE s.state = $1{}",

@@ -155,8 +155,8 @@ impl Service {
                 })),
             )?;
             let mut auto_disabled = false;
-            if req.outcome == "auth_failed" && !cred.is_empty() {
-                if let Some(alert) = this.alert(crate::alerts::Signal::TargetAuthFailure, &cred, Some(&c.org_id), "credential", &cred) {
+            if req.outcome == "auth_failed" && !cred.is_empty()
+                && let Some(alert) = this.alert(crate::alerts::Signal::TargetAuthFailure, &cred, Some(&c.org_id), "credential", &cred) {
                     audit::append(tx, &ctx2, &ActorRef::system(), &alert.workspace(Some(c.workspace_id.as_str())))?;
                     if settings.auto_disable_on_target_auth_failures {
                         let n = tx.execute(
@@ -175,7 +175,6 @@ impl Service {
                         }
                     }
                 }
-            }
             Ok(serde_json::json!({"recorded": true, "credential_id": cred, "auto_disabled": auto_disabled}))
         })
         .await

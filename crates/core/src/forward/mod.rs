@@ -211,7 +211,7 @@ fn next_batch(
     )?;
     let got = tx.execute(
         "UPDATE sink_cursors SET owner = $1, lease_until = $2 WHERE name = $3 AND (owner = $1 OR owner IS NULL OR lease_until < $4)",
-        &[node.into(), (now + 30_000_000).into(), name.into(), now.into()],
+        &[node.into(), (now + LEASE_US).into(), name.into(), now.into()],
     )?;
     if got == 0 {
         return Ok(None); // another node forwards this sink
@@ -280,12 +280,126 @@ fn commit_cursor(tx: &mut dyn Tx, name: &str, node: &str, seq: i64) -> CoreResul
     Ok(())
 }
 
-/// Starts one forwarder task per sink. Returns the gate the service consults.
-pub fn spawn_forwarders(store: Store, sinks: Vec<SinkConfig>, gate: AuditGate) {
+/// How long a forwarder's lease on a sink lasts without renewal (a crashed node's sink is
+/// picked up by the next start or another node after this).
+const LEASE_US: i64 = 15_000_000;
+
+/// How often every node recomputes each sink's backlog for the fail-closed gate, whether or
+/// not it holds the sink's lease.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// The running forwarders of this node.
+pub struct Forwarders {
+    node: String,
+    store: Store,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Forwarders {
+    /// Stops the forwarders and gives their leases back, so the next start (or another node)
+    /// resumes at once instead of waiting for the leases to run out.
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let node = self.node.clone();
+        let r = self
+            .store
+            .write(move |tx| {
+                tx.execute(
+                    "UPDATE sink_cursors SET owner = NULL, lease_until = 0 WHERE owner = $1",
+                    &[node.as_str().into()],
+                )?;
+                CoreResult::Ok(())
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "could not release the audit sinks' leases");
+        }
+    }
+}
+
+/// Starts one forwarder and one backlog watcher per sink. Before it returns, each sink's
+/// backlog has been read once and the gate set from it, so a server never serves
+/// secret-bearing operations past a blocking sink that is already over its limit.
+pub async fn start_forwarders(store: Store, sinks: Vec<SinkConfig>, gate: AuditGate) -> Forwarders {
     let node = format!("{}-{}", format::hostname(), std::process::id());
+    let mut tasks = Vec::new();
     for cfg in sinks {
+        let mut watch = Watch::default();
+        watch.check(&store, &cfg, &gate).await;
+        let (st, g, c) = (store.clone(), gate.clone(), cfg.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(WATCH_EVERY).await;
+                watch.check(&st, &c, &g).await;
+            }
+        }));
         let (store, gate, node) = (store.clone(), gate.clone(), node.clone());
-        tokio::spawn(async move { run_sink(store, cfg, gate, node).await });
+        tasks.push(tokio::spawn(async move { run_sink(store, cfg, gate, node).await }));
+    }
+    Forwarders { node, store, tasks }
+}
+
+/// A sink's backlog as every node sees it: sets the gate and raises `alert.audit_backlog`
+/// when the backlog passes `max_backlog` (once per crossing, on each node).
+#[derive(Default)]
+struct Watch {
+    over: bool,
+}
+
+impl Watch {
+    async fn check(&mut self, store: &Store, cfg: &SinkConfig, gate: &AuditGate) {
+        let max_backlog = cfg.max_backlog.unwrap_or(100_000);
+        let n = cfg.name.clone();
+        let backlog = match store.read(move |tx| backlog_of(tx, &n)).await {
+            Ok(b) => b,
+            Err(e) => {
+                // Cannot tell: a blocking sink fails closed.
+                tracing::error!(sink = %cfg.name, error = %e, "cannot read the audit sink's backlog");
+                if cfg.on_backlog_full == OnBacklogFull::Block {
+                    gate.update(&cfg.name, |h| h.blocking = true);
+                }
+                return;
+            }
+        };
+        let over = backlog > max_backlog;
+        let blocking = cfg.on_backlog_full == OnBacklogFull::Block && over;
+        gate.update(&cfg.name, |h| {
+            h.backlog = backlog;
+            h.blocking = blocking;
+        });
+        if over && !self.over {
+            let (name, mode) = (cfg.name.clone(), cfg.on_backlog_full);
+            let r = store
+                .write(move |tx| {
+                    let ctx = crate::context::RequestCtx {
+                        request_id: String::new(),
+                        source_ip: None,
+                        user_agent: Some("credvault audit forwarder".into()),
+                    };
+                    let d = crate::audit::Draft {
+                        action: "alert.audit_backlog",
+                        target_type: Some("audit_sink"),
+                        target_id: Some(name),
+                        org_id: None,
+                        workspace_id: None,
+                        outcome: crate::audit::Outcome::Success,
+                        details: serde_json::json!({
+                            "backlog": backlog, "max_backlog": max_backlog,
+                            "on_backlog_full": mode, "blocking": mode == OnBacklogFull::Block,
+                        }),
+                    };
+                    crate::audit::append(tx, &ctx, &crate::audit::ActorRef::system(), &d).map(|_| ())
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(sink = %cfg.name, error = %e, "cannot record the audit backlog alert");
+                return; // try again on the next check
+            }
+            tracing::warn!(sink = %cfg.name, backlog, max_backlog, "audit sink backlog over its limit");
+        }
+        self.over = over;
     }
 }
 

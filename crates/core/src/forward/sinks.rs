@@ -58,8 +58,26 @@ pub enum Sink {
 }
 
 /// A byte stream to a syslog receiver.
-pub trait Stream: tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+pub trait Stream: tokio::io::AsyncWrite + tokio::io::AsyncRead + Unpin + Send {}
+impl<T: tokio::io::AsyncWrite + tokio::io::AsyncRead + Unpin + Send> Stream for T {}
+
+/// Whether a stream the receiver may have closed while it sat idle is still usable. A write
+/// into a connection whose peer is gone still succeeds once (the kernel buffers it), so the
+/// batch would be lost; a read that completes at once with end-of-stream (or an error) shows
+/// the close before anything is written. A syslog receiver sends nothing, so any bytes read
+/// are ignored (for TLS, the stream itself consumes session tickets and close_notify).
+async fn still_open(c: &mut Box<dyn Stream>) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 512];
+    for _ in 0..8 {
+        match tokio::time::timeout(std::time::Duration::ZERO, c.read(&mut buf)).await {
+            Err(_) => return true, // nothing to read: open
+            Ok(Ok(0)) | Ok(Err(_)) => return false,
+            Ok(Ok(_)) => continue, // drain and look again
+        }
+    }
+    true
+}
 
 fn render(e: &Event, format: Format) -> String {
     match format {
@@ -243,6 +261,11 @@ impl Sink {
                 host,
                 app,
             } => {
+                if let Some(c) = conn.as_mut()
+                    && !still_open(c).await
+                {
+                    *conn = None;
+                }
                 if conn.is_none() {
                     let tcp = tokio::time::timeout(
                         std::time::Duration::from_secs(10),
