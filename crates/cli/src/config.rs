@@ -174,8 +174,13 @@ impl ServerSettings {
                 bail!("audit_sinks: every sink needs a unique, non-empty name (`{}`)", s.name);
             }
         }
-        let public_url = std::env::var("CREDVAULT_PUBLIC_URL").ok().or_else(|| file.public_url.clone());
-        if public_url.as_ref().is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
+        let public_url = std::env::var("CREDVAULT_PUBLIC_URL")
+            .ok()
+            .or_else(|| file.public_url.clone());
+        if public_url
+            .as_ref()
+            .is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+        {
             bail!("public_url: must be an http(s) URL");
         }
         let oauth_refresh_skew_secs = file.oauth_refresh_skew_secs.unwrap_or(60).clamp(0, 3600);

@@ -610,3 +610,63 @@ pub fn verify_chain(tx: &mut dyn Tx, chain: &str) -> CoreResult<Verification> {
         first_broken: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// Every string literal in the crate's (non-test) code that looks like an action
+    /// (`prefix.name` with a known prefix).
+    fn action_literals(dir: &Path, prefixes: &BTreeSet<&str>, out: &mut BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                action_literals(&path, prefixes, out);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            if let Some(i) = text.find("#[cfg(test)]") {
+                text.truncate(i);
+            }
+            if path.ends_with("audit.rs") {
+                // Leave out the declaration itself.
+                let (i, j) = (text.find("pub const ACTIONS").unwrap(), text.find("];").unwrap());
+                text.replace_range(i..j, "");
+            }
+            for lit in text.split('"').skip(1).step_by(2) {
+                let looks = lit.contains('.')
+                    && lit
+                        .split('.')
+                        .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+                if looks && lit.split('.').next().is_some_and(|p| prefixes.contains(p)) {
+                    out.insert(lit.to_owned());
+                }
+            }
+        }
+    }
+
+    /// The set of actions the code emits equals the set it declares: a new action cannot be
+    /// forgotten in `ACTIONS` (which SIEM documentation and filters are built from), and a
+    /// declared action no code emits is caught too.
+    #[test]
+    fn the_actions_emitted_are_exactly_the_actions_declared() {
+        let declared: BTreeSet<String> = super::ACTIONS.iter().map(|s| (*s).to_owned()).collect();
+        assert_eq!(declared.len(), super::ACTIONS.len(), "ACTIONS has duplicates");
+        let prefixes: BTreeSet<&str> = super::ACTIONS.iter().filter_map(|a| a.split('.').next()).collect();
+        let mut found = BTreeSet::new();
+        action_literals(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &prefixes,
+            &mut found,
+        );
+        let undeclared: Vec<_> = found.difference(&declared).collect();
+        let unused: Vec<_> = declared.difference(&found).collect();
+        assert!(undeclared.is_empty(), "emitted but not declared: {undeclared:?}");
+        assert!(unused.is_empty(), "declared but never emitted: {unused:?}");
+    }
+}

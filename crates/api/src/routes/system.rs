@@ -51,7 +51,16 @@ pub(crate) fn routes(t: Table) -> Table {
             get(openapi),
             public("openapi", "This document"),
         )
-        .add("get", "/v1/ping", get(ping), authed("ping", "Authenticated no-op (the benchmark's floor: routing, auth, JSON)", ""))
+        .add(
+            "get",
+            "/v1/ping",
+            get(ping),
+            authed(
+                "ping",
+                "Authenticated no-op (the benchmark's floor: routing, auth, JSON)",
+                "",
+            ),
+        )
         .add(
             "get",
             "/v1/me",
