@@ -21,9 +21,7 @@
 //!   syslog line;
 //! - sink metrics.
 //!
-//! Webhooks are tested over plain HTTP only: the test crate has no TLS server library (and
-//! this file may not add dependencies), so the webhook's `ca_file`/HTTPS path is not covered
-//! here; neither is syslog over TLS (rsyslog-gnutls).
+//! Webhooks here are plain HTTP; HTTPS webhooks and syslog over TLS are in `siem_tls.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

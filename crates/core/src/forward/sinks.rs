@@ -66,6 +66,22 @@ impl<T: tokio::io::AsyncWrite + tokio::io::AsyncRead + Unpin + Send> Stream for 
 /// batch would be lost; a read that completes at once with end-of-stream (or an error) shows
 /// the close before anything is written. A syslog receiver sends nothing, so any bytes read
 /// are ignored (for TLS, the stream itself consumes session tickets and close_notify).
+/// An error with its causes (reqwest's own message names only the outermost layer; the cause,
+/// such as an untrusted certificate, is what an operator needs).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
 async fn still_open(c: &mut Box<dyn Stream>) -> bool {
     use tokio::io::AsyncReadExt;
     let mut buf = [0u8; 512];
@@ -319,7 +335,7 @@ impl Sink {
                     .body(body)
                     .send()
                     .await
-                    .map_err(|e| SinkError(format!("POST {url}: {e}")))?;
+                    .map_err(|e| SinkError(format!("POST {url}: {}", chain(&e))))?;
                 if !resp.status().is_success() {
                     return Err(SinkError(format!("POST {url} answered {}", resp.status())));
                 }
