@@ -46,11 +46,23 @@ const provider = new Provider(`http://127.0.0.1:${port}`, {
 provider.listen(port, '127.0.0.1', () => console.log(`oidc-provider listening on http://127.0.0.1:${port}`));
 JS
     ln -sfn "$CREDVAULT_TOOLS/oidc/node_modules" "$dir/node_modules"
-    (cd "$dir" && PORT="$port" ACCESS_TTL="${OIDC_ACCESS_TTL:-3600}" node server.mjs >"$dir/oidc.log" 2>&1 & echo $! > "$dir/oidc.pid")
+    # node itself is the background job, so the pid file names the process to stop (the
+    # script's imports resolve next to it, whatever the working directory).
+    PORT="$port" ACCESS_TTL="${OIDC_ACCESS_TTL:-3600}" node "$dir/server.mjs" >"$dir/oidc.log" 2>&1 &
+    echo $! > "$dir/oidc.pid"
+    local up=
     for i in $(seq 1 100); do
-        curl -fs "http://127.0.0.1:$port/.well-known/openid-configuration" >/dev/null 2>&1 && break
+        if curl -fs "http://127.0.0.1:$port/.well-known/openid-configuration" >/dev/null 2>&1; then
+            up=1
+            break
+        fi
         sleep 0.1
     done
+    if [ -z "$up" ]; then
+        echo "oidc-provider did not start on 127.0.0.1:$port:" >&2
+        cat "$dir/oidc.log" >&2
+        return 1
+    fi
     export CREDVAULT_TEST_OIDC_ISSUER="http://127.0.0.1:$port"
 }
 

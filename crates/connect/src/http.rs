@@ -168,3 +168,57 @@ pub(crate) fn classify(e: &reqwest::Error) -> TestError {
     }
     TestError::new(ErrorCode::UnexpectedResponse, "the request failed")
 }
+
+/// SaaS APIs behind OAuth: calls `check_url` (or `api_base_url`) with the credential's access
+/// token as a bearer token. The caller has refreshed a token about to expire.
+pub(crate) struct OauthSaas;
+
+impl Tester for OauthSaas {
+    fn test<'a>(&'a self, input: &'a TestInput, policy: &'a EgressPolicy) -> BoxFuture<'a, Result<(), TestError>> {
+        Box::pin(async move {
+            if input.credential_type != "oauth" {
+                return Err(TestError::new(
+                    ErrorCode::Unsupported,
+                    format!(
+                        "{} credentials cannot be tested against an OAuth API",
+                        input.credential_type
+                    ),
+                ));
+            }
+            let raw = input
+                .config_str("check_url")
+                .filter(|s| !s.is_empty())
+                .or_else(|| input.config_str("api_base_url"))
+                .unwrap_or_default();
+            let url =
+                reqwest::Url::parse(raw).map_err(|_| TestError::new(ErrorCode::NotFound, "check_url is not a URL"))?;
+            check_url(policy, &url)?;
+            let Some(token) = input.field("access_token").filter(|t| !t.is_empty()) else {
+                return Err(TestError::new(
+                    ErrorCode::AuthFailed,
+                    "this OAuth credential has no access token: authorize it first",
+                ));
+            };
+            let resp = policy_client(policy)?
+                .get(url.clone())
+                .bearer_auth(token)
+                .send()
+                .await
+                .map_err(|e| classify(&e))?;
+            let status = resp.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            let code = match status.as_u16() {
+                401 => ErrorCode::AuthFailed,
+                403 => ErrorCode::PermissionDenied,
+                404 => ErrorCode::NotFound,
+                _ => ErrorCode::UnexpectedResponse,
+            };
+            Err(TestError::new(
+                code,
+                format!("{} answered {}", url.host_str().unwrap_or(""), status.as_u16()),
+            ))
+        })
+    }
+}

@@ -207,13 +207,13 @@ pub fn tester_for(kind: &str) -> Box<dyn Tester> {
         "s3" => Box::new(cloud::Aws),
         "bigquery" | "gcs" => Box::new(cloud::Gcp),
         "azure_blob" => Box::new(cloud::Azure),
+        "oauth_saas" => Box::new(http::OauthSaas),
         "oracle" => Box::new(Unsupported(
             "Test connection for Oracle is not available: there is no pure-Rust Oracle driver",
         )),
         other => Box::new(Unsupported(match other {
             "sqlserver" => "Test connection for sqlserver is not built yet",
             "snowflake" => "Test connection for snowflake is not built yet",
-            "oauth_saas" => "Test connection for oauth_saas is not built yet; grant health is in GET /v1/oauth/grants",
             _ => "Test connection does not know this kind",
         })),
     }

@@ -16,7 +16,7 @@ use crate::Service;
 use crate::audit::{self, ActorRef, Draft, Outcome};
 use crate::auth::{Scope, authorize};
 use crate::context::{Actor, RequestCtx};
-use crate::credentials::{load_cred, write_scope};
+use crate::credentials::{CredRow, load_cred, write_scope};
 use crate::error::{CoreError, CoreResult};
 use crate::tenancy::settings_of;
 use crate::testing::{CredentialTest, TestRequest};
@@ -444,7 +444,6 @@ impl Service {
         id: &str,
         reason: &str,
     ) -> CoreResult<Purged> {
-        let revocation = self.revoke_oauth_before_purge(id).await;
         let reason = reason.trim().to_owned();
         if reason.is_empty() || reason.len() > 1024 {
             return Err(CoreError::invalid(
@@ -453,6 +452,26 @@ impl Service {
                 "a purge needs a written reason (1–1024 bytes)",
             ));
         }
+        // Every check first (a refused purge must not revoke a live grant at the provider),
+        // then the provider revocation outside any transaction, then the purge, which checks
+        // again under the row lock.
+        let (pid, pa) = (id.to_owned(), actor.clone());
+        self.read(ctx, actor, move |tx| {
+            let c = load_cred(tx, &pid, false)?;
+            let settings = settings_of(tx, &c.org_id, "credential")?;
+            let (org, ws) = (c.org(), c.ws());
+            authorize(
+                &pa,
+                &settings,
+                write_scope(&org, &ws),
+                Permission::CredentialDelete,
+                "credential",
+                || c.draft("credential.purge"),
+            )?;
+            purge_allowed(tx, &c)
+        })
+        .await?;
+        let revocation = self.revoke_oauth_before_purge(id).await;
         let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
         let purged = self
             .write(ctx, actor, move |tx| {
@@ -467,18 +486,7 @@ impl Service {
                     "credential",
                     || c.draft("credential.purge"),
                 )?;
-                if c.status == "purged" {
-                    return Err(CoreError::conflict(
-                        "already_purged",
-                        "the credential was already purged",
-                    ));
-                }
-                if crate::connections::attached_count(tx, &c.id)? > 0 {
-                    return Err(CoreError::conflict(
-                        "credential_in_use",
-                        "the credential is attached to connections; detach it first",
-                    ));
-                }
+                purge_allowed(tx, &c)?;
                 let now = now_micros();
                 let n = destroy_versions(tx, &c.id, now)?;
                 audit::append(
@@ -617,4 +625,21 @@ impl Service {
         .await
         .inspect(|_| self.clear_token_cache())
     }
+}
+
+/// Whether a credential may be purged now (not already purged, attached nowhere).
+fn purge_allowed(tx: &mut dyn Tx, c: &CredRow) -> CoreResult<()> {
+    if c.status == "purged" {
+        return Err(CoreError::conflict(
+            "already_purged",
+            "the credential was already purged",
+        ));
+    }
+    if crate::connections::attached_count(tx, &c.id)? > 0 {
+        return Err(CoreError::conflict(
+            "credential_in_use",
+            "the credential is attached to connections; detach it first",
+        ));
+    }
+    Ok(())
 }

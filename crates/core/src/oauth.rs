@@ -39,6 +39,15 @@ pub struct OAuthConfig {
     pub refresh_skew_secs: i64,
 }
 
+/// Decrypted fields, zeroized when dropped.
+struct ZeroJson(Json);
+
+impl Drop for ZeroJson {
+    fn drop(&mut self) {
+        credvault_domain::secret::zeroize_json(&mut self.0);
+    }
+}
+
 /// A claimed OAuth state: (credential, principal, authorized-as, code verifier + U+0001 + redirect URI).
 type Claimed = (String, String, String, String);
 
@@ -480,50 +489,61 @@ impl Service {
         map.entry(cred.to_owned()).or_default().clone()
     }
 
+    /// The credential (with its grant health) and its current version's fields.
+    async fn oauth_state(&self, cred_id: &str) -> CoreResult<(CredRow, Option<String>, ZeroJson)> {
+        let keyring = self.keyring()?.clone();
+        let id = cred_id.to_owned();
+        self.inner
+            .store
+            .read(
+                move |tx: &mut dyn Tx| -> CoreResult<(CredRow, Option<String>, ZeroJson)> {
+                    let c = load_cred(tx, &id, false)?;
+                    let f = ZeroJson(decrypt_version(tx, &keyring, &c.org_id, &c.id, c.current_version)?);
+                    let health = tx
+                        .query_opt(
+                            "SELECT oauth_health FROM credentials WHERE id = $1",
+                            &[id.as_str().into()],
+                        )?
+                        .and_then(|r| r.opt_text(0).ok().flatten());
+                    Ok((c, health, f))
+                },
+            )
+            .await
+    }
+
+    async fn release_refresh_lease(&self, cred_id: &str, node: &str) {
+        let (id, nd) = (cred_id.to_owned(), node.to_owned());
+        let r = self
+            .inner
+            .store
+            .write(move |tx: &mut dyn Tx| -> CoreResult<()> {
+                tx.execute(
+                    "DELETE FROM oauth_leases WHERE credential_id = $1 AND owner = $2",
+                    &[id.as_str().into(), nd.as_str().into()],
+                )?;
+                Ok(())
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(credential = %cred_id, error = %e, "could not release the OAuth refresh lease (it expires by itself)");
+        }
+    }
+
     /// Makes sure an OAuth credential's current version holds a fresh access token, refreshing
     /// it (once, across concurrent callers and nodes) if not. Failures are recorded as grant
     /// health; the caller decides what a still-stale token means.
     pub(crate) async fn ensure_fresh_token(&self, cred_id: &str) -> CoreResult<()> {
+        // The access token as the caller saw it stale: once it differs, somebody (this node or
+        // another) has refreshed, and the new token is good whatever the skew says (a skew
+        // longer than the provider's token lifetime must not refresh again and again).
+        let (_, _, seen) = self.oauth_state(cred_id).await?;
         let lock = self.refresh_lock(cred_id);
         let _guard = lock.lock().await;
         let skew = self.inner.config.oauth.refresh_skew_secs;
         let node = node_id();
         for _ in 0..150 {
-            let keyring = self.keyring()?.clone();
-            let id = cred_id.to_owned();
-            let (c, mut fields) = self
-                .inner
-                .store
-                .read(move |tx: &mut dyn Tx| -> CoreResult<(CredRow, Json)> {
-                    let c = load_cred(tx, &id, false)?;
-                    let f = decrypt_version(tx, &keyring, &c.org_id, &c.id, c.current_version)?;
-                    Ok((c, f))
-                })
-                .await?;
-            let health: Option<String> = {
-                let id = cred_id.to_owned();
-                self.inner
-                    .store
-                    .read(move |tx: &mut dyn Tx| -> CoreResult<Option<String>> {
-                        Ok(tx
-                            .query_opt(
-                                "SELECT oauth_health FROM credentials WHERE id = $1",
-                                &[id.as_str().into()],
-                            )?
-                            .and_then(|r| r.opt_text(0).ok().flatten()))
-                    })
-                    .await?
-            };
-            if token_fresh(&fields, skew) || health.as_deref() == Some("needs_reauthorization") {
-                credvault_domain::secret::zeroize_json(&mut fields);
-                return Ok(());
-            }
-            let variant = c.variant.clone().unwrap_or_default();
-            if variant == "authorization_code" && str_field(&fields, "refresh_token").is_empty() {
-                credvault_domain::secret::zeroize_json(&mut fields);
-                return Ok(()); // never consented: resolve says so
-            }
-            // Cross-node single flight.
+            // Cross-node single flight: take the lease first, then read what to refresh with,
+            // so the refresh token read is the one the previous lease holder stored.
             let (id, nd) = (cred_id.to_owned(), node.clone());
             let got = self
                 .inner
@@ -538,8 +558,24 @@ impl Service {
                     Ok(n > 0)
                 })
                 .await?;
-            if !got {
+            let (c, health, mut state) = self.oauth_state(cred_id).await?;
+            let mut fields = std::mem::take(&mut state.0);
+            let changed =
+                str_field(&fields, "access_token") != seen.0.get("access_token").and_then(Json::as_str).unwrap_or("");
+            let variant = c.variant.clone().unwrap_or_default();
+            let done = changed
+                || token_fresh(&fields, skew)
+                || health.as_deref() == Some("needs_reauthorization")
+                // Never consented: resolve says so.
+                || (variant == "authorization_code" && str_field(&fields, "refresh_token").is_empty());
+            if done || !got {
                 credvault_domain::secret::zeroize_json(&mut fields);
+                if got {
+                    self.release_refresh_lease(cred_id, &node).await;
+                }
+                if done {
+                    return Ok(());
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }

@@ -146,6 +146,12 @@ impl Service {
             authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::Resolve, "connection", || c.draft("resolve.report"))?;
             let cred = c.credential_id.clone().unwrap_or_default();
             let outcome = if req.outcome == "ok" { Outcome::Success } else { Outcome::Error };
+            if req.outcome == "auth_failed" && !cred.is_empty() && settings.auto_disable_on_target_auth_failures {
+                // The credential row may be updated below: lock it before the audit head
+                // (the order every writer uses).
+                let sql = format!("SELECT id FROM credentials WHERE id = $1{}", tx.for_update());
+                tx.query_opt(&sql, &[cred.as_str().into()])?;
+            }
             audit::append(
                 tx,
                 &ctx2,
@@ -370,9 +376,9 @@ impl Service {
                     ));
                 }
             }
-            let mut d = base();
-            d.details["version"] = version.into();
-            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &d)?;
+            // Rows first, the audit head last: every writer takes its row locks before the
+            // audit head's (an OAuth refresh locks the credential, then appends), so two
+            // transactions never wait on each other in opposite orders.
             tx.execute(
                 "UPDATE credentials SET last_used_at = $1 WHERE id = $2",
                 &[now.into(), cred_id.as_str().into()],
@@ -387,6 +393,9 @@ impl Service {
                     &[now.into(), p.as_str().into()],
                 )?;
             }
+            let mut d = base();
+            d.details["version"] = version.into();
+            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &d)?;
             Ok(Resolved {
                 connection: ResolvedConnection {
                     id: c.id.clone(),

@@ -134,7 +134,8 @@ struct Prepared {
 }
 
 impl Service {
-    /// Tests one connection with its credential (or a given version of it).
+    /// Tests one connection with its credential (or a given version of it). An OAuth
+    /// credential's access token that is about to expire is refreshed first, as resolve would.
     pub async fn test_connection(
         &self,
         ctx: &RequestCtx,
@@ -142,51 +143,18 @@ impl Service {
         id: &str,
         req: TestRequest,
     ) -> CoreResult<ConnectionTest> {
-        let keyring = self.keyring()?.clone();
-        let (id, a) = (id.to_owned(), actor.clone());
-        let p = self
-            .read(ctx, actor, move |tx| {
-                let c = load_conn(tx, &id, false)?;
-                let settings = settings_of(tx, &c.org_id, "connection")?;
-                let (org, ws) = (c.org(), c.ws());
-                authorize(
-                    &a,
-                    &settings,
-                    Scope::Workspace(&org, &ws),
-                    Permission::CredentialAttach,
-                    "connection",
-                    || c.draft("connection.test"),
-                )?;
-                let Some(cred_id) = c.credential_id.clone() else {
-                    return Err(CoreError::conflict(
-                        "no_credential",
-                        "the connection has no credential attached",
-                    ));
-                };
-                let cred = load_cred(tx, &cred_id, false)?;
-                let version = pick_version(tx, &cred_id, cred.current_version, req.version)?;
-                let (fields, mut secrets) = decrypt_version_parts(tx, &keyring, &cred.org_id, &cred.id, version)?;
-                let (sources, mut more) = chain_sources(tx, &keyring, &cred, &fields)?;
-                secrets.append(&mut more);
-                Ok(Prepared {
-                    connection_id: c.id.clone(),
-                    connection_name: c.name.clone(),
-                    workspace_id: c.workspace_id.clone(),
-                    org_id: c.org_id.clone(),
-                    kind: c.kind.clone(),
-                    credential_id: cred_id,
-                    version,
-                    input: TestInput {
-                        config: serde_json::from_str(&c.config)?,
-                        credential_type: cred.ty.clone(),
-                        variant: cred.variant.clone(),
-                        fields,
-                        secrets,
-                        sources,
-                    },
-                })
-            })
-            .await?;
+        let mut p = self.prepare_connection_test(ctx, actor, id, req.clone()).await?;
+        if p.input.credential_type == "oauth"
+            && req.version.is_none()
+            && !crate::oauth::token_fresh(&p.input.fields, self.inner.config.oauth.refresh_skew_secs)
+        {
+            let cred = p.credential_id.clone();
+            drop(p); // zeroizes the decrypted fields
+            if let Err(e) = self.ensure_fresh_token(&cred).await {
+                tracing::info!(credential = %cred, error = %e, "no fresh OAuth token for Test connection");
+            }
+            p = self.prepare_connection_test(ctx, actor, id, req).await?;
+        }
         let outcome = credvault_connect::run(&p.kind, &p.input, &self.inner.config.egress).await;
         let result = ConnectionTest {
             connection_id: p.connection_id.clone(),
@@ -202,6 +170,60 @@ impl Service {
         )
         .await?;
         Ok(result)
+    }
+
+    /// Authorizes a connection test and decrypts what it needs.
+    async fn prepare_connection_test(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+        req: TestRequest,
+    ) -> CoreResult<Prepared> {
+        let keyring = self.keyring()?.clone();
+        let (id, a) = (id.to_owned(), actor.clone());
+        self.read(ctx, actor, move |tx| {
+            let c = load_conn(tx, &id, false)?;
+            let settings = settings_of(tx, &c.org_id, "connection")?;
+            let (org, ws) = (c.org(), c.ws());
+            authorize(
+                &a,
+                &settings,
+                Scope::Workspace(&org, &ws),
+                Permission::CredentialAttach,
+                "connection",
+                || c.draft("connection.test"),
+            )?;
+            let Some(cred_id) = c.credential_id.clone() else {
+                return Err(CoreError::conflict(
+                    "no_credential",
+                    "the connection has no credential attached",
+                ));
+            };
+            let cred = load_cred(tx, &cred_id, false)?;
+            let version = pick_version(tx, &cred_id, cred.current_version, req.version)?;
+            let (fields, mut secrets) = decrypt_version_parts(tx, &keyring, &cred.org_id, &cred.id, version)?;
+            let (sources, mut more) = chain_sources(tx, &keyring, &cred, &fields)?;
+            secrets.append(&mut more);
+            Ok(Prepared {
+                connection_id: c.id.clone(),
+                connection_name: c.name.clone(),
+                workspace_id: c.workspace_id.clone(),
+                org_id: c.org_id.clone(),
+                kind: c.kind.clone(),
+                credential_id: cred_id,
+                version,
+                input: TestInput {
+                    config: serde_json::from_str(&c.config)?,
+                    credential_type: cred.ty.clone(),
+                    variant: cred.variant.clone(),
+                    fields,
+                    secrets,
+                    sources,
+                },
+            })
+        })
+        .await
     }
 
     /// Tests every connection that uses a credential, with its current or a given version.

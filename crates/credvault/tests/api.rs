@@ -662,6 +662,11 @@ async fn graceful_shutdown_on_sigterm_and_restart_keeps_data() {
     let mut srv = Server::start(Backend::Sqlite).await;
     let c = srv.database_credential(&srv.admin, "keep-me", "pw").await;
     srv.stop();
+    // The log reader threads may still be draining the pipes.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !srv.logs().contains("shutdown signal received") && std::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert!(srv.logs().contains("shutdown signal received"), "{}", srv.logs());
     // Restart on the same data directory: no new admin token, the credential is there.
     let mut cmd = std::process::Command::new(common::bin());
