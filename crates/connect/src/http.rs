@@ -40,7 +40,15 @@ impl Tester for Http {
                 _ => reqwest::Method::GET,
             };
             let expected = input.config_int("expected_status").unwrap_or(200);
-            let client = reqwest::Client::builder()
+            let mut builder = reqwest::Client::builder();
+            if let Some(pem) = input.config_str("ca_pem").filter(|p| !p.is_empty()) {
+                let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                    .map_err(|_| TestError::new(ErrorCode::Tls, "ca_pem holds no usable certificate"))?;
+                for c in certs {
+                    builder = builder.add_root_certificate(c);
+                }
+            }
+            let client = builder
                 .dns_resolver(std::sync::Arc::new(PolicyResolver(policy.clone())))
                 .redirect(reqwest::redirect::Policy::none())
                 .connect_timeout(policy.connect_timeout)

@@ -2130,3 +2130,77 @@ async fn an_allowed_loopback_is_reached_and_metadata_is_still_refused(b: Backend
 async fn with_loopback_allowed_the_listener_is_reached_and_metadata_is_still_refused_on_every_backend() {
     each_backend!(an_allowed_loopback_is_reached_and_metadata_is_still_refused);
 }
+
+// ------------------------------------------------------------------ HTTPS with a private CA
+
+/// An HTTPS API on 127.0.0.1 (real TLS, a certificate from a test CA) that answers 200 when
+/// `x-api-key` is `key` and 401 otherwise.
+async fn https_api(pki: &common::tls::Pki, key: &'static str) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let acc = common::tls::acceptor(pki);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = l.accept().await else { break };
+            let acc = acc.clone();
+            tokio::spawn(async move {
+                let Ok(mut s) = acc.accept(tcp).await else { return };
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut tmp).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                let ok = head.lines().any(|l| l.trim() == format!("x-api-key: {key}"));
+                let status = if ok { "200 OK" } else { "401 Unauthorized" };
+                let _ = s
+                    .write_all(
+                        format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes(),
+                    )
+                    .await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+async fn https_with_a_private_ca(b: Backend) {
+    let dir = common::TempDir::new();
+    let pki = common::tls::pki(dir.path(), "api");
+    let ca_pem = std::fs::read_to_string(&pki.ca_pem).unwrap();
+    let port = https_api(&pki, "https-key-123").await;
+    let base = format!("https://127.0.0.1:{port}/");
+    let srv = Server::start_with(b, &ALLOW_LOOPBACK).await;
+    let good = header_key_cred(&srv, "https-good", "x-api-key", "https-key-123").await;
+    let bad = header_key_cred(&srv, "https-bad", "x-api-key", "https-wrong-1").await;
+    // Trusting the private CA: the right key passes, a wrong one is auth_failed.
+    let c = http_conn(&srv, "https-ca", &base, json!({"ca_pem": ca_pem}), &good).await;
+    assert_passed(&test_conn(&srv, &c, json!({})).await);
+    let c = http_conn(&srv, "https-ca-bad", &base, json!({"ca_pem": ca_pem}), &bad).await;
+    assert_failed(&test_conn(&srv, &c, json!({})).await, "auth_failed");
+    // Without it, the certificate is not trusted: a TLS failure, not a pass.
+    let c = http_conn(&srv, "https-no-ca", &base, json!({}), &good).await;
+    assert_failed(&test_conn(&srv, &c, json!({})).await, "tls");
+    // A ca_pem that is not a certificate is refused when written, naming the field.
+    let r = srv
+        .post(
+            "/v1/connections",
+            &srv.admin,
+            json!({"name": "https-garbage", "workspace_id": srv.ws_id, "environment": "prod", "kind": "http",
+                   "config": {"base_url": base, "ca_pem": "not a certificate"}, "credential_id": good}),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    assert_eq!(r.body["field"], "config.ca_pem", "{:?}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_api_behind_a_private_ca_passes_with_ca_pem_and_fails_tls_without_it_on_every_backend() {
+    for b in common::backends() {
+        https_with_a_private_ca(b).await;
+    }
+}

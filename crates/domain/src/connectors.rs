@@ -449,6 +449,13 @@ const HTTP: &[FieldSchema] = &[
         Check::None,
         "Status that means the credential works",
     ),
+    f(
+        "ca_pem",
+        FieldKind::String,
+        false,
+        Check::CertificatePem,
+        "CA certificate(s), PEM, trusted for this API besides the public roots (a private CA)",
+    ),
 ];
 const FTP: &[FieldSchema] = &[
     HOST,
