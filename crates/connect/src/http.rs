@@ -108,21 +108,20 @@ impl Tester for Http {
             if status == expected {
                 return Ok(());
             }
-            let code = match status {
-                401 => ErrorCode::AuthFailed,
-                403 => ErrorCode::PermissionDenied,
-                404 => ErrorCode::NotFound,
-                _ => ErrorCode::UnexpectedResponse,
-            };
-            Err(TestError::new(
-                code,
-                format!(
-                    "{} answered {status}, expected {expected}",
-                    url.host_str().unwrap_or("")
-                ),
-            ))
+            Err(status_error(&url, status, &format!("{status}, expected {expected}")))
         })
     }
+}
+
+/// A status that is not the expected one, as a test error: 401 is a refused credential.
+fn status_error(url: &reqwest::Url, status: i64, answered: &str) -> TestError {
+    let code = match status {
+        401 => ErrorCode::AuthFailed,
+        403 => ErrorCode::PermissionDenied,
+        404 => ErrorCode::NotFound,
+        _ => ErrorCode::UnexpectedResponse,
+    };
+    TestError::new(code, format!("{} answered {answered}", url.host_str().unwrap_or("")))
 }
 
 /// Checks a URL a user chose: http(s) only, and an IP literal host must pass the policy (a
@@ -217,16 +216,8 @@ impl Tester for OauthSaas {
             if status.is_success() {
                 return Ok(());
             }
-            let code = match status.as_u16() {
-                401 => ErrorCode::AuthFailed,
-                403 => ErrorCode::PermissionDenied,
-                404 => ErrorCode::NotFound,
-                _ => ErrorCode::UnexpectedResponse,
-            };
-            Err(TestError::new(
-                code,
-                format!("{} answered {}", url.host_str().unwrap_or(""), status.as_u16()),
-            ))
+            let status = i64::from(status.as_u16());
+            Err(status_error(&url, status, &status.to_string()))
         })
     }
 }

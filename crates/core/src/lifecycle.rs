@@ -456,37 +456,13 @@ impl Service {
         // then the provider revocation outside any transaction, then the purge, which checks
         // again under the row lock.
         let (pid, pa) = (id.to_owned(), actor.clone());
-        self.read(ctx, actor, move |tx| {
-            let c = load_cred(tx, &pid, false)?;
-            let settings = settings_of(tx, &c.org_id, "credential")?;
-            let (org, ws) = (c.org(), c.ws());
-            authorize(
-                &pa,
-                &settings,
-                write_scope(&org, &ws),
-                Permission::CredentialDelete,
-                "credential",
-                || c.draft("credential.purge"),
-            )?;
-            purge_allowed(tx, &c)
-        })
-        .await?;
+        self.read(ctx, actor, move |tx| purge_checked(tx, &pa, &pid, false).map(|_| ()))
+            .await?;
         let revocation = self.revoke_oauth_before_purge(id).await;
         let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
         let purged = self
             .write(ctx, actor, move |tx| {
-                let c = load_cred(tx, &id, true)?;
-                let settings = settings_of(tx, &c.org_id, "credential")?;
-                let (org, ws) = (c.org(), c.ws());
-                authorize(
-                    &a,
-                    &settings,
-                    write_scope(&org, &ws),
-                    Permission::CredentialDelete,
-                    "credential",
-                    || c.draft("credential.purge"),
-                )?;
-                purge_allowed(tx, &c)?;
+                let c = purge_checked(tx, &a, &id, true)?;
                 let now = now_micros();
                 let n = destroy_versions(tx, &c.id, now)?;
                 audit::append(
@@ -625,6 +601,24 @@ impl Service {
         .await
         .inspect(|_| self.clear_token_cache())
     }
+}
+
+/// Loads a credential and checks that `a` may purge it now: the permission, not already
+/// purged, attached nowhere.
+fn purge_checked(tx: &mut dyn Tx, a: &Actor, id: &str, lock: bool) -> CoreResult<CredRow> {
+    let c = load_cred(tx, id, lock)?;
+    let settings = settings_of(tx, &c.org_id, "credential")?;
+    let (org, ws) = (c.org(), c.ws());
+    authorize(
+        a,
+        &settings,
+        write_scope(&org, &ws),
+        Permission::CredentialDelete,
+        "credential",
+        || c.draft("credential.purge"),
+    )?;
+    purge_allowed(tx, &c)?;
+    Ok(c)
 }
 
 /// Whether a credential may be purged now (not already purged, attached nowhere).
