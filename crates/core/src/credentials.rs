@@ -121,8 +121,37 @@ impl CredRow {
             warnings: credvault_domain::connectors::naming_warning(&self.name, &self.environment)
                 .into_iter()
                 .collect(),
+            oauth: None,
         })
     }
+}
+
+/// The grant health of an OAuth credential (`None` for other types).
+pub(crate) fn oauth_health(tx: &mut dyn Tx, c: &CredentialView) -> CoreResult<Option<crate::views::OAuthHealth>> {
+    if c.ty != "oauth" {
+        return Ok(None);
+    }
+    let Some(r) = tx.query_opt(
+        "SELECT oauth_health, oauth_health_reason, oauth_authorized_by, oauth_refreshed_at FROM credentials WHERE id = $1",
+        &[c.id.as_str().into()],
+    )?
+    else {
+        return Ok(None);
+    };
+    let authorized_by = r.opt_text(2)?;
+    let health = r.opt_text(0)?.unwrap_or_else(|| {
+        if authorized_by.is_some() || c.variant.as_deref() == Some("client_credentials") {
+            "healthy".into()
+        } else {
+            "not_authorized".into()
+        }
+    });
+    Ok(Some(crate::views::OAuthHealth {
+        health,
+        health_reason: r.opt_text(1)?,
+        authorized_by,
+        refreshed_at: ts(r.opt_int(3)?),
+    }))
 }
 
 /// Loads a credential, locking its row on PostgreSQL when `lock` is set.
@@ -200,10 +229,12 @@ pub(crate) fn full_view(tx: &mut dyn Tx, c: &CredRow) -> CoreResult<CredentialVi
             })
         })
         .collect::<CoreResult<Vec<_>>>()?;
-    c.view(
+    let mut view = c.view(
         current.map(|v| (v.public_fields.as_str(), v.secret_fields_set.as_str())),
         Some(views),
-    )
+    )?;
+    view.oauth = oauth_health(tx, &view)?;
+    Ok(view)
 }
 
 /// Checks labels: at most 32, keys `[a-z0-9_.-/]{1,63}`, values strings of at most 256 chars.
@@ -642,6 +673,12 @@ impl Service {
                     _ => None,
                 };
                 c.view(current, None)
+            })
+            .and_then(|mut p| {
+                for v in &mut p.items {
+                    v.oauth = oauth_health(tx, v)?;
+                }
+                Ok(p)
             })
         })
         .await

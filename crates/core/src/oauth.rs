@@ -545,19 +545,30 @@ impl Service {
             // Cross-node single flight: take the lease first, then read what to refresh with,
             // so the refresh token read is the one the previous lease holder stored.
             let (id, nd) = (cred_id.to_owned(), node.clone());
-            let got = self
+            // A lease owned by `backoff:N` marks the N-th transient failure in a row: nobody
+            // refreshes before it runs out (callers fail fast with `oauth_refresh_failing`).
+            let (got, failures, backing_off) = self
                 .inner
                 .store
-                .write(move |tx: &mut dyn Tx| -> CoreResult<bool> {
+                .write(move |tx: &mut dyn Tx| -> CoreResult<(bool, u32, bool)> {
                     let now = now_micros();
                     tx.execute("INSERT INTO oauth_leases (credential_id, owner, until) VALUES ($1, '', 0) ON CONFLICT (credential_id) DO NOTHING", &[id.as_str().into()])?;
+                    let sql = format!("SELECT owner, until FROM oauth_leases WHERE credential_id = $1{}", tx.for_update());
+                    let (owner, until) = match tx.query_opt(&sql, &[id.as_str().into()])? {
+                        Some(r) => (r.text(0)?, r.int(1)?),
+                        None => (String::new(), 0),
+                    };
+                    let failures = owner.strip_prefix("backoff:").and_then(|n| n.parse::<u32>().ok()).unwrap_or(0);
                     let n = tx.execute(
                         "UPDATE oauth_leases SET owner = $1, until = $2 WHERE credential_id = $3 AND (owner = $1 OR until < $4)",
                         &[nd.as_str().into(), (now + 30_000_000).into(), id.as_str().into(), now.into()],
                     )?;
-                    Ok(n > 0)
+                    Ok((n > 0, failures, failures > 0 && until >= now))
                 })
                 .await?;
+            if backing_off {
+                return Ok(());
+            }
             let (c, health, mut state) = self.oauth_state(cred_id).await?;
             let mut fields = std::mem::take(&mut state.0);
             let changed =
@@ -634,6 +645,7 @@ impl Service {
                         outcome: Outcome::Success,
                         details: json!({"reason": reason}),
                     };
+                    let transient = matches!(&result, Err(e) if !matches!(e, OAuthError::InvalidGrant(_) | OAuthError::InvalidClient(_)));
                     match result {
                         Ok(tokens) => {
                             let rotated = tokens.refresh_token.is_some();
@@ -668,7 +680,18 @@ impl Service {
                             }
                         }
                     }
-                    tx.execute("DELETE FROM oauth_leases WHERE credential_id = $1", &[c.id.as_str().into()])?;
+                    if transient {
+                        // Exponential backoff with jitter: 2, 4, 8 … up to 300 s.
+                        let n = failures.saturating_add(1).min(16);
+                        let base = (1i64 << n.min(8)).min(300) * 1_000_000;
+                        let jitter = i64::from(u16::from_le_bytes(credvault_crypto::random_bytes::<2>())) * 15;
+                        tx.execute(
+                            "UPDATE oauth_leases SET owner = $1, until = $2 WHERE credential_id = $3",
+                            &[format!("backoff:{n}").as_str().into(), (now + base + jitter).into(), c.id.as_str().into()],
+                        )?;
+                    } else {
+                        tx.execute("DELETE FROM oauth_leases WHERE credential_id = $1", &[c.id.as_str().into()])?;
+                    }
                     let _ = &this;
                     Ok::<_, CoreError>(())
                 })

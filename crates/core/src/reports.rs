@@ -118,6 +118,7 @@ impl ReportKind {
                 "current_version_created_at",
                 "rotation_due_at",
                 "reason",
+                "oauth_health",
             ],
             ReportKind::Overrides => &[
                 "connection_id",
@@ -321,11 +322,12 @@ fn page(tx: &mut dyn Tx, kind: ReportKind, s: &Scope, after: i64) -> CoreResult<
             let mut params: Vec<Value> = vec![s.org.as_str().into(), after.into(), horizon.into(), DAY.into()];
             let mut sql = String::from(
                 "SELECT c.id, c.name, c.type, c.environment, c.workspace_id, c.status, c.expires_at, c.rotation_period_days, \
-                 c.current_version, v.created_at, c.seq FROM credentials c \
+                 c.current_version, v.created_at, c.seq, c.oauth_health FROM credentials c \
                  JOIN credential_versions v ON v.credential_id = c.id AND v.version = c.current_version \
                  WHERE c.org_id = $1 AND c.seq > $2 AND c.status <> 'pending_deletion' \
                  AND ((c.expires_at IS NOT NULL AND c.expires_at <= $3) \
-                      OR (c.rotation_period_days IS NOT NULL AND v.created_at + c.rotation_period_days * $4 <= $3))",
+                      OR (c.rotation_period_days IS NOT NULL AND v.created_at + c.rotation_period_days * $4 <= $3) \
+                      OR c.oauth_health IN ('refresh_failing', 'needs_reauthorization'))",
             );
             cred_filters(&mut sql, &mut params, s);
             params.push(PAGE.into());
@@ -340,9 +342,16 @@ fn page(tx: &mut dyn Tx, kind: ReportKind, s: &Scope, after: i64) -> CoreResult<
                     let period = r.opt_int(7)?;
                     let version_at = r.int(9)?;
                     let rotation_due = period.map(|p| version_at + p * DAY);
+                    let oauth = r.opt_text(11)?;
+                    let horizon_hit =
+                        expires.is_some_and(|e| e <= horizon) || rotation_due.is_some_and(|d| d <= horizon);
                     let reason = match (expires, rotation_due) {
                         (Some(e), _) if e <= now => "expired",
                         (_, Some(d)) if d <= now => "rotation_overdue",
+                        _ if !horizon_hit => match oauth.as_deref() {
+                            Some("needs_reauthorization") => "oauth_needs_reauthorization",
+                            _ => "oauth_refresh_failing",
+                        },
                         (Some(e), Some(d)) if e <= d => "expiring",
                         (Some(_), None) => "expiring",
                         _ => "rotation_due",
@@ -360,6 +369,7 @@ fn page(tx: &mut dyn Tx, kind: ReportKind, s: &Scope, after: i64) -> CoreResult<
                         json!(to_rfc3339(version_at)),
                         json!(rotation_due.map(to_rfc3339)),
                         json!(reason),
+                        json!(oauth),
                     ])
                 })
                 .collect::<CoreResult<Vec<_>>>()?;

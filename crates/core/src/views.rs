@@ -220,6 +220,22 @@ pub struct CredentialView {
     pub last_used_at: Option<String>,
     /// Review hints, e.g. a name that follows the `prod-` convention but is tagged `dev`.
     pub warnings: Vec<String>,
+    /// OAuth credentials: the grant's health (absent for other types).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<OAuthHealth>,
+}
+
+/// The health of an OAuth credential's grant, as reads show it.
+#[derive(Clone, Debug, Serialize)]
+pub struct OAuthHealth {
+    /// `healthy`, `refresh_failing`, `needs_reauthorization` or `not_authorized`.
+    pub health: String,
+    /// Why, when not healthy.
+    pub health_reason: Option<String>,
+    /// Who consented.
+    pub authorized_by: Option<String>,
+    /// Last successful refresh, RFC 3339.
+    pub refreshed_at: Option<String>,
 }
 
 /// Request: create an organization.

@@ -70,7 +70,7 @@ const UNUSED: [&str; 10] = [
     "reason",
 ];
 
-const ROTATION_DUE: [&str; 12] = [
+const ROTATION_DUE: [&str; 13] = [
     "credential_id",
     "credential_name",
     "credential_type",
@@ -83,6 +83,7 @@ const ROTATION_DUE: [&str; 12] = [
     "current_version_created_at",
     "rotation_due_at",
     "reason",
+    "oauth_health",
 ];
 
 const OVERRIDES: [&str; 10] = [
@@ -1879,6 +1880,7 @@ async fn reports(b: Backend) {
             json!(rfc3339(t0)),
             json!(rfc3339(t0 + 10 * DAY)),
             json!("rotation_due"),
+            null.clone(),
         ],
     );
     let rot_b = row(
@@ -1896,6 +1898,7 @@ async fn reports(b: Backend) {
             cb["versions"][0]["created_at"].clone(),
             null.clone(),
             json!("expired"),
+            null.clone(),
         ],
     );
     let rot_c = row(
@@ -1913,6 +1916,7 @@ async fn reports(b: Backend) {
             cc["versions"][0]["created_at"].clone(),
             null.clone(),
             json!("expiring"),
+            null.clone(),
         ],
     );
     let rot_d = row(
@@ -1930,6 +1934,7 @@ async fn reports(b: Backend) {
             y2020.clone(),
             json!(rfc3339(Y2020 + 30 * DAY)),
             json!("rotation_overdue"),
+            null.clone(),
         ],
     );
     check_report(

@@ -1279,10 +1279,39 @@ async fn refresh_failing(b: Backend) {
     r.problem(503, "oauth_refresh_failing");
     let g = env.grant(&cred).await;
     assert_eq!(g["health"], "refresh_failing", "{g}");
+    // Reads and the rotation-due report show it too.
+    let c = env.get(&format!("/v1/credentials/{cred}"), &admin).await.ok(200);
+    assert_eq!(c["oauth"]["health"], "refresh_failing", "{c}");
+    let due = env.get("/v1/reports/rotation-due", &admin).await.ok(200);
+    let row = due["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["credential_id"] == cred.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("{cred} not in rotation-due: {due}"));
+    assert_eq!(row["reason"], "oauth_refresh_failing", "{row}");
+    assert_eq!(row["oauth_health"], "refresh_failing", "{row}");
+    // Within the backoff (2 s plus jitter after the first failure) a resolve fails fast,
+    // without calling the provider again.
     let r = env.resolve(&conn).await;
     env.keep(&r);
     r.problem(503, "oauth_refresh_failing");
-    assert_eq!(env.refreshes(&cred).await.len(), 2, "a failing provider is retried");
+    assert_eq!(
+        env.refreshes(&cred).await.len(),
+        1,
+        "retried before the backoff ran out"
+    );
+    // After it, the provider is tried again.
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    let r = env.resolve(&conn).await;
+    env.keep(&r);
+    r.problem(503, "oauth_refresh_failing");
+    assert_eq!(
+        env.refreshes(&cred).await.len(),
+        2,
+        "a failing provider is retried after the backoff"
+    );
     assert_eq!(
         env.audit(&format!("action=alert.oauth_refresh_failing&target_id={cred}"))
             .await
