@@ -235,6 +235,21 @@ enum AuditCmd {
         /// Verify every chain directly in the store.
         #[arg(long)]
         offline: bool,
+        /// With --file: a trusted checkpoint public key (base64, from `audit public-keys`);
+        /// every signed checkpoint must be signed by one of them, and there must be one.
+        #[arg(long = "public-key")]
+        public_keys: Vec<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Append a signed checkpoint to every chain with new events (against the store, like
+    /// `scheduler tick`; `audit_checkpoint_interval_secs` makes the server do it periodically).
+    Checkpoint {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// The checkpoint public keys of the keyring, to verify exports with.
+    PublicKeys {
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -707,10 +722,25 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             } => {
                 export_audit(&client()?, &format, since, org, output.as_deref()).await?;
             }
+            AuditCmd::Checkpoint { server } => {
+                let settings = server_settings(server, None, None, None)?;
+                let n = crate::server::write_checkpoints(&settings).await?;
+                print(&json!({"checkpoints_written": n}));
+            }
+            AuditCmd::PublicKeys { server } => {
+                let settings = server_settings(server, None, None, None)?;
+                let keys = crate::server::checkpoint_public_keys(&settings).await?;
+                let v: Vec<Value> = keys
+                    .into_iter()
+                    .map(|(id, pk)| json!({"key_id": id, "public_key": pk}))
+                    .collect();
+                print(&json!(v));
+            }
             AuditCmd::Verify {
                 org,
                 file,
                 offline,
+                public_keys,
                 server,
             } => {
                 if let Some(f) = file {
@@ -719,10 +749,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         .lines()
                         .filter(|l| !l.trim().is_empty())
                         .map(|l| serde_json::from_str(l).map_err(|_| l.chars().take(80).collect::<String>()));
-                    let v = credvault_core::audit::verify_exported(events, false);
+                    let v = credvault_core::audit::verify_exported(events, false, &public_keys);
                     print(&serde_json::to_value(&v)?);
                     if !v.ok {
                         bail!("the exported journal does not verify");
+                    }
+                    if !public_keys.is_empty() && v.checkpoints == 0 {
+                        bail!("the exported journal holds no signed checkpoint");
                     }
                 } else if offline {
                     let settings = server_settings(server, None, None, None)?;

@@ -26,6 +26,8 @@ pub struct FileConfig {
     pub egress_allow: Option<Vec<String>>,
     /// Seconds between scheduler passes (0: no scheduler on this node).
     pub scheduler_interval_secs: Option<u64>,
+    /// Seconds between signed audit checkpoints (0 or absent: none).
+    pub audit_checkpoint_interval_secs: Option<u64>,
     /// Audit sinks (`[[audit_sinks]]`): only here, never through the API.
     pub audit_sinks: Option<Vec<credvault_core::forward::SinkConfig>>,
     /// Spike detector thresholds (`[alerts]`).
@@ -86,6 +88,8 @@ pub struct ServerSettings {
     pub egress_allow: Vec<credvault_core::Cidr>,
     /// Seconds between scheduler passes (0: none).
     pub scheduler_interval_secs: u64,
+    /// Seconds between signed audit checkpoints (0: none).
+    pub audit_checkpoint_interval_secs: u64,
     /// Audit sinks.
     pub audit_sinks: Vec<credvault_core::forward::SinkConfig>,
     /// Spike detector thresholds.
@@ -192,6 +196,7 @@ impl ServerSettings {
             body_limit,
             egress_allow,
             scheduler_interval_secs,
+            audit_checkpoint_interval_secs: file.audit_checkpoint_interval_secs.unwrap_or(0),
             audit_sinks,
             alerts: file.alerts.clone().unwrap_or_default(),
             public_url,

@@ -95,6 +95,24 @@ pub async fn scheduler_tick(
     Ok(r)
 }
 
+/// `credvault audit checkpoint`: one signed checkpoint per chain with new events.
+pub async fn write_checkpoints(settings: &ServerSettings) -> anyhow::Result<usize> {
+    let svc = open(settings).await?;
+    let n = svc.write_checkpoints().await.context("cannot write checkpoints")?;
+    svc.store().close();
+    Ok(n)
+}
+
+/// `credvault audit public-keys`.
+pub async fn checkpoint_public_keys(settings: &ServerSettings) -> anyhow::Result<Vec<(String, String)>> {
+    let svc = open(settings).await?;
+    let keys = svc
+        .checkpoint_public_keys()
+        .context("cannot derive the checkpoint keys")?;
+    svc.store().close();
+    Ok(keys)
+}
+
 /// `credvault audit verify --offline`: every chain, straight from the store.
 pub async fn verify_offline(
     settings: &ServerSettings,
@@ -174,6 +192,21 @@ pub async fn serve(settings: ServerSettings) -> anyhow::Result<()> {
             }
         })
     });
+    let checkpoints = (settings.audit_checkpoint_interval_secs > 0).then(|| {
+        let svc = svc.clone();
+        let every = std::time::Duration::from_secs(settings.audit_checkpoint_interval_secs);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                if let Err(e) = svc.write_checkpoints().await {
+                    tracing::error!(error = %e, "cannot write signed audit checkpoints");
+                }
+            }
+        })
+    });
     let router = credvault_api::router(
         svc.clone(),
         &credvault_api::ApiConfig {
@@ -185,6 +218,9 @@ pub async fn serve(settings: ServerSettings) -> anyhow::Result<()> {
         .context("server failed")?;
     if let Some(s) = scheduler {
         s.abort();
+    }
+    if let Some(c) = checkpoints {
+        c.abort();
     }
     if let Some(f) = forwarders {
         f.shutdown().await;

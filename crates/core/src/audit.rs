@@ -87,6 +87,7 @@ pub const ACTIONS: &[&str] = &[
     "alert.oauth_needs_reauthorization",
     "alert.oauth_refresh_failing",
     "alert.audit_backlog",
+    "audit.checkpoint",
 ];
 
 /// Outcome of the recorded action.
@@ -476,13 +477,21 @@ impl Event {
 /// hash must match its fields and link to the previous event of its chain. The first event of
 /// each chain in the file must be the chain's genesis (a complete export) unless
 /// `allow_partial_start` (then it anchors the check).
-pub fn verify_exported(events: impl Iterator<Item = Result<Event, String>>, allow_partial_start: bool) -> Verification {
+pub fn verify_exported(
+    events: impl Iterator<Item = Result<Event, String>>,
+    allow_partial_start: bool,
+    trusted_keys: &[String],
+) -> Verification {
     let mut prev: std::collections::HashMap<String, Vec<u8>> = std::collections::HashMap::new();
+    let mut hashes: std::collections::HashMap<(String, i64), String> = std::collections::HashMap::new();
+    let mut first: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     let mut n = 0u64;
+    let mut checkpoints = 0u64;
     let broken = |seq: i64, reason: String, n: u64| Verification {
         ok: false,
         events: n,
         first_broken: Some(BrokenLink { seq, reason }),
+        checkpoints: 0,
     };
     for item in events {
         let e = match item {
@@ -511,12 +520,26 @@ pub fn verify_exported(events: impl Iterator<Item = Result<Event, String>>, allo
                 );
             }
         }
+        if e.action == "audit.checkpoint" {
+            let signed = e.details["checkpoint_seq"].as_i64().unwrap_or(0);
+            let before_file = allow_partial_start && first.get(&st.chain).is_none_or(|f| signed < *f);
+            if !before_file {
+                let at = hashes.get(&(st.chain.clone(), signed)).map(String::as_str);
+                if let Err(reason) = crate::checkpoint::check(&st.chain, &e.details, at, trusted_keys) {
+                    return broken(st.seq, reason, n);
+                }
+                checkpoints += 1;
+            }
+        }
+        first.entry(st.chain.clone()).or_insert(st.seq);
+        hashes.insert((st.chain.clone(), st.seq), hex::encode(&st.hash));
         prev.insert(st.chain.clone(), st.hash);
     }
     Verification {
         ok: true,
         events: n,
         first_broken: None,
+        checkpoints,
     }
 }
 
@@ -542,6 +565,9 @@ pub struct Verification {
     /// The first broken link, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_broken: Option<BrokenLink>,
+    /// Signed checkpoints whose signature and signed head were verified (exported files).
+    #[serde(default)]
+    pub checkpoints: u64,
 }
 
 /// Where and why a chain breaks.
@@ -560,6 +586,7 @@ pub fn verify_chain(tx: &mut dyn Tx, chain: &str) -> CoreResult<Verification> {
     let mut events = 0u64;
     let sql = format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE chain = $1 AND seq > $2 ORDER BY seq LIMIT 1000");
     let broken = |seq: i64, reason: &str, events: u64| Verification {
+        checkpoints: 0,
         ok: false,
         events,
         first_broken: Some(BrokenLink {
@@ -605,6 +632,7 @@ pub fn verify_chain(tx: &mut dyn Tx, chain: &str) -> CoreResult<Verification> {
         ));
     }
     Ok(Verification {
+        checkpoints: 0,
         ok: true,
         events,
         first_broken: None,

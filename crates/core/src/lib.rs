@@ -9,6 +9,7 @@ pub mod audit;
 mod audit_query;
 mod auth;
 mod bootstrap;
+pub mod checkpoint;
 pub mod connections;
 pub mod context;
 mod credentials;
@@ -129,6 +130,21 @@ impl Service {
     /// The store (for readiness checks and tools).
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Appends a signed checkpoint to every chain with events since its last one.
+    pub async fn write_checkpoints(&self) -> CoreResult<usize> {
+        let keyring = self.keyring()?.clone();
+        self.inner
+            .store
+            .write(move |tx| crate::checkpoint::write_all(tx, &keyring))
+            .await
+    }
+
+    /// The checkpoint public keys of the keyring: (key ID, base64 Ed25519 public key).
+    pub fn checkpoint_public_keys(&self) -> CoreResult<Vec<(String, String)>> {
+        let keyring = self.keyring()?.clone();
+        crate::checkpoint::public_keys(&keyring)
     }
 
     fn keyring(&self) -> CoreResult<std::sync::RwLockReadGuard<'_, Arc<Keyring>>> {

@@ -199,6 +199,23 @@ impl Keyring {
         Ok(())
     }
 
+    /// A 32-byte secret derived from key `id` for one purpose (`label`), e.g. the seed of the
+    /// audit checkpoint signing key: SHA-256 over a domain-separated label and the key.
+    pub fn derive_secret(&self, id: &KeyId, label: &str) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+        use sha2::Digest;
+        let kek = self
+            .find(id.as_str())
+            .ok_or_else(|| CryptoError::UnknownKey(id.0.clone()))?;
+        let mut h = sha2::Sha256::new();
+        h.update(b"credvault-derive-v1\0");
+        h.update(label.as_bytes());
+        h.update(b"\0");
+        h.update(&kek.key[..]);
+        let mut out = Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(&h.finalize());
+        Ok(out)
+    }
+
     pub(crate) fn find(&self, id: &str) -> Option<&KeyEntry> {
         self.keys.iter().find(|k| k.id.as_str() == id)
     }
