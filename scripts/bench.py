@@ -238,7 +238,7 @@ def write_report():
         for k, label in (("resolve_c16", "resolve p99"), ("list_page_c1", "list page p99")):
             r = ratio(a[k]["p99_us"], b[k]["p99_us"])
             row(f"1 M / 10 k {label}", f"{r:.2f} ({a[k]['p99_us']} vs {b[k]['p99_us']} µs)", "≤ 2", r <= 2)
-        row("1 M list page p50 (c=1, over HTTP)", f"{a['list_page_c1']['p50_us']} µs", "≤ 1 ms in-server", a["list_page_c1"]["p50_us"] <= 1000)
+        row("1 M list page p50 (c=1, unloaded, over HTTP)", f"{a['list_page_c1']['closed_p50_us']} µs", "≤ 1 ms in-server", a["list_page_c1"]["closed_p50_us"] <= 1000)
         row("1 M peak RSS", f"{a['peak_rss_mb']:.0f} MB", "≤ 300 MB", a["peak_rss_mb"] <= 300)
         row("1 M start-up to /readyz", f"{a['startup_s']*1000:.0f} ms", "≤ 1 s", a["startup_s"] <= 1)
         row("1 M seed (bulk path)", f"{a['seed_s']:.0f} s for 1 M credentials + {a['references']:,} references", "minutes", a["seed_s"] < 600)
