@@ -474,21 +474,10 @@ async fn run_sink(store: Store, cfg: SinkConfig, gate: AuditGate, node: String) 
             Err(e) => {
                 tracing::warn!(sink = %name, error = %e, backlog, "audit delivery failed; retrying");
                 gate.update(&name, |h| h.last_error = Some(e.to_string()));
-                // Exponential backoff with jitter, so a fleet does not retry in lockstep. While
-                // waiting, keep the backlog (and so the fail-closed gate) current.
+                // Exponential backoff with jitter, so a fleet does not retry in lockstep (the
+                // sink's watcher keeps the backlog, and so the gate, current meanwhile).
                 let jitter = Duration::from_millis(u64::from(rand_u16() % 250));
-                let until = tokio::time::Instant::now() + backoff + jitter;
-                while tokio::time::Instant::now() < until {
-                    tokio::time::sleep((until - tokio::time::Instant::now()).min(Duration::from_secs(1))).await;
-                    let n = name.clone();
-                    if let Ok(b) = store.read(move |tx| backlog_of(tx, &n)).await {
-                        let blocking = cfg.on_backlog_full == OnBacklogFull::Block && b > max_backlog;
-                        gate.update(&name, |h| {
-                            h.backlog = b;
-                            h.blocking = blocking;
-                        });
-                    }
-                }
+                tokio::time::sleep(backoff + jitter).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
