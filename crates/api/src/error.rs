@@ -57,6 +57,28 @@ impl ApiError {
     }
 
     /// Names the offending field.
+    /// The human-readable detail.
+    pub fn detail(&self) -> &str {
+        &self.0.detail
+    }
+
+    /// `(field, message)` for each invalid field (the single `field` if there is no list).
+    pub fn field_errors(&self) -> Vec<(String, String)> {
+        if self.0.errors.is_empty() {
+            return self
+                .0
+                .field
+                .iter()
+                .map(|f| (f.clone(), self.0.detail.clone()))
+                .collect();
+        }
+        self.0
+            .errors
+            .iter()
+            .map(|e| (e.field.clone(), e.message.clone()))
+            .collect()
+    }
+
     pub fn field(mut self, f: impl Into<String>) -> ApiError {
         self.0.field = Some(f.into());
         self

@@ -11,6 +11,7 @@ mod metrics;
 mod middleware;
 pub mod openapi;
 mod routes;
+mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,12 +31,15 @@ pub use metrics::Metrics;
 pub struct ApiConfig {
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Mark the UI's cookies `Secure` (when the public URL is https).
+    pub secure_cookies: bool,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             body_limit: 1024 * 1024,
+            secure_cookies: false,
         }
     }
 }
@@ -49,6 +53,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The OpenAPI document, built once from the route table.
     pub openapi: Arc<serde_json::Value>,
+    /// Whether UI cookies carry `Secure`.
+    pub secure_cookies: bool,
 }
 
 /// Builds the router: every route, the fallback, and the middleware stack.
@@ -58,8 +64,10 @@ pub fn router(service: Service, config: &ApiConfig) -> Router {
         service,
         metrics: Arc::new(Metrics::default()),
         openapi: Arc::new(openapi::document(&docs)),
+        secure_cookies: config.secure_cookies,
     };
     routes
+        .merge(ui::routes())
         .fallback(routes::fallback)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.body_limit))

@@ -411,6 +411,14 @@ enum PrincipalCmd {
     },
     /// Remove a role binding.
     Unbind { binding: String },
+    /// Set a user's web UI sign-in password (read from the terminal, or from stdin with
+    /// --password-stdin). Ends the user's browser sessions.
+    SetPassword {
+        id: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
     /// Offboard: revoke tokens, disable, list owned credentials (--transfer-to SA moves them).
     Offboard {
         id: String,
@@ -560,7 +568,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 println!(
                     "{}",
-                    json!({"admin_token": out.admin_token.as_str(), "org_id": out.org_id, "workspace_id": out.workspace_id})
+                    json!({"admin_token": out.admin_token.as_str(), "admin_password": out.admin_password.as_str(), "org_id": out.org_id, "workspace_id": out.workspace_id})
                 );
             } else {
                 println!("initialized {}", settings.data_dir.display());
@@ -569,6 +577,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     out.org_id, out.workspace_id
                 );
                 println!("admin token (shown once): {}", out.admin_token.as_str());
+                println!("UI sign-in: admin / {} (shown once)", out.admin_password.as_str());
             }
         }
         Command::Serve {
@@ -1149,6 +1158,17 @@ async fn principal(cl: Client, c: PrincipalCmd) -> anyhow::Result<()> {
             )
             .await?,
         ),
+        PrincipalCmd::SetPassword { id, password_stdin } => {
+            let pw = read_password(password_stdin)?;
+            cl.call(
+                Method::PUT,
+                &format!("/v1/principals/{id}/password"),
+                &[],
+                Some(&json!({"password": pw.as_str()})),
+            )
+            .await?;
+            eprintln!("password set for {id}; the user's browser sessions have ended");
+        }
         PrincipalCmd::Unbind { binding } => print(
             &cl.call(Method::DELETE, &format!("/v1/role-bindings/{binding}"), &[], None)
                 .await?,
@@ -1471,6 +1491,30 @@ fn insert_path(map: &mut Map<String, Value>, path: &[&str], value: Value) {
             }
         }
     }
+}
+
+/// A new sign-in password: the first line of stdin, or typed twice at a hidden prompt.
+fn read_password(from_stdin: bool) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    if from_stdin {
+        let mut line = zeroize::Zeroizing::new(String::new());
+        std::io::stdin().read_line(&mut line).context("cannot read stdin")?;
+        let pw = zeroize::Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
+        if pw.is_empty() {
+            bail!("no password on stdin");
+        }
+        return Ok(pw);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("stdin is not a terminal: pass --password-stdin and write the password to stdin");
+    }
+    let a = zeroize::Zeroizing::new(
+        rpassword::prompt_password("new password (hidden): ").context("cannot read from the terminal")?,
+    );
+    let b = zeroize::Zeroizing::new(rpassword::prompt_password("again: ").context("cannot read from the terminal")?);
+    if a != b {
+        bail!("the two passwords differ");
+    }
+    Ok(a)
 }
 
 #[cfg(test)]

@@ -149,6 +149,10 @@ pub async fn serve(settings: ServerSettings) -> anyhow::Result<()> {
         println!("  organization: default ({})", out.org_id);
         println!("  workspace:    default ({})", out.workspace_id);
         println!("  admin token (shown once, keep it safe): {}", out.admin_token.as_str());
+        println!(
+            "  UI sign-in: admin / {} (shown once; change it with `credvault principal set-password`)",
+            out.admin_password.as_str()
+        );
     }
     println!(
         "credvault listening on http://{addr}  (UI: http://{addr}/, API: http://{addr}/v1, OpenAPI: http://{addr}/v1/openapi.json)"
@@ -211,6 +215,10 @@ pub async fn serve(settings: ServerSettings) -> anyhow::Result<()> {
         svc.clone(),
         &credvault_api::ApiConfig {
             body_limit: settings.body_limit,
+            secure_cookies: settings
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://")),
         },
     );
     credvault_api::run(listener, router, shutdown_signal())

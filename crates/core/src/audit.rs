@@ -23,6 +23,9 @@ pub const INSTANCE_CHAIN: &str = "_instance";
 /// Every action the code may record. A test checks that emitted actions are a subset.
 pub const ACTIONS: &[&str] = &[
     "auth.failure",
+    "auth.sign_in",
+    "auth.sign_out",
+    "principal.password_set",
     "instance.init",
     "org.create",
     "org.settings.update",

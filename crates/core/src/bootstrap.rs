@@ -26,6 +26,8 @@ pub struct BootstrapOutput {
     pub workspace_id: String,
     /// The admin user.
     pub admin_id: String,
+    /// The admin's one-time web UI password (sign-in name `admin`).
+    pub admin_password: Zeroizing<String>,
 }
 
 impl std::fmt::Debug for BootstrapOutput {
@@ -53,10 +55,25 @@ impl Service {
     /// Initializes an empty store. Returns `None` if it was already initialized (by this or
     /// another node).
     pub async fn bootstrap(&self) -> CoreResult<Option<BootstrapOutput>> {
+        if self.is_initialized().await? {
+            return Ok(None);
+        }
+        // The admin's first UI password: 96 random bits, shown once like the token.
+        let password = Zeroizing::new(
+            credvault_crypto::random_bytes::<12>()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
+        );
+        let pw = password.clone();
+        let phc = tokio::task::spawn_blocking(move || credvault_crypto::hash_password(pw.as_bytes()))
+            .await
+            .map_err(|_| CoreError::Internal("password hashing stopped".into()))?
+            .map_err(|_| CoreError::Internal("password hashing failed".into()))?;
         let r = self
             .inner
             .store
-            .write(|tx: &mut dyn Tx| -> CoreResult<Option<BootstrapOutput>> {
+            .write(move |tx: &mut dyn Tx| -> CoreResult<Option<BootstrapOutput>> {
                 if tx.query_opt("SELECT value FROM meta WHERE key = 'initialized_at'", &[])?.is_some() {
                     return Ok(None);
                 }
@@ -73,6 +90,11 @@ impl Service {
                 let admin = PrincipalId::generate(PrincipalKind::User);
                 insert_principal(tx, &admin, &org, "admin", true, now)?;
                 insert_binding(tx, &org, &admin, Role::Admin, now)?;
+                tx.execute(
+                    "INSERT INTO principal_passwords (principal_id, login, phc, failed, locked_until, updated_at) \
+                     VALUES ($1, 'admin', $2, 0, NULL, $3)",
+                    &[admin.as_str().into(), phc.into(), now.into()],
+                )?;
                 let (token, hash) = generate_token();
                 let tok = TokenId::generate();
                 insert_token(tx, &tok, &org, admin.as_str(), &hash, Some("bootstrap"), None, None, now)?;
@@ -90,6 +112,7 @@ impl Service {
                     org_id: org.to_string(),
                     workspace_id: ws.to_string(),
                     admin_id: admin.to_string(),
+                    admin_password: password,
                 }))
             })
             .await;

@@ -20,6 +20,7 @@ pub mod lifecycle;
 pub mod oauth;
 mod reports;
 mod resolve;
+mod sessions;
 mod settings;
 mod tenancy;
 pub mod testing;
@@ -37,6 +38,7 @@ pub use credvault_connect::{Cidr, EgressPolicy};
 pub use error::{CoreError, CoreResult};
 pub use reports::{CreateReview, ReportKind, ReportRequest, ReportStream, ReviewView};
 pub use resolve::{ResolveReport, ResolveRequest, Resolved};
+pub use sessions::{LOCKOUT_AFTER, NewSession, SESSION_IDLE_SECS, SESSION_MAX_SECS, SESSION_PREFIX, SessionActor};
 pub use settings::{OrgSettings, SettingsPatch};
 
 /// Tunables of the core, validated at start-up.

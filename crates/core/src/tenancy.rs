@@ -842,7 +842,7 @@ impl Service {
 }
 
 /// Whether a principal is an instance admin (whose tokens only instance admins manage).
-fn is_instance_admin(tx: &mut dyn Tx, principal: &str) -> CoreResult<bool> {
+pub(crate) fn is_instance_admin(tx: &mut dyn Tx, principal: &str) -> CoreResult<bool> {
     Ok(
         match tx.query_opt(
             "SELECT instance_admin FROM principals WHERE id = $1",

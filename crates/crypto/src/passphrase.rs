@@ -72,3 +72,96 @@ mod tests {
         assert!(open_with_passphrase(b"correct horse battery", b"garbage").is_err());
     }
 }
+
+/// Argon2id parameters for people's sign-in passwords: 19 MiB, 2 passes, 1 lane (OWASP's
+/// recommended minimum; about 20–40 ms here, so a guessing attack pays that per try).
+const PW_M_KIB: u32 = 19 * 1024;
+const PW_T: u32 = 2;
+const PW_P: u32 = 1;
+
+fn password_digest(password: &[u8], salt: &[u8], m: u32, t: u32, p: u32) -> Result<[u8; 32], CryptoError> {
+    let params = Params::new(m, t, p, Some(32)).map_err(|_| CryptoError::Encrypt)?;
+    let mut out = [0u8; 32];
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_into(password, salt, &mut out)
+        .map_err(|_| CryptoError::Encrypt)?;
+    Ok(out)
+}
+
+/// Hashes a sign-in password with Argon2id and a random salt. The result names its
+/// parameters, so they can be raised later without breaking stored hashes:
+/// `argon2id$v=19$m=19456,t=2,p=1$<salt hex>$<hash hex>`.
+pub fn hash_password(password: &[u8]) -> Result<String, CryptoError> {
+    let salt: [u8; 16] = crate::random_bytes();
+    let digest = password_digest(password, &salt, PW_M_KIB, PW_T, PW_P)?;
+    Ok(format!(
+        "argon2id$v=19$m={PW_M_KIB},t={PW_T},p={PW_P}${}${}",
+        hex_lower(&salt),
+        hex_lower(&digest)
+    ))
+}
+
+/// Checks a password against a [`hash_password`] string in constant time. A malformed
+/// stored string never matches.
+pub fn verify_password(password: &[u8], stored: &str) -> bool {
+    let parts: Vec<&str> = stored.split('$').collect();
+    let [alg, ver, params, salt, digest] = parts.as_slice() else {
+        return false;
+    };
+    if *alg != "argon2id" || *ver != "v=19" {
+        return false;
+    }
+    let mut m = 0;
+    let mut t = 0;
+    let mut p = 0;
+    for kv in params.split(',') {
+        match kv.split_once('=') {
+            Some(("m", v)) => m = v.parse().unwrap_or(0),
+            Some(("t", v)) => t = v.parse().unwrap_or(0),
+            Some(("p", v)) => p = v.parse().unwrap_or(0),
+            _ => return false,
+        }
+    }
+    let (Some(salt), Some(want)) = (hex_decode(salt), hex_decode(digest)) else {
+        return false;
+    };
+    // Refuse absurd parameters a tampered row could carry (memory exhaustion).
+    if !(8..=1024 * 1024).contains(&m) || !(1..=16).contains(&t) || !(1..=8).contains(&p) {
+        return false;
+    }
+    match password_digest(password, &salt, m, t, p) {
+        Ok(got) => crate::ct_eq(&got, &want),
+        Err(_) => false,
+    }
+}
+
+fn hex_lower(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
+}
+
+#[cfg(test)]
+mod password_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_password_verifies_and_a_wrong_one_does_not() {
+        let h = hash_password(b"correct horse battery").unwrap();
+        assert!(h.starts_with("argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(verify_password(b"correct horse battery", &h));
+        assert!(!verify_password(b"correct horse batterz", &h));
+        assert_ne!(h, hash_password(b"correct horse battery").unwrap(), "salted");
+        assert!(!verify_password(b"x", "argon2id$v=19$m=999999999,t=2,p=1$00$00"));
+        assert!(!verify_password(b"x", "garbage"));
+    }
+}

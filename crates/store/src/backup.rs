@@ -37,6 +37,7 @@ const TABLES: &[(&str, &[&str])] = &[
     ("sink_cursors", &["name"]),
     ("oauth_states", &["state"]),
     ("oauth_leases", &["credential_id"]),
+    ("principal_passwords", &["principal_id"]),
 ];
 
 /// Tables whose `seq` is an identity column on PostgreSQL.

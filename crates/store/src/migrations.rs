@@ -12,6 +12,7 @@ const SQLITE: &[(i64, &str)] = &[
     (4, include_str!("../migrations/sqlite/0004_lifecycle.sql")),
     (5, include_str!("../migrations/sqlite/0005_sinks.sql")),
     (6, include_str!("../migrations/sqlite/0006_oauth.sql")),
+    (7, include_str!("../migrations/sqlite/0007_ui.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -20,10 +21,11 @@ const POSTGRES: &[(i64, &str)] = &[
     (4, include_str!("../migrations/postgres/0004_lifecycle.sql")),
     (5, include_str!("../migrations/postgres/0005_sinks.sql")),
     (6, include_str!("../migrations/postgres/0006_oauth.sql")),
+    (7, include_str!("../migrations/postgres/0007_ui.sql")),
 ];
 
 /// The newest schema version this build knows.
-pub const LATEST: i64 = 6;
+pub const LATEST: i64 = 7;
 
 pub(crate) fn run_sqlite(conn: &rusqlite::Connection) -> Result<(), StoreError> {
     let err = |version: i64| {

@@ -400,8 +400,13 @@ async fn report(
         days,
     };
     let stream = s.service.report(&ctx, &a, req).await?;
+    Ok(report_response(stream, csv))
+}
+
+/// Streams a report as CSV (with a download file name) or JSON. Shared with the web UI.
+pub(crate) fn report_response(stream: credvault_core::ReportStream, csv: bool) -> Response {
     let columns = stream.columns;
-    let name = kind.as_str();
+    let name = stream.kind.as_str();
     // State machine: header, rows, trailer.
     enum St {
         Head,
@@ -474,5 +479,5 @@ async fn report(
     if csv && let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"credvault-{name}.csv\"")) {
         r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
     }
-    Ok(r)
+    r
 }

@@ -2,7 +2,7 @@
 //! documentation next to the handler, so the OpenAPI document covers every route by
 //! construction.
 
-mod connections;
+pub(crate) mod connections;
 mod credentials;
 mod system;
 mod tenancy;

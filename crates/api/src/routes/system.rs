@@ -31,145 +31,125 @@ pub(crate) fn routes(t: Table) -> Table {
         permission,
         ..Default::default()
     };
-    t.add("get", "/", get(index), public("index", "Landing page"))
-        .add(
-            "get",
-            "/healthz",
-            get(healthz),
-            public("healthz", "Liveness: the process answers"),
-        )
-        .add(
-            "get",
-            "/readyz",
-            get(readyz),
-            public("readyz", "Readiness: the store answers"),
-        )
-        .add("get", "/metrics", get(metrics), public("metrics", "Prometheus metrics"))
-        .add(
-            "get",
-            "/v1/openapi.json",
-            get(openapi),
-            public("openapi", "This document"),
-        )
-        .add(
-            "get",
-            "/v1/ping",
-            get(ping),
-            authed(
-                "ping",
-                "Authenticated no-op (the benchmark's floor: routing, auth, JSON)",
+    t.add(
+        "get",
+        "/healthz",
+        get(healthz),
+        public("healthz", "Liveness: the process answers"),
+    )
+    .add(
+        "get",
+        "/readyz",
+        get(readyz),
+        public("readyz", "Readiness: the store answers"),
+    )
+    .add("get", "/metrics", get(metrics), public("metrics", "Prometheus metrics"))
+    .add(
+        "get",
+        "/v1/openapi.json",
+        get(openapi),
+        public("openapi", "This document"),
+    )
+    .add(
+        "get",
+        "/v1/ping",
+        get(ping),
+        authed(
+            "ping",
+            "Authenticated no-op (the benchmark's floor: routing, auth, JSON)",
+            "",
+        ),
+    )
+    .add(
+        "get",
+        "/v1/me",
+        get(me),
+        authed("whoami", "The calling principal and its role bindings", ""),
+    )
+    .add(
+        "get",
+        "/v1/credential-types",
+        get(credential_types),
+        RouteDoc {
+            query: &["org_id"],
+            ..authed(
+                "listCredentialTypes",
+                "Credential types enabled for an organization, with their field schemas",
                 "",
-            ),
-        )
-        .add(
-            "get",
-            "/v1/me",
-            get(me),
-            authed("whoami", "The calling principal and its role bindings", ""),
-        )
-        .add(
-            "get",
-            "/v1/credential-types",
-            get(credential_types),
-            RouteDoc {
-                query: &["org_id"],
-                ..authed(
-                    "listCredentialTypes",
-                    "Credential types enabled for an organization, with their field schemas",
-                    "",
-                )
-            },
-        )
-        .add(
-            "get",
-            "/v1/oauth/callback",
-            get(oauth_callback),
-            RouteDoc {
-                tag: "oauth",
-                query: &[
-                    "code",
-                    "state",
-                    "error",
-                    "error_description",
-                    "iss",
-                    "scope",
-                    "session_state",
-                ],
-                ..public(
-                    "oauthCallback",
-                    "Where the OAuth provider sends the browser back (a small HTML page; no tokens in it)",
-                )
-            },
-        )
-        .add(
-            "get",
-            "/v1/oauth/grants",
-            get(oauth_grants),
-            RouteDoc {
-                tag: "oauth",
-                query: &["org_id", "authorized_by", "health"],
-                ..authed(
-                    "listOAuthGrants",
-                    "OAuth grants with who authorized them and their health",
-                    "metadata.read",
-                )
-            },
-        )
-        .add(
-            "get",
-            "/v1/audit",
-            get(audit),
-            RouteDoc {
-                tag: "audit",
-                query: &[
-                    "org_id",
-                    "workspace_id",
-                    "action",
-                    "actor_id",
-                    "target_id",
-                    "outcome",
-                    "since",
-                    "until",
-                    "cursor",
-                    "after_seq",
-                    "limit",
-                ],
-                ..authed("listAuditEvents", "Query the audit journal", "audit.read")
-            },
-        )
-        .add(
-            "get",
-            "/v1/audit/verify",
-            get(audit_verify),
-            RouteDoc {
-                tag: "audit",
-                query: &["org_id"],
-                ..authed(
-                    "verifyAudit",
-                    "Verify the hash chain of an organization's audit journal",
-                    "audit.read",
-                )
-            },
-        )
-}
-
-async fn index() -> Response {
-    let page = r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>credvault</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body style="font-family: system-ui, sans-serif; max-width: 40rem; margin: 3rem auto; line-height: 1.5">
-<h1>credvault</h1>
-<p>The credential store is running. The web UI is not built yet; use the HTTP API under
-<code>/v1</code> (documented in <a href="/v1/openapi.json">/v1/openapi.json</a>) or the
-<code>credvault</code> command line.</p>
-<p>Health: <a href="/healthz">/healthz</a> · <a href="/readyz">/readyz</a> · <a href="/metrics">/metrics</a></p>
-</body></html>"#;
-    let mut r = Html(page).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
-    );
-    r
+            )
+        },
+    )
+    .add(
+        "get",
+        "/v1/oauth/callback",
+        get(oauth_callback),
+        RouteDoc {
+            tag: "oauth",
+            query: &[
+                "code",
+                "state",
+                "error",
+                "error_description",
+                "iss",
+                "scope",
+                "session_state",
+            ],
+            ..public(
+                "oauthCallback",
+                "Where the OAuth provider sends the browser back (a small HTML page; no tokens in it)",
+            )
+        },
+    )
+    .add(
+        "get",
+        "/v1/oauth/grants",
+        get(oauth_grants),
+        RouteDoc {
+            tag: "oauth",
+            query: &["org_id", "authorized_by", "health"],
+            ..authed(
+                "listOAuthGrants",
+                "OAuth grants with who authorized them and their health",
+                "metadata.read",
+            )
+        },
+    )
+    .add(
+        "get",
+        "/v1/audit",
+        get(audit),
+        RouteDoc {
+            tag: "audit",
+            query: &[
+                "org_id",
+                "workspace_id",
+                "action",
+                "actor_id",
+                "target_id",
+                "outcome",
+                "since",
+                "until",
+                "cursor",
+                "after_seq",
+                "limit",
+            ],
+            ..authed("listAuditEvents", "Query the audit journal", "audit.read")
+        },
+    )
+    .add(
+        "get",
+        "/v1/audit/verify",
+        get(audit_verify),
+        RouteDoc {
+            tag: "audit",
+            query: &["org_id"],
+            ..authed(
+                "verifyAudit",
+                "Verify the hash chain of an organization's audit journal",
+                "audit.read",
+            )
+        },
+    )
 }
 
 async fn oauth_callback(State(s): State<AppState>, Ctx(ctx): Ctx, p: Params) -> Response {

@@ -139,6 +139,21 @@ pub(crate) fn routes(t: Table) -> Table {
         ),
     )
     .add(
+        "put",
+        "/v1/principals/{id}/password",
+        axum::routing::put(set_password),
+        RouteDoc {
+            body: Some("SetPassword"),
+            ..doc(
+                "setPassword",
+                "Set a user's web UI sign-in password (Argon2id); ends the user's sessions",
+                "principals",
+                "org.admin (or the user themself)",
+                204,
+            )
+        },
+    )
+    .add(
         "post",
         "/v1/principals/{id}/offboard",
         post(offboard),
@@ -350,6 +365,25 @@ async fn get_principal(
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(s.service.get_principal(&ctx, &a, &id).await?))
+}
+
+/// Body of `PUT /v1/principals/{id}/password`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetPassword {
+    password: String,
+}
+
+async fn set_password(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(a): Auth,
+    Path(id): Path<String>,
+    Json(req): Json<SetPassword>,
+) -> ApiResult<impl IntoResponse> {
+    let pw = zeroize::Zeroizing::new(req.password);
+    s.service.set_password(&ctx, &a, &id, pw).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn offboard(

@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod tls;
+pub mod webdriver;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -108,6 +109,8 @@ pub struct Server {
     pub backend: Backend,
     pub base: String,
     pub admin: String,
+    /// The bootstrap admin's UI password (sign-in name `admin`).
+    pub admin_password: String,
     pub org_id: String,
     pub ws_id: String,
     pub data: TempDir,
@@ -247,12 +250,19 @@ impl Server {
                 .unwrap_or_default()
         };
         let admin = grab("admin token");
+        let admin_password = out
+            .lines()
+            .find_map(|l| l.split("UI sign-in: admin / ").nth(1))
+            .and_then(|r| r.split(' ').next())
+            .unwrap_or_default()
+            .to_owned();
         let org_id = grab("organization:");
         let ws_id = grab("workspace:");
         Server {
             backend,
             base: format!("http://{addr}"),
             admin,
+            admin_password,
             org_id,
             ws_id,
             data,
@@ -425,6 +435,7 @@ impl Server {
         let pg = old.pg.take();
         let mut s = Self::start_opts(backend, data, pg, extra, env).await;
         s.admin = admin;
+        s.admin_password = old.admin_password.clone();
         s.org_id = org_id;
         s.ws_id = ws_id;
         s

@@ -1,0 +1,1006 @@
+//! Credential screens: the filtered list, the type-driven "New credential" form, the detail
+//! page with its actions, and the rotation wizard (stage → test dependents → promote →
+//! revoke the old version).
+
+use std::collections::BTreeSet;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::{Markup, html};
+use serde_json::{Map, Value as Json};
+
+use credvault_core::views::{CreateCredential, CreateVersion, CredentialFilter, CredentialView, VersionMode};
+use credvault_core::{CreateReview, ReportKind, ReportRequest, StatusOp};
+use credvault_domain::credential_types::{self, CredentialType, FieldKind, FieldSchema, VariantSchema};
+use credvault_domain::roles::Permission;
+
+use super::{Form, Html, Session, action_button, check_csrf, csrf_field, error_page, layout, may, notice, shown, when};
+use crate::AppState;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/credentials", get(list))
+        .route("/credentials/new", get(new_form).post(create))
+        .route("/credentials/{id}", get(detail))
+        .route("/credentials/{id}/rotate", get(rotate_form).post(rotate_stage))
+        .route("/credentials/{id}/versions/{n}/promote", post(promote))
+        .route("/credentials/{id}/versions/{n}/revoke", post(revoke))
+        .route("/credentials/{id}/{op}", post(act))
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct ListQuery {
+    #[serde(rename = "type")]
+    ty: Option<String>,
+    environment: Option<String>,
+    status: Option<String>,
+    label: Option<String>,
+    q: Option<String>,
+    show: Option<String>,
+    cursor: Option<String>,
+    done: Option<String>,
+}
+
+fn nonempty(s: &Option<String>) -> Option<String> {
+    s.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
+}
+
+/// IDs in the first column of a report (used for the "unused" and "rotation due" filters).
+async fn report_ids(state: &AppState, sess: &Session, kind: ReportKind) -> Result<BTreeSet<String>, Response> {
+    let req = ReportRequest {
+        kind,
+        org_id: None,
+        workspace_id: None,
+        days: None,
+    };
+    let mut stream = state
+        .service
+        .report(&sess.ctx, sess.actor(), req)
+        .await
+        .map_err(|e| error_page(Some(sess), e))?;
+    let col = stream.columns.iter().position(|c| *c == "credential_id").unwrap_or(0);
+    let mut ids = BTreeSet::new();
+    while let Some(row) = stream.rows.recv().await {
+        let row = row.map_err(|e| error_page(Some(sess), e))?;
+        if let Some(Json::String(id)) = row.get(col) {
+            ids.insert(id.clone());
+        }
+    }
+    Ok(ids)
+}
+
+async fn list(State(state): State<AppState>, sess: Session, Query(q): Query<ListQuery>) -> Response {
+    let filter = CredentialFilter {
+        ty: nonempty(&q.ty),
+        environment: nonempty(&q.environment),
+        status: nonempty(&q.status),
+        label: nonempty(&q.label).into_iter().collect(),
+        cursor: nonempty(&q.cursor),
+        ..Default::default()
+    };
+    let page = match state.service.list_credentials(&sess.ctx, sess.actor(), filter).await {
+        Ok(p) => p,
+        Err(e) => {
+            let sh = shown(e);
+            let body = html! { h1 { "Credentials" } p.error role="alert" { (sh.message) } p { a href="/credentials" { "Clear the filters" } } };
+            return (sh.status, Html(layout(&sess, "Credentials", "credentials", body))).into_response();
+        }
+    };
+    let show = nonempty(&q.show);
+    let keep = match show.as_deref() {
+        Some("unused") => Some(match report_ids(&state, &sess, ReportKind::Unused).await {
+            Ok(ids) => ids,
+            Err(r) => return r,
+        }),
+        Some("rotation-due") => Some(match report_ids(&state, &sess, ReportKind::RotationDue).await {
+            Ok(ids) => ids,
+            Err(r) => return r,
+        }),
+        _ => None,
+    };
+    let needle = nonempty(&q.q).map(|s| s.to_lowercase());
+    let items: Vec<&CredentialView> = page
+        .items
+        .iter()
+        .filter(|c| keep.as_ref().is_none_or(|k| k.contains(&c.id)))
+        .filter(|c| {
+            needle.as_ref().is_none_or(|n| {
+                c.name.to_lowercase().contains(n) || c.description.as_deref().unwrap_or("").to_lowercase().contains(n)
+            })
+        })
+        .collect();
+    let can_create = may(&state, &sess, Permission::CredentialCreate, None).await;
+    let types = enabled_types(&state, &sess).await;
+    let sel = |cur: &Option<String>, v: &str| cur.as_deref() == Some(v);
+    let body = html! {
+        div.titlebar {
+            h1 { "Credentials" }
+            @if can_create { a.button.primary #new-credential href="/credentials/new" { "New credential" } }
+        }
+        (notice(q.done.as_deref()))
+        form.filters method="get" action="/credentials" role="search" {
+            label { "Search" input type="search" name="q" value=[q.q.as_deref()] placeholder="name or description"; }
+            label { "Type" select name="type" data-autosubmit="1" {
+                option value="" { "any" }
+                @for t in &types { option value=(t.as_str()) selected[sel(&q.ty, t.as_str())] { (t.as_str()) } }
+            } }
+            label { "Environment" input type="text" name="environment" value=[q.environment.as_deref()] size="8"; }
+            label { "Label" input type="text" name="label" value=[q.label.as_deref()] placeholder="owner=team-a" size="12"; }
+            label { "Status" select name="status" data-autosubmit="1" {
+                option value="" { "any" }
+                @for s in ["active", "disabled", "expired", "pending_deletion"] { option value=(s) selected[sel(&q.status, s)] { (s) } }
+            } }
+            label { "Show" select name="show" data-autosubmit="1" {
+                option value="" { "all" }
+                option value="unused" selected[sel(&q.show, "unused")] { "unused" }
+                option value="rotation-due" selected[sel(&q.show, "rotation-due")] { "rotation due" }
+            } }
+            button type="submit" { "Filter" }
+        }
+        @if items.is_empty() {
+            div.empty {
+                p { "No credentials match." }
+                @if can_create && page.items.is_empty() && q.cursor.is_none() {
+                    p { "Start by adding one: choose the type that matches the target system, and enter its secrets once." }
+                }
+            }
+        } @else {
+            table.list {
+                thead { tr { th { "Name" } th { "Type" } th { "Environment" } th { "Labels" } th { "Status" } th { "Version" } th { "Last used" } } }
+                tbody {
+                    @for c in &items {
+                        tr {
+                            td { a href={"/credentials/" (c.id)} { (c.name) } }
+                            td { (c.ty) @if let Some(v) = &c.variant { span.muted { " · " (v) } } }
+                            td { span.env { (c.environment) } }
+                            td { (labels_text(&c.labels)) }
+                            td { span class={"status " (c.status)} { (c.status) } }
+                            td { "v" (c.current_version) }
+                            td { (when(c.last_used_at.as_deref())) }
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some(next) = &page.next_cursor {
+            p { a href={"/credentials?cursor=" (next)} { "Next page →" } }
+        }
+    };
+    Html(layout(&sess, "Credentials", "credentials", body)).into_response()
+}
+
+fn labels_text(l: &Map<String, Json>) -> String {
+    l.iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn enabled_types(state: &AppState, sess: &Session) -> Vec<CredentialType> {
+    let a = sess.actor();
+    match state.service.get_settings(&sess.ctx, a, a.org_id.as_str()).await {
+        Ok(s) => s.enabled_types,
+        Err(_) => Vec::new(),
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct NewQuery {
+    #[serde(rename = "type")]
+    ty: Option<String>,
+    variant: Option<String>,
+}
+
+async fn new_form(State(state): State<AppState>, sess: Session, Query(q): Query<NewQuery>) -> Response {
+    render_new(&state, &sess, q.ty.as_deref(), q.variant.as_deref(), None, None).await
+}
+
+/// Renders the New credential flow: type picker, variant picker, then the form.
+async fn render_new(
+    state: &AppState,
+    sess: &Session,
+    ty: Option<&str>,
+    variant: Option<&str>,
+    form: Option<&Form>,
+    err: Option<super::Shown>,
+) -> Response {
+    if form.is_none() && !may(state, sess, Permission::CredentialCreate, None).await {
+        let body = html! {
+            h1 { "New credential" }
+            p.empty { "Your roles do not let you create credentials. An integration engineer or an admin can." }
+        };
+        return (
+            StatusCode::FORBIDDEN,
+            Html(layout(sess, "New credential", "credentials", body)),
+        )
+            .into_response();
+    }
+    let types = enabled_types(state, sess).await;
+    let chosen = ty.and_then(CredentialType::parse).filter(|t| types.contains(t));
+    let Some(t) = chosen else {
+        let body = html! {
+            h1 { "New credential" }
+            p { "Choose the type that matches the target system. Only the types enabled for your organization are offered." }
+            @if types.is_empty() { p.empty { "No credential types are enabled for this organization; an admin can enable them under Admin." } }
+            ul.cards {
+                @for t in &types {
+                    @let s = credential_types::schema(*t);
+                    li { a.card href={"/credentials/new?type=" (t.as_str())} data-type=(t.as_str()) { strong { (s.title) } span { (s.description) } } }
+                }
+            }
+        };
+        return Html(layout(sess, "New credential", "credentials", body)).into_response();
+    };
+    let schema = credential_types::schema(t);
+    let v = variant.and_then(|v| schema.variant(v)).or_else(|| {
+        if schema.variants.len() == 1 {
+            schema.variants.first()
+        } else {
+            schema.default_variant.and_then(|d| schema.variant(d))
+        }
+    });
+    let workspaces = super::workspaces(state, sess).await;
+    let status = err.as_ref().map_or(StatusCode::OK, |e| e.status);
+    let field_err = |name: &str| super::field_message(err.as_ref(), "fields", name);
+    let prev = |k: &str| form.and_then(|f| f.get(k)).map(str::to_owned);
+    let body = html! {
+        h1 { "New " (schema.title) " credential" }
+        p.muted { (schema.description) }
+        @if schema.variants.len() > 1 {
+            nav.variants aria-label="Variant" {
+                span { "Kind: " }
+                @for var in schema.variants {
+                    a href={"/credentials/new?type=" (t.as_str()) "&variant=" (var.name)}
+                      aria-current=[(v.map(|x| x.name) == Some(var.name)).then_some("true")] { (var.title) }
+                }
+            }
+        }
+        @if let Some(e) = &err { p.error role="alert" #form-error { (e.message) } }
+        @match v {
+            None => p { "Choose a kind above." },
+            Some(v) => form.card.credential method="post" action="/credentials/new" autocomplete="off" {
+                (csrf_field(sess))
+                input type="hidden" name="type" value=(t.as_str());
+                input type="hidden" name="variant" value=(v.name);
+                fieldset {
+                    legend { "About" }
+                    (text_input("name", "Name", prev("name"), true, field_err("name"), "e.g. orders-db-prod"))
+                    label for="workspace" { "Workspace" }
+                    select #workspace name="workspace" {
+                        option value="" { "Organization-wide (every workspace may use it)" }
+                        @for w in &workspaces { option value=(w.id) selected[prev("workspace").as_deref() == Some(w.id.as_str())] { (w.name) } }
+                    }
+                    (text_input("environment", "Environment", prev("environment"), true, field_err("environment"), "prod, staging, dev…"))
+                    (text_input("system", "System label", prev("system"), false, field_err("labels"), "the target system, e.g. orders-db"))
+                    (text_input("owner", "Owner team label", prev("owner"), false, None, "e.g. data-platform"))
+                    (text_input("description", "Description", prev("description"), false, field_err("description"), ""))
+                    (text_input("expires_at", "Expires at", prev("expires_at"), false, field_err("expires_at"), "2027-01-31T00:00:00Z (optional)"))
+                    (text_input("rotation_period_days", "Rotation period (days)", prev("rotation_period_days"), false, field_err("rotation_period_days"), "e.g. 90 (optional)"))
+                }
+                fieldset {
+                    legend { (v.title) }
+                    @for f in v.fields { (field_input(f, form, field_err(f.name))) }
+                }
+                div.actions { button.primary type="submit" { "Create credential" } a href="/credentials" { "Cancel" } }
+            },
+        }
+    };
+    (status, Html(layout(sess, "New credential", "credentials", body))).into_response()
+}
+
+fn text_input(
+    name: &str,
+    label: &str,
+    value: Option<String>,
+    required: bool,
+    err: Option<String>,
+    hint: &str,
+) -> Markup {
+    let id = format!("in-{name}");
+    html! {
+        div.field {
+            label for=(id) { (label) @if required { span.req aria-hidden="true" { " *" } } }
+            input #(id) type="text" name=(name) value=[value] required[required] placeholder=(hint)
+                aria-invalid=[err.as_ref().map(|_| "true")];
+            @if let Some(e) = err { span.field-error role="alert" { (e) } }
+        }
+    }
+}
+
+/// Rows offered for a list field (empty rows are ignored).
+const LIST_ROWS: usize = 3;
+
+/// One input for one schema field. Secret fields are password inputs and never pre-filled.
+fn field_input(f: &FieldSchema, form: Option<&Form>, err: Option<String>) -> Markup {
+    input_for(f, &format!("f.{}", f.name), form, err, false)
+}
+
+fn input_for(f: &FieldSchema, name: &str, form: Option<&Form>, err: Option<String>, secret_parent: bool) -> Markup {
+    let secret = f.secret || secret_parent;
+    let id = name.replace('.', "-");
+    let prev = if secret {
+        None
+    } else {
+        form.and_then(|x| x.get(name)).map(str::to_owned)
+    };
+    let label = html! {
+        label for=(id) {
+            code { (f.name) }
+            @if f.required { span.req aria-hidden="true" { " *" } }
+            @if secret { span.badge { "secret" } }
+        }
+    };
+    let input = match f.kind {
+        FieldKind::Object(sub) => {
+            return html! {
+                fieldset.nested {
+                    legend { code { (f.name) } @if !f.required { span.muted { " (optional)" } } }
+                    @if !f.description.is_empty() { span.hint { (f.description) } }
+                    @for s in sub { (input_for(s, &format!("{name}.{}", s.name), form, None, secret)) }
+                    @if let Some(e) = err { span.field-error role="alert" { (e) } }
+                }
+            };
+        }
+        FieldKind::List(sub) => {
+            return html! {
+                fieldset.nested {
+                    legend { code { (f.name) } }
+                    @if !f.description.is_empty() { span.hint { (f.description) " Fill one row per item; empty rows are ignored." } }
+                    @for i in 0..LIST_ROWS {
+                        div.row {
+                            span.muted { "#" (i + 1) }
+                            @for s in sub { (input_for(s, &format!("{name}.{i}.{}", s.name), form, None, secret)) }
+                        }
+                    }
+                    @if let Some(e) = err { span.field-error role="alert" { (e) } }
+                }
+            };
+        }
+        FieldKind::Boolean => html! {
+            input #(id) type="checkbox" name=(name) value="true" checked[prev.as_deref() == Some("true")];
+        },
+        FieldKind::Enum(values) => html! {
+            select #(id) name=(name) {
+                @if !f.required || secret_parent { option value="" { "—" } }
+                @for v in values { option value=(v) selected[prev.as_deref() == Some(*v)] { (v) } }
+            }
+        },
+        FieldKind::StringMap => html! {
+            textarea #(id) name=(name) rows="3" placeholder="Name: value (one per line)" spellcheck="false" { @if let Some(p) = &prev { (p) } }
+        },
+        FieldKind::StringList => html! {
+            textarea #(id) name=(name) rows="3" placeholder="one per line" spellcheck="false" { @if let Some(p) = &prev { (p) } }
+        },
+        _ if secret && f.check.format_name().is_some_and(|n| n.contains("pem")) => html! {
+            textarea #(id) name=(name) rows="6" class="secret" spellcheck="false" autocomplete="off" {}
+        },
+        _ if secret => html! {
+            input #(id) type="password" name=(name) autocomplete="new-password";
+        },
+        FieldKind::Integer => html! { input #(id) type="number" name=(name) value=[prev]; },
+        _ => html! { input #(id) type="text" name=(name) value=[prev]; },
+    };
+    html! {
+        div.field {
+            (label)
+            (input)
+            @if !f.description.is_empty() { span.hint { (f.description) } }
+            @if let Some(e) = err { span.field-error role="alert" { (e) } }
+        }
+    }
+}
+
+/// Builds the `fields` object from the form for a variant. Unfilled optional fields are
+/// left out; the core validates the rest and names any bad field.
+fn fields_from_form(v: &VariantSchema, form: &Form) -> Result<Json, (String, String)> {
+    let mut out = Map::new();
+    for f in v.fields {
+        if let Some(val) = value_for(f, &format!("f.{}", f.name), form)? {
+            out.insert(f.name.to_owned(), val);
+        }
+    }
+    Ok(Json::Object(out))
+}
+
+fn value_for(f: &FieldSchema, name: &str, form: &Form) -> Result<Option<Json>, (String, String)> {
+    let path = || name.trim_start_matches("f.").to_owned();
+    let raw = form.get(name).unwrap_or("");
+    Ok(Some(match f.kind {
+        FieldKind::Object(sub) => {
+            let mut m = Map::new();
+            for s in sub {
+                if let Some(v) = value_for(s, &format!("{name}.{}", s.name), form)? {
+                    m.insert(s.name.to_owned(), v);
+                }
+            }
+            if m.is_empty() {
+                return Ok(None);
+            }
+            Json::Object(m)
+        }
+        FieldKind::List(sub) => {
+            let mut items = Vec::new();
+            for i in 0..LIST_ROWS {
+                let mut m = Map::new();
+                for s in sub {
+                    if let Some(v) = value_for(s, &format!("{name}.{i}.{}", s.name), form)? {
+                        m.insert(s.name.to_owned(), v);
+                    }
+                }
+                if !m.is_empty() {
+                    items.push(Json::Object(m));
+                }
+            }
+            if items.is_empty() {
+                return Ok(None);
+            }
+            Json::Array(items)
+        }
+        FieldKind::Boolean => {
+            if form.get(name).is_none() {
+                return Ok(None);
+            }
+            Json::Bool(raw == "true")
+        }
+        _ if raw.trim().is_empty() => return Ok(None),
+        FieldKind::Integer => match raw.trim().parse::<i64>() {
+            Ok(n) => Json::from(n),
+            Err(_) => return Err((path(), "must be a whole number".to_owned())),
+        },
+        FieldKind::StringList => Json::Array(
+            raw.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(|l| Json::String(l.to_owned()))
+                .collect(),
+        ),
+        FieldKind::StringMap => {
+            let mut m = Map::new();
+            for line in raw.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                let Some((k, v)) = line.split_once(':') else {
+                    return Err((path(), "write one `Name: value` per line".to_owned()));
+                };
+                m.insert(k.trim().to_owned(), Json::String(v.trim().to_owned()));
+            }
+            Json::Object(m)
+        }
+        _ if f.secret => Json::String(raw.to_owned()),
+        _ => Json::String(raw.trim().to_owned()),
+    }))
+}
+
+fn form_error(field: String, message: String) -> super::Shown {
+    super::Shown {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        code: "invalid_field",
+        message: format!("{field}: {message}"),
+        fields: vec![(field, message)],
+    }
+}
+
+async fn create(State(state): State<AppState>, sess: Session, form: Form) -> Response {
+    if let Err(r) = check_csrf(&state, &sess, &form).await {
+        return r;
+    }
+    let ty = form.text("type").unwrap_or_default();
+    let variant = form.text("variant");
+    let Some(t) = CredentialType::parse(&ty) else {
+        return render_new(&state, &sess, None, None, None, None).await;
+    };
+    let schema = credential_types::schema(t);
+    let Some(v) = variant.as_deref().and_then(|n| schema.variant(n)) else {
+        return render_new(&state, &sess, Some(&ty), None, None, None).await;
+    };
+    let fields = match fields_from_form(v, &form) {
+        Ok(f) => f,
+        Err((f, m)) => {
+            return render_new(
+                &state,
+                &sess,
+                Some(&ty),
+                variant.as_deref(),
+                Some(&form),
+                Some(form_error(f, m)),
+            )
+            .await;
+        }
+    };
+    let mut labels = Map::new();
+    for k in ["system", "owner"] {
+        if let Some(val) = form.text(k) {
+            labels.insert(k.to_owned(), Json::String(val));
+        }
+    }
+    let period = match form.text("rotation_period_days").map(|p| p.parse::<i64>()) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => {
+            let e = form_error("rotation_period_days".into(), "must be a whole number of days".into());
+            return render_new(&state, &sess, Some(&ty), variant.as_deref(), Some(&form), Some(e)).await;
+        }
+    };
+    let req = CreateCredential {
+        name: form.text("name").unwrap_or_default(),
+        ty: ty.clone(),
+        variant: variant.clone(),
+        workspace_id: form.text("workspace").map(credvault_domain::WorkspaceId::from_trusted),
+        org_id: match form.text("workspace") {
+            Some(_) => None,
+            None => Some(sess.actor().org_id.clone()),
+        },
+        environment: form.text("environment").unwrap_or_default(),
+        labels: Some(labels),
+        description: form.text("description"),
+        expires_at: form.text("expires_at"),
+        rotation_period_days: period,
+        fields,
+    };
+    match state.service.create_credential(&sess.ctx, sess.actor(), req).await {
+        Ok(c) => Redirect::to(&format!("/credentials/{}?done=created", c.id)).into_response(),
+        Err(e) => {
+            let sh = shown(e);
+            if matches!(sh.status.as_u16(), 400 | 409 | 422) {
+                render_new(&state, &sess, Some(&ty), variant.as_deref(), Some(&form), Some(sh)).await
+            } else {
+                super::shown_page(Some(&sess), sh)
+            }
+        }
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct DetailQuery {
+    done: Option<String>,
+}
+
+async fn detail(
+    State(state): State<AppState>,
+    sess: Session,
+    Path(id): Path<String>,
+    Query(q): Query<DetailQuery>,
+) -> Response {
+    let c = match state.service.get_credential(&sess.ctx, sess.actor(), &id).await {
+        Ok(c) => c,
+        Err(e) => return error_page(Some(&sess), e),
+    };
+    let usage = state.service.credential_usage(&sess.ctx, sess.actor(), &id).await.ok();
+    let reviews = state
+        .service
+        .list_reviews(&sess.ctx, sess.actor(), &id)
+        .await
+        .unwrap_or_default();
+    let ws = c.workspace_id.as_deref();
+    let can_edit = may(&state, &sess, Permission::CredentialCreate, ws).await;
+    let can_delete = may(&state, &sess, Permission::CredentialDelete, ws).await;
+    let can_review = may(&state, &sess, Permission::AuditRead, None).await;
+    let can_attach = may(&state, &sess, Permission::CredentialAttach, ws).await;
+    let base = format!("/credentials/{}", c.id);
+    let conns = usage.as_ref().map(|u| u.connections.as_slice()).unwrap_or_default();
+    let pipes = usage.as_ref().map(|u| u.pipelines.as_slice()).unwrap_or_default();
+    let tests = state
+        .service
+        .list_connections(
+            &sess.ctx,
+            sess.actor(),
+            credvault_core::connections::ConnectionFilter {
+                credential_id: Some(c.id.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .map(|p| p.items)
+        .unwrap_or_default();
+    let body = html! {
+        div.titlebar {
+            h1 { (c.name) " " span class={"status " (c.status)} { (c.status) } }
+        }
+        (notice(q.done.as_deref()))
+        @for w in &c.warnings { p.warning { (w) } }
+        div.actions.bar {
+            @if can_edit && c.status != "pending_deletion" {
+                a.button.primary #rotate href={(base) "/rotate"} { "Rotate…" }
+            }
+            @if can_attach && !conns.is_empty() {
+                (action_button(&sess, &format!("{base}/test"), "Test dependents", "", None))
+            }
+            @if can_edit {
+                @if c.status == "disabled" {
+                    (action_button(&sess, &format!("{base}/enable"), "Enable", "", None))
+                } @else if c.status != "pending_deletion" {
+                    (action_button(&sess, &format!("{base}/disable"), "Disable", "", Some("Disable this credential? Every resolve through it fails until it is enabled again.")))
+                }
+            }
+            @if can_delete {
+                @if c.status == "pending_deletion" {
+                    (action_button(&sess, &format!("{base}/restore"), "Restore", "", None))
+                } @else {
+                    (action_button(&sess, &format!("{base}/delete"), "Delete", "danger", Some("Delete this credential? It can be restored until the recovery window ends.")))
+                }
+            }
+            @if can_review {
+                (action_button(&sess, &format!("{base}/review"), "Mark reviewed", "", None))
+            }
+        }
+        div.grid {
+            section {
+                h2 { "Details" }
+                dl.meta {
+                    dt { "ID" } dd { code { (c.id) } }
+                    dt { "Type" } dd { (c.ty) @if let Some(v) = &c.variant { " · " (v) } }
+                    dt { "Environment" } dd { span.env { (c.environment) } }
+                    dt { "Scope" } dd { (c.workspace_id.as_deref().unwrap_or("organization-wide")) }
+                    dt { "Labels" } dd { (labels_text(&c.labels)) }
+                    @if let Some(d) = &c.description { dt { "Description" } dd { (d) } }
+                    dt { "Expires" } dd { (when(c.expires_at.as_deref())) }
+                    dt { "Rotation period" } dd { @match c.rotation_period_days { Some(d) => { (d) " days" }, None => "—" } }
+                    dt { "Last used" } dd { (when(c.last_used_at.as_deref())) }
+                    dt { "Created" } dd { (when(Some(&c.created_at))) " by " code { (c.created_by) } }
+                    dt { "Secret fields" } dd { (c.secret_fields_set.join(", ")) " " span.muted { "(values are never shown)" } }
+                    @if let Json::Object(m) = &c.fields { @for (k, v) in m { dt { code { (k) } } dd { (plain(v)) } } }
+                }
+                @if let Some(o) = &c.oauth {
+                    h2 { "OAuth grant" }
+                    p { span class={"health " (o.health)} { (o.health) } @if let Some(r) = &o.health_reason { " — " (r) } }
+                    p.muted { "Authorized by " (o.authorized_by.as_deref().unwrap_or("nobody yet")) ", refreshed " (when(o.refreshed_at.as_deref())) }
+                    @if can_edit { (action_button(&sess, &format!("{base}/authorize"), if o.authorized_by.is_some() { "Re-authorize" } else { "Authorize" }, "", None)) }
+                }
+            }
+            section {
+                h2 { "Versions" }
+                ol.timeline {
+                    @for v in c.versions.iter().rev() {
+                        li class=(v.state) {
+                            strong { "v" (v.version) } " " span class={"state " (v.state)} { (v.state) }
+                            span.muted { " · " (when(Some(&v.created_at))) }
+                            @if can_edit && v.state == "pending" {
+                                (action_button(&sess, &format!("{base}/versions/{}/promote", v.version), "Promote", "", None))
+                            }
+                            @if can_edit && (v.state == "previous" || v.state == "pending") {
+                                (action_button(&sess, &format!("{base}/versions/{}/revoke", v.version), "Revoke", "danger", Some("Revoke this version? Nothing can use it afterwards.")))
+                            }
+                        }
+                    }
+                }
+                h2 { "Used by" }
+                @if conns.is_empty() { p.empty { "No connection uses this credential yet." } }
+                @else {
+                    table.list {
+                        thead { tr { th { "Connection" } th { "Environment" } th { "Last test" } } }
+                        tbody { @for u in conns {
+                            tr {
+                                td { a href={"/connections/" (u.id)} { (u.name) } }
+                                td { (u.environment.as_deref().unwrap_or("—")) }
+                                td { @if let Some(t) = tests.iter().find(|t| t.id == u.id).and_then(|t| t.last_test.as_ref()) {
+                                    span class=(if t.ok { "ok" } else { "fail" }) { (if t.ok { "ok" } else { "failed" }) }
+                                    " " (t.latency_ms) " ms · " (when(Some(&t.at)))
+                                    @if let Some(code) = &t.error_code { " · " code { (code) } }
+                                } @else { "never" } }
+                            }
+                        } }
+                    }
+                }
+                @if !pipes.is_empty() {
+                    h3 { "Pipelines" }
+                    ul { @for p in pipes { li { a href={"/pipelines/" (p.id)} { (p.name) } } } }
+                }
+                h2 { "Reviews" }
+                @if reviews.is_empty() { p.empty { "Never reviewed." } }
+                ul { @for r in &reviews { li { (r.decision) " by " code { (r.reviewer_id) } " · " (when(Some(&r.created_at))) } } }
+            }
+        }
+    };
+    Html(layout(&sess, &c.name, "credentials", body)).into_response()
+}
+
+/// A non-secret field value as text.
+fn plain(v: &Json) -> String {
+    match v {
+        Json::String(s) => s.clone(),
+        Json::Null => "—".into(),
+        other => other.to_string(),
+    }
+}
+
+async fn act(
+    State(state): State<AppState>,
+    sess: Session,
+    Path((id, op)): Path<(String, String)>,
+    form: Form,
+) -> Response {
+    if let Err(r) = check_csrf(&state, &sess, &form).await {
+        return r;
+    }
+    let a = sess.actor();
+    let base = format!("/credentials/{id}");
+    let op_status = match op.as_str() {
+        "disable" => Some((StatusOp::Disable, "disabled")),
+        "enable" => Some((StatusOp::Enable, "enabled")),
+        "delete" => Some((StatusOp::Delete, "deleted")),
+        "restore" => Some((StatusOp::Restore, "restored")),
+        _ => None,
+    };
+    let (r, done) = if let Some((st, done)) = op_status {
+        (state.service.set_status(&sess.ctx, a, &id, st).await.map(|_| ()), done)
+    } else {
+        match op.as_str() {
+            "review" => {
+                let review = CreateReview {
+                    decision: "keep".into(),
+                    note: None,
+                };
+                (
+                    state.service.create_review(&sess.ctx, a, &id, review).await.map(|_| ()),
+                    "reviewed",
+                )
+            }
+            "test" => {
+                return match state
+                    .service
+                    .test_credential(&sess.ctx, a, &id, Default::default())
+                    .await
+                {
+                    Ok(t) => test_results_page(&sess, &id, &t, None),
+                    Err(e) => error_page(Some(&sess), e),
+                };
+            }
+            "authorize" => {
+                return match state
+                    .service
+                    .oauth_authorize(&sess.ctx, a, &id, Default::default())
+                    .await
+                {
+                    Ok(start) => Redirect::to(&start.authorization_url).into_response(),
+                    Err(e) => error_page(Some(&sess), e),
+                };
+            }
+            _ => return error_page(Some(&sess), credvault_core::CoreError::NotFound { what: "action" }),
+        }
+    };
+    match r {
+        Ok(()) => Redirect::to(&format!("{base}?done={done}")).into_response(),
+        Err(e) => error_page(Some(&sess), e),
+    }
+}
+
+/// Per-connection test results (also step 2 of the rotation wizard, with a promote button).
+fn test_results_page(
+    sess: &Session,
+    id: &str,
+    t: &credvault_core::testing::CredentialTest,
+    promote: Option<i64>,
+) -> Response {
+    let base = format!("/credentials/{id}");
+    let body = html! {
+        @if let Some(n) = promote {
+            (wizard_steps(2))
+            h1 { "Version " (n) " staged — test results" }
+        } @else {
+            h1 { "Test results for version " (t.version) }
+        }
+        @if t.results.is_empty() { p.empty { "No connection uses this credential, so there was nothing to test." } }
+        @else {
+            p class=(if t.ok { "notice" } else { "error" }) role="status" #test-summary {
+                @if t.ok { "Every connection works with version " (t.version) "." }
+                @else { "Some connections failed with version " (t.version) "." }
+            }
+            table.list #test-results {
+                thead { tr { th { "Connection" } th { "Result" } th { "Latency" } th { "Detail" } } }
+                tbody { @for r in &t.results {
+                    @let j = serde_json::to_value(r).unwrap_or_default();
+                    @let ok = j.get("ok").and_then(Json::as_bool).unwrap_or(false);
+                    tr {
+                        td { a href={"/connections/" (r.connection_id)} { (r.connection_name) } }
+                        td { span class=(if ok { "ok" } else { "fail" }) { (if ok { "ok" } else { "failed" }) } }
+                        td { (j.get("latency_ms").and_then(Json::as_u64).unwrap_or(0)) " ms" }
+                        td { @if let Some(e) = j.get("error") { code { (e.get("code").and_then(Json::as_str).unwrap_or("")) } " " (e.get("message").and_then(Json::as_str).unwrap_or("")) } }
+                    }
+                } }
+            }
+        }
+        @if let Some(n) = promote {
+            div.actions {
+                (action_button(sess, &format!("{base}/versions/{n}/promote"), "Promote version", "primary",
+                    (!t.ok).then_some("Some connections failed with this version. Promote anyway?")))
+                (action_button(sess, &format!("{base}/versions/{n}/revoke"), "Discard this version", "danger", None))
+            }
+        }
+        p { a href=(base) { "Back to the credential" } }
+    };
+    Html(layout(sess, "Test results", "credentials", body)).into_response()
+}
+
+fn wizard_steps(at: u8) -> Markup {
+    let steps = [
+        "Enter the new secret",
+        "Test dependents",
+        "Promote",
+        "Revoke the old version",
+    ];
+    html! {
+        ol.steps aria-label="Rotation steps" {
+            @for (i, s) in steps.iter().enumerate() {
+                li aria-current=[(i as u8 + 1 == at).then_some("step")] class=[(((i as u8) + 1) < at).then_some("done")] { (s) }
+            }
+        }
+    }
+}
+
+async fn rotate_form(State(state): State<AppState>, sess: Session, Path(id): Path<String>) -> Response {
+    render_rotate(&state, &sess, &id, None).await
+}
+
+/// A credential and the schema of its variant (for the rotation form).
+async fn credential_and_variant(
+    state: &AppState,
+    sess: &Session,
+    id: &str,
+) -> Result<(CredentialView, &'static VariantSchema), Response> {
+    let c = state
+        .service
+        .get_credential(&sess.ctx, sess.actor(), id)
+        .await
+        .map_err(|e| error_page(Some(sess), e))?;
+    let v = CredentialType::parse(&c.ty)
+        .map(credential_types::schema)
+        .and_then(|s| c.variant.as_deref().and_then(|n| s.variant(n)).or(s.variants.first()));
+    match v {
+        Some(v) => Ok((c, v)),
+        None => Err(error_page(
+            Some(sess),
+            credvault_core::CoreError::NotFound {
+                what: "credential type",
+            },
+        )),
+    }
+}
+
+async fn render_rotate(state: &AppState, sess: &Session, id: &str, err: Option<super::Shown>) -> Response {
+    let (c, v) = match credential_and_variant(state, sess, id).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let status = err.as_ref().map_or(StatusCode::OK, |e| e.status);
+    let field_err = |name: &str| super::field_message(err.as_ref(), "fields", name);
+    let body = html! {
+        (wizard_steps(1))
+        h1 { "Rotate " (c.name) }
+        p { "Enter the new secret values. The new version is staged: connections keep using version "
+            (c.current_version) " until you promote it after the tests." }
+        @if let Some(e) = &err { p.error role="alert" #form-error { (e.message) } }
+        form.card method="post" action={"/credentials/" (c.id) "/rotate"} autocomplete="off" {
+            (csrf_field(sess))
+            p.muted { "Non-secret fields left empty keep their current values." }
+            @for f in v.fields { (field_input(f, None, field_err(f.name))) }
+            div.actions { button.primary type="submit" { "Stage and test" } a href={"/credentials/" (c.id)} { "Cancel" } }
+        }
+    };
+    (status, Html(layout(sess, "Rotate", "credentials", body))).into_response()
+}
+
+async fn rotate_stage(State(state): State<AppState>, sess: Session, Path(id): Path<String>, form: Form) -> Response {
+    if let Err(r) = check_csrf(&state, &sess, &form).await {
+        return r;
+    }
+    let (c, v) = match credential_and_variant(&state, &sess, &id).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let mut fields = match fields_from_form(v, &form) {
+        Ok(f) => f,
+        Err((f, m)) => return render_rotate(&state, &sess, &id, Some(form_error(f, m))).await,
+    };
+    // Non-secret fields left empty keep their current values.
+    if let (Json::Object(new), Json::Object(cur)) = (&mut fields, &c.fields) {
+        for (k, val) in cur {
+            new.entry(k.clone()).or_insert_with(|| val.clone());
+        }
+    }
+    let staged = match state
+        .service
+        .create_version(
+            &sess.ctx,
+            sess.actor(),
+            &id,
+            CreateVersion {
+                fields,
+                mode: VersionMode::Stage,
+            },
+        )
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            let sh = shown(e);
+            return if matches!(sh.status.as_u16(), 400 | 409 | 422) {
+                render_rotate(&state, &sess, &id, Some(sh)).await
+            } else {
+                super::shown_page(Some(&sess), sh)
+            };
+        }
+    };
+    let req = credvault_core::testing::TestRequest {
+        version: Some(staged.version),
+    };
+    match state.service.test_credential(&sess.ctx, sess.actor(), &id, req).await {
+        Ok(t) => test_results_page(&sess, &id, &t, Some(staged.version)),
+        Err(e) => {
+            // Nothing to test (or not allowed to test): still offer promotion.
+            let sh = shown(e);
+            let base = format!("/credentials/{id}");
+            let n = staged.version;
+            let body = html! {
+                (wizard_steps(2))
+                h1 { "Version " (n) " staged" }
+                p.warning { "The dependents were not tested: " (sh.message) }
+                div.actions {
+                    (action_button(&sess, &format!("{base}/versions/{n}/promote"), "Promote version", "primary", None))
+                    (action_button(&sess, &format!("{base}/versions/{n}/revoke"), "Discard this version", "danger", None))
+                }
+            };
+            Html(layout(&sess, "Staged", "credentials", body)).into_response()
+        }
+    }
+}
+
+async fn promote(
+    State(state): State<AppState>,
+    sess: Session,
+    Path((id, n)): Path<(String, i64)>,
+    form: Form,
+) -> Response {
+    if let Err(r) = check_csrf(&state, &sess, &form).await {
+        return r;
+    }
+    if let Err(e) = state.service.promote_version(&sess.ctx, sess.actor(), &id, n).await {
+        return error_page(Some(&sess), e);
+    }
+    let c = match state.service.get_credential(&sess.ctx, sess.actor(), &id).await {
+        Ok(c) => c,
+        Err(e) => return error_page(Some(&sess), e),
+    };
+    let base = format!("/credentials/{id}");
+    let previous: Vec<i64> = c
+        .versions
+        .iter()
+        .filter(|v| v.state == "previous")
+        .map(|v| v.version)
+        .collect();
+    let body = html! {
+        (wizard_steps(4))
+        h1 { "Version " (n) " is live" }
+        p.notice role="status" { "Promoted: resolves now return version " (n) "." }
+        @if previous.is_empty() {
+            p { "No older version is left to revoke." }
+        } @else {
+            p { "Once every pipeline has picked up the new secret, revoke the old version so it cannot be used again." }
+            div.actions {
+                @for old in &previous {
+                    (action_button(&sess, &format!("{base}/versions/{old}/revoke"), &format!("Revoke version {old}"), "danger", None))
+                }
+            }
+        }
+        p { a href=(base) { "Done — back to the credential" } }
+    };
+    Html(layout(&sess, "Promoted", "credentials", body)).into_response()
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    sess: Session,
+    Path((id, n)): Path<(String, i64)>,
+    form: Form,
+) -> Response {
+    if let Err(r) = check_csrf(&state, &sess, &form).await {
+        return r;
+    }
+    match state.service.revoke_version(&sess.ctx, sess.actor(), &id, n).await {
+        Ok(_) => Redirect::to(&format!("/credentials/{id}?done=revoked")).into_response(),
+        Err(e) => error_page(Some(&sess), e),
+    }
+}

@@ -1,0 +1,566 @@
+//! People signing in to the web UI: passwords (Argon2id), lock-out with back-off, and browser
+//! sessions. A session is an opaque 256-bit cookie value; the store keeps only its SHA-256,
+//! the principal, a per-session CSRF token, and its idle and absolute expiry. A valid session
+//! yields the same [`Actor`] a bearer token would, so the UI goes through exactly the same
+//! authorization as the API.
+
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use credvault_crypto::{ct_eq, hash_password, hash_token, random_bytes, verify_password};
+use credvault_domain::roles::Permission;
+use credvault_domain::time::now_micros;
+use credvault_domain::{OrgId, PrincipalId, PrincipalKind, TokenId};
+use credvault_store::Tx;
+
+use crate::Service;
+use crate::audit::{self, ActorRef, Draft, Outcome};
+use crate::auth::{Scope, authorize, load_bindings};
+use crate::context::{Actor, RequestCtx};
+use crate::error::{CoreError, CoreResult};
+use crate::tenancy::{is_instance_admin, settings_of};
+
+/// Prefix of session cookie values.
+pub const SESSION_PREFIX: &str = "cvs_";
+/// A session ends after this long without a request.
+pub const SESSION_IDLE_SECS: i64 = 30 * 60;
+/// A session ends this long after sign-in, however active.
+pub const SESSION_MAX_SECS: i64 = 12 * 3600;
+/// Consecutive failures before an account is locked.
+pub const LOCKOUT_AFTER: i64 = 5;
+const LOCK_BASE_SECS: i64 = 30;
+const LOCK_MAX_SECS: i64 = 15 * 60;
+/// How often `last_seen` is written back (an idle check needs no finer grain).
+const TOUCH_EVERY_US: i64 = 30 * 1_000_000;
+const MIN_PASSWORD: usize = 12;
+const MAX_PASSWORD: usize = 1024;
+
+/// A new browser session. The cookie value is shown to the browser once and never stored.
+pub struct NewSession {
+    /// The cookie value.
+    pub cookie: Zeroizing<String>,
+    /// The token every form of this session must carry.
+    pub csrf: String,
+}
+
+impl std::fmt::Debug for NewSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NewSession { cookie: <redacted>, .. }")
+    }
+}
+
+/// An authenticated browser session.
+#[derive(Clone, Debug)]
+pub struct SessionActor {
+    /// Who is signed in.
+    pub actor: Arc<Actor>,
+    /// The session's CSRF token.
+    pub csrf: String,
+    /// The session's ID (not the cookie).
+    pub session_id: String,
+}
+
+impl SessionActor {
+    /// Whether `presented` is this session's CSRF token (constant time).
+    pub fn csrf_ok(&self, presented: &str) -> bool {
+        ct_eq(self.csrf.as_bytes(), presented.as_bytes())
+    }
+}
+
+/// Seconds an account stays locked after `failed` consecutive failures.
+pub fn lock_secs(failed: i64) -> Option<i64> {
+    if failed < LOCKOUT_AFTER {
+        return None;
+    }
+    let exp = (failed - LOCKOUT_AFTER).min(10) as u32;
+    Some((LOCK_BASE_SECS << exp).min(LOCK_MAX_SECS))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+struct Login {
+    principal_id: String,
+    org_id: String,
+    kind: String,
+    disabled: bool,
+    phc: String,
+    failed: i64,
+    locked_until: Option<i64>,
+}
+
+/// A hash no password matches, verified against unknown logins so that an unknown name costs
+/// the same time as a wrong password.
+const DUMMY_PHC: &str = "argon2id$v=19$m=19456,t=2,p=1$00000000000000000000000000000000$\
+                         0000000000000000000000000000000000000000000000000000000000000000";
+
+impl Service {
+    /// Sets a user's sign-in password (organization admins, or the user themself). Existing
+    /// sessions of that user end.
+    pub async fn set_password(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        principal_id: &str,
+        password: Zeroizing<String>,
+    ) -> CoreResult<()> {
+        let n = password.chars().count();
+        if n < MIN_PASSWORD || password.len() > MAX_PASSWORD {
+            return Err(CoreError::invalid(
+                "password",
+                "weak_password",
+                format!("a password has {MIN_PASSWORD} to {MAX_PASSWORD} characters"),
+            ));
+        }
+        let phc = tokio::task::spawn_blocking(move || hash_password(password.as_bytes()))
+            .await
+            .map_err(|_| CoreError::Internal("password hashing stopped".into()))?
+            .map_err(|_| CoreError::Internal("password hashing failed".into()))?;
+        let (id, a, ctx2) = (principal_id.to_owned(), actor.clone(), ctx.clone());
+        self.write(ctx, actor, move |tx| {
+            let Some(r) = tx.query_opt(
+                "SELECT org_id, kind, name FROM principals WHERE id = $1",
+                &[id.as_str().into()],
+            )?
+            else {
+                return Err(CoreError::NotFound { what: "principal" });
+            };
+            let org = OrgId::from_trusted(r.text(0)?);
+            let (kind, name) = (r.text(1)?, r.text(2)?);
+            let draft = || Draft::new("principal.password_set", "principal", id.as_str(), org.as_str());
+            if a.principal_id.as_str() != id {
+                let settings = settings_of(tx, org.as_str(), "principal")?;
+                authorize(
+                    &a,
+                    &settings,
+                    Scope::Org(&org),
+                    Permission::OrgAdmin,
+                    "principal",
+                    draft,
+                )?;
+                if !a.instance_admin && is_instance_admin(tx, &id)? {
+                    // An organization admin must not take over the instance admin's account.
+                    return Err(CoreError::Denied(Box::new(crate::error::Denial {
+                        draft: draft().outcome(Outcome::Denied),
+                        hidden: None,
+                        permission: Permission::OrgAdmin,
+                    })));
+                }
+            }
+            if kind != "user" {
+                return Err(CoreError::invalid(
+                    "principal_id",
+                    "not_a_user",
+                    "only users sign in with a password; service accounts use tokens",
+                ));
+            }
+            let login = name.to_lowercase();
+            if let Some(other) = tx.query_opt(
+                "SELECT principal_id FROM principal_passwords WHERE login = $1",
+                &[login.as_str().into()],
+            )? && other.text(0)? != id
+            {
+                return Err(CoreError::conflict(
+                    "login_taken",
+                    "another user with this name already signs in with a password",
+                ));
+            }
+            let now = now_micros();
+            tx.execute(
+                "DELETE FROM principal_passwords WHERE principal_id = $1",
+                &[id.as_str().into()],
+            )?;
+            tx.execute(
+                "INSERT INTO principal_passwords (principal_id, login, phc, failed, locked_until, updated_at) \
+                 VALUES ($1, $2, $3, 0, NULL, $4)",
+                &[id.as_str().into(), login.into(), phc.into(), now.into()],
+            )?;
+            tx.execute(
+                "UPDATE ui_sessions SET revoked_at = $1 WHERE principal_id = $2 AND revoked_at IS NULL",
+                &[now.into(), id.as_str().into()],
+            )?;
+            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft())?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Signs a person in. Every failure is audited, counted by the spike detectors and
+    /// answered alike ([`CoreError::Unauthenticated`]), whether the name is unknown, the
+    /// password wrong or the account locked: a guesser learns nothing about which.
+    pub async fn sign_in(&self, ctx: &RequestCtx, login: &str, password: Zeroizing<String>) -> CoreResult<NewSession> {
+        let login = login.trim().to_lowercase();
+        let l2 = login.clone();
+        let found = self
+            .inner
+            .store
+            .read(move |tx: &mut dyn Tx| -> CoreResult<Option<Login>> {
+                let Some(r) = tx.query_opt(
+                    "SELECT pp.principal_id, p.org_id, p.kind, p.disabled, pp.phc, pp.failed, pp.locked_until \
+                     FROM principal_passwords pp JOIN principals p ON p.id = pp.principal_id WHERE pp.login = $1",
+                    &[l2.into()],
+                )?
+                else {
+                    return Ok(None);
+                };
+                Ok(Some(Login {
+                    principal_id: r.text(0)?,
+                    org_id: r.text(1)?,
+                    kind: r.text(2)?,
+                    disabled: r.bool(3)?,
+                    phc: r.text(4)?,
+                    failed: r.int(5)?,
+                    locked_until: r.opt_int(6)?,
+                }))
+            })
+            .await?;
+        let now = now_micros();
+        let phc = found.as_ref().map_or(DUMMY_PHC.to_owned(), |f| f.phc.clone());
+        let pw_ok = tokio::task::spawn_blocking(move || verify_password(password.as_bytes(), &phc))
+            .await
+            .map_err(|_| CoreError::Internal("password check stopped".into()))?;
+        let Some(f) = found else {
+            self.sign_in_failed(ctx, None, "unknown_login", &login).await?;
+            return Err(CoreError::Unauthenticated);
+        };
+        if f.locked_until.is_some_and(|t| t > now) {
+            self.sign_in_failed(ctx, Some(&f), "locked_out", &login).await?;
+            return Err(CoreError::Unauthenticated);
+        }
+        if !pw_ok {
+            self.sign_in_failed(ctx, Some(&f), "bad_password", &login).await?;
+            return Err(CoreError::Unauthenticated);
+        }
+        if f.disabled || f.kind != "user" {
+            self.sign_in_failed(ctx, Some(&f), "principal_disabled", &login).await?;
+            return Err(CoreError::Unauthenticated);
+        }
+        let raw: Zeroizing<[u8; 32]> = Zeroizing::new(random_bytes());
+        let mut cookie = Zeroizing::new(String::with_capacity(SESSION_PREFIX.len() + 64));
+        cookie.push_str(SESSION_PREFIX);
+        cookie.push_str(&hex(&raw[..]));
+        let hash = hash_token(&cookie);
+        let csrf = hex(&random_bytes::<32>());
+        let session_id = format!("ses_{}", hex(&random_bytes::<12>()));
+        let (ctx2, csrf2) = (ctx.clone(), csrf.clone());
+        self.inner
+            .store
+            .write(move |tx| {
+                tx.execute(
+                    "UPDATE principal_passwords SET failed = 0, locked_until = NULL WHERE principal_id = $1",
+                    &[f.principal_id.as_str().into()],
+                )?;
+                tx.execute(
+                    "INSERT INTO ui_sessions (hash, id, principal_id, csrf, created_at, last_seen, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $5, $6)",
+                    &[
+                        hash.to_vec().into(),
+                        session_id.as_str().into(),
+                        f.principal_id.as_str().into(),
+                        csrf2.into(),
+                        now.into(),
+                        (now + SESSION_MAX_SECS * 1_000_000).into(),
+                    ],
+                )?;
+                let who = ActorRef {
+                    id: Some(f.principal_id.clone()),
+                    kind: "user",
+                };
+                let d = Draft::new("auth.sign_in", "session", session_id.as_str(), f.org_id.as_str());
+                audit::append(tx, &ctx2, &who, &d)?;
+                Ok::<_, CoreError>(())
+            })
+            .await?;
+        Ok(NewSession { cookie, csrf })
+    }
+
+    async fn sign_in_failed(
+        &self,
+        ctx: &RequestCtx,
+        f: Option<&Login>,
+        reason: &'static str,
+        login: &str,
+    ) -> CoreResult<()> {
+        let mut details = serde_json::json!({ "reason": reason, "via": "password" });
+        let (who, org, pid, failed) = match f {
+            Some(f) => {
+                let failed = if reason == "bad_password" {
+                    f.failed + 1
+                } else {
+                    f.failed
+                };
+                (
+                    ActorRef {
+                        id: Some(f.principal_id.clone()),
+                        kind: if f.kind == "user" { "user" } else { "service_account" },
+                    },
+                    Some(f.org_id.clone()),
+                    Some(f.principal_id.clone()),
+                    failed,
+                )
+            }
+            None => {
+                if let serde_json::Value::Object(m) = &mut details {
+                    m.insert("login_fingerprint".into(), hex(&hash_token(login)[..8]).into());
+                }
+                (ActorRef::anonymous(), None, None, 0)
+            }
+        };
+        let lock = if reason == "bad_password" {
+            lock_secs(failed)
+        } else {
+            None
+        };
+        if let (serde_json::Value::Object(m), Some(s)) = (&mut details, lock) {
+            m.insert("locked_for_secs".into(), s.into());
+        }
+        let draft = Draft {
+            action: "auth.failure",
+            target_type: pid.as_ref().map(|_| "principal"),
+            target_id: pid.clone(),
+            org_id: org.clone(),
+            workspace_id: None,
+            outcome: Outcome::Denied,
+            details,
+        };
+        let ip = ctx.source_ip.clone().unwrap_or_else(|| "unknown".into());
+        let mut alerts = Vec::new();
+        alerts.extend(self.alert(
+            crate::alerts::Signal::AuthFailureIp,
+            &ip,
+            org.as_deref(),
+            "source_ip",
+            &ip,
+        ));
+        if let Some(p) = &pid {
+            alerts.extend(self.alert(
+                crate::alerts::Signal::AuthFailurePrincipal,
+                p,
+                org.as_deref(),
+                "principal",
+                p,
+            ));
+        }
+        let ctx = ctx.clone();
+        let now = now_micros();
+        self.inner
+            .store
+            .write(move |tx| {
+                if let (Some(p), true) = (&pid, reason == "bad_password") {
+                    tx.execute(
+                        "UPDATE principal_passwords SET failed = $1, locked_until = $2 WHERE principal_id = $3",
+                        &[
+                            failed.into(),
+                            lock.map(|s| now + s * 1_000_000).into(),
+                            p.as_str().into(),
+                        ],
+                    )?;
+                }
+                audit::append(tx, &ctx, &who, &draft)?;
+                for a in &alerts {
+                    audit::append(tx, &ctx, &ActorRef::system(), a)?;
+                }
+                Ok::<_, CoreError>(())
+            })
+            .await
+    }
+
+    /// The actor behind a session cookie. Unknown, ended, idle-expired and revoked sessions,
+    /// and sessions of disabled principals, are refused (and audited) alike.
+    pub async fn session_actor(&self, cookie: &str, ctx: &RequestCtx) -> CoreResult<SessionActor> {
+        if !cookie.starts_with(SESSION_PREFIX) || cookie.len() > 100 {
+            return self.session_refused(ctx, None, "unknown_session").await;
+        }
+        let hash = hash_token(cookie);
+        type Found = (Vec<String>, bool, bool, Vec<u8>, i64, i64, Option<i64>);
+        let found = self
+            .inner
+            .store
+            .read(move |tx: &mut dyn Tx| {
+                let Some(r) = tx.query_opt(
+                    "SELECT s.id, s.principal_id, s.csrf, p.org_id, p.kind, p.name, p.instance_admin, p.disabled, \
+                     s.hash, s.last_seen, s.expires_at, s.revoked_at \
+                     FROM ui_sessions s JOIN principals p ON p.id = s.principal_id WHERE s.hash = $1",
+                    &[hash.to_vec().into()],
+                )?
+                else {
+                    return Ok::<_, CoreError>(None);
+                };
+                let texts = (0..6).map(|i| r.text(i)).collect::<Result<Vec<_>, _>>()?;
+                let bindings = load_bindings(tx, &texts[1])?;
+                let f: Found = (
+                    texts,
+                    r.bool(6)?,
+                    r.bool(7)?,
+                    r.bytes(8)?,
+                    r.int(9)?,
+                    r.int(10)?,
+                    r.opt_int(11)?,
+                );
+                Ok(Some((f, bindings)))
+            })
+            .await?;
+        let Some(((t, instance_admin, disabled, stored_hash, last_seen, expires_at, revoked_at), bindings)) = found
+        else {
+            return self.session_refused(ctx, None, "unknown_session").await;
+        };
+        let now = now_micros();
+        let reason = if !ct_eq(&stored_hash, &hash) {
+            Some("unknown_session")
+        } else if revoked_at.is_some() {
+            Some("session_ended")
+        } else if expires_at <= now || last_seen + SESSION_IDLE_SECS * 1_000_000 <= now {
+            Some("session_expired")
+        } else if disabled {
+            Some("principal_disabled")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return self.session_refused(ctx, Some((&t[1], &t[3])), reason).await;
+        }
+        let [session_id, principal_id, csrf, org_id, kind, name] =
+            <[String; 6]>::try_from(t).map_err(|_| CoreError::Internal("session row shape".into()))?;
+        if now - last_seen > TOUCH_EVERY_US {
+            let sid = session_id.clone();
+            self.inner
+                .store
+                .write(move |tx| {
+                    tx.execute(
+                        "UPDATE ui_sessions SET last_seen = $1 WHERE id = $2",
+                        &[now.into(), sid.into()],
+                    )?;
+                    Ok::<_, CoreError>(())
+                })
+                .await?;
+        }
+        let actor = Arc::new(Actor {
+            principal_id: PrincipalId::from_trusted(principal_id),
+            kind: PrincipalKind::parse(&kind).unwrap_or(PrincipalKind::User),
+            name,
+            org_id: OrgId::from_trusted(org_id),
+            instance_admin,
+            token_id: TokenId::from_trusted(session_id.clone()),
+            bindings,
+        });
+        Ok(SessionActor {
+            actor,
+            csrf,
+            session_id,
+        })
+    }
+
+    async fn session_refused<T>(
+        &self,
+        ctx: &RequestCtx,
+        who: Option<(&str, &str)>,
+        reason: &'static str,
+    ) -> CoreResult<T> {
+        let draft = Draft {
+            action: "auth.failure",
+            target_type: None,
+            target_id: None,
+            org_id: who.map(|w| w.1.to_owned()),
+            workspace_id: None,
+            outcome: Outcome::Denied,
+            details: serde_json::json!({ "reason": reason, "via": "session" }),
+        };
+        let actor = match who {
+            Some((p, _)) => ActorRef {
+                id: Some(p.to_owned()),
+                kind: "user",
+            },
+            None => ActorRef::anonymous(),
+        };
+        let ip = ctx.source_ip.clone().unwrap_or_else(|| "unknown".into());
+        let alert = if reason == "unknown_session" {
+            self.alert(crate::alerts::Signal::AuthFailureIp, &ip, None, "source_ip", &ip)
+        } else {
+            None
+        };
+        let ctx = ctx.clone();
+        self.inner
+            .store
+            .write(move |tx| {
+                audit::append(tx, &ctx, &actor, &draft)?;
+                if let Some(a) = &alert {
+                    audit::append(tx, &ctx, &ActorRef::system(), a)?;
+                }
+                Ok::<_, CoreError>(())
+            })
+            .await?;
+        Err(CoreError::Unauthenticated)
+    }
+
+    /// Records a refused form of a signed-in session (a missing or wrong CSRF token), in the
+    /// session's organization, counted by the per-principal spike detector.
+    pub async fn record_csrf_failure(&self, ctx: &RequestCtx, session: &SessionActor) -> CoreResult<()> {
+        let a = session.actor.clone();
+        let draft = Draft {
+            action: "auth.failure",
+            target_type: Some("session"),
+            target_id: Some(session.session_id.clone()),
+            org_id: Some(a.org_id.to_string()),
+            workspace_id: None,
+            outcome: Outcome::Denied,
+            details: serde_json::json!({ "reason": "csrf_mismatch", "via": "session" }),
+        };
+        let alert = self.alert(
+            crate::alerts::Signal::AuthFailurePrincipal,
+            a.principal_id.as_str(),
+            Some(a.org_id.as_str()),
+            "principal",
+            a.principal_id.as_str(),
+        );
+        let ctx = ctx.clone();
+        self.inner
+            .store
+            .write(move |tx| {
+                audit::append(tx, &ctx, &ActorRef::from(a.as_ref()), &draft)?;
+                if let Some(al) = &alert {
+                    audit::append(tx, &ctx, &ActorRef::system(), al)?;
+                }
+                Ok::<_, CoreError>(())
+            })
+            .await
+    }
+
+    /// Ends a session (sign-out).
+    pub async fn sign_out(&self, ctx: &RequestCtx, session: &SessionActor) -> CoreResult<()> {
+        let (ctx, s) = (ctx.clone(), session.clone());
+        self.inner
+            .store
+            .write(move |tx| {
+                tx.execute(
+                    "UPDATE ui_sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                    &[now_micros().into(), s.session_id.as_str().into()],
+                )?;
+                let d = Draft::new(
+                    "auth.sign_out",
+                    "session",
+                    s.session_id.as_str(),
+                    s.actor.org_id.as_str(),
+                );
+                audit::append(tx, &ctx, &ActorRef::from(s.actor.as_ref()), &d)?;
+                Ok::<_, CoreError>(())
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lock_secs;
+
+    #[test]
+    fn lock_out_starts_at_the_fifth_failure_and_backs_off_to_fifteen_minutes() {
+        assert_eq!(lock_secs(4), None);
+        assert_eq!(lock_secs(5), Some(30));
+        assert_eq!(lock_secs(6), Some(60));
+        assert_eq!(lock_secs(7), Some(120));
+        assert_eq!(lock_secs(20), Some(900));
+        assert_eq!(lock_secs(i64::MAX), Some(900));
+    }
+}

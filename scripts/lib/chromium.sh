@@ -1,0 +1,121 @@
+# Headless Chromium for the web UI tests (tests driven over the W3C WebDriver protocol, see
+# crates/credvault/tests/common/webdriver.rs): installs Debian's chromium and chromium-driver
+# if either is missing, runs a private chromedriver on 127.0.0.1 with its log in DIR, and
+# stops it again (with any browser it left behind). Source this file, then call
+# chromedriver_start / chromedriver_stop.
+#
+#   chromium_ensure               -> installs chromium + chromium-driver if missing
+#   chromedriver_start DIR PORT   -> exports CREDVAULT_TEST_WEBDRIVER_URL (http://127.0.0.1:PORT)
+#   chromedriver_stop DIR
+#
+# chromedriver (loopback only) starts one headless Chromium per WebDriver session (the tests ask for
+# /usr/bin/chromium with --headless=new --no-sandbox and a fresh profile each). Calling
+# chromedriver_start again while DIR's chromedriver runs keeps it (and its port). Everything —
+# log, pid file, port, Chromium's scratch directories — lives in DIR.
+
+chromium_ensure() {
+    if [ ! -x /usr/bin/chromium ] || ! command -v chromedriver >/dev/null 2>&1; then
+        echo "==> installing chromium and chromium-driver from Debian"
+        apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q chromium chromium-driver >/dev/null
+    fi
+}
+
+_chromedriver_running() {
+    local dir=$1
+    [ -f "$dir/chromedriver.pid" ] && kill -0 "$(cat "$dir/chromedriver.pid")" 2>/dev/null
+}
+
+# True once chromedriver on PORT answers /status with "ready": true.
+_chromedriver_ready() {
+    local port=$1
+    python3 - "$port" <<'EOF' >/dev/null 2>&1
+import json, sys, urllib.request
+with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/status", timeout=2) as r:
+    sys.exit(0 if json.load(r)["value"]["ready"] else 1)
+EOF
+}
+
+# Every descendant of PID (children first, then theirs), one per line.
+_chromium_descendants() {
+    local pid=$1 child
+    for child in $(pgrep -P "$pid" 2>/dev/null); do
+        echo "$child"
+        _chromium_descendants "$child"
+    done
+}
+
+chromedriver_start() {
+    local dir=$1 port=$2 i
+    mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd)
+    if _chromedriver_running "$dir"; then
+        port=$(cat "$dir/port")
+    else
+        chromium_ensure
+        echo "$port" > "$dir/port"
+        rm -f "$dir/chromedriver.pid"
+        # setsid: its own process group, so chromedriver_stop also reaches the browsers it
+        # starts even once they are orphaned. The subshell has no job control, so setsid never
+        # needs to fork and $! is chromedriver itself. No --allowed-ips on purpose: without it
+        # chromedriver listens on 127.0.0.1 and ::1 only ("Only local connections are allowed"),
+        # whereas --allowed-ips=127.0.0.1 makes it listen on every interface and filter by peer.
+        # TMPDIR: the scratch directories chromedriver and Chromium make (and leave behind when
+        # a session is never ended) land in DIR.
+        mkdir -p "$dir/tmp"
+        (
+            TMPDIR="$dir/tmp" setsid chromedriver --port="$port" \
+                --log-path="$dir/chromedriver.log" --log-level=INFO </dev/null >"$dir/chromedriver.out" 2>&1 &
+            echo $! > "$dir/chromedriver.pid"
+        )
+        for i in $(seq 1 100); do
+            _chromedriver_ready "$port" && break
+            _chromedriver_running "$dir" || break
+            sleep 0.2
+        done
+    fi
+    if ! _chromedriver_ready "$port"; then
+        echo "chromedriver did not become ready on 127.0.0.1:$port:" >&2
+        cat "$dir/chromedriver.out" "$dir/chromedriver.log" >&2 2>/dev/null
+        chromedriver_stop "$dir"
+        return 1
+    fi
+    export CREDVAULT_TEST_WEBDRIVER_URL="http://127.0.0.1:$port"
+    export CHROMEDRIVER_DIR="$dir"
+}
+
+chromedriver_stop() {
+    local dir=${1:-${CHROMEDRIVER_DIR:-}} pid pids=""
+    [ -n "$dir" ] && [ -f "$dir/chromedriver.pid" ] || return 0
+    pid=$(cat "$dir/chromedriver.pid")
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        # Collect the browsers first: once chromedriver is gone they are reparented.
+        pids=$(_chromium_descendants "$pid")
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+        # shellcheck disable=SC2086
+        [ -z "$pids" ] || kill -9 $pids 2>/dev/null || true
+    fi
+    # Anything left in chromedriver's process group (setsid made it the leader: pgid = pid).
+    [ -z "$pid" ] || kill -9 -- "-$pid" 2>/dev/null || true
+    # Wait (up to 5 s) until they are gone, so that DIR can be removed right after.
+    for _ in $(seq 1 50); do
+        _chromium_alive "$pid" $pids || break
+        sleep 0.1
+    done
+    rm -f "$dir/chromedriver.pid"
+    return 0
+}
+
+# True if any of the PIDs still runs (zombies waiting to be reaped do not count).
+_chromium_alive() {
+    local p state
+    for p in "$@"; do
+        [ -n "$p" ] || continue
+        # The state follows the command name in parentheses (which may hold spaces).
+        state=$(sed -n 's/.*) \([A-Za-z]\) .*/\1/p' "/proc/$p/stat" 2>/dev/null) || continue
+        [ -n "$state" ] && [ "$state" != Z ] && return 0
+    done
+    return 1
+}
