@@ -620,7 +620,10 @@ async fn set_password_rules_and_the_cli() {
     let (_, org_admin) = srv
         .principal(&org, "user", "olga", &[("admin", common::Scope::Org(&org))])
         .await;
-    assert_eq!(put(admin_id, org_admin.clone(), "take-over-the-admin").await.status, 403);
+    assert_eq!(
+        put(admin_id, org_admin.clone(), "take-over-the-admin").await.status,
+        403
+    );
     assert_eq!(put(pid.clone(), org_admin, "an-org-admin-may-reset").await.status, 204);
     assert!(!srv.logs().contains("caseys-own-password"));
 
