@@ -56,7 +56,6 @@ impl ApiError {
         }))
     }
 
-    /// Names the offending field.
     /// The human-readable detail.
     pub fn detail(&self) -> &str {
         &self.0.detail
@@ -79,6 +78,7 @@ impl ApiError {
             .collect()
     }
 
+    /// Names the offending field.
     pub fn field(mut self, f: impl Into<String>) -> ApiError {
         self.0.field = Some(f.into());
         self

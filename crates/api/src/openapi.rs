@@ -138,7 +138,7 @@ fn schemas() -> Value {
         "ResolveRequest": {"type": "object", "required": ["connection_id", "run_id"], "additionalProperties": false, "properties": {
             "connection_id": id("conn_"), "run_id": {"type": "string"}, "pipeline_id": {"type": ["string", "null"]}}},
         "RotateRequest": {"type": "object", "required": ["fields"], "additionalProperties": false, "properties": {"fields": {"type": "object"}}},
-        "SetPassword": {"type": "object", "required": ["password"], "additionalProperties": false, "properties": {"password": {"type": "string", "minLength": 12, "writeOnly": true}}},
+        "SetPassword": {"type": "object", "required": ["password"], "additionalProperties": false, "properties": {"password": {"type": "string", "minLength": 12, "writeOnly": true}, "current_password": {"type": "string", "writeOnly": true}}},
         "OffboardRequest": {"type": "object", "additionalProperties": false, "properties": {"transfer_to": {"type": "string", "pattern": "^sa_[a-z2-7]{26}$"}}},
         "ResolveReport": {"type": "object", "required": ["connection_id", "run_id", "outcome"], "additionalProperties": false, "properties": {
             "connection_id": id("conn_"), "run_id": {"type": "string"}, "version": {"type": ["integer", "null"]},

@@ -411,8 +411,9 @@ enum PrincipalCmd {
     },
     /// Remove a role binding.
     Unbind { binding: String },
-    /// Set a user's web UI sign-in password (read from the terminal, or from stdin with
-    /// --password-stdin). Ends the user's browser sessions.
+    /// Set another user's web UI sign-in password (admins; read from the terminal, or from
+    /// stdin with --password-stdin). Ends the user's browser sessions. People change their
+    /// own on the UI's account page, giving the current one.
     SetPassword {
         id: String,
         /// Read the password from the first line of standard input.

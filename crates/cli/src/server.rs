@@ -150,7 +150,7 @@ pub async fn serve(settings: ServerSettings) -> anyhow::Result<()> {
         println!("  workspace:    default ({})", out.workspace_id);
         println!("  admin token (shown once, keep it safe): {}", out.admin_token.as_str());
         println!(
-            "  UI sign-in: admin / {} (shown once; change it with `credvault principal set-password`)",
+            "  UI sign-in: admin / {} (shown once; change it on the UI's account page)",
             out.admin_password.as_str()
         );
     }

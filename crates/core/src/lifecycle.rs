@@ -547,6 +547,10 @@ impl Service {
                 &[now.into(), id.as_str().into()],
             )? as i64;
             tx.execute("UPDATE principals SET disabled = 1 WHERE id = $1", &[id.as_str().into()])?;
+            tx.execute(
+                "UPDATE ui_sessions SET revoked_at = $1 WHERE principal_id = $2 AND revoked_at IS NULL",
+                &[now.into(), id.as_str().into()],
+            )?;
             let rows = tx.query(
                 "SELECT id, name, type, owner_id, created_by, workspace_id FROM credentials WHERE org_id = $1 AND (owner_id = $2 OR created_by = $2) \
                  AND status <> 'purged' ORDER BY seq",

@@ -36,6 +36,27 @@ const TOUCH_EVERY_US: i64 = 30 * 1_000_000;
 const MIN_PASSWORD: usize = 12;
 const MAX_PASSWORD: usize = 1024;
 
+/// Password hashes running at once, server-wide. Each costs 19 MiB and tens of milliseconds;
+/// unauthenticated sign-in attempts must not be able to exhaust memory or starve resolves.
+static HASH_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+/// How long a sign-in waits for a hashing slot before it is told to retry.
+const HASH_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Runs one Argon2id computation under the server-wide limit.
+async fn hashing<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> CoreResult<T> {
+    let busy = || CoreError::Unavailable {
+        code: "busy",
+        message: "too many sign-ins at once; retry in a few seconds".into(),
+    };
+    let _permit = tokio::time::timeout(HASH_WAIT, HASH_SLOTS.acquire())
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| busy())?;
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| CoreError::Internal("password hashing stopped".into()))
+}
+
 /// A new browser session. The cookie value is shown to the browser once and never stored.
 pub struct NewSession {
     /// The cookie value.
@@ -91,20 +112,30 @@ struct Login {
     locked_until: Option<i64>,
 }
 
-/// A hash no password matches, verified against unknown logins so that an unknown name costs
-/// the same time as a wrong password.
-const DUMMY_PHC: &str = "argon2id$v=19$m=19456,t=2,p=1$00000000000000000000000000000000$\
-                         0000000000000000000000000000000000000000000000000000000000000000";
+/// A hash no password matches (same parameters as real ones), verified for unknown logins so
+/// that an unknown name costs the same time as a wrong password.
+fn dummy_phc() -> String {
+    format!(
+        "argon2id$v=19$m={},t={},p={}${}${}",
+        credvault_crypto::PASSWORD_M_KIB,
+        credvault_crypto::PASSWORD_T,
+        credvault_crypto::PASSWORD_P,
+        "00".repeat(16),
+        "00".repeat(32)
+    )
+}
 
 impl Service {
-    /// Sets a user's sign-in password (organization admins, or the user themself). Existing
-    /// sessions of that user end.
+    /// Sets a user's sign-in password. Organization admins may set anyone's in their
+    /// organization (never the instance admin's, unless they are one); a user changing their
+    /// own must give the current password. Existing sessions of that user end.
     pub async fn set_password(
         &self,
         ctx: &RequestCtx,
         actor: &Arc<Actor>,
         principal_id: &str,
         password: Zeroizing<String>,
+        current: Option<Zeroizing<String>>,
     ) -> CoreResult<()> {
         let n = password.chars().count();
         if n < MIN_PASSWORD || password.len() > MAX_PASSWORD {
@@ -114,49 +145,34 @@ impl Service {
                 format!("a password has {MIN_PASSWORD} to {MAX_PASSWORD} characters"),
             ));
         }
-        let phc = tokio::task::spawn_blocking(move || hash_password(password.as_bytes()))
-            .await
-            .map_err(|_| CoreError::Internal("password hashing stopped".into()))?
+        // Authorize before any hashing, so nobody can make the server burn CPU for free.
+        let (id, a) = (principal_id.to_owned(), actor.clone());
+        let old_phc = self
+            .read(ctx, actor, move |tx| password_target(tx, &a, &id).map(|(_, phc)| phc))
+            .await?;
+        if a_is_self(actor, principal_id) {
+            let ok = match (old_phc, current) {
+                (Some(phc), Some(cur)) => hashing(move || verify_password(cur.as_bytes(), &phc)).await?,
+                _ => false,
+            };
+            if !ok {
+                return Err(CoreError::invalid(
+                    "current_password",
+                    "wrong_password",
+                    "give your current password to change it",
+                ));
+            }
+        }
+        let phc = hashing(move || hash_password(password.as_bytes()))
+            .await?
             .map_err(|_| CoreError::Internal("password hashing failed".into()))?;
         let (id, a, ctx2) = (principal_id.to_owned(), actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {
-            let Some(r) = tx.query_opt(
-                "SELECT org_id, kind, name FROM principals WHERE id = $1",
-                &[id.as_str().into()],
-            )?
-            else {
+            let (org, _) = password_target(tx, &a, &id)?;
+            let Some(r) = tx.query_opt("SELECT name FROM principals WHERE id = $1", &[id.as_str().into()])? else {
                 return Err(CoreError::NotFound { what: "principal" });
             };
-            let org = OrgId::from_trusted(r.text(0)?);
-            let (kind, name) = (r.text(1)?, r.text(2)?);
-            let draft = || Draft::new("principal.password_set", "principal", id.as_str(), org.as_str());
-            if a.principal_id.as_str() != id {
-                let settings = settings_of(tx, org.as_str(), "principal")?;
-                authorize(
-                    &a,
-                    &settings,
-                    Scope::Org(&org),
-                    Permission::OrgAdmin,
-                    "principal",
-                    draft,
-                )?;
-                if !a.instance_admin && is_instance_admin(tx, &id)? {
-                    // An organization admin must not take over the instance admin's account.
-                    return Err(CoreError::Denied(Box::new(crate::error::Denial {
-                        draft: draft().outcome(Outcome::Denied),
-                        hidden: None,
-                        permission: Permission::OrgAdmin,
-                    })));
-                }
-            }
-            if kind != "user" {
-                return Err(CoreError::invalid(
-                    "principal_id",
-                    "not_a_user",
-                    "only users sign in with a password; service accounts use tokens",
-                ));
-            }
-            let login = name.to_lowercase();
+            let login = r.text(0)?.to_lowercase();
             if let Some(other) = tx.query_opt(
                 "SELECT principal_id FROM principal_passwords WHERE login = $1",
                 &[login.as_str().into()],
@@ -164,7 +180,7 @@ impl Service {
             {
                 return Err(CoreError::conflict(
                     "login_taken",
-                    "another user with this name already signs in with a password",
+                    "sign-in names are unique across this instance and this one is in use; rename the user first",
                 ));
             }
             let now = now_micros();
@@ -181,7 +197,8 @@ impl Service {
                 "UPDATE ui_sessions SET revoked_at = $1 WHERE principal_id = $2 AND revoked_at IS NULL",
                 &[now.into(), id.as_str().into()],
             )?;
-            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft())?;
+            let d = Draft::new("principal.password_set", "principal", id.as_str(), org.as_str());
+            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &d)?;
             Ok(())
         })
         .await
@@ -190,13 +207,18 @@ impl Service {
     /// Signs a person in. Every failure is audited, counted by the spike detectors and
     /// answered alike ([`CoreError::Unauthenticated`]), whether the name is unknown, the
     /// password wrong or the account locked: a guesser learns nothing about which.
+    ///
+    /// The attempt is counted, and the lock checked and (from the fifth failure on) set,
+    /// in one write *before* the password is verified, so guesses sent in parallel each
+    /// count: at most [`LOCKOUT_AFTER`] can be in flight before the account locks.
     pub async fn sign_in(&self, ctx: &RequestCtx, login: &str, password: Zeroizing<String>) -> CoreResult<NewSession> {
-        let login = login.trim().to_lowercase();
+        let login: String = login.trim().to_lowercase().chars().take(256).collect();
         let l2 = login.clone();
-        let found = self
+        let now = now_micros();
+        let attempt = self
             .inner
             .store
-            .read(move |tx: &mut dyn Tx| -> CoreResult<Option<Login>> {
+            .write(move |tx: &mut dyn Tx| -> CoreResult<Option<(Login, bool)>> {
                 let Some(r) = tx.query_opt(
                     "SELECT pp.principal_id, p.org_id, p.kind, p.disabled, pp.phc, pp.failed, pp.locked_until \
                      FROM principal_passwords pp JOIN principals p ON p.id = pp.principal_id WHERE pp.login = $1",
@@ -205,7 +227,7 @@ impl Service {
                 else {
                     return Ok(None);
                 };
-                Ok(Some(Login {
+                let mut f = Login {
                     principal_id: r.text(0)?,
                     org_id: r.text(1)?,
                     kind: r.text(2)?,
@@ -213,22 +235,35 @@ impl Service {
                     phc: r.text(4)?,
                     failed: r.int(5)?,
                     locked_until: r.opt_int(6)?,
-                }))
+                };
+                if f.locked_until.is_some_and(|t| t > now) {
+                    return Ok(Some((f, true)));
+                }
+                f.failed += 1;
+                let lock = lock_secs(f.failed).map(|s| now + s * 1_000_000);
+                tx.execute(
+                    "UPDATE principal_passwords SET failed = $1, locked_until = $2 WHERE principal_id = $3",
+                    &[f.failed.into(), lock.into(), f.principal_id.as_str().into()],
+                )?;
+                Ok(Some((f, false)))
             })
             .await?;
-        let now = now_micros();
-        let phc = found.as_ref().map_or(DUMMY_PHC.to_owned(), |f| f.phc.clone());
-        let pw_ok = tokio::task::spawn_blocking(move || verify_password(password.as_bytes(), &phc))
-            .await
-            .map_err(|_| CoreError::Internal("password check stopped".into()))?;
-        let Some(f) = found else {
-            self.sign_in_failed(ctx, None, "unknown_login", &login).await?;
-            return Err(CoreError::Unauthenticated);
+        let phc = match &attempt {
+            Some((f, false)) => f.phc.clone(),
+            _ => dummy_phc(),
         };
-        if f.locked_until.is_some_and(|t| t > now) {
-            self.sign_in_failed(ctx, Some(&f), "locked_out", &login).await?;
-            return Err(CoreError::Unauthenticated);
-        }
+        let pw_ok = hashing(move || verify_password(password.as_bytes(), &phc)).await?;
+        let f = match attempt {
+            None => {
+                self.sign_in_failed(ctx, None, "unknown_login", &login).await?;
+                return Err(CoreError::Unauthenticated);
+            }
+            Some((f, true)) => {
+                self.sign_in_failed(ctx, Some(&f), "locked_out", &login).await?;
+                return Err(CoreError::Unauthenticated);
+            }
+            Some((f, false)) => f,
+        };
         if !pw_ok {
             self.sign_in_failed(ctx, Some(&f), "bad_password", &login).await?;
             return Err(CoreError::Unauthenticated);
@@ -284,34 +319,25 @@ impl Service {
         login: &str,
     ) -> CoreResult<()> {
         let mut details = serde_json::json!({ "reason": reason, "via": "password" });
-        let (who, org, pid, failed) = match f {
-            Some(f) => {
-                let failed = if reason == "bad_password" {
-                    f.failed + 1
-                } else {
-                    f.failed
-                };
-                (
-                    ActorRef {
-                        id: Some(f.principal_id.clone()),
-                        kind: if f.kind == "user" { "user" } else { "service_account" },
-                    },
-                    Some(f.org_id.clone()),
-                    Some(f.principal_id.clone()),
-                    failed,
-                )
-            }
+        let (who, org, pid) = match f {
+            Some(f) => (
+                ActorRef {
+                    id: Some(f.principal_id.clone()),
+                    kind: if f.kind == "user" { "user" } else { "service_account" },
+                },
+                Some(f.org_id.clone()),
+                Some(f.principal_id.clone()),
+            ),
             None => {
                 if let serde_json::Value::Object(m) = &mut details {
                     m.insert("login_fingerprint".into(), hex(&hash_token(login)[..8]).into());
                 }
-                (ActorRef::anonymous(), None, None, 0)
+                (ActorRef::anonymous(), None, None)
             }
         };
-        let lock = if reason == "bad_password" {
-            lock_secs(failed)
-        } else {
-            None
+        let lock = match (reason, f) {
+            ("bad_password", Some(f)) => lock_secs(f.failed),
+            _ => None,
         };
         if let (serde_json::Value::Object(m), Some(s)) = (&mut details, lock) {
             m.insert("locked_for_secs".into(), s.into());
@@ -344,20 +370,9 @@ impl Service {
             ));
         }
         let ctx = ctx.clone();
-        let now = now_micros();
         self.inner
             .store
             .write(move |tx| {
-                if let (Some(p), true) = (&pid, reason == "bad_password") {
-                    tx.execute(
-                        "UPDATE principal_passwords SET failed = $1, locked_until = $2 WHERE principal_id = $3",
-                        &[
-                            failed.into(),
-                            lock.map(|s| now + s * 1_000_000).into(),
-                            p.as_str().into(),
-                        ],
-                    )?;
-                }
                 audit::append(tx, &ctx, &who, &draft)?;
                 for a in &alerts {
                     audit::append(tx, &ctx, &ActorRef::system(), a)?;
@@ -548,6 +563,47 @@ impl Service {
             })
             .await
     }
+}
+
+fn a_is_self(actor: &Actor, principal_id: &str) -> bool {
+    actor.principal_id.as_str() == principal_id
+}
+
+/// Checks that `a` may set `id`'s password; returns the organization and the current hash.
+fn password_target(tx: &mut dyn Tx, a: &Actor, id: &str) -> CoreResult<(OrgId, Option<String>)> {
+    let Some(r) = tx.query_opt("SELECT org_id, kind FROM principals WHERE id = $1", &[id.into()])? else {
+        return Err(CoreError::NotFound { what: "principal" });
+    };
+    let org = OrgId::from_trusted(r.text(0)?);
+    let kind = r.text(1)?;
+    let draft = || Draft::new("principal.password_set", "principal", id, org.as_str());
+    if !a_is_self(a, id) {
+        let settings = settings_of(tx, org.as_str(), "principal")?;
+        authorize(a, &settings, Scope::Org(&org), Permission::OrgAdmin, "principal", draft)?;
+        if !a.instance_admin && is_instance_admin(tx, id)? {
+            // An organization admin must not take over the instance admin's account.
+            return Err(CoreError::Denied(Box::new(crate::error::Denial {
+                draft: draft().outcome(Outcome::Denied),
+                hidden: None,
+                permission: Permission::OrgAdmin,
+            })));
+        }
+    }
+    if kind != "user" {
+        return Err(CoreError::invalid(
+            "principal_id",
+            "not_a_user",
+            "only users sign in with a password; service accounts use tokens",
+        ));
+    }
+    let phc = tx
+        .query_opt(
+            "SELECT phc FROM principal_passwords WHERE principal_id = $1",
+            &[id.into()],
+        )?
+        .map(|r| r.text(0))
+        .transpose()?;
+    Ok((org, phc))
 }
 
 #[cfg(test)]

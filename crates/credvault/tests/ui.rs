@@ -608,8 +608,30 @@ async fn set_password_rules_and_the_cli() {
     put(sa.clone(), srv.admin.clone(), "long-enough-password")
         .await
         .problem(422, "not_a_user");
-    // A viewer may set their own password but not somebody else's.
-    assert_eq!(put(pid.clone(), tok.clone(), "caseys-own-password").await.status, 204);
+    // A user changes their own password only with the current one: a stolen API token alone
+    // can neither turn on UI sign-in nor take the account over.
+    put(pid.clone(), tok.clone(), "caseys-own-password")
+        .await
+        .problem(422, "wrong_password");
+    assert_eq!(
+        put(pid.clone(), srv.admin.clone(), "caseys-first-password")
+            .await
+            .status,
+        204
+    );
+    let own = |body: Value| {
+        let (srv, pid, tok) = (&srv, pid.clone(), tok.clone());
+        async move {
+            srv.call("PUT", &format!("/v1/principals/{pid}/password"), Some(&tok), Some(body))
+                .await
+        }
+    };
+    own(json!({"password": "caseys-own-password", "current_password": "not-it-at-all"}))
+        .await
+        .problem(422, "wrong_password");
+    let r = own(json!({"password": "caseys-own-password", "current_password": "caseys-first-password"})).await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    // But not somebody else's.
     let admin_id = srv.get("/v1/me", &srv.admin).await.ok(200)["id"]
         .as_str()
         .unwrap()
@@ -662,4 +684,483 @@ async fn set_password_rules_and_the_cli() {
         ui.sign_in("casey", "set-from-the-cli-123").await.location(),
         "/credentials"
     );
+}
+
+/// The ID of the principal named `name`.
+async fn principal_id(srv: &Server, name: &str) -> String {
+    let all = srv.get("/v1/principals?limit=500", &srv.admin).await.ok(200);
+    all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == json!(name))
+        .unwrap_or_else(|| panic!("no principal {name}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn an_admin_runs_members_connections_and_incidents_from_the_ui() {
+    for b in backends() {
+        admin_flows(b).await;
+    }
+}
+
+async fn admin_flows(b: Backend) {
+    let srv = Server::start(b).await;
+    let mut ui = Ui::new(&srv);
+    ui.sign_in("admin", &srv.admin_password).await;
+    let csrf = ui.csrf().await;
+
+    // Members: add a person, bind a role, set a password; they sign in and may create.
+    let r = ui
+        .post(
+            "/admin/members",
+            &[("_csrf", &csrf), ("name", "dana"), ("kind", "user")],
+        )
+        .await;
+    assert_eq!(r.location(), "/admin?done=member", "{}", r.body);
+    let dana = principal_id(&srv, "dana").await;
+    let r = ui
+        .post(
+            "/admin/bindings",
+            &[
+                ("_csrf", &csrf),
+                ("principal_id", &dana),
+                ("role", "integration_engineer"),
+                ("scope", ""),
+            ],
+        )
+        .await;
+    assert_eq!(r.location(), "/admin?done=bound", "{}", r.body);
+    let r = ui
+        .post(
+            &format!("/admin/principals/{dana}/password"),
+            &[("_csrf", &csrf), ("password", "short")],
+        )
+        .await;
+    assert_eq!(r.status, 422, "a weak password is refused on the page");
+    assert!(
+        r.body.contains("12 to 1024 characters") && !r.body.contains("value=\"short\""),
+        "{}",
+        r.body
+    );
+    let r = ui
+        .post(
+            &format!("/admin/principals/{dana}/password"),
+            &[("_csrf", &csrf), ("password", "danas-password-1")],
+        )
+        .await;
+    assert_eq!(r.location(), "/admin?done=password");
+    let mut dana_ui = Ui::new(&srv);
+    assert_eq!(
+        dana_ui.sign_in("dana", "danas-password-1").await.location(),
+        "/credentials"
+    );
+    let p = dana_ui.get("/credentials").await;
+    assert!(p.body.contains("New credential"));
+    assert!(
+        !p.body.contains("href=\"/admin\""),
+        "an integration engineer is not offered Admin"
+    );
+
+    // A connection made on the page, then a credential attached, refused across
+    // environments, edited, detached.
+    let cred = srv.database_credential(&srv.admin, "warehouse", "wh-secret-123").await;
+    let cred_id = cred["id"].as_str().unwrap().to_owned();
+    let r = ui
+        .post(
+            "/connections/new",
+            &[
+                ("_csrf", &csrf),
+                ("kind", "postgres"),
+                ("name", "warehouse-dev"),
+                ("workspace", &srv.ws_id),
+                ("environment", "dev"),
+                ("cfg.host", "db.internal"),
+                ("cfg.port", "5432"),
+                ("cfg.database", "wh"),
+                ("credential_id", ""),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let conn = r
+        .location()
+        .trim_start_matches("/connections/")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = ui.get(&format!("/connections/{conn}")).await;
+    assert!(
+        page.body.contains(&format!("value=\"{cred_id}\"")),
+        "the picker offers the fitting credential"
+    );
+    let r = ui
+        .post(
+            &format!("/connections/{conn}/attach"),
+            &[("_csrf", &csrf), ("credential_id", &cred_id)],
+        )
+        .await;
+    assert_eq!(r.status, 409, "prod credential, dev connection");
+    assert!(
+        r.body.contains("env-mismatch") && r.body.contains("tagged `prod`"),
+        "{}",
+        r.body
+    );
+    let r = ui
+        .post(
+            "/admin/settings",
+            &[
+                ("_csrf", &csrf),
+                ("type", "database"),
+                ("type", "api_key"),
+                ("allow_environment_override", "true"),
+                ("recovery_window_days", "7"),
+            ],
+        )
+        .await;
+    assert_eq!(r.location(), "/admin?done=updated");
+    let r = ui
+        .post(
+            &format!("/connections/{conn}/attach"),
+            &[("_csrf", &csrf), ("credential_id", &cred_id)],
+        )
+        .await;
+    assert_eq!(r.status, 422, "an override needs a reason");
+    assert!(r.body.contains("override_reason"), "{}", r.body);
+    let r = ui
+        .post(
+            &format!("/connections/{conn}/attach"),
+            &[
+                ("_csrf", &csrf),
+                ("credential_id", &cred_id),
+                ("override_reason", "dev mirrors prod until Q3"),
+            ],
+        )
+        .await;
+    assert_eq!(r.location(), format!("/connections/{conn}?done=attached"));
+    let c = srv.get(&format!("/v1/connections/{conn}"), &srv.admin).await.ok(200);
+    assert_eq!(c["credential_id"], json!(cred_id));
+    assert_eq!(c["override_reason"], "dev mirrors prod until Q3");
+    let r = ui
+        .post(
+            &format!("/connections/{conn}/edit"),
+            &[
+                ("_csrf", &csrf),
+                ("name", "warehouse-dev-2"),
+                ("cfg.host", "db2.internal"),
+                ("cfg.port", "6432"),
+                ("cfg.database", "wh"),
+            ],
+        )
+        .await;
+    assert_eq!(r.location(), format!("/connections/{conn}?done=updated"), "{}", r.body);
+    let c = srv.get(&format!("/v1/connections/{conn}"), &srv.admin).await.ok(200);
+    assert_eq!(c["name"], "warehouse-dev-2");
+    assert_eq!(c["config"]["port"], 6432);
+    let r = ui
+        .post(
+            &format!("/connections/{conn}/edit"),
+            &[("_csrf", &csrf), ("name", "x"), ("cfg.port", "nope")],
+        )
+        .await;
+    assert_eq!(r.status, 422, "bad config is refused on the page, naming the field");
+    assert!(r.body.contains("field-error"), "{}", r.body);
+
+    // Incident: detach the credential from every connection at once.
+    let r = ui
+        .post(&format!("/credentials/{cred_id}/detach-all"), &[("_csrf", &csrf)])
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("1 connections no longer use"), "{}", r.body);
+    let c = srv.get(&format!("/v1/connections/{conn}"), &srv.admin).await.ok(200);
+    assert_eq!(c["credential_id"], Value::Null);
+    let r = ui
+        .post(&format!("/connections/{conn}/delete"), &[("_csrf", &csrf)])
+        .await;
+    assert_eq!(r.location(), "/connections?done=deleted_connection");
+
+    // Tokens: shown once, then only listed; revocable.
+    let r = ui
+        .post(
+            "/admin/members",
+            &[("_csrf", &csrf), ("name", "loader"), ("kind", "service_account")],
+        )
+        .await;
+    assert_eq!(r.location(), "/admin?done=member");
+    let sa = principal_id(&srv, "loader").await;
+    let r = ui
+        .post(
+            "/admin/tokens",
+            &[("_csrf", &csrf), ("principal_id", &sa), ("name", "airflow")],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let i = r.body.find("cvt_").expect("the new token is shown");
+    let token: String = r.body[i..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .collect();
+    assert_eq!(srv.get("/v1/me", &token).await.status, 200, "the shown token works");
+    let admin_page = ui.get("/admin").await;
+    assert!(!admin_page.body.contains(&token), "a token is shown once");
+    let tok_id = srv
+        .get(&format!("/v1/tokens?principal_id={sa}"), &srv.admin)
+        .await
+        .ok(200)["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(admin_page.body.contains(&tok_id));
+    let r = ui
+        .post(&format!("/admin/tokens/{tok_id}/revoke"), &[("_csrf", &csrf)])
+        .await;
+    assert_eq!(r.location(), "/admin?done=token_revoked");
+    assert_eq!(srv.get("/v1/me", &token).await.status, 401);
+
+    // Review shows the OAuth grants section (none here).
+    let r = ui.get("/review").await;
+    assert!(r.body.contains("No OAuth grants."), "{}", r.body);
+
+    // Offboarding ends the person's session at once; their binding can be removed.
+    let binding = srv
+        .get(&format!("/v1/role-bindings?principal_id={dana}"), &srv.admin)
+        .await
+        .ok(200)["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = ui
+        .post(
+            &format!("/admin/principals/{dana}/offboard"),
+            &[("_csrf", &csrf), ("transfer_to", &sa)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("Offboarded") && r.body.contains(&sa), "{}", r.body);
+    assert_eq!(
+        dana_ui.get("/credentials").await.status,
+        303,
+        "an offboarded person's session ends"
+    );
+    let r = ui
+        .post(&format!("/admin/bindings/{binding}/delete"), &[("_csrf", &csrf)])
+        .await;
+    assert_eq!(r.location(), "/admin?done=unbound");
+    let left = srv
+        .get(&format!("/v1/role-bindings?principal_id={dana}"), &srv.admin)
+        .await
+        .ok(200);
+    assert_eq!(left["items"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn guesses_sent_in_parallel_each_count_toward_the_lock() {
+    let srv = Server::start(Backend::Sqlite).await;
+    let (name, pw) = person(&srv, "viewer").await;
+    let mut ui = Ui::new(&srv);
+    let pre = ui.get("/sign-in").await.hidden("_pre");
+    let cookie = ui.cookie_header();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (base, cookie, pre, name) = (srv.base.clone(), cookie.clone(), pre.clone(), name.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = form_urlencoded(&[
+                ("_pre", &pre),
+                ("login", &name),
+                ("password", &format!("wrong-guess-{i}")),
+            ]);
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap()
+                .post(format!("{base}/sign-in"))
+                .header("cookie", cookie)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 303);
+    }
+    let failures = audit_actions(&srv, "auth.failure").await;
+    let tried = failures
+        .iter()
+        .filter(|e| e["details"]["reason"] == "bad_password")
+        .count();
+    let locked = failures
+        .iter()
+        .filter(|e| e["details"]["reason"] == "locked_out")
+        .count();
+    assert_eq!(tried, 5, "only five guesses may be checked before the lock");
+    assert_eq!(locked, 15);
+    let r = ui.sign_in(&name, &pw).await;
+    assert!(
+        r.location().starts_with("/sign-in?failed=1"),
+        "locked: {}",
+        r.location()
+    );
+}
+
+#[tokio::test]
+async fn sign_in_never_redirects_off_site() {
+    let srv = Server::start(Backend::Sqlite).await;
+    for next in [
+        "//evil.example/x",
+        "/\t/evil.example",
+        "/\\evil.example",
+        "https://evil.example",
+        "/ok\n/x",
+        "/sign-in",
+    ] {
+        let mut ui = Ui::new(&srv);
+        let pre = ui.get("/sign-in").await.hidden("_pre");
+        let next = next.replace("\\t", "\t").replace("\\n", "\n");
+        let r = ui
+            .post(
+                "/sign-in",
+                &[
+                    ("_pre", &pre),
+                    ("next", &next),
+                    ("login", "admin"),
+                    ("password", &srv.admin_password),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 303, "{next:?}");
+        assert_eq!(r.location(), "/credentials", "{next:?}");
+    }
+    let mut ui = Ui::new(&srv);
+    let pre = ui.get("/sign-in").await.hidden("_pre");
+    let r = ui
+        .post(
+            "/sign-in",
+            &[
+                ("_pre", &pre),
+                ("next", "/audit?outcome=denied"),
+                ("login", "admin"),
+                ("password", &srv.admin_password),
+            ],
+        )
+        .await;
+    assert_eq!(r.location(), "/audit?outcome=denied", "a local path is kept");
+}
+
+#[tokio::test]
+async fn people_change_their_own_password_on_the_account_page() {
+    let srv = Server::start(Backend::Sqlite).await;
+    let (name, pw) = person(&srv, "auditor").await;
+    let mut ui = Ui::new(&srv);
+    ui.sign_in(&name, &pw).await;
+    let page = ui.get("/account").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Change your password"));
+    let csrf = page.hidden("_csrf");
+    // An auditor is not offered Admin, and the page refuses them.
+    assert!(!page.body.contains("href=\"/admin\""));
+    assert_eq!(ui.get("/admin").await.status, 403);
+    let r = ui
+        .post(
+            "/account",
+            &[
+                ("_csrf", &csrf),
+                ("current_password", "wrong-current-pw"),
+                ("password", "a-new-password-1"),
+                ("password2", "a-new-password-1"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("current password"), "{}", r.body);
+    let r = ui
+        .post(
+            "/account",
+            &[
+                ("_csrf", &csrf),
+                ("current_password", &pw),
+                ("password", "a-new-password-1"),
+                ("password2", "a-new-password-2"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    let r = ui
+        .post(
+            "/account",
+            &[
+                ("_csrf", &csrf),
+                ("current_password", &pw),
+                ("password", "a-new-password-1"),
+                ("password2", "a-new-password-1"),
+            ],
+        )
+        .await;
+    assert_eq!(r.location(), "/sign-in");
+    assert_eq!(ui.get("/credentials").await.status, 303, "the change ends the session");
+    assert!(ui.sign_in(&name, &pw).await.location().starts_with("/sign-in?failed=1"));
+    assert_eq!(ui.sign_in(&name, "a-new-password-1").await.location(), "/credentials");
+}
+
+#[tokio::test]
+async fn an_api_key_with_one_part_is_created_from_the_form_rows() {
+    let srv = Server::start(Backend::Sqlite).await;
+    let mut ui = Ui::new(&srv);
+    ui.sign_in("admin", &srv.admin_password).await;
+    let csrf = ui.csrf().await;
+    let page = ui.get("/credentials/new?type=api_key").await;
+    assert!(
+        page.body
+            .contains("name=\"f.parts.0.value\" autocomplete=\"new-password\""),
+        "{}",
+        page.body
+    );
+    let secret = format!("sk-{}", random_hex(12));
+    let base = [
+        ("_csrf", csrf.as_str()),
+        ("type", "api_key"),
+        ("variant", "api_key"),
+        ("name", "vendor-key"),
+        ("environment", "prod"),
+        ("f.parts.0.in", "header"),
+        ("f.parts.1.in", "header"),
+        ("f.parts.2.in", ""),
+        ("f.headers", "Accept: application/json"),
+    ];
+    // A row without its name is refused next to the row's input, without the secret.
+    let mut f = base.to_vec();
+    f.push(("f.parts.0.value", &secret));
+    let r = ui.post("/credentials/new", &f).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body.contains("field-error") && !r.body.contains(&secret),
+        "{}",
+        r.body
+    );
+    f.push(("f.parts.0.name", "X-API-Key"));
+    let r = ui.post("/credentials/new", &f).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let id = r
+        .location()
+        .trim_start_matches("/credentials/")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let c = srv.get(&format!("/v1/credentials/{id}"), &srv.admin).await.ok(200);
+    assert_eq!(c["fields"]["parts"][0]["name"], "X-API-Key");
+    assert_eq!(
+        c["fields"]["parts"].as_array().unwrap().len(),
+        1,
+        "empty rows are ignored"
+    );
+    assert_eq!(c["fields"]["headers"]["Accept"], "application/json");
+    assert!(!ui.get(&format!("/credentials/{id}")).await.body.contains(&secret));
 }

@@ -54,7 +54,9 @@ mod tests;
 pub use envelope::{Binding, Sealed};
 pub use error::CryptoError;
 pub use keyring::{KeyId, Keyring};
-pub use passphrase::{hash_password, open_with_passphrase, seal_with_passphrase, verify_password};
+pub use passphrase::{
+    PASSWORD_M_KIB, PASSWORD_P, PASSWORD_T, hash_password, open_with_passphrase, seal_with_passphrase, verify_password,
+};
 
 /// Atomically writes a private (mode 0600) file: for wrapped key files and similar.
 pub fn write_private_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), CryptoError> {

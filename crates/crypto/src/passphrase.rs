@@ -73,11 +73,16 @@ mod tests {
     }
 }
 
-/// Argon2id parameters for people's sign-in passwords: 19 MiB, 2 passes, 1 lane (OWASP's
+/// Argon2id memory (KiB) for people's sign-in passwords: 19 MiB, 2 passes, 1 lane (OWASP's
 /// recommended minimum; about 20–40 ms here, so a guessing attack pays that per try).
-const PW_M_KIB: u32 = 19 * 1024;
-const PW_T: u32 = 2;
-const PW_P: u32 = 1;
+pub const PASSWORD_M_KIB: u32 = 19 * 1024;
+/// Argon2id passes for sign-in passwords.
+pub const PASSWORD_T: u32 = 2;
+/// Argon2id lanes for sign-in passwords.
+pub const PASSWORD_P: u32 = 1;
+use PASSWORD_M_KIB as PW_M_KIB;
+use PASSWORD_P as PW_P;
+use PASSWORD_T as PW_T;
 
 fn password_digest(password: &[u8], salt: &[u8], m: u32, t: u32, p: u32) -> Result<[u8; 32], CryptoError> {
     let params = Params::new(m, t, p, Some(32)).map_err(|_| CryptoError::Encrypt)?;

@@ -372,6 +372,9 @@ async fn get_principal(
 #[serde(deny_unknown_fields)]
 struct SetPassword {
     password: String,
+    /// Required when users change their own password.
+    #[serde(default)]
+    current_password: Option<String>,
 }
 
 async fn set_password(
@@ -382,7 +385,8 @@ async fn set_password(
     Json(req): Json<SetPassword>,
 ) -> ApiResult<impl IntoResponse> {
     let pw = zeroize::Zeroizing::new(req.password);
-    s.service.set_password(&ctx, &a, &id, pw).await?;
+    let current = req.current_password.map(zeroize::Zeroizing::new);
+    s.service.set_password(&ctx, &a, &id, pw, current).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -134,11 +134,11 @@ async fn list(State(state): State<AppState>, sess: Session, Query(q): Query<List
                 option value="" { "any" }
                 @for s in ["active", "disabled", "expired", "pending_deletion"] { option value=(s) selected[sel(&q.status, s)] { (s) } }
             } }
-            label { "Show" select name="show" data-autosubmit="1" {
+            @if sess.nav_audit { label { "Show" select name="show" data-autosubmit="1" {
                 option value="" { "all" }
                 option value="unused" selected[sel(&q.show, "unused")] { "unused" }
                 option value="rotation-due" selected[sel(&q.show, "rotation-due")] { "rotation due" }
-            } }
+            } } }
             button type="submit" { "Filter" }
         }
         @if items.is_empty() {
@@ -167,10 +167,29 @@ async fn list(State(state): State<AppState>, sess: Session, Query(q): Query<List
             }
         }
         @if let Some(next) = &page.next_cursor {
-            p { a href={"/credentials?cursor=" (next)} { "Next page →" } }
+            p { a href=(next_link(&q, next)) { "Next page →" } }
         }
     };
     Html(layout(&sess, "Credentials", "credentials", body)).into_response()
+}
+
+/// The list URL with the same filters and the next page's cursor.
+fn next_link(q: &ListQuery, cursor: &str) -> String {
+    let mut u = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in [
+        ("type", &q.ty),
+        ("environment", &q.environment),
+        ("status", &q.status),
+        ("label", &q.label),
+        ("q", &q.q),
+        ("show", &q.show),
+    ] {
+        if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+            u.append_pair(k, v);
+        }
+    }
+    u.append_pair("cursor", cursor);
+    format!("/credentials?{}", u.finish())
 }
 
 fn labels_text(l: &Map<String, Json>) -> String {
@@ -284,7 +303,7 @@ async fn render_new(
                 }
                 fieldset {
                     legend { (v.title) }
-                    @for f in v.fields { (field_input(f, form, field_err(f.name))) }
+                    @for f in v.fields { (field_input(f, form, &field_err)) }
                 }
                 div.actions { button.primary type="submit" { "Create credential" } a href="/credentials" { "Cancel" } }
             },
@@ -316,13 +335,22 @@ fn text_input(
 const LIST_ROWS: usize = 3;
 
 /// One input for one schema field. Secret fields are password inputs and never pre-filled.
-fn field_input(f: &FieldSchema, form: Option<&Form>, err: Option<String>) -> Markup {
-    input_for(f, &format!("f.{}", f.name), form, err, false)
+/// `errs` finds the message for an input name without its `f.` prefix.
+fn field_input(f: &FieldSchema, form: Option<&Form>, errs: &dyn Fn(&str) -> Option<String>) -> Markup {
+    input_for(f, &format!("f.{}", f.name), form, errs, false, false)
 }
 
-fn input_for(f: &FieldSchema, name: &str, form: Option<&Form>, err: Option<String>, secret_parent: bool) -> Markup {
+fn input_for(
+    f: &FieldSchema,
+    name: &str,
+    form: Option<&Form>,
+    errs: &dyn Fn(&str) -> Option<String>,
+    secret_parent: bool,
+    in_list: bool,
+) -> Markup {
     let secret = f.secret || secret_parent;
     let id = name.replace('.', "-");
+    let err = errs(name.trim_start_matches("f."));
     let prev = if secret {
         None
     } else {
@@ -341,7 +369,7 @@ fn input_for(f: &FieldSchema, name: &str, form: Option<&Form>, err: Option<Strin
                 fieldset.nested {
                     legend { code { (f.name) } @if !f.required { span.muted { " (optional)" } } }
                     @if !f.description.is_empty() { span.hint { (f.description) } }
-                    @for s in sub { (input_for(s, &format!("{name}.{}", s.name), form, None, secret)) }
+                    @for s in sub { (input_for(s, &format!("{name}.{}", s.name), form, errs, secret, in_list)) }
                     @if let Some(e) = err { span.field-error role="alert" { (e) } }
                 }
             };
@@ -354,7 +382,7 @@ fn input_for(f: &FieldSchema, name: &str, form: Option<&Form>, err: Option<Strin
                     @for i in 0..LIST_ROWS {
                         div.row {
                             span.muted { "#" (i + 1) }
-                            @for s in sub { (input_for(s, &format!("{name}.{i}.{}", s.name), form, None, secret)) }
+                            @for s in sub { (input_for(s, &format!("{name}.{i}.{}", s.name), form, errs, secret, true)) }
                         }
                     }
                     @if let Some(e) = err { span.field-error role="alert" { (e) } }
@@ -366,7 +394,7 @@ fn input_for(f: &FieldSchema, name: &str, form: Option<&Form>, err: Option<Strin
         },
         FieldKind::Enum(values) => html! {
             select #(id) name=(name) {
-                @if !f.required || secret_parent { option value="" { "—" } }
+                @if !f.required || in_list { option value="" { "—" } }
                 @for v in values { option value=(v) selected[prev.as_deref() == Some(*v)] { (v) } }
             }
         },
@@ -427,12 +455,15 @@ fn value_for(f: &FieldSchema, name: &str, form: &Form) -> Result<Option<Json>, (
             let mut items = Vec::new();
             for i in 0..LIST_ROWS {
                 let mut m = Map::new();
+                let mut filled = false;
                 for s in sub {
                     if let Some(v) = value_for(s, &format!("{name}.{i}.{}", s.name), form)? {
+                        // A row whose only values are pre-selected choices is an empty row.
+                        filled |= !matches!(s.kind, FieldKind::Enum(_) | FieldKind::Boolean);
                         m.insert(s.name.to_owned(), v);
                     }
                 }
-                if !m.is_empty() {
+                if filled {
                     items.push(Json::Object(m));
                 }
             }
@@ -524,15 +555,29 @@ async fn create(State(state): State<AppState>, sess: Session, form: Form) -> Res
             return render_new(&state, &sess, Some(&ty), variant.as_deref(), Some(&form), Some(e)).await;
         }
     };
+    let workspace_id = match super::form_id(&form, "workspace", credvault_domain::WorkspaceId::parse) {
+        Ok(w) => w,
+        Err(e) => {
+            return render_new(
+                &state,
+                &sess,
+                Some(&ty),
+                variant.as_deref(),
+                Some(&form),
+                Some(shown(e)),
+            )
+            .await;
+        }
+    };
     let req = CreateCredential {
         name: form.text("name").unwrap_or_default(),
         ty: ty.clone(),
         variant: variant.clone(),
-        workspace_id: form.text("workspace").map(credvault_domain::WorkspaceId::from_trusted),
-        org_id: match form.text("workspace") {
+        org_id: match workspace_id {
             Some(_) => None,
             None => Some(sess.actor().org_id.clone()),
         },
+        workspace_id,
         environment: form.text("environment").unwrap_or_default(),
         labels: Some(labels),
         description: form.text("description"),
@@ -580,6 +625,22 @@ async fn detail(
     let can_delete = may(&state, &sess, Permission::CredentialDelete, ws).await;
     let can_review = may(&state, &sess, Permission::AuditRead, None).await;
     let can_attach = may(&state, &sess, Permission::CredentialAttach, ws).await;
+    let can_admin = may(&state, &sess, Permission::OrgAdmin, None).await;
+    let service_accounts = if can_admin && c.oauth.is_some() {
+        state
+            .service
+            .list_principals(&sess.ctx, sess.actor(), None, None, Some(500))
+            .await
+            .map(|p| {
+                p.items
+                    .into_iter()
+                    .filter(|p| p.kind == "service_account" && !p.disabled)
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let base = format!("/credentials/{}", c.id);
     let conns = usage.as_ref().map(|u| u.connections.as_slice()).unwrap_or_default();
     let pipes = usage.as_ref().map(|u| u.pipelines.as_slice()).unwrap_or_default();
@@ -626,6 +687,10 @@ async fn detail(
             @if can_review {
                 (action_button(&sess, &format!("{base}/review"), "Mark reviewed", "", None))
             }
+            @if can_admin && !conns.is_empty() {
+                (action_button(&sess, &format!("{base}/detach-all"), "Detach from all connections", "danger",
+                    Some("Detach this credential from every connection now (incident response)? Their resolves fail until another credential is attached.")))
+            }
         }
         div.grid {
             section {
@@ -648,7 +713,19 @@ async fn detail(
                     h2 { "OAuth grant" }
                     p { span class={"health " (o.health)} { (o.health) } @if let Some(r) = &o.health_reason { " — " (r) } }
                     p.muted { "Authorized by " (o.authorized_by.as_deref().unwrap_or("nobody yet")) ", refreshed " (when(o.refreshed_at.as_deref())) }
-                    @if can_edit { (action_button(&sess, &format!("{base}/authorize"), if o.authorized_by.is_some() { "Re-authorize" } else { "Authorize" }, "", None)) }
+                    @if can_edit {
+                        form.inline #authorize method="post" action={(base) "/authorize"} {
+                            (csrf_field(&sess))
+                            @if can_admin && !service_accounts.is_empty() {
+                                label.sr for="as" { "Authorize as" }
+                                select #as name="as" {
+                                    option value="" { "as me" }
+                                    @for sa in &service_accounts { option value=(sa.id) { "as " (sa.name) } }
+                                }
+                            }
+                            button type="submit" { (if o.authorized_by.is_some() { "Re-authorize" } else { "Authorize" }) }
+                        }
+                    }
                 }
             }
             section {
@@ -749,10 +826,43 @@ async fn act(
                     Err(e) => error_page(Some(&sess), e),
                 };
             }
+            "detach-all" => {
+                return match state.service.detach_all(&sess.ctx, a, &id).await {
+                    Ok(d) => {
+                        let body = html! {
+                            h1 { "Detached from every connection" }
+                            p.notice role="status" #detached {
+                                (d.detached.len()) " connections no longer use this credential; their resolves fail until another is attached."
+                            }
+                            @if !d.detached.is_empty() {
+                                h2 { "Connections" }
+                                ul { @for c in &d.detached { li { a href={"/connections/" (c.id)} { (c.name) } } } }
+                            }
+                            @if !d.affected_pipelines.is_empty() {
+                                h2 { "Pipelines affected" }
+                                ul { @for p in &d.affected_pipelines { li { a href={"/pipelines/" (p.id)} { (p.name) } } } }
+                            }
+                            p { "Next: disable or delete the credential here, and revoke the secret in the vendor's console." }
+                            p { a href={"/credentials/" (id)} { "Back to the credential" } }
+                        };
+                        Html(layout(&sess, "Detached", "credentials", body)).into_response()
+                    }
+                    Err(e) => error_page(Some(&sess), e),
+                };
+            }
             "authorize" => {
+                let as_principal = match super::form_id(&form, "as", credvault_domain::PrincipalId::parse) {
+                    Ok(p) => p,
+                    Err(e) => return error_page(Some(&sess), e),
+                };
                 return match state
                     .service
-                    .oauth_authorize(&sess.ctx, a, &id, Default::default())
+                    .oauth_authorize(
+                        &sess.ctx,
+                        a,
+                        &id,
+                        credvault_core::oauth::AuthorizeRequest { as_principal },
+                    )
                     .await
                 {
                     Ok(start) => Redirect::to(&start.authorization_url).into_response(),
@@ -876,7 +986,7 @@ async fn render_rotate(state: &AppState, sess: &Session, id: &str, err: Option<s
         form.card method="post" action={"/credentials/" (c.id) "/rotate"} autocomplete="off" {
             (csrf_field(sess))
             p.muted { "Non-secret fields left empty keep their current values." }
-            @for f in v.fields { (field_input(f, None, field_err(f.name))) }
+            @for f in v.fields { (field_input(f, None, &field_err)) }
             div.actions { button.primary type="submit" { "Stage and test" } a href={"/credentials/" (c.id)} { "Cancel" } }
         }
     };

@@ -34,10 +34,23 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::request_ctx;
 
-/// Name of the session cookie.
-const COOKIE: &str = "cv_session";
+/// Name of the session cookie; behind TLS `__Host-cv_session` (Secure, host-only, Path=/), so
+/// a sibling subdomain cannot plant one.
+fn cookie_name(state: &AppState) -> &'static str {
+    if state.secure_cookies {
+        "__Host-cv_session"
+    } else {
+        "cv_session"
+    }
+}
 /// Name of the pre-session cookie that protects the sign-in form itself (double submit).
-const PRE_COOKIE: &str = "cv_pre";
+fn pre_cookie_name(state: &AppState) -> &'static str {
+    if state.secure_cookies {
+        "__Host-cv_pre"
+    } else {
+        "cv_pre"
+    }
+}
 
 const CSS: &str = include_str!("assets/app.css");
 const JS: &str = include_str!("assets/app.js");
@@ -56,6 +69,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/sign-in", get(sign_in_page).post(sign_in))
         .route("/sign-out", axum::routing::post(sign_out))
+        .route("/account", get(account).post(change_password))
         .merge(credentials::routes())
         .merge(pages::routes())
         .layer(axum::middleware::map_response(security_headers))
@@ -104,6 +118,16 @@ fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
+/// Appends a `Set-Cookie` that deletes cookie `name`.
+fn clear_cookie(r: &mut Response, name: &str, state: &AppState) {
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{}",
+        secure(state)
+    )) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
 fn secure(state: &AppState) -> &'static str {
     if state.secure_cookies { "; Secure" } else { "" }
 }
@@ -143,7 +167,7 @@ impl FromRequestParts<AppState> for Session {
                 .finish();
             Redirect::to(&format!("/sign-in?{q}")).into_response()
         };
-        let Some(cookie) = cookie_value(&parts.headers, COOKIE) else {
+        let Some(cookie) = cookie_value(&parts.headers, cookie_name(state)) else {
             return Err(to_sign_in());
         };
         match state.service.session_actor(&cookie, &ctx).await {
@@ -166,10 +190,7 @@ impl FromRequestParts<AppState> for Session {
             }
             Err(CoreError::Unauthenticated) => {
                 let mut r = to_sign_in();
-                r.headers_mut().append(
-                    header::SET_COOKIE,
-                    HeaderValue::from_static("cv_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"),
-                );
+                clear_cookie(&mut r, cookie_name(state), state);
                 Err(r)
             }
             Err(e) => Err(error_page(None, e)),
@@ -224,6 +245,26 @@ impl<S: Send + Sync> FromRequest<S> for Form {
     }
 }
 
+/// An optional ID from form field `key`, checked like the API checks IDs (a bad one is a 422
+/// naming the field).
+pub(crate) fn form_id<T, E>(
+    form: &Form,
+    key: &str,
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> Result<Option<T>, CoreError> {
+    match form.text(key) {
+        None => Ok(None),
+        Some(v) => parse(&v)
+            .map(Some)
+            .map_err(|_| CoreError::invalid(key.to_owned(), "invalid_id", "is not a valid ID")),
+    }
+}
+
+/// A required ID from form field `key`.
+pub(crate) fn form_id_req<T, E>(form: &Form, key: &str, parse: impl Fn(&str) -> Result<T, E>) -> Result<T, CoreError> {
+    form_id(form, key, parse)?.ok_or_else(|| CoreError::invalid(key.to_owned(), "required", "choose one"))
+}
+
 /// Checks the form's CSRF token against the session; a mismatch is refused (and audited).
 pub(crate) async fn check_csrf(state: &AppState, sess: &Session, form: &Form) -> Result<(), Response> {
     let ok = form.get("_csrf").is_some_and(|t| sess.s.csrf_ok(t));
@@ -262,10 +303,14 @@ impl IntoResponse for Html {
 }
 
 /// The message for form field `name` in `err` (matching `name` or `prefix.name`).
+/// Nested paths from the core (`fields.parts[1].name`) match input names (`parts.1.name`).
 pub(crate) fn field_message(err: Option<&Shown>, prefix: &str, name: &str) -> Option<String> {
     err?.fields
         .iter()
-        .find(|(f, _)| f == name || f.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) == Some(name))
+        .find(|(f, _)| {
+            let f = f.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')).unwrap_or(f);
+            f.replace('[', ".").replace(']', "") == name
+        })
         .map(|(_, m)| m.clone())
 }
 
@@ -318,7 +363,7 @@ pub(crate) fn shown_page(sess: Option<&Session>, sh: Shown) -> Response {
     let body = html! {
         h1 { (title) }
         p.error role="alert" { (sh.message) }
-        p { a href="javascript:history.back()" data-back="1" { "Go back" } " · " a href="/" { "Credentials" } }
+        p { a href="/" data-back="1" { "Go back" } " · " a href="/credentials" { "Credentials" } }
     };
     let page = match sess {
         Some(s) => layout(s, title, "", body),
@@ -362,7 +407,7 @@ pub(crate) fn layout(sess: &Session, title: &str, active: &str, body: Markup) ->
                     }
                     form.signout method="post" action="/sign-out" {
                         (csrf_field(sess))
-                        span.who { (sess.actor().name) }
+                        a.who href="/account" title="Your account" { (sess.actor().name) }
                         button.link type="submit" { "Sign out" }
                     }
                 }
@@ -430,6 +475,13 @@ pub(crate) fn notice(code: Option<&str>) -> Markup {
         "promoted" => "Promoted: resolves now return the new version.",
         "revoked" => "Version revoked.",
         "attached" => "Credential attached.",
+        "detached" => "Credential detached: resolves of this connection fail until one is attached.",
+        "deleted_connection" => "Connection deleted.",
+        "member" => "Member added.",
+        "bound" => "Role bound.",
+        "unbound" => "Role binding removed.",
+        "offboarded" => "Offboarded: tokens revoked, sessions ended, account disabled.",
+        "token_revoked" => "Token revoked.",
         "password" => "Password set.",
         _ => return html! {},
     };
@@ -439,8 +491,10 @@ pub(crate) fn notice(code: Option<&str>) -> Markup {
 /// Renders an RFC 3339 timestamp compactly (date and minute, UTC).
 pub(crate) fn when(t: Option<&str>) -> String {
     match t {
-        Some(t) if t.len() >= 16 => format!("{} {} UTC", &t[..10], &t[11..16]),
-        Some(t) => t.to_owned(),
+        Some(t) => match (t.get(..10), t.get(11..16)) {
+            (Some(d), Some(m)) => format!("{d} {m} UTC"),
+            _ => t.to_owned(),
+        },
         None => "—".to_owned(),
     }
 }
@@ -451,10 +505,18 @@ struct SignInQuery {
     failed: Option<String>,
 }
 
-/// Only local paths are followed after sign-in (no open redirect).
+/// Only local paths are followed after sign-in (no open redirect): a leading `/` not followed
+/// by `/` or `\`, and nothing but visible ASCII without `\` (browsers drop tabs and newlines
+/// from `Location`, which could turn `/\t/evil` into `//evil`).
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && !n.starts_with("/sign-") => {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.starts_with("/sign-")
+                && n.len() <= 2048
+                && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
             n.to_owned()
         }
         _ => "/credentials".to_owned(),
@@ -467,7 +529,7 @@ async fn sign_in_page(
     q: axum::extract::Query<SignInQuery>,
 ) -> Response {
     // Already signed in? Go on.
-    let pre = cookie_value(&headers, PRE_COOKIE)
+    let pre = cookie_value(&headers, pre_cookie_name(&state))
         .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
         .unwrap_or_else(|| {
             credvault_crypto::random_bytes::<32>()
@@ -497,7 +559,8 @@ async fn sign_in_page(
     };
     let mut r = Html(bare("Sign in", body)).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!(
-        "{PRE_COOKIE}={pre}; Path=/sign-in; HttpOnly; SameSite=Strict{}",
+        "{}={pre}; Path=/; HttpOnly; SameSite=Strict{}",
+        pre_cookie_name(&state),
         secure(&state)
     )) {
         r.headers_mut().insert(header::SET_COOKIE, v);
@@ -505,10 +568,14 @@ async fn sign_in_page(
     r
 }
 
-async fn sign_in(State(state): State<AppState>, parts: Parts, form: Form) -> Response {
-    let ctx = request_ctx(&parts);
+async fn sign_in(
+    State(state): State<AppState>,
+    crate::extract::Ctx(ctx): crate::extract::Ctx,
+    headers: HeaderMap,
+    form: Form,
+) -> Response {
     // Login CSRF: the form must echo the pre-session cookie it was served with.
-    let pre_ok = match (cookie_value(&parts.headers, PRE_COOKIE), form.get("_pre")) {
+    let pre_ok = match (cookie_value(&headers, pre_cookie_name(&state)), form.get("_pre")) {
         (Some(c), Some(f)) => credvault_crypto::ct_eq(c.as_bytes(), f.as_bytes()),
         _ => false,
     };
@@ -526,7 +593,8 @@ async fn sign_in(State(state): State<AppState>, parts: Parts, form: Form) -> Res
         Ok(s) => {
             let mut r = Redirect::to(&next).into_response();
             let cookie = zeroize::Zeroizing::new(format!(
-                "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+                "{}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+                cookie_name(&state),
                 s.cookie.as_str(),
                 credvault_core::SESSION_MAX_SECS,
                 secure(&state)
@@ -534,10 +602,7 @@ async fn sign_in(State(state): State<AppState>, parts: Parts, form: Form) -> Res
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 r.headers_mut().append(header::SET_COOKIE, v);
             }
-            r.headers_mut().append(
-                header::SET_COOKIE,
-                HeaderValue::from_static("cv_pre=; Path=/sign-in; Max-Age=0; HttpOnly; SameSite=Strict"),
-            );
+            clear_cookie(&mut r, pre_cookie_name(&state), &state);
             r
         }
         Err(CoreError::Unauthenticated) => {
@@ -559,9 +624,65 @@ async fn sign_out(State(state): State<AppState>, sess: Session, form: Form) -> R
         return error_page(Some(&sess), e);
     }
     let mut r = Redirect::to("/sign-in").into_response();
-    r.headers_mut().append(
-        header::SET_COOKIE,
-        HeaderValue::from_static("cv_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"),
-    );
+    clear_cookie(&mut r, cookie_name(&state), &state);
     r
+}
+
+async fn account(sess: Session) -> Response {
+    render_account(&sess, None, None)
+}
+
+fn render_account(sess: &Session, done: Option<&str>, err: Option<Shown>) -> Response {
+    let a = sess.actor();
+    let status = err.as_ref().map_or(StatusCode::OK, |e| e.status);
+    let body = html! {
+        h1 { "Your account" }
+        @if let Some(d) = done { p.notice role="status" { (d) } }
+        @if let Some(e) = &err { p.error #form-error role="alert" { (e.message) } }
+        dl.meta {
+            dt { "Name" } dd { (a.name) }
+            dt { "ID" } dd { code { (a.principal_id) } }
+            dt { "Roles" } dd { (a.bindings.iter().map(|b| b.role.as_str()).collect::<Vec<_>>().join(", ")) }
+        }
+        h2 { "Change your password" }
+        form.card #change-password method="post" action="/account" {
+            (csrf_field(sess))
+            div.field { label for="cur" { "Current password" } input #cur type="password" name="current_password" autocomplete="current-password" required; }
+            div.field { label for="new1" { "New password" } input #new1 type="password" name="password" autocomplete="new-password" minlength="12" required; span.hint { "At least 12 characters." } }
+            div.field { label for="new2" { "New password again" } input #new2 type="password" name="password2" autocomplete="new-password" required; }
+            div.actions { button.primary type="submit" { "Change password" } }
+        }
+        p.hint { "Changing your password ends all your sessions, this one included." }
+    };
+    (status, Html(layout(sess, "Your account", "", body))).into_response()
+}
+
+async fn change_password(State(state): State<AppState>, sess: Session, form: Form) -> Response {
+    if let Err(r) = check_csrf(&state, &sess, &form).await {
+        return r;
+    }
+    if form.get("password") != form.get("password2") {
+        let e = Shown {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "mismatch",
+            message: "The two new passwords differ.".into(),
+            fields: vec![("password2".into(), "differs".into())],
+        };
+        return render_account(&sess, None, Some(e));
+    }
+    let pw = zeroize::Zeroizing::new(form.get("password").unwrap_or("").to_owned());
+    let cur = zeroize::Zeroizing::new(form.get("current_password").unwrap_or("").to_owned());
+    let id = sess.actor().principal_id.to_string();
+    match state
+        .service
+        .set_password(&sess.ctx, sess.actor(), &id, pw, Some(cur))
+        .await
+    {
+        Ok(()) => {
+            let mut r = Redirect::to("/sign-in").into_response();
+            clear_cookie(&mut r, cookie_name(&state), &state);
+            r
+        }
+        Err(e) => render_account(&sess, None, Some(shown(e))),
+    }
 }

@@ -25,6 +25,10 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/connections/new", get(new_connection).post(create_connection))
         .route("/connections/{id}", get(connection))
         .route("/connections/{id}/test", post(test_connection))
+        .route("/connections/{id}/attach", post(attach))
+        .route("/connections/{id}/detach", post(detach))
+        .route("/connections/{id}/edit", post(edit_connection))
+        .route("/connections/{id}/delete", post(delete_connection))
         .route("/pipelines", get(pipelines))
         .route("/pipelines/{id}", get(pipeline))
         .route("/review", get(review))
@@ -34,6 +38,12 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/admin", get(admin))
         .route("/admin/settings", post(save_settings))
         .route("/admin/tokens", post(create_token))
+        .route("/admin/tokens/{id}/revoke", post(revoke_token))
+        .route("/admin/members", post(create_member))
+        .route("/admin/bindings", post(create_binding))
+        .route("/admin/bindings/{id}/delete", post(delete_binding))
+        .route("/admin/principals/{id}/password", post(set_password))
+        .route("/admin/principals/{id}/offboard", post(offboard))
 }
 
 fn nonempty(s: Option<&str>) -> Option<String> {
@@ -51,6 +61,25 @@ struct Q {
     outcome: Option<String>,
     actor_id: Option<String>,
     target_id: Option<String>,
+}
+
+/// `path` with the same filters and the next page's cursor.
+fn more(q: &Q, path: &str, cursor: &str) -> String {
+    let mut u = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in [
+        ("kind", &q.kind),
+        ("environment", &q.environment),
+        ("action", &q.action),
+        ("outcome", &q.outcome),
+        ("actor_id", &q.actor_id),
+        ("target_id", &q.target_id),
+    ] {
+        if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+            u.append_pair(k, v);
+        }
+    }
+    u.append_pair("cursor", cursor);
+    format!("{path}?{}", u.finish())
 }
 
 async fn connections(State(state): State<AppState>, sess: Session, Query(q): Query<Q>) -> Response {
@@ -94,7 +123,7 @@ async fn connections(State(state): State<AppState>, sess: Session, Query(q): Que
                 } }
             }
         }
-        @if let Some(n) = &page.next_cursor { p { a href={"/connections?cursor=" (n)} { "Next page →" } } }
+        @if let Some(n) = &page.next_cursor { p { a href=(more(&q, "/connections", n)) { "Next page →" } } }
     };
     Html(layout(&sess, "Connections", "connections", body)).into_response()
 }
@@ -121,27 +150,8 @@ async fn render_new_connection(
         return Html(layout(sess, "New connection", "connections", body)).into_response();
     };
     let workspaces = super::workspaces(state, sess).await;
-    // The picker offers only visible credentials whose type fits this kind.
-    let creds = state
-        .service
-        .list_credentials(
-            &sess.ctx,
-            sess.actor(),
-            CredentialFilter {
-                status: Some("active".into()),
-                limit: Some(500),
-                ..Default::default()
-            },
-        )
-        .await
-        .map(|p| p.items)
-        .unwrap_or_default();
-    let fitting: Vec<_> = creds
-        .iter()
-        .filter(|c| CredentialType::parse(&c.ty).is_some_and(|t| k.fits(t, c.variant.as_deref())))
-        .collect();
+    let fitting = fitting_credentials(state, sess, k).await;
     let prev = |n: &str| form.and_then(|f| f.get(n)).map(str::to_owned);
-    let field_err = |name: &str| super::field_message(err.as_ref(), "config", name);
     let mismatch = err.as_ref().is_some_and(|e| e.code == "environment_mismatch");
     let needs_reason = err
         .as_ref()
@@ -159,22 +169,7 @@ async fn render_new_connection(
                     @for w in &workspaces { option value=(w.id) selected[prev("workspace").as_deref() == Some(w.id.as_str())] { (w.name) } }
                 } }
             div.field { label for="c-env" { "Environment" span.req { " *" } } input #c-env name="environment" type="text" required value=[prev("environment")] placeholder="prod, staging, dev…"; }
-            @for f in k.config_fields() {
-                @let name = format!("cfg.{}", f.name);
-                div.field {
-                    label for=(name) { code { (f.name) } @if f.required { span.req { " *" } } }
-                    @match f.kind {
-                        FieldKind::Boolean => input #(name) type="checkbox" name=(name) value="true" checked[prev(&name).as_deref() == Some("true")];,
-                        FieldKind::Integer => input #(name) type="number" name=(name) value=[prev(&name)] required[f.required];,
-                        FieldKind::Enum(vals) => select #(name) name=(name) { @if !f.required { option value="" { "—" } } @for v in vals { option value=(v) selected[prev(&name).as_deref() == Some(*v)] { (v) } } },
-                        FieldKind::StringList => textarea #(name) name=(name) rows="2" placeholder="one per line" { @if let Some(p) = prev(&name) { (p) } },
-                        FieldKind::String if f.name.ends_with("_pem") => textarea #(name) name=(name) rows="4" { @if let Some(p) = prev(&name) { (p) } },
-                        _ => input #(name) type="text" name=(name) value=[prev(&name)] required[f.required];,
-                    }
-                    @if !f.description.is_empty() { span.hint { (f.description) } }
-                    @if let Some(e) = field_err(f.name) { span.field-error role="alert" { (e) } }
-                }
-            }
+            (config_inputs(k, &|n| prev(&format!("cfg.{n}")), err.as_ref()))
             div.field {
                 label for="c-cred" { "Credential" }
                 select #c-cred name="credential_id" {
@@ -204,14 +199,31 @@ async fn render_new_connection(
     (status, Html(layout(sess, "New connection", "connections", body))).into_response()
 }
 
-async fn create_connection(State(state): State<AppState>, sess: Session, form: Form) -> Response {
-    if let Err(r) = check_csrf(&state, &sess, &form).await {
-        return r;
-    }
-    let kind_s = form.text("kind").unwrap_or_default();
-    let Some(k) = ConnectorKind::parse(&kind_s) else {
-        return render_new_connection(&state, &sess, None, None, None).await;
+/// The picker's choices: visible, active credentials whose type fits connector `k`.
+async fn fitting_credentials(
+    state: &AppState,
+    sess: &Session,
+    k: ConnectorKind,
+) -> Vec<credvault_core::views::CredentialView> {
+    let f = CredentialFilter {
+        status: Some("active".into()),
+        limit: Some(500),
+        ..Default::default()
     };
+    let creds = state
+        .service
+        .list_credentials(&sess.ctx, sess.actor(), f)
+        .await
+        .map(|p| p.items)
+        .unwrap_or_default();
+    creds
+        .into_iter()
+        .filter(|c| CredentialType::parse(&c.ty).is_some_and(|t| k.fits(t, c.variant.as_deref())))
+        .collect()
+}
+
+/// The connection's config from the form's `cfg.*` fields.
+fn config_from_form(k: ConnectorKind, form: &Form) -> Json {
     let mut config = Map::new();
     for f in k.config_fields() {
         let key = format!("cfg.{}", f.name);
@@ -233,15 +245,53 @@ async fn create_connection(State(state): State<AppState>, sess: Session, form: F
         };
         config.insert(f.name.to_owned(), v);
     }
+    Json::Object(config)
+}
+
+/// The `cfg.*` inputs of connector `k`, filled from `value` (the stored config or the form).
+fn config_inputs(k: ConnectorKind, value: &dyn Fn(&str) -> Option<String>, err: Option<&super::Shown>) -> maud::Markup {
+    html! {
+        @for f in k.config_fields() {
+            @let name = format!("cfg.{}", f.name);
+            @let prev = value(f.name);
+            div.field {
+                label for=(name) { code { (f.name) } @if f.required { span.req { " *" } } }
+                @match f.kind {
+                    FieldKind::Boolean => input #(name) type="checkbox" name=(name) value="true" checked[prev.as_deref() == Some("true")];,
+                    FieldKind::Integer => input #(name) type="number" name=(name) value=[prev] required[f.required];,
+                    FieldKind::Enum(vals) => select #(name) name=(name) { @if !f.required { option value="" { "—" } } @for v in vals { option value=(v) selected[prev.as_deref() == Some(*v)] { (v) } } },
+                    FieldKind::StringList => textarea #(name) name=(name) rows="2" placeholder="one per line" { @if let Some(p) = &prev { (p) } },
+                    FieldKind::String if f.name.ends_with("_pem") => textarea #(name) name=(name) rows="4" { @if let Some(p) = &prev { (p) } },
+                    _ => input #(name) type="text" name=(name) value=[prev] required[f.required];,
+                }
+                @if !f.description.is_empty() { span.hint { (f.description) } }
+                @if let Some(e) = super::field_message(err, "config", f.name) { span.field-error role="alert" { (e) } }
+            }
+        }
+    }
+}
+
+async fn create_connection(State(state): State<AppState>, sess: Session, form: Form) -> Response {
+    if let Err(r) = check_csrf(&state, &sess, &form).await {
+        return r;
+    }
+    let kind_s = form.text("kind").unwrap_or_default();
+    let Some(k) = ConnectorKind::parse(&kind_s) else {
+        return render_new_connection(&state, &sess, None, None, None).await;
+    };
+    let ids = super::form_id_req(&form, "workspace", credvault_domain::WorkspaceId::parse)
+        .and_then(|w| super::form_id(&form, "credential_id", credvault_domain::CredentialId::parse).map(|c| (w, c)));
+    let (workspace_id, credential_id) = match ids {
+        Ok(x) => x,
+        Err(e) => return render_new_connection(&state, &sess, Some(&kind_s), Some(&form), Some(shown(e))).await,
+    };
     let req = CreateConnection {
         name: form.text("name").unwrap_or_default(),
-        workspace_id: credvault_domain::WorkspaceId::from_trusted(form.text("workspace").unwrap_or_default()),
+        workspace_id,
         environment: form.text("environment").unwrap_or_default(),
         kind: kind_s.clone(),
-        config: Json::Object(config),
-        credential_id: form
-            .text("credential_id")
-            .map(credvault_domain::CredentialId::from_trusted),
+        config: config_from_form(k, &form),
+        credential_id,
         override_reason: form.text("override_reason"),
         description: None,
     };
@@ -260,7 +310,14 @@ async fn connection(
     Path(id): Path<String>,
     Query(q): Query<Q>,
 ) -> Response {
-    render_connection(&state, &sess, &id, q.done.as_deref(), None).await
+    render_connection(&state, &sess, &id, q.done.as_deref(), Outcome::None).await
+}
+
+/// What the connection page shows besides the connection: a test result, or a refused change.
+enum Outcome {
+    None,
+    Tested(Result<credvault_core::testing::ConnectionTest, super::Shown>),
+    Refused(super::Shown),
 }
 
 async fn render_connection(
@@ -268,23 +325,49 @@ async fn render_connection(
     sess: &Session,
     id: &str,
     done: Option<&str>,
-    result: Option<Result<credvault_core::testing::ConnectionTest, super::Shown>>,
+    outcome: Outcome,
 ) -> Response {
     let c = match state.service.get_connection(&sess.ctx, sess.actor(), id).await {
         Ok(c) => c,
         Err(e) => return error_page(Some(sess), e),
     };
-    let can_test = may(state, sess, Permission::CredentialAttach, Some(&c.workspace_id)).await;
+    let can_edit = may(state, sess, Permission::CredentialAttach, Some(&c.workspace_id)).await;
+    let kind = ConnectorKind::parse(&c.kind);
+    let fitting = match (can_edit, kind) {
+        (true, Some(k)) => fitting_credentials(state, sess, k).await,
+        _ => Vec::new(),
+    };
+    let base = format!("/connections/{}", c.id);
+    let refused = match &outcome {
+        Outcome::Refused(sh) => Some(sh),
+        _ => None,
+    };
+    let mismatch = refused.is_some_and(|e| e.code == "environment_mismatch");
+    let cfg_value = |n: &str| -> Option<String> {
+        c.config.get(n).map(|v| match v {
+            Json::String(s) => s.clone(),
+            Json::Array(a) => a.iter().filter_map(Json::as_str).collect::<Vec<_>>().join("\n"),
+            other => other.to_string(),
+        })
+    };
+    let status = refused.map_or(StatusCode::OK, |e| e.status);
     let body = html! {
         h1 { (c.name) }
         (notice(done))
         @for w in &c.warnings { p.warning { (w) } }
-        div.actions.bar {
-            @if can_test && c.credential_id.is_some() {
-                (action_button(sess, &format!("/connections/{}/test", c.id), "Test connection", "primary", None))
+        @if let Some(sh) = refused { p.error #form-error role="alert" { (sh.message) } }
+        @if mismatch {
+            p.warning #env-mismatch {
+                "Environment mismatch: that credential belongs to another environment than this connection. "
+                "Pick one of the connection's environment, or give an override reason where your organization allows it."
             }
         }
-        @if let Some(r) = &result {
+        div.actions.bar {
+            @if can_edit && c.credential_id.is_some() {
+                (action_button(sess, &format!("{base}/test"), "Test connection", "primary", None))
+            }
+        }
+        @if let Outcome::Tested(r) = &outcome {
             @match r {
                 Ok(t) => {
                     @let j = serde_json::to_value(t).unwrap_or_default();
@@ -300,19 +383,135 @@ async fn render_connection(
                 Err(sh) => p.error #test-result role="alert" { (sh.message) },
             }
         }
-        dl.meta {
-            dt { "ID" } dd { code { (c.id) } }
-            dt { "Kind" } dd { (c.kind) }
-            dt { "Environment" } dd { span.env { (c.environment) } }
-            dt { "Workspace" } dd { code { (c.workspace_id) } }
-            dt { "Credential" } dd { @match &c.credential_id { Some(cid) => a href={"/credentials/" (cid)} { code { (cid) } }, None => "none" } }
-            @if let Some(r) = &c.override_reason { dt { "Environment override" } dd { (r) } }
-            @if let Json::Object(m) = &c.config { @for (k, v) in m { dt { code { (k) } } dd { (match v { Json::String(s) => s.clone(), o => o.to_string() }) } } }
-            dt { "Last test" } dd { @match &c.last_test { Some(t) => { (if t.ok { "ok" } else { "failed" }) " · " (t.latency_ms) " ms · " (when(Some(&t.at))) }, None => "never" } }
-            dt { "Last used" } dd { (when(c.last_used_at.as_deref())) }
+        div.grid {
+            section {
+                h2 { "Details" }
+                dl.meta {
+                    dt { "ID" } dd { code { (c.id) } }
+                    dt { "Kind" } dd { (c.kind) }
+                    dt { "Environment" } dd { span.env { (c.environment) } }
+                    dt { "Workspace" } dd { code { (c.workspace_id) } }
+                    dt { "Credential" } dd { @match &c.credential_id { Some(cid) => a href={"/credentials/" (cid)} { code { (cid) } }, None => "none" } }
+                    @if let Some(r) = &c.override_reason { dt { "Environment override" } dd { (r) } }
+                    @if let Some(d) = &c.description { dt { "Description" } dd { (d) } }
+                    @if let Json::Object(m) = &c.config { @for (k, v) in m { dt { code { (k) } } dd { (match v { Json::String(s) => s.clone(), o => o.to_string() }) } } }
+                    dt { "Last test" } dd { @match &c.last_test { Some(t) => { (if t.ok { "ok" } else { "failed" }) " · " (t.latency_ms) " ms · " (when(Some(&t.at))) }, None => "never" } }
+                    dt { "Last used" } dd { (when(c.last_used_at.as_deref())) }
+                }
+            }
+            @if can_edit {
+                section {
+                    h2 { "Credential" }
+                    form.card #attach method="post" action={(base) "/attach"} {
+                        (csrf_field(sess))
+                        div.field {
+                            label for="a-cred" { "Use credential" }
+                            select #a-cred name="credential_id" required {
+                                @for f in &fitting { option value=(f.id) selected[c.credential_id.as_deref() == Some(f.id.as_str())] { (f.name) " (" (f.ty) ", " (f.environment) ")" } }
+                            }
+                            span.hint { "Only credentials you can see whose type fits a " (c.kind) " connection are offered." }
+                        }
+                        div.field {
+                            label for="a-reason" { "Override reason" }
+                            input #a-reason type="text" name="override_reason";
+                            span.hint { "Only needed when the credential's environment differs and your organization allows overrides; it is audited." }
+                        }
+                        div.actions {
+                            button.primary type="submit" { "Attach" }
+                        }
+                    }
+                    @if c.credential_id.is_some() {
+                        div.actions { (action_button(sess, &format!("{base}/detach"), "Detach the credential", "danger", Some("Detach? Resolves of this connection fail until a credential is attached again."))) }
+                    }
+                    @if let Some(k) = kind {
+                        h2 { "Edit" }
+                        form.card #edit method="post" action={(base) "/edit"} {
+                            (csrf_field(sess))
+                            div.field { label for="e-name" { "Name" } input #e-name type="text" name="name" value=(c.name) required; }
+                            div.field { label for="e-desc" { "Description" } input #e-desc type="text" name="description" value=[c.description.as_deref()]; }
+                            (config_inputs(k, &cfg_value, refused))
+                            div.actions { button.primary type="submit" { "Save" } }
+                        }
+                    }
+                    div.actions { (action_button(sess, &format!("{base}/delete"), "Delete connection", "danger", Some("Delete this connection? Pipelines that use it will fail to resolve."))) }
+                }
+            }
         }
     };
-    Html(layout(sess, &c.name, "connections", body)).into_response()
+    (status, Html(layout(sess, &c.name, "connections", body))).into_response()
+}
+
+async fn attach(State(state): State<AppState>, sess: Session, Path(id): Path<String>, form: Form) -> Response {
+    if let Err(r) = check_csrf(&state, &sess, &form).await {
+        return r;
+    }
+    let credential_id = match super::form_id_req(&form, "credential_id", credvault_domain::CredentialId::parse) {
+        Ok(c) => c,
+        Err(e) => return refused(&state, &sess, &id, e).await,
+    };
+    let req = credvault_core::connections::AttachCredential {
+        credential_id,
+        override_reason: form.text("override_reason"),
+    };
+    match state.service.attach_credential(&sess.ctx, sess.actor(), &id, req).await {
+        Ok(_) => Redirect::to(&format!("/connections/{id}?done=attached")).into_response(),
+        Err(e) => refused(&state, &sess, &id, e).await,
+    }
+}
+
+/// Re-renders the connection page with a refused change, or an error page when the
+/// connection itself is out of reach.
+async fn refused(state: &AppState, sess: &Session, id: &str, e: credvault_core::CoreError) -> Response {
+    let sh = shown(e);
+    if matches!(sh.status.as_u16(), 400 | 409 | 422) {
+        render_connection(state, sess, id, None, Outcome::Refused(sh)).await
+    } else {
+        super::shown_page(Some(sess), sh)
+    }
+}
+
+async fn detach(State(state): State<AppState>, sess: Session, Path(id): Path<String>, form: Form) -> Response {
+    if let Err(r) = check_csrf(&state, &sess, &form).await {
+        return r;
+    }
+    match state.service.detach_credential(&sess.ctx, sess.actor(), &id).await {
+        Ok(_) => Redirect::to(&format!("/connections/{id}?done=detached")).into_response(),
+        Err(e) => refused(&state, &sess, &id, e).await,
+    }
+}
+
+async fn edit_connection(State(state): State<AppState>, sess: Session, Path(id): Path<String>, form: Form) -> Response {
+    if let Err(r) = check_csrf(&state, &sess, &form).await {
+        return r;
+    }
+    let kind = match state.service.get_connection(&sess.ctx, sess.actor(), &id).await {
+        Ok(c) => ConnectorKind::parse(&c.kind),
+        Err(e) => return error_page(Some(&sess), e),
+    };
+    let p = credvault_core::connections::PatchConnection {
+        name: form.text("name"),
+        config: kind.map(|k| config_from_form(k, &form)),
+        description: Some(form.text("description").unwrap_or_default()),
+    };
+    match state.service.patch_connection(&sess.ctx, sess.actor(), &id, p).await {
+        Ok(_) => Redirect::to(&format!("/connections/{id}?done=updated")).into_response(),
+        Err(e) => refused(&state, &sess, &id, e).await,
+    }
+}
+
+async fn delete_connection(
+    State(state): State<AppState>,
+    sess: Session,
+    Path(id): Path<String>,
+    form: Form,
+) -> Response {
+    if let Err(r) = check_csrf(&state, &sess, &form).await {
+        return r;
+    }
+    match state.service.delete_connection(&sess.ctx, sess.actor(), &id).await {
+        Ok(_) => Redirect::to("/connections?done=deleted_connection").into_response(),
+        Err(e) => refused(&state, &sess, &id, e).await,
+    }
 }
 
 async fn test_connection(State(state): State<AppState>, sess: Session, Path(id): Path<String>, form: Form) -> Response {
@@ -324,7 +523,7 @@ async fn test_connection(State(state): State<AppState>, sess: Session, Path(id):
         .test_connection(&sess.ctx, sess.actor(), &id, Default::default())
         .await
         .map_err(shown);
-    render_connection(&state, &sess, &id, None, Some(r)).await
+    render_connection(&state, &sess, &id, None, Outcome::Tested(r)).await
 }
 
 async fn pipelines(State(state): State<AppState>, sess: Session, Query(q): Query<Q>) -> Response {
@@ -402,7 +601,13 @@ const REPORTS: [(&str, &str, &str); 5] = [
     ("unreviewed", "Unreviewed", "Credentials nobody has reviewed recently."),
 ];
 
-async fn review(State(state): State<AppState>, sess: Session) -> Response {
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct ReviewQuery {
+    authorized_by: Option<String>,
+}
+
+async fn review(State(state): State<AppState>, sess: Session, Query(q): Query<ReviewQuery>) -> Response {
     let mut counts = Vec::new();
     for (k, _, _) in REPORTS {
         let Some(kind) = ReportKind::parse(k) else { continue };
@@ -424,6 +629,15 @@ async fn review(State(state): State<AppState>, sess: Session) -> Response {
         };
         counts.push(n);
     }
+    let gf = credvault_core::oauth::GrantFilter {
+        authorized_by: nonempty(q.authorized_by.as_deref()),
+        ..Default::default()
+    };
+    let grants = state
+        .service
+        .list_grants(&sess.ctx, sess.actor(), gf)
+        .await
+        .map(|p| p.items);
     let body = html! {
         h1 { "Review" }
         p { "The access-review reports. Download any as CSV for your records; mark credentials reviewed from their page." }
@@ -434,6 +648,26 @@ async fn review(State(state): State<AppState>, sess: Session) -> Response {
                 td { @match n { Some(n) => (n), None => span.muted { "not allowed" } } }
                 td { @if n.is_some() { a.button href={"/review/" (k) ".csv"} download id={"csv-" (k)} { "Download CSV" } } }
             } } }
+        }
+        h2 { "OAuth grants" }
+        p { "Who authorized each OAuth grant, and whether it still refreshes. Confirm the people still match headcount and roles; "
+            "re-authorize a leaver's grants under a service account from the credential's page." }
+        form.filters method="get" action="/review" {
+            label { "Authorized by" input type="text" name="authorized_by" value=[q.authorized_by.as_deref()] placeholder="usr_… or sa_…" size="30"; }
+            button type="submit" { "Filter" }
+        }
+        @match &grants {
+            Ok(g) if g.is_empty() => p.empty { "No OAuth grants." },
+            Ok(g) => table.list #grants {
+                thead { tr { th { "Credential" } th { "Authorized by" } th { "Health" } th { "Refreshed" } } }
+                tbody { @for x in g { tr {
+                    td { a href={"/credentials/" (x.credential_id)} { (x.name) } }
+                    td { code { (x.authorized_by.as_deref().unwrap_or("nobody yet")) } }
+                    td { span class={"health " (x.health)} { (x.health) } @if let Some(r) = &x.health_reason { " — " (r) } }
+                    td { (when(x.refreshed_at.as_deref())) }
+                } } }
+            },
+            Err(_) => p.muted { "Listing grants needs the audit.read permission." },
         }
     };
     Html(layout(&sess, "Review", "review", body)).into_response()
@@ -496,7 +730,7 @@ async fn render_audit(
             } }
             label { "Outcome" select name="outcome" data-autosubmit="1" {
                 option value="" { "any" }
-                @for o in ["success", "denied", "failure"] { option value=(o) selected[q.outcome.as_deref() == Some(o)] { (o) } }
+                @for o in ["success", "denied", "error"] { option value=(o) selected[q.outcome.as_deref() == Some(o)] { (o) } }
             } }
             label { "Actor" input type="text" name="actor_id" value=[q.actor_id.as_deref()] size="14"; }
             label { "Target" input type="text" name="target_id" value=[q.target_id.as_deref()] size="14"; }
@@ -517,7 +751,7 @@ async fn render_audit(
                 } } }
             }
         }
-        @if let Some(n) = &page.next_cursor { p { a href={"/audit?cursor=" (n)} { "Older events →" } } }
+        @if let Some(n) = &page.next_cursor { p { a href=(more(&q, "/audit", n)) { "Older events →" } } }
     };
     Html(layout(sess, "Audit", "audit", body)).into_response()
 }
@@ -535,7 +769,12 @@ async fn verify(State(state): State<AppState>, sess: Session, form: Form) -> Res
 }
 
 async fn admin(State(state): State<AppState>, sess: Session, Query(q): Query<Q>) -> Response {
-    render_admin(&state, &sess, q.done.as_deref(), None).await
+    if !sess.nav_admin {
+        let body =
+            html! { h1 { "Not allowed" } p.error role="alert" { "The Admin screen is for organization admins." } };
+        return (StatusCode::FORBIDDEN, Html(layout(&sess, "Not allowed", "admin", body))).into_response();
+    }
+    render_admin(&state, &sess, q.done.as_deref(), None, None).await
 }
 
 async fn render_admin(
@@ -543,6 +782,7 @@ async fn render_admin(
     sess: &Session,
     done: Option<&str>,
     new_token: Option<(String, String)>,
+    problem: Option<super::Shown>,
 ) -> Response {
     let a = sess.actor();
     let principals = match state.service.list_principals(&sess.ctx, a, None, None, Some(500)).await {
@@ -559,21 +799,30 @@ async fn render_admin(
         .await
         .map(|p| p.items)
         .unwrap_or_default();
-    let roles_of = |pid: &str| -> String {
-        bindings
+    let workspaces = super::workspaces(state, sess).await;
+    let ws_name = |id: &str| {
+        workspaces
             .iter()
-            .filter(|b| b.principal_id == pid)
-            .map(|b| match &b.workspace_id {
-                Some(w) => format!("{} in {w}", b.role),
-                None => b.role.clone(),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+            .find(|w| w.id == id)
+            .map_or_else(|| id.to_owned(), |w| w.name.clone())
     };
     let sas: Vec<_> = principals.iter().filter(|p| p.kind == "service_account").collect();
+    let mut tokens = Vec::new();
+    for sa in &sas {
+        if let Ok(t) = state.service.list_tokens(&sess.ctx, a, Some(&sa.id)).await {
+            tokens.extend(
+                t.items
+                    .into_iter()
+                    .filter(|t| t.revoked_at.is_none())
+                    .map(|t| (sa.name.clone(), t)),
+            );
+        }
+    }
+    let status = problem.as_ref().map_or(StatusCode::OK, |p| p.status);
     let body = html! {
         h1 { "Admin" }
         (notice(done))
+        @if let Some(p) = &problem { p.error #form-error role="alert" { (p.message) } }
         @if let Some((name, token)) = &new_token {
             div.notice #new-token role="status" {
                 p { "New token for " strong { (name) } ". Copy it now: it is shown this once and cannot be retrieved again." }
@@ -583,18 +832,84 @@ async fn render_admin(
         section {
             h2 { "Members" }
             table.list #members {
-                thead { tr { th { "Name" } th { "Kind" } th { "Roles" } th { "State" } } }
+                thead { tr { th { "Name" } th { "Kind" } th { "Roles" } th { "State" } th { "Actions" } } }
                 tbody { @for p in &principals { tr {
-                    td { (p.name) } td { (p.kind) } td { (roles_of(&p.id)) }
-                    td { (if p.disabled { "disabled" } else { "active" }) }
+                    td { (p.name) br; code.small { (p.id) } }
+                    td { (p.kind) }
+                    td {
+                        @for b in bindings.iter().filter(|b| b.principal_id == p.id) {
+                            span.binding {
+                                (b.role) @if let Some(w) = &b.workspace_id { " in " (ws_name(w)) }
+                                @if !p.instance_admin {
+                                    form.inline method="post" action={"/admin/bindings/" (b.id) "/delete"} {
+                                        (csrf_field(sess))
+                                        button.link type="submit" aria-label={"Remove " (b.role)} title="Remove this role" { "×" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    td { (if p.disabled { "disabled" } else { "active" }) @if p.instance_admin { " · instance admin" } }
+                    td.member-actions {
+                        @if p.kind == "user" && !p.disabled && p.id != a.principal_id.as_str() && (!p.instance_admin || a.instance_admin) {
+                            form.inline method="post" action={"/admin/principals/" (p.id) "/password"} {
+                                (csrf_field(sess))
+                                label.sr for={"pw-" (p.id)} { "New password for " (p.name) }
+                                input id={"pw-" (p.id)} type="password" name="password" autocomplete="new-password" placeholder="new password" minlength="12" size="14";
+                                button type="submit" { "Set password" }
+                            }
+                        }
+                        @if !p.disabled && !p.instance_admin && p.id != a.principal_id.as_str() {
+                            form.inline method="post" action={"/admin/principals/" (p.id) "/offboard"} {
+                                (csrf_field(sess))
+                                @if !sas.is_empty() {
+                                    label.sr for={"to-" (p.id)} { "Transfer ownership to" }
+                                    select id={"to-" (p.id)} name="transfer_to" {
+                                        option value="" { "keep ownership" }
+                                        @for sa in &sas { @if sa.id != p.id { option value=(sa.id) { "→ " (sa.name) } } }
+                                    }
+                                }
+                                button.danger type="submit" data-confirm={"Offboard " (p.name) "? Their tokens and sessions end and the account is disabled."} { "Offboard" }
+                            }
+                        }
+                    }
                 } } }
             }
-            p.hint { "Add members and bind roles with " code { "credvault principal create" } " and " code { "credvault principal bind" } "; set a person's password with " code { "credvault principal set-password" } "." }
+            div.grid {
+                form.card #add-member method="post" action="/admin/members" {
+                    (csrf_field(sess))
+                    h3 { "Add a member" }
+                    div.field { label for="m-name" { "Name" } input #m-name type="text" name="name" required; }
+                    div.field { label for="m-kind" { "Kind" } select #m-kind name="kind" { option value="user" { "person (signs in with a password)" } option value="service_account" { "service account (uses tokens)" } } }
+                    div.actions { button.primary type="submit" { "Add member" } }
+                }
+                form.card #bind method="post" action="/admin/bindings" {
+                    (csrf_field(sess))
+                    h3 { "Bind a role" }
+                    div.field { label for="b-who" { "Member" } select #b-who name="principal_id" { @for p in principals.iter().filter(|p| !p.disabled) { option value=(p.id) { (p.name) } } } }
+                    div.field { label for="b-role" { "Role" } select #b-role name="role" { @for r in credvault_domain::roles::Role::ALL { option value=(r.as_str()) { (r.as_str()) } } } }
+                    div.field { label for="b-scope" { "Where" } select #b-scope name="scope" {
+                        option value="" { "the whole organization" }
+                        @for w in &workspaces { option value=(w.id) { "workspace " (w.name) } }
+                    } }
+                    div.actions { button.primary type="submit" { "Bind role" } }
+                }
+            }
         }
         section {
             h2 { "Service accounts and tokens" }
-            @if sas.is_empty() { p.empty { "No service accounts." } }
+            @if sas.is_empty() { p.empty { "No service accounts. Add one above (kind: service account) for each pipeline worker." } }
             @else {
+                @if !tokens.is_empty() {
+                    table.list #tokens {
+                        thead { tr { th { "Service account" } th { "Token" } th { "Created" } th { "Expires" } th {} } }
+                        tbody { @for (sa, t) in &tokens { tr {
+                            td { (sa) } td { (t.name.as_deref().unwrap_or("—")) " " code { (t.id) } }
+                            td { (when(Some(&t.created_at))) } td { (when(t.expires_at.as_deref())) }
+                            td { (action_button(sess, &format!("/admin/tokens/{}/revoke", t.id), "Revoke", "danger", Some("Revoke this token? Workers using it stop at once."))) }
+                        } } }
+                    }
+                }
                 form.card method="post" action="/admin/tokens" {
                     (csrf_field(sess))
                     div.field { label for="t-sa" { "Service account" } select #t-sa name="principal_id" { @for s in &sas { option value=(s.id) { (s.name) } } } }
@@ -619,7 +934,156 @@ async fn render_admin(
             }
         }
     };
-    Html(layout(sess, "Admin", "admin", body)).into_response()
+    (status, Html(layout(sess, "Admin", "admin", body))).into_response()
+}
+
+/// After an admin action: back to the admin page with a notice, or the page with the problem.
+async fn admin_done(
+    state: &AppState,
+    sess: &Session,
+    r: Result<(), credvault_core::CoreError>,
+    done: &str,
+) -> Response {
+    match r {
+        Ok(()) => Redirect::to(&format!("/admin?done={done}")).into_response(),
+        Err(e) => {
+            let sh = shown(e);
+            if matches!(sh.status.as_u16(), 400 | 409 | 422) {
+                render_admin(state, sess, None, None, Some(sh)).await
+            } else {
+                super::shown_page(Some(sess), sh)
+            }
+        }
+    }
+}
+
+async fn create_member(State(state): State<AppState>, sess: Session, form: Form) -> Response {
+    if let Err(r) = check_csrf(&state, &sess, &form).await {
+        return r;
+    }
+    let kind = match form.get("kind") {
+        Some("service_account") => credvault_domain::PrincipalKind::ServiceAccount,
+        _ => credvault_domain::PrincipalKind::User,
+    };
+    let req = credvault_core::views::CreatePrincipal {
+        org_id: sess.actor().org_id.clone(),
+        kind,
+        name: form.text("name").unwrap_or_default(),
+    };
+    let r = state
+        .service
+        .create_principal(&sess.ctx, sess.actor(), req)
+        .await
+        .map(|_| ());
+    admin_done(&state, &sess, r, "member").await
+}
+
+async fn create_binding(State(state): State<AppState>, sess: Session, form: Form) -> Response {
+    if let Err(r) = check_csrf(&state, &sess, &form).await {
+        return r;
+    }
+    let Some(role) = form.get("role").and_then(credvault_domain::roles::Role::parse) else {
+        return admin_done(
+            &state,
+            &sess,
+            Err(credvault_core::CoreError::invalid(
+                "role",
+                "invalid_role",
+                "choose a role",
+            )),
+            "",
+        )
+        .await;
+    };
+    let ids = super::form_id(&form, "scope", credvault_domain::WorkspaceId::parse)
+        .and_then(|w| super::form_id_req(&form, "principal_id", credvault_domain::PrincipalId::parse).map(|p| (w, p)));
+    let (ws, principal_id) = match ids {
+        Ok(x) => x,
+        Err(e) => return admin_done(&state, &sess, Err(e), "").await,
+    };
+    let req = credvault_core::views::CreateRoleBinding {
+        principal_id,
+        role,
+        org_id: if ws.is_none() {
+            Some(sess.actor().org_id.clone())
+        } else {
+            None
+        },
+        workspace_id: ws,
+    };
+    let r = state
+        .service
+        .create_role_binding(&sess.ctx, sess.actor(), req)
+        .await
+        .map(|_| ());
+    admin_done(&state, &sess, r, "bound").await
+}
+
+async fn delete_binding(State(state): State<AppState>, sess: Session, Path(id): Path<String>, form: Form) -> Response {
+    if let Err(r) = check_csrf(&state, &sess, &form).await {
+        return r;
+    }
+    let r = state
+        .service
+        .delete_role_binding(&sess.ctx, sess.actor(), &id)
+        .await
+        .map(|_| ());
+    admin_done(&state, &sess, r, "unbound").await
+}
+
+async fn set_password(State(state): State<AppState>, sess: Session, Path(id): Path<String>, form: Form) -> Response {
+    if let Err(r) = check_csrf(&state, &sess, &form).await {
+        return r;
+    }
+    let pw = zeroize::Zeroizing::new(form.get("password").unwrap_or("").to_owned());
+    let r = state.service.set_password(&sess.ctx, sess.actor(), &id, pw, None).await;
+    admin_done(&state, &sess, r, "password").await
+}
+
+async fn offboard(State(state): State<AppState>, sess: Session, Path(id): Path<String>, form: Form) -> Response {
+    if let Err(r) = check_csrf(&state, &sess, &form).await {
+        return r;
+    }
+    let transfer_to = match super::form_id(&form, "transfer_to", credvault_domain::PrincipalId::parse) {
+        Ok(t) => t,
+        Err(e) => return admin_done(&state, &sess, Err(e), "").await,
+    };
+    let req = credvault_core::lifecycle::OffboardRequest { transfer_to };
+    match state.service.offboard(&sess.ctx, sess.actor(), &id, req).await {
+        Ok(o) => {
+            let body = html! {
+                h1 { "Offboarded" }
+                p.notice role="status" #offboarded {
+                    (o.tokens_revoked) " tokens revoked; the account is disabled and its browser sessions have ended."
+                    @if let Some(t) = &o.transferred_to { " Ownership moved to " code { (t) } "." }
+                }
+                @if !o.oauth_grants.is_empty() {
+                    h2 { "OAuth grants this person authorized" }
+                    p { "Re-authorize each under a service account so scheduled jobs keep running:" }
+                    ul { @for g in &o.oauth_grants { li { a href={"/credentials/" (g.id)} { (g.name) } " (" (g.ty) ")" } } }
+                }
+                @if !o.credentials.is_empty() {
+                    h2 { "Credentials they created or own" }
+                    ul { @for c in &o.credentials { li { a href={"/credentials/" (c.id)} { (c.name) } " — " (c.relation.join(", ")) } } }
+                }
+                p { a href="/admin" { "Back to Admin" } }
+            };
+            Html(layout(&sess, "Offboarded", "admin", body)).into_response()
+        }
+        Err(e) => admin_done(&state, &sess, Err(e), "").await,
+    }
+}
+
+async fn revoke_token(State(state): State<AppState>, sess: Session, Path(id): Path<String>, form: Form) -> Response {
+    if let Err(r) = check_csrf(&state, &sess, &form).await {
+        return r;
+    }
+    let r = state
+        .service
+        .revoke_token(&sess.ctx, sess.actor(), &id)
+        .await
+        .map(|_| ());
+    admin_done(&state, &sess, r, "token_revoked").await
 }
 
 async fn save_settings(State(state): State<AppState>, sess: Session, form: Form) -> Response {
@@ -632,7 +1096,15 @@ async fn save_settings(State(state): State<AppState>, sess: Session, form: Form)
         .filter(|(k, _)| k == "type")
         .filter_map(|(_, v)| CredentialType::parse(v))
         .collect();
-    let rw = form.text("recovery_window_days").and_then(|v| v.parse::<u32>().ok());
+    let rw = match form.text("recovery_window_days").map(|v| v.parse::<u32>()) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => {
+            let e =
+                credvault_core::CoreError::invalid("recovery_window_days", "invalid", "must be a whole number of days");
+            return admin_done(&state, &sess, Err(e), "").await;
+        }
+    };
     let patch = SettingsPatch {
         enabled_types: Some(types),
         allow_environment_override: Some(form.get("allow_environment_override") == Some("true")),
@@ -654,8 +1126,12 @@ async fn create_token(State(state): State<AppState>, sess: Session, form: Form) 
     if let Err(r) = check_csrf(&state, &sess, &form).await {
         return r;
     }
+    let principal_id = match super::form_id_req(&form, "principal_id", credvault_domain::PrincipalId::parse) {
+        Ok(p) => p,
+        Err(e) => return admin_done(&state, &sess, Err(e), "").await,
+    };
     let req = CreateToken {
-        principal_id: credvault_domain::PrincipalId::from_trusted(form.text("principal_id").unwrap_or_default()),
+        principal_id,
         name: form.text("name"),
         expires_at: None,
     };
@@ -663,7 +1139,7 @@ async fn create_token(State(state): State<AppState>, sess: Session, form: Form) 
         Ok(t) => {
             let name = t.name.clone().unwrap_or_else(|| t.principal_id.clone());
             let token = t.token.clone();
-            render_admin(&state, &sess, None, Some((name, token))).await
+            render_admin(&state, &sess, None, Some((name, token)), None).await
         }
         Err(e) => error_page(Some(&sess), e),
     }
