@@ -656,6 +656,21 @@ impl Service {
             if let Some(s) = &f.status {
                 push(&mut sql, " AND c.status = $?", vec![s.as_str().into()]);
             }
+            if let Some(q) = f.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+                let mut pat = String::from("%");
+                for ch in q.to_lowercase().chars().take(200) {
+                    if matches!(ch, '\\' | '%' | '_') {
+                        pat.push('\\');
+                    }
+                    pat.push(ch);
+                }
+                pat.push('%');
+                push(
+                    &mut sql,
+                    " AND (lower(c.name) LIKE $? ESCAPE '\\' OR lower(coalesce(c.description, '')) LIKE $? ESCAPE '\\')",
+                    vec![pat.as_str().into(), pat.as_str().into()],
+                );
+            }
             for (k, v) in &label_pairs {
                 push(
                     &mut sql,

@@ -467,6 +467,8 @@ pub struct CredentialFilter {
     /// `key:value` label filters (all must match).
     #[serde(default)]
     pub label: Vec<String>,
+    /// Case-insensitive substring of the name or description.
+    pub q: Option<String>,
     /// Cursor from the previous page.
     pub cursor: Option<String>,
     /// Page size.

@@ -1164,3 +1164,59 @@ async fn an_api_key_with_one_part_is_created_from_the_form_rows() {
     assert_eq!(c["fields"]["headers"]["Accept"], "application/json");
     assert!(!ui.get(&format!("/credentials/{id}")).await.body.contains(&secret));
 }
+
+#[tokio::test]
+async fn search_matches_name_and_description_literally_on_every_backend() {
+    for b in backends() {
+        let srv = Server::start(b).await;
+        srv.database_credential(&srv.admin, "orders-db", "pw-1234567").await;
+        let billing = srv.database_credential(&srv.admin, "billing", "pw-7654321").await;
+        let id = billing["id"].as_str().unwrap();
+        srv.patch(
+            &format!("/v1/credentials/{id}"),
+            &srv.admin,
+            json!({"description": "Orders mirror"}),
+        )
+        .await
+        .ok(200);
+        let names = |v: Value| -> Vec<String> {
+            let mut n: Vec<String> = v["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["name"].as_str().unwrap().to_owned())
+                .collect();
+            n.sort();
+            n
+        };
+        for (q, want) in [
+            ("orders", vec!["billing", "orders-db"]),
+            ("ORD", vec!["billing", "orders-db"]),
+            ("bill", vec!["billing"]),
+            ("%", vec![]),
+            ("o_d", vec![]),
+            ("s-d", vec!["orders-db"]),
+        ] {
+            let got = names(
+                srv.get(
+                    &format!(
+                        "/v1/credentials?q={}",
+                        form_urlencoded(&[("", q)]).trim_start_matches('=')
+                    ),
+                    &srv.admin,
+                )
+                .await
+                .ok(200),
+            );
+            assert_eq!(got, want, "q={q}");
+        }
+        let mut ui = Ui::new(&srv);
+        ui.sign_in("admin", &srv.admin_password).await;
+        let p = ui.get("/credentials?q=bill").await;
+        assert!(
+            p.body.contains(">billing<") && !p.body.contains(">orders-db<"),
+            "{}",
+            p.body
+        );
+    }
+}

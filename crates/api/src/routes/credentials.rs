@@ -50,12 +50,13 @@ pub(crate) fn routes(t: Table) -> Table {
                 "environment",
                 "status",
                 "label",
+                "q",
                 "cursor",
                 "limit",
             ],
             ..doc(
                 "listCredentials",
-                "List credentials (filters; `label=key:value` repeatable; cursor pagination)",
+                "List credentials (filters; `label=key:value` repeatable; `q` searches name and description; cursor pagination)",
                 "metadata.read",
                 200,
             )
@@ -216,6 +217,7 @@ async fn list(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(a): Auth, p: Params
         "environment",
         "status",
         "label",
+        "q",
         "cursor",
         "limit",
     ])?;
@@ -226,6 +228,7 @@ async fn list(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(a): Auth, p: Params
         environment: p.get("environment")?,
         status: p.get("status")?,
         label: p.all("label"),
+        q: p.get("q")?,
         cursor: p.get("cursor")?,
         limit: p.usize("limit")?,
     };

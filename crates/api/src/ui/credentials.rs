@@ -79,6 +79,7 @@ async fn list(State(state): State<AppState>, sess: Session, Query(q): Query<List
         environment: nonempty(&q.environment),
         status: nonempty(&q.status),
         label: nonempty(&q.label).into_iter().collect(),
+        q: nonempty(&q.q),
         cursor: nonempty(&q.cursor),
         ..Default::default()
     };
@@ -102,16 +103,10 @@ async fn list(State(state): State<AppState>, sess: Session, Query(q): Query<List
         }),
         _ => None,
     };
-    let needle = nonempty(&q.q).map(|s| s.to_lowercase());
     let items: Vec<&CredentialView> = page
         .items
         .iter()
         .filter(|c| keep.as_ref().is_none_or(|k| k.contains(&c.id)))
-        .filter(|c| {
-            needle.as_ref().is_none_or(|n| {
-                c.name.to_lowercase().contains(n) || c.description.as_deref().unwrap_or("").to_lowercase().contains(n)
-            })
-        })
         .collect();
     let can_create = may(&state, &sess, Permission::CredentialCreate, None).await;
     let types = enabled_types(&state, &sess).await;
@@ -129,7 +124,7 @@ async fn list(State(state): State<AppState>, sess: Session, Query(q): Query<List
                 @for t in &types { option value=(t.as_str()) selected[sel(&q.ty, t.as_str())] { (t.as_str()) } }
             } }
             label { "Environment" input type="text" name="environment" value=[q.environment.as_deref()] size="8"; }
-            label { "Label" input type="text" name="label" value=[q.label.as_deref()] placeholder="owner=team-a" size="12"; }
+            label { "Label" input type="text" name="label" value=[q.label.as_deref()] placeholder="owner:data-platform" size="12"; }
             label { "Status" select name="status" data-autosubmit="1" {
                 option value="" { "any" }
                 @for s in ["active", "disabled", "expired", "pending_deletion"] { option value=(s) selected[sel(&q.status, s)] { (s) } }
@@ -194,7 +189,7 @@ fn next_link(q: &ListQuery, cursor: &str) -> String {
 
 fn labels_text(l: &Map<String, Json>) -> String {
     l.iter()
-        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+        .map(|(k, v)| format!("{k}:{}", v.as_str().unwrap_or("")))
         .collect::<Vec<_>>()
         .join(", ")
 }
