@@ -119,3 +119,74 @@ _chromium_alive() {
     done
     return 1
 }
+
+# ---------------------------------------------------------------------------- Firefox
+# Headless Firefox for the same UI test: Debian's firefox-esr, driven through geckodriver
+# (Mozilla's WebDriver server). Debian does not package geckodriver, so it is built once from
+# crates.io with `cargo install` (about two minutes on two cores) unless one is on PATH.
+#
+#   firefox_ensure               -> installs firefox-esr and geckodriver if missing
+#   geckodriver_start DIR PORT   -> exports CREDVAULT_TEST_GECKODRIVER_URL (http://127.0.0.1:PORT)
+#   geckodriver_stop DIR
+#
+# geckodriver serves one session at a time; the suite has one Firefox test.
+
+GECKODRIVER_VERSION=0.37.1
+
+firefox_ensure() {
+    if [ ! -x /usr/bin/firefox-esr ]; then
+        echo "==> installing firefox-esr from Debian"
+        apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q firefox-esr >/dev/null
+    fi
+    if ! command -v geckodriver >/dev/null 2>&1; then
+        echo "==> building geckodriver $GECKODRIVER_VERSION from crates.io (cargo install)"
+        cargo install geckodriver --version "$GECKODRIVER_VERSION" --locked --quiet
+    fi
+}
+
+_geckodriver_ready() {
+    local port=$1
+    python3 - "$port" <<'PYEOF' >/dev/null 2>&1
+import json, sys, urllib.request
+with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/status", timeout=2) as r:
+    sys.exit(0 if json.load(r)["value"]["ready"] else 1)
+PYEOF
+}
+
+geckodriver_start() {
+    local dir=$1 port=$2
+    mkdir -p "$dir/tmp"
+    dir=$(cd "$dir" && pwd)
+    firefox_ensure
+    (
+        TMPDIR="$dir/tmp" setsid geckodriver --host 127.0.0.1 --port "$port" --binary /usr/bin/firefox-esr \
+            </dev/null >"$dir/geckodriver.log" 2>&1 &
+        echo $! > "$dir/geckodriver.pid"
+    )
+    for _ in $(seq 1 100); do
+        _geckodriver_ready "$port" && break
+        kill -0 "$(cat "$dir/geckodriver.pid")" 2>/dev/null || break
+        sleep 0.2
+    done
+    if ! _geckodriver_ready "$port"; then
+        echo "geckodriver did not become ready on 127.0.0.1:$port:" >&2
+        cat "$dir/geckodriver.log" >&2 2>/dev/null
+        geckodriver_stop "$dir"
+        return 1
+    fi
+    export CREDVAULT_TEST_GECKODRIVER_URL="http://127.0.0.1:$port"
+}
+
+geckodriver_stop() {
+    local dir=$1 pid
+    [ -n "$dir" ] && [ -f "$dir/geckodriver.pid" ] || return 0
+    pid=$(cat "$dir/geckodriver.pid")
+    if [ -n "$pid" ]; then
+        kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 -- "-$pid" 2>/dev/null || true
+    fi
+    rm -f "$dir/geckodriver.pid"
+    return 0
+}

@@ -326,7 +326,7 @@ fn plan_resolve(
         }))
     };
     authorize(
-        &a,
+        a,
         &settings,
         Scope::Workspace(&org, &ws),
         Permission::Resolve,
@@ -425,7 +425,7 @@ fn plan_resolve(
             "version_revoked",
         ));
     }
-    let mut fields = decrypt_version(tx, &keyring, &cred.org_id, &cred.id, version)?;
+    let mut fields = decrypt_version(tx, keyring, &cred.org_id, &cred.id, version)?;
     if cred.ty == "oauth" {
         let health = tx
             .query_opt(

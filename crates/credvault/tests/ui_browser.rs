@@ -5,8 +5,8 @@
 //! (ok, then failed once a wrong password version is live); run the rotation wizard to the
 //! end; see the environment-mismatch message; download the attachments CSV; see the audit
 //! entries; a builder is offered no "New credential" and a forged form is refused; a form
-//! without the CSRF token is refused. Screenshots of each main screen go to
-//! `docs/screenshots/`.
+//! without the CSRF token is refused. The same run in headless Firefox (geckodriver).
+//! Screenshots of each main screen (from Chromium) go to `docs/screenshots/`.
 #![cfg(all(feature = "browser-tests", feature = "postgres-tests"))]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -121,25 +121,40 @@ async fn press(b: &Browser, action_suffix: &str) {
 }
 
 #[tokio::test]
-async fn the_whole_credential_lifecycle_in_a_browser() {
+async fn the_whole_credential_lifecycle_in_chromium() {
+    lifecycle(Browser::start().await, true).await;
+}
+
+#[tokio::test]
+async fn the_whole_credential_lifecycle_in_firefox() {
+    lifecycle(Browser::start_firefox().await, false).await;
+}
+
+/// Writes a screenshot of the current page when `take` (the Chromium run writes them).
+async fn shot(b: &Browser, take: bool, name: &str) {
+    if take {
+        b.screenshot(shots().join(name)).await;
+    }
+}
+
+async fn lifecycle(b: Browser, take: bool) {
     let srv = Server::start_with(Backend::Sqlite, &["--egress-allow", "127.0.0.0/8"]).await;
     let canary = format!("cvcanary{}", random_hex(10));
     let pg = PgRole::create(&canary);
-    let b = Browser::start().await;
     let mut seen = Seen(Vec::new());
     std::fs::create_dir_all(shots()).unwrap();
 
     // 1. Sign in.
     b.goto(&format!("{}/", srv.base)).await;
     b.find("#login").await;
-    b.screenshot(shots().join("01-sign-in.png")).await;
+    shot(&b, take, "01-sign-in.png").await;
     sign_in(&b, &srv, "admin", &srv.admin_password).await;
-    b.screenshot(shots().join("02-credentials-empty.png")).await;
+    shot(&b, take, "02-credentials-empty.png").await;
 
     // 2. New credential: pick the type, fill the schema-driven form.
     b.find("#new-credential").await.click().await;
     b.wait_for_text("h1", "New credential").await;
-    b.screenshot(shots().join("03-new-credential-types.png")).await;
+    shot(&b, take, "03-new-credential-types.png").await;
     b.find("a[data-type=database]").await.click().await;
     b.wait_for_text("h1", "New Database credential").await;
     assert_eq!(
@@ -155,7 +170,7 @@ async fn the_whole_credential_lifecycle_in_a_browser() {
     b.find("#in-rotation_period_days").await.send_keys("90").await;
     b.find("#f-username").await.send_keys(&pg.role).await;
     b.find("#f-password").await.send_keys(&canary).await;
-    b.screenshot(shots().join("04-new-credential-form.png")).await;
+    shot(&b, take, "04-new-credential-form.png").await;
     b.find("form.credential button.primary").await.click().await;
     b.wait_for_text("p.notice", "Created").await;
     seen.record(&b).await;
@@ -199,7 +214,7 @@ async fn the_whole_credential_lifecycle_in_a_browser() {
     let r = b.wait_for_text("#test-result", "Connection works").await;
     assert!(r.text().await.contains(" ms"));
     seen.record(&b).await;
-    b.screenshot(shots().join("05-connection-test-ok.png")).await;
+    shot(&b, take, "05-connection-test-ok.png").await;
 
     // 5. Rotation with a wrong password: the wizard's tests show the failure; promoting it
     //    anyway (after the confirmation) makes Test connection fail.
@@ -214,7 +229,7 @@ async fn the_whole_credential_lifecycle_in_a_browser() {
     b.wait_for_text("#test-summary", "Some connections failed").await;
     assert!(b.find("#test-results").await.text().await.contains("failed"));
     seen.record(&b).await;
-    b.screenshot(shots().join("06-rotation-wizard-failed-test.png")).await;
+    shot(&b, take, "06-rotation-wizard-failed-test.png").await;
     b.execute("window.confirm = function () { return true; };", vec![])
         .await;
     press(&b, "/promote").await;
@@ -233,14 +248,14 @@ async fn the_whole_credential_lifecycle_in_a_browser() {
     b.find("form.card button.primary").await.click().await;
     b.wait_for_text("#test-summary", "Every connection works").await;
     seen.record(&b).await;
-    b.screenshot(shots().join("07-rotation-wizard-tests-passed.png")).await;
+    shot(&b, take, "07-rotation-wizard-tests-passed.png").await;
     press(&b, "/versions/3/promote").await;
     b.wait_for_text("h1", "Version 3 is live").await;
-    b.screenshot(shots().join("08-rotation-wizard-revoke.png")).await;
+    shot(&b, take, "08-rotation-wizard-revoke.png").await;
     press(&b, "/versions/2/revoke").await;
     b.wait_for_text("p.notice", "Version revoked").await;
     seen.record(&b).await;
-    b.screenshot(shots().join("09-credential-detail.png")).await;
+    shot(&b, take, "09-credential-detail.png").await;
     let c = srv.get(&format!("/v1/credentials/{cred_id}"), &srv.admin).await.ok(200);
     let states: Vec<(i64, String)> = c["versions"]
         .as_array()
@@ -266,12 +281,12 @@ async fn the_whole_credential_lifecycle_in_a_browser() {
     assert!(m.is_displayed().await);
     assert!(b.find("#form-error").await.text().await.contains("tagged `prod`"));
     seen.record(&b).await;
-    b.screenshot(shots().join("10-environment-mismatch.png")).await;
+    shot(&b, take, "10-environment-mismatch.png").await;
 
     // 8. Review: the attachments CSV downloads with the session.
     b.goto(&format!("{}/review", srv.base)).await;
     seen.record(&b).await;
-    b.screenshot(shots().join("11-review.png")).await;
+    shot(&b, take, "11-review.png").await;
     let href = b.find("#csv-attachments").await.attr("href").await.unwrap();
     assert_eq!(href, "/review/attachments.csv");
     let csv = b
@@ -304,18 +319,18 @@ async fn the_whole_credential_lifecycle_in_a_browser() {
     b.find("#verify").await.click().await;
     b.wait_for_text("#verify-result", "The chain is intact").await;
     seen.record(&b).await;
-    b.screenshot(shots().join("12-audit.png")).await;
+    shot(&b, take, "12-audit.png").await;
 
     b.goto(&format!("{}/admin", srv.base)).await;
     b.find("#members").await;
     seen.record(&b).await;
-    b.screenshot(shots().join("13-admin.png")).await;
+    shot(&b, take, "13-admin.png").await;
     b.goto(&format!("{}/credentials", srv.base)).await;
     seen.record(&b).await;
-    b.screenshot(shots().join("14-credentials.png")).await;
+    shot(&b, take, "14-credentials.png").await;
     b.set_window_size(420, 860).await;
     b.goto(&format!("{}/credentials/{cred_id}", srv.base)).await;
-    b.screenshot(shots().join("15-narrow-window.png")).await;
+    shot(&b, take, "15-narrow-window.png").await;
     b.set_window_size(1280, 800).await;
 
     // 10. A form without the CSRF token is refused, with an explanation.
@@ -359,7 +374,7 @@ async fn the_whole_credential_lifecycle_in_a_browser() {
         b.find("table.list").await.text().await.contains("orders-db"),
         "a builder sees credentials"
     );
-    b.screenshot(shots().join("16-builder-view.png")).await;
+    shot(&b, take, "16-builder-view.png").await;
     b.execute(
         "var f = document.createElement('form'); f.method = 'post'; f.action = '/credentials/new'; \
          var add = function (k, v) { var i = document.createElement('input'); i.type = 'hidden'; i.name = k; i.value = v; f.appendChild(i); }; \

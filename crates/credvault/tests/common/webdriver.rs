@@ -38,6 +38,9 @@ const POLL: Duration = Duration::from_millis(50);
 /// The Chromium binary the sessions run (Debian's package `chromium`).
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 
+/// The Firefox binary (Debian's package `firefox-esr`).
+pub const FIREFOX: &str = "/usr/bin/firefox-esr";
+
 /// A WebDriver error: HTTP status, error code (`no such element`, …) and message.
 #[derive(Clone, Debug)]
 pub struct WdError {
@@ -210,6 +213,50 @@ impl Browser {
         let v = send(&http, Method::POST, &format!("{webdriver}/session"), Some(caps))
             .await
             .unwrap_or_else(|e| panic!("WebDriver: cannot start a Chromium session at {webdriver}: {e}"));
+        let session_id = v["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("WebDriver: no sessionId in {v}"))
+            .to_owned();
+        Browser {
+            session: Session {
+                http,
+                url: format!("{webdriver}/session/{session_id}"),
+            },
+            session_id,
+            webdriver,
+            profile,
+        }
+    }
+
+    /// Starts a fresh headless Firefox (1280×800, empty profile) through the geckodriver at
+    /// `CREDVAULT_TEST_GECKODRIVER_URL`.
+    pub async fn start_firefox() -> Browser {
+        let webdriver = std::env::var("CREDVAULT_TEST_GECKODRIVER_URL").expect(
+            "CREDVAULT_TEST_GECKODRIVER_URL must name a geckodriver (http://127.0.0.1:PORT); \
+             scripts/test starts geckodriver (scripts/lib/chromium.sh: geckodriver_start DIR PORT)",
+        );
+        let webdriver = webdriver.trim_end_matches('/').to_owned();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(90))
+            .build()
+            .unwrap();
+        let profile = TempDir::new();
+        let caps = json!({
+            "capabilities": {
+                "alwaysMatch": {
+                    "browserName": "firefox",
+                    "timeouts": { "implicit": 0, "pageLoad": 30_000, "script": 30_000 },
+                    "moz:firefoxOptions": {
+                        "binary": FIREFOX,
+                        "args": ["-headless", "-width", "1280", "-height", "800"],
+                        "prefs": { "browser.download.folderList": 2, "dom.disable_beforeunload": true },
+                    },
+                },
+            },
+        });
+        let v = send(&http, Method::POST, &format!("{webdriver}/session"), Some(caps))
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver: cannot start a Firefox session at {webdriver}: {e}"));
         let session_id = v["sessionId"]
             .as_str()
             .unwrap_or_else(|| panic!("WebDriver: no sessionId in {v}"))
