@@ -122,6 +122,8 @@ pub struct TickReport {
     pub grace_revoked: i64,
     /// Credentials purged because their recovery window ended.
     pub purged: Vec<String>,
+    /// Browser sessions deleted (ended or expired more than a day ago).
+    pub sessions_removed: i64,
 }
 
 impl Service {
@@ -249,6 +251,15 @@ fn tick(tx: &mut dyn Tx, now: Micros) -> CoreResult<TickReport> {
         }
     }
     report.leader = true;
+    // Browser sessions that ended or expired more than a day ago are of no further use (the
+    // audit journal keeps their sign-in and sign-out).
+    report.sessions_removed = tx.execute(
+        "DELETE FROM ui_sessions WHERE expires_at < $1 OR revoked_at < $1 OR last_seen < $2",
+        &[
+            (now - DAY).into(),
+            (now - DAY - crate::SESSION_IDLE_SECS * 1_000_000).into(),
+        ],
+    )? as i64;
     let ctx = RequestCtx {
         request_id: String::new(),
         source_ip: None,

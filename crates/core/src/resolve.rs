@@ -1,15 +1,10 @@
 //! The one door through which plaintext leaves: a worker resolves a connection for a run.
 //!
-//! Two steps. The plan runs on a read snapshot, in parallel with other readers: authorize
-//! (`connection.resolve` in the connection's workspace), check the connection, credential and
-//! version, decrypt. The commit runs in the writer: one query checks that the connection still
-//! uses that credential, still active, with the same current version and version state (OAuth
-//! credentials, whose tokens refresh in place, are always re-planned there); then it updates
-//! last-used times and appends the audit event. If anything changed in between, the writer
-//! re-plans inside its own transaction, so the outcome is what one transaction would give. The
-//! transaction commits (durably; concurrent resolves share one commit on SQLite) before the
-//! plaintext is returned, so no secret leaves without its audit record. Refusals (disabled,
-//! deleted, expired…) are audited too.
+//! Everything happens in one write transaction: authorize (`connection.resolve` in the
+//! connection's workspace), check the connection, credential and version, decrypt, append the
+//! audit event and update last-used times. The transaction commits (durably; concurrent
+//! resolves share one commit on SQLite) before the plaintext is returned, so no secret leaves
+//! without its audit record. Refusals (disabled, deleted, expired…) are audited too.
 
 use std::sync::Arc;
 
@@ -220,284 +215,202 @@ impl Service {
         let keyring = self.keyring()?.clone();
         let skew = self.inner.config.oauth.refresh_skew_secs;
         let (a, ctx2) = (actor.clone(), ctx.clone());
-        // Plan on a read snapshot (in parallel with other readers: every check and the
-        // decryption), then commit in the writer: check that nothing the plan relied on has
-        // changed, stamp last-used times, append the audit event. If something changed in
-        // between, the writer redoes the whole plan itself (the all-in-one-transaction path).
-        let plan_args = (a.clone(), req.clone(), keyring.clone());
-        let plan = self
-            .read(ctx, actor, move |tx| {
-                let (a, req, keyring) = plan_args;
-                plan_resolve(tx, &a, &req, &keyring, skew, refreshed)
-            })
-            .await?;
         self.write(ctx, actor, move |tx| {
-            let plan = if plan.still_valid(tx)? {
-                plan
-            } else {
-                plan_resolve(tx, &a, &req, &keyring, skew, refreshed)?
+            let c = load_conn(tx, &req.connection_id, false)?;
+            let settings = settings_of(tx, &c.org_id, "connection")?;
+            let (org, ws) = (c.org(), c.ws());
+            let base = || {
+                c.draft("connection.resolve").details(serde_json::json!({
+                    "run_id": req.run_id, "pipeline_id": req.pipeline_id, "credential_id": c.credential_id,
+                }))
             };
-            plan.commit(tx, &ctx2, &a)
+            authorize(
+                &a,
+                &settings,
+                Scope::Workspace(&org, &ws),
+                Permission::Resolve,
+                "connection",
+                base,
+            )?;
+            let refuse = |err: CoreError, reason: &str| {
+                let mut d = base().outcome(Outcome::Error);
+                d.details["refused"] = reason.into();
+                CoreError::Audited(Box::new((err, d)))
+            };
+            if let Some(p) = &req.pipeline_id {
+                let ok = tx
+                    .query_opt(
+                        "SELECT 1 FROM pipelines p JOIN pipeline_connections pc ON pc.pipeline_id = p.id \
+                         WHERE p.id = $1 AND p.workspace_id = $2 AND pc.connection_id = $3",
+                        &[p.as_str().into(), c.workspace_id.as_str().into(), c.id.as_str().into()],
+                    )?
+                    .is_some();
+                if !ok {
+                    return Err(refuse(
+                        CoreError::invalid(
+                            "pipeline_id",
+                            "pipeline_mismatch",
+                            "the pipeline does not use this connection",
+                        ),
+                        "pipeline_mismatch",
+                    ));
+                }
+            }
+            let Some(cred_id) = c.credential_id.clone() else {
+                return Err(refuse(
+                    CoreError::conflict("no_credential", "the connection has no credential attached"),
+                    "no_credential",
+                ));
+            };
+            let cred = load_cred(tx, &cred_id, false)?;
+            let now = now_micros();
+            match cred.status.as_str() {
+                "active" => {}
+                "disabled" => {
+                    return Err(refuse(
+                        CoreError::conflict("credential_disabled", "the credential is disabled"),
+                        "credential_disabled",
+                    ));
+                }
+                "pending_deletion" => {
+                    return Err(refuse(
+                        CoreError::conflict("credential_deleted", "the credential is pending deletion"),
+                        "credential_deleted",
+                    ));
+                }
+                other => {
+                    return Err(refuse(
+                        CoreError::conflict("credential_not_active", format!("the credential is {other}")),
+                        "credential_not_active",
+                    ));
+                }
+            }
+            let grace = i64::from(settings.expired_grace_hours) * 3_600_000_000;
+            if cred.expires_at.is_some_and(|e| e + grace <= now) {
+                return Err(refuse(
+                    CoreError::conflict("credential_expired", "the credential has expired"),
+                    "credential_expired",
+                ));
+            }
+            let version = req.version.unwrap_or(cred.current_version);
+            let row = tx.query_opt(
+                "SELECT state, state_changed_at FROM credential_versions WHERE credential_id = $1 AND version = $2",
+                &[cred_id.as_str().into(), version.into()],
+            )?;
+            let usable = match &row {
+                Some(r) => match r.text(0)?.as_str() {
+                    "current" => true,
+                    "previous" => r.int(1)? + i64::from(settings.previous_grace_hours) * 3_600_000_000 > now,
+                    _ => false,
+                },
+                None => false,
+            };
+            if row.is_none() && req.version.is_some() {
+                return Err(CoreError::invalid("version", "not_found", "no such version"));
+            }
+            if !usable && req.version.is_some_and(|v| v != cred.current_version) {
+                return Err(refuse(
+                    CoreError::conflict(
+                        "version_not_resolvable",
+                        format!("version {version} is not current and not within the grace period"),
+                    ),
+                    "version_not_resolvable",
+                ));
+            }
+            if !usable {
+                return Err(refuse(
+                    CoreError::conflict("version_revoked", "the credential's current version is not usable"),
+                    "version_revoked",
+                ));
+            }
+            let mut fields = decrypt_version(tx, &keyring, &cred.org_id, &cred.id, version)?;
+            if cred.ty == "oauth" {
+                let health = tx
+                    .query_opt(
+                        "SELECT oauth_health FROM credentials WHERE id = $1",
+                        &[cred.id.as_str().into()],
+                    )?
+                    .and_then(|r| r.opt_text(0).ok().flatten());
+                let refuse_zeroed = |fields: &mut serde_json::Value, err: CoreError, reason: &str| {
+                    credvault_domain::secret::zeroize_json(fields);
+                    refuse(err, reason)
+                };
+                if health.as_deref() == Some("needs_reauthorization") {
+                    return Err(refuse_zeroed(
+                        &mut fields,
+                        CoreError::conflict(
+                            "oauth_needs_reauthorization",
+                            "the OAuth grant was revoked or expired at the provider; authorize it again",
+                        ),
+                        "oauth_needs_reauthorization",
+                    ));
+                }
+                // Right after a refresh, a token that has not expired is good enough (a skew
+                // longer than the provider's token lifetime must not refuse a new token).
+                if !crate::oauth::token_fresh(&fields, if refreshed { 0 } else { skew }) {
+                    let never = cred.variant.as_deref() == Some("authorization_code")
+                        && fields
+                            .get("refresh_token")
+                            .and_then(serde_json::Value::as_str)
+                            .is_none_or(str::is_empty);
+                    if never {
+                        return Err(refuse_zeroed(
+                            &mut fields,
+                            CoreError::conflict(
+                                "oauth_not_authorized",
+                                "nobody has authorized this OAuth credential yet",
+                            ),
+                            "oauth_not_authorized",
+                        ));
+                    }
+                    credvault_domain::secret::zeroize_json(&mut fields);
+                    if !refreshed {
+                        return Err(CoreError::NeedsRefresh(cred.id.clone()));
+                    }
+                    return Err(refuse(
+                        CoreError::Unavailable {
+                            code: "oauth_refresh_failing",
+                            message: "the access token could not be refreshed; the provider is failing".into(),
+                        },
+                        "oauth_refresh_failing",
+                    ));
+                }
+            }
+            // Rows first, the audit head last: every writer takes its row locks before the
+            // audit head's (an OAuth refresh locks the credential, then appends), so two
+            // transactions never wait on each other in opposite orders.
+            tx.execute(
+                "UPDATE credentials SET last_used_at = $1 WHERE id = $2",
+                &[now.into(), cred_id.as_str().into()],
+            )?;
+            tx.execute(
+                "UPDATE connections SET last_used_at = $1 WHERE id = $2",
+                &[now.into(), c.id.as_str().into()],
+            )?;
+            if let Some(p) = &req.pipeline_id {
+                tx.execute(
+                    "UPDATE pipelines SET last_used_at = $1 WHERE id = $2",
+                    &[now.into(), p.as_str().into()],
+                )?;
+            }
+            let mut d = base();
+            d.details["version"] = version.into();
+            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &d)?;
+            Ok(Resolved {
+                connection: ResolvedConnection {
+                    id: c.id.clone(),
+                    kind: c.kind.clone(),
+                    config: serde_json::from_str(&c.config)?,
+                },
+                credential: ResolvedCredential {
+                    id: cred.id.clone(),
+                    ty: cred.ty.clone(),
+                    variant: cred.variant.clone(),
+                    version,
+                    fields,
+                },
+            })
         })
         .await
     }
-}
-
-/// Everything a resolve decided before it commits. Holds plaintext (zeroized on drop through
-/// [`Resolved`]).
-struct Plan {
-    resolved: Resolved,
-    conn: crate::connections::ConnRow,
-    pipeline_id: Option<String>,
-    run_id: String,
-    current_version: i64,
-    state: String,
-    /// OAuth tokens are refreshed in place (same version): such plans are always redone in
-    /// the writer.
-    oauth: bool,
-}
-
-impl Plan {
-    /// Whether the rows the plan relied on are unchanged: the connection still uses the same
-    /// credential, which is still active with the same current version, and the resolved
-    /// version is in the same state.
-    fn still_valid(&self, tx: &mut dyn credvault_store::Tx) -> CoreResult<bool> {
-        if self.oauth {
-            return Ok(false);
-        }
-        let r = tx.query_opt(
-            "SELECT c.credential_id, cr.status, cr.current_version, v.state FROM connections c \
-             JOIN credentials cr ON cr.id = c.credential_id \
-             JOIN credential_versions v ON v.credential_id = cr.id AND v.version = $2 WHERE c.id = $1",
-            &[self.conn.id.as_str().into(), self.resolved.credential.version.into()],
-        )?;
-        let Some(r) = r else { return Ok(false) };
-        Ok(r.opt_text(0)?.as_deref() == Some(self.resolved.credential.id.as_str())
-            && r.text(1)? == "active"
-            && r.int(2)? == self.current_version
-            && r.text(3)? == self.state)
-    }
-
-    /// Stamps last-used times and appends the audit event; returns the plaintext.
-    fn commit(self, tx: &mut dyn credvault_store::Tx, ctx: &RequestCtx, a: &Actor) -> CoreResult<Resolved> {
-        let now = now_micros();
-        // Rows first, the audit head last: every writer takes its row locks before the
-        // audit head's (an OAuth refresh locks the credential, then appends), so two
-        // transactions never wait on each other in opposite orders.
-        tx.execute(
-            "UPDATE credentials SET last_used_at = $1 WHERE id = $2",
-            &[now.into(), self.resolved.credential.id.as_str().into()],
-        )?;
-        tx.execute(
-            "UPDATE connections SET last_used_at = $1 WHERE id = $2",
-            &[now.into(), self.conn.id.as_str().into()],
-        )?;
-        if let Some(p) = &self.pipeline_id {
-            tx.execute(
-                "UPDATE pipelines SET last_used_at = $1 WHERE id = $2",
-                &[now.into(), p.as_str().into()],
-            )?;
-        }
-        let d = self.conn.draft("connection.resolve").details(serde_json::json!({
-            "run_id": self.run_id, "pipeline_id": self.pipeline_id,
-            "credential_id": self.conn.credential_id, "version": self.resolved.credential.version,
-        }));
-        audit::append(tx, ctx, &ActorRef::from(a), &d)?;
-        Ok(self.resolved)
-    }
-}
-
-/// Authorizes and checks a resolve and decrypts its version, without writing anything.
-/// Refusals come back as [`CoreError::Audited`] (or `Denied`) for the caller to record.
-fn plan_resolve(
-    tx: &mut dyn credvault_store::Tx,
-    a: &Arc<Actor>,
-    req: &ResolveRequest,
-    keyring: &credvault_crypto::Keyring,
-    skew: i64,
-    refreshed: bool,
-) -> CoreResult<Plan> {
-    let c = load_conn(tx, &req.connection_id, false)?;
-    let settings = settings_of(tx, &c.org_id, "connection")?;
-    let (org, ws) = (c.org(), c.ws());
-    let base = || {
-        c.draft("connection.resolve").details(serde_json::json!({
-            "run_id": req.run_id, "pipeline_id": req.pipeline_id, "credential_id": c.credential_id,
-        }))
-    };
-    authorize(
-        a,
-        &settings,
-        Scope::Workspace(&org, &ws),
-        Permission::Resolve,
-        "connection",
-        base,
-    )?;
-    let refuse = |err: CoreError, reason: &str| {
-        let mut d = base().outcome(Outcome::Error);
-        d.details["refused"] = reason.into();
-        CoreError::Audited(Box::new((err, d)))
-    };
-    if let Some(p) = &req.pipeline_id {
-        let ok = tx
-            .query_opt(
-                "SELECT 1 FROM pipelines p JOIN pipeline_connections pc ON pc.pipeline_id = p.id \
-                     WHERE p.id = $1 AND p.workspace_id = $2 AND pc.connection_id = $3",
-                &[p.as_str().into(), c.workspace_id.as_str().into(), c.id.as_str().into()],
-            )?
-            .is_some();
-        if !ok {
-            return Err(refuse(
-                CoreError::invalid(
-                    "pipeline_id",
-                    "pipeline_mismatch",
-                    "the pipeline does not use this connection",
-                ),
-                "pipeline_mismatch",
-            ));
-        }
-    }
-    let Some(cred_id) = c.credential_id.clone() else {
-        return Err(refuse(
-            CoreError::conflict("no_credential", "the connection has no credential attached"),
-            "no_credential",
-        ));
-    };
-    let cred = load_cred(tx, &cred_id, false)?;
-    let now = now_micros();
-    match cred.status.as_str() {
-        "active" => {}
-        "disabled" => {
-            return Err(refuse(
-                CoreError::conflict("credential_disabled", "the credential is disabled"),
-                "credential_disabled",
-            ));
-        }
-        "pending_deletion" => {
-            return Err(refuse(
-                CoreError::conflict("credential_deleted", "the credential is pending deletion"),
-                "credential_deleted",
-            ));
-        }
-        other => {
-            return Err(refuse(
-                CoreError::conflict("credential_not_active", format!("the credential is {other}")),
-                "credential_not_active",
-            ));
-        }
-    }
-    let grace = i64::from(settings.expired_grace_hours) * 3_600_000_000;
-    if cred.expires_at.is_some_and(|e| e + grace <= now) {
-        return Err(refuse(
-            CoreError::conflict("credential_expired", "the credential has expired"),
-            "credential_expired",
-        ));
-    }
-    let version = req.version.unwrap_or(cred.current_version);
-    let row = tx.query_opt(
-        "SELECT state, state_changed_at FROM credential_versions WHERE credential_id = $1 AND version = $2",
-        &[cred_id.as_str().into(), version.into()],
-    )?;
-    let usable = match &row {
-        Some(r) => match r.text(0)?.as_str() {
-            "current" => true,
-            "previous" => r.int(1)? + i64::from(settings.previous_grace_hours) * 3_600_000_000 > now,
-            _ => false,
-        },
-        None => false,
-    };
-    let state = row.as_ref().map(|r| r.text(0)).transpose()?.unwrap_or_default();
-    if row.is_none() && req.version.is_some() {
-        return Err(CoreError::invalid("version", "not_found", "no such version"));
-    }
-    if !usable && req.version.is_some_and(|v| v != cred.current_version) {
-        return Err(refuse(
-            CoreError::conflict(
-                "version_not_resolvable",
-                format!("version {version} is not current and not within the grace period"),
-            ),
-            "version_not_resolvable",
-        ));
-    }
-    if !usable {
-        return Err(refuse(
-            CoreError::conflict("version_revoked", "the credential's current version is not usable"),
-            "version_revoked",
-        ));
-    }
-    let mut fields = decrypt_version(tx, keyring, &cred.org_id, &cred.id, version)?;
-    if cred.ty == "oauth" {
-        let health = tx
-            .query_opt(
-                "SELECT oauth_health FROM credentials WHERE id = $1",
-                &[cred.id.as_str().into()],
-            )?
-            .and_then(|r| r.opt_text(0).ok().flatten());
-        let refuse_zeroed = |fields: &mut serde_json::Value, err: CoreError, reason: &str| {
-            credvault_domain::secret::zeroize_json(fields);
-            refuse(err, reason)
-        };
-        if health.as_deref() == Some("needs_reauthorization") {
-            return Err(refuse_zeroed(
-                &mut fields,
-                CoreError::conflict(
-                    "oauth_needs_reauthorization",
-                    "the OAuth grant was revoked or expired at the provider; authorize it again",
-                ),
-                "oauth_needs_reauthorization",
-            ));
-        }
-        // Right after a refresh, a token that has not expired is good enough (a skew
-        // longer than the provider's token lifetime must not refuse a new token).
-        if !crate::oauth::token_fresh(&fields, if refreshed { 0 } else { skew }) {
-            let never = cred.variant.as_deref() == Some("authorization_code")
-                && fields
-                    .get("refresh_token")
-                    .and_then(serde_json::Value::as_str)
-                    .is_none_or(str::is_empty);
-            if never {
-                return Err(refuse_zeroed(
-                    &mut fields,
-                    CoreError::conflict(
-                        "oauth_not_authorized",
-                        "nobody has authorized this OAuth credential yet",
-                    ),
-                    "oauth_not_authorized",
-                ));
-            }
-            credvault_domain::secret::zeroize_json(&mut fields);
-            if !refreshed {
-                return Err(CoreError::NeedsRefresh(cred.id.clone()));
-            }
-            return Err(refuse(
-                CoreError::Unavailable {
-                    code: "oauth_refresh_failing",
-                    message: "the access token could not be refreshed; the provider is failing".into(),
-                },
-                "oauth_refresh_failing",
-            ));
-        }
-    }
-    Ok(Plan {
-        resolved: Resolved {
-            connection: ResolvedConnection {
-                id: c.id.clone(),
-                kind: c.kind.clone(),
-                config: serde_json::from_str(&c.config)?,
-            },
-            credential: ResolvedCredential {
-                id: cred.id.clone(),
-                ty: cred.ty.clone(),
-                variant: cred.variant.clone(),
-                version,
-                fields,
-            },
-        },
-        pipeline_id: req.pipeline_id.clone(),
-        run_id: req.run_id.clone(),
-        current_version: cred.current_version,
-        state,
-        oauth: cred.ty == "oauth",
-        conn: c,
-    })
 }

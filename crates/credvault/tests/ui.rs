@@ -1220,3 +1220,52 @@ async fn search_matches_name_and_description_literally_on_every_backend() {
         );
     }
 }
+
+/// `credvault scheduler tick --now T` against the server's store; its JSON report.
+fn tick_at(srv: &Server, unix_secs: i64) -> Value {
+    let at = time::OffsetDateTime::from_unix_timestamp(unix_secs)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.args(["scheduler", "tick", "--data-dir"]).arg(srv.data.path());
+    if let Some(pg) = &srv.pg {
+        cmd.arg("--database-url").arg(&pg.url);
+    }
+    cmd.arg("--now").arg(&at);
+    for v in [
+        "CREDVAULT_TOKEN",
+        "CREDVAULT_CONFIG",
+        "CREDVAULT_DATABASE_URL",
+        "CREDVAULT_DATA_DIR",
+    ] {
+        cmd.env_remove(v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_scheduler_deletes_sessions_a_day_after_they_ended() {
+    for b in backends() {
+        let srv = Server::start(b).await;
+        let mut a = Ui::new(&srv);
+        a.sign_in("admin", &srv.admin_password).await;
+        let csrf = a.csrf().await;
+        let mut b2 = Ui::new(&srv);
+        b2.sign_in("admin", &srv.admin_password).await;
+        assert_eq!(a.post("/sign-out", &[("_csrf", &csrf)]).await.status, 303);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert_eq!(
+            tick_at(&srv, now)["sessions_removed"],
+            0,
+            "ended just now: kept for a day"
+        );
+        assert_eq!(b2.get("/credentials").await.status, 200, "a live session is untouched");
+        assert_eq!(tick_at(&srv, now + 2 * 86_400)["sessions_removed"], 2);
+    }
+}
