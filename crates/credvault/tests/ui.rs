@@ -1002,6 +1002,9 @@ async fn guesses_sent_in_parallel_each_count_toward_the_lock() {
         .count();
     assert_eq!(tried, 5, "only five guesses may be checked before the lock");
     assert_eq!(locked, 15);
+    // Twenty failures from one address in a minute cross the default spike threshold.
+    let alerts = audit_actions(&srv, "alert.auth_failures").await;
+    assert!(!alerts.is_empty(), "the spike detector counted the sign-in failures");
     let r = ui.sign_in(&name, &pw).await;
     assert!(
         r.location().starts_with("/sign-in?failed=1"),
@@ -1268,4 +1271,112 @@ async fn the_scheduler_deletes_sessions_a_day_after_they_ended() {
         assert_eq!(b2.get("/credentials").await.status, 200, "a live session is untouched");
         assert_eq!(tick_at(&srv, now + 2 * 86_400)["sessions_removed"], 2);
     }
+}
+
+#[tokio::test]
+async fn sessions_expire_when_idle_or_old_and_cookies_are_secure_behind_tls() {
+    for b in backends() {
+        let srv = Server::start(b).await;
+        let mut ui = Ui::new(&srv);
+        ui.sign_in("admin", &srv.admin_password).await;
+        assert_eq!(ui.get("/credentials").await.status, 200);
+        // Idle for 31 minutes: refused, the cookie cleared, the refusal audited.
+        let idle = (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64)
+            - 31 * 60 * 1_000_000;
+        srv.raw_sql(&format!("UPDATE ui_sessions SET last_seen = {idle}"));
+        let r = ui.get("/credentials").await;
+        assert_eq!(r.status, 303);
+        assert!(r.location().starts_with("/sign-in"));
+        assert!(!ui.cookies.contains_key("cv_session"), "the dead cookie is cleared");
+        // Past the absolute expiry, however active.
+        ui.sign_in("admin", &srv.admin_password).await;
+        assert_eq!(ui.get("/credentials").await.status, 200);
+        srv.raw_sql("UPDATE ui_sessions SET expires_at = 1 WHERE revoked_at IS NULL");
+        assert_eq!(ui.get("/credentials").await.status, 303);
+        let reasons: Vec<String> = audit_actions(&srv, "auth.failure")
+            .await
+            .iter()
+            .map(|e| e["details"]["reason"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            reasons.iter().filter(|r| *r == "session_expired").count(),
+            2,
+            "{reasons:?}"
+        );
+    }
+
+    // Behind TLS (an https public URL) the cookies are __Host- prefixed and Secure.
+    let srv = Server::start_opts(
+        Backend::Sqlite,
+        common::TempDir::new(),
+        None,
+        &[],
+        &[("CREDVAULT_PUBLIC_URL", "https://vault.example.test")],
+    )
+    .await;
+    let mut ui = Ui::new(&srv);
+    let p = ui.get("/sign-in").await;
+    let pre = p.header("set-cookie");
+    assert!(
+        pre.starts_with("__Host-cv_pre=") && pre.contains("; Secure") && pre.contains("Path=/;"),
+        "{pre}"
+    );
+    let r = ui.sign_in("admin", &srv.admin_password).await;
+    let set: Vec<String> = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let session = set
+        .iter()
+        .find(|c| c.starts_with("__Host-cv_session=cvs_"))
+        .expect("a __Host- session cookie");
+    assert!(
+        session.contains("; Secure") && session.contains("HttpOnly") && session.contains("SameSite=Strict"),
+        "{session}"
+    );
+    assert_eq!(ui.get("/credentials").await.status, 200, "the prefixed cookie signs in");
+}
+
+#[tokio::test]
+async fn pipelines_show_their_connections() {
+    let srv = Server::start(Backend::Sqlite).await;
+    let cred = srv.database_credential(&srv.admin, "warehouse", "wh-secret-123").await;
+    let conn = srv
+        .post(
+            "/v1/connections",
+            &srv.admin,
+            json!({"name": "warehouse-prod", "workspace_id": srv.ws_id, "environment": "prod", "kind": "postgres",
+                   "config": {"host": "db.internal", "port": 5432, "database": "wh"}, "credential_id": cred["id"]}),
+        )
+        .await
+        .ok(201);
+    let p = srv
+        .post(
+            "/v1/pipelines",
+            &srv.admin,
+            json!({"name": "nightly-orders", "workspace_id": srv.ws_id, "connection_ids": [conn["id"]]}),
+        )
+        .await
+        .ok(201);
+    let mut ui = Ui::new(&srv);
+    ui.sign_in("admin", &srv.admin_password).await;
+    let list = ui.get("/pipelines").await;
+    assert!(list.body.contains(">nightly-orders<"), "{}", list.body);
+    let detail = ui.get(&format!("/pipelines/{}", p["id"].as_str().unwrap())).await;
+    assert_eq!(detail.status, 200);
+    assert!(
+        detail.body.contains(">warehouse-prod<") && detail.body.contains(cred["id"].as_str().unwrap()),
+        "{}",
+        detail.body
+    );
+    let usage = ui.get(&format!("/credentials/{}", cred["id"].as_str().unwrap())).await;
+    assert!(
+        usage.body.contains(">nightly-orders<"),
+        "the credential page lists the pipelines using it"
+    );
 }
