@@ -454,9 +454,19 @@ async fn builder(b: Backend) {
         .await
         .ok(200);
     assert_eq!(denied["items"].as_array().unwrap().len(), 1, "the refusal is audited");
-    // The admin screen refuses a builder too.
+    // The admin and review screens refuse a builder too, without a string of refused reports.
     let r = ui.get("/admin").await;
     assert!(r.status == 403 || r.status == 404, "{}", r.status);
+    let before = srv.get("/v1/audit?outcome=denied&limit=500", &srv.admin).await.ok(200)["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(ui.get("/review").await.status, 403);
+    let after = srv.get("/v1/audit?outcome=denied&limit=500", &srv.admin).await.ok(200)["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(before, after);
 }
 
 #[tokio::test]

@@ -608,6 +608,15 @@ struct ReviewQuery {
 }
 
 async fn review(State(state): State<AppState>, sess: Session, Query(q): Query<ReviewQuery>) -> Response {
+    if !sess.nav_audit {
+        // Without audit.read every report would be refused (and each refusal audited).
+        let body = html! { h1 { "Not allowed" } p.error role="alert" { "The review reports need the audit.read permission (auditors and admins)." } };
+        return (
+            StatusCode::FORBIDDEN,
+            Html(layout(&sess, "Not allowed", "review", body)),
+        )
+            .into_response();
+    }
     let mut counts = Vec::new();
     for (k, _, _) in REPORTS {
         let Some(kind) = ReportKind::parse(k) else { continue };
