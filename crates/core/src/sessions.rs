@@ -71,8 +71,8 @@ impl std::fmt::Debug for NewSession {
     }
 }
 
-/// An authenticated browser session.
-#[derive(Clone, Debug)]
+/// An authenticated browser session. `Debug` leaves the CSRF token out.
+#[derive(Clone)]
 pub struct SessionActor {
     /// Who is signed in.
     pub actor: Arc<Actor>,
@@ -80,6 +80,15 @@ pub struct SessionActor {
     pub csrf: String,
     /// The session's ID (not the cookie).
     pub session_id: String,
+}
+
+impl std::fmt::Debug for SessionActor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionActor")
+            .field("actor", &self.actor.principal_id)
+            .field("session_id", &self.session_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SessionActor {
@@ -498,13 +507,7 @@ impl Service {
         let ctx = ctx.clone();
         self.inner
             .store
-            .write(move |tx| {
-                audit::append(tx, &ctx, &actor, &draft)?;
-                if let Some(a) = &alert {
-                    audit::append(tx, &ctx, &ActorRef::system(), a)?;
-                }
-                Ok::<_, CoreError>(())
-            })
+            .write(move |tx| crate::append_all(tx, &ctx, &actor, &draft, alert))
             .await?;
         Err(CoreError::Unauthenticated)
     }
@@ -532,13 +535,7 @@ impl Service {
         let ctx = ctx.clone();
         self.inner
             .store
-            .write(move |tx| {
-                audit::append(tx, &ctx, &ActorRef::from(a.as_ref()), &draft)?;
-                if let Some(al) = &alert {
-                    audit::append(tx, &ctx, &ActorRef::system(), al)?;
-                }
-                Ok::<_, CoreError>(())
-            })
+            .write(move |tx| crate::append_all(tx, &ctx, &ActorRef::from(a.as_ref()), &draft, alert))
             .await
     }
 

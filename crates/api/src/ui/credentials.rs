@@ -17,7 +17,7 @@ use credvault_core::{CreateReview, ReportKind, ReportRequest, StatusOp};
 use credvault_domain::credential_types::{self, CredentialType, FieldKind, FieldSchema, VariantSchema};
 use credvault_domain::roles::Permission;
 
-use super::{Form, Html, Session, action_button, check_csrf, csrf_field, error_page, layout, may, notice, shown, when};
+use super::{Form, Html, Session, action_button, check_csrf, csrf_field, error_page, layout, notice, shown, when};
 use crate::AppState;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -108,8 +108,8 @@ async fn list(State(state): State<AppState>, sess: Session, Query(q): Query<List
         .iter()
         .filter(|c| keep.as_ref().is_none_or(|k| k.contains(&c.id)))
         .collect();
-    let can_create = may(&state, &sess, Permission::CredentialCreate, None).await;
-    let types = enabled_types(&state, &sess).await;
+    let can_create = sess.may(Permission::CredentialCreate, None);
+    let types = enabled_types(&sess);
     let sel = |cur: &Option<String>, v: &str| cur.as_deref() == Some(v);
     let body = html! {
         div.titlebar {
@@ -129,7 +129,7 @@ async fn list(State(state): State<AppState>, sess: Session, Query(q): Query<List
                 option value="" { "any" }
                 @for s in ["active", "disabled", "expired", "pending_deletion"] { option value=(s) selected[sel(&q.status, s)] { (s) } }
             } }
-            @if sess.nav_audit { label { "Show" select name="show" data-autosubmit="1" {
+            @if sess.nav_audit() { label { "Show" select name="show" data-autosubmit="1" {
                 option value="" { "all" }
                 option value="unused" selected[sel(&q.show, "unused")] { "unused" }
                 option value="rotation-due" selected[sel(&q.show, "rotation-due")] { "rotation due" }
@@ -194,12 +194,11 @@ fn labels_text(l: &Map<String, Json>) -> String {
         .join(", ")
 }
 
-async fn enabled_types(state: &AppState, sess: &Session) -> Vec<CredentialType> {
-    let a = sess.actor();
-    match state.service.get_settings(&sess.ctx, a, a.org_id.as_str()).await {
-        Ok(s) => s.enabled_types,
-        Err(_) => Vec::new(),
-    }
+fn enabled_types(sess: &Session) -> Vec<CredentialType> {
+    sess.settings
+        .as_ref()
+        .map(|s| s.enabled_types.clone())
+        .unwrap_or_default()
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -223,7 +222,7 @@ async fn render_new(
     form: Option<&Form>,
     err: Option<super::Shown>,
 ) -> Response {
-    if form.is_none() && !may(state, sess, Permission::CredentialCreate, None).await {
+    if form.is_none() && !sess.may(Permission::CredentialCreate, None) {
         let body = html! {
             h1 { "New credential" }
             p.empty { "Your roles do not let you create credentials. An integration engineer or an admin can." }
@@ -234,7 +233,7 @@ async fn render_new(
         )
             .into_response();
     }
-    let types = enabled_types(state, sess).await;
+    let types = enabled_types(sess);
     let chosen = ty.and_then(CredentialType::parse).filter(|t| types.contains(t));
     let Some(t) = chosen else {
         let body = html! {
@@ -584,7 +583,7 @@ async fn create(State(state): State<AppState>, sess: Session, form: Form) -> Res
         Ok(c) => Redirect::to(&format!("/credentials/{}?done=created", c.id)).into_response(),
         Err(e) => {
             let sh = shown(e);
-            if matches!(sh.status.as_u16(), 400 | 409 | 422) {
+            if super::redisplay(&sh) {
                 render_new(&state, &sess, Some(&ty), variant.as_deref(), Some(&form), Some(sh)).await
             } else {
                 super::shown_page(Some(&sess), sh)
@@ -616,11 +615,11 @@ async fn detail(
         .await
         .unwrap_or_default();
     let ws = c.workspace_id.as_deref();
-    let can_edit = may(&state, &sess, Permission::CredentialCreate, ws).await;
-    let can_delete = may(&state, &sess, Permission::CredentialDelete, ws).await;
-    let can_review = may(&state, &sess, Permission::AuditRead, None).await;
-    let can_attach = may(&state, &sess, Permission::CredentialAttach, ws).await;
-    let can_admin = may(&state, &sess, Permission::OrgAdmin, None).await;
+    let can_edit = sess.may(Permission::CredentialCreate, ws);
+    let can_delete = sess.may(Permission::CredentialDelete, ws);
+    let can_review = sess.may(Permission::AuditRead, None);
+    let can_attach = sess.may(Permission::CredentialAttach, ws);
+    let can_admin = sess.may(Permission::OrgAdmin, None);
     let service_accounts = if can_admin && c.oauth.is_some() {
         state
             .service
@@ -897,13 +896,12 @@ fn test_results_page(
             table.list #test-results {
                 thead { tr { th { "Connection" } th { "Result" } th { "Latency" } th { "Detail" } } }
                 tbody { @for r in &t.results {
-                    @let j = serde_json::to_value(r).unwrap_or_default();
-                    @let ok = j.get("ok").and_then(Json::as_bool).unwrap_or(false);
+                    @let (ok, ms, err) = super::outcome(r);
                     tr {
                         td { a href={"/connections/" (r.connection_id)} { (r.connection_name) } }
                         td { span class=(if ok { "ok" } else { "fail" }) { (if ok { "ok" } else { "failed" }) } }
-                        td { (j.get("latency_ms").and_then(Json::as_u64).unwrap_or(0)) " ms" }
-                        td { @if let Some(e) = j.get("error") { code { (e.get("code").and_then(Json::as_str).unwrap_or("")) } " " (e.get("message").and_then(Json::as_str).unwrap_or("")) } }
+                        td { (ms) " ms" }
+                        td { @if let Some((code, msg)) = err { code { (code) } " " (msg) } }
                     }
                 } }
             }
@@ -1022,7 +1020,7 @@ async fn rotate_stage(State(state): State<AppState>, sess: Session, Path(id): Pa
         Ok(s) => s,
         Err(e) => {
             let sh = shown(e);
-            return if matches!(sh.status.as_u16(), 400 | 409 | 422) {
+            return if super::redisplay(&sh) {
                 render_rotate(&state, &sess, &id, Some(sh)).await
             } else {
                 super::shown_page(Some(&sess), sh)

@@ -136,15 +136,44 @@ fn secure(state: &AppState) -> &'static str {
 pub(crate) struct Session {
     pub s: SessionActor,
     pub ctx: RequestCtx,
-    /// Whether to offer the Admin screen (organization admins).
-    pub nav_admin: bool,
-    /// Whether to offer the Audit and Review screens (`audit.read`).
-    pub nav_audit: bool,
+    /// The organization's settings, read once per request (role policy, enabled types).
+    pub settings: Option<credvault_core::OrgSettings>,
 }
 
 impl Session {
     pub fn actor(&self) -> &Arc<credvault_core::Actor> {
         &self.s.actor
+    }
+
+    /// Whether the person holds `perm` in `workspace` (`None`: anywhere in the organization),
+    /// to decide which controls to offer; the core decides what is allowed.
+    pub fn may(&self, perm: Permission, workspace: Option<&str>) -> bool {
+        let a = self.actor();
+        let roles = match workspace {
+            Some(ws) => a.workspace_roles(&credvault_domain::WorkspaceId::from_trusted(ws.to_owned())),
+            None => a.any_roles(),
+        };
+        self.settings
+            .as_ref()
+            .is_some_and(|s| s.role_policy.any_grants(&roles, perm))
+    }
+
+    /// Whether `perm` is granted at organization level (the Admin, Review and Audit screens).
+    fn may_org(&self, perm: Permission) -> bool {
+        let roles = self.actor().org_roles();
+        self.settings
+            .as_ref()
+            .is_some_and(|s| s.role_policy.any_grants(&roles, perm))
+    }
+
+    /// Whether to offer the Admin screen (organization admins).
+    pub fn nav_admin(&self) -> bool {
+        self.may_org(Permission::OrgAdmin)
+    }
+
+    /// Whether to offer the Audit and Review screens (`audit.read`).
+    pub fn nav_audit(&self) -> bool {
+        self.may_org(Permission::AuditRead)
     }
 }
 
@@ -173,20 +202,8 @@ impl FromRequestParts<AppState> for Session {
         match state.service.session_actor(&cookie, &ctx).await {
             Ok(s) => {
                 let a = &s.actor;
-                let roles = a.org_roles();
-                let (nav_admin, nav_audit) = match state.service.get_settings(&ctx, a, a.org_id.as_str()).await {
-                    Ok(st) => (
-                        st.role_policy.any_grants(&roles, Permission::OrgAdmin),
-                        st.role_policy.any_grants(&roles, Permission::AuditRead),
-                    ),
-                    Err(_) => (false, false),
-                };
-                Ok(Session {
-                    s,
-                    ctx,
-                    nav_admin,
-                    nav_audit,
-                })
+                let settings = state.service.get_settings(&ctx, a, a.org_id.as_str()).await.ok();
+                Ok(Session { s, ctx, settings })
             }
             Err(CoreError::Unauthenticated) => {
                 let mut r = to_sign_in();
@@ -399,7 +416,7 @@ pub(crate) fn layout(sess: &Session, title: &str, active: &str, body: Markup) ->
                     nav aria-label="Main" {
                         ul {
                             @for (key, href, label) in nav {
-                                @if (key != "admin" || sess.nav_admin) && (!matches!(key, "audit" | "review") || sess.nav_audit) {
+                                @if (key != "admin" || sess.nav_admin()) && (!matches!(key, "audit" | "review") || sess.nav_audit()) {
                                 li { a href=(href) aria-current=[(key == active).then_some("page")] { (label) } }
                                 }
                             }
@@ -447,18 +464,20 @@ pub(crate) fn action_button(sess: &Session, action: &str, label: &str, class: &s
     }
 }
 
-/// Whether the actor holds `perm` anywhere in its organization (to decide which controls to
-/// offer; the core decides what is allowed).
-pub(crate) async fn may(state: &AppState, sess: &Session, perm: Permission, workspace: Option<&str>) -> bool {
-    let a = sess.actor();
-    let Ok(settings) = state.service.get_settings(&sess.ctx, a, a.org_id.as_str()).await else {
-        return false;
-    };
-    let roles = match workspace {
-        Some(ws) => a.workspace_roles(&credvault_domain::WorkspaceId::from_trusted(ws.to_owned())),
-        None => a.any_roles(),
-    };
-    settings.role_policy.any_grants(&roles, perm)
+/// Whether a refused form should be shown again with its message (bad input or a conflict)
+/// rather than as an error page (not found, not allowed, unavailable).
+pub(crate) fn redisplay(sh: &Shown) -> bool {
+    matches!(sh.status.as_u16(), 400 | 409 | 422)
+}
+
+/// A test outcome for display: ok, latency, and the error's code and message.
+pub(crate) fn outcome(t: &credvault_core::testing::ConnectionTest) -> (bool, u64, Option<(&'static str, &str)>) {
+    let o = &t.outcome;
+    (
+        o.ok,
+        o.latency_ms,
+        o.error.as_ref().map(|e| (e.code.as_str(), e.message.as_str())),
+    )
 }
 
 /// Short, fixed notices after a redirect (`?done=code`): never reflects arbitrary text.

@@ -16,7 +16,7 @@ use credvault_domain::connectors::ConnectorKind;
 use credvault_domain::credential_types::{CredentialType, FieldKind};
 use credvault_domain::roles::Permission;
 
-use super::{Form, Html, Session, action_button, check_csrf, csrf_field, error_page, layout, may, notice, shown, when};
+use super::{Form, Html, Session, action_button, check_csrf, csrf_field, error_page, layout, notice, shown, when};
 use crate::AppState;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -93,7 +93,7 @@ async fn connections(State(state): State<AppState>, sess: Session, Query(q): Que
         Ok(p) => p,
         Err(e) => return error_page(Some(&sess), e),
     };
-    let can_create = may(&state, &sess, Permission::CredentialAttach, None).await;
+    let can_create = sess.may(Permission::CredentialAttach, None);
     let body = html! {
         div.titlebar {
             h1 { "Connections" }
@@ -331,7 +331,7 @@ async fn render_connection(
         Ok(c) => c,
         Err(e) => return error_page(Some(sess), e),
     };
-    let can_edit = may(state, sess, Permission::CredentialAttach, Some(&c.workspace_id)).await;
+    let can_edit = sess.may(Permission::CredentialAttach, Some(&c.workspace_id));
     let kind = ConnectorKind::parse(&c.kind);
     let fitting = match (can_edit, kind) {
         (true, Some(k)) => fitting_credentials(state, sess, k).await,
@@ -370,14 +370,11 @@ async fn render_connection(
         @if let Outcome::Tested(r) = &outcome {
             @match r {
                 Ok(t) => {
-                    @let j = serde_json::to_value(t).unwrap_or_default();
-                    @let ok = j.get("ok").and_then(Json::as_bool).unwrap_or(false);
+                    @let (ok, ms, err) = super::outcome(t);
                     div #test-result class=(if ok { "notice" } else { "error" }) role="status" {
                         strong { (if ok { "Connection works" } else { "Connection failed" }) }
-                        " — version " (t.version) ", " (j.get("latency_ms").and_then(Json::as_u64).unwrap_or(0)) " ms"
-                        @if let Some(e) = j.get("error") {
-                            br; code { (e.get("code").and_then(Json::as_str).unwrap_or("")) } " " (e.get("message").and_then(Json::as_str).unwrap_or(""))
-                        }
+                        " — version " (t.version) ", " (ms) " ms"
+                        @if let Some((code, msg)) = err { br; code { (code) } " " (msg) }
                     }
                 },
                 Err(sh) => p.error #test-result role="alert" { (sh.message) },
@@ -463,7 +460,7 @@ async fn attach(State(state): State<AppState>, sess: Session, Path(id): Path<Str
 /// connection itself is out of reach.
 async fn refused(state: &AppState, sess: &Session, id: &str, e: credvault_core::CoreError) -> Response {
     let sh = shown(e);
-    if matches!(sh.status.as_u16(), 400 | 409 | 422) {
+    if super::redisplay(&sh) {
         render_connection(state, sess, id, None, Outcome::Refused(sh)).await
     } else {
         super::shown_page(Some(sess), sh)
@@ -608,7 +605,7 @@ struct ReviewQuery {
 }
 
 async fn review(State(state): State<AppState>, sess: Session, Query(q): Query<ReviewQuery>) -> Response {
-    if !sess.nav_audit {
+    if !sess.nav_audit() {
         // Without audit.read every report would be refused (and each refusal audited).
         let body = html! { h1 { "Not allowed" } p.error role="alert" { "The review reports need the audit.read permission (auditors and admins)." } };
         return (
@@ -778,7 +775,7 @@ async fn verify(State(state): State<AppState>, sess: Session, form: Form) -> Res
 }
 
 async fn admin(State(state): State<AppState>, sess: Session, Query(q): Query<Q>) -> Response {
-    if !sess.nav_admin {
+    if !sess.nav_admin() {
         let body =
             html! { h1 { "Not allowed" } p.error role="alert" { "The Admin screen is for organization admins." } };
         return (StatusCode::FORBIDDEN, Html(layout(&sess, "Not allowed", "admin", body))).into_response();
@@ -798,9 +795,8 @@ async fn render_admin(
         Ok(p) => p.items,
         Err(e) => return error_page(Some(sess), e),
     };
-    let settings = match state.service.get_settings(&sess.ctx, a, a.org_id.as_str()).await {
-        Ok(s) => s,
-        Err(e) => return error_page(Some(sess), e),
+    let Some(settings) = &sess.settings else {
+        return error_page(Some(sess), credvault_core::CoreError::NotFound { what: "organization" });
     };
     let bindings = state
         .service
@@ -957,7 +953,7 @@ async fn admin_done(
         Ok(()) => Redirect::to(&format!("/admin?done={done}")).into_response(),
         Err(e) => {
             let sh = shown(e);
-            if matches!(sh.status.as_u16(), 400 | 409 | 422) {
+            if super::redisplay(&sh) {
                 render_admin(state, sess, None, None, Some(sh)).await
             } else {
                 super::shown_page(Some(sess), sh)
