@@ -49,6 +49,16 @@ pub struct WdError {
     pub message: String,
 }
 
+impl WdError {
+    /// The element went away because the page changed under it. Chromium sometimes reports
+    /// this as an `unknown error` from its inspector ("Node with given id does not belong to
+    /// the document") instead of the standard `stale element reference`.
+    pub fn is_stale(&self) -> bool {
+        self.error == "stale element reference"
+            || (self.error == "unknown error" && self.message.contains("does not belong to the document"))
+    }
+}
+
 impl std::fmt::Display for WdError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} (HTTP {}): {}", self.error, self.status, self.message)
@@ -357,7 +367,7 @@ impl Browser {
                         }
                         seen.push(t);
                     }
-                    Err(e) if e.error == "stale element reference" => {}
+                    Err(e) if e.is_stale() => {}
                     Err(e) => panic!("WebDriver wait_for_text {css:?}: {e}"),
                 }
             }
