@@ -1390,3 +1390,40 @@ async fn pipelines_show_their_connections() {
         "the credential page lists the pipelines using it"
     );
 }
+
+#[tokio::test]
+async fn show_rotation_due_covers_every_page_of_the_list() {
+    let srv = Server::start(Backend::Sqlite).await;
+    // 60 credentials that are not due (more than one page of 50), then one that is.
+    for i in 0..60 {
+        srv.database_credential(&srv.admin, &format!("fine-{i:02}"), "pw-1234567")
+            .await;
+    }
+    srv.post(
+        "/v1/credentials",
+        &srv.admin,
+        json!({"name": "overdue", "type": "database", "workspace_id": srv.ws_id, "environment": "prod",
+               "rotation_period_days": 1, "fields": {"username": "loader", "password": "pw-7654321"}}),
+    )
+    .await
+    .ok(201);
+    let mut ui = Ui::new(&srv);
+    ui.sign_in("admin", &srv.admin_password).await;
+    let all = ui.get("/credentials").await;
+    assert!(
+        !all.body.contains(">overdue<") && all.body.contains("Next page"),
+        "the unfiltered first page ends before the due credential"
+    );
+    let due = ui.get("/credentials?show=rotation-due").await;
+    assert_eq!(due.status, 200);
+    assert!(due.body.contains(">overdue<"), "{}", due.body);
+    assert!(!due.body.contains(">fine-00<"), "only due credentials are listed");
+    assert!(!due.body.contains("Next page"), "every page was read");
+    let unused = ui.get("/credentials?show=unused").await;
+    // All 61 are unused (unattached): a page of at least 50, then a next page.
+    assert!(
+        unused.body.contains(">fine-00<") && unused.body.contains("Next page"),
+        "{}",
+        unused.body
+    );
+}

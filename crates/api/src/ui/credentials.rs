@@ -73,24 +73,13 @@ async fn report_ids(state: &AppState, sess: &Session, kind: ReportKind) -> Resul
     Ok(ids)
 }
 
+/// With "Show: unused / rotation due", the list walks pages of the store's list until it has
+/// at least this many matches (or has read [`SHOW_MAX_PAGES`] pages), so the filter covers
+/// every credential, not only the first page.
+const SHOW_WANT: usize = 50;
+const SHOW_MAX_PAGES: usize = 20;
+
 async fn list(State(state): State<AppState>, sess: Session, Query(q): Query<ListQuery>) -> Response {
-    let filter = CredentialFilter {
-        ty: nonempty(&q.ty),
-        environment: nonempty(&q.environment),
-        status: nonempty(&q.status),
-        label: nonempty(&q.label).into_iter().collect(),
-        q: nonempty(&q.q),
-        cursor: nonempty(&q.cursor),
-        ..Default::default()
-    };
-    let page = match state.service.list_credentials(&sess.ctx, sess.actor(), filter).await {
-        Ok(p) => p,
-        Err(e) => {
-            let sh = shown(e);
-            let body = html! { h1 { "Credentials" } p.error role="alert" { (sh.message) } p { a href="/credentials" { "Clear the filters" } } };
-            return (sh.status, Html(layout(&sess, "Credentials", "credentials", body))).into_response();
-        }
-    };
     let show = nonempty(&q.show);
     let keep = match show.as_deref() {
         Some("unused") => Some(match report_ids(&state, &sess, ReportKind::Unused).await {
@@ -103,11 +92,42 @@ async fn list(State(state): State<AppState>, sess: Session, Query(q): Query<List
         }),
         _ => None,
     };
-    let items: Vec<&CredentialView> = page
-        .items
-        .iter()
-        .filter(|c| keep.as_ref().is_none_or(|k| k.contains(&c.id)))
-        .collect();
+    let mut cursor = nonempty(&q.cursor);
+    let mut items: Vec<CredentialView> = Vec::new();
+    let mut read_any = false;
+    let mut next_cursor;
+    let mut pages = 0;
+    loop {
+        let filter = CredentialFilter {
+            ty: nonempty(&q.ty),
+            environment: nonempty(&q.environment),
+            status: nonempty(&q.status),
+            label: nonempty(&q.label).into_iter().collect(),
+            q: nonempty(&q.q),
+            cursor: cursor.clone(),
+            ..Default::default()
+        };
+        let page = match state.service.list_credentials(&sess.ctx, sess.actor(), filter).await {
+            Ok(p) => p,
+            Err(e) => {
+                let sh = shown(e);
+                let body = html! { h1 { "Credentials" } p.error role="alert" { (sh.message) } p { a href="/credentials" { "Clear the filters" } } };
+                return (sh.status, Html(layout(&sess, "Credentials", "credentials", body))).into_response();
+            }
+        };
+        pages += 1;
+        read_any |= !page.items.is_empty();
+        items.extend(
+            page.items
+                .into_iter()
+                .filter(|c| keep.as_ref().is_none_or(|k| k.contains(&c.id))),
+        );
+        next_cursor = page.next_cursor;
+        if keep.is_none() || items.len() >= SHOW_WANT || pages >= SHOW_MAX_PAGES || next_cursor.is_none() {
+            break;
+        }
+        cursor = next_cursor.clone();
+    }
     let can_create = sess.may(Permission::CredentialCreate, None);
     let types = enabled_types(&sess);
     let sel = |cur: &Option<String>, v: &str| cur.as_deref() == Some(v);
@@ -139,7 +159,7 @@ async fn list(State(state): State<AppState>, sess: Session, Query(q): Query<List
         @if items.is_empty() {
             div.empty {
                 p { "No credentials match." }
-                @if can_create && page.items.is_empty() && q.cursor.is_none() {
+                @if can_create && !read_any && q.cursor.is_none() && keep.is_none() {
                     p { "Start by adding one: choose the type that matches the target system, and enter its secrets once." }
                 }
             }
@@ -161,7 +181,7 @@ async fn list(State(state): State<AppState>, sess: Session, Query(q): Query<List
                 }
             }
         }
-        @if let Some(next) = &page.next_cursor {
+        @if let Some(next) = &next_cursor {
             p { a href=(next_link(&q, next)) { "Next page →" } }
         }
     };
