@@ -55,6 +55,8 @@ pub struct AppState {
     pub openapi: Arc<serde_json::Value>,
     /// Whether UI cookies carry `Secure`.
     pub secure_cookies: bool,
+    /// One-time UI forms already submitted (a reload must not mint a second token).
+    pub(crate) used_forms: Arc<ui::UsedForms>,
 }
 
 /// Builds the router: every route, the fallback, and the middleware stack.
@@ -65,6 +67,7 @@ pub fn router(service: Service, config: &ApiConfig) -> Router {
         metrics: Arc::new(Metrics::default()),
         openapi: Arc::new(openapi::document(&docs)),
         secure_cookies: config.secure_cookies,
+        used_forms: Arc::default(),
     };
     routes
         .merge(ui::routes())

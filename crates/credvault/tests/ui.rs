@@ -902,6 +902,7 @@ async fn admin_flows(b: Backend) {
         .await;
     assert_eq!(r.location(), "/admin?done=member");
     let sa = principal_id(&srv, "loader").await;
+    // The token form is one-time: without its nonce nothing is minted.
     let r = ui
         .post(
             "/admin/tokens",
@@ -909,12 +910,39 @@ async fn admin_flows(b: Backend) {
         )
         .await;
     assert_eq!(r.status, 200);
+    assert!(
+        !r.body.contains("cvt_") && r.body.contains("already submitted"),
+        "{}",
+        r.body
+    );
+    let once = ui.get("/admin").await.hidden("_once");
+    let token_form = [
+        ("_csrf", csrf.as_str()),
+        ("_once", once.as_str()),
+        ("principal_id", sa.as_str()),
+        ("name", "airflow"),
+    ];
+    let r = ui.post("/admin/tokens", &token_form).await;
+    assert_eq!(r.status, 200);
     let i = r.body.find("cvt_").expect("the new token is shown");
     let token: String = r.body[i..]
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
         .collect();
     assert_eq!(srv.get("/v1/me", &token).await.status, 200, "the shown token works");
+    // Reloading the answer page posts the same form again: no second token.
+    let again = ui.post("/admin/tokens", &token_form).await;
+    assert_eq!(again.status, 200);
+    assert!(
+        !again.body.contains("cvt_") && again.body.contains("already submitted"),
+        "{}",
+        again.body
+    );
+    let minted = srv
+        .get(&format!("/v1/tokens?principal_id={sa}"), &srv.admin)
+        .await
+        .ok(200);
+    assert_eq!(minted["items"].as_array().unwrap().len(), 1, "one form, one token");
     let admin_page = ui.get("/admin").await;
     assert!(!admin_page.body.contains(&token), "a token is shown once");
     let tok_id = srv

@@ -454,6 +454,44 @@ pub(crate) fn csrf_field(sess: &Session) -> Markup {
     html! { input type="hidden" name="_csrf" value=(sess.s.csrf); }
 }
 
+/// How long a one-time form's nonce is remembered: a session's absolute lifetime, after which
+/// the form could not be posted anyway.
+const ONCE_TTL: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+/// Nonces of one-time forms already submitted on this node, with when. A form that creates
+/// something shown only once (a token) carries a fresh nonce ([`once_field`]); posting it
+/// again (the browser's reload of the answer page) is refused by [`first_submission`] instead
+/// of creating a second one. In memory: behind a load balancer a reload that lands on another
+/// node is not caught (documented in ARCHITECTURE.md).
+#[derive(Default)]
+pub(crate) struct UsedForms(std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>);
+
+/// A hidden field with a fresh nonce that makes this form one-time (see [`UsedForms`]).
+pub(crate) fn once_field() -> Markup {
+    let nonce: String = credvault_crypto::random_bytes::<16>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    html! { input type="hidden" name="_once" value=(nonce); }
+}
+
+/// Whether this is the first submission of a one-time form; records it. A form without a
+/// well-formed nonce is refused like a repeat (it did not come from our page).
+pub(crate) fn first_submission(state: &AppState, sess: &Session, form: &Form) -> bool {
+    let Some(nonce) = form.text("_once") else { return false };
+    if nonce.len() != 32 || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return false;
+    }
+    let key = format!("{}:{nonce}", sess.actor().principal_id);
+    let now = std::time::Instant::now();
+    let mut used = match state.used_forms.0.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    used.retain(|_, at| now.duration_since(*at) < ONCE_TTL);
+    used.insert(key, now).is_none()
+}
+
 /// A one-button form posting to `action` (with CSRF), optionally confirmed by app.js.
 pub(crate) fn action_button(sess: &Session, action: &str, label: &str, class: &str, confirm: Option<&str>) -> Markup {
     html! {
@@ -502,6 +540,9 @@ pub(crate) fn notice(code: Option<&str>) -> Markup {
         "offboarded" => "Offboarded: tokens revoked, sessions ended, account disabled.",
         "token_revoked" => "Token revoked.",
         "password" => "Password set.",
+        "token_resubmitted" => {
+            "That form was already submitted, so no second token was created. The token it made was shown once and cannot be shown again: if it was not copied, revoke it below and create another."
+        }
         _ => return html! {},
     };
     html! { p.notice role="status" { (text) } }

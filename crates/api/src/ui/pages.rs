@@ -917,6 +917,7 @@ async fn render_admin(
                 }
                 form.card method="post" action="/admin/tokens" {
                     (csrf_field(sess))
+                    (super::once_field())
                     div.field { label for="t-sa" { "Service account" } select #t-sa name="principal_id" { @for s in &sas { option value=(s.id) { (s.name) } } } }
                     div.field { label for="t-name" { "Token name" } input #t-name type="text" name="name" placeholder="e.g. airflow-prod"; }
                     div.actions { button.primary type="submit" { "Create token" } }
@@ -1135,6 +1136,9 @@ async fn create_token(State(state): State<AppState>, sess: Session, form: Form) 
         Ok(p) => p,
         Err(e) => return admin_done(&state, &sess, Err(e), "").await,
     };
+    if !super::first_submission(&state, &sess, &form) {
+        return render_admin(&state, &sess, Some("token_resubmitted"), None, None).await;
+    }
     let req = CreateToken {
         principal_id,
         name: form.text("name"),
