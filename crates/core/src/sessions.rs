@@ -182,14 +182,18 @@ impl Service {
                 return Err(CoreError::NotFound { what: "principal" });
             };
             let login = r.text(0)?.to_lowercase();
-            if let Some(other) = tx.query_opt(
-                "SELECT principal_id FROM principal_passwords WHERE login = $1",
-                &[login.as_str().into()],
-            )? && other.text(0)? != id
+            // Names are unique per organization; only a case variant can collide.
+            if tx
+                .query_opt(
+                "SELECT pp.principal_id FROM principal_passwords pp JOIN principals p ON p.id = pp.principal_id \
+                 WHERE pp.login = $1 AND p.org_id = $2 AND pp.principal_id <> $3",
+                &[login.as_str().into(), org.as_str().into(), id.as_str().into()],
+                )?
+                .is_some()
             {
                 return Err(CoreError::conflict(
                     "login_taken",
-                    "sign-in names are unique across this instance and this one is in use; rename the user first",
+                    "another person of this organization signs in with this name (it differs only in case); rename one of them first",
                 ));
             }
             let now = now_micros();
@@ -228,12 +232,19 @@ impl Service {
             .inner
             .store
             .write(move |tx: &mut dyn Tx| -> CoreResult<Option<(Login, bool)>> {
-                let Some(r) = tx.query_opt(
-                    "SELECT pp.principal_id, p.org_id, p.kind, p.disabled, pp.phc, pp.failed, pp.locked_until \
-                     FROM principal_passwords pp JOIN principals p ON p.id = pp.principal_id WHERE pp.login = $1",
-                    &[l2.into()],
-                )?
-                else {
+                // `organization/name`, or a bare name that only one organization uses.
+                let select = "SELECT pp.principal_id, p.org_id, p.kind, p.disabled, pp.phc, pp.failed, pp.locked_until \
+                     FROM principal_passwords pp JOIN principals p ON p.id = pp.principal_id";
+                let rows = match l2.split_once('/') {
+                    Some((org, name)) => tx.query(
+                        &format!(
+                            "{select} JOIN orgs o ON o.id = p.org_id WHERE pp.login = $1 AND lower(o.name) = $2 LIMIT 2"
+                        ),
+                        &[name.into(), org.into()],
+                    )?,
+                    None => tx.query(&format!("{select} WHERE pp.login = $1 LIMIT 2"), &[l2.as_str().into()])?,
+                };
+                let [r] = rows.as_slice() else {
                     return Ok(None);
                 };
                 let mut f = Login {

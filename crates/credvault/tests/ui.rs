@@ -171,16 +171,19 @@ async fn person(srv: &Server, role: &str) -> (String, String) {
         .principal(&org, "user", &name, &[(role, common::Scope::Org(&org))])
         .await;
     let pw = format!("pw-{}", random_hex(8));
-    let r = srv
-        .call(
-            "PUT",
-            &format!("/v1/principals/{pid}/password"),
-            Some(&srv.admin),
-            Some(json!({"password": pw})),
-        )
-        .await;
-    assert_eq!(r.status, 204, "{:?}", r.body);
+    assert_eq!(set_password(srv, &pid, &pw).await.status, 204);
     (name, pw)
+}
+
+/// `PUT /v1/principals/{pid}/password` as the admin.
+async fn set_password(srv: &Server, pid: &str, pw: &str) -> common::Resp {
+    srv.call(
+        "PUT",
+        &format!("/v1/principals/{pid}/password"),
+        Some(&srv.admin),
+        Some(json!({"password": pw})),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -1454,4 +1457,74 @@ async fn show_rotation_due_covers_every_page_of_the_list() {
         "{}",
         unused.body
     );
+}
+
+#[tokio::test]
+async fn the_same_name_in_two_organizations_signs_in_as_organization_slash_name() {
+    for b in backends() {
+        let srv = Server::start(b).await;
+        let other = srv.post("/v1/orgs", &srv.admin, json!({"name": "Acme"})).await.ok(201)["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for (org, pw) in [
+            (srv.org_id.clone(), "default-alice-pw"),
+            (other.clone(), "acme-alice-pw"),
+        ] {
+            let (pid, _) = srv
+                .principal(&org, "user", "alice", &[("builder", common::Scope::Org(&org))])
+                .await;
+            let r = set_password(&srv, &pid, pw).await;
+            assert_eq!(
+                r.status, 204,
+                "a name used in another organization can get a password: {:?}",
+                r.body
+            );
+        }
+        // The bare name is ambiguous now: nobody is signed in, and the page says what to do.
+        let mut ui = Ui::new(&srv);
+        let r = ui.sign_in("alice", "acme-alice-pw").await;
+        assert!(r.location().starts_with("/sign-in?failed=1"), "{}", r.location());
+        let page = ui.get(&r.location()).await;
+        assert!(page.body.contains("organization/name"), "{}", page.body);
+        // Qualified, each alice gets her own organization (case-insensitively).
+        for (login, pw, org) in [
+            ("default/alice", "default-alice-pw", srv.org_id.as_str()),
+            ("ACME/Alice", "acme-alice-pw", other.as_str()),
+        ] {
+            let mut ui = Ui::new(&srv);
+            let r = ui.sign_in(login, pw).await;
+            assert_eq!(r.location(), "/credentials", "{login}");
+            let account = ui.get("/account").await;
+            assert!(account.body.contains(org), "{login} is in {org}: {}", account.body);
+        }
+        // The wrong organization's password does not work, and neither does an unknown one.
+        let mut ui = Ui::new(&srv);
+        assert!(
+            ui.sign_in("default/alice", "acme-alice-pw")
+                .await
+                .location()
+                .starts_with("/sign-in?failed=1")
+        );
+        assert!(
+            ui.sign_in("nowhere/alice", "acme-alice-pw")
+                .await
+                .location()
+                .starts_with("/sign-in?failed=1")
+        );
+        // Within one organization a login is unique: a case variant cannot get a password.
+        let org = srv.org_id.clone();
+        let (upper, _) = srv
+            .principal(&org, "user", "ALICE", &[("builder", common::Scope::Org(&org))])
+            .await;
+        set_password(&srv, &upper, "upper-alice-pw")
+            .await
+            .problem(409, "login_taken");
+        // A name that only one organization uses still signs in bare.
+        let mut ui = Ui::new(&srv);
+        assert_eq!(
+            ui.sign_in("admin", &srv.admin_password).await.location(),
+            "/credentials"
+        );
+    }
 }

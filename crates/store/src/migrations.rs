@@ -13,6 +13,7 @@ const SQLITE: &[(i64, &str)] = &[
     (5, include_str!("../migrations/sqlite/0005_sinks.sql")),
     (6, include_str!("../migrations/sqlite/0006_oauth.sql")),
     (7, include_str!("../migrations/sqlite/0007_ui.sql")),
+    (8, include_str!("../migrations/sqlite/0008_logins.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -22,10 +23,11 @@ const POSTGRES: &[(i64, &str)] = &[
     (5, include_str!("../migrations/postgres/0005_sinks.sql")),
     (6, include_str!("../migrations/postgres/0006_oauth.sql")),
     (7, include_str!("../migrations/postgres/0007_ui.sql")),
+    (8, include_str!("../migrations/postgres/0008_logins.sql")),
 ];
 
 /// The newest schema version this build knows.
-pub const LATEST: i64 = 7;
+pub const LATEST: i64 = 8;
 
 pub(crate) fn run_sqlite(conn: &rusqlite::Connection) -> Result<(), StoreError> {
     let err = |version: i64| {

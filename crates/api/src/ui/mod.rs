@@ -602,14 +602,17 @@ async fn sign_in_page(
         h1 { "Sign in to credvault" }
         @if failed {
             p.error role="alert" #signin-error {
-                "That name and password do not match, or the account is locked for a while after repeated failures."
+                "That name and password do not match, or the account is locked for a while after repeated failures. "
+                "If your name is used in more than one organization, sign in as "
+                code { "organization/name" } "."
             }
         }
         form.card method="post" action="/sign-in" {
             input type="hidden" name="_pre" value=(pre);
             input type="hidden" name="next" value=(safe_next(q.next.as_deref()));
             label for="login" { "Name" }
-            input #login name="login" type="text" autocomplete="username" required autofocus;
+            input #login name="login" type="text" autocomplete="username" aria-describedby="login-hint" required autofocus;
+            p.hint #login-hint { "Your name, or " code { "organization/name" } "." }
             label for="password" { "Password" }
             input #password name="password" type="password" autocomplete="current-password" required;
             button.primary type="submit" { "Sign in" }
@@ -702,6 +705,7 @@ fn render_account(sess: &Session, done: Option<&str>, err: Option<Shown>) -> Res
         dl.meta {
             dt { "Name" } dd { (a.name) }
             dt { "ID" } dd { code { (a.principal_id) } }
+            dt { "Organization" } dd { code { (a.org_id) } }
             dt { "Roles" } dd { (a.bindings.iter().map(|b| b.role.as_str()).collect::<Vec<_>>().join(", ")) }
         }
         h2 { "Change your password" }
