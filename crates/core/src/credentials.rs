@@ -808,8 +808,11 @@ impl Service {
         mut req: CreateVersion,
     ) -> CoreResult<CreatedVersion> {
         self.inner.config.audit_gate.check()?;
-        let fields = std::mem::take(&mut req.fields);
+        // Zeroized on every path, including refusals before validation.
+        let mut fields = SecretJson::new(std::mem::take(&mut req.fields));
         let mode = req.mode;
+        let keep = std::mem::take(&mut req.keep);
+        check_keep(fields.expose(), &keep)?;
         let keyring = self.keyring_arc()?;
         let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {
@@ -824,7 +827,10 @@ impl Service {
                 return Err(CoreError::conflict("credential_deleted", "the credential is pending deletion; restore it first"));
             }
             let ty = CredentialType::parse(&c.ty).ok_or_else(|| CoreError::Internal(format!("stored type {}", c.ty)))?;
-            let validated = validate_fields(ty, c.variant.as_deref(), fields)?;
+            if !keep.is_empty() {
+                carry_over(tx, &keyring, &c, fields.expose_mut(), &keep)?;
+            }
+            let validated = validate_fields(ty, c.variant.as_deref(), fields.take())?;
             check_references(tx, &c.org_id, ty, &validated, &c.id)?;
             let next = tx.query_one("SELECT COALESCE(MAX(version), 0) + 1 FROM credential_versions WHERE credential_id = $1", &[id.as_str().into()])?.int(0)?;
             let secret = SecretJson::new(validated.secret.expose().clone());
@@ -849,7 +855,7 @@ impl Service {
                 &ActorRef::from(a.as_ref()),
                 &c.draft("credential.version.create").details(serde_json::json!({
                     "version": next, "state": state, "mode": if mode == VersionMode::Stage { "stage" } else { "replace" },
-                    "secret_fields_set": validated.secret_fields_set
+                    "secret_fields_set": validated.secret_fields_set, "kept_fields": keep
                 })),
             )?;
             Ok(CreatedVersion { credential_id: id, version: next, state: state.into() })
@@ -1120,6 +1126,63 @@ pub(crate) fn decrypt_version_parts(
     let mut secrets = Vec::new();
     collect_strings(secret.expose(), &mut secrets);
     Ok((credential_types::merge(&public, secret.expose()), secrets))
+}
+
+/// The shape of a `keep` list, checked before any store access: distinct top-level names
+/// that `fields` does not also give.
+fn check_keep(fields: &Json, keep: &[String]) -> CoreResult<()> {
+    if keep.len() > 32 {
+        return Err(CoreError::invalid("keep", "too_many", "at most 32 fields can be kept"));
+    }
+    for (i, k) in keep.iter().enumerate() {
+        if k.is_empty() || k.len() > 64 || keep[..i].contains(k) {
+            return Err(CoreError::invalid(
+                format!("keep[{i}]"),
+                "invalid_keep",
+                "names a top-level field once",
+            ));
+        }
+        if fields.get(k).is_some() {
+            return Err(CoreError::invalid(
+                format!("keep[{i}]"),
+                "kept_and_given",
+                format!("`{k}` is both given in fields and kept; give one"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Copies the `keep` fields of the current version (opened here, in the writer) into
+/// `fields`; everything else it opened is zeroized before returning.
+fn carry_over(tx: &mut dyn Tx, keyring: &Keyring, c: &CredRow, fields: &mut Json, keep: &[String]) -> CoreResult<()> {
+    let Json::Object(target) = fields else {
+        return Err(CoreError::invalid("fields", "invalid_type", "must be an object"));
+    };
+    let mut current = decrypt_version(tx, keyring, &c.org_id, &c.id, c.current_version)?;
+    let mut missing = None;
+    if let Json::Object(cur) = &mut current {
+        for (i, k) in keep.iter().enumerate() {
+            match cur.remove(k) {
+                Some(v) => {
+                    target.insert(k.clone(), v);
+                }
+                None => {
+                    missing = Some((i, k.clone()));
+                    break;
+                }
+            }
+        }
+    }
+    credvault_domain::secret::zeroize_json(&mut current);
+    match missing {
+        Some((i, k)) => Err(CoreError::invalid(
+            format!("keep[{i}]"),
+            "not_in_current_version",
+            format!("the current version (v{}) has no `{k}` to keep", c.current_version),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Every string leaf of a (secret) tree.

@@ -28,6 +28,9 @@ use crate::views::{CreateVersion, CreatedVersion, VersionMode};
 pub struct RotateRequest {
     /// The complete fields of the new version.
     pub fields: serde_json::Value,
+    /// Top-level fields to carry over from the current version (see [`CreateVersion::keep`]).
+    #[serde(default)]
+    pub keep: Vec<String>,
 }
 
 impl std::fmt::Debug for RotateRequest {
@@ -420,6 +423,7 @@ impl Service {
                 CreateVersion {
                     fields,
                     mode: VersionMode::Stage,
+                    keep: std::mem::take(&mut req.keep),
                 },
             )
             .await?;

@@ -391,6 +391,10 @@ pub struct CreateVersion {
     /// `stage` (default) or `replace`.
     #[serde(default = "default_mode")]
     pub mode: VersionMode,
+    /// Top-level fields to carry over, secrets included, from the current version instead of
+    /// entering them again (e.g. `ssh_tunnel` when only the database password changes).
+    #[serde(default)]
+    pub keep: Vec<String>,
 }
 
 fn default_mode() -> VersionMode {
@@ -401,6 +405,7 @@ impl std::fmt::Debug for CreateVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CreateVersion")
             .field("mode", &self.mode)
+            .field("keep", &self.keep)
             .finish_non_exhaustive()
     }
 }

@@ -1554,3 +1554,124 @@ async fn refused_rotation_changes_nothing(b: Backend) {
 async fn a_rotation_refused_for_lack_of_a_permission_stages_nothing_on_every_backend() {
     each_backend!(refused_rotation_changes_nothing);
 }
+
+async fn keep_carries_secrets_over(b: Backend) {
+    let srv = Server::start(b).await;
+    let ws = srv.ws_id.clone();
+    let key = "-----BEGIN PRIVATE KEY-----\nMAMCAQA=\n-----END PRIVATE KEY-----\n";
+    let host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICvetwQHN4E+0aOrtmeDkwI+VH/a+yYcE0w5L9CiiEzE bastion";
+    let mut body = db_cred("tunnelled", &ws, "loader", "old-db-password");
+    // The bastion is a closed local port, so the rotation's test fails at once.
+    body["fields"]["ssh_tunnel"] = json!({"host": "127.0.0.1", "port": 1, "user": "jump",
+        "private_key_pem": key, "passphrase": "tunnel-passphrase", "known_host_key": host_key});
+    let cred = create(&srv, "/v1/credentials", body).await;
+    let conn = create(
+        &srv,
+        "/v1/connections",
+        pg_conn(
+            "tunnelled-db",
+            &ws,
+            json!({"host": "db.internal", "database": "dwh"}),
+            Some(&cred),
+        ),
+    )
+    .await;
+    let w = worker(&srv).await;
+    let path = format!("/v1/credentials/{cred}/versions");
+
+    // Refusals first: nothing is staged by any of them.
+    for (keep, fields, field, code) in [
+        (
+            json!(["ssh_tunnel"]),
+            json!({"username": "loader", "password": "p", "ssh_tunnel": {}}),
+            "keep[0]",
+            "kept_and_given",
+        ),
+        (
+            json!(["private_key_pem"]),
+            json!({"username": "loader", "password": "p"}),
+            "keep[0]",
+            "not_in_current_version",
+        ),
+        (
+            json!(["ssh_tunnel", "ssh_tunnel"]),
+            json!({"username": "loader", "password": "p"}),
+            "keep[1]",
+            "invalid_keep",
+        ),
+        (
+            json!("ssh_tunnel"),
+            json!({"username": "loader", "password": "p"}),
+            "keep",
+            "invalid_field",
+        ),
+    ] {
+        let r = srv
+            .post(&path, &srv.admin, json!({"fields": fields, "keep": keep}))
+            .await;
+        assert_eq!(r.status, 422, "{keep}: {}", r.text);
+        assert_eq!(
+            (r.body["field"].as_str(), r.body["code"].as_str()),
+            (Some(field), Some(code)),
+            "{keep}: {}",
+            r.text
+        );
+    }
+    assert_eq!(
+        version_states(&srv, &cred).await.len(),
+        1,
+        "no refused request staged a version"
+    );
+
+    // Only the password changes; the tunnel and its secrets are carried over.
+    let r = srv
+        .post(&path, &srv.admin, json!({"fields": {"username": "loader", "password": "new-db-password"}, "keep": ["ssh_tunnel"], "mode": "replace"}))
+        .await
+        .ok(201);
+    assert_eq!(r["version"], 2);
+    let got = resolve(&srv, &w, &conn, "run-keep", None, None).await.ok(200);
+    let f = &got["credential"]["fields"];
+    assert_eq!(got["credential"]["version"], 2);
+    assert_eq!(f["password"], "new-db-password");
+    assert_eq!(f["ssh_tunnel"]["private_key_pem"], key);
+    assert_eq!(f["ssh_tunnel"]["passphrase"], "tunnel-passphrase");
+    assert_eq!(f["ssh_tunnel"]["host"], "127.0.0.1");
+    let c = srv.get(&format!("/v1/credentials/{cred}"), &srv.admin).await.ok(200);
+    assert!(
+        c["secret_fields_set"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "ssh_tunnel.private_key_pem"),
+        "{c}"
+    );
+
+    // The one-call rotation keeps too; the audit names the kept fields, never a value.
+    let r = srv
+        .post(
+            &format!("/v1/credentials/{cred}/rotate"),
+            &srv.admin,
+            json!({"fields": {"username": "loader", "password": "third-db-password"}, "keep": ["ssh_tunnel"]}),
+        )
+        .await;
+    assert!(r.status == 200, "{}", r.text);
+    let events = audit(&srv, "action=credential.version.create").await;
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["details"]["kept_fields"] == json!(["ssh_tunnel"])),
+        "{events:#?}"
+    );
+    let text = json!(events).to_string();
+    for s in ["tunnel-passphrase", "MAMCAQA", "new-db-password", "third-db-password"] {
+        assert!(!text.contains(s), "{s} in the audit");
+    }
+}
+
+#[tokio::test]
+async fn a_new_version_can_keep_the_current_ssh_tunnel_without_entering_its_key_again_on_every_backend() {
+    for b in common::backends() {
+        keep_carries_secrets_over(b).await;
+    }
+}

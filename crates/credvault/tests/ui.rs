@@ -1528,3 +1528,73 @@ async fn the_same_name_in_two_organizations_signs_in_as_organization_slash_name(
         );
     }
 }
+
+#[tokio::test]
+async fn the_rotation_wizard_keeps_the_ssh_tunnel_unless_told_not_to() {
+    let srv = Server::start(Backend::Sqlite).await;
+    let key = "-----BEGIN PRIVATE KEY-----\nMAMCAQA=\n-----END PRIVATE KEY-----\n";
+    let cred = srv
+        .post(
+            "/v1/credentials",
+            &srv.admin,
+            json!({"name": "tunnelled", "type": "database", "workspace_id": srv.ws_id, "environment": "prod",
+                   "fields": {"username": "loader", "password": "old-db-password",
+                              "ssh_tunnel": {"host": "127.0.0.1", "port": 1, "user": "jump", "private_key_pem": key,
+                                             "known_host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICvetwQHN4E+0aOrtmeDkwI+VH/a+yYcE0w5L9CiiEzE b"}}}),
+        )
+        .await
+        .ok(201);
+    let id = cred["id"].as_str().unwrap().to_owned();
+    let mut ui = Ui::new(&srv);
+    ui.sign_in("admin", &srv.admin_password).await;
+    let csrf = ui.csrf().await;
+    let form = ui.get(&format!("/credentials/{id}/rotate")).await;
+    assert!(
+        form.body.contains("name=\"keep.ssh_tunnel\"") && form.body.contains("name=\"keep.password\""),
+        "{}",
+        form.body
+    );
+    assert!(!form.body.contains("MAMCAQA") && !form.body.contains("old-db-password"));
+    let versions = |c: Value| -> Vec<Vec<String>> {
+        c["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                let mut s: Vec<String> = v["secret_fields_set"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_str().unwrap().to_owned())
+                    .collect();
+                s.sort();
+                s
+            })
+            .collect()
+    };
+    let path = format!("/credentials/{id}/rotate");
+    // A new password, the tunnel kept (its key is not entered again).
+    let r = ui
+        .post(
+            &path,
+            &[
+                ("_csrf", &csrf),
+                ("f.password", "new-db-password"),
+                ("keep.ssh_tunnel", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("Version 2 staged"), "{}", r.body);
+    // Unticked, the optional tunnel is dropped from the new version.
+    let r = ui
+        .post(&path, &[("_csrf", &csrf), ("f.password", "third-db-password")])
+        .await;
+    assert!(r.body.contains("Version 3 staged"), "{}", r.body);
+    // Nothing entered and "keep" unticked for the required password: refused, nothing staged.
+    let r = ui.post(&path, &[("_csrf", &csrf), ("keep.ssh_tunnel", "1")]).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    let v = versions(srv.get(&format!("/v1/credentials/{id}"), &srv.admin).await.ok(200));
+    let with_tunnel = vec!["password".to_owned(), "ssh_tunnel.private_key_pem".to_owned()];
+    assert_eq!(v, vec![with_tunnel.clone(), with_tunnel, vec!["password".to_owned()]]);
+}

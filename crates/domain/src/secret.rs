@@ -32,6 +32,17 @@ impl SecretJson {
         &self.0
     }
 
+    /// Borrows the secret tree mutably (to add or remove fields in place).
+    pub fn expose_mut(&mut self) -> &mut Value {
+        &mut self.0
+    }
+
+    /// Takes the tree out, leaving `null`: the caller now owns the plaintext and must pass it
+    /// on to something that zeroizes it.
+    pub fn take(&mut self) -> Value {
+        std::mem::take(&mut self.0)
+    }
+
     /// Serializes the tree as compact JSON (as `serde_json::to_vec` would) into a buffer that is
     /// zeroized when dropped. The buffer is sized exactly up front so no partial copy is left
     /// behind by a reallocation.

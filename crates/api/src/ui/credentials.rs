@@ -954,6 +954,25 @@ fn wizard_steps(at: u8) -> Markup {
     }
 }
 
+/// Whether a field holds a secret anywhere below it.
+fn holds_secret(f: &FieldSchema) -> bool {
+    f.secret
+        || match f.kind {
+            FieldKind::Object(sub) | FieldKind::List(sub) => sub.iter().any(holds_secret),
+            _ => false,
+        }
+}
+
+/// A secret-holding field that the current version has set: the rotation form offers to keep it.
+fn keepable(f: &FieldSchema, c: &CredentialView) -> bool {
+    holds_secret(f)
+        && (c.fields.get(f.name).is_some()
+            || c.secret_fields_set.iter().any(|p| {
+                p.strip_prefix(f.name)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+            }))
+}
+
 async fn rotate_form(State(state): State<AppState>, sess: Session, Path(id): Path<String>) -> Response {
     render_rotate(&state, &sess, &id, None).await
 }
@@ -998,8 +1017,16 @@ async fn render_rotate(state: &AppState, sess: &Session, id: &str, err: Option<s
         @if let Some(e) = &err { p.error role="alert" #form-error { (e.message) } }
         form.card method="post" action={"/credentials/" (c.id) "/rotate"} autocomplete="off" {
             (csrf_field(sess))
-            p.muted { "Non-secret fields left empty keep their current values." }
-            @for f in v.fields { (field_input(f, None, &field_err)) }
+            p.muted { "Non-secret fields left empty keep their current values. A secret left empty keeps its current value while “keep” is ticked; untick it to drop an optional one." }
+            @for f in v.fields {
+                (field_input(f, None, &field_err))
+                @if keepable(f, &c) {
+                    label.check {
+                        input type="checkbox" name={"keep." (f.name)} value="1" checked;
+                        " Keep the current " code { (f.name) } " when left empty"
+                    }
+                }
+            }
             div.actions { button.primary type="submit" { "Stage and test" } a href={"/credentials/" (c.id)} { "Cancel" } }
         }
     };
@@ -1018,10 +1045,21 @@ async fn rotate_stage(State(state): State<AppState>, sess: Session, Path(id): Pa
         Ok(f) => f,
         Err((f, m)) => return render_rotate(&state, &sess, &id, Some(form_error(f, m))).await,
     };
-    // Non-secret fields left empty keep their current values.
-    if let (Json::Object(new), Json::Object(cur)) = (&mut fields, &c.fields) {
-        for (k, val) in cur {
-            new.entry(k.clone()).or_insert_with(|| val.clone());
+    // Secrets left empty are carried over by the server when "keep" is ticked; non-secret
+    // fields left empty keep their current values.
+    let mut keep = Vec::new();
+    if let Json::Object(new) = &mut fields {
+        for f in v.fields {
+            if keepable(f, &c) && !new.contains_key(f.name) && form.get(&format!("keep.{}", f.name)) == Some("1") {
+                keep.push(f.name.to_owned());
+            }
+        }
+        if let Json::Object(cur) = &c.fields {
+            for f in v.fields.iter().filter(|f| !holds_secret(f)) {
+                if let Some(val) = cur.get(f.name) {
+                    new.entry(f.name.to_owned()).or_insert_with(|| val.clone());
+                }
+            }
         }
     }
     let staged = match state
@@ -1033,6 +1071,7 @@ async fn rotate_stage(State(state): State<AppState>, sess: Session, Path(id): Pa
             CreateVersion {
                 fields,
                 mode: VersionMode::Stage,
+                keep,
             },
         )
         .await
