@@ -38,7 +38,10 @@ pub use credvault_connect::{Cidr, EgressPolicy};
 pub use error::{CoreError, CoreResult};
 pub use reports::{CreateReview, ReportKind, ReportRequest, ReportStream, ReviewView};
 pub use resolve::{ResolveReport, ResolveRequest, Resolved};
-pub use sessions::{LOCKOUT_AFTER, NewSession, SESSION_IDLE_SECS, SESSION_MAX_SECS, SESSION_PREFIX, SessionActor};
+pub use sessions::{
+    DEVICE_MAX_SECS, DEVICE_PREFIX, LOCKOUT_AFTER, NewSession, SESSION_IDLE_SECS, SESSION_MAX_SECS, SESSION_PREFIX,
+    SessionActor,
+};
 pub use settings::{OrgSettings, SettingsPatch};
 
 /// Tunables of the core, validated at start-up.

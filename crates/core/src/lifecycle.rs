@@ -127,6 +127,8 @@ pub struct TickReport {
     pub purged: Vec<String>,
     /// Browser sessions deleted (ended or expired more than a day ago).
     pub sessions_removed: i64,
+    /// Device cookies deleted (past their lifetime).
+    pub devices_removed: i64,
 }
 
 impl Service {
@@ -263,6 +265,8 @@ fn tick(tx: &mut dyn Tx, now: Micros) -> CoreResult<TickReport> {
             (now - DAY - crate::SESSION_IDLE_SECS * 1_000_000).into(),
         ],
     )? as i64;
+    // Device cookies past their lifetime no longer count for anything.
+    report.devices_removed = tx.execute("DELETE FROM ui_devices WHERE expires_at < $1", &[now.into()])? as i64;
     let ctx = RequestCtx {
         request_id: String::new(),
         source_ip: None,
@@ -566,6 +570,7 @@ impl Service {
                 "UPDATE ui_sessions SET revoked_at = $1 WHERE principal_id = $2 AND revoked_at IS NULL",
                 &[now.into(), id.as_str().into()],
             )?;
+            tx.execute("DELETE FROM ui_devices WHERE principal_id = $1", &[id.as_str().into()])?;
             let rows = tx.query(
                 "SELECT id, name, type, owner_id, created_by, workspace_id FROM credentials WHERE org_id = $1 AND (owner_id = $2 OR created_by = $2) \
                  AND status <> 'purged' ORDER BY seq",

@@ -31,6 +31,10 @@ pub const SESSION_MAX_SECS: i64 = 12 * 3600;
 pub const LOCKOUT_AFTER: i64 = 5;
 const LOCK_BASE_SECS: i64 = 30;
 const LOCK_MAX_SECS: i64 = 15 * 60;
+/// Prefix of device cookie values (a browser that signed in before).
+pub const DEVICE_PREFIX: &str = "cvd_";
+/// How long a device cookie is honoured after the sign-in that issued it.
+pub const DEVICE_MAX_SECS: i64 = 90 * 24 * 3600;
 /// How often `last_seen` is written back (an idle check needs no finer grain).
 const TOUCH_EVERY_US: i64 = 30 * 1_000_000;
 const MIN_PASSWORD: usize = 12;
@@ -63,11 +67,13 @@ pub struct NewSession {
     pub cookie: Zeroizing<String>,
     /// The token every form of this session must carry.
     pub csrf: String,
+    /// A new device cookie value, when the browser did not present a valid one of this person.
+    pub device: Option<Zeroizing<String>>,
 }
 
 impl std::fmt::Debug for NewSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("NewSession { cookie: <redacted>, .. }")
+        f.write_str("NewSession { cookie: <redacted>, device: <redacted>, .. }")
     }
 }
 
@@ -119,6 +125,18 @@ struct Login {
     phc: String,
     failed: i64,
     locked_until: Option<i64>,
+    /// The attempt was counted against this device (the SHA-256 of its cookie), not the account.
+    device: Option<Vec<u8>>,
+}
+
+/// A new opaque cookie value with `prefix`, and its SHA-256 (what the store keeps).
+fn new_cookie(prefix: &str) -> (Zeroizing<String>, Vec<u8>) {
+    let raw: Zeroizing<[u8; 32]> = Zeroizing::new(random_bytes());
+    let mut cookie = Zeroizing::new(String::with_capacity(prefix.len() + 64));
+    cookie.push_str(prefix);
+    cookie.push_str(&hex(&raw[..]));
+    let hash = hash_token(&cookie).to_vec();
+    (cookie, hash)
 }
 
 /// A hash no password matches (same parameters as real ones), verified for unknown logins so
@@ -224,10 +242,24 @@ impl Service {
     /// The attempt is counted, and the lock checked and (from the fifth failure on) set,
     /// in one write *before* the password is verified, so guesses sent in parallel each
     /// count: at most [`LOCKOUT_AFTER`] can be in flight before the account locks.
-    pub async fn sign_in(&self, ctx: &RequestCtx, login: &str, password: Zeroizing<String>) -> CoreResult<NewSession> {
+    ///
+    /// `device` is the browser's device cookie, issued by an earlier successful sign-in of
+    /// the same person. With a valid one the attempt is counted (and locked) on that device
+    /// instead of the account, so an account that strangers locked by guessing stays usable
+    /// from its owner's browser; the strangers' lock stays in place.
+    pub async fn sign_in(
+        &self,
+        ctx: &RequestCtx,
+        login: &str,
+        password: Zeroizing<String>,
+        device: Option<&str>,
+    ) -> CoreResult<NewSession> {
         let login: String = login.trim().to_lowercase().chars().take(256).collect();
         let l2 = login.clone();
         let now = now_micros();
+        let device_hash = device
+            .filter(|d| d.starts_with(DEVICE_PREFIX) && d.len() <= 100)
+            .map(|d| hash_token(d).to_vec());
         let attempt = self
             .inner
             .store
@@ -255,7 +287,30 @@ impl Service {
                     phc: r.text(4)?,
                     failed: r.int(5)?,
                     locked_until: r.opt_int(6)?,
+                    device: None,
                 };
+                let known = match &device_hash {
+                    Some(h) => tx.query_opt(
+                        "SELECT failed, locked_until FROM ui_devices WHERE hash = $1 AND principal_id = $2 AND expires_at > $3",
+                        &[h.clone().into(), f.principal_id.as_str().into(), now.into()],
+                    )?,
+                    None => None,
+                };
+                if let (Some(d), Some(h)) = (known, &device_hash) {
+                    f.device = Some(h.clone());
+                    f.failed = d.int(0)?;
+                    f.locked_until = d.opt_int(1)?;
+                    if f.locked_until.is_some_and(|t| t > now) {
+                        return Ok(Some((f, true)));
+                    }
+                    f.failed += 1;
+                    let lock = lock_secs(f.failed).map(|s| now + s * 1_000_000);
+                    tx.execute(
+                        "UPDATE ui_devices SET failed = $1, locked_until = $2 WHERE hash = $3",
+                        &[f.failed.into(), lock.into(), h.clone().into()],
+                    )?;
+                    return Ok(Some((f, false)));
+                }
                 if f.locked_until.is_some_and(|t| t > now) {
                     return Ok(Some((f, true)));
                 }
@@ -292,21 +347,45 @@ impl Service {
             self.sign_in_failed(ctx, Some(&f), "principal_disabled", &login).await?;
             return Err(CoreError::Unauthenticated);
         }
-        let raw: Zeroizing<[u8; 32]> = Zeroizing::new(random_bytes());
-        let mut cookie = Zeroizing::new(String::with_capacity(SESSION_PREFIX.len() + 64));
-        cookie.push_str(SESSION_PREFIX);
-        cookie.push_str(&hex(&raw[..]));
-        let hash = hash_token(&cookie);
+        let (cookie, hash) = new_cookie(SESSION_PREFIX);
+        // A browser without a valid device cookie of this person gets one.
+        let (device, device_hash) = match &f.device {
+            Some(_) => (None, None),
+            None => {
+                let (c, h) = new_cookie(DEVICE_PREFIX);
+                (Some(c), Some(h))
+            }
+        };
         let csrf = hex(&random_bytes::<32>());
         let session_id = format!("ses_{}", hex(&random_bytes::<12>()));
         let (ctx2, csrf2) = (ctx.clone(), csrf.clone());
         self.inner
             .store
             .write(move |tx| {
-                tx.execute(
-                    "UPDATE principal_passwords SET failed = 0, locked_until = NULL WHERE principal_id = $1",
-                    &[f.principal_id.as_str().into()],
-                )?;
+                // A sign-in from a known device clears that device's count only: the account's
+                // lock, set by someone else's guesses, stays.
+                match &f.device {
+                    Some(h) => tx.execute(
+                        "UPDATE ui_devices SET failed = 0, locked_until = NULL WHERE hash = $1",
+                        &[h.clone().into()],
+                    )?,
+                    None => tx.execute(
+                        "UPDATE principal_passwords SET failed = 0, locked_until = NULL WHERE principal_id = $1",
+                        &[f.principal_id.as_str().into()],
+                    )?,
+                };
+                if let Some(h) = &device_hash {
+                    tx.execute(
+                        "INSERT INTO ui_devices (hash, principal_id, failed, locked_until, created_at, expires_at) \
+                         VALUES ($1, $2, 0, NULL, $3, $4)",
+                        &[
+                            h.clone().into(),
+                            f.principal_id.as_str().into(),
+                            now.into(),
+                            (now + DEVICE_MAX_SECS * 1_000_000).into(),
+                        ],
+                    )?;
+                }
                 tx.execute(
                     "INSERT INTO ui_sessions (hash, id, principal_id, csrf, created_at, last_seen, expires_at) \
                      VALUES ($1, $2, $3, $4, $5, $5, $6)",
@@ -328,7 +407,7 @@ impl Service {
                 Ok::<_, CoreError>(())
             })
             .await?;
-        Ok(NewSession { cookie, csrf })
+        Ok(NewSession { cookie, csrf, device })
     }
 
     async fn sign_in_failed(
@@ -338,7 +417,10 @@ impl Service {
         reason: &'static str,
         login: &str,
     ) -> CoreResult<()> {
-        let mut details = serde_json::json!({ "reason": reason, "via": "password" });
+        let mut details = serde_json::json!({
+            "reason": reason, "via": "password",
+            "counted_on": if f.is_some_and(|f| f.device.is_some()) { "device" } else { "account" },
+        });
         let (who, org, pid) = match f {
             Some(f) => (
                 ActorRef {

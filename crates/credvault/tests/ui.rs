@@ -1380,6 +1380,14 @@ async fn sessions_expire_when_idle_or_old_and_cookies_are_secure_behind_tls() {
         session.contains("; Secure") && session.contains("HttpOnly") && session.contains("SameSite=Strict"),
         "{session}"
     );
+    let device = set
+        .iter()
+        .find(|c| c.starts_with("__Host-cv_device=cvd_"))
+        .expect("a __Host- device cookie");
+    assert!(
+        device.contains("; Secure") && device.contains("HttpOnly") && device.contains("SameSite=Strict"),
+        "{device}"
+    );
     assert_eq!(ui.get("/credentials").await.status, 200, "the prefixed cookie signs in");
 }
 
@@ -1597,4 +1605,90 @@ async fn the_rotation_wizard_keeps_the_ssh_tunnel_unless_told_not_to() {
     let v = versions(srv.get(&format!("/v1/credentials/{id}"), &srv.admin).await.ok(200));
     let with_tunnel = vec!["password".to_owned(), "ssh_tunnel.private_key_pem".to_owned()];
     assert_eq!(v, vec![with_tunnel.clone(), with_tunnel, vec!["password".to_owned()]]);
+}
+
+async fn device_cookies(b: Backend) {
+    let srv = Server::start(b).await;
+    let (name, pw) = person(&srv, "viewer").await;
+    // The owner signed in from this browser before: it holds a device cookie.
+    let mut owner = Ui::new(&srv);
+    assert_eq!(owner.sign_in(&name, &pw).await.location(), "/credentials");
+    let device = owner
+        .cookies
+        .get("cv_device")
+        .cloned()
+        .expect("a device cookie is issued");
+    assert!(device.starts_with("cvd_") && device.len() == 68, "{device}");
+    let csrf = owner.csrf().await;
+    owner.post("/sign-out", &[("_csrf", &csrf)]).await;
+
+    // A stranger guesses five times and locks the account for strangers.
+    let mut stranger = Ui::new(&srv);
+    for _ in 0..5 {
+        stranger.sign_in(&name, "wrong-password-1").await;
+    }
+    let r = stranger.sign_in(&name, &pw).await;
+    assert!(
+        r.location().starts_with("/sign-in?failed=1"),
+        "locked for browsers without a device cookie"
+    );
+    // Someone else's device cookie, or a made-up one, does not help.
+    let (other, other_pw) = person(&srv, "viewer").await;
+    let mut other_ui = Ui::new(&srv);
+    other_ui.sign_in(&other, &other_pw).await;
+    let other_device = other_ui.cookies["cv_device"].clone();
+    for fake in [other_device, format!("cvd_{}", "0".repeat(64))] {
+        let mut s = Ui::new(&srv);
+        s.cookies.insert("cv_device".into(), fake);
+        assert!(s.sign_in(&name, &pw).await.location().starts_with("/sign-in?failed=1"));
+    }
+
+    // The owner's browser still signs in, and keeps its device cookie.
+    assert_eq!(
+        owner.sign_in(&name, &pw).await.location(),
+        "/credentials",
+        "the owner is not locked out"
+    );
+    assert_eq!(owner.cookies["cv_device"], device);
+    let csrf = owner.csrf().await;
+    owner.post("/sign-out", &[("_csrf", &csrf)]).await;
+    // The strangers' lock stays in place.
+    let mut s = Ui::new(&srv);
+    assert!(s.sign_in(&name, &pw).await.location().starts_with("/sign-in?failed=1"));
+
+    // Guesses from a stolen device cookie lock that device, not more.
+    let mut thief = Ui::new(&srv);
+    thief.cookies.insert("cv_device".into(), device.clone());
+    for _ in 0..5 {
+        thief.sign_in(&name, "wrong-password-2").await;
+    }
+    assert!(
+        thief
+            .sign_in(&name, &pw)
+            .await
+            .location()
+            .starts_with("/sign-in?failed=1"),
+        "the device is locked now"
+    );
+    let failures = audit_actions(&srv, "auth.failure").await;
+    assert!(
+        failures
+            .iter()
+            .any(|e| e["details"]["counted_on"] == "device" && e["details"]["locked_for_secs"] == json!(30))
+    );
+    assert!(
+        failures
+            .iter()
+            .any(|e| e["details"]["counted_on"] == "account" && e["details"]["locked_for_secs"] == json!(30))
+    );
+    // The device cookie is never in the audit journal or the log.
+    assert!(!json!(failures).to_string().contains(&device[4..]));
+    assert!(!srv.logs().contains(&device[4..]));
+}
+
+#[tokio::test]
+async fn a_browser_that_signed_in_before_is_not_locked_out_by_strangers_guesses() {
+    for b in backends() {
+        device_cookies(b).await;
+    }
 }

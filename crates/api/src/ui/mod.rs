@@ -51,6 +51,14 @@ fn pre_cookie_name(state: &AppState) -> &'static str {
         "cv_pre"
     }
 }
+/// Name of the device cookie: this browser signed in before (see `Service::sign_in`).
+fn device_cookie_name(state: &AppState) -> &'static str {
+    if state.secure_cookies {
+        "__Host-cv_device"
+    } else {
+        "cv_device"
+    }
+}
 
 const CSS: &str = include_str!("assets/app.css");
 const JS: &str = include_str!("assets/app.js");
@@ -652,7 +660,8 @@ async fn sign_in(
     let next = safe_next(form.get("next"));
     let login = form.get("login").unwrap_or("").to_owned();
     let password = zeroize::Zeroizing::new(form.get("password").unwrap_or("").to_owned());
-    match state.service.sign_in(&ctx, &login, password).await {
+    let device = cookie_value(&headers, device_cookie_name(&state));
+    match state.service.sign_in(&ctx, &login, password, device.as_deref()).await {
         Ok(s) => {
             let mut r = Redirect::to(&next).into_response();
             let cookie = zeroize::Zeroizing::new(format!(
@@ -664,6 +673,18 @@ async fn sign_in(
             ));
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 r.headers_mut().append(header::SET_COOKIE, v);
+            }
+            if let Some(d) = &s.device {
+                let cookie = zeroize::Zeroizing::new(format!(
+                    "{}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+                    device_cookie_name(&state),
+                    d.as_str(),
+                    credvault_core::DEVICE_MAX_SECS,
+                    secure(&state)
+                ));
+                if let Ok(v) = HeaderValue::from_str(&cookie) {
+                    r.headers_mut().append(header::SET_COOKIE, v);
+                }
             }
             clear_cookie(&mut r, pre_cookie_name(&state), &state);
             r
