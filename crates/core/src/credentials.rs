@@ -1098,10 +1098,31 @@ pub(crate) fn decrypt_version_parts(
     version: i64,
 ) -> CoreResult<(Json, Vec<String>)> {
     let r = tx.query_one(
-        "SELECT kek_id, wrapped_key, ciphertext, public_fields FROM credential_versions WHERE credential_id = $1 AND version = $2",
+        &format!("SELECT {SEALED_COLS} FROM credential_versions WHERE credential_id = $1 AND version = $2"),
         &[cred.into(), version.into()],
     )?;
-    let (Some(kek_id), Some(wrapped_key), Some(ciphertext)) = (r.opt_text(0)?, r.opt_bytes(1)?, r.opt_bytes(2)?) else {
+    let mut secrets = Vec::new();
+    let fields = open_sealed_row(keyring, org, cred, version, &r, 0, Some(&mut secrets))?;
+    Ok((fields, secrets))
+}
+
+/// The columns [`open_sealed_row`] reads, in order.
+pub(crate) const SEALED_COLS: &str = "kek_id, wrapped_key, ciphertext, public_fields";
+
+/// Opens a version from a row holding [`SEALED_COLS`] from column `at` on (so a caller can
+/// read the version's state and its sealed data in one statement).
+pub(crate) fn open_sealed_row(
+    keyring: &Keyring,
+    org: &str,
+    cred: &str,
+    version: i64,
+    r: &credvault_store::Row,
+    at: usize,
+    secrets: Option<&mut Vec<String>>,
+) -> CoreResult<Json> {
+    let (Some(kek_id), Some(wrapped_key), Some(ciphertext)) =
+        (r.opt_text(at)?, r.opt_bytes(at + 1)?, r.opt_bytes(at + 2)?)
+    else {
         return Err(CoreError::conflict(
             "version_destroyed",
             "the keys of this version were destroyed",
@@ -1122,10 +1143,11 @@ pub(crate) fn decrypt_version_parts(
     )?;
     let secret =
         SecretJson::from_bytes(&plain).map_err(|_| CoreError::Internal("sealed payload is not JSON".into()))?;
-    let public: Json = serde_json::from_str(&r.text(3)?)?;
-    let mut secrets = Vec::new();
-    collect_strings(secret.expose(), &mut secrets);
-    Ok((credential_types::merge(&public, secret.expose()), secrets))
+    let public: Json = serde_json::from_str(&r.text(at + 3)?)?;
+    if let Some(out) = secrets {
+        collect_strings(secret.expose(), out);
+    }
+    Ok(credential_types::merge(&public, secret.expose()))
 }
 
 /// The shape of a `keep` list, checked before any store access: distinct top-level names
@@ -1204,11 +1226,11 @@ pub(crate) fn decrypt_version(
     cred: &str,
     version: i64,
 ) -> CoreResult<Json> {
-    let (fields, mut secrets) = decrypt_version_parts(tx, keyring, org, cred, version)?;
-    for s in &mut secrets {
-        zeroize::Zeroize::zeroize(s);
-    }
-    Ok(fields)
+    let r = tx.query_one(
+        &format!("SELECT {SEALED_COLS} FROM credential_versions WHERE credential_id = $1 AND version = $2"),
+        &[cred.into(), version.into()],
+    )?;
+    open_sealed_row(keyring, org, cred, version, &r, 0, None)
 }
 
 /// Makes `fields` the new current version (the old current is revoked): OAuth consent.

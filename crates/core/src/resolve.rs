@@ -20,7 +20,7 @@ use crate::audit::{self, ActorRef, Outcome};
 use crate::auth::{Scope, authorize};
 use crate::connections::load_conn;
 use crate::context::{Actor, RequestCtx};
-use crate::credentials::{decrypt_version, load_cred};
+use crate::credentials::{SEALED_COLS, load_cred, open_sealed_row};
 use crate::error::{CoreError, CoreResult};
 use crate::tenancy::settings_of;
 
@@ -293,8 +293,9 @@ impl Service {
                 ));
             }
             let version = req.version.unwrap_or(cred.current_version);
+            // The state and the sealed data in one statement; opened only once usable.
             let row = tx.query_opt(
-                "SELECT state, state_changed_at FROM credential_versions WHERE credential_id = $1 AND version = $2",
+                &format!("SELECT state, state_changed_at, {SEALED_COLS} FROM credential_versions WHERE credential_id = $1 AND version = $2"),
                 &[cred_id.as_str().into(), version.into()],
             )?;
             let usable = match &row {
@@ -317,13 +318,13 @@ impl Service {
                     "version_not_resolvable",
                 ));
             }
-            if !usable {
+            let (true, Some(row)) = (usable, row) else {
                 return Err(refuse(
                     CoreError::conflict("version_revoked", "the credential's current version is not usable"),
                     "version_revoked",
                 ));
-            }
-            let mut fields = decrypt_version(tx, &keyring, &cred.org_id, &cred.id, version)?;
+            };
+            let mut fields = open_sealed_row(&keyring, &cred.org_id, &cred.id, version, &row, 2, None)?;
             if cred.ty == "oauth" {
                 let health = tx
                     .query_opt(
