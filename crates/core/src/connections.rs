@@ -281,7 +281,7 @@ pub(crate) struct ConnRow {
     created_at: i64,
     created_by: String,
     updated_at: i64,
-    last_used_at: Option<i64>,
+    pub last_used_at: Option<i64>,
     last_test: Option<LastTest>,
 }
 

@@ -108,6 +108,9 @@ pub struct ResolveReport {
     pub outcome: String,
 }
 
+/// Resolution of `last_used_at` on credentials, connections and pipelines (1 s).
+const LAST_USED_GRAIN_US: i64 = 1_000_000;
+
 fn check_run_id(run_id: &str) -> CoreResult<()> {
     if run_id.is_empty() || run_id.len() > 200 || run_id.chars().any(char::is_control) {
         return Err(CoreError::invalid(
@@ -237,15 +240,17 @@ impl Service {
                 d.details["refused"] = reason.into();
                 CoreError::Audited(Box::new((err, d)))
             };
+            let mut pipeline_used = None;
             if let Some(p) = &req.pipeline_id {
-                let ok = tx
-                    .query_opt(
-                        "SELECT 1 FROM pipelines p JOIN pipeline_connections pc ON pc.pipeline_id = p.id \
-                         WHERE p.id = $1 AND p.workspace_id = $2 AND pc.connection_id = $3",
-                        &[p.as_str().into(), c.workspace_id.as_str().into(), c.id.as_str().into()],
-                    )?
-                    .is_some();
-                if !ok {
+                let found = tx.query_opt(
+                    "SELECT p.last_used_at FROM pipelines p JOIN pipeline_connections pc ON pc.pipeline_id = p.id \
+                     WHERE p.id = $1 AND p.workspace_id = $2 AND pc.connection_id = $3",
+                    &[p.as_str().into(), c.workspace_id.as_str().into(), c.id.as_str().into()],
+                )?;
+                if let Some(r) = &found {
+                    pipeline_used = r.opt_int(0)?;
+                }
+                if found.is_none() {
                     return Err(refuse(
                         CoreError::invalid(
                             "pipeline_id",
@@ -380,15 +385,25 @@ impl Service {
             // Rows first, the audit head last: every writer takes its row locks before the
             // audit head's (an OAuth refresh locks the credential, then appends), so two
             // transactions never wait on each other in opposite orders.
-            tx.execute(
-                "UPDATE credentials SET last_used_at = $1 WHERE id = $2",
-                &[now.into(), cred_id.as_str().into()],
-            )?;
-            tx.execute(
-                "UPDATE connections SET last_used_at = $1 WHERE id = $2",
-                &[now.into(), c.id.as_str().into()],
-            )?;
-            if let Some(p) = &req.pipeline_id {
+            // `last_used_at` has a resolution of LAST_USED_GRAIN_US: a row used more recently
+            // than that is not written again, so a connection resolved by many tasks at once
+            // costs the writer one update per second, not one per call.
+            let stale = |used: Option<i64>| used.is_none_or(|t| t + LAST_USED_GRAIN_US <= now);
+            if stale(cred.last_used_at) {
+                tx.execute(
+                    "UPDATE credentials SET last_used_at = $1 WHERE id = $2",
+                    &[now.into(), cred_id.as_str().into()],
+                )?;
+            }
+            if stale(c.last_used_at) {
+                tx.execute(
+                    "UPDATE connections SET last_used_at = $1 WHERE id = $2",
+                    &[now.into(), c.id.as_str().into()],
+                )?;
+            }
+            if let Some(p) = &req.pipeline_id
+                && stale(pipeline_used)
+            {
                 tx.execute(
                     "UPDATE pipelines SET last_used_at = $1 WHERE id = $2",
                     &[now.into(), p.as_str().into()],

@@ -1046,7 +1046,8 @@ async fn resolve_roles(b: Backend) {
         srv.get(&format!("/v1/pipelines/{p}"), &a).await.ok(200)["last_used_at"],
         Value::Null
     );
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // `last_used_at` has a one-second grain: wait past it so the credential's moves.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     assert_eq!(resolve(&srv, &worker, &c, "run-42", Some(&p)).await.ok(200), expected);
     let cred_after = srv.get(&format!("/v1/credentials/{cred}"), &a).await.ok(200);
     let conn_after = srv.get(&format!("/v1/connections/{c}"), &a).await.ok(200);
