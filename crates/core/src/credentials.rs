@@ -827,10 +827,25 @@ impl Service {
                 return Err(CoreError::conflict("credential_deleted", "the credential is pending deletion; restore it first"));
             }
             let ty = CredentialType::parse(&c.ty).ok_or_else(|| CoreError::Internal(format!("stored type {}", c.ty)))?;
-            if !keep.is_empty() {
-                carry_over(tx, &keyring, &c, fields.expose_mut(), &keep)?;
-            }
+            let kept_from = if keep.is_empty() {
+                None
+            } else {
+                Some(carry_over(tx, &keyring, &c, fields.expose_mut(), &keep)?)
+            };
             let validated = validate_fields(ty, c.variant.as_deref(), fields.take())?;
+            // Kept secrets go only where the current ones go: with `keep`, every non-secret
+            // field (token and authority URLs, the SSH bastion, user names) must stay as it is,
+            // or someone allowed to add versions could send secrets they cannot read to a host
+            // of their choosing. Changing those means entering every secret again.
+            if let Some(public) = kept_from
+                && validated.public != public
+            {
+                return Err(CoreError::invalid(
+                    "keep",
+                    "kept_with_changed_fields",
+                    "secrets can be kept only when every non-secret field stays as it is; to change those, enter all the secrets again",
+                ));
+            }
             check_references(tx, &c.org_id, ty, &validated, &c.id)?;
             let next = tx.query_one("SELECT COALESCE(MAX(version), 0) + 1 FROM credential_versions WHERE credential_id = $1", &[id.as_str().into()])?.int(0)?;
             let secret = SecretJson::new(validated.secret.expose().clone());
@@ -1176,12 +1191,19 @@ fn check_keep(fields: &Json, keep: &[String]) -> CoreResult<()> {
 }
 
 /// Copies the `keep` fields of the current version (opened here, in the writer) into
-/// `fields`; everything else it opened is zeroized before returning.
-fn carry_over(tx: &mut dyn Tx, keyring: &Keyring, c: &CredRow, fields: &mut Json, keep: &[String]) -> CoreResult<()> {
+/// `fields`; everything else it opened is zeroized before returning. Returns the current
+/// version's public (non-secret) fields, which the new version must repeat unchanged (see
+/// `create_version`).
+fn carry_over(tx: &mut dyn Tx, keyring: &Keyring, c: &CredRow, fields: &mut Json, keep: &[String]) -> CoreResult<Json> {
     let Json::Object(target) = fields else {
         return Err(CoreError::invalid("fields", "invalid_type", "must be an object"));
     };
-    let mut current = decrypt_version(tx, keyring, &c.org_id, &c.id, c.current_version)?;
+    let r = tx.query_one(
+        &format!("SELECT {SEALED_COLS} FROM credential_versions WHERE credential_id = $1 AND version = $2"),
+        &[c.id.as_str().into(), c.current_version.into()],
+    )?;
+    let public: Json = serde_json::from_str(&r.text(3)?)?;
+    let mut current = open_sealed_row(keyring, &c.org_id, &c.id, c.current_version, &r, 0, None)?;
     let mut missing = None;
     if let Json::Object(cur) = &mut current {
         for (i, k) in keep.iter().enumerate() {
@@ -1203,7 +1225,7 @@ fn carry_over(tx: &mut dyn Tx, keyring: &Keyring, c: &CredRow, fields: &mut Json
             "not_in_current_version",
             format!("the current version (v{}) has no `{k}` to keep", c.current_version),
         )),
-        None => Ok(()),
+        None => Ok(public),
     }
 }
 

@@ -86,6 +86,8 @@ pub struct SessionActor {
     pub csrf: String,
     /// The session's ID (not the cookie).
     pub session_id: String,
+    /// The name of the person's organization (as in an `organization/name` sign-in).
+    pub org_name: String,
 }
 
 impl std::fmt::Debug for SessionActor {
@@ -228,6 +230,8 @@ impl Service {
                 "UPDATE ui_sessions SET revoked_at = $1 WHERE principal_id = $2 AND revoked_at IS NULL",
                 &[now.into(), id.as_str().into()],
             )?;
+            // Device cookies issued under the old password (and their locks) end too.
+            tx.execute("DELETE FROM ui_devices WHERE principal_id = $1", &[id.as_str().into()])?;
             let d = Draft::new("principal.password_set", "principal", id.as_str(), org.as_str());
             audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &d)?;
             Ok(())
@@ -263,21 +267,57 @@ impl Service {
         let attempt = self
             .inner
             .store
-            .write(move |tx: &mut dyn Tx| -> CoreResult<Option<(Login, bool)>> {
-                // `organization/name`, or a bare name that only one organization uses.
+            .write(move |tx: &mut dyn Tx| -> CoreResult<(Option<(Login, bool)>, bool)> {
+                // The rows whose counters this attempt changes are locked (PostgreSQL runs at
+                // READ COMMITTED), so parallel guesses cannot overwrite each other's count.
+                let lock_pp = if tx.engine() == credvault_store::Engine::Postgres { " FOR UPDATE OF pp" } else { "" };
+                // `organization/name`, or a bare name.
                 let select = "SELECT pp.principal_id, p.org_id, p.kind, p.disabled, pp.phc, pp.failed, pp.locked_until \
                      FROM principal_passwords pp JOIN principals p ON p.id = pp.principal_id";
                 let rows = match l2.split_once('/') {
                     Some((org, name)) => tx.query(
                         &format!(
-                            "{select} JOIN orgs o ON o.id = p.org_id WHERE pp.login = $1 AND lower(o.name) = $2 LIMIT 2"
+                            "{select} JOIN orgs o ON o.id = p.org_id WHERE pp.login = $1 AND lower(o.name) = $2 \
+                             ORDER BY pp.principal_id LIMIT 16{lock_pp}"
                         ),
                         &[name.into(), org.into()],
                     )?,
-                    None => tx.query(&format!("{select} WHERE pp.login = $1 LIMIT 2"), &[l2.as_str().into()])?,
+                    None => tx.query(
+                        &format!("{select} WHERE pp.login = $1 ORDER BY pp.principal_id LIMIT 16{lock_pp}"),
+                        &[l2.as_str().into()],
+                    )?,
                 };
-                let [r] = rows.as_slice() else {
-                    return Ok(None);
+                // This browser's device cookie, if it is one: it also settles a name that
+                // several organizations use.
+                let known = match &device_hash {
+                    Some(h) => tx.query_opt(
+                        &format!(
+                            "SELECT principal_id, failed, locked_until FROM ui_devices WHERE hash = $1 AND expires_at > $2{}",
+                            tx.for_update()
+                        ),
+                        &[h.clone().into(), now.into()],
+                    )?,
+                    None => None,
+                };
+                let device_of = match &known {
+                    Some(d) => Some(d.text(0)?),
+                    None => None,
+                };
+                let r = match rows.as_slice() {
+                    [] => return Ok((None, false)),
+                    [r] => r,
+                    many => {
+                        let mut mine = None;
+                        for r in many {
+                            if device_of.as_deref() == Some(r.text(0)?.as_str()) {
+                                mine = Some(r);
+                            }
+                        }
+                        match mine {
+                            Some(r) => r,
+                            None => return Ok((None, true)),
+                        }
+                    }
                 };
                 let mut f = Login {
                     principal_id: r.text(0)?,
@@ -289,19 +329,14 @@ impl Service {
                     locked_until: r.opt_int(6)?,
                     device: None,
                 };
-                let known = match &device_hash {
-                    Some(h) => tx.query_opt(
-                        "SELECT failed, locked_until FROM ui_devices WHERE hash = $1 AND principal_id = $2 AND expires_at > $3",
-                        &[h.clone().into(), f.principal_id.as_str().into(), now.into()],
-                    )?,
-                    None => None,
-                };
-                if let (Some(d), Some(h)) = (known, &device_hash) {
+                if let (Some(d), Some(h)) = (&known, &device_hash)
+                    && device_of.as_deref() == Some(f.principal_id.as_str())
+                {
                     f.device = Some(h.clone());
-                    f.failed = d.int(0)?;
-                    f.locked_until = d.opt_int(1)?;
+                    f.failed = d.int(1)?;
+                    f.locked_until = d.opt_int(2)?;
                     if f.locked_until.is_some_and(|t| t > now) {
-                        return Ok(Some((f, true)));
+                        return Ok((Some((f, true)), false));
                     }
                     f.failed += 1;
                     let lock = lock_secs(f.failed).map(|s| now + s * 1_000_000);
@@ -309,10 +344,10 @@ impl Service {
                         "UPDATE ui_devices SET failed = $1, locked_until = $2 WHERE hash = $3",
                         &[f.failed.into(), lock.into(), h.clone().into()],
                     )?;
-                    return Ok(Some((f, false)));
+                    return Ok((Some((f, false)), false));
                 }
                 if f.locked_until.is_some_and(|t| t > now) {
-                    return Ok(Some((f, true)));
+                    return Ok((Some((f, true)), false));
                 }
                 f.failed += 1;
                 let lock = lock_secs(f.failed).map(|s| now + s * 1_000_000);
@@ -320,9 +355,10 @@ impl Service {
                     "UPDATE principal_passwords SET failed = $1, locked_until = $2 WHERE principal_id = $3",
                     &[f.failed.into(), lock.into(), f.principal_id.as_str().into()],
                 )?;
-                Ok(Some((f, false)))
+                Ok((Some((f, false)), false))
             })
             .await?;
+        let (attempt, ambiguous) = attempt;
         let phc = match &attempt {
             Some((f, false)) => f.phc.clone(),
             _ => dummy_phc(),
@@ -330,7 +366,8 @@ impl Service {
         let pw_ok = hashing(move || verify_password(password.as_bytes(), &phc)).await?;
         let f = match attempt {
             None => {
-                self.sign_in_failed(ctx, None, "unknown_login", &login).await?;
+                let reason = if ambiguous { "ambiguous_login" } else { "unknown_login" };
+                self.sign_in_failed(ctx, None, reason, &login).await?;
                 return Err(CoreError::Unauthenticated);
             }
             Some((f, true)) => {
@@ -497,24 +534,25 @@ impl Service {
             .store
             .read(move |tx: &mut dyn Tx| {
                 let Some(r) = tx.query_opt(
-                    "SELECT s.id, s.principal_id, s.csrf, p.org_id, p.kind, p.name, p.instance_admin, p.disabled, \
+                    "SELECT s.id, s.principal_id, s.csrf, p.org_id, p.kind, p.name, o.name, p.instance_admin, p.disabled, \
                      s.hash, s.last_seen, s.expires_at, s.revoked_at \
-                     FROM ui_sessions s JOIN principals p ON p.id = s.principal_id WHERE s.hash = $1",
+                     FROM ui_sessions s JOIN principals p ON p.id = s.principal_id JOIN orgs o ON o.id = p.org_id \
+                     WHERE s.hash = $1",
                     &[hash.to_vec().into()],
                 )?
                 else {
                     return Ok::<_, CoreError>(None);
                 };
-                let texts = (0..6).map(|i| r.text(i)).collect::<Result<Vec<_>, _>>()?;
+                let texts = (0..7).map(|i| r.text(i)).collect::<Result<Vec<_>, _>>()?;
                 let bindings = load_bindings(tx, &texts[1])?;
                 let f: Found = (
                     texts,
-                    r.bool(6)?,
                     r.bool(7)?,
-                    r.bytes(8)?,
-                    r.int(9)?,
+                    r.bool(8)?,
+                    r.bytes(9)?,
                     r.int(10)?,
-                    r.opt_int(11)?,
+                    r.int(11)?,
+                    r.opt_int(12)?,
                 );
                 Ok(Some((f, bindings)))
             })
@@ -538,8 +576,8 @@ impl Service {
         if let Some(reason) = reason {
             return self.session_refused(ctx, Some((&t[1], &t[3])), reason).await;
         }
-        let [session_id, principal_id, csrf, org_id, kind, name] =
-            <[String; 6]>::try_from(t).map_err(|_| CoreError::Internal("session row shape".into()))?;
+        let [session_id, principal_id, csrf, org_id, kind, name, org_name] =
+            <[String; 7]>::try_from(t).map_err(|_| CoreError::Internal("session row shape".into()))?;
         if now - last_seen > TOUCH_EVERY_US {
             let sid = session_id.clone();
             self.inner
@@ -566,6 +604,7 @@ impl Service {
             actor,
             csrf,
             session_id,
+            org_name,
         })
     }
 

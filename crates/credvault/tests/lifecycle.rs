@@ -1605,6 +1605,20 @@ async fn keep_carries_secrets_over(b: Backend) {
             "keep",
             "invalid_field",
         ),
+        // Kept secrets go nowhere new: not with another user name, not through another bastion.
+        (
+            json!(["ssh_tunnel"]),
+            json!({"username": "someone-else", "password": "p"}),
+            "keep",
+            "kept_with_changed_fields",
+        ),
+        (
+            json!(["password"]),
+            json!({"username": "loader", "ssh_tunnel": {"host": "evil.example", "port": 22, "user": "x",
+                   "private_key_pem": key, "known_host_key": host_key}}),
+            "keep",
+            "kept_with_changed_fields",
+        ),
     ] {
         let r = srv
             .post(&path, &srv.admin, json!({"fields": fields, "keep": keep}))

@@ -1505,7 +1505,23 @@ async fn the_same_name_in_two_organizations_signs_in_as_organization_slash_name(
             assert_eq!(r.location(), "/credentials", "{login}");
             let account = ui.get("/account").await;
             assert!(account.body.contains(org), "{login} is in {org}: {}", account.body);
+            // The browser she signed in from settles the bare name for her from now on.
+            let csrf = ui.csrf().await;
+            ui.post("/sign-out", &[("_csrf", &csrf)]).await;
+            assert_eq!(
+                ui.sign_in("alice", pw).await.location(),
+                "/credentials",
+                "{login} bare, known browser"
+            );
+            let account = ui.get("/account").await;
+            assert!(account.body.contains(org), "{}", account.body);
         }
+        // Failures that name nobody are in the instance's own chain.
+        let ambiguous = audit_actions(&srv, "auth.failure&org_id=_instance").await;
+        assert!(
+            ambiguous.iter().any(|e| e["details"]["reason"] == "ambiguous_login"),
+            "{ambiguous:#?}"
+        );
         // The wrong organization's password does not work, and neither does an unknown one.
         let mut ui = Ui::new(&srv);
         assert!(
@@ -1669,6 +1685,25 @@ async fn device_cookies(b: Backend) {
             .location()
             .starts_with("/sign-in?failed=1"),
         "the device is locked now"
+    );
+    // An admin's password reset unlocks the account and ends every device cookie (and its lock).
+    let pid = principal_id(&srv, &name).await;
+    assert_eq!(set_password(&srv, &pid, "reset-by-the-admin").await.status, 204);
+    let mut after = Ui::new(&srv);
+    assert_eq!(
+        after.sign_in(&name, "reset-by-the-admin").await.location(),
+        "/credentials"
+    );
+    assert_ne!(after.cookies["cv_device"], device, "a new device cookie");
+    let mut old_device = Ui::new(&srv);
+    old_device.cookies.insert("cv_device".into(), device.clone());
+    assert_eq!(
+        old_device.sign_in(&name, "reset-by-the-admin").await.location(),
+        "/credentials"
+    );
+    assert_ne!(
+        old_device.cookies["cv_device"], device,
+        "the old device cookie is no longer known"
     );
     let failures = audit_actions(&srv, "auth.failure").await;
     assert!(

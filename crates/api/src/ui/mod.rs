@@ -490,14 +490,31 @@ pub(crate) fn first_submission(state: &AppState, sess: &Session, form: &Form) ->
     if nonce.len() != 32 || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
         return false;
     }
-    let key = format!("{}:{nonce}", sess.actor().principal_id);
     let now = std::time::Instant::now();
-    let mut used = match state.used_forms.0.lock() {
+    let mut used = used_forms(state);
+    if used.len() >= 1024 {
+        used.retain(|_, at| now.duration_since(*at) < ONCE_TTL);
+    }
+    used.insert(once_key(sess, &nonce), now).is_none()
+}
+
+/// Forgets a one-time form's submission whose action failed (refused, invalid), so only
+/// forms that created something stay remembered and the form can be corrected and sent.
+pub(crate) fn forget_submission(state: &AppState, sess: &Session, form: &Form) {
+    if let Some(nonce) = form.text("_once") {
+        used_forms(state).remove(&once_key(sess, &nonce));
+    }
+}
+
+fn once_key(sess: &Session, nonce: &str) -> String {
+    format!("{}:{nonce}", sess.actor().principal_id)
+}
+
+fn used_forms(state: &AppState) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, std::time::Instant>> {
+    match state.used_forms.0.lock() {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
-    };
-    used.retain(|_, at| now.duration_since(*at) < ONCE_TTL);
-    used.insert(key, now).is_none()
+    }
 }
 
 /// A one-button form posting to `action` (with CSRF), optionally confirmed by app.js.
@@ -726,7 +743,8 @@ fn render_account(sess: &Session, done: Option<&str>, err: Option<Shown>) -> Res
         dl.meta {
             dt { "Name" } dd { (a.name) }
             dt { "ID" } dd { code { (a.principal_id) } }
-            dt { "Organization" } dd { code { (a.org_id) } }
+            dt { "Organization" } dd { (sess.s.org_name) " " span.muted { "(" code { (a.org_id) } ")" } }
+            dt { "Sign-in name" } dd { code { (a.name.to_lowercase()) } " or " code { (sess.s.org_name.to_lowercase()) "/" (a.name.to_lowercase()) } }
             dt { "Roles" } dd { (a.bindings.iter().map(|b| b.role.as_str()).collect::<Vec<_>>().join(", ")) }
         }
         h2 { "Change your password" }

@@ -1150,6 +1150,9 @@ async fn create_token(State(state): State<AppState>, sess: Session, form: Form) 
             let token = t.token.clone();
             render_admin(&state, &sess, None, Some((name, token)), None).await
         }
-        Err(e) => error_page(Some(&sess), e),
+        Err(e) => {
+            super::forget_submission(&state, &sess, &form);
+            error_page(Some(&sess), e)
+        }
     }
 }
