@@ -7,6 +7,7 @@
 #   chromium_ensure               -> installs chromium + chromium-driver if missing
 #   chromedriver_start DIR PORT   -> exports CREDVAULT_TEST_WEBDRIVER_URL (http://127.0.0.1:PORT)
 #   chromedriver_stop DIR
+#   axe_ensure                    -> exports CREDVAULT_TEST_AXE_JS (axe-core from npm, cached)
 #
 # chromedriver (loopback only) starts one headless Chromium per WebDriver session (the tests ask for
 # /usr/bin/chromium with --headless=new --no-sandbox and a fresh profile each). Calling
@@ -189,4 +190,23 @@ geckodriver_stop() {
     fi
     rm -f "$dir/geckodriver.pid"
     return 0
+}
+
+# axe-core (Deque's accessibility rules engine, from the npm registry) for the browser tests:
+# fetched once with `npm pack` into a cache outside the clone, then injected into each main
+# screen by crates/credvault/tests/ui_browser.rs. Exports CREDVAULT_TEST_AXE_JS.
+AXE_VERSION=4.14.1
+axe_ensure() {
+    local cache="${XDG_CACHE_HOME:-$HOME/.cache}/credvault/axe-core-$AXE_VERSION"
+    if [ ! -s "$cache/package/axe.min.js" ]; then
+        if ! command -v npm >/dev/null 2>&1; then
+            echo "==> installing npm from Debian (to fetch axe-core)"
+            apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null
+            DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q npm >/dev/null
+        fi
+        echo "==> fetching axe-core $AXE_VERSION from the npm registry"
+        mkdir -p "$cache"
+        (cd "$cache" && npm pack --silent "axe-core@$AXE_VERSION" >/dev/null && tar xzf "axe-core-$AXE_VERSION.tgz" package/axe.min.js)
+    fi
+    export CREDVAULT_TEST_AXE_JS="$cache/package/axe.min.js"
 }

@@ -6,7 +6,9 @@
 //! end; see the environment-mismatch message; download the attachments CSV; see the audit
 //! entries; a builder is offered no "New credential" and a forged form is refused; a form
 //! without the CSRF token is refused. The same run in headless Firefox (geckodriver).
-//! Screenshots of each main screen (from Chromium) go to `docs/screenshots/`.
+//! Screenshots of each main screen (from Chromium) go to `docs/screenshots/`, and every main
+//! screen must pass axe-core's WCAG 2.1 A/AA and best-practice rules without a single finding,
+//! in both browsers.
 #![cfg(all(feature = "browser-tests", feature = "postgres-tests"))]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -131,10 +133,45 @@ async fn the_whole_credential_lifecycle_in_firefox() {
 }
 
 /// Writes a screenshot of the current page when `take` (the Chromium run writes them).
-async fn shot(b: &Browser, take: bool, name: &str) {
+/// At each main screen: the screenshot (Chromium's run) and the accessibility check.
+async fn shot(b: &Browser, take: bool, a11y: &mut Vec<String>, name: &str) {
     if take {
         b.screenshot(shots().join(name)).await;
     }
+    for v in axe(b).await {
+        a11y.push(format!("{name}: {v}"));
+    }
+}
+
+/// axe-core's findings of any impact (WCAG 2.1 A/AA and best practices) on the current
+/// page. `scripts/test` fetches axe-core from the npm registry (`axe_ensure`).
+async fn axe(b: &Browser) -> Vec<String> {
+    let path = std::env::var("CREDVAULT_TEST_AXE_JS")
+        .expect("CREDVAULT_TEST_AXE_JS must name axe.min.js; scripts/test fetches it (scripts/lib/chromium.sh)");
+    let src = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    // WebDriver scripts are not subject to the page's CSP, so injecting works under
+    // `script-src 'self'`.
+    let loaded = b.execute(&format!("{src}\n;return typeof window.axe;"), vec![]).await;
+    assert_eq!(loaded, json!("object"), "axe-core did not load");
+    let found = b
+        .execute_async(
+            "var done = arguments[arguments.length - 1];
+             window.axe.run(document, {resultTypes: ['violations'],
+                 runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice']}})
+               .then(function (r) {
+                 done(r.violations
+                   .map(function (v) {
+                     return v.id + ' (' + v.impact + '): ' + v.help + ' at ' +
+                       v.nodes.slice(0, 3).map(function (n) { return n.target.join(' '); }).join(', ');
+                   }));
+               }, function (e) { done(['axe failed: ' + e]); });",
+            vec![],
+        )
+        .await;
+    found
+        .as_array()
+        .map(|a| a.iter().map(|v| v.as_str().unwrap_or_default().to_owned()).collect())
+        .unwrap_or_else(|| vec![format!("axe returned {found}")])
 }
 
 async fn lifecycle(b: Browser, take: bool) {
@@ -142,19 +179,20 @@ async fn lifecycle(b: Browser, take: bool) {
     let canary = format!("cvcanary{}", random_hex(10));
     let pg = PgRole::create(&canary);
     let mut seen = Seen(Vec::new());
+    let mut a11y: Vec<String> = Vec::new();
     std::fs::create_dir_all(shots()).unwrap();
 
     // 1. Sign in.
     b.goto(&format!("{}/", srv.base)).await;
     b.find("#login").await;
-    shot(&b, take, "01-sign-in.png").await;
+    shot(&b, take, &mut a11y, "01-sign-in.png").await;
     sign_in(&b, &srv, "admin", &srv.admin_password).await;
-    shot(&b, take, "02-credentials-empty.png").await;
+    shot(&b, take, &mut a11y, "02-credentials-empty.png").await;
 
     // 2. New credential: pick the type, fill the schema-driven form.
     b.find("#new-credential").await.click().await;
     b.wait_for_text("h1", "New credential").await;
-    shot(&b, take, "03-new-credential-types.png").await;
+    shot(&b, take, &mut a11y, "03-new-credential-types.png").await;
     b.find("a[data-type=database]").await.click().await;
     b.wait_for_text("h1", "New Database credential").await;
     assert_eq!(
@@ -170,7 +208,7 @@ async fn lifecycle(b: Browser, take: bool) {
     b.find("#in-rotation_period_days").await.send_keys("90").await;
     b.find("#f-username").await.send_keys(&pg.role).await;
     b.find("#f-password").await.send_keys(&canary).await;
-    shot(&b, take, "04-new-credential-form.png").await;
+    shot(&b, take, &mut a11y, "04-new-credential-form.png").await;
     b.find("form.credential button.primary").await.click().await;
     b.wait_for_text("p.notice", "Created").await;
     seen.record(&b).await;
@@ -214,7 +252,7 @@ async fn lifecycle(b: Browser, take: bool) {
     let r = b.wait_for_text("#test-result", "Connection works").await;
     assert!(r.text().await.contains(" ms"));
     seen.record(&b).await;
-    shot(&b, take, "05-connection-test-ok.png").await;
+    shot(&b, take, &mut a11y, "05-connection-test-ok.png").await;
 
     // 5. Rotation with a wrong password: the wizard's tests show the failure; promoting it
     //    anyway (after the confirmation) makes Test connection fail.
@@ -229,7 +267,7 @@ async fn lifecycle(b: Browser, take: bool) {
     b.wait_for_text("#test-summary", "Some connections failed").await;
     assert!(b.find("#test-results").await.text().await.contains("failed"));
     seen.record(&b).await;
-    shot(&b, take, "06-rotation-wizard-failed-test.png").await;
+    shot(&b, take, &mut a11y, "06-rotation-wizard-failed-test.png").await;
     b.execute("window.confirm = function () { return true; };", vec![])
         .await;
     press(&b, "/promote").await;
@@ -248,14 +286,14 @@ async fn lifecycle(b: Browser, take: bool) {
     b.find("form.card button.primary").await.click().await;
     b.wait_for_text("#test-summary", "Every connection works").await;
     seen.record(&b).await;
-    shot(&b, take, "07-rotation-wizard-tests-passed.png").await;
+    shot(&b, take, &mut a11y, "07-rotation-wizard-tests-passed.png").await;
     press(&b, "/versions/3/promote").await;
     b.wait_for_text("h1", "Version 3 is live").await;
-    shot(&b, take, "08-rotation-wizard-revoke.png").await;
+    shot(&b, take, &mut a11y, "08-rotation-wizard-revoke.png").await;
     press(&b, "/versions/2/revoke").await;
     b.wait_for_text("p.notice", "Version revoked").await;
     seen.record(&b).await;
-    shot(&b, take, "09-credential-detail.png").await;
+    shot(&b, take, &mut a11y, "09-credential-detail.png").await;
     let c = srv.get(&format!("/v1/credentials/{cred_id}"), &srv.admin).await.ok(200);
     let states: Vec<(i64, String)> = c["versions"]
         .as_array()
@@ -281,12 +319,12 @@ async fn lifecycle(b: Browser, take: bool) {
     assert!(m.is_displayed().await);
     assert!(b.find("#form-error").await.text().await.contains("tagged `prod`"));
     seen.record(&b).await;
-    shot(&b, take, "10-environment-mismatch.png").await;
+    shot(&b, take, &mut a11y, "10-environment-mismatch.png").await;
 
     // 8. Review: the attachments CSV downloads with the session.
     b.goto(&format!("{}/review", srv.base)).await;
     seen.record(&b).await;
-    shot(&b, take, "11-review.png").await;
+    shot(&b, take, &mut a11y, "11-review.png").await;
     let href = b.find("#csv-attachments").await.attr("href").await.unwrap();
     assert_eq!(href, "/review/attachments.csv");
     let csv = b
@@ -319,18 +357,18 @@ async fn lifecycle(b: Browser, take: bool) {
     b.find("#verify").await.click().await;
     b.wait_for_text("#verify-result", "The chain is intact").await;
     seen.record(&b).await;
-    shot(&b, take, "12-audit.png").await;
+    shot(&b, take, &mut a11y, "12-audit.png").await;
 
     b.goto(&format!("{}/admin", srv.base)).await;
     b.find("#members").await;
     seen.record(&b).await;
-    shot(&b, take, "13-admin.png").await;
+    shot(&b, take, &mut a11y, "13-admin.png").await;
     b.goto(&format!("{}/credentials", srv.base)).await;
     seen.record(&b).await;
-    shot(&b, take, "14-credentials.png").await;
+    shot(&b, take, &mut a11y, "14-credentials.png").await;
     b.set_window_size(420, 860).await;
     b.goto(&format!("{}/credentials/{cred_id}", srv.base)).await;
-    shot(&b, take, "15-narrow-window.png").await;
+    shot(&b, take, &mut a11y, "15-narrow-window.png").await;
     b.set_window_size(1280, 800).await;
 
     // 10. A form without the CSRF token is refused, with an explanation.
@@ -374,7 +412,7 @@ async fn lifecycle(b: Browser, take: bool) {
         b.find("table.list").await.text().await.contains("orders-db"),
         "a builder sees credentials"
     );
-    shot(&b, take, "16-builder-view.png").await;
+    shot(&b, take, &mut a11y, "16-builder-view.png").await;
     b.execute(
         "var f = document.createElement('form'); f.method = 'post'; f.action = '/credentials/new'; \
          var add = function (k, v) { var i = document.createElement('input'); i.type = 'hidden'; i.name = k; i.value = v; f.appendChild(i); }; \
@@ -392,6 +430,11 @@ async fn lifecycle(b: Browser, take: bool) {
     assert_eq!(list["items"].as_array().unwrap().len(), 1, "nothing forged was created");
 
     seen.assert_absent(&[&canary, &new_pw, "definitely-wrong-pw"]);
+    assert!(
+        a11y.is_empty(),
+        "accessibility problems (axe-core):\n{}",
+        a11y.join("\n")
+    );
     b.quit().await;
     let logs = srv.logs();
     assert!(!logs.contains(&canary) && !logs.contains(&new_pw));

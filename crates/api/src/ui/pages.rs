@@ -648,7 +648,7 @@ async fn review(State(state): State<AppState>, sess: Session, Query(q): Query<Re
         h1 { "Review" }
         p { "The access-review reports. Download any as CSV for your records; mark credentials reviewed from their page." }
         table.list #reports {
-            thead { tr { th { "Report" } th { "What it lists" } th { "Rows" } th {} } }
+            thead { tr { th { "Report" } th { "What it lists" } th { "Rows" } th { span.sr-only { "Download" } } } }
             tbody { @for ((k, title, what), n) in REPORTS.iter().zip(&counts) { tr {
                 td { strong { (title) } } td { (what) }
                 td { @match n { Some(n) => (n), None => span.muted { "not allowed" } } }
@@ -907,7 +907,7 @@ async fn render_admin(
             @else {
                 @if !tokens.is_empty() {
                     table.list #tokens {
-                        thead { tr { th { "Service account" } th { "Token" } th { "Created" } th { "Expires" } th {} } }
+                        thead { tr { th { "Service account" } th { "Token" } th { "Created" } th { "Expires" } th { span.sr-only { "Actions" } } } }
                         tbody { @for (sa, t) in &tokens { tr {
                             td { (sa) } td { (t.name.as_deref().unwrap_or("—")) " " code { (t.id) } }
                             td { (when(Some(&t.created_at))) } td { (when(t.expires_at.as_deref())) }

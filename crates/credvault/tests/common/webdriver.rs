@@ -387,6 +387,14 @@ impl Browser {
             .await
     }
 
+    /// Runs `script` asynchronously in the page: it finishes by calling the callback passed
+    /// as its last argument (`arguments[arguments.length - 1]`), whose value is returned.
+    pub async fn execute_async(&self, script: &str, args: Vec<Value>) -> Value {
+        self.session
+            .post("/execute/async", json!({ "script": script, "args": args }))
+            .await
+    }
+
     /// Writes a PNG of the viewport to `path` (creating its parent directories).
     pub async fn screenshot(&self, path: impl AsRef<Path>) {
         let path = path.as_ref();
