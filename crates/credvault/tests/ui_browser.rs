@@ -1,6 +1,7 @@
 //! The web UI end to end in headless Chromium (Debian's `chromium` through `chromedriver`,
 //! started by `scripts/test`), against the test run's real PostgreSQL as the target system:
-//! sign in; create a `database` credential through the form; the canary secret (the real
+//! sign in (with the keyboard only) and reach New credential from the keyboard; create a
+//! `database` credential through the form; the canary secret (the real
 //! password) is in no page source afterwards; create a connection and press Test connection
 //! (ok, then failed once a wrong password version is live); run the rotation wizard to the
 //! end; see the environment-mismatch message; download the attachments CSV; see the audit
@@ -16,7 +17,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::webdriver::Browser;
+use common::webdriver::{Browser, ENTER, TAB};
 use common::{Backend, Server};
 use serde_json::json;
 
@@ -182,15 +183,31 @@ async fn lifecycle(b: Browser, take: bool) {
     let mut a11y: Vec<String> = Vec::new();
     std::fs::create_dir_all(shots()).unwrap();
 
-    // 1. Sign in.
+    // 1. Sign in, with the keyboard only: the name field has the focus, Tab moves on, Enter
+    // sends.
     b.goto(&format!("{}/", srv.base)).await;
     b.find("#login").await;
     shot(&b, take, &mut a11y, "01-sign-in.png").await;
-    sign_in(&b, &srv, "admin", &srv.admin_password).await;
+    assert_eq!(b.focused().await, "login", "the sign-in page focuses the name field");
+    b.press_keys(&format!("admin{TAB}{}{ENTER}", srv.admin_password)).await;
+    b.wait_for_text("h1", "Credentials").await;
     shot(&b, take, &mut a11y, "02-credentials-empty.png").await;
 
-    // 2. New credential: pick the type, fill the schema-driven form.
-    b.find("#new-credential").await.click().await;
+    // 2. New credential, reached from the keyboard: the first Tab stop skips to the content,
+    // and New credential is a few Tabs further.
+    b.press_keys(TAB).await;
+    assert_eq!(b.focused().await, "a.skip", "the first Tab stop is 'Skip to content'");
+    b.press_keys(ENTER).await;
+    let mut stops = Vec::new();
+    while b.focused().await != "new-credential" {
+        assert!(
+            stops.len() < 8,
+            "New credential is not reachable with Tab from the content: {stops:?}"
+        );
+        b.press_keys(TAB).await;
+        stops.push(b.focused().await);
+    }
+    b.press_keys(ENTER).await;
     b.wait_for_text("h1", "New credential").await;
     shot(&b, take, &mut a11y, "03-new-credential-types.png").await;
     b.find("a[data-type=database]").await.click().await;

@@ -35,6 +35,11 @@ pub const WAIT: Duration = Duration::from_secs(5);
 
 const POLL: Duration = Duration::from_millis(50);
 
+/// The Tab key, for [`Browser::press_keys`].
+pub const TAB: &str = "\u{E004}";
+/// The Enter key, for [`Browser::press_keys`].
+pub const ENTER: &str = "\u{E007}";
+
 /// The Chromium binary the sessions run (Debian's package `chromium`).
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -393,6 +398,39 @@ impl Browser {
         self.session
             .post("/execute/async", json!({ "script": script, "args": args }))
             .await
+    }
+
+    /// Types `keys` on the keyboard into whatever has the focus, like a person would: each
+    /// character is pressed and released in turn. [`TAB`] and [`ENTER`] are keys.
+    pub async fn press_keys(&self, keys: &str) {
+        let actions: Vec<Value> = keys
+            .chars()
+            .flat_map(|c| {
+                let k = c.to_string();
+                [
+                    json!({"type": "keyDown", "value": k}),
+                    json!({"type": "keyUp", "value": k}),
+                ]
+            })
+            .collect();
+        self.session
+            .post(
+                "/actions",
+                json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]}),
+            )
+            .await;
+    }
+
+    /// What has the keyboard focus: its `id`, or `tag.class` when it has none.
+    pub async fn focused(&self) -> String {
+        let v = self
+            .execute(
+                "var e = document.activeElement; if (!e) { return ''; } \
+                 return e.id || (e.tagName.toLowerCase() + (e.className ? '.' + e.className : ''));",
+                vec![],
+            )
+            .await;
+        v.as_str().unwrap_or_default().to_owned()
     }
 
     /// Writes a PNG of the viewport to `path` (creating its parent directories).
