@@ -521,6 +521,7 @@ async fn canary(b: Backend) {
                 ("environment", "prod"),
                 ("system", "orders"),
                 ("owner", "data-platform"),
+                ("more_labels", "cost_center=42, tier = gold"),
                 ("rotation_period_days", "90"),
                 ("f.username", "loader"),
                 ("f.password", &canary),
@@ -540,8 +541,37 @@ async fn canary(b: Backend) {
         .unwrap()
         .to_owned();
     let c = srv.get(&format!("/v1/credentials/{id}"), &srv.admin).await.ok(200);
-    assert_eq!(c["labels"]["system"], "orders");
+    assert_eq!(
+        c["labels"],
+        json!({"system": "orders", "owner_team": "data-platform", "cost_center": "42", "tier": "gold"}),
+        "the UI writes the same label keys as the API and the CLI"
+    );
     assert_eq!(c["rotation_period_days"], 90);
+    let filtered = ui.get("/credentials?label=owner_team%3Adata-platform").await;
+    assert!(filtered.body.contains(">orders-db<"), "{}", filtered.body);
+    // A label that is not key=value is refused with the form kept (secrets excepted).
+    let r = ui
+        .post(
+            "/credentials/new",
+            &[
+                ("_csrf", &csrf),
+                ("type", "database"),
+                ("variant", "password"),
+                ("name", "orders-db-2"),
+                ("environment", "prod"),
+                ("more_labels", "justaword"),
+                ("f.username", "loader"),
+                ("f.password", &canary),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(!r.body.contains(&canary), "a refused form never echoes a secret");
+    assert!(
+        r.body.contains("is not a key=value pair") && r.body.contains("value=\"orders-db-2\""),
+        "{}",
+        r.body
+    );
 
     // Stage a rotation through the wizard with another canary, then look everywhere.
     let canary2 = format!("CANARY2-{}", random_hex(12));

@@ -144,7 +144,7 @@ async fn list(State(state): State<AppState>, sess: Session, Query(q): Query<List
                 @for t in &types { option value=(t.as_str()) selected[sel(&q.ty, t.as_str())] { (t.as_str()) } }
             } }
             label { "Environment" input type="text" name="environment" value=[q.environment.as_deref()] size="8"; }
-            label { "Label" input type="text" name="label" value=[q.label.as_deref()] placeholder="owner:data-platform" size="12"; }
+            label { "Label" input type="text" name="label" value=[q.label.as_deref()] placeholder="owner_team:data-platform" size="12"; }
             label { "Status" select name="status" data-autosubmit="1" {
                 option value="" { "any" }
                 @for s in ["active", "disabled", "expired", "pending_deletion"] { option value=(s) selected[sel(&q.status, s)] { (s) } }
@@ -309,8 +309,9 @@ async fn render_new(
                         @for w in &workspaces { option value=(w.id) selected[prev("workspace").as_deref() == Some(w.id.as_str())] { (w.name) } }
                     }
                     (text_input("environment", "Environment", prev("environment"), true, field_err("environment"), "prod, staging, dev…"))
-                    (text_input("system", "System label", prev("system"), false, field_err("labels"), "the target system, e.g. orders-db"))
+                    (text_input("system", "System label", prev("system"), false, None, "the target system, e.g. orders-db"))
                     (text_input("owner", "Owner team label", prev("owner"), false, None, "e.g. data-platform"))
+                    (text_input("more_labels", "More labels", prev("more_labels"), false, field_err("labels"), "key=value, key=value (optional)"))
                     (text_input("description", "Description", prev("description"), false, field_err("description"), ""))
                     (text_input("expires_at", "Expires at", prev("expires_at"), false, field_err("expires_at"), "2027-01-31T00:00:00Z (optional)"))
                     (text_input("rotation_period_days", "Rotation period (days)", prev("rotation_period_days"), false, field_err("rotation_period_days"), "e.g. 90 (optional)"))
@@ -555,10 +556,32 @@ async fn create(State(state): State<AppState>, sess: Session, form: Form) -> Res
             .await;
         }
     };
+    // The seed's two labels (system, owner team; stored as `system` and `owner_team` like the
+    // API and CLI write them), then any others as `key=value` pairs.
     let mut labels = Map::new();
-    for k in ["system", "owner"] {
-        if let Some(val) = form.text(k) {
-            labels.insert(k.to_owned(), Json::String(val));
+    for (field, key) in [("system", "system"), ("owner", "owner_team")] {
+        if let Some(val) = form.text(field) {
+            labels.insert(key.to_owned(), Json::String(val));
+        }
+    }
+    for pair in form
+        .text("more_labels")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                labels.insert(k.trim().to_owned(), Json::String(v.trim().to_owned()));
+            }
+            _ => {
+                let e = form_error(
+                    "labels".into(),
+                    format!("`{pair}` is not a key=value pair (separate pairs with commas)"),
+                );
+                return render_new(&state, &sess, Some(&ty), variant.as_deref(), Some(&form), Some(e)).await;
+            }
         }
     }
     let period = match form.text("rotation_period_days").map(|p| p.parse::<i64>()) {
