@@ -106,7 +106,7 @@ fn schemas() -> Value {
             "enabled_types": {"type": "array", "items": {"type": "string"}}, "allow_environment_override": {"type": "boolean"},
             "recovery_window_days": {"type": "integer", "minimum": 1, "maximum": 365},
             "previous_grace_hours": {"type": "integer", "minimum": 0, "maximum": 2160}, "expired_grace_hours": {"type": "integer", "minimum": 0, "maximum": 2160},
-            "expiry_alert_days": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 365}},
+            "expiry_alert_days": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 365}, "description": "days before an expiry date and before a rotation period ends at which alerts fire"},
             "auto_disable_on_target_auth_failures": {"type": "boolean"},
             "role_policy": {"type": "object", "properties": {"credential.create": {"type": "array"}, "credential.attach": {"type": "array"}, "credential.reveal": {"type": "array"}}}}},
         "CreateCredential": {"type": "object", "required": ["name", "type", "environment", "fields"], "additionalProperties": false, "properties": {

@@ -72,6 +72,7 @@ pub const ACTIONS: &[&str] = &[
     "credential.purge",
     "credential.expiring",
     "credential.expired",
+    "credential.rotation_due",
     "credential.rotation_overdue",
     "credential.transfer",
     "principal.offboard",

@@ -196,6 +196,59 @@ fn destroy_versions(tx: &mut dyn Tx, cred: &str, now: Micros) -> CoreResult<i64>
     Ok(n as i64)
 }
 
+/// Alerts ahead of a date (`at`): of the thresholds (days before it) crossed by `now`, the
+/// tightest fires once; wider ones crossed at the same time are marked as sent without a
+/// second alert. Returns the threshold that fired.
+#[allow(clippy::too_many_arguments)]
+fn threshold_alert(
+    tx: &mut dyn Tx,
+    ctx: &RequestCtx,
+    cred: &str,
+    org: &str,
+    ws: Option<&str>,
+    action: &'static str,
+    thresholds: &[u32],
+    at: Micros,
+    now: Micros,
+    details: impl Fn(u32) -> serde_json::Value,
+) -> CoreResult<Option<u32>> {
+    let mut crossed: Vec<u32> = thresholds
+        .iter()
+        .copied()
+        .filter(|d| at - now <= i64::from(*d) * DAY)
+        .collect();
+    crossed.sort_unstable();
+    let Some(tightest) = crossed.first().copied() else {
+        return Ok(None);
+    };
+    let fired = alert_once(
+        tx,
+        ctx,
+        cred,
+        org,
+        ws,
+        action,
+        i64::from(tightest),
+        at,
+        now,
+        details(tightest),
+    )?;
+    for wider in crossed.iter().skip(1) {
+        tx.execute(
+            "INSERT INTO alerts_sent (credential_id, kind, threshold, ref_time, sent_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT DO NOTHING",
+            &[
+                cred.into(),
+                action.into(),
+                i64::from(*wider).into(),
+                at.into(),
+                now.into(),
+            ],
+        )?;
+    }
+    Ok(fired.then_some(tightest))
+}
+
 /// Emits an alert once per (credential, kind, threshold, reference time).
 #[allow(clippy::too_many_arguments)]
 fn alert_once(
@@ -276,11 +329,13 @@ fn tick(tx: &mut dyn Tx, now: Micros) -> CoreResult<TickReport> {
     for o in orgs {
         let org = o.text(0)?;
         let settings = settings_of(tx, &org, "organization")?;
+        // How far ahead the widest alert threshold looks.
+        let horizon = now + i64::from(settings.expiry_alert_days.iter().copied().max().unwrap_or(0)) * DAY;
         // Expiry: thresholds, then expired.
         let rows = tx.query(
             "SELECT id, workspace_id, expires_at, name FROM credentials WHERE org_id = $1 AND status IN ('active', 'disabled') \
              AND expires_at IS NOT NULL AND expires_at <= $2",
-            &[org.as_str().into(), (now + i64::from(settings.expiry_alert_days.iter().copied().max().unwrap_or(0)) * DAY).into()],
+            &[org.as_str().into(), horizon.into()],
         )?;
         for r in rows {
             let (id, ws, exp, name) = (r.text(0)?, r.opt_text(1)?, r.int(2)?, r.text(3)?);
@@ -301,39 +356,50 @@ fn tick(tx: &mut dyn Tx, now: Micros) -> CoreResult<TickReport> {
                 }
                 continue;
             }
-            // The tightest threshold crossed fires; wider ones crossed at the same time are
-            // marked as sent without a second alert.
-            let mut crossed: Vec<u32> = settings
-                .expiry_alert_days
-                .iter()
-                .copied()
-                .filter(|d| exp - now <= i64::from(*d) * DAY)
-                .collect();
-            crossed.sort_unstable();
-            if let Some(tightest) = crossed.first().copied() {
-                let days_left = (exp - now) / DAY;
-                let fired = alert_once(
-                    tx,
-                    &ctx,
-                    &id,
-                    &org,
-                    ws.as_deref(),
-                    "credential.expiring",
-                    i64::from(tightest),
-                    exp,
-                    now,
-                    json!({"name": name, "expires_at": to_rfc3339(exp), "threshold_days": tightest, "days_left": days_left}),
-                )?;
-                if fired {
-                    report.alerts.push(format!("credential.expiring {id} {tightest}d"));
-                }
-                for wider in crossed.iter().skip(1) {
-                    tx.execute(
-                        "INSERT INTO alerts_sent (credential_id, kind, threshold, ref_time, sent_at) VALUES ($1, 'credential.expiring', $2, $3, $4) \
-                         ON CONFLICT DO NOTHING",
-                        &[id.as_str().into(), i64::from(*wider).into(), exp.into(), now.into()],
-                    )?;
-                }
+            let details = |tightest: u32| json!({"name": name, "expires_at": to_rfc3339(exp), "threshold_days": tightest, "days_left": (exp - now) / DAY});
+            if let Some(d) = threshold_alert(
+                tx,
+                &ctx,
+                &id,
+                &org,
+                ws.as_deref(),
+                "credential.expiring",
+                &settings.expiry_alert_days,
+                exp,
+                now,
+                details,
+            )? {
+                report.alerts.push(format!("credential.expiring {id} {d}d"));
+            }
+        }
+        // Rotation due soon: the same thresholds before the date a rotation period ends.
+        let rows = tx.query(
+            "SELECT c.id, c.workspace_id, c.name, c.rotation_period_days, v.created_at FROM credentials c \
+             JOIN credential_versions v ON v.credential_id = c.id AND v.version = c.current_version \
+             WHERE c.org_id = $1 AND c.status IN ('active', 'disabled') AND c.rotation_period_days IS NOT NULL \
+             AND v.created_at + c.rotation_period_days * $2 > $3 AND v.created_at + c.rotation_period_days * $2 <= $4",
+            &[org.as_str().into(), DAY.into(), now.into(), horizon.into()],
+        )?;
+        for r in rows {
+            let (id, ws, name, period, since) = (r.text(0)?, r.opt_text(1)?, r.text(2)?, r.int(3)?, r.int(4)?);
+            let due = since + period * DAY;
+            let details = |tightest: u32| {
+                json!({"name": name, "rotation_period_days": period, "current_since": to_rfc3339(since), "due_at": to_rfc3339(due),
+                       "threshold_days": tightest, "days_left": (due - now) / DAY})
+            };
+            if let Some(d) = threshold_alert(
+                tx,
+                &ctx,
+                &id,
+                &org,
+                ws.as_deref(),
+                "credential.rotation_due",
+                &settings.expiry_alert_days,
+                due,
+                now,
+                details,
+            )? {
+                report.alerts.push(format!("credential.rotation_due {id} {d}d"));
             }
         }
         // Rotation overdue.

@@ -28,7 +28,8 @@ pub struct OrgSettings {
     /// Hours an expired credential keeps resolving (0: it stops at expiry).
     #[serde(default)]
     pub expired_grace_hours: u32,
-    /// Days before expiry at which `credential.expiring` alerts fire.
+    /// Days before expiry (`credential.expiring`) and before a rotation period ends
+    /// (`credential.rotation_due`) at which alerts fire.
     #[serde(default = "default_alert_days")]
     pub expiry_alert_days: Vec<u32>,
     /// Disable a credential automatically when workers report failed logins at its target

@@ -594,13 +594,15 @@ async fn scheduler_alerts_fire_once_at_controlled_times(b: Backend) {
     let expiring = |c: &str, d: u32| format!("credential.expiring {c} {d}d");
     let expired = |c: &str| format!("credential.expired {c}");
     let overdue = |c: &str| format!("credential.rotation_overdue {c}");
+    let due_soon = |c: &str, d: u32| format!("credential.rotation_due {c} {d}d");
 
-    // Now: 20 days left crosses 30; 5 days left crosses 30 and 7 (only 7 fires); the expired one.
+    // Now: 20 days left crosses 30; 5 days left crosses 30 and 7 (only 7 fires); the expired
+    // one; the daily rotation is due within a day (30, 7 and 1 crossed: only 1 fires).
     let t = tick(&srv, t0 + 60);
     assert_eq!(t["leader"], true);
     assert_eq!(
         alerts(&t),
-        sorted(&[expiring(&e20, 30), expiring(&e5, 7), expired(&gone)]),
+        sorted(&[expiring(&e20, 30), expiring(&e5, 7), expired(&gone), due_soon(&rot, 1)]),
         "{t}"
     );
     assert_eq!(t["grace_revoked"], 0);
@@ -651,6 +653,7 @@ async fn scheduler_alerts_fire_once_at_controlled_times(b: Backend) {
     for action in [
         "credential.expiring",
         "credential.expired",
+        "credential.rotation_due",
         "credential.rotation_overdue",
     ] {
         for e in audit(&srv, &format!("action={action}")).await {
@@ -664,6 +667,7 @@ async fn scheduler_alerts_fire_once_at_controlled_times(b: Backend) {
             seen.push(match action {
                 "credential.expiring" => expiring(&target, e["details"]["threshold_days"].as_u64().unwrap() as u32),
                 "credential.expired" => expired(&target),
+                "credential.rotation_due" => due_soon(&target, e["details"]["threshold_days"].as_u64().unwrap() as u32),
                 _ => overdue(&target),
             });
         }
@@ -679,6 +683,7 @@ async fn scheduler_alerts_fire_once_at_controlled_times(b: Backend) {
             expired(&gone),
             expired(&e5),
             expired(&e20),
+            due_soon(&rot, 1),
             overdue(&rot),
             overdue(&rot),
         ])
