@@ -866,6 +866,58 @@ async fn admin_flows(b: Backend) {
         )
         .await;
     assert_eq!(r.location(), "/admin?done=updated");
+    let settings_path = format!("/v1/orgs/{}/settings", srv.org_id);
+    let before = srv.get(&settings_path, &srv.admin).await.ok(200)["role_policy"].clone();
+    assert_eq!(
+        before["credential.attach"],
+        json!(["admin", "integration_engineer", "builder"]),
+        "a form without the grid leaves the policy alone"
+    );
+
+    // The "Who may" grid: the admin page shows the policy, and saving it sets exactly the
+    // ticked roles (here: builders may also create; auditors may read secret values).
+    let admin_page = ui.get("/admin").await;
+    assert!(admin_page.body.contains("id=\"role-policy\""), "{}", admin_page.body);
+    assert!(admin_page.body.contains("name=\"policy.credential.create\" value=\"integration_engineer\" aria-label=\"integration_engineer: Create and rotate credentials\" checked"), "{}", admin_page.body);
+    let r = ui
+        .post(
+            "/admin/settings",
+            &[
+                ("_csrf", &csrf),
+                ("type", "database"),
+                ("type", "api_key"),
+                ("allow_environment_override", "true"),
+                ("recovery_window_days", "7"),
+                ("policy", "1"),
+                ("policy.credential.create", "admin"),
+                ("policy.credential.create", "integration_engineer"),
+                ("policy.credential.create", "builder"),
+                ("policy.credential.attach", "admin"),
+                ("policy.credential.attach", "integration_engineer"),
+                ("policy.credential.attach", "builder"),
+                ("policy.credential.reveal", "auditor"),
+            ],
+        )
+        .await;
+    assert_eq!(r.location(), "/admin?done=updated");
+    let after = srv.get(&settings_path, &srv.admin).await.ok(200)["role_policy"].clone();
+    assert_eq!(
+        after,
+        json!({"credential.create": ["admin", "integration_engineer", "builder"],
+               "credential.attach": ["admin", "integration_engineer", "builder"],
+               "credential.reveal": ["auditor"]})
+    );
+    let (bname, bpw) = person(&srv, "builder").await;
+    let mut bui = Ui::new(&srv);
+    bui.sign_in(&bname, &bpw).await;
+    assert!(
+        bui.get("/credentials").await.body.contains("id=\"new-credential\""),
+        "the builder may create now"
+    );
+    // Back to the defaults for the rest of this test.
+    srv.patch(&settings_path, &srv.admin, json!({"role_policy": before}))
+        .await
+        .ok(200);
     let r = ui
         .post(
             &format!("/connections/{conn}/attach"),

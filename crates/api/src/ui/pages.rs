@@ -14,7 +14,7 @@ use credvault_core::views::{AuditFilter, CreateToken, CredentialFilter};
 use credvault_core::{ReportKind, ReportRequest, SettingsPatch};
 use credvault_domain::connectors::ConnectorKind;
 use credvault_domain::credential_types::{CredentialType, FieldKind};
-use credvault_domain::roles::Permission;
+use credvault_domain::roles::{Permission, Role, RolePolicy};
 
 use super::{Form, Html, Session, action_button, check_csrf, csrf_field, error_page, layout, notice, shown, when};
 use crate::AppState;
@@ -45,6 +45,13 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/admin/principals/{id}/password", post(set_password))
         .route("/admin/principals/{id}/offboard", post(offboard))
 }
+
+/// The permissions an organization assigns to roles itself, as the settings grid shows them.
+const POLICY_ROWS: &[(Permission, &str)] = &[
+    (Permission::CredentialCreate, "Create and rotate credentials"),
+    (Permission::CredentialAttach, "Attach credentials to connections"),
+    (Permission::CredentialReveal, "Read secret values"),
+];
 
 fn nonempty(s: Option<&str>) -> Option<String> {
     s.map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
@@ -648,7 +655,7 @@ async fn review(State(state): State<AppState>, sess: Session, Query(q): Query<Re
         h1 { "Review" }
         p { "The access-review reports. Download any as CSV for your records; mark credentials reviewed from their page." }
         table.list #reports {
-            thead { tr { th { "Report" } th { "What it lists" } th { "Rows" } th { span.sr-only { "Download" } } } }
+            thead { tr { th { "Report" } th { "What it lists" } th { "Rows" } th { span.sr { "Download" } } } }
             tbody { @for ((k, title, what), n) in REPORTS.iter().zip(&counts) { tr {
                 td { strong { (title) } } td { (what) }
                 td { @match n { Some(n) => (n), None => span.muted { "not allowed" } } }
@@ -907,7 +914,7 @@ async fn render_admin(
             @else {
                 @if !tokens.is_empty() {
                     table.list #tokens {
-                        thead { tr { th { "Service account" } th { "Token" } th { "Created" } th { "Expires" } th { span.sr-only { "Actions" } } } }
+                        thead { tr { th { "Service account" } th { "Token" } th { "Created" } th { "Expires" } th { span.sr { "Actions" } } } }
                         tbody { @for (sa, t) in &tokens { tr {
                             td { (sa) } td { (t.name.as_deref().unwrap_or("—")) " " code { (t.id) } }
                             td { (when(Some(&t.created_at))) } td { (when(t.expires_at.as_deref())) }
@@ -933,6 +940,26 @@ async fn render_admin(
                     @for t in CredentialType::ALL {
                         label.check { input type="checkbox" name="type" value=(t.as_str()) checked[settings.enabled_types.contains(&t)]; " " (t.as_str()) }
                     }
+                }
+                fieldset #role-policy {
+                    legend { "Who may" }
+                    input type="hidden" name="policy" value="1";
+                    div.scroll { table.list.policy {
+                        thead { tr { th { span.sr { "Permission" } } @for r in Role::ALL { th scope="col" { (r.as_str().replace('_', " ")) } } } }
+                        tbody {
+                            @for (perm, what) in POLICY_ROWS {
+                                tr {
+                                    th scope="row" { (what) " " code { (perm.as_str()) } }
+                                    @for r in Role::ALL {
+                                        td { input type="checkbox" name={"policy." (perm.as_str())} value=(r.as_str())
+                                            aria-label={(r.as_str()) ": " (what)}
+                                            checked[settings.role_policy.grants(r, *perm)]; }
+                                    }
+                                }
+                            }
+                        }
+                    } }
+                    p.hint { "Everything else a role may do is fixed (see the README). Nobody may read secret values unless ticked here." }
                 }
                 label.check { input type="checkbox" name="allow_environment_override" value="true" checked[settings.allow_environment_override]; " Allow a connection to use a credential from another environment (with a reason)" }
                 div.field { label for="s-rw" { "Recovery window (days)" } input #s-rw type="number" name="recovery_window_days" min="0" value=(settings.recovery_window_days); }
@@ -1111,10 +1138,27 @@ async fn save_settings(State(state): State<AppState>, sess: Session, form: Form)
             return admin_done(&state, &sess, Err(e), "").await;
         }
     };
+    // The role grid: unticked boxes are absent from the form, so each permission's list is
+    // exactly the ticked roles.
+    let roles_for = |perm: Permission| -> Vec<Role> {
+        let key = format!("policy.{}", perm.as_str());
+        form.0
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .filter_map(|(_, v)| Role::parse(v))
+            .collect()
+    };
+    // Only a form that showed the grid (it carries `policy`) changes the policy.
+    let role_policy = (form.get("policy") == Some("1")).then(|| RolePolicy {
+        credential_create: roles_for(Permission::CredentialCreate),
+        credential_attach: roles_for(Permission::CredentialAttach),
+        credential_reveal: roles_for(Permission::CredentialReveal),
+    });
     let patch = SettingsPatch {
         enabled_types: Some(types),
         allow_environment_override: Some(form.get("allow_environment_override") == Some("true")),
         recovery_window_days: rw,
+        role_policy,
         ..Default::default()
     };
     let a = sess.actor();
