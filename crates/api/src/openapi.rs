@@ -137,7 +137,7 @@ fn schemas() -> Value {
             "decision": {"enum": ["keep", "remove"]}, "note": {"type": ["string", "null"]}}},
         "ResolveRequest": {"type": "object", "required": ["connection_id", "run_id"], "additionalProperties": false, "properties": {
             "connection_id": id("conn_"), "run_id": {"type": "string"}, "pipeline_id": {"type": ["string", "null"]}}},
-        "RotateRequest": {"type": "object", "required": ["fields"], "additionalProperties": false, "properties": {"fields": {"type": "object"}, "keep": {"type": "array", "maxItems": 32, "uniqueItems": true, "items": {"type": "string"}, "description": "top-level fields to carry over (secrets included) from the current version"}}},
+        "RotateRequest": {"type": "object", "required": ["fields"], "additionalProperties": false, "properties": {"fields": {"type": "object"}, "allow_untestable": {"type": "boolean", "description": "connections whose test answers `unsupported` do not block promotion"}, "keep": {"type": "array", "maxItems": 32, "uniqueItems": true, "items": {"type": "string"}, "description": "top-level fields to carry over (secrets included) from the current version"}}},
         "SetPassword": {"type": "object", "required": ["password"], "additionalProperties": false, "properties": {"password": {"type": "string", "minLength": 12, "writeOnly": true}, "current_password": {"type": "string", "writeOnly": true}}},
         "OffboardRequest": {"type": "object", "additionalProperties": false, "properties": {"transfer_to": {"type": "string", "pattern": "^sa_[a-z2-7]{26}$"}}},
         "ResolveReport": {"type": "object", "required": ["connection_id", "run_id", "outcome"], "additionalProperties": false, "properties": {

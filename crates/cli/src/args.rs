@@ -529,6 +529,10 @@ enum CredentialCmd {
         fields_file: Option<PathBuf>,
         #[arg(long = "field")]
         fields: Vec<String>,
+        /// Do not let connections Test connection cannot check (e.g. Snowflake) block the
+        /// promotion; they are listed as untested.
+        #[arg(long)]
+        allow_untestable: bool,
     },
     /// Test every connection that uses the credential (optionally a pending --version N).
     Test {
@@ -1348,6 +1352,7 @@ async fn credential(cl: Client, c: CredentialCmd) -> anyhow::Result<()> {
             id,
             fields_file,
             fields,
+            allow_untestable,
         } => {
             let cred = cl
                 .call(Method::GET, &format!("/v1/credentials/{id}"), &[], None)
@@ -1358,7 +1363,8 @@ async fn credential(cl: Client, c: CredentialCmd) -> anyhow::Result<()> {
                 .and_then(CredentialType::parse)
                 .context("unexpected credential type")?;
             let variant = cred.get("variant").and_then(Value::as_str).map(str::to_owned);
-            let mut body = json!({"fields": collect_fields(ty, variant.as_deref(), &fields, fields_file.as_deref())?});
+            let mut body = json!({"fields": collect_fields(ty, variant.as_deref(), &fields, fields_file.as_deref())?,
+                                  "allow_untestable": allow_untestable});
             let r = cl
                 .call(Method::POST, &format!("/v1/credentials/{id}/rotate"), &[], Some(&body))
                 .await;

@@ -31,6 +31,11 @@ pub struct RotateRequest {
     /// Top-level fields to carry over from the current version (see [`CreateVersion::keep`]).
     #[serde(default)]
     pub keep: Vec<String>,
+    /// Dependents of a kind Test connection cannot check here (their test answers
+    /// `unsupported`, e.g. Snowflake) do not block promotion; they are listed in
+    /// `untested_connections`. Every other failure still does.
+    #[serde(default)]
+    pub allow_untestable: bool,
 }
 
 impl std::fmt::Debug for RotateRequest {
@@ -58,6 +63,9 @@ pub struct Rotation {
     pub state: String,
     /// Connections whose test failed (the reason it was not promoted).
     pub failed_connections: Vec<String>,
+    /// Connections that could not be tested (`unsupported`); with `allow_untestable` they
+    /// did not block promotion, so check them by hand.
+    pub untested_connections: Vec<String>,
     /// Every test result.
     pub tests: CredentialTest,
 }
@@ -500,10 +508,22 @@ impl Service {
         let tests = self
             .test_credential_as(ctx, actor, id, TestRequest { version: Some(version) }, true)
             .await?;
+        let untestable = |r: &&crate::testing::ConnectionTest| {
+            r.outcome
+                .error
+                .as_ref()
+                .is_some_and(|e| e.code == credvault_connect::ErrorCode::Unsupported)
+        };
+        let untested: Vec<String> = tests
+            .results
+            .iter()
+            .filter(untestable)
+            .map(|r| r.connection_id.clone())
+            .collect();
         let failed: Vec<String> = tests
             .results
             .iter()
-            .filter(|r| !r.outcome.ok)
+            .filter(|r| !r.outcome.ok && (!req.allow_untestable || !untestable(r)))
             .map(|r| r.connection_id.clone())
             .collect();
         let promoted = failed.is_empty();
@@ -516,6 +536,7 @@ impl Service {
             promoted,
             state: if promoted { "current" } else { "pending" }.into(),
             failed_connections: failed,
+            untested_connections: untested,
             tests,
         })
     }

@@ -1694,3 +1694,66 @@ async fn a_new_version_can_keep_the_current_ssh_tunnel_without_entering_its_key_
         keep_carries_secrets_over(b).await;
     }
 }
+
+async fn untestable_dependents(b: Backend) {
+    let srv = Server::start(b).await;
+    let ws = srv.ws_id.clone();
+    let cred = create(
+        &srv,
+        "/v1/credentials",
+        db_cred("snow-loader", &ws, "loader", "pw-one-1"),
+    )
+    .await;
+    let conn = create(
+        &srv,
+        "/v1/connections",
+        json!({"name": "prod-snowflake", "workspace_id": ws, "environment": "prod", "kind": "snowflake",
+               "config": {"account": "acme-prod"}, "credential_id": cred}),
+    )
+    .await;
+    let path = format!("/v1/credentials/{cred}/rotate");
+    // By default a connection that cannot be tested here blocks the promotion.
+    let r = srv
+        .post(
+            &path,
+            &srv.admin,
+            json!({"fields": {"username": "loader", "password": "pw-two-2"}}),
+        )
+        .await
+        .ok(200);
+    assert_eq!(
+        (r["promoted"].clone(), r["state"].clone()),
+        (json!(false), json!("pending")),
+        "{r}"
+    );
+    assert_eq!(r["failed_connections"], json!([conn]));
+    assert_eq!(r["untested_connections"], json!([conn]));
+    assert_eq!(r["tests"]["results"][0]["error"]["code"], "unsupported", "{r}");
+    // Asked to, it promotes and says which connections nobody tested.
+    let r = srv
+        .post(
+            &path,
+            &srv.admin,
+            json!({"fields": {"username": "loader", "password": "pw-three-3"}, "allow_untestable": true}),
+        )
+        .await
+        .ok(200);
+    assert_eq!(
+        (r["promoted"].clone(), r["state"].clone()),
+        (json!(true), json!("current")),
+        "{r}"
+    );
+    assert_eq!(r["failed_connections"], json!([]));
+    assert_eq!(r["untested_connections"], json!([conn]));
+    assert_eq!(
+        version_states(&srv, &cred).await.last().unwrap(),
+        &(3, "current".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn a_rotation_may_be_told_not_to_wait_for_connections_nobody_can_test_here_on_every_backend() {
+    for b in common::backends() {
+        untestable_dependents(b).await;
+    }
+}

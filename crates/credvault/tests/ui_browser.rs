@@ -380,7 +380,8 @@ async fn lifecycle(b: Browser, take: bool) {
     b.find("#members").await;
     seen.record(&b).await;
     shot(&b, take, &mut a11y, "13-admin.png").await;
-    b.execute("document.getElementById('settings').scrollIntoView();", vec![]).await;
+    b.execute("document.getElementById('settings').scrollIntoView();", vec![])
+        .await;
     shot(&b, take, &mut a11y, "17-admin-settings.png").await;
     b.goto(&format!("{}/credentials", srv.base)).await;
     seen.record(&b).await;
