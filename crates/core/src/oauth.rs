@@ -106,6 +106,14 @@ pub struct GrantView {
     pub variant: Option<String>,
     /// Who consented.
     pub authorized_by: Option<String>,
+    /// Their name.
+    pub authorized_by_name: Option<String>,
+    /// Whether they are still active (`false`: disabled or offboarded, so the grant hangs on a
+    /// person who left: re-authorize it under a service account).
+    pub authorizer_active: Option<bool>,
+    /// Their roles in the organization now (any scope), for reviewing the grant against
+    /// role changes.
+    pub authorizer_roles: Vec<String>,
     /// `healthy`, `refresh_failing`, `needs_reauthorization` or `not_authorized`.
     pub health: String,
     /// Why, when not healthy.
@@ -717,8 +725,10 @@ impl Service {
             let settings = settings_of(tx, &org, "organization")?;
             let visible = crate::connections::visible_workspaces(&a, &settings, &org, None, "credential.read", Permission::MetadataRead)?;
             let mut sql = String::from(
-                "SELECT c.id, c.name, c.org_id, c.workspace_id, c.variant, c.oauth_authorized_by, c.oauth_health, c.oauth_health_reason, c.oauth_refreshed_at \
-                 FROM credentials c WHERE c.org_id = $1 AND c.type = 'oauth' AND c.status <> 'purged'",
+                "SELECT c.id, c.name, c.org_id, c.workspace_id, c.variant, c.oauth_authorized_by, c.oauth_health, c.oauth_health_reason, c.oauth_refreshed_at, \
+                 p.name, p.disabled \
+                 FROM credentials c LEFT JOIN principals p ON p.id = c.oauth_authorized_by \
+                 WHERE c.org_id = $1 AND c.type = 'oauth' AND c.status <> 'purged'",
             );
             let mut params: Vec<credvault_store::Value> = vec![org.as_str().into()];
             if let Some(v) = &visible {
@@ -742,18 +752,45 @@ impl Service {
             sql.push_str(" ORDER BY c.seq LIMIT 1000");
             let rows = tx.query(&sql, &params)?;
             let mut items = Vec::new();
+            let mut roles_of: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
             for r in rows {
                 let health = r.opt_text(6)?.unwrap_or_else(|| if r.opt_text(5).ok().flatten().is_some() { "healthy".into() } else { "not_authorized".into() });
                 if f.health.as_ref().is_some_and(|h| *h != health) {
                     continue;
                 }
+                let authorized_by = r.opt_text(5)?;
+                let authorizer_roles = match &authorized_by {
+                    Some(p) => match roles_of.get(p) {
+                        Some(roles) => roles.clone(),
+                        None => {
+                            let mut roles: Vec<String> = tx
+                                .query(
+                                    "SELECT DISTINCT role FROM role_bindings WHERE principal_id = $1 AND org_id = $2 ORDER BY role",
+                                    &[p.as_str().into(), org.as_str().into()],
+                                )?
+                                .iter()
+                                .map(|b| b.text(0))
+                                .collect::<Result<_, _>>()?;
+                            roles.dedup();
+                            roles_of.insert(p.clone(), roles.clone());
+                            roles
+                        }
+                    },
+                    None => Vec::new(),
+                };
                 items.push(GrantView {
                     credential_id: r.text(0)?,
                     name: r.text(1)?,
                     org_id: r.text(2)?,
                     workspace_id: r.opt_text(3)?,
                     variant: r.opt_text(4)?,
-                    authorized_by: r.opt_text(5)?,
+                    authorized_by_name: r.opt_text(9)?,
+                    authorizer_active: match r.opt_text(9)? {
+                        Some(_) => Some(!r.bool(10)?),
+                        None => None,
+                    },
+                    authorizer_roles,
+                    authorized_by,
                     health,
                     health_reason: r.opt_text(7)?,
                     refreshed_at: r.opt_int(8)?.map(to_rfc3339),

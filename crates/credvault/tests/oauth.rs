@@ -1405,6 +1405,9 @@ async fn offboarding(b: Backend) {
     assert_eq!(items.len(), 1, "{g}");
     assert_eq!(items[0]["credential_id"], cred.as_str());
     assert_eq!(items[0]["authorized_by"], usr.as_str());
+    assert_eq!(items[0]["authorized_by_name"], "alice");
+    assert_eq!(items[0]["authorizer_active"], true);
+    assert_eq!(items[0]["authorizer_roles"], json!(["integration_engineer"]));
     let c = env.get(&format!("/v1/credentials/{cred}"), &admin).await.ok(200);
     assert_eq!(c["fields"]["authorized_by"], usr.as_str());
 
@@ -1423,6 +1426,12 @@ async fn offboarding(b: Backend) {
     let grants = off["oauth_grants"].as_array().unwrap();
     assert_eq!(grants.len(), 1, "{off}");
     assert_eq!(grants[0]["id"], cred.as_str());
+    // The grants review now shows that the person behind it left.
+    let g = env
+        .get(&format!("/v1/oauth/grants?authorized_by={usr}"), &admin)
+        .await
+        .ok(200);
+    assert_eq!(g["items"][0]["authorizer_active"], false, "{g}");
     // The grant still works for workers meanwhile.
     let f = env.fields(&conn).await;
 

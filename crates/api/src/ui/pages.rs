@@ -672,10 +672,20 @@ async fn review(State(state): State<AppState>, sess: Session, Query(q): Query<Re
         @match &grants {
             Ok(g) if g.is_empty() => p.empty { "No OAuth grants." },
             Ok(g) => table.list #grants {
-                thead { tr { th { "Credential" } th { "Authorized by" } th { "Health" } th { "Refreshed" } } }
+                thead { tr { th { "Credential" } th { "Authorized by" } th { "Their roles now" } th { "Health" } th { "Refreshed" } } }
                 tbody { @for x in g { tr {
                     td { a href={"/credentials/" (x.credential_id)} { (x.name) } }
-                    td { code { (x.authorized_by.as_deref().unwrap_or("nobody yet")) } }
+                    td {
+                        @match (&x.authorized_by, &x.authorized_by_name) {
+                            (Some(id), Some(name)) => { (name) " " code.small { (id) } }
+                            (Some(id), None) => code { (id) },
+                            _ => span.muted { "nobody yet" },
+                        }
+                        @if x.authorizer_active == Some(false) {
+                            " " span.status.disabled { "left: disabled or offboarded" }
+                        }
+                    }
+                    td { @if x.authorizer_roles.is_empty() { @if x.authorized_by.is_some() { span.muted { "none" } } } @else { (x.authorizer_roles.join(", ")) } }
                     td { span class={"health " (x.health)} { (x.health) } @if let Some(r) = &x.health_reason { " — " (r) } }
                     td { (when(x.refreshed_at.as_deref())) }
                 } } }
