@@ -196,17 +196,32 @@ geckodriver_stop() {
 # fetched once with `npm pack` into a cache outside the clone, then injected into each main
 # screen by crates/credvault/tests/ui_browser.rs. Exports CREDVAULT_TEST_AXE_JS.
 AXE_VERSION=4.14.1
+AXE_SHA256=29348999450cdf2849a8e70b7912fc2da85a849da39c0d0d5394f51d4a9ed95c
 axe_ensure() {
     local cache="${XDG_CACHE_HOME:-$HOME/.cache}/credvault/axe-core-$AXE_VERSION"
-    if [ ! -s "$cache/package/axe.min.js" ]; then
+    local js="$cache/package/axe.min.js"
+    if [ ! -s "$js" ] || ! echo "$AXE_SHA256  $js" | sha256sum -c --quiet - >/dev/null 2>&1; then
         if ! command -v npm >/dev/null 2>&1; then
             echo "==> installing npm from Debian (to fetch axe-core)"
             apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null
             DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q npm >/dev/null
         fi
         echo "==> fetching axe-core $AXE_VERSION from the npm registry"
-        mkdir -p "$cache"
-        (cd "$cache" && npm pack --silent "axe-core@$AXE_VERSION" >/dev/null && tar xzf "axe-core-$AXE_VERSION.tgz" package/axe.min.js)
+        local tmp
+        tmp=$(mktemp -d)
+        if ! (cd "$tmp" && npm pack --silent "axe-core@$AXE_VERSION" >/dev/null && tar xzf "axe-core-$AXE_VERSION.tgz" package/axe.min.js); then
+            rm -rf "$tmp"
+            echo "axe_ensure: could not fetch axe-core $AXE_VERSION from the npm registry (the browser tests need it)" >&2
+            return 1
+        fi
+        if ! echo "$AXE_SHA256  $tmp/package/axe.min.js" | sha256sum -c --quiet - >/dev/null 2>&1; then
+            rm -rf "$tmp"
+            echo "axe_ensure: axe-core $AXE_VERSION from npm does not have the pinned SHA-256 $AXE_SHA256" >&2
+            return 1
+        fi
+        mkdir -p "$cache/package"
+        mv "$tmp/package/axe.min.js" "$js"
+        rm -rf "$tmp"
     fi
-    export CREDVAULT_TEST_AXE_JS="$cache/package/axe.min.js"
+    export CREDVAULT_TEST_AXE_JS="$js"
 }

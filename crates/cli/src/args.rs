@@ -1363,8 +1363,11 @@ async fn credential(cl: Client, c: CredentialCmd) -> anyhow::Result<()> {
                 .and_then(CredentialType::parse)
                 .context("unexpected credential type")?;
             let variant = cred.get("variant").and_then(Value::as_str).map(str::to_owned);
-            let mut body = json!({"fields": collect_fields(ty, variant.as_deref(), &fields, fields_file.as_deref())?,
-                                  "allow_untestable": allow_untestable});
+            let mut body = json!({"fields": collect_fields(ty, variant.as_deref(), &fields, fields_file.as_deref())?});
+            // Only when asked: an older server refuses the unknown field.
+            if allow_untestable {
+                body["allow_untestable"] = Value::Bool(true);
+            }
             let r = cl
                 .call(Method::POST, &format!("/v1/credentials/{id}/rotate"), &[], Some(&body))
                 .await;

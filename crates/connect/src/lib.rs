@@ -195,6 +195,27 @@ impl Tester for Redshift {
     }
 }
 
+/// Whether this build can test `kind` at all. For the others every test answers
+/// `unsupported` without looking at the credential, so a rotation may be told not to wait for
+/// them (`allow_untestable`); an `unsupported` answer from a testable kind (a key type this
+/// build cannot use, say) is a real failure.
+pub fn testable(kind: &str) -> bool {
+    matches!(
+        kind,
+        "postgres"
+            | "redshift"
+            | "http"
+            | "mysql"
+            | "ftp"
+            | "ldap"
+            | "s3"
+            | "bigquery"
+            | "gcs"
+            | "azure_blob"
+            | "oauth_saas"
+    )
+}
+
 /// The tester for a connector kind.
 pub fn tester_for(kind: &str) -> Box<dyn Tester> {
     match kind {

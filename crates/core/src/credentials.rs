@@ -886,12 +886,32 @@ impl Service {
         id: &str,
         n: i64,
     ) -> CoreResult<CredentialView> {
+        self.promote_version_noted(ctx, actor, id, n, &[]).await
+    }
+
+    /// [`Service::promote_version`], recording in its audit event the dependents nobody
+    /// could test (a rotation with `allow_untestable`).
+    pub(crate) async fn promote_version_noted(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+        n: i64,
+        untested: &[String],
+    ) -> CoreResult<CredentialView> {
         let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
+        let untested = untested.to_vec();
         self.write(ctx, actor, move |tx| {
             let c = load_cred(tx, &id, true)?;
             let (org, ws) = (c.org(), c.ws());
             let settings = settings_of(tx, &c.org_id, "credential")?;
-            let draft = || c.draft("credential.version.promote").details(serde_json::json!({ "version": n }));
+            let draft = || {
+                let mut details = serde_json::json!({ "version": n });
+                if !untested.is_empty() {
+                    details["untested_connections"] = serde_json::json!(untested);
+                }
+                c.draft("credential.version.promote").details(details)
+            };
             authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialCreate, "credential", draft)?;
             if c.status == "purged" {
                 return Err(CoreError::conflict("credential_purged", "the credential was purged; its keys are destroyed and it cannot change"));
@@ -920,7 +940,9 @@ impl Service {
                 &[now.into(), id.as_str().into(), n.into()],
             )?;
             tx.execute("UPDATE credentials SET current_version = $1, updated_at = $2 WHERE id = $3", &[n.into(), now.into(), id.as_str().into()])?;
-            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft().details(serde_json::json!({ "version": n, "previous_version": c.current_version })))?;
+            let mut d = draft();
+            d.details["previous_version"] = c.current_version.into();
+            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &d)?;
             let c = load_cred(tx, &id, false)?;
             full_view(tx, &c)
         })

@@ -380,7 +380,8 @@ fn tick(tx: &mut dyn Tx, now: Micros) -> CoreResult<TickReport> {
                 report.alerts.push(format!("credential.expiring {id} {d}d"));
             }
         }
-        // Rotation due soon: the same thresholds before the date a rotation period ends.
+        // Rotation due soon: the same thresholds (those shorter than the period) before the
+        // date a rotation period ends.
         let rows = tx.query(
             "SELECT c.id, c.workspace_id, c.name, c.rotation_period_days, v.created_at FROM credentials c \
              JOIN credential_versions v ON v.credential_id = c.id AND v.version = c.current_version \
@@ -391,6 +392,14 @@ fn tick(tx: &mut dyn Tx, now: Micros) -> CoreResult<TickReport> {
         for r in rows {
             let (id, ws, name, period, since) = (r.text(0)?, r.opt_text(1)?, r.text(2)?, r.int(3)?, r.int(4)?);
             let due = since + period * DAY;
+            // Only thresholds shorter than the period: a 30-day period must not warn "due in
+            // 30 days" the moment a version is made.
+            let thresholds: Vec<u32> = settings
+                .expiry_alert_days
+                .iter()
+                .copied()
+                .filter(|d| i64::from(*d) < period)
+                .collect();
             let details = |tightest: u32| {
                 json!({"name": name, "rotation_period_days": period, "current_since": to_rfc3339(since), "due_at": to_rfc3339(due),
                        "threshold_days": tightest, "days_left": (due - now) / DAY})
@@ -402,7 +411,7 @@ fn tick(tx: &mut dyn Tx, now: Micros) -> CoreResult<TickReport> {
                 &org,
                 ws.as_deref(),
                 "credential.rotation_due",
-                &settings.expiry_alert_days,
+                &thresholds,
                 due,
                 now,
                 details,
@@ -508,12 +517,9 @@ impl Service {
         let tests = self
             .test_credential_as(ctx, actor, id, TestRequest { version: Some(version) }, true)
             .await?;
-        let untestable = |r: &&crate::testing::ConnectionTest| {
-            r.outcome
-                .error
-                .as_ref()
-                .is_some_and(|e| e.code == credvault_connect::ErrorCode::Unsupported)
-        };
+        // Kinds this build cannot test at all (their answer says nothing about the secret);
+        // an `unsupported` answer from a testable kind is a real failure.
+        let untestable = |r: &&crate::testing::ConnectionTest| !credvault_connect::testable(&r.connection_kind);
         let untested: Vec<String> = tests
             .results
             .iter()
@@ -528,7 +534,9 @@ impl Service {
             .collect();
         let promoted = failed.is_empty();
         if promoted {
-            self.promote_version(ctx, actor, id, version).await?;
+            // Record which dependents went untested, when that was allowed.
+            let noted: &[String] = if req.allow_untestable { &untested } else { &[] };
+            self.promote_version_noted(ctx, actor, id, version, noted).await?;
         }
         Ok(Rotation {
             credential_id: id.to_owned(),

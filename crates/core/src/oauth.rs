@@ -106,7 +106,8 @@ pub struct GrantView {
     pub variant: Option<String>,
     /// Who consented.
     pub authorized_by: Option<String>,
-    /// Their name.
+    /// Their name (only for callers who may read the audit log; otherwise `null`, like the
+    /// next two).
     pub authorized_by_name: Option<String>,
     /// Whether they are still active (`false`: disabled or offboarded, so the grant hangs on a
     /// person who left: re-authorize it under a service account).
@@ -753,13 +754,18 @@ impl Service {
             let rows = tx.query(&sql, &params)?;
             let mut items = Vec::new();
             let mut roles_of: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+            // Who the authorizers are (name, active, roles) is directory data: only for those
+            // who may read the audit log at organization level (auditors, admins), like the
+            // principal and role-binding listings.
+            let org_id = credvault_domain::OrgId::from_trusted(org.clone());
+            let people = a.in_org(&org_id) && settings.role_policy.any_grants(&a.org_roles(), Permission::AuditRead);
             for r in rows {
                 let health = r.opt_text(6)?.unwrap_or_else(|| if r.opt_text(5).ok().flatten().is_some() { "healthy".into() } else { "not_authorized".into() });
                 if f.health.as_ref().is_some_and(|h| *h != health) {
                     continue;
                 }
                 let authorized_by = r.opt_text(5)?;
-                let authorizer_roles = match &authorized_by {
+                let authorizer_roles = match authorized_by.as_ref().filter(|_| people) {
                     Some(p) => match roles_of.get(p) {
                         Some(roles) => roles.clone(),
                         None => {
@@ -784,10 +790,10 @@ impl Service {
                     org_id: r.text(2)?,
                     workspace_id: r.opt_text(3)?,
                     variant: r.opt_text(4)?,
-                    authorized_by_name: r.opt_text(9)?,
+                    authorized_by_name: if people { r.opt_text(9)? } else { None },
                     authorizer_active: match r.opt_text(9)? {
-                        Some(_) => Some(!r.bool(10)?),
-                        None => None,
+                        Some(_) if people => Some(!r.bool(10)?),
+                        _ => None,
                     },
                     authorizer_roles,
                     authorized_by,

@@ -39,6 +39,8 @@ pub struct ConnectionTest {
     pub connection_id: String,
     /// Its name.
     pub connection_name: String,
+    /// Its kind (`postgres`, `snowflake`, …).
+    pub connection_kind: String,
     /// The credential tested.
     pub credential_id: String,
     /// The version tested.
@@ -159,6 +161,7 @@ impl Service {
         let result = ConnectionTest {
             connection_id: p.connection_id.clone(),
             connection_name: p.connection_name.clone(),
+            connection_kind: p.kind.clone(),
             credential_id: p.credential_id.clone(),
             version: p.version,
             outcome,
@@ -330,6 +333,7 @@ impl Service {
             let r = ConnectionTest {
                 connection_id: p.connection_id.clone(),
                 connection_name: p.connection_name.clone(),
+                connection_kind: p.kind.clone(),
                 credential_id: p.credential_id.clone(),
                 version: p.version,
                 outcome,

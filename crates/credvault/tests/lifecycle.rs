@@ -577,6 +577,12 @@ async fn scheduler_alerts_fire_once_at_controlled_times(b: Backend) {
         mk("rotate-daily", json!({"rotation_period_days": 1})),
     )
     .await;
+    let r14 = create(
+        &srv,
+        "/v1/credentials",
+        mk("rotate-fortnightly", json!({"rotation_period_days": 14})),
+    )
+    .await;
     let quiet = create(&srv, "/v1/credentials", mk("no-dates", json!({}))).await;
     let conn = create(
         &srv,
@@ -597,12 +603,13 @@ async fn scheduler_alerts_fire_once_at_controlled_times(b: Backend) {
     let due_soon = |c: &str, d: u32| format!("credential.rotation_due {c} {d}d");
 
     // Now: 20 days left crosses 30; 5 days left crosses 30 and 7 (only 7 fires); the expired
-    // one; the daily rotation is due within a day (30, 7 and 1 crossed: only 1 fires).
+    // one. No rotation warning yet: the daily one has no threshold shorter than its period, the
+    // fortnightly one is 14 days away.
     let t = tick(&srv, t0 + 60);
     assert_eq!(t["leader"], true);
     assert_eq!(
         alerts(&t),
-        sorted(&[expiring(&e20, 30), expiring(&e5, 7), expired(&gone), due_soon(&rot, 1)]),
+        sorted(&[expiring(&e20, 30), expiring(&e5, 7), expired(&gone)]),
         "{t}"
     );
     assert_eq!(t["grace_revoked"], 0);
@@ -618,11 +625,12 @@ async fn scheduler_alerts_fire_once_at_controlled_times(b: Backend) {
         "nothing new crossed"
     );
 
-    // Day 11: 40 → 29 days left crosses 30; the 5-day one expired; the daily rotation is overdue.
+    // Day 11: 40 → 29 days left crosses 30; the 5-day one expired; the daily rotation is
+    // overdue; the fortnightly one is due in 3 days (crosses 7).
     let t = tick(&srv, t0 + 11 * DAY);
     assert_eq!(
         alerts(&t),
-        sorted(&[expiring(&e40, 30), expired(&e5), overdue(&rot)]),
+        sorted(&[expiring(&e40, 30), expired(&e5), overdue(&rot), due_soon(&r14, 7)]),
         "{t}"
     );
     assert_eq!(alerts(&tick(&srv, t0 + 11 * DAY)), Vec::<String>::new());
@@ -639,11 +647,15 @@ async fn scheduler_alerts_fire_once_at_controlled_times(b: Backend) {
     // (and the new overdue) exactly once between them.
     let reports = ticks_at_once(&srv, t0 + 13 * DAY + HOUR, 4);
     let all: Vec<String> = reports.iter().flat_map(alerts).collect();
-    assert_eq!(sorted(&all), sorted(&[expiring(&e20, 7), overdue(&rot)]), "{reports:?}");
+    assert_eq!(
+        sorted(&all),
+        sorted(&[expiring(&e20, 7), overdue(&rot), due_soon(&r14, 1)]),
+        "{reports:?}"
+    );
     assert!(reports.iter().any(|r| r["leader"] == true), "{reports:?}");
-    // Day 19 + 1 h: under a day left crosses 1.
+    // Day 19 + 1 h: under a day left crosses 1; the fortnightly rotation is overdue.
     let t = tick(&srv, t0 + 19 * DAY + HOUR);
-    assert_eq!(alerts(&t), vec![expiring(&e20, 1)], "{t}");
+    assert_eq!(alerts(&t), sorted(&[expiring(&e20, 1), overdue(&r14)]), "{t}");
     assert_eq!(alerts(&tick(&srv, t0 + 19 * DAY + HOUR)), Vec::<String>::new());
     // Day 21: the 20-day one expires.
     assert_eq!(alerts(&tick(&srv, t0 + 21 * DAY)), vec![expired(&e20)]);
@@ -683,9 +695,11 @@ async fn scheduler_alerts_fire_once_at_controlled_times(b: Backend) {
             expired(&gone),
             expired(&e5),
             expired(&e20),
-            due_soon(&rot, 1),
+            due_soon(&r14, 7),
+            due_soon(&r14, 1),
             overdue(&rot),
             overdue(&rot),
+            overdue(&r14),
         ])
     );
     assert!(!seen.iter().any(|s| s.contains(&quiet)));
@@ -1749,6 +1763,38 @@ async fn untestable_dependents(b: Backend) {
         version_states(&srv, &cred).await.last().unwrap(),
         &(3, "current".to_owned())
     );
+    let promoted = audit(&srv, &format!("action=credential.version.promote&target_id={cred}")).await;
+    assert_eq!(promoted.len(), 1, "{promoted:#?}");
+    assert_eq!(
+        promoted[0]["details"]["untested_connections"],
+        json!([conn]),
+        "the audit names what nobody tested"
+    );
+    assert_eq!(promoted[0]["details"]["previous_version"], 1);
+
+    // A testable kind whose test fails still blocks, even when untestable ones are allowed.
+    let pg = create(
+        &srv,
+        "/v1/connections",
+        pg_conn(
+            "closed-pg",
+            &ws,
+            json!({"host": "127.0.0.1", "port": 1, "database": "x"}),
+            Some(&cred),
+        ),
+    )
+    .await;
+    let r = srv
+        .post(
+            &path,
+            &srv.admin,
+            json!({"fields": {"username": "loader", "password": "pw-four-4"}, "allow_untestable": true}),
+        )
+        .await
+        .ok(200);
+    assert_eq!(r["promoted"], false, "{r}");
+    assert_eq!(r["failed_connections"], json!([pg]), "{r}");
+    assert_eq!(r["untested_connections"], json!([conn]), "{r}");
 }
 
 #[tokio::test]

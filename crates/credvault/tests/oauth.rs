@@ -1408,6 +1408,12 @@ async fn offboarding(b: Backend) {
     assert_eq!(items[0]["authorized_by_name"], "alice");
     assert_eq!(items[0]["authorizer_active"], true);
     assert_eq!(items[0]["authorizer_roles"], json!(["integration_engineer"]));
+    // Who the authorizers are is for auditors and admins; others see the grant without it.
+    let g = env.get("/v1/oauth/grants", &usr_token).await.ok(200);
+    assert_eq!(g["items"][0]["credential_id"], cred.as_str(), "{g}");
+    assert_eq!(g["items"][0]["authorized_by_name"], Value::Null, "{g}");
+    assert_eq!(g["items"][0]["authorizer_active"], Value::Null, "{g}");
+    assert_eq!(g["items"][0]["authorizer_roles"], json!([]), "{g}");
     let c = env.get(&format!("/v1/credentials/{cred}"), &admin).await.ok(200);
     assert_eq!(c["fields"]["authorized_by"], usr.as_str());
 

@@ -567,6 +567,26 @@ async fn canary(b: Backend) {
         .await;
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(!r.body.contains(&canary), "a refused form never echoes a secret");
+    for (labels, says) in [("system=other", "set by its own field"), ("Bad Key=x", "Bad Key:")] {
+        let r = ui
+            .post(
+                "/credentials/new",
+                &[
+                    ("_csrf", &csrf),
+                    ("type", "database"),
+                    ("variant", "password"),
+                    ("name", "orders-db-3"),
+                    ("environment", "prod"),
+                    ("system", "orders"),
+                    ("more_labels", labels),
+                    ("f.username", "loader"),
+                    ("f.password", &canary),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 422, "{labels}: {}", r.body);
+        assert!(r.body.contains(says), "{labels}: {}", r.body);
+    }
     assert!(
         r.body.contains("is not a key=value pair") && r.body.contains("value=\"orders-db-2\""),
         "{}",

@@ -280,6 +280,14 @@ async fn render_new(
     let workspaces = super::workspaces(state, sess).await;
     let status = err.as_ref().map_or(StatusCode::OK, |e| e.status);
     let field_err = |name: &str| super::field_message(err.as_ref(), "fields", name);
+    // Label problems (`labels` or `labels.KEY` from the API) show at the labels field.
+    let label_err = err.as_ref().and_then(|e| {
+        e.fields.iter().find_map(|(f, m)| match f.strip_prefix("labels") {
+            Some("") => Some(m.clone()),
+            Some(rest) => rest.strip_prefix('.').map(|k| format!("{k}: {m}")),
+            None => None,
+        })
+    });
     let prev = |k: &str| form.and_then(|f| f.get(k)).map(str::to_owned);
     let body = html! {
         h1 { "New " (schema.title) " credential" }
@@ -311,7 +319,7 @@ async fn render_new(
                     (text_input("environment", "Environment", prev("environment"), true, field_err("environment"), "prod, staging, dev…"))
                     (text_input("system", "System label", prev("system"), false, None, "the target system, e.g. orders-db"))
                     (text_input("owner", "Owner team label", prev("owner"), false, None, "e.g. data-platform"))
-                    (text_input("more_labels", "More labels", prev("more_labels"), false, field_err("labels"), "key=value, key=value (optional)"))
+                    (text_input("more_labels", "More labels", prev("more_labels"), false, label_err.clone(), "key=value, key=value (optional)"))
                     (text_input("description", "Description", prev("description"), false, field_err("description"), ""))
                     (text_input("expires_at", "Expires at", prev("expires_at"), false, field_err("expires_at"), "2027-01-31T00:00:00Z (optional)"))
                     (text_input("rotation_period_days", "Rotation period (days)", prev("rotation_period_days"), false, field_err("rotation_period_days"), "e.g. 90 (optional)"))
@@ -572,6 +580,13 @@ async fn create(State(state): State<AppState>, sess: Session, form: Form) -> Res
         .filter(|p| !p.is_empty())
     {
         match pair.split_once('=') {
+            Some((k, _)) if labels.contains_key(k.trim()) || matches!(k.trim(), "system" | "owner_team") => {
+                let e = form_error(
+                    "labels".into(),
+                    format!("`{}` is set by its own field above (or twice here)", k.trim()),
+                );
+                return render_new(&state, &sess, Some(&ty), variant.as_deref(), Some(&form), Some(e)).await;
+            }
             Some((k, v)) if !k.trim().is_empty() => {
                 labels.insert(k.trim().to_owned(), Json::String(v.trim().to_owned()));
             }

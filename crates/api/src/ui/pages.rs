@@ -969,7 +969,7 @@ async fn render_admin(
                             }
                         }
                     } }
-                    p.hint { "Everything else a role may do is fixed (see the README). Nobody may read secret values unless ticked here." }
+                    p.hint { "Everything else a role may do is fixed: admins manage members and settings, auditors read the audit log and reviews, viewers read metadata, workers only resolve. Nobody may read secret values unless ticked here." }
                 }
                 label.check { input type="checkbox" name="allow_environment_override" value="true" checked[settings.allow_environment_override]; " Allow a connection to use a credential from another environment (with a reason)" }
                 div.field { label for="s-rw" { "Recovery window (days)" } input #s-rw type="number" name="recovery_window_days" min="0" value=(settings.recovery_window_days); }
