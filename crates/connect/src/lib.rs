@@ -319,6 +319,43 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::unwrap_used)]
+    fn kinds_without_a_tester_are_exactly_the_untestable_ones() {
+        let input = TestInput {
+            config: serde_json::json!({}),
+            credential_type: "database".into(),
+            variant: None,
+            fields: serde_json::json!({}),
+            secrets: Vec::new(),
+            sources: Vec::new(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for kind in ["oracle", "sqlserver", "snowflake", "no-such-kind"] {
+            assert!(!testable(kind), "{kind}");
+            let out = rt.block_on(run(kind, &input, &EgressPolicy::default()));
+            assert_eq!(out.error.map(|e| e.code), Some(ErrorCode::Unsupported), "{kind}");
+        }
+        for kind in [
+            "postgres",
+            "redshift",
+            "http",
+            "mysql",
+            "ftp",
+            "ldap",
+            "s3",
+            "bigquery",
+            "gcs",
+            "azure_blob",
+            "oauth_saas",
+        ] {
+            assert!(testable(kind), "{kind}");
+        }
+    }
+
+    #[test]
     fn messages_lose_every_form_of_a_secret() {
         let secrets = vec!["hunter2!".to_owned()];
         let m = scrub("bad password hunter2! (aHVudGVyMiE=) q=hunter2%21", &secrets);
