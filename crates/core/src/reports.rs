@@ -92,6 +92,8 @@ impl ReportKind {
                 "last_review_decision",
                 "last_reviewer_id",
                 "warnings",
+                "credential_system",
+                "credential_owner_team",
             ],
             ReportKind::Unused => &[
                 "credential_id",
@@ -104,6 +106,8 @@ impl ReportKind {
                 "created_at",
                 "last_used_at",
                 "reason",
+                "system",
+                "owner_team",
             ],
             ReportKind::RotationDue => &[
                 "credential_id",
@@ -119,6 +123,8 @@ impl ReportKind {
                 "rotation_due_at",
                 "reason",
                 "oauth_health",
+                "system",
+                "owner_team",
             ],
             ReportKind::Overrides => &[
                 "connection_id",
@@ -131,6 +137,8 @@ impl ReportKind {
                 "override_reason",
                 "attached_at",
                 "attached_by",
+                "credential_system",
+                "credential_owner_team",
             ],
             ReportKind::Unreviewed => &[
                 "credential_id",
@@ -142,6 +150,8 @@ impl ReportKind {
                 "created_at",
                 "last_reviewed_at",
                 "last_review_decision",
+                "system",
+                "owner_team",
             ],
         }
     }
@@ -236,8 +246,43 @@ fn in_list(params: &mut Vec<Value>, ids: &[String]) -> String {
     marks.join(", ")
 }
 
-/// One page of a report: rows and the position to continue after (`None`: done).
+/// The labels every report ends with: the credential's `system` and `owner_team`, so exports
+/// show what each credential is for and who owns it.
+const LABEL_COLUMNS: [&str; 2] = ["system", "owner_team"];
+
+/// One page of a report: rows and the position to continue after (`None`: done). Each row
+/// ends with the credential's [`LABEL_COLUMNS`], looked up for the whole page at once.
 fn page(tx: &mut dyn Tx, kind: ReportKind, s: &Scope, after: i64) -> CoreResult<(Vec<Vec<Json>>, Option<i64>)> {
+    let (mut rows, next) = page_rows(tx, kind, s, after)?;
+    let col = kind.columns().iter().position(|c| *c == "credential_id").unwrap_or(0);
+    let mut ids: Vec<String> = rows
+        .iter()
+        .filter_map(|r| r.get(col).and_then(Json::as_str).map(str::to_owned))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let mut labels: std::collections::HashMap<String, Json> = std::collections::HashMap::new();
+    if !ids.is_empty() {
+        let mut params: Vec<Value> = Vec::new();
+        let list = in_list(&mut params, &ids);
+        for r in tx.query(
+            &format!("SELECT id, labels FROM credentials WHERE id IN ({list})"),
+            &params,
+        )? {
+            let parsed: Json = serde_json::from_str(&r.text(1)?).unwrap_or(Json::Null);
+            labels.insert(r.text(0)?, parsed);
+        }
+    }
+    for row in &mut rows {
+        let l = row.get(col).and_then(Json::as_str).and_then(|id| labels.get(id));
+        for key in LABEL_COLUMNS {
+            row.push(l.and_then(|l| l.get(key)).cloned().unwrap_or(Json::Null));
+        }
+    }
+    Ok((rows, next))
+}
+
+fn page_rows(tx: &mut dyn Tx, kind: ReportKind, s: &Scope, after: i64) -> CoreResult<(Vec<Vec<Json>>, Option<i64>)> {
     match kind {
         ReportKind::Attachments => attachments_page(tx, s, after),
         ReportKind::Overrides => {

@@ -35,7 +35,7 @@ const Y2020: i64 = 1_577_836_800;
 /// One day in seconds.
 const DAY: i64 = 86_400;
 
-const ATTACHMENTS: [&str; 19] = [
+const ATTACHMENTS: [&str; 21] = [
     "credential_id",
     "credential_name",
     "credential_type",
@@ -55,9 +55,11 @@ const ATTACHMENTS: [&str; 19] = [
     "last_review_decision",
     "last_reviewer_id",
     "warnings",
+    "credential_system",
+    "credential_owner_team",
 ];
 
-const UNUSED: [&str; 10] = [
+const UNUSED: [&str; 12] = [
     "credential_id",
     "credential_name",
     "credential_type",
@@ -68,9 +70,11 @@ const UNUSED: [&str; 10] = [
     "created_at",
     "last_used_at",
     "reason",
+    "system",
+    "owner_team",
 ];
 
-const ROTATION_DUE: [&str; 13] = [
+const ROTATION_DUE: [&str; 15] = [
     "credential_id",
     "credential_name",
     "credential_type",
@@ -84,9 +88,11 @@ const ROTATION_DUE: [&str; 13] = [
     "rotation_due_at",
     "reason",
     "oauth_health",
+    "system",
+    "owner_team",
 ];
 
-const OVERRIDES: [&str; 10] = [
+const OVERRIDES: [&str; 12] = [
     "connection_id",
     "connection_name",
     "connection_environment",
@@ -97,9 +103,11 @@ const OVERRIDES: [&str; 10] = [
     "override_reason",
     "attached_at",
     "attached_by",
+    "credential_system",
+    "credential_owner_team",
 ];
 
-const UNREVIEWED: [&str; 9] = [
+const UNREVIEWED: [&str; 11] = [
     "credential_id",
     "credential_name",
     "credential_type",
@@ -109,6 +117,8 @@ const UNREVIEWED: [&str; 9] = [
     "created_at",
     "last_reviewed_at",
     "last_review_decision",
+    "system",
+    "owner_team",
 ];
 
 // ------------------------------------------------------------------------------- helpers
@@ -1516,6 +1526,7 @@ async fn reports(b: Backend) {
         &srv,
         &a,
         json!({"name": "warehouse-loader", "type": "database", "workspace_id": ws, "environment": "prod",
+               "labels": {"system": "warehouse", "owner_team": "data-platform"},
                "rotation_period_days": 10, "fields": {"username": "loader", "password": "pw-a"}}),
     )
     .await);
@@ -1680,6 +1691,8 @@ async fn reports(b: Backend) {
             json!("keep"),
             rev_a["reviewer_id"].clone(),
             json!([]),
+            json!("warehouse"),
+            json!("data-platform"),
         ],
     );
     let att_a2 = row(
@@ -1704,6 +1717,8 @@ async fn reports(b: Backend) {
             json!("keep"),
             rev_a["reviewer_id"].clone(),
             json!([]),
+            json!("warehouse"),
+            json!("data-platform"),
         ],
     );
     let att_b = row(
@@ -1728,6 +1743,8 @@ async fn reports(b: Backend) {
             json!("keep"),
             admin_id.clone(),
             json!([override_warning]),
+            Value::Null,
+            Value::Null,
         ],
     );
     let att_c = row(
@@ -1752,6 +1769,8 @@ async fn reports(b: Backend) {
             json!("remove"),
             json!(auditor_id),
             json!([c_warning]),
+            Value::Null,
+            Value::Null,
         ],
     );
     let att_d = row(
@@ -1776,6 +1795,8 @@ async fn reports(b: Backend) {
             null.clone(),
             null.clone(),
             json!([]),
+            Value::Null,
+            Value::Null,
         ],
     );
     let raw = check_report(
@@ -1821,6 +1842,8 @@ async fn reports(b: Backend) {
             cc["created_at"].clone(),
             null.clone(),
             json!("no_attachments"),
+            Value::Null,
+            Value::Null,
         ],
     );
     let unused_d = row(
@@ -1836,6 +1859,8 @@ async fn reports(b: Backend) {
             y2020.clone(),
             null.clone(),
             json!("never_resolved_in_90_days"),
+            Value::Null,
+            Value::Null,
         ],
     );
     check_report(
@@ -1882,6 +1907,8 @@ async fn reports(b: Backend) {
             json!(rfc3339(t0 + 10 * DAY)),
             json!("rotation_due"),
             null.clone(),
+            json!("warehouse"),
+            json!("data-platform"),
         ],
     );
     let rot_b = row(
@@ -1900,6 +1927,8 @@ async fn reports(b: Backend) {
             null.clone(),
             json!("expired"),
             null.clone(),
+            Value::Null,
+            Value::Null,
         ],
     );
     let rot_c = row(
@@ -1918,6 +1947,8 @@ async fn reports(b: Backend) {
             null.clone(),
             json!("expiring"),
             null.clone(),
+            Value::Null,
+            Value::Null,
         ],
     );
     let rot_d = row(
@@ -1936,6 +1967,8 @@ async fn reports(b: Backend) {
             json!(rfc3339(Y2020 + 30 * DAY)),
             json!("rotation_overdue"),
             null.clone(),
+            Value::Null,
+            Value::Null,
         ],
     );
     check_report(
@@ -1979,6 +2012,8 @@ async fn reports(b: Backend) {
             json!(reason),
             cx3["attached_at"].clone(),
             admin_id.clone(),
+            Value::Null,
+            Value::Null,
         ],
     );
     check_report(&srv, &auditor, "overrides", "", &OVERRIDES, &[ov]).await;
@@ -2004,6 +2039,8 @@ async fn reports(b: Backend) {
             cb["created_at"].clone(),
             y2020.clone(),
             json!("keep"),
+            Value::Null,
+            Value::Null,
         ],
     );
     let unrev_d = row(
@@ -2018,6 +2055,8 @@ async fn reports(b: Backend) {
             y2020.clone(),
             null.clone(),
             null.clone(),
+            Value::Null,
+            Value::Null,
         ],
     );
     check_report(
@@ -2185,7 +2224,7 @@ async fn streaming(b: Backend) {
 
     let expected_line = |i: u64| {
         format!(
-            "{},bulk-{i:06}-{},password,dev,{ws},active,0,1970-01-01T00:00:00.000001Z,,no_attachments",
+            "{},bulk-{i:06}-{},password,dev,{ws},active,0,1970-01-01T00:00:00.000001Z,,no_attachments,,",
             bulk_id(i),
             "x".repeat(PAD)
         )
