@@ -567,7 +567,7 @@ async fn canary(b: Backend) {
         .await;
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(!r.body.contains(&canary), "a refused form never echoes a secret");
-    for (labels, says) in [("system=other", "set by its own field"), ("Bad Key=x", "Bad Key:")] {
+    for (labels, says) in [("system=other", "given twice"), ("Bad Key=x", "Bad Key:")] {
         let r = ui
             .post(
                 "/credentials/new",
@@ -1828,4 +1828,113 @@ async fn a_browser_that_signed_in_before_is_not_locked_out_by_strangers_guesses(
     for b in backends() {
         device_cookies(b).await;
     }
+}
+
+#[tokio::test]
+async fn a_credential_s_details_are_edited_in_the_ui_and_its_secrets_are_not() {
+    let srv = Server::start(Backend::Sqlite).await;
+    let cred = srv.database_credential(&srv.admin, "orders-db", "pw-secret-77").await;
+    let id = cred["id"].as_str().unwrap().to_owned();
+    let mut ui = Ui::new(&srv);
+    ui.sign_in("admin", &srv.admin_password).await;
+    let csrf = ui.csrf().await;
+    let detail = ui.get(&format!("/credentials/{id}")).await;
+    assert!(
+        detail.body.contains(&format!("href=\"/credentials/{id}/edit\"")),
+        "{}",
+        detail.body
+    );
+    let form = ui.get(&format!("/credentials/{id}/edit")).await;
+    assert_eq!(form.status, 200);
+    assert!(
+        form.body
+            .contains("value=\"owner_team=data-platform, system=postgres\""),
+        "labels prefilled: {}",
+        form.body
+    );
+    assert!(!form.body.contains("pw-secret-77"));
+    let path = format!("/credentials/{id}/edit");
+    let r = ui
+        .post(
+            &path,
+            &[
+                ("_csrf", &csrf),
+                ("name", "orders-db-prod"),
+                ("description", "Orders primary"),
+                ("labels", "system=orders, owner_team=payments, tier=gold"),
+                ("expires_at", "2031-01-31T00:00:00Z"),
+                ("rotation_period_days", "60"),
+            ],
+        )
+        .await;
+    assert_eq!(r.location(), format!("/credentials/{id}?done=updated"), "{}", r.body);
+    let c = srv.get(&format!("/v1/credentials/{id}"), &srv.admin).await.ok(200);
+    assert_eq!(c["name"], "orders-db-prod");
+    assert_eq!(c["description"], "Orders primary");
+    assert_eq!(
+        c["labels"],
+        json!({"system": "orders", "owner_team": "payments", "tier": "gold"})
+    );
+    assert_eq!(c["rotation_period_days"], 60);
+    assert!(c["expires_at"].as_str().unwrap().starts_with("2031-01-31"));
+    assert_eq!(c["current_version"], 1, "no new version: the secret is untouched");
+    // Refusals keep what was typed and say what is wrong.
+    for (field, value, says) in [
+        ("labels", "tier", "not a key=value pair"),
+        ("rotation_period_days", "soon", "whole number"),
+        ("expires_at", "tomorrow", "expires_at"),
+    ] {
+        let mut f = vec![
+            ("_csrf", csrf.as_str()),
+            ("name", "orders-db-prod"),
+            ("labels", "system=orders"),
+            ("rotation_period_days", "60"),
+        ];
+        f.retain(|(k, _)| *k != field);
+        f.push((field, value));
+        let r = ui.post(&path, &f).await;
+        assert_eq!(r.status, 422, "{field}: {}", r.body);
+        assert!(
+            r.body.contains(says) && r.body.contains(&format!("value=\"{value}\"")),
+            "{field}: {}",
+            r.body
+        );
+    }
+    // Clearing the optional fields clears them.
+    let r = ui
+        .post(
+            &path,
+            &[
+                ("_csrf", &csrf),
+                ("name", "orders-db-prod"),
+                ("labels", ""),
+                ("expires_at", ""),
+                ("rotation_period_days", ""),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let c = srv.get(&format!("/v1/credentials/{id}"), &srv.admin).await.ok(200);
+    assert_eq!(
+        (
+            c["labels"].clone(),
+            c["expires_at"].clone(),
+            c["rotation_period_days"].clone()
+        ),
+        (json!({}), Value::Null, Value::Null)
+    );
+    // A builder is offered no Edit and cannot post one.
+    let (bname, bpw) = person(&srv, "builder").await;
+    let mut b = Ui::new(&srv);
+    b.sign_in(&bname, &bpw).await;
+    assert!(!b.get(&format!("/credentials/{id}")).await.body.contains("/edit\""));
+    let bcsrf = b.csrf().await;
+    let r = b
+        .post(&path, &[("_csrf", &bcsrf), ("name", "hijacked"), ("labels", "")])
+        .await;
+    assert!(r.status == 403 || r.status == 404, "{}", r.status);
+    assert_eq!(
+        srv.get(&format!("/v1/credentials/{id}"), &srv.admin).await.ok(200)["name"],
+        "orders-db-prod"
+    );
 }

@@ -26,6 +26,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/credentials/new", get(new_form).post(create))
         .route("/credentials/{id}", get(detail))
         .route("/credentials/{id}/rotate", get(rotate_form).post(rotate_stage))
+        .route("/credentials/{id}/edit", get(edit_form).post(edit_save))
         .route("/credentials/{id}/versions/{n}/promote", post(promote))
         .route("/credentials/{id}/versions/{n}/revoke", post(revoke))
         .route("/credentials/{id}/{op}", post(act))
@@ -205,6 +206,31 @@ fn next_link(q: &ListQuery, cursor: &str) -> String {
     }
     u.append_pair("cursor", cursor);
     format!("/credentials?{}", u.finish())
+}
+
+/// Adds `key=value, key=value` pairs to `labels`; a key already there (set by its own field,
+/// or twice) or a pair without `=` is refused with a message for the person.
+fn parse_labels(text: &str, labels: &mut Map<String, Json>) -> Result<(), String> {
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match pair.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
+            Some((k, _)) if labels.contains_key(k) => {
+                return Err(format!("`{k}` is given twice (or also by its own field above)"));
+            }
+            Some((k, v)) if !k.is_empty() => {
+                labels.insert(k.to_owned(), Json::String(v.to_owned()));
+            }
+            _ => return Err(format!("`{pair}` is not a key=value pair (separate pairs with commas)")),
+        }
+    }
+    Ok(())
+}
+
+/// Labels as the edit form shows them: `key=value, key=value`.
+fn labels_pairs(l: &Map<String, Json>) -> String {
+    l.iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn labels_text(l: &Map<String, Json>) -> String {
@@ -572,32 +598,9 @@ async fn create(State(state): State<AppState>, sess: Session, form: Form) -> Res
             labels.insert(key.to_owned(), Json::String(val));
         }
     }
-    for pair in form
-        .text("more_labels")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-    {
-        match pair.split_once('=') {
-            Some((k, _)) if labels.contains_key(k.trim()) || matches!(k.trim(), "system" | "owner_team") => {
-                let e = form_error(
-                    "labels".into(),
-                    format!("`{}` is set by its own field above (or twice here)", k.trim()),
-                );
-                return render_new(&state, &sess, Some(&ty), variant.as_deref(), Some(&form), Some(e)).await;
-            }
-            Some((k, v)) if !k.trim().is_empty() => {
-                labels.insert(k.trim().to_owned(), Json::String(v.trim().to_owned()));
-            }
-            _ => {
-                let e = form_error(
-                    "labels".into(),
-                    format!("`{pair}` is not a key=value pair (separate pairs with commas)"),
-                );
-                return render_new(&state, &sess, Some(&ty), variant.as_deref(), Some(&form), Some(e)).await;
-            }
-        }
+    if let Err(m) = parse_labels(form.text("more_labels").as_deref().unwrap_or(""), &mut labels) {
+        let e = form_error("labels".into(), m);
+        return render_new(&state, &sess, Some(&ty), variant.as_deref(), Some(&form), Some(e)).await;
     }
     let period = match form.text("rotation_period_days").map(|p| p.parse::<i64>()) {
         None => None,
@@ -718,6 +721,7 @@ async fn detail(
         div.actions.bar {
             @if can_edit && c.status != "pending_deletion" {
                 a.button.primary #rotate href={(base) "/rotate"} { "Rotate…" }
+                a.button #edit href={(base) "/edit"} { "Edit details" }
             }
             @if can_attach && !conns.is_empty() {
                 (action_button(&sess, &format!("{base}/test"), "Test dependents", "", None))
@@ -987,6 +991,101 @@ fn wizard_steps(at: u8) -> Markup {
         ol.steps aria-label="Rotation steps" {
             @for (i, s) in steps.iter().enumerate() {
                 li aria-current=[(i as u8 + 1 == at).then_some("step")] class=[(((i as u8) + 1) < at).then_some("done")] { (s) }
+            }
+        }
+    }
+}
+
+async fn edit_form(State(state): State<AppState>, sess: Session, Path(id): Path<String>) -> Response {
+    render_edit(&state, &sess, &id, None, None).await
+}
+
+/// The details form: name, description, labels, expiry and rotation period (no secrets; a
+/// new secret is a new version).
+async fn render_edit(
+    state: &AppState,
+    sess: &Session,
+    id: &str,
+    form: Option<&Form>,
+    err: Option<super::Shown>,
+) -> Response {
+    let c = match state.service.get_credential(&sess.ctx, sess.actor(), id).await {
+        Ok(c) => c,
+        Err(e) => return error_page(Some(sess), e),
+    };
+    let status = err.as_ref().map_or(StatusCode::OK, |e| e.status);
+    let field = |name: &str| {
+        err.as_ref()
+            .and_then(|e| {
+                e.fields
+                    .iter()
+                    .find(|(f, _)| f == name || f.starts_with(&format!("{name}.")))
+            })
+            .map(|(f, m)| {
+                if f == name {
+                    m.clone()
+                } else {
+                    format!("{}: {m}", &f[name.len() + 1..])
+                }
+            })
+    };
+    // After a refusal the person's input is shown again, otherwise the stored values.
+    let value = |k: &str, stored: Option<String>| match form {
+        Some(f) => f.get(k).map(str::to_owned),
+        None => stored,
+    };
+    let body = html! {
+        h1 { "Edit " (c.name) }
+        p.muted { "Only the details: to change a secret, rotate." }
+        @if let Some(e) = &err { p.error role="alert" #form-error { (e.message) } }
+        form.card method="post" action={"/credentials/" (c.id) "/edit"} {
+            (csrf_field(sess))
+            (text_input("name", "Name", value("name", Some(c.name.clone())), true, field("name"), ""))
+            (text_input("description", "Description", value("description", c.description.clone()), false, field("description"), ""))
+            (text_input("labels", "Labels", value("labels", Some(labels_pairs(&c.labels))), false, field("labels"), "system=orders-db, owner_team=data-platform"))
+            (text_input("expires_at", "Expires at", value("expires_at", c.expires_at.clone()), false, field("expires_at"), "2027-01-31T00:00:00Z (empty: never)"))
+            (text_input("rotation_period_days", "Rotation period (days)", value("rotation_period_days", c.rotation_period_days.map(|d| d.to_string())), false, field("rotation_period_days"), "empty: none"))
+            div.actions { button.primary type="submit" { "Save" } a href={"/credentials/" (c.id)} { "Cancel" } }
+        }
+    };
+    (status, Html(layout(sess, "Edit credential", "credentials", body))).into_response()
+}
+
+async fn edit_save(State(state): State<AppState>, sess: Session, Path(id): Path<String>, form: Form) -> Response {
+    if let Err(r) = check_csrf(&state, &sess, &form).await {
+        return r;
+    }
+    let mut labels = Map::new();
+    if let Err(m) = parse_labels(form.get("labels").unwrap_or(""), &mut labels) {
+        return render_edit(&state, &sess, &id, Some(&form), Some(form_error("labels".into(), m))).await;
+    }
+    let period = match form.text("rotation_period_days").map(|p| p.parse::<i64>()) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => {
+            let e = form_error("rotation_period_days".into(), "must be a whole number of days".into());
+            return render_edit(&state, &sess, &id, Some(&form), Some(e)).await;
+        }
+    };
+    let patch = credvault_core::views::PatchCredential {
+        name: Some(form.text("name").unwrap_or_default()),
+        labels: Some(labels),
+        description: Some(form.text("description")),
+        expires_at: Some(form.text("expires_at")),
+        rotation_period_days: Some(period),
+    };
+    match state
+        .service
+        .patch_credential(&sess.ctx, sess.actor(), &id, patch)
+        .await
+    {
+        Ok(c) => Redirect::to(&format!("/credentials/{}?done=updated", c.id)).into_response(),
+        Err(e) => {
+            let sh = shown(e);
+            if super::redisplay(&sh) {
+                render_edit(&state, &sess, &id, Some(&form), Some(sh)).await
+            } else {
+                super::shown_page(Some(&sess), sh)
             }
         }
     }
