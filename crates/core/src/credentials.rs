@@ -192,11 +192,12 @@ struct VersionRow {
     created_by: String,
     public_fields: String,
     secret_fields_set: String,
+    last_resolved_at: Option<i64>,
 }
 
 fn load_versions(tx: &mut dyn Tx, id: &str) -> CoreResult<Vec<VersionRow>> {
     let rows = tx.query(
-        "SELECT version, state, created_at, created_by, public_fields, secret_fields_set FROM credential_versions \
+        "SELECT version, state, created_at, created_by, public_fields, secret_fields_set, last_resolved_at FROM credential_versions \
          WHERE credential_id = $1 ORDER BY version",
         &[id.into()],
     )?;
@@ -209,6 +210,7 @@ fn load_versions(tx: &mut dyn Tx, id: &str) -> CoreResult<Vec<VersionRow>> {
                 created_by: r.text(3)?,
                 public_fields: r.text(4)?,
                 secret_fields_set: r.text(5)?,
+                last_resolved_at: r.opt_int(6)?,
             })
         })
         .collect()
@@ -226,6 +228,7 @@ pub(crate) fn full_view(tx: &mut dyn Tx, c: &CredRow) -> CoreResult<CredentialVi
                 created_at: to_rfc3339(v.created_at),
                 created_by: v.created_by.clone(),
                 secret_fields_set: serde_json::from_str(&v.secret_fields_set)?,
+                last_resolved_at: v.last_resolved_at.map(to_rfc3339),
             })
         })
         .collect::<CoreResult<Vec<_>>>()?;

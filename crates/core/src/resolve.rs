@@ -300,7 +300,9 @@ impl Service {
             let version = req.version.unwrap_or(cred.current_version);
             // The state and the sealed data in one statement; opened only once usable.
             let row = tx.query_opt(
-                &format!("SELECT state, state_changed_at, {SEALED_COLS} FROM credential_versions WHERE credential_id = $1 AND version = $2"),
+                &format!(
+                    "SELECT state, state_changed_at, last_resolved_at, {SEALED_COLS} FROM credential_versions WHERE credential_id = $1 AND version = $2"
+                ),
                 &[cred_id.as_str().into(), version.into()],
             )?;
             let usable = match &row {
@@ -329,7 +331,8 @@ impl Service {
                     "version_revoked",
                 ));
             };
-            let mut fields = open_sealed_row(&keyring, &cred.org_id, &cred.id, version, &row, 2, None)?;
+            let version_used = row.opt_int(2)?;
+            let mut fields = open_sealed_row(&keyring, &cred.org_id, &cred.id, version, &row, 3, None)?;
             if cred.ty == "oauth" {
                 let health = tx
                     .query_opt(
@@ -399,6 +402,12 @@ impl Service {
                 tx.execute(
                     "UPDATE connections SET last_used_at = $1 WHERE id = $2",
                     &[now.into(), c.id.as_str().into()],
+                )?;
+            }
+            if stale(version_used) {
+                tx.execute(
+                    "UPDATE credential_versions SET last_resolved_at = $1 WHERE credential_id = $2 AND version = $3",
+                    &[now.into(), cred_id.as_str().into(), version.into()],
                 )?;
             }
             if let Some(p) = &req.pipeline_id

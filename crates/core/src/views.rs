@@ -168,6 +168,9 @@ pub struct VersionView {
     pub created_by: String,
     /// Secret fields this version holds.
     pub secret_fields_set: Vec<String>,
+    /// When a resolve last returned this version (RFC 3339, one-second grain): an old version
+    /// no longer resolved is safe to revoke.
+    pub last_resolved_at: Option<String>,
 }
 
 /// A credential's metadata. Secret fields appear only by name in `secret_fields_set`.

@@ -1803,3 +1803,67 @@ async fn a_rotation_may_be_told_not_to_wait_for_connections_nobody_can_test_here
         untestable_dependents(b).await;
     }
 }
+
+async fn version_last_resolved(b: Backend) {
+    let srv = Server::start(b).await;
+    let ws = srv.ws_id.clone();
+    let cred = create(&srv, "/v1/credentials", db_cred("orders", &ws, "loader", "pw-v1-111")).await;
+    let conn = create(
+        &srv,
+        "/v1/connections",
+        pg_conn(
+            "orders-db",
+            &ws,
+            json!({"host": "db.internal", "database": "x"}),
+            Some(&cred),
+        ),
+    )
+    .await;
+    let w = worker(&srv).await;
+    srv.patch(
+        &format!("/v1/orgs/{}/settings", srv.org_id),
+        &srv.admin,
+        json!({"previous_grace_hours": 24}),
+    )
+    .await
+    .ok(200);
+    let last = |c: &Value, n: usize| c["versions"][n]["last_resolved_at"].clone();
+    let c = srv.get(&format!("/v1/credentials/{cred}"), &srv.admin).await.ok(200);
+    assert_eq!(last(&c, 0), Value::Null, "never resolved yet");
+    resolve(&srv, &w, &conn, "run-1", None, None).await.ok(200);
+    let c = srv.get(&format!("/v1/credentials/{cred}"), &srv.admin).await.ok(200);
+    let v1_first = last(&c, 0);
+    assert!(v1_first.is_string(), "{c}");
+    // Rotate: v2 current, v1 previous (in its grace). A worker still on v1 shows on v1.
+    srv.post(
+        &format!("/v1/credentials/{cred}/versions"),
+        &srv.admin,
+        json!({"fields": {"username": "loader", "password": "pw-v2-222"}}),
+    )
+    .await
+    .ok(201);
+    srv.post(
+        &format!("/v1/credentials/{cred}/versions/2/promote"),
+        &srv.admin,
+        json!({}),
+    )
+    .await
+    .ok(200);
+    let c = srv.get(&format!("/v1/credentials/{cred}"), &srv.admin).await.ok(200);
+    assert_eq!(last(&c, 1), Value::Null, "v2 not resolved yet");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    resolve(&srv, &w, &conn, "run-old", None, Some(1)).await.ok(200);
+    let c = srv.get(&format!("/v1/credentials/{cred}"), &srv.admin).await.ok(200);
+    assert!(last(&c, 0).as_str() > v1_first.as_str(), "v1 resolved again: {c}");
+    assert_eq!(last(&c, 1), Value::Null, "resolving v1 does not stamp v2");
+    resolve(&srv, &w, &conn, "run-new", None, None).await.ok(200);
+    let c = srv.get(&format!("/v1/credentials/{cred}"), &srv.admin).await.ok(200);
+    assert!(last(&c, 1).is_string(), "{c}");
+}
+
+#[tokio::test]
+async fn each_version_shows_when_a_resolve_last_returned_it_on_every_backend() {
+    for b in common::backends() {
+        version_last_resolved(b).await;
+    }
+}

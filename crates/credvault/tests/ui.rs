@@ -1938,3 +1938,52 @@ async fn a_credential_s_details_are_edited_in_the_ui_and_its_secrets_are_not() {
         "orders-db-prod"
     );
 }
+
+#[tokio::test]
+async fn the_rotation_wizard_shows_when_the_old_version_was_last_resolved() {
+    let srv = Server::start(Backend::Sqlite).await;
+    let cred = srv.database_credential(&srv.admin, "orders-db", "pw-old-1234").await;
+    let id = cred["id"].as_str().unwrap().to_owned();
+    let conn = srv
+        .post(
+            "/v1/connections",
+            &srv.admin,
+            json!({"name": "orders", "workspace_id": srv.ws_id, "environment": "prod", "kind": "postgres",
+                   "config": {"host": "db.internal", "database": "x"}, "credential_id": id}),
+        )
+        .await
+        .ok(201);
+    let org = srv.org_id.clone();
+    let (_, worker) = srv
+        .principal(&org, "service_account", "etl", &[("worker", common::Scope::Org(&org))])
+        .await;
+    srv.post(
+        "/v1/resolve",
+        &worker,
+        json!({"connection_id": conn["id"], "run_id": "run-1"}),
+    )
+    .await
+    .ok(200);
+    srv.post(
+        &format!("/v1/credentials/{id}/versions"),
+        &srv.admin,
+        json!({"fields": {"username": "loader", "password": "pw-new-5678"}}),
+    )
+    .await
+    .ok(201);
+    let mut ui = Ui::new(&srv);
+    ui.sign_in("admin", &srv.admin_password).await;
+    let csrf = ui.csrf().await;
+    let detail = ui.get(&format!("/credentials/{id}")).await;
+    assert_eq!(
+        detail.body.matches("last resolved").count(),
+        1,
+        "v1 only: {}",
+        detail.body
+    );
+    let r = ui
+        .post(&format!("/credentials/{id}/versions/2/promote"), &[("_csrf", &csrf)])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("Version 1: last resolved"), "{}", r.body);
+}

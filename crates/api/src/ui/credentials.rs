@@ -791,6 +791,7 @@ async fn detail(
                         li class=(v.state) {
                             strong { "v" (v.version) } " " span class={"state " (v.state)} { (v.state) }
                             span.muted { " · " (when(Some(&v.created_at))) }
+                            @if let Some(t) = &v.last_resolved_at { span.muted.last-resolved { " · last resolved " (when(Some(t))) } }
                             @if can_edit && v.state == "pending" {
                                 (action_button(&sess, &format!("{base}/versions/{}/promote", v.version), "Promote", "", None))
                             }
@@ -1264,11 +1265,11 @@ async fn promote(
         Err(e) => return error_page(Some(&sess), e),
     };
     let base = format!("/credentials/{id}");
-    let previous: Vec<i64> = c
+    let previous: Vec<(i64, Option<String>)> = c
         .versions
         .iter()
         .filter(|v| v.state == "previous")
-        .map(|v| v.version)
+        .map(|v| (v.version, v.last_resolved_at.clone()))
         .collect();
     let body = html! {
         (wizard_steps(4))
@@ -1277,10 +1278,16 @@ async fn promote(
         @if previous.is_empty() {
             p { "No older version is left to revoke." }
         } @else {
-            p { "Once every pipeline has picked up the new secret, revoke the old version so it cannot be used again." }
-            div.actions {
-                @for old in &previous {
-                    (action_button(&sess, &format!("{base}/versions/{old}/revoke"), &format!("Revoke version {old}"), "danger", None))
+            p { "Once every pipeline has picked up the new secret, revoke the old version so it cannot be used again. "
+                "Workers still on it show up below: the time a resolve last returned it (reload to refresh)." }
+            ul.plain #old-versions {
+                @for (old, used) in &previous {
+                    li {
+                        "Version " (old) ": "
+                        @match used { Some(t) => { "last resolved " (when(Some(t))) }, None => span.muted { "never resolved" } }
+                        " "
+                        (action_button(&sess, &format!("{base}/versions/{old}/revoke"), &format!("Revoke version {old}"), "danger", None))
+                    }
                 }
             }
         }
