@@ -1279,7 +1279,7 @@ async fn promote(
             p { "No older version is left to revoke." }
         } @else {
             p { "Once every pipeline has picked up the new secret, revoke the old version so it cannot be used again. "
-                "Workers still on it show up below: the time a resolve last returned it (reload to refresh)." }
+                "Below: when a resolve last returned each old version; the credential's page always shows the latest." }
             ul.plain #old-versions {
                 @for (old, used) in &previous {
                     li {
