@@ -521,7 +521,7 @@ async fn canary(b: Backend) {
                 ("environment", "prod"),
                 ("system", "orders"),
                 ("owner", "data-platform"),
-                ("more_labels", "cost_center=42, tier = gold"),
+                ("more_labels", "cost_center=42\ntier = gold"),
                 ("rotation_period_days", "90"),
                 ("f.username", "loader"),
                 ("f.password", &canary),
@@ -588,7 +588,7 @@ async fn canary(b: Backend) {
         assert!(r.body.contains(says), "{labels}: {}", r.body);
     }
     assert!(
-        r.body.contains("is not a key=value pair") && r.body.contains("value=\"orders-db-2\""),
+        r.body.contains("is not a key=value line") && r.body.contains("value=\"orders-db-2\""),
         "{}",
         r.body
     );
@@ -1848,7 +1848,7 @@ async fn a_credential_s_details_are_edited_in_the_ui_and_its_secrets_are_not() {
     assert_eq!(form.status, 200);
     assert!(
         form.body
-            .contains("value=\"owner_team=data-platform, system=postgres\""),
+            .contains(">owner_team=data-platform\nsystem=postgres</textarea>"),
         "labels prefilled: {}",
         form.body
     );
@@ -1861,7 +1861,7 @@ async fn a_credential_s_details_are_edited_in_the_ui_and_its_secrets_are_not() {
                 ("_csrf", &csrf),
                 ("name", "orders-db-prod"),
                 ("description", "Orders primary"),
-                ("labels", "system=orders, owner_team=payments, tier=gold"),
+                ("labels", "system=orders\nowner_team=payments\ntier=gold\nnote=a, b=c"),
                 ("expires_at", "2031-01-31T00:00:00Z"),
                 ("rotation_period_days", "60"),
             ],
@@ -1873,16 +1873,17 @@ async fn a_credential_s_details_are_edited_in_the_ui_and_its_secrets_are_not() {
     assert_eq!(c["description"], "Orders primary");
     assert_eq!(
         c["labels"],
-        json!({"system": "orders", "owner_team": "payments", "tier": "gold"})
+        json!({"system": "orders", "owner_team": "payments", "tier": "gold", "note": "a, b=c"}),
+        "a value may hold commas and ="
     );
     assert_eq!(c["rotation_period_days"], 60);
     assert!(c["expires_at"].as_str().unwrap().starts_with("2031-01-31"));
     assert_eq!(c["current_version"], 1, "no new version: the secret is untouched");
     // Refusals keep what was typed and say what is wrong.
     for (field, value, says) in [
-        ("labels", "tier", "not a key=value pair"),
+        ("labels", "tier", "not a key=value line"),
         ("rotation_period_days", "soon", "whole number"),
-        ("expires_at", "tomorrow", "expires_at"),
+        ("expires_at", "tomorrow", "RFC 3339"),
     ] {
         let mut f = vec![
             ("_csrf", csrf.as_str()),
@@ -1895,12 +1896,36 @@ async fn a_credential_s_details_are_edited_in_the_ui_and_its_secrets_are_not() {
         let r = ui.post(&path, &f).await;
         assert_eq!(r.status, 422, "{field}: {}", r.body);
         assert!(
-            r.body.contains(says) && r.body.contains(&format!("value=\"{value}\"")),
+            r.body.contains(says)
+                && (r.body.contains(&format!("value=\"{value}\"")) || r.body.contains(&format!(">{value}</textarea>"))),
             "{field}: {}",
             r.body
         );
     }
-    // Clearing the optional fields clears them.
+    // Sending the form as shown changes nothing (and says so).
+    let form = ui.get(&path).await;
+    assert!(
+        form.body
+            .contains(">note=a, b=c\nowner_team=payments\nsystem=orders\ntier=gold</textarea>"),
+        "{}",
+        form.body
+    );
+    let shown_expiry = c["expires_at"].as_str().unwrap().to_owned();
+    let r = ui
+        .post(
+            &path,
+            &[
+                ("_csrf", &csrf),
+                ("name", "orders-db-prod"),
+                ("description", "Orders primary"),
+                ("labels", "note=a, b=c\nowner_team=payments\nsystem=orders\ntier=gold"),
+                ("expires_at", &shown_expiry),
+                ("rotation_period_days", "60"),
+            ],
+        )
+        .await;
+    assert_eq!(r.location(), format!("/credentials/{id}?done=unchanged"));
+    // Clearing the optional fields clears them; a field the form does not send is left alone.
     let r = ui
         .post(
             &path,
@@ -1923,6 +1948,7 @@ async fn a_credential_s_details_are_edited_in_the_ui_and_its_secrets_are_not() {
         ),
         (json!({}), Value::Null, Value::Null)
     );
+    assert_eq!(c["description"], "Orders primary", "not sent, not cleared");
     // A builder is offered no Edit and cannot post one.
     let (bname, bpw) = person(&srv, "builder").await;
     let mut b = Ui::new(&srv);

@@ -14,6 +14,7 @@ const SQLITE: &[(i64, &str)] = &[
     (6, include_str!("../migrations/sqlite/0006_oauth.sql")),
     (7, include_str!("../migrations/sqlite/0007_ui.sql")),
     (8, include_str!("../migrations/sqlite/0008_logins.sql")),
+    (9, include_str!("../migrations/sqlite/0009_version_use.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -24,10 +25,11 @@ const POSTGRES: &[(i64, &str)] = &[
     (6, include_str!("../migrations/postgres/0006_oauth.sql")),
     (7, include_str!("../migrations/postgres/0007_ui.sql")),
     (8, include_str!("../migrations/postgres/0008_logins.sql")),
+    (9, include_str!("../migrations/postgres/0009_version_use.sql")),
 ];
 
 /// The newest schema version this build knows.
-pub const LATEST: i64 = 8;
+pub const LATEST: i64 = 9;
 
 pub(crate) fn run_sqlite(conn: &rusqlite::Connection) -> Result<(), StoreError> {
     let err = |version: i64| {

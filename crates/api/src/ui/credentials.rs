@@ -208,29 +208,43 @@ fn next_link(q: &ListQuery, cursor: &str) -> String {
     format!("/credentials?{}", u.finish())
 }
 
-/// Adds `key=value, key=value` pairs to `labels`; a key already there (set by its own field,
-/// or twice) or a pair without `=` is refused with a message for the person.
+/// Adds `key=value` lines to `labels` (split at the first `=`, so values may hold `=` and
+/// `,`); a key already there (set by its own field, or twice) or a line without `=` is
+/// refused with a message for the person.
 fn parse_labels(text: &str, labels: &mut Map<String, Json>) -> Result<(), String> {
-    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        match pair.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        match line.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
             Some((k, _)) if labels.contains_key(k) => {
                 return Err(format!("`{k}` is given twice (or also by its own field above)"));
             }
             Some((k, v)) if !k.is_empty() => {
                 labels.insert(k.to_owned(), Json::String(v.to_owned()));
             }
-            _ => return Err(format!("`{pair}` is not a key=value pair (separate pairs with commas)")),
+            _ => return Err(format!("`{line}` is not a key=value line (one label per line)")),
         }
     }
     Ok(())
 }
 
-/// Labels as the edit form shows them: `key=value, key=value`.
-fn labels_pairs(l: &Map<String, Json>) -> String {
+/// Labels as the edit form shows them: one `key=value` per line.
+fn labels_lines(l: &Map<String, Json>) -> String {
     l.iter()
         .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join("\n")
+}
+
+/// A labels text area.
+fn labels_input(name: &str, label: &str, value: Option<String>, err: Option<String>, hint: &str) -> Markup {
+    let id = format!("in-{name}");
+    html! {
+        div.field {
+            label for=(id) { (label) }
+            textarea #(id) name=(name) rows="3" spellcheck="false" placeholder=(hint)
+                aria-invalid=[err.as_ref().map(|_| "true")] { @if let Some(v) = &value { (v) } }
+            @if let Some(e) = err { span.field-error role="alert" { (e) } }
+        }
+    }
 }
 
 fn labels_text(l: &Map<String, Json>) -> String {
@@ -345,7 +359,7 @@ async fn render_new(
                     (text_input("environment", "Environment", prev("environment"), true, field_err("environment"), "prod, staging, dev…"))
                     (text_input("system", "System label", prev("system"), false, None, "the target system, e.g. orders-db"))
                     (text_input("owner", "Owner team label", prev("owner"), false, None, "e.g. data-platform"))
-                    (text_input("more_labels", "More labels", prev("more_labels"), false, label_err.clone(), "key=value, key=value (optional)"))
+                    (labels_input("more_labels", "More labels", prev("more_labels"), label_err.clone(), "key=value, one per line (optional)"))
                     (text_input("description", "Description", prev("description"), false, field_err("description"), ""))
                     (text_input("expires_at", "Expires at", prev("expires_at"), false, field_err("expires_at"), "2027-01-31T00:00:00Z (optional)"))
                     (text_input("rotation_period_days", "Rotation period (days)", prev("rotation_period_days"), false, field_err("rotation_period_days"), "e.g. 90 (optional)"))
@@ -1043,7 +1057,7 @@ async fn render_edit(
             (csrf_field(sess))
             (text_input("name", "Name", value("name", Some(c.name.clone())), true, field("name"), ""))
             (text_input("description", "Description", value("description", c.description.clone()), false, field("description"), ""))
-            (text_input("labels", "Labels", value("labels", Some(labels_pairs(&c.labels))), false, field("labels"), "system=orders-db, owner_team=data-platform"))
+            (labels_input("labels", "Labels", value("labels", Some(labels_lines(&c.labels))), field("labels"), "key=value, one per line"))
             (text_input("expires_at", "Expires at", value("expires_at", c.expires_at.clone()), false, field("expires_at"), "2027-01-31T00:00:00Z (empty: never)"))
             (text_input("rotation_period_days", "Rotation period (days)", value("rotation_period_days", c.rotation_period_days.map(|d| d.to_string())), false, field("rotation_period_days"), "empty: none"))
             div.actions { button.primary type="submit" { "Save" } a href={"/credentials/" (c.id)} { "Cancel" } }
@@ -1056,25 +1070,52 @@ async fn edit_save(State(state): State<AppState>, sess: Session, Path(id): Path<
     if let Err(r) = check_csrf(&state, &sess, &form).await {
         return r;
     }
-    let mut labels = Map::new();
-    if let Err(m) = parse_labels(form.get("labels").unwrap_or(""), &mut labels) {
-        return render_edit(&state, &sess, &id, Some(&form), Some(form_error("labels".into(), m))).await;
-    }
-    let period = match form.text("rotation_period_days").map(|p| p.parse::<i64>()) {
-        None => None,
-        Some(Ok(n)) => Some(n),
-        Some(Err(_)) => {
-            let e = form_error("rotation_period_days".into(), "must be a whole number of days".into());
-            return render_edit(&state, &sess, &id, Some(&form), Some(e)).await;
+    let c = match state.service.get_credential(&sess.ctx, sess.actor(), &id).await {
+        Ok(c) => c,
+        Err(e) => return error_page(Some(&sess), e),
+    };
+    // Only what the person changed goes into the patch: a field the form did not send, or
+    // sent unchanged, is left alone (and not reported as changed in the audit event).
+    let mut patch = credvault_core::views::PatchCredential::default();
+    if let Some(text) = form.get("labels") {
+        let mut labels = Map::new();
+        if let Err(m) = parse_labels(text, &mut labels) {
+            return render_edit(&state, &sess, &id, Some(&form), Some(form_error("labels".into(), m))).await;
         }
-    };
-    let patch = credvault_core::views::PatchCredential {
-        name: Some(form.text("name").unwrap_or_default()),
-        labels: Some(labels),
-        description: Some(form.text("description")),
-        expires_at: Some(form.text("expires_at")),
-        rotation_period_days: Some(period),
-    };
+        patch.labels = (labels != c.labels).then_some(labels);
+    }
+    if form.get("rotation_period_days").is_some() {
+        let period = match form.text("rotation_period_days").map(|p| p.parse::<i64>()) {
+            None => None,
+            Some(Ok(n)) => Some(n),
+            Some(Err(_)) => {
+                let e = form_error("rotation_period_days".into(), "must be a whole number of days".into());
+                return render_edit(&state, &sess, &id, Some(&form), Some(e)).await;
+            }
+        };
+        patch.rotation_period_days = (period != c.rotation_period_days).then_some(period);
+    }
+    if form.get("name").is_some() {
+        let name = form.text("name").unwrap_or_default();
+        patch.name = (name != c.name).then_some(name);
+    }
+    if form.get("description").is_some() {
+        let d = form.text("description");
+        patch.description = (d != c.description).then_some(d);
+    }
+    if form.get("expires_at").is_some() {
+        let e = form.text("expires_at");
+        // The form shows the stored value as it came; an unchanged one is not re-sent.
+        patch.expires_at = (e != c.expires_at).then_some(e);
+    }
+    let unchanged = patch.name.is_none()
+        && patch.labels.is_none()
+        && patch.description.is_none()
+        && patch.expires_at.is_none()
+        && patch.rotation_period_days.is_none();
+    if unchanged {
+        return Redirect::to(&format!("/credentials/{}?done=unchanged", c.id)).into_response();
+    }
     match state
         .service
         .patch_credential(&sess.ctx, sess.actor(), &id, patch)

@@ -564,6 +564,7 @@ pub(crate) fn notice(code: Option<&str>) -> Markup {
         "unbound" => "Role binding removed.",
         "offboarded" => "Offboarded: tokens revoked, sessions ended, account disabled.",
         "token_revoked" => "Token revoked.",
+        "unchanged" => "Nothing changed.",
         "password" => "Password set.",
         "token_resubmitted" => {
             "That form was already submitted, so no second token was created. The token it made was shown once and cannot be shown again: if it was not copied, revoke it below and create another."

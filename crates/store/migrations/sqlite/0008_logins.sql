@@ -28,7 +28,3 @@ CREATE TABLE ui_devices (
     expires_at   INTEGER NOT NULL
 );
 CREATE INDEX ui_devices_principal ON ui_devices (principal_id);
-
--- When each version last answered a resolve (1 s grain), so an operator can see that the old
--- version of a rotation is no longer used before revoking it.
-ALTER TABLE credential_versions ADD COLUMN last_resolved_at INTEGER;
