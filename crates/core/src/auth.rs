@@ -197,13 +197,7 @@ impl Service {
             let ctx = ctx.clone();
             self.inner
                 .store
-                .write(move |tx| {
-                    audit::append(tx, &ctx, &who, &draft)?;
-                    for a in &alerts {
-                        audit::append(tx, &ctx, &ActorRef::system(), a)?;
-                    }
-                    Ok::<_, CoreError>(())
-                })
+                .write(move |tx| crate::append_all(tx, &ctx, &who, &draft, alerts))
                 .await?;
             return Err(CoreError::Unauthenticated);
         }

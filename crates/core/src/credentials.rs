@@ -1137,13 +1137,18 @@ pub(crate) fn decrypt_version_parts(
     cred: &str,
     version: i64,
 ) -> CoreResult<(Json, Vec<String>)> {
-    let r = tx.query_one(
-        &format!("SELECT {SEALED_COLS} FROM credential_versions WHERE credential_id = $1 AND version = $2"),
-        &[cred.into(), version.into()],
-    )?;
+    let r = sealed_row(tx, cred, version)?;
     let mut secrets = Vec::new();
     let fields = open_sealed_row(keyring, org, cred, version, &r, 0, Some(&mut secrets))?;
     Ok((fields, secrets))
+}
+
+/// One version's [`SEALED_COLS`].
+fn sealed_row(tx: &mut dyn Tx, cred: &str, version: i64) -> CoreResult<credvault_store::Row> {
+    Ok(tx.query_one(
+        &format!("SELECT {SEALED_COLS} FROM credential_versions WHERE credential_id = $1 AND version = $2"),
+        &[cred.into(), version.into()],
+    )?)
 }
 
 /// The columns [`open_sealed_row`] reads, in order.
@@ -1223,10 +1228,7 @@ fn carry_over(tx: &mut dyn Tx, keyring: &Keyring, c: &CredRow, fields: &mut Json
     let Json::Object(target) = fields else {
         return Err(CoreError::invalid("fields", "invalid_type", "must be an object"));
     };
-    let r = tx.query_one(
-        &format!("SELECT {SEALED_COLS} FROM credential_versions WHERE credential_id = $1 AND version = $2"),
-        &[c.id.as_str().into(), c.current_version.into()],
-    )?;
+    let r = sealed_row(tx, &c.id, c.current_version)?;
     let public: Json = serde_json::from_str(&r.text(3)?)?;
     let mut current = open_sealed_row(keyring, &c.org_id, &c.id, c.current_version, &r, 0, None)?;
     let mut missing = None;
@@ -1273,10 +1275,7 @@ pub(crate) fn decrypt_version(
     cred: &str,
     version: i64,
 ) -> CoreResult<Json> {
-    let r = tx.query_one(
-        &format!("SELECT {SEALED_COLS} FROM credential_versions WHERE credential_id = $1 AND version = $2"),
-        &[cred.into(), version.into()],
-    )?;
+    let r = sealed_row(tx, cred, version)?;
     open_sealed_row(keyring, org, cred, version, &r, 0, None)
 }
 

@@ -74,16 +74,16 @@ impl Default for CoreConfig {
     }
 }
 
-/// Appends an event and, if any, the alert it raised (by the system) in one transaction.
+/// Appends an event and the alerts it raised (by the system) in one transaction.
 fn append_all(
     tx: &mut dyn Tx,
     ctx: &RequestCtx,
     who: &audit::ActorRef,
     draft: &audit::Draft,
-    alert: Option<audit::Draft>,
+    alerts: impl IntoIterator<Item = audit::Draft>,
 ) -> CoreResult<()> {
     audit::append(tx, ctx, who, draft)?;
-    if let Some(a) = alert {
+    for a in alerts {
         audit::append(tx, ctx, &audit::ActorRef::system(), &a)?;
     }
     Ok(())

@@ -380,18 +380,36 @@ fn tick(tx: &mut dyn Tx, now: Micros) -> CoreResult<TickReport> {
                 report.alerts.push(format!("credential.expiring {id} {d}d"));
             }
         }
-        // Rotation due soon: the same thresholds (those shorter than the period) before the
-        // date a rotation period ends.
+        // Rotation: overdue once a period has ended; before that, the same thresholds as
+        // expiry (those shorter than the period) warn that it is due. One query for both.
         let rows = tx.query(
             "SELECT c.id, c.workspace_id, c.name, c.rotation_period_days, v.created_at FROM credentials c \
              JOIN credential_versions v ON v.credential_id = c.id AND v.version = c.current_version \
              WHERE c.org_id = $1 AND c.status IN ('active', 'disabled') AND c.rotation_period_days IS NOT NULL \
-             AND v.created_at + c.rotation_period_days * $2 > $3 AND v.created_at + c.rotation_period_days * $2 <= $4",
-            &[org.as_str().into(), DAY.into(), now.into(), horizon.into()],
+             AND v.created_at + c.rotation_period_days * $2 <= $3",
+            &[org.as_str().into(), DAY.into(), horizon.into()],
         )?;
         for r in rows {
             let (id, ws, name, period, since) = (r.text(0)?, r.opt_text(1)?, r.text(2)?, r.int(3)?, r.int(4)?);
             let due = since + period * DAY;
+            if due <= now {
+                let details = json!({"name": name, "rotation_period_days": period, "current_since": to_rfc3339(since), "due_at": to_rfc3339(due)});
+                if alert_once(
+                    tx,
+                    &ctx,
+                    &id,
+                    &org,
+                    ws.as_deref(),
+                    "credential.rotation_overdue",
+                    period,
+                    since,
+                    now,
+                    details,
+                )? {
+                    report.alerts.push(format!("credential.rotation_overdue {id}"));
+                }
+                continue;
+            }
             // Only thresholds shorter than the period: a 30-day period must not warn "due in
             // 30 days" the moment a version is made.
             let thresholds: Vec<u32> = settings
@@ -417,32 +435,6 @@ fn tick(tx: &mut dyn Tx, now: Micros) -> CoreResult<TickReport> {
                 details,
             )? {
                 report.alerts.push(format!("credential.rotation_due {id} {d}d"));
-            }
-        }
-        // Rotation overdue.
-        let rows = tx.query(
-            "SELECT c.id, c.workspace_id, c.name, c.rotation_period_days, v.created_at FROM credentials c \
-             JOIN credential_versions v ON v.credential_id = c.id AND v.version = c.current_version \
-             WHERE c.org_id = $1 AND c.status IN ('active', 'disabled') AND c.rotation_period_days IS NOT NULL \
-             AND v.created_at + c.rotation_period_days * $2 <= $3",
-            &[org.as_str().into(), DAY.into(), now.into()],
-        )?;
-        for r in rows {
-            let (id, ws, name, period, since) = (r.text(0)?, r.opt_text(1)?, r.text(2)?, r.int(3)?, r.int(4)?);
-            let details = json!({"name": name, "rotation_period_days": period, "current_since": to_rfc3339(since), "due_at": to_rfc3339(since + period * DAY)});
-            if alert_once(
-                tx,
-                &ctx,
-                &id,
-                &org,
-                ws.as_deref(),
-                "credential.rotation_overdue",
-                period,
-                since,
-                now,
-                details,
-            )? {
-                report.alerts.push(format!("credential.rotation_overdue {id}"));
             }
         }
         // Grace of previous versions.

@@ -1298,10 +1298,8 @@ async fn promote(
     if let Err(r) = check_csrf(&state, &sess, &form).await {
         return r;
     }
-    if let Err(e) = state.service.promote_version(&sess.ctx, sess.actor(), &id, n).await {
-        return error_page(Some(&sess), e);
-    }
-    let c = match state.service.get_credential(&sess.ctx, sess.actor(), &id).await {
+    // The promotion answers with the credential as it now is: no second read.
+    let c = match state.service.promote_version(&sess.ctx, sess.actor(), &id, n).await {
         Ok(c) => c,
         Err(e) => return error_page(Some(&sess), e),
     };

@@ -410,13 +410,7 @@ pub(crate) fn layout(sess: &Session, title: &str, active: &str, body: Markup) ->
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · credvault" }
-                link rel="stylesheet" href="/assets/app.css";
-                script src="/assets/app.js" defer {}
-            }
+            (head(title, true))
             body {
                 a.skip href="#main" { "Skip to content" }
                 header.top {
@@ -447,13 +441,21 @@ fn bare(title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · credvault" }
-                link rel="stylesheet" href="/assets/app.css";
-            }
+            (head(title, false))
             body { main.narrow #main { (body) } }
+        }
+    }
+}
+
+/// The `<head>` of every page; `script` adds app.js (pages behind sign-in).
+fn head(title: &str, script: bool) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · credvault" }
+            link rel="stylesheet" href="/assets/app.css";
+            @if script { script src="/assets/app.js" defer {} }
         }
     }
 }

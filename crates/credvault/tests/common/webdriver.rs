@@ -195,83 +195,66 @@ impl Browser {
     /// Starts a fresh headless Chromium (1280×800, empty profile) through the chromedriver at
     /// `CREDVAULT_TEST_WEBDRIVER_URL`.
     pub async fn start() -> Browser {
-        let webdriver = std::env::var("CREDVAULT_TEST_WEBDRIVER_URL").expect(
-            "CREDVAULT_TEST_WEBDRIVER_URL must name a chromedriver (http://127.0.0.1:PORT); \
-             scripts/test starts chromedriver (scripts/lib/chromium.sh: chromedriver_start DIR PORT)",
-        );
-        let webdriver = webdriver.trim_end_matches('/').to_owned();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap();
         let profile = TempDir::new();
         let caps = json!({
-            "capabilities": {
-                "alwaysMatch": {
-                    "browserName": "chrome",
-                    "timeouts": { "implicit": 0, "pageLoad": 30_000, "script": 30_000 },
-                    "goog:chromeOptions": {
-                        "binary": CHROMIUM,
-                        "args": [
-                            "--headless=new",
-                            "--no-sandbox",
-                            "--disable-gpu",
-                            "--disable-dev-shm-usage",
-                            "--disable-background-networking",
-                            "--window-size=1280,800",
-                            format!("--user-data-dir={}", profile.path().display()),
-                        ],
-                    },
-                },
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--disable-background-networking",
+                    "--window-size=1280,800",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
             },
         });
-        let v = send(&http, Method::POST, &format!("{webdriver}/session"), Some(caps))
-            .await
-            .unwrap_or_else(|e| panic!("WebDriver: cannot start a Chromium session at {webdriver}: {e}"));
-        let session_id = v["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("WebDriver: no sessionId in {v}"))
-            .to_owned();
-        Browser {
-            session: Session {
-                http,
-                url: format!("{webdriver}/session/{session_id}"),
-            },
-            session_id,
-            webdriver,
+        Self::open(
+            "CREDVAULT_TEST_WEBDRIVER_URL",
+            "chromedriver (scripts/lib/chromium.sh: chromedriver_start DIR PORT)",
+            Duration::from_secs(60),
+            caps,
             profile,
-        }
+        )
+        .await
     }
 
     /// Starts a fresh headless Firefox (1280×800, empty profile) through the geckodriver at
     /// `CREDVAULT_TEST_GECKODRIVER_URL`.
     pub async fn start_firefox() -> Browser {
-        let webdriver = std::env::var("CREDVAULT_TEST_GECKODRIVER_URL").expect(
-            "CREDVAULT_TEST_GECKODRIVER_URL must name a geckodriver (http://127.0.0.1:PORT); \
-             scripts/test starts geckodriver (scripts/lib/chromium.sh: geckodriver_start DIR PORT)",
-        );
-        let webdriver = webdriver.trim_end_matches('/').to_owned();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(90))
-            .build()
-            .unwrap();
-        let profile = TempDir::new();
         let caps = json!({
-            "capabilities": {
-                "alwaysMatch": {
-                    "browserName": "firefox",
-                    "timeouts": { "implicit": 0, "pageLoad": 30_000, "script": 30_000 },
-                    "moz:firefoxOptions": {
-                        "binary": FIREFOX,
-                        "args": ["-headless", "-width", "1280", "-height", "800"],
-                        "prefs": { "browser.download.folderList": 2, "dom.disable_beforeunload": true },
-                    },
-                },
+            "browserName": "firefox",
+            "moz:firefoxOptions": {
+                "binary": FIREFOX,
+                "args": ["-headless", "-width", "1280", "-height", "800"],
+                "prefs": { "browser.download.folderList": 2, "dom.disable_beforeunload": true },
             },
         });
-        let v = send(&http, Method::POST, &format!("{webdriver}/session"), Some(caps))
+        Self::open(
+            "CREDVAULT_TEST_GECKODRIVER_URL",
+            "geckodriver (scripts/lib/chromium.sh: geckodriver_start DIR PORT)",
+            Duration::from_secs(90),
+            caps,
+            TempDir::new(),
+        )
+        .await
+    }
+
+    /// Opens a session at the driver named by the environment variable `var` with the
+    /// browser-specific capabilities `caps` (the timeouts are added here).
+    async fn open(var: &str, driver: &str, timeout: Duration, mut caps: Value, profile: TempDir) -> Browser {
+        let webdriver = std::env::var(var)
+            .unwrap_or_else(|_| panic!("{var} must name a {driver} at http://127.0.0.1:PORT; scripts/test starts it"));
+        let webdriver = webdriver.trim_end_matches('/').to_owned();
+        let http = reqwest::Client::builder().timeout(timeout).build().unwrap();
+        caps["timeouts"] = json!({ "implicit": 0, "pageLoad": 30_000, "script": 30_000 });
+        let browser = caps["browserName"].clone();
+        let body = json!({ "capabilities": { "alwaysMatch": caps } });
+        let v = send(&http, Method::POST, &format!("{webdriver}/session"), Some(body))
             .await
-            .unwrap_or_else(|e| panic!("WebDriver: cannot start a Firefox session at {webdriver}: {e}"));
+            .unwrap_or_else(|e| panic!("WebDriver: cannot start a {browser} session at {webdriver}: {e}"));
         let session_id = v["sessionId"]
             .as_str()
             .unwrap_or_else(|| panic!("WebDriver: no sessionId in {v}"))
