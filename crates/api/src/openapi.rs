@@ -85,6 +85,17 @@ pub fn document(routes: &[RouteDoc]) -> Value {
     })
 }
 
+/// The `allowed_destinations` property of credential requests.
+fn allowed_destinations() -> Value {
+    json!({
+        "type": ["array", "null"], "maxItems": credvault_domain::destinations::MAX_PATTERNS,
+        "items": {"type": "string", "minLength": 1, "maxLength": 300},
+        "description": "Where the secret may be sent: `host`, `*.suffix`, an IP address or a CIDR, each with an optional `:port` \
+            (IPv6 as `[addr]:port`), or a URL (its host and port). Only those who may change the credential set or widen it; \
+            a connection whose every destination is allowed may be wired by anyone who may attach. Replaces the whole list on PATCH.",
+    })
+}
+
 fn schemas() -> Value {
     let id = |p: &str| json!({"type": "string", "pattern": format!("^{p}[a-z2-7]{{26}}$")});
     json!({
@@ -115,10 +126,12 @@ fn schemas() -> Value {
             "environment": {"type": "string"}, "labels": {"type": "object", "additionalProperties": {"type": "string"}},
             "description": {"type": ["string", "null"]}, "expires_at": {"type": ["string", "null"], "format": "date-time"},
             "rotation_period_days": {"type": ["integer", "null"]},
+            "allowed_destinations": allowed_destinations(),
             "fields": {"type": "object", "description": "Fields of the type and variant; see x-credential-types."}}},
         "PatchCredential": {"type": "object", "additionalProperties": false, "properties": {
             "name": {"type": "string"}, "labels": {"type": "object"}, "description": {"type": ["string", "null"]},
-            "expires_at": {"type": ["string", "null"]}, "rotation_period_days": {"type": ["integer", "null"]}}},
+            "expires_at": {"type": ["string", "null"]}, "rotation_period_days": {"type": ["integer", "null"]},
+            "allowed_destinations": allowed_destinations()}},
         "CreateConnection": {"type": "object", "required": ["name", "workspace_id", "environment", "kind"], "additionalProperties": false, "properties": {
             "name": {"type": "string"}, "workspace_id": id("ws_"), "environment": {"type": "string"},
             "kind": {"enum": credvault_domain::connectors::ConnectorKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>()},

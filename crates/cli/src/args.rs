@@ -446,6 +446,8 @@ enum TokenCmd {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum CredentialCmd {
     /// Create a credential. Non-secret fields with --field k=v; secret fields from
     /// --fields-file (JSON object; `-` for stdin) or a hidden prompt — never from argv.
@@ -477,6 +479,20 @@ enum CredentialCmd {
         expires_at: Option<String>,
         #[arg(long)]
         rotation_period_days: Option<i64>,
+        /// Where the secret may be sent: host, *.suffix, IP or CIDR, optional :port (repeatable).
+        /// Connections you wire yourself add theirs; others can only use allowed ones.
+        #[arg(long = "allow-destination")]
+        allow_destinations: Vec<String>,
+    },
+    /// Show or change where a credential's secret may be sent (its allowed destinations).
+    Destinations {
+        id: String,
+        /// Add an entry (host, *.suffix, IP or CIDR, optional :port), repeatable.
+        #[arg(long = "allow")]
+        allow: Vec<String>,
+        /// Remove an entry exactly as listed, repeatable.
+        #[arg(long = "remove")]
+        remove: Vec<String>,
     },
     /// List credentials.
     List {
@@ -716,7 +732,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     let page = cl.call(Method::GET, "/v1/audit", &q, None).await?;
                     let items = page.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
                     for e in &items {
-                        println!("{e}");
+                        // A reader that went away (`| head`) ends the tail quietly.
+                        if !crate::client::print_line(&e.to_string()) {
+                            return Ok(ExitCode::SUCCESS);
+                        }
                         after = e.get("seq").and_then(Value::as_i64).or(after);
                     }
                     if items.len() == 500 {
@@ -980,7 +999,7 @@ async fn export_audit(
             n += 1;
         }
         if output.is_some() {
-            eprint!("\rexported {n} events");
+            crate::progress(format_args!("exported {n} events"));
         }
         if items.len() < 500 {
             break;
@@ -988,7 +1007,7 @@ async fn export_audit(
     }
     sink.flush()?;
     if output.is_some() {
-        eprintln!("\rexported {n} events");
+        crate::progress_done(format_args!("exported {n} events"));
     }
     Ok(())
 }
@@ -1197,6 +1216,7 @@ async fn credential(cl: Client, c: CredentialCmd) -> anyhow::Result<()> {
             description,
             expires_at,
             rotation_period_days,
+            allow_destinations,
         } => {
             if workspace.is_none() && org.is_none() {
                 bail!("give --workspace WS (or --org ORG for an organization-wide credential)");
@@ -1213,7 +1233,7 @@ async fn credential(cl: Client, c: CredentialCmd) -> anyhow::Result<()> {
             let mut body = json!({
                 "name": name, "type": ty, "variant": variant, "environment": environment, "labels": label_map,
                 "description": description, "expires_at": expires_at, "rotation_period_days": rotation_period_days,
-                "fields": field_values,
+                "allowed_destinations": allow_destinations, "fields": field_values,
             });
             if let Some(w) = workspace {
                 body["workspace_id"] = json!(w);
@@ -1295,8 +1315,10 @@ async fn credential(cl: Client, c: CredentialCmd) -> anyhow::Result<()> {
                 .and_then(CredentialType::parse)
                 .context("unexpected credential type")?;
             let variant = cred.get("variant").and_then(Value::as_str).map(str::to_owned);
+            let mut new_fields = collect_fields(ty, variant.as_deref(), &fields, fields_file.as_deref())?;
+            carry_public_fields(ty, variant.as_deref(), &cred, &mut new_fields)?;
             let mut body = json!({
-                "fields": collect_fields(ty, variant.as_deref(), &fields, fields_file.as_deref())?,
+                "fields": new_fields,
                 "mode": if replace { "replace" } else { "stage" },
             });
             let r = cl
@@ -1363,7 +1385,9 @@ async fn credential(cl: Client, c: CredentialCmd) -> anyhow::Result<()> {
                 .and_then(CredentialType::parse)
                 .context("unexpected credential type")?;
             let variant = cred.get("variant").and_then(Value::as_str).map(str::to_owned);
-            let mut body = json!({"fields": collect_fields(ty, variant.as_deref(), &fields, fields_file.as_deref())?});
+            let mut new_fields = collect_fields(ty, variant.as_deref(), &fields, fields_file.as_deref())?;
+            carry_public_fields(ty, variant.as_deref(), &cred, &mut new_fields)?;
+            let mut body = json!({"fields": new_fields});
             // Only when asked: an older server refuses the unknown field.
             if allow_untestable {
                 body["allow_untestable"] = Value::Bool(true);
@@ -1392,10 +1416,69 @@ async fn credential(cl: Client, c: CredentialCmd) -> anyhow::Result<()> {
                 bail!("not every dependent connection passed");
             }
         }
+        CredentialCmd::Destinations { id, allow, remove } => {
+            let path = format!("/v1/credentials/{id}");
+            let current = cl.call(Method::GET, &path, &[], None).await?;
+            if allow.is_empty() && remove.is_empty() {
+                print(&json!({
+                    "allowed_destinations": current["allowed_destinations"],
+                    "field_destinations": current["field_destinations"],
+                }));
+                return Ok(());
+            }
+            let mut list: Vec<String> = current["allowed_destinations"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .unwrap_or_default();
+            for r in &remove {
+                let before = list.len();
+                list.retain(|e| e != r);
+                if list.len() == before {
+                    bail!(
+                        "`{r}` is not in the list (entries are removed exactly as `credential destinations {id}` shows them)"
+                    );
+                }
+            }
+            list.extend(allow);
+            let r = cl
+                .call(Method::PATCH, &path, &[], Some(&json!({"allowed_destinations": list})))
+                .await?;
+            print(&json!({"allowed_destinations": r["allowed_destinations"]}));
+        }
         CredentialCmd::Restore { id } => print(
             &cl.call(Method::POST, &format!("/v1/credentials/{id}/restore"), &[], None)
                 .await?,
         ),
+    }
+    Ok(())
+}
+
+/// A new version repeats the current version's non-secret fields (a user name, URLs) that
+/// the new fields do not give, so rotating a password needs only the password. Fields that hold
+/// a secret anywhere (an SSH tunnel with its key) are not carried: give them whole.
+fn carry_public_fields(
+    ty: CredentialType,
+    variant: Option<&str>,
+    cred: &Value,
+    fields: &mut Value,
+) -> anyhow::Result<()> {
+    fn holds_secret(f: &FieldSchema) -> bool {
+        f.secret
+            || match f.kind {
+                FieldKind::Object(inner) | FieldKind::List(inner) => inner.iter().any(holds_secret),
+                _ => false,
+            }
+    }
+    let vs = credential_types::resolve_variant(ty, variant).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let (Some(current), Value::Object(new)) = (cred.get("fields").and_then(Value::as_object), fields) else {
+        return Ok(());
+    };
+    for f in vs.fields.iter().filter(|f| !holds_secret(f)) {
+        if let Some(v) = current.get(f.name)
+            && !new.contains_key(f.name)
+        {
+            new.insert(f.name.to_owned(), v.clone());
+        }
     }
     Ok(())
 }

@@ -107,13 +107,13 @@ impl Client {
             sink.write_all(&chunk)?;
             total += chunk.len() as u64;
             if output.is_some() && last_report.elapsed() > std::time::Duration::from_millis(500) {
-                eprint!("\r{} written", human_bytes(total));
+                crate::progress(format_args!("{} written", human_bytes(total)));
                 last_report = std::time::Instant::now();
             }
         }
         sink.flush()?;
         if let Some(p) = output {
-            eprintln!("\r{} written to {}", human_bytes(total), p.display());
+            crate::progress_done(format_args!("{} written to {}", human_bytes(total), p.display()));
         }
         Ok(())
     }
@@ -131,8 +131,14 @@ fn human_bytes(n: u64) -> String {
 
 /// Prints a JSON value for humans (pretty) on stdout.
 pub fn print(v: &Value) {
-    match serde_json::to_string_pretty(v) {
-        Ok(s) => println!("{s}"),
-        Err(_) => println!("{v}"),
-    }
+    let text = serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
+    print_line(&text);
+}
+
+/// Writes one line to stdout; `false` when the reader has gone away (a closed pipe, as with
+/// `| head`), which is not an error worth a panic.
+pub fn print_line(line: &str) -> bool {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
 }

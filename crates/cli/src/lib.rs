@@ -10,6 +10,7 @@ mod config;
 mod keyfiles;
 mod server;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -34,5 +35,22 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Progress of a long operation on stderr: a line rewritten in place on a terminal; nothing
+/// when stderr is a file or a pipe, where only [`progress_done`]'s final line belongs.
+pub(crate) fn progress(line: std::fmt::Arguments<'_>) {
+    if std::io::stderr().is_terminal() {
+        eprint!("\r{line}");
+    }
+}
+
+/// The final line of a long operation (replacing its progress line on a terminal).
+pub(crate) fn progress_done(line: std::fmt::Arguments<'_>) {
+    if std::io::stderr().is_terminal() {
+        eprintln!("\r{line}");
+    } else {
+        eprintln!("{line}");
     }
 }

@@ -154,6 +154,18 @@ pub async fn serve(settings: ServerSettings) -> anyhow::Result<()> {
             out.admin_password.as_str()
         );
     }
+    // Credentials from before allowed destinations existed get the destinations of the
+    // connections attached to them now (audited), so nothing that works stops working.
+    let migrated = svc
+        .migrate_destinations()
+        .await
+        .context("cannot set the allowed destinations of existing credentials")?;
+    if migrated > 0 {
+        tracing::info!(
+            credentials = migrated,
+            "allowed destinations set from the connections attached at upgrade"
+        );
+    }
     println!(
         "credvault listening on http://{addr}  (UI: http://{addr}/, API: http://{addr}/v1, OpenAPI: http://{addr}/v1/openapi.json)"
     );
@@ -359,9 +371,12 @@ async fn rewrap_all(svc: &Service) -> anyhow::Result<()> {
             break;
         }
         done += n;
-        eprint!("\rre-wrapped {done}/{total} data keys");
+        crate::progress(format_args!("re-wrapped {done}/{total} data keys"));
     }
-    eprintln!("\rre-wrapped {done}/{total} data keys under {}", status.primary);
+    crate::progress_done(format_args!(
+        "re-wrapped {done}/{total} data keys under {}",
+        status.primary
+    ));
     Ok(())
 }
 
@@ -411,13 +426,13 @@ pub async fn backup(settings: &ServerSettings, output: &Path, keyring_passphrase
         .with_context(|| format!("cannot create {}", tmp.display()))?;
     let out: Box<dyn std::io::Write + Send> = Box::new(std::io::BufWriter::new(file));
     let stats = store
-        .export_to(out, extra, |n| eprint!("\rbacked up {n} rows"))
+        .export_to(out, extra, |n| crate::progress(format_args!("backed up {n} rows")))
         .await
         .context("backup failed")?;
     std::fs::rename(&tmp, output).with_context(|| format!("cannot move the backup to {}", output.display()))?;
     store.close();
     let total: u64 = stats.tables.iter().map(|(_, n)| n).sum();
-    eprintln!("\rbacked up {total} rows to {}", output.display());
+    crate::progress_done(format_args!("backed up {total} rows to {}", output.display()));
     if keyring_passphrase.is_none() {
         eprintln!(
             "the key file is NOT in the backup (secrets stay unreadable without it); keep {} safe separately",

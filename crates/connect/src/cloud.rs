@@ -143,7 +143,7 @@ impl Tester for Aws {
                 .unwrap_or_else(|| format!("https://sts.{region}.amazonaws.com/"));
             let endpoint = url(&endpoint_s, "sts_endpoint_url")?;
             check_url(policy, &endpoint)?;
-            let client = policy_client(policy)?;
+            let client = policy_client(policy, &endpoint)?;
             // Root of the chain first, then every assume_role hop down to this credential.
             let mut hops: Vec<&Json> = input.sources.iter().collect();
             hops.push(&input.fields);
@@ -352,7 +352,7 @@ impl Tester for Gcp {
                     .to_owned(),
             );
             let assertion = Zeroizing::new(jwt_rs256(&header, &claims, &key)?);
-            let client = policy_client(policy)?;
+            let client = policy_client(policy, &endpoint)?;
             token_request(
                 &client,
                 &endpoint,
@@ -397,7 +397,7 @@ impl Tester for Azure {
                 Some(_) => "https://storage.azure.com/.default",
                 None => "https://management.azure.com/.default",
             };
-            let client = policy_client(policy)?;
+            let client = policy_client(policy, &endpoint)?;
             match variant {
                 "client_secret" => {
                     let secret = input.field("client_secret").unwrap_or_default();

@@ -148,6 +148,9 @@ pub struct EgressPolicy {
     pub total_timeout: Duration,
     /// Tests in flight at once, server-wide.
     pub concurrency: Arc<Semaphore>,
+    /// The destinations this call may reach (issue 13), checked before any connection;
+    /// `None` only for calls that carry no credential's secret.
+    pub guard: Option<Arc<crate::guard::Guard>>,
 }
 
 impl Default for EgressPolicy {
@@ -157,6 +160,7 @@ impl Default for EgressPolicy {
             connect_timeout: Duration::from_secs(5),
             total_timeout: Duration::from_secs(20),
             concurrency: Arc::new(Semaphore::new(16)),
+            guard: None,
         }
     }
 }
@@ -167,6 +171,35 @@ impl EgressPolicy {
         EgressPolicy {
             allow,
             ..EgressPolicy::default()
+        }
+    }
+
+    /// The same policy, restricted to the destinations `guard` allows.
+    pub fn guarded(&self, guard: crate::guard::Guard) -> EgressPolicy {
+        EgressPolicy {
+            guard: Some(Arc::new(guard)),
+            ..self.clone()
+        }
+    }
+
+    /// Checks `host:port` against the guard before anything is resolved or dialled. `Ok(None)`:
+    /// allowed; `Ok(Some(dest))`: allowed only if the addresses it resolves to are.
+    pub fn check_destination(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Option<credvault_domain::destinations::Destination>, TestError> {
+        match &self.guard {
+            Some(g) => g.precheck(host, port),
+            None => Ok(None),
+        }
+    }
+
+    /// Checks a host reached through an SSH bastion (which resolves it): by name only.
+    pub fn check_tunnel_destination(&self, host: &str, port: u16) -> Result<(), TestError> {
+        match &self.guard {
+            Some(g) => g.check_by_name(host, port),
+            None => Ok(()),
         }
     }
 
@@ -199,6 +232,7 @@ impl EgressPolicy {
     /// Resolves `host` once and checks every address. A name with any forbidden address is
     /// refused as a whole (a rebinding name often answers with one public and one private).
     pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, TestError> {
+        let by_addresses = self.check_destination(host, port)?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
             return Err(TestError::new(ErrorCode::Dns, "no host name"));
@@ -223,6 +257,10 @@ impl EgressPolicy {
         }
         for a in &addrs {
             self.check(a.ip())?;
+        }
+        if let (Some(dest), Some(g)) = (&by_addresses, &self.guard) {
+            let ips: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
+            g.check_resolved(dest, &ips)?;
         }
         Ok(addrs)
     }
@@ -253,17 +291,21 @@ impl EgressPolicy {
     }
 }
 
-/// A reqwest resolver that applies the policy: reqwest connects to exactly the addresses
-/// returned here.
-pub(crate) struct PolicyResolver(pub EgressPolicy);
+/// A reqwest resolver that applies the policy (and its destination guard, for the port of
+/// the one URL the client is built for): reqwest connects to exactly the addresses returned
+/// here.
+pub(crate) struct PolicyResolver {
+    pub policy: EgressPolicy,
+    pub port: u16,
+}
 
 impl reqwest::dns::Resolve for PolicyResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let policy = self.0.clone();
+        let (policy, port) = (self.policy.clone(), self.port);
         let host = name.as_str().to_owned();
         Box::pin(async move {
             let addrs = policy
-                .resolve(&host, 0)
+                .resolve(&host, port)
                 .await
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
             let it: reqwest::dns::Addrs = Box::new(addrs.into_iter());

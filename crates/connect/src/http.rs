@@ -22,18 +22,7 @@ impl Tester for Http {
                     .join(path)
                     .map_err(|_| TestError::new(ErrorCode::NotFound, "check_path does not make a URL"))?;
             }
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(TestError::new(
-                    ErrorCode::EgressDenied,
-                    "only http and https are allowed",
-                ));
-            }
-            match url.host() {
-                Some(url::Host::Ipv4(ip)) => policy.check(ip.into())?,
-                Some(url::Host::Ipv6(ip)) => policy.check(ip.into())?,
-                Some(url::Host::Domain(_)) => {}
-                None => return Err(TestError::new(ErrorCode::Dns, "the URL has no host")),
-            }
+            check_url(policy, &url)?;
             let method = match input.config_str("check_method").unwrap_or("GET") {
                 "HEAD" => reqwest::Method::HEAD,
                 "POST" => reqwest::Method::POST,
@@ -49,7 +38,10 @@ impl Tester for Http {
                 }
             }
             let client = builder
-                .dns_resolver(std::sync::Arc::new(PolicyResolver(policy.clone())))
+                .dns_resolver(std::sync::Arc::new(PolicyResolver {
+                    policy: policy.clone(),
+                    port: url_port(&url)?,
+                }))
                 .redirect(reqwest::redirect::Policy::none())
                 .connect_timeout(policy.connect_timeout)
                 .timeout(policy.total_timeout)
@@ -124,8 +116,9 @@ fn status_error(url: &reqwest::Url, status: i64, answered: &str) -> TestError {
     TestError::new(code, format!("{} answered {answered}", url.host_str().unwrap_or("")))
 }
 
-/// Checks a URL a user chose: http(s) only, and an IP literal host must pass the policy (a
-/// name is checked by the policy resolver when the client dials).
+/// Checks a URL a user chose: http(s) only; its host and port must pass the destination
+/// guard, and an IP literal host the policy (a name is checked by the policy resolver when the
+/// client dials, against the addresses it resolves to).
 pub(crate) fn check_url(policy: &EgressPolicy, url: &reqwest::Url) -> Result<(), TestError> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(TestError::new(
@@ -133,6 +126,8 @@ pub(crate) fn check_url(policy: &EgressPolicy, url: &reqwest::Url) -> Result<(),
             "only http and https are allowed",
         ));
     }
+    let host = url.host_str().unwrap_or_default();
+    policy.check_destination(host, url_port(url)?)?;
     match url.host() {
         Some(url::Host::Ipv4(ip)) => policy.check(ip.into()),
         Some(url::Host::Ipv6(ip)) => policy.check(ip.into()),
@@ -141,10 +136,20 @@ pub(crate) fn check_url(policy: &EgressPolicy, url: &reqwest::Url) -> Result<(),
     }
 }
 
-/// An HTTP client whose every connection goes through the policy, following no redirects.
-pub(crate) fn policy_client(policy: &EgressPolicy) -> Result<reqwest::Client, TestError> {
+/// The port a request to `url` goes to.
+pub(crate) fn url_port(url: &reqwest::Url) -> Result<u16, TestError> {
+    url.port_or_known_default()
+        .ok_or_else(|| TestError::new(ErrorCode::EgressDenied, "the URL has no port"))
+}
+
+/// An HTTP client for requests to `url`'s host and port, whose every connection goes through
+/// the policy (and its destination guard), following no redirects.
+pub(crate) fn policy_client(policy: &EgressPolicy, url: &reqwest::Url) -> Result<reqwest::Client, TestError> {
     reqwest::Client::builder()
-        .dns_resolver(std::sync::Arc::new(PolicyResolver(policy.clone())))
+        .dns_resolver(std::sync::Arc::new(PolicyResolver {
+            policy: policy.clone(),
+            port: url_port(url)?,
+        }))
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(policy.connect_timeout)
         .timeout(policy.total_timeout)
@@ -206,7 +211,7 @@ impl Tester for OauthSaas {
                     "this OAuth credential has no access token: authorize it first",
                 ));
             };
-            let resp = policy_client(policy)?
+            let resp = policy_client(policy, &url)?
                 .get(url.clone())
                 .bearer_auth(token)
                 .send()

@@ -10,6 +10,7 @@ pub mod aws;
 mod cloud;
 pub mod egress;
 mod ftp;
+pub mod guard;
 mod http;
 mod ldap;
 mod mysql;
@@ -24,6 +25,7 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 pub use egress::{Cidr, EgressPolicy};
+pub use guard::Guard;
 
 /// Stable error codes of a failed test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -51,6 +53,8 @@ pub enum ErrorCode {
     EgressDenied,
     /// The target answered something unexpected.
     UnexpectedResponse,
+    /// The destination is not among the credential's allowed destinations: nothing was sent.
+    DestinationNotAllowed,
 }
 
 impl ErrorCode {
@@ -68,6 +72,7 @@ impl ErrorCode {
             ErrorCode::Unsupported => "unsupported",
             ErrorCode::EgressDenied => "egress_denied",
             ErrorCode::UnexpectedResponse => "unexpected_response",
+            ErrorCode::DestinationNotAllowed => "destination_not_allowed",
         }
     }
 }

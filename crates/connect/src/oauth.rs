@@ -70,7 +70,7 @@ pub async fn token_request(
 ) -> Result<Tokens, OAuthError> {
     let url = reqwest::Url::parse(token_url).map_err(|_| OAuthError::Other("token_url is not a URL".into()))?;
     check_url(policy, &url).map_err(|e| OAuthError::Egress(e.message))?;
-    let client = policy_client(policy).map_err(|e| OAuthError::Transient(e.message))?;
+    let client = policy_client(policy, &url).map_err(|e| OAuthError::Egress(e.message))?;
     // RFC 6749 2.3.1: the Basic credentials are form-urlencoded first.
     let resp = client
         .post(url)
@@ -82,7 +82,9 @@ pub async fn token_request(
         .map_err(|e| {
             let t = crate::http::classify(&e);
             match t.code {
-                crate::ErrorCode::EgressDenied => OAuthError::Egress(t.message),
+                crate::ErrorCode::EgressDenied | crate::ErrorCode::DestinationNotAllowed => {
+                    OAuthError::Egress(t.message)
+                }
                 _ => OAuthError::Transient(t.message),
             }
         })?;
@@ -139,7 +141,7 @@ pub async fn revoke(
     let url =
         reqwest::Url::parse(revocation_url).map_err(|_| OAuthError::Other("revocation_url is not a URL".into()))?;
     check_url(policy, &url).map_err(|e| OAuthError::Egress(e.message))?;
-    let client = policy_client(policy).map_err(|e| OAuthError::Transient(e.message))?;
+    let client = policy_client(policy, &url).map_err(|e| OAuthError::Egress(e.message))?;
     let resp = client
         .post(url)
         .basic_auth(percent(client_id), Some(percent(client_secret)))

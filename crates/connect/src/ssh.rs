@@ -59,7 +59,10 @@ impl Route {
     pub(crate) async fn open(&self, policy: &EgressPolicy, host: &str, port: u16) -> Result<BoxedIo, TestError> {
         match self {
             Route::Direct => Ok(Box::new(policy.connect(host, port).await?)),
-            Route::Tunnel(t) => Ok(Box::new(t.open(host, port).await?)),
+            Route::Tunnel(t) => {
+                policy.check_tunnel_destination(host, port)?;
+                Ok(Box::new(t.open(host, port).await?))
+            }
         }
     }
 

@@ -37,6 +37,7 @@ pub const ACTIONS: &[&str] = &[
     "token.revoke",
     "credential.create",
     "credential.update",
+    "credential.destinations.allow",
     "credential.version.create",
     "credential.version.promote",
     "credential.version.revoke",

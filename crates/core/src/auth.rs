@@ -48,18 +48,7 @@ pub(crate) fn authorize(
     what: &'static str,
     draft: impl FnOnce() -> Draft,
 ) -> CoreResult<()> {
-    let org = scope.org();
-    let visible = actor.in_org(org)
-        && match scope {
-            Scope::Workspace(_, ws) => !actor.workspace_roles(ws).is_empty(),
-            Scope::Org(_) | Scope::OrgShared(_) => true,
-        };
-    let roles: Vec<Role> = match scope {
-        Scope::Org(_) => actor.org_roles(),
-        Scope::Workspace(_, ws) => actor.workspace_roles(ws),
-        Scope::OrgShared(_) => actor.any_roles(),
-    };
-    let granted = visible && settings.role_policy.any_grants(&roles, perm);
+    let (visible, granted) = grants(actor, settings, scope, perm);
     if granted {
         return Ok(());
     }
@@ -74,6 +63,28 @@ pub(crate) fn authorize(
         hidden,
         permission: perm,
     })))
+}
+
+/// Whether `actor` can see `scope`, and whether it holds `perm` there.
+fn grants(actor: &Actor, settings: &OrgSettings, scope: Scope<'_>, perm: Permission) -> (bool, bool) {
+    let org = scope.org();
+    let visible = actor.in_org(org)
+        && match scope {
+            Scope::Workspace(_, ws) => !actor.workspace_roles(ws).is_empty(),
+            Scope::Org(_) | Scope::OrgShared(_) => true,
+        };
+    let roles: Vec<Role> = match scope {
+        Scope::Org(_) => actor.org_roles(),
+        Scope::Workspace(_, ws) => actor.workspace_roles(ws),
+        Scope::OrgShared(_) => actor.any_roles(),
+    };
+    (visible, visible && settings.role_policy.any_grants(&roles, perm))
+}
+
+/// Whether `actor` holds `perm` in `scope` (no audit event: for choosing what to do, never
+/// for refusing).
+pub(crate) fn permits(actor: &Actor, settings: &OrgSettings, scope: Scope<'_>, perm: Permission) -> bool {
+    grants(actor, settings, scope, perm).1
 }
 
 /// A non-reversible fingerprint of a presented token for the audit journal: lets an analyst

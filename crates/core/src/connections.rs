@@ -24,6 +24,7 @@ use crate::audit::{self, ActorRef, Draft};
 use crate::auth::{Scope, authorize};
 use crate::context::{Actor, RequestCtx};
 use crate::credentials::{CredRow, load_cred, write_scope};
+use crate::destinations::{Dns, Holder, admit, current_public_fields, holders, of_connection, save_additions};
 use crate::error::{CoreError, CoreResult};
 use crate::settings::OrgSettings;
 use crate::tenancy::{page, settings_of, workspace_org};
@@ -230,10 +231,13 @@ pub struct PipelineFilter {
 /// What uses a credential.
 #[derive(Clone, Debug, Serialize)]
 pub struct Usage {
-    /// Connections that reference it.
+    /// Connections that reference it (or, with `via_credential_id`, a credential whose AWS
+    /// role chain starts from it).
     pub connections: Vec<UsageRef>,
     /// Pipelines that reference those connections.
     pub pipelines: Vec<UsageRef>,
+    /// Credentials whose current version uses it as the source of an AWS role chain.
+    pub chained_credentials: Vec<UsageRef>,
 }
 
 /// A reference in a usage listing.
@@ -248,6 +252,9 @@ pub struct UsageRef {
     /// Environment (connections only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
+    /// The chain credential through which this uses the credential, if not directly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via_credential_id: Option<String>,
 }
 
 /// Result of detach-all.
@@ -465,12 +472,35 @@ fn check_attachment(
     }
 }
 
+/// Checks a connection's destinations against `cred` and the sources of its role chain
+/// (locked: an owner's wiring widens their sets, trust on first use). See `destinations.rs`.
+#[allow(clippy::too_many_arguments)]
+fn admit_destinations(
+    tx: &mut dyn Tx,
+    actor: &Actor,
+    settings: &OrgSettings,
+    cred: CredRow,
+    kind: &str,
+    config: &Json,
+    dns: &Dns,
+    draft: impl Fn() -> Draft,
+) -> CoreResult<Vec<Holder>> {
+    let public = current_public_fields(tx, &cred)?;
+    let mut hs = holders(tx, cred, &public, true)?;
+    let dests = of_connection(kind, config)?;
+    admit(actor, settings, &mut hs, &dests, dns, true, draft)?;
+    Ok(hs)
+}
+
 /// What uses a credential, limited to `visible` workspaces (`None`: all).
 fn usage_visible(tx: &mut dyn Tx, credential_id: &str, visible: Option<&[String]>) -> CoreResult<Usage> {
-    let mut u = usage_of(tx, credential_id)?;
+    let mut u = usage_with_chains(tx, credential_id)?;
     if let Some(v) = visible {
         u.connections.retain(|c| v.contains(&c.workspace_id));
         u.pipelines.retain(|p| v.contains(&p.workspace_id));
+        // Organization-wide chain credentials (no workspace) are visible to every member.
+        u.chained_credentials
+            .retain(|c| c.workspace_id.is_empty() || v.contains(&c.workspace_id));
     }
     Ok(u)
 }
@@ -488,6 +518,7 @@ fn usage_of(tx: &mut dyn Tx, credential_id: &str) -> CoreResult<Usage> {
                 name: r.text(1)?,
                 workspace_id: r.text(2)?,
                 environment: Some(r.text(3)?),
+                via_credential_id: None,
             })
         })
         .collect::<CoreResult<Vec<_>>>()?;
@@ -505,10 +536,43 @@ fn usage_of(tx: &mut dyn Tx, credential_id: &str) -> CoreResult<Usage> {
                 name: r.text(1)?,
                 workspace_id: r.text(2)?,
                 environment: None,
+                via_credential_id: None,
             })
         })
         .collect::<CoreResult<Vec<_>>>()?;
-    Ok(Usage { connections, pipelines })
+    Ok(Usage {
+        connections,
+        pipelines,
+        chained_credentials: Vec::new(),
+    })
+}
+
+/// What uses a credential directly and through AWS role chains that start from it (usage,
+/// the delete guard).
+pub(crate) fn usage_with_chains(tx: &mut dyn Tx, credential_id: &str) -> CoreResult<Usage> {
+    let mut u = usage_of(tx, credential_id)?;
+    for user in crate::testing::chain_users(tx, credential_id)? {
+        let c = load_cred(tx, &user, false)?;
+        u.chained_credentials.push(UsageRef {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            workspace_id: c.workspace_id.clone().unwrap_or_default(),
+            environment: Some(c.environment.clone()),
+            via_credential_id: None,
+        });
+        let via = usage_of(tx, &user)?;
+        for mut r in via.connections {
+            r.via_credential_id = Some(user.clone());
+            u.connections.push(r);
+        }
+        for mut r in via.pipelines {
+            if !u.pipelines.iter().any(|p| p.id == r.id) {
+                r.via_credential_id = Some(user.clone());
+                u.pipelines.push(r);
+            }
+        }
+    }
+    Ok(u)
 }
 
 fn pipeline_connections(tx: &mut dyn Tx, pipeline_id: &str) -> CoreResult<Vec<String>> {
@@ -608,15 +672,34 @@ impl Service {
         check_description(req.description.as_deref())?;
         let kind = parse_kind(&req.kind)?;
         let config = validate_config(kind, req.config.clone()).map_err(CoreError::InvalidFields)?;
+        let id = ConnectionId::generate();
+        self.with_dns(|dns| {
+            let (req, config, id) = (req.clone(), config.clone(), id.clone());
+            self.create_connection_once(ctx, actor, req, kind, config, id, dns)
+        })
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn create_connection_once(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        req: CreateConnection,
+        kind: ConnectorKind,
+        config: Json,
+        id: ConnectionId,
+        dns: Dns,
+    ) -> CoreResult<ConnectionView> {
         let (a, ctx2) = (actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {
             let ws = req.workspace_id;
             let org = workspace_org(tx, ws.as_str())?.ok_or(CoreError::NotFound { what: "workspace" })?;
             let settings = settings_of(tx, org.as_str(), "workspace")?;
-            let id = ConnectionId::generate();
             let draft = || Draft::new("connection.create", "connection", id.as_str(), org.as_str()).workspace(Some(ws.as_str()));
             authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::CredentialAttach, "workspace", draft)?;
             let mut override_reason = None;
+            let mut hs = Vec::new();
             if let Some(cid) = &req.credential_id {
                 let cred = load_cred(tx, cid.as_str(), true).map_err(|e| with_field(e, "credential_id"))?;
                 override_reason = check_attachment(
@@ -628,6 +711,9 @@ impl Service {
                     &settings,
                     req.override_reason.as_deref(),
                 ).map_err(|e| with_field(e, "credential_id"))?;
+                hs = admit_destinations(tx, &a, &settings, cred, kind.as_str(), &config, &dns, || {
+                    draft().details(serde_json::json!({"name": req.name, "kind": kind.as_str(), "credential_id": cid}))
+                })?;
             }
             let now = now_micros();
             let by = a.principal_id.as_str();
@@ -654,6 +740,7 @@ impl Service {
                 ],
             )
             .map_err(|e| name_conflict(e, "connection"))?;
+            let allowed = save_additions(tx, &ctx2, &ActorRef::from(a.as_ref()), &hs, id.as_str())?;
             audit::append(
                 tx,
                 &ctx2,
@@ -661,6 +748,7 @@ impl Service {
                 &draft().details(serde_json::json!({
                     "name": req.name, "kind": kind.as_str(), "environment": req.environment, "config": config,
                     "credential_id": req.credential_id, "override_reason": override_reason,
+                    "destinations_allowed": allowed,
                 })),
             )?;
             if let Some(cid) = &req.credential_id {
@@ -756,6 +844,18 @@ impl Service {
             check_name(n).map_err(|m| CoreError::invalid("name", "invalid_name", m))?;
         }
         check_description(p.description.as_deref())?;
+        self.with_dns(|dns| self.patch_connection_once(ctx, actor, id, p.clone(), dns))
+            .await
+    }
+
+    async fn patch_connection_once(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+        p: PatchConnection,
+        dns: Dns,
+    ) -> CoreResult<ConnectionView> {
         let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {
             let c = load_conn(tx, &id, true)?;
@@ -769,6 +869,7 @@ impl Service {
                 "connection",
                 || c.draft("connection.update"),
             )?;
+            let mut hs = Vec::new();
             let now = now_micros();
             let mut changed = Vec::new();
             if let Some(n) = &p.name {
@@ -782,6 +883,15 @@ impl Service {
             if let Some(cfg) = &p.config {
                 let kind = parse_kind(&c.kind)?;
                 let cfg = validate_config(kind, cfg.clone()).map_err(CoreError::InvalidFields)?;
+                // A new destination of an attached connection must be one its credential
+                // allows (or is widened to, by someone who may change the credential).
+                if let Some(cid) = &c.credential_id {
+                    let cred = load_cred(tx, cid, true)?;
+                    hs = admit_destinations(tx, &a, &settings, cred, &c.kind, &cfg, &dns, || {
+                        c.draft("connection.update")
+                            .details(serde_json::json!({"changed": ["config"], "credential_id": cid}))
+                    })?;
+                }
                 tx.execute(
                     "UPDATE connections SET config = $1 WHERE id = $2",
                     &[serde_json::to_string(&cfg)?.into(), id.as_str().into()],
@@ -799,12 +909,14 @@ impl Service {
                 "UPDATE connections SET updated_at = $1 WHERE id = $2",
                 &[now.into(), id.as_str().into()],
             )?;
+            let allowed = save_additions(tx, &ctx2, &ActorRef::from(a.as_ref()), &hs, &id)?;
             audit::append(
                 tx,
                 &ctx2,
                 &ActorRef::from(a.as_ref()),
-                &c.draft("connection.update")
-                    .details(serde_json::json!({"changed": changed, "config": p.config})),
+                &c.draft("connection.update").details(
+                    serde_json::json!({"changed": changed, "config": p.config, "destinations_allowed": allowed}),
+                ),
             )?;
             load_conn(tx, &id, false)?.view()
         })
@@ -850,6 +962,18 @@ impl Service {
         id: &str,
         req: AttachCredential,
     ) -> CoreResult<ConnectionView> {
+        self.with_dns(|dns| self.attach_credential_once(ctx, actor, id, req.clone(), dns))
+            .await
+    }
+
+    async fn attach_credential_once(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+        req: AttachCredential,
+        dns: Dns,
+    ) -> CoreResult<ConnectionView> {
         let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {
             let c = load_conn(tx, &id, true)?;
@@ -860,18 +984,23 @@ impl Service {
             let cred = load_cred(tx, req.credential_id.as_str(), true).map_err(|e| with_field(e, "credential_id"))?;
             let kind = parse_kind(&c.kind)?;
             let reason = check_attachment(&c.org_id, &c.workspace_id, &c.environment, kind, &cred, &settings, req.override_reason.as_deref()).map_err(|e| with_field(e, "credential_id"))?;
+            let cred_env = cred.environment.clone();
+            let config: Json = serde_json::from_str(&c.config)?;
+            let hs = admit_destinations(tx, &a, &settings, cred, &c.kind, &config, &dns, draft)?;
             let now = now_micros();
             tx.execute(
                 "UPDATE connections SET credential_id = $1, override_reason = $2, attached_at = $3, attached_by = $4, updated_at = $3 WHERE id = $5",
                 &[req.credential_id.as_str().into(), reason.clone().into(), now.into(), a.principal_id.as_str().into(), id.as_str().into()],
             )?;
+            let allowed = save_additions(tx, &ctx2, &ActorRef::from(a.as_ref()), &hs, &id)?;
             audit::append(
                 tx,
                 &ctx2,
                 &ActorRef::from(a.as_ref()),
                 &c.draft("connection.attach").details(serde_json::json!({
                     "credential_id": req.credential_id, "previous_credential_id": c.credential_id,
-                    "override_reason": reason, "credential_environment": cred.environment, "connection_environment": c.environment,
+                    "override_reason": reason, "credential_environment": cred_env, "connection_environment": c.environment,
+                    "destinations_allowed": allowed,
                 })),
             )?;
             load_conn(tx, &id, false)?.view()

@@ -28,9 +28,10 @@ use crate::views::*;
 
 const CRED_COLS: &str = "c.id, c.name, c.type, c.variant, c.org_id, c.workspace_id, c.environment, c.labels, \
      c.description, c.status, c.expires_at, c.rotation_period_days, c.current_version, c.owner_id, c.created_at, \
-     c.created_by, c.updated_at, c.deleted_at, c.last_used_at, c.seq";
+     c.created_by, c.updated_at, c.deleted_at, c.last_used_at, c.seq, c.allowed_destinations";
 
 /// A credential row.
+#[derive(Clone)]
 pub(crate) struct CredRow {
     pub id: String,
     pub name: String,
@@ -51,6 +52,8 @@ pub(crate) struct CredRow {
     pub updated_at: i64,
     pub deleted_at: Option<i64>,
     pub last_used_at: Option<i64>,
+    /// JSON array of allowed destination patterns (`None` until the upgrade step ran).
+    pub allowed_destinations: Option<String>,
 }
 
 impl CredRow {
@@ -75,6 +78,7 @@ impl CredRow {
             updated_at: r.int(16)?,
             deleted_at: r.opt_int(17)?,
             last_used_at: r.opt_int(18)?,
+            allowed_destinations: r.opt_text(20)?,
         })
     }
 
@@ -95,6 +99,18 @@ impl CredRow {
             Some((f, s)) => (serde_json::from_str(f)?, serde_json::from_str(s)?),
             None => (Json::Object(Map::new()), Vec::new()),
         };
+        let fields: Json = fields;
+        let field_destinations = CredentialType::parse(&self.ty)
+            .map(|t| {
+                let mut d: Vec<String> = credvault_domain::destinations::credential_destinations(t, &fields)
+                    .into_iter()
+                    .map(|d| d.dest.to_string())
+                    .collect();
+                d.sort();
+                d.dedup();
+                d
+            })
+            .unwrap_or_default();
         Ok(CredentialView {
             id: self.id.clone(),
             name: self.name.clone(),
@@ -122,6 +138,8 @@ impl CredRow {
                 .into_iter()
                 .collect(),
             oauth: None,
+            allowed_destinations: crate::destinations::stored_set(self).to_strings(),
+            field_destinations,
         })
     }
 }
@@ -352,7 +370,8 @@ fn insert_version(
 ) -> CoreResult<()> {
     tx.execute(
         "INSERT INTO credential_versions (credential_id, version, state, kek_id, wrapped_key, ciphertext, public_fields, \
-         secret_fields_set, created_at, created_by, state_changed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $9)",
+         secret_fields_set, created_at, created_by, state_changed_at, source_credential_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $9, $11)",
         &[
             cred.into(),
             version.into(),
@@ -364,15 +383,21 @@ fn insert_version(
             serde_json::to_string(&v.secret_fields_set)?.into(),
             now.into(),
             by.into(),
+            v.public.get("source_credential_id").and_then(Json::as_str).into(),
         ],
     )?;
     Ok(())
 }
 
-/// Checks references to other credentials inside fields (AWS role chains).
+/// Checks references to other credentials inside fields (AWS role chains). The source must be
+/// visible from the chain credential's scope by the rule of attachment (organization-wide, or
+/// in the chain credential's own workspace); anything else — another workspace's credential,
+/// another organization's, or no credential at all — is the same 404 `not_found`, so the
+/// answer tells nothing about what exists outside the scope.
 fn check_references(
     tx: &mut dyn Tx,
     org: &str,
+    ws: Option<&str>,
     ty: CredentialType,
     v: &ValidatedFields,
     self_id: &str,
@@ -391,9 +416,19 @@ fn check_references(
         ));
     }
     let found = tx.query_opt(
-        "SELECT type FROM credentials WHERE id = $1 AND org_id = $2",
+        "SELECT type, workspace_id FROM credentials WHERE id = $1 AND org_id = $2",
         &[src.into(), org.into()],
     )?;
+    let visible = match &found {
+        Some(r) => match r.opt_text(1)? {
+            None => true,
+            Some(src_ws) => ws == Some(src_ws.as_str()),
+        },
+        None => false,
+    };
+    if !visible {
+        return Err(CoreError::NotFound { what: "credential" });
+    }
     // Walk the chain above the source: it must end at an access key, never come back here.
     let mut next = Some(src.to_owned());
     let mut hops = 0;
@@ -430,12 +465,23 @@ fn check_references(
             "invalid_reference",
             "must name an aws credential",
         )),
-        None => Err(CoreError::invalid(
-            "fields.source_credential_id",
-            "invalid_reference",
-            "no such credential in this organization",
-        )),
+        None => Err(CoreError::NotFound { what: "credential" }),
     }
+}
+
+/// Parses a submitted list of allowed destinations; errors name `allowed_destinations[i]`.
+pub(crate) fn parse_allowed(list: &[String]) -> CoreResult<credvault_domain::destinations::AllowedSet> {
+    credvault_domain::destinations::AllowedSet::parse(list).map_err(|errs| {
+        CoreError::InvalidFields(
+            errs.into_iter()
+                .map(|e| credential_types::FieldError {
+                    field: format!("allowed_destinations[{}]", e.index),
+                    code: "invalid_destination",
+                    message: e.message,
+                })
+                .collect(),
+        )
+    })
 }
 
 fn validate_fields(ty: CredentialType, variant: Option<&str>, fields: Json) -> CoreResult<ValidatedFields> {
@@ -475,6 +521,7 @@ impl Service {
         check_description(req.description.as_deref())?;
         let expires_at = parse_expiry("expires_at", req.expires_at.as_deref())?;
         check_rotation(req.rotation_period_days)?;
+        let allowed = parse_allowed(req.allowed_destinations.as_deref().unwrap_or_default())?;
         let fields = std::mem::take(&mut req.fields);
         let validated = validate_fields(ty, req.variant.as_deref(), fields)?;
         let keyring = self.keyring_arc()?;
@@ -498,15 +545,15 @@ impl Service {
             if !settings.enabled_types.contains(&ty) {
                 return Err(CoreError::invalid("type", "type_not_enabled", format!("type {} is not enabled for this organization", ty.as_str())));
             }
-            check_references(tx, org.as_str(), ty, &validated, id.as_str())?;
+            check_references(tx, org.as_str(), scope_ws.as_ref().map(|w| w.as_str()), ty, &validated, id.as_str())?;
             let now = now_micros();
             let by = a.principal_id.as_str();
             let scope_key = scope_ws.as_ref().map_or(org.as_str(), |w| w.as_str());
             let labels_json = serde_json::to_string(&labels)?;
             tx.execute(
                 "INSERT INTO credentials (id, org_id, workspace_id, scope_key, name, type, variant, environment, labels, description, \
-                 status, expires_at, rotation_period_days, current_version, owner_id, created_at, created_by, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $12, 1, $13, $14, $13, $14)",
+                 status, expires_at, rotation_period_days, current_version, owner_id, created_at, created_by, updated_at, allowed_destinations) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $12, 1, $13, $14, $13, $14, $15)",
                 &[
                     id.as_str().into(),
                     org.as_str().into(),
@@ -522,6 +569,7 @@ impl Service {
                     rotation.into(),
                     by.into(),
                     now.into(),
+                    allowed.to_stored().into(),
                 ],
             )
             .map_err(name_conflict)?;
@@ -535,7 +583,8 @@ impl Service {
                 &ActorRef::from(a.as_ref()),
                 &draft().details(serde_json::json!({
                     "name": name, "type": ty.as_str(), "variant": validated.variant, "environment": environment,
-                    "labels": labels, "secret_fields_set": validated.secret_fields_set, "version": 1
+                    "labels": labels, "secret_fields_set": validated.secret_fields_set, "version": 1,
+                    "allowed_destinations": allowed.to_strings(),
                 })),
             )?;
             let c = load_cred(tx, id.as_str(), false)?;
@@ -685,7 +734,7 @@ impl Service {
             let rows = tx.query(&sql, &params)?;
             page(rows, limit, 19, |r| {
                 let c = CredRow::from_row(r)?;
-                let (pf, sf) = (r.opt_text(20)?, r.opt_text(21)?);
+                let (pf, sf) = (r.opt_text(21)?, r.opt_text(22)?);
                 let current = match (&pf, &sf) {
                     (Some(p), Some(s)) => Some((p.as_str(), s.as_str())),
                     _ => None,
@@ -726,6 +775,7 @@ impl Service {
         if let Some(r) = p.rotation_period_days {
             check_rotation(r)?;
         }
+        let allowed = p.allowed_destinations.as_deref().map(parse_allowed).transpose()?;
         let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {
             let c = load_cred(tx, &id, true)?;
@@ -784,6 +834,18 @@ impl Service {
                 )?;
                 changed.push("rotation_period_days");
             }
+            let mut destinations = Json::Null;
+            if let Some(new) = &allowed {
+                let old = crate::destinations::stored_set(&c);
+                tx.execute(
+                    "UPDATE credentials SET allowed_destinations = $1 WHERE id = $2",
+                    &[new.to_stored().into(), id.as_str().into()],
+                )?;
+                changed.push("allowed_destinations");
+                destinations = serde_json::json!({
+                    "added": new.minus(&old), "removed": old.minus(new), "allowed_destinations": new.to_strings(),
+                });
+            }
             tx.execute(
                 "UPDATE credentials SET updated_at = $1 WHERE id = $2",
                 &[now.into(), id.as_str().into()],
@@ -792,8 +854,9 @@ impl Service {
                 tx,
                 &ctx2,
                 &ActorRef::from(a.as_ref()),
-                &c.draft("credential.update")
-                    .details(serde_json::json!({ "changed": changed, "name": p.name, "labels": p.labels })),
+                &c.draft("credential.update").details(serde_json::json!({
+                    "changed": changed, "name": p.name, "labels": p.labels, "destinations": destinations,
+                })),
             )?;
             let c = load_cred(tx, &id, false)?;
             full_view(tx, &c)
@@ -849,7 +912,7 @@ impl Service {
                     "secrets can be kept only when every non-secret field stays as it is; to change those, enter all the secrets again",
                 ));
             }
-            check_references(tx, &c.org_id, ty, &validated, &c.id)?;
+            check_references(tx, &c.org_id, c.workspace_id.as_deref(), ty, &validated, &c.id)?;
             let next = tx.query_one("SELECT COALESCE(MAX(version), 0) + 1 FROM credential_versions WHERE credential_id = $1", &[id.as_str().into()])?.int(0)?;
             let secret = SecretJson::new(validated.secret.expose().clone());
             let sealed = seal(&keyring, &c.org_id, &c.id, next, secret)?;
@@ -1029,6 +1092,12 @@ impl Service {
                     return Err(CoreError::conflict(
                         "credential_in_use",
                         "the credential is attached to connections; detach it first (see its usage, or detach-all)",
+                    ));
+                }
+                (StatusOp::Delete, _) if !crate::testing::chain_users(tx, &c.id)?.is_empty() => {
+                    return Err(CoreError::conflict(
+                        "credential_in_use",
+                        "the credential is the source of AWS role chains; change or delete those credentials first (see its usage)",
                     ));
                 }
                 (StatusOp::Delete, _) => ("pending_deletion", Some(now)),

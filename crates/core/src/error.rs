@@ -74,6 +74,11 @@ pub enum CoreError {
     #[doc(hidden)]
     #[error("needs an OAuth refresh")]
     NeedsRefresh(String),
+    /// Internal: these host names must be resolved before the destination check can decide
+    /// (never leaves the core; see `destinations::Service::with_dns`).
+    #[doc(hidden)]
+    #[error("needs DNS answers")]
+    NeedsDns(Vec<String>),
     /// Something that should not happen did (a bug); details are logged, not returned.
     #[error("internal error: {0}")]
     Internal(String),

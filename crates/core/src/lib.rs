@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod connections;
 pub mod context;
 mod credentials;
+mod destinations;
 pub mod error;
 pub mod forward;
 pub mod keys;
@@ -225,6 +226,7 @@ impl Service {
             "credential_not_active",
             "version_revoked",
             "version_not_resolvable",
+            "destination_not_allowed",
         ]
         .contains(&reason)
         {

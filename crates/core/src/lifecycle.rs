@@ -148,16 +148,23 @@ impl Service {
         let fields = self
             .inner
             .store
-            .read(move |tx: &mut dyn Tx| -> CoreResult<Option<serde_json::Value>> {
-                let c = load_cred(tx, &cid, false)?;
-                if c.ty != "oauth" || c.status == "purged" {
-                    return Ok(None);
-                }
-                Ok(crate::credentials::decrypt_version(tx, &keyring, &c.org_id, &c.id, c.current_version).ok())
-            })
+            .read(
+                move |tx: &mut dyn Tx| -> CoreResult<Option<(serde_json::Value, crate::credentials::CredRow)>> {
+                    let c = load_cred(tx, &cid, false)?;
+                    if c.ty != "oauth" || c.status == "purged" {
+                        return Ok(None);
+                    }
+                    Ok(
+                        crate::credentials::decrypt_version(tx, &keyring, &c.org_id, &c.id, c.current_version)
+                            .ok()
+                            .map(|f| (f, c)),
+                    )
+                },
+            )
             .await
             .ok()??;
-        let mut fields = fields;
+        let (mut fields, c) = fields;
+        let policy = crate::destinations::policy_for(&self.inner.config.egress, &c, &fields);
         let get = |k: &str| {
             fields
                 .get(k)
@@ -171,7 +178,7 @@ impl Service {
         } else {
             Some(
                 match credvault_connect::oauth::revoke(
-                    &self.inner.config.egress,
+                    &policy,
                     &url,
                     &get("client_id"),
                     &get("client_secret"),
@@ -596,6 +603,8 @@ impl Service {
     /// One scheduler pass at `now` (the background loop passes the clock; tests and the
     /// `credvault scheduler tick` command pass a chosen time).
     pub async fn scheduler_tick(&self, now: Micros) -> CoreResult<TickReport> {
+        // Credentials an older node created during a rolling upgrade have no allowed set yet.
+        self.migrate_destinations().await?;
         let report = self.inner.store.write(move |tx| tick(tx, now)).await?;
         // Every pass scrubs: an earlier purge may have been unable to (a long read held the
         // WAL), and a checkpoint with nothing to do is cheap.
@@ -744,6 +753,12 @@ fn purge_allowed(tx: &mut dyn Tx, c: &CredRow) -> CoreResult<()> {
         return Err(CoreError::conflict(
             "credential_in_use",
             "the credential is attached to connections; detach it first",
+        ));
+    }
+    if !crate::testing::chain_users(tx, &c.id)?.is_empty() {
+        return Err(CoreError::conflict(
+            "credential_in_use",
+            "the credential is the source of AWS role chains; change or delete those credentials first",
         ));
     }
     Ok(())

@@ -403,7 +403,7 @@ impl Service {
         }
         let code = zeroize::Zeroizing::new(code.unwrap_or_default());
         let exchanged = token_request(
-            &self.inner.config.egress,
+            &crate::destinations::policy_for(&self.inner.config.egress, &c, &fields),
             str_field(&fields, "token_url"),
             str_field(&fields, "client_id"),
             str_field(&fields, "client_secret"),
@@ -616,7 +616,7 @@ impl Service {
                 vec![("grant_type", "refresh_token"), ("refresh_token", rt.as_str())]
             };
             let result = token_request(
-                &self.inner.config.egress,
+                &crate::destinations::policy_for(&self.inner.config.egress, &c, &fields),
                 str_field(&fields, "token_url"),
                 str_field(&fields, "client_id"),
                 str_field(&fields, "client_secret"),

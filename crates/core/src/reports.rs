@@ -323,11 +323,20 @@ fn page_rows(tx: &mut dyn Tx, kind: ReportKind, s: &Scope, after: i64) -> CoreRe
         ReportKind::Unused => {
             let cutoff = s.now - s.days * DAY;
             let mut params: Vec<Value> = vec![s.org.as_str().into(), after.into(), cutoff.into()];
-            let count = "(SELECT COUNT(*) FROM connections x WHERE x.credential_id = c.id)";
+            // A credential is used by its connections and by the role chains that start from
+            // it (whose resolves count as its use).
+            let count = "((SELECT COUNT(*) FROM connections x WHERE x.credential_id = c.id) + \
+                 (SELECT COUNT(*) FROM credential_versions cv WHERE cv.source_credential_id = c.id AND cv.state = 'current'))";
+            let chain_used = "(SELECT MAX(u.last_used_at) FROM credentials u JOIN credential_versions cv ON cv.credential_id = u.id \
+                 WHERE cv.source_credential_id = c.id AND cv.state = 'current')";
+            let used = format!(
+                "CASE WHEN {chain_used} IS NOT NULL AND (c.last_used_at IS NULL OR {chain_used} > c.last_used_at) \
+                 THEN {chain_used} ELSE c.last_used_at END"
+            );
             let mut sql = format!(
-                "SELECT c.id, c.name, c.type, c.environment, c.workspace_id, c.status, {count}, c.created_at, c.last_used_at, c.seq \
+                "SELECT c.id, c.name, c.type, c.environment, c.workspace_id, c.status, {count}, c.created_at, {used}, c.seq \
                  FROM credentials c WHERE c.org_id = $1 AND c.seq > $2 AND c.status <> 'pending_deletion' \
-                 AND ({count} = 0 OR COALESCE(c.last_used_at, c.created_at) < $3)"
+                 AND ({count} = 0 OR COALESCE({used}, c.created_at) < $3)"
             );
             cred_filters(&mut sql, &mut params, s);
             params.push(PAGE.into());

@@ -21,6 +21,7 @@ use crate::auth::{Scope, authorize};
 use crate::connections::load_conn;
 use crate::context::{Actor, RequestCtx};
 use crate::credentials::{SEALED_COLS, load_cred, open_sealed_row};
+use crate::destinations::{Dns, check as check_destinations, holders, of_connection, refusal_details};
 use crate::error::{CoreError, CoreResult};
 use crate::tenancy::settings_of;
 
@@ -191,11 +192,22 @@ impl Service {
 
     /// Resolves a connection to its configuration and the current version's plaintext.
     pub async fn resolve(&self, ctx: &RequestCtx, actor: &Arc<Actor>, req: ResolveRequest) -> CoreResult<Resolved> {
-        match self.resolve_once(ctx, actor, req.clone(), false).await {
+        self.with_dns(|dns| self.resolve_with(ctx, actor, req.clone(), dns))
+            .await
+    }
+
+    async fn resolve_with(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        req: ResolveRequest,
+        dns: Dns,
+    ) -> CoreResult<Resolved> {
+        match self.resolve_once(ctx, actor, req.clone(), false, dns.clone()).await {
             // An OAuth access token is stale: refresh it (single flight), then try once more.
             Err(CoreError::NeedsRefresh(cred)) => {
                 self.ensure_fresh_token(&cred).await?;
-                self.resolve_once(ctx, actor, req, true).await
+                self.resolve_once(ctx, actor, req, true, dns).await
             }
             other => other,
         }
@@ -207,6 +219,7 @@ impl Service {
         actor: &Arc<Actor>,
         req: ResolveRequest,
         refreshed: bool,
+        dns: Dns,
     ) -> CoreResult<Resolved> {
         self.inner.config.audit_gate.check()?;
         check_run_id(&req.run_id)?;
@@ -331,6 +344,29 @@ impl Service {
                     "version_revoked",
                 ));
             };
+            // The secret goes where the connection points: every destination must be one the
+            // credential (and each source of its role chain) allows — checked before the
+            // version is even opened (defence in depth for rows older than the rule, or a set
+            // narrowed since).
+            let config: serde_json::Value = serde_json::from_str(&c.config)?;
+            let public: serde_json::Value = serde_json::from_str(&row.text(6)?)?;
+            let hs = holders(tx, cred.clone(), &public, false)?;
+            if let Err((field, dest, holder)) = check_destinations(&hs, &of_connection(&c.kind, &config)?, &dns)? {
+                let mut d = base().outcome(Outcome::Denied);
+                if let (serde_json::Value::Object(m), serde_json::Value::Object(extra)) =
+                    (&mut d.details, refusal_details(&field, &dest, &holder))
+                {
+                    m.extend(extra);
+                }
+                d.details["credential_id"] = cred.id.as_str().into();
+                return Err(CoreError::Audited(Box::new((
+                    CoreError::conflict(
+                        "destination_not_allowed",
+                        format!("{field}: {dest} is not an allowed destination of credential {holder}; the secret is not released to this connection"),
+                    ),
+                    d,
+                ))));
+            }
             let version_used = row.opt_int(2)?;
             let mut fields = open_sealed_row(&keyring, &cred.org_id, &cred.id, version, &row, 3, None)?;
             if cred.ty == "oauth" {
@@ -425,7 +461,7 @@ impl Service {
                 connection: ResolvedConnection {
                     id: c.id.clone(),
                     kind: c.kind.clone(),
-                    config: serde_json::from_str(&c.config)?,
+                    config,
                 },
                 credential: ResolvedCredential {
                     id: cred.id.clone(),

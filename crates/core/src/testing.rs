@@ -20,6 +20,7 @@ use crate::auth::{Scope, authorize};
 use crate::connections::load_conn;
 use crate::context::{Actor, RequestCtx};
 use crate::credentials::{decrypt_version_parts, load_cred, read_scope};
+use crate::destinations::{Dns, holders, of_connection};
 use crate::error::{CoreError, CoreResult};
 use crate::tenancy::settings_of;
 
@@ -45,9 +46,22 @@ pub struct ConnectionTest {
     pub credential_id: String,
     /// The version tested.
     pub version: i64,
+    /// When the connection uses the tested credential through an AWS role chain: the chain
+    /// credential attached to it is `credential_id`, and the tested source is this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via_source: Option<ViaSource>,
     /// The outcome.
     #[serde(flatten)]
     pub outcome: TestOutcome,
+}
+
+/// The source credential (and version) a chained connection was tested with.
+#[derive(Clone, Debug, Serialize)]
+pub struct ViaSource {
+    /// The source credential.
+    pub credential_id: String,
+    /// Its version used.
+    pub version: i64,
 }
 
 /// The result of testing every connection that uses a credential.
@@ -70,6 +84,7 @@ fn chain_sources(
     keyring: &credvault_crypto::Keyring,
     cred: &crate::credentials::CredRow,
     fields: &serde_json::Value,
+    pinned: Option<(&str, i64)>,
 ) -> CoreResult<(Vec<serde_json::Value>, Vec<String>)> {
     let mut sources = Vec::new();
     let mut secrets = Vec::new();
@@ -81,6 +96,7 @@ fn chain_sources(
         .and_then(serde_json::Value::as_str)
         .map(str::to_owned);
     let mut seen = vec![cred.id.clone()];
+    let mut scope = cred.workspace_id.clone();
     while let Some(id) = next {
         if seen.contains(&id) || seen.len() > 5 {
             return Err(CoreError::conflict(
@@ -89,13 +105,22 @@ fn chain_sources(
             ));
         }
         let src = load_cred(tx, &id, false)?;
-        if src.org_id != cred.org_id || src.ty != "aws" {
+        // Each source must be visible from the hop that uses it (organization-wide, or in that
+        // hop's workspace): rows written before the rule existed are refused here.
+        let visible = src.workspace_id.is_none() || src.workspace_id == scope;
+        if src.org_id != cred.org_id || src.ty != "aws" || !visible {
             return Err(CoreError::conflict(
                 "role_chain_invalid",
-                "a source credential of the role chain is not an aws credential of this organization",
+                "a source credential of the role chain is not an aws credential visible from the credential that uses it",
             ));
         }
-        let (f, mut s) = decrypt_version_parts(tx, keyring, &src.org_id, &src.id, src.current_version)?;
+        scope = src.workspace_id.clone();
+        // A rotation of a source tests its chains with the staged version (`pinned`).
+        let version = match pinned {
+            Some((pid, v)) if pid == src.id => v,
+            _ => src.current_version,
+        };
+        let (f, mut s) = decrypt_version_parts(tx, keyring, &src.org_id, &src.id, version)?;
         next = f
             .get("source_credential_id")
             .and_then(serde_json::Value::as_str)
@@ -133,6 +158,117 @@ struct Prepared {
     credential_id: String,
     version: i64,
     input: TestInput,
+    /// Where this call may send the secrets it carries (checked again at every socket).
+    guard: credvault_connect::Guard,
+    /// Set when a declared destination is not allowed: the test is not run.
+    refused: Option<credvault_connect::TestError>,
+    /// The tested source, for a connection that uses it through a role chain.
+    via_source: Option<ViaSource>,
+}
+
+/// Credentials whose current version uses `id` as the source of a role chain, transitively
+/// (at most 5 hops), each with the chain it hangs from.
+pub(crate) fn chain_users(tx: &mut dyn credvault_store::Tx, id: &str) -> CoreResult<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    let mut frontier = vec![id.to_owned()];
+    for _ in 0..5 {
+        let mut next = Vec::new();
+        for f in &frontier {
+            for r in tx.query(
+                "SELECT v.credential_id FROM credential_versions v JOIN credentials c ON c.id = v.credential_id \
+                 WHERE v.source_credential_id = $1 AND v.state = 'current' AND c.status <> 'purged' ORDER BY c.seq",
+                &[f.as_str().into()],
+            )? {
+                let u = r.text(0)?;
+                if u != id && !out.contains(&u) {
+                    out.push(u.clone());
+                    next.push(u);
+                }
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        frontier = next;
+    }
+    Ok(out)
+}
+
+/// Checks the connection's declared destinations against the credential version (all its
+/// fields) and the sources of its role chain, and builds the runtime guard. A refusal is an
+/// outcome, not an error: nothing is sent, and the result is recorded like any other test.
+fn destinations_for_test(
+    tx: &mut dyn credvault_store::Tx,
+    cred: crate::credentials::CredRow,
+    fields: &serde_json::Value,
+    kind: &str,
+    config: &serde_json::Value,
+    dns: &Dns,
+) -> CoreResult<(credvault_connect::Guard, Option<credvault_connect::TestError>)> {
+    let hs = holders(tx, cred, fields, false)?;
+    let dests = of_connection(kind, config)?;
+    let refused = crate::destinations::check(&hs, &dests, dns)?.err().map(|(field, dest, cred)| {
+        credvault_connect::TestError::new(
+            credvault_connect::ErrorCode::DestinationNotAllowed,
+            format!(
+                "{field}: {dest} is not an allowed destination of credential {cred}; nothing was sent (someone who may change that credential can allow it)"
+            ),
+        )
+    });
+    Ok((crate::destinations::guard(&hs), refused))
+}
+
+/// Runs a prepared test: refused ones are answered without a byte sent; the others go
+/// through the egress policy restricted to their destinations.
+async fn run_prepared(p: &Prepared, policy: &credvault_connect::EgressPolicy) -> TestOutcome {
+    if let Some(e) = &p.refused {
+        return TestOutcome {
+            ok: false,
+            latency_ms: 0,
+            error: Some(e.clone()),
+        };
+    }
+    credvault_connect::run(&p.kind, &p.input, &policy.guarded(p.guard.clone())).await
+}
+
+/// Decrypts `holder`'s `version` (and its role chain's sources, `via` pinning a rotated
+/// source's version) for one test of connection `c`, and checks the connection's destinations.
+fn prepare(
+    tx: &mut dyn credvault_store::Tx,
+    keyring: &credvault_crypto::Keyring,
+    c: &crate::connections::ConnRow,
+    holder: crate::credentials::CredRow,
+    version: i64,
+    via: Option<ViaSource>,
+    dns: &Dns,
+) -> CoreResult<Prepared> {
+    let (fields, mut secrets) = decrypt_version_parts(tx, keyring, &holder.org_id, &holder.id, version)?;
+    let pinned = via.as_ref().map(|v| (v.credential_id.as_str(), v.version));
+    let (sources, mut more) = chain_sources(tx, keyring, &holder, &fields, pinned)?;
+    secrets.append(&mut more);
+    let config: serde_json::Value = serde_json::from_str(&c.config)?;
+    let (credential_id, ty, variant) = (holder.id.clone(), holder.ty.clone(), holder.variant.clone());
+    let (guard, refused) = destinations_for_test(tx, holder, &fields, &c.kind, &config, dns)?;
+    Ok(Prepared {
+        connection_id: c.id.clone(),
+        connection_name: c.name.clone(),
+        workspace_id: c.workspace_id.clone(),
+        org_id: c.org_id.clone(),
+        kind: c.kind.clone(),
+        credential_id,
+        version,
+        input: TestInput {
+            config,
+            credential_type: ty,
+            variant,
+            fields,
+            secrets,
+            sources,
+        },
+        guard,
+        refused,
+        via_source: via,
+    })
 }
 
 impl Service {
@@ -157,13 +293,14 @@ impl Service {
             }
             p = self.prepare_connection_test(ctx, actor, id, req).await?;
         }
-        let outcome = credvault_connect::run(&p.kind, &p.input, &self.inner.config.egress).await;
+        let outcome = run_prepared(&p, &self.inner.config.egress).await;
         let result = ConnectionTest {
             connection_id: p.connection_id.clone(),
             connection_name: p.connection_name.clone(),
             connection_kind: p.kind.clone(),
             credential_id: p.credential_id.clone(),
             version: p.version,
+            via_source: None,
             outcome,
         };
         self.record_tests(
@@ -182,6 +319,18 @@ impl Service {
         actor: &Arc<Actor>,
         id: &str,
         req: TestRequest,
+    ) -> CoreResult<Prepared> {
+        self.with_dns(|dns| self.prepare_connection_test_once(ctx, actor, id, req.clone(), dns))
+            .await
+    }
+
+    async fn prepare_connection_test_once(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+        req: TestRequest,
+        dns: Dns,
     ) -> CoreResult<Prepared> {
         let keyring = self.keyring()?.clone();
         let (id, a) = (id.to_owned(), actor.clone());
@@ -205,26 +354,7 @@ impl Service {
             };
             let cred = load_cred(tx, &cred_id, false)?;
             let version = pick_version(tx, &cred_id, cred.current_version, req.version)?;
-            let (fields, mut secrets) = decrypt_version_parts(tx, &keyring, &cred.org_id, &cred.id, version)?;
-            let (sources, mut more) = chain_sources(tx, &keyring, &cred, &fields)?;
-            secrets.append(&mut more);
-            Ok(Prepared {
-                connection_id: c.id.clone(),
-                connection_name: c.name.clone(),
-                workspace_id: c.workspace_id.clone(),
-                org_id: c.org_id.clone(),
-                kind: c.kind.clone(),
-                credential_id: cred_id,
-                version,
-                input: TestInput {
-                    config: serde_json::from_str(&c.config)?,
-                    credential_type: cred.ty.clone(),
-                    variant: cred.variant.clone(),
-                    fields,
-                    secrets,
-                    sources,
-                },
-            })
+            prepare(tx, &keyring, &c, cred, version, None, &dns)
         })
         .await
     }
@@ -252,81 +382,112 @@ impl Service {
         req: TestRequest,
         rotation: bool,
     ) -> CoreResult<CredentialTest> {
-        let keyring = self.keyring()?.clone();
-        let (id, a) = (id.to_owned(), actor.clone());
         let prepared = self
-            .read(ctx, actor, move |tx| {
-                let cred = load_cred(tx, &id, false)?;
-                let settings = settings_of(tx, &cred.org_id, "credential")?;
-                let (org, ws) = (cred.org(), cred.ws());
-                if rotation {
-                    authorize(
-                        &a,
-                        &settings,
-                        crate::credentials::write_scope(&org, &ws),
-                        Permission::CredentialCreate,
-                        "credential",
-                        || cred.draft("connection.test"),
-                    )?;
-                } else {
-                    authorize(
-                        &a,
-                        &settings,
-                        read_scope(&org, &ws),
-                        Permission::CredentialAttach,
-                        "credential",
-                        || cred.draft("connection.test"),
-                    )?;
-                }
-                let version = pick_version(tx, &cred.id, cred.current_version, req.version)?;
-                let conns = tx.query(
-                    "SELECT id FROM connections WHERE credential_id = $1 ORDER BY seq",
-                    &[cred.id.as_str().into()],
-                )?;
-                let mut out = Vec::new();
-                for r in conns {
-                    let c = load_conn(tx, &r.text(0)?, false)?;
-                    // Only connections the caller may test (a shared credential can be attached
-                    // in workspaces the caller cannot see).
-                    if !rotation
-                        && !settings
-                            .role_policy
-                            .any_grants(&a.workspace_roles(&c.ws()), Permission::CredentialAttach)
-                    {
-                        continue;
-                    }
-                    let (fields, mut secrets) = decrypt_version_parts(tx, &keyring, &cred.org_id, &cred.id, version)?;
-                    let (sources, mut more) = chain_sources(tx, &keyring, &cred, &fields)?;
-                    secrets.append(&mut more);
-                    out.push(Prepared {
-                        connection_id: c.id.clone(),
-                        connection_name: c.name.clone(),
-                        workspace_id: c.workspace_id.clone(),
-                        org_id: c.org_id.clone(),
-                        kind: c.kind.clone(),
-                        credential_id: cred.id.clone(),
-                        version,
-                        input: TestInput {
-                            config: serde_json::from_str(&c.config)?,
-                            credential_type: cred.ty.clone(),
-                            variant: cred.variant.clone(),
-                            fields,
-                            secrets,
-                            sources,
-                        },
-                    });
-                }
-                Ok((cred.id.clone(), version, out))
-            })
+            .with_dns(|dns| self.prepare_credential_test(ctx, actor, id, req.clone(), rotation, dns))
             .await?;
         let (credential_id, version, prepared) = prepared;
         let policy = &self.inner.config.egress;
-        let outcomes = futures_util::future::join_all(
-            prepared
-                .iter()
-                .map(|p| credvault_connect::run(&p.kind, &p.input, policy)),
-        )
-        .await;
+        let outcomes = futures_util::future::join_all(prepared.iter().map(|p| run_prepared(p, policy))).await;
+        self.finish_credential_test(ctx, actor, credential_id, version, prepared, outcomes)
+            .await
+    }
+
+    /// Authorizes a credential test and decrypts what each dependent connection's test needs.
+    async fn prepare_credential_test(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+        req: TestRequest,
+        rotation: bool,
+        dns: Dns,
+    ) -> CoreResult<(String, i64, Vec<Prepared>)> {
+        let keyring = self.keyring()?.clone();
+        let (id, a) = (id.to_owned(), actor.clone());
+        self.read(ctx, actor, move |tx| {
+            let cred = load_cred(tx, &id, false)?;
+            let settings = settings_of(tx, &cred.org_id, "credential")?;
+            let (org, ws) = (cred.org(), cred.ws());
+            if rotation {
+                authorize(
+                    &a,
+                    &settings,
+                    crate::credentials::write_scope(&org, &ws),
+                    Permission::CredentialCreate,
+                    "credential",
+                    || cred.draft("connection.test"),
+                )?;
+            } else {
+                authorize(
+                    &a,
+                    &settings,
+                    read_scope(&org, &ws),
+                    Permission::CredentialAttach,
+                    "credential",
+                    || cred.draft("connection.test"),
+                )?;
+            }
+            let version = pick_version(tx, &cred.id, cred.current_version, req.version)?;
+            // Dependents: the connections of the credential itself, then those of every
+            // credential that uses it as the source of a role chain (tested with their own
+            // current version and this credential's `version` as the source).
+            let mut dependents: Vec<(String, crate::credentials::CredRow, i64, Option<ViaSource>)> = Vec::new();
+            for r in tx.query(
+                "SELECT id FROM connections WHERE credential_id = $1 ORDER BY seq",
+                &[cred.id.as_str().into()],
+            )? {
+                dependents.push((r.text(0)?, cred.clone(), version, None));
+            }
+            for u in chain_users(tx, &cred.id)? {
+                let user = load_cred(tx, &u, false)?;
+                for r in tx.query(
+                    "SELECT id FROM connections WHERE credential_id = $1 ORDER BY seq",
+                    &[u.as_str().into()],
+                )? {
+                    let via = ViaSource {
+                        credential_id: cred.id.clone(),
+                        version,
+                    };
+                    dependents.push((r.text(0)?, user.clone(), user.current_version, Some(via)));
+                }
+            }
+            let mut out = Vec::new();
+            let mut need_dns = Vec::new();
+            for (conn_id, holder, holder_version, via) in dependents {
+                let c = load_conn(tx, &conn_id, false)?;
+                // Only connections the caller may test (a shared credential can be attached
+                // in workspaces the caller cannot see).
+                if !rotation
+                    && !settings
+                        .role_policy
+                        .any_grants(&a.workspace_roles(&c.ws()), Permission::CredentialAttach)
+                {
+                    continue;
+                }
+                // Names to resolve are gathered over every connection first, so one round of
+                // DNS serves them all.
+                match prepare(tx, &keyring, &c, holder, holder_version, via, &dns) {
+                    Err(CoreError::NeedsDns(mut names)) => need_dns.append(&mut names),
+                    other => out.push(other?),
+                }
+            }
+            if !need_dns.is_empty() {
+                return Err(CoreError::NeedsDns(need_dns));
+            }
+            Ok((cred.id.clone(), version, out))
+        })
+        .await
+    }
+
+    async fn finish_credential_test(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        credential_id: String,
+        version: i64,
+        prepared: Vec<Prepared>,
+        outcomes: Vec<TestOutcome>,
+    ) -> CoreResult<CredentialTest> {
         let mut records = Vec::new();
         let mut results = Vec::new();
         for (p, outcome) in prepared.iter().zip(outcomes) {
@@ -336,6 +497,7 @@ impl Service {
                 connection_kind: p.kind.clone(),
                 credential_id: p.credential_id.clone(),
                 version: p.version,
+                via_source: p.via_source.clone(),
                 outcome,
             };
             records.push((p.org_id.clone(), p.workspace_id.clone(), r.clone()));
@@ -410,10 +572,15 @@ impl Service {
                         &ActorRef::from(a.as_ref()),
                         &audit::Draft::new("connection.test", "connection", r.connection_id.as_str(), org.as_str())
                             .workspace(Some(ws.as_str()))
-                            .outcome(if r.outcome.ok { Outcome::Success } else { Outcome::Error })
+                            .outcome(match &r.outcome.error {
+                                None => Outcome::Success,
+                                Some(e) if e.code == credvault_connect::ErrorCode::DestinationNotAllowed => Outcome::Denied,
+                                Some(_) => Outcome::Error,
+                            })
                             .details(serde_json::json!({
                                 "credential_id": r.credential_id, "version": r.version, "ok": r.outcome.ok,
                                 "latency_ms": r.outcome.latency_ms, "error_code": code, "error_message": message,
+                                "via_source": r.via_source,
                             })),
                     )?;
                 }

@@ -226,6 +226,12 @@ pub struct CredentialView {
     /// OAuth credentials: the grant's health (absent for other types).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oauth: Option<OAuthHealth>,
+    /// Where the secret may be sent: hosts, `*.suffix`, IPs, CIDRs, each with an optional
+    /// port (set by those who may change the credential; see PRODUCT.md §3).
+    pub allowed_destinations: Vec<String>,
+    /// Destinations the current version's own non-secret fields name (an OAuth token URL, an
+    /// SSH bastion): allowed for this credential too.
+    pub field_destinations: Vec<String>,
 }
 
 /// The health of an OAuth credential's grant, as reads show it.
@@ -330,6 +336,9 @@ pub struct CreateCredential {
     /// Days.
     #[serde(default)]
     pub rotation_period_days: Option<i64>,
+    /// Where the secret may be sent (hosts, `*.suffix`, IPs, CIDRs, optional `:port`).
+    #[serde(default)]
+    pub allowed_destinations: Option<Vec<String>>,
     /// The fields, secret ones included.
     pub fields: serde_json::Value,
 }
@@ -369,6 +378,9 @@ pub struct PatchCredential {
     /// New rotation period.
     #[serde(default, deserialize_with = "double_option")]
     pub rotation_period_days: Option<Option<i64>>,
+    /// Replaces the allowed destinations (narrowing or widening).
+    #[serde(default)]
+    pub allowed_destinations: Option<Vec<String>>,
 }
 
 fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {

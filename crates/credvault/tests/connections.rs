@@ -694,9 +694,39 @@ async fn misfits_and_mismatches(b: Backend) {
             "attach {what} changed it"
         );
     }
-    // What fits is accepted, on create and on attach.
+    // What fits is accepted, on create and on attach — once the credentials' owners allow the
+    // destinations (a builder may not choose where a secret goes; `destinations.rs` tests that).
     let builder = srv.user_with_role("builder").await;
     let viewer = srv.user_with_role("viewer").await;
+    for cred in [&prod, &aws, &key_pair, &ftp_pw, &org_wide, &in_ws2] {
+        srv.patch(
+            &format!("/v1/credentials/{cred}"),
+            &a,
+            json!({"allowed_destinations": ["*.internal"]}),
+        )
+        .await
+        .ok(200);
+    }
+    let r = srv
+        .post(
+            "/v1/connections",
+            &builder,
+            conn(
+                "elsewhere",
+                &ws,
+                "prod",
+                "postgres",
+                json!({"host": "db.example.com", "database": "a"}),
+                Some(&prod),
+            ),
+        )
+        .await;
+    assert_eq!(
+        (r.status, st(&r.body["code"])),
+        (422, "destination_not_allowed".to_owned()),
+        "{}",
+        r.text
+    );
     let accepted: Vec<(&str, &str, &Value, &str, &str)> = vec![
         ("a database credential on postgres", "postgres", &pg_cfg, &prod, &ws),
         ("an aws credential on s3", "s3", &s3_cfg, &aws, &ws),
@@ -1341,6 +1371,7 @@ async fn usage_and_detach_all(b: Backend) {
                 {"id": p1, "name": "nightly-load", "workspace_id": ws},
                 {"id": p2, "name": "hourly-sync", "workspace_id": ws},
             ],
+            "chained_credentials": [],
         })
     );
     let viewer = srv.user_with_role("viewer").await;
@@ -1413,7 +1444,7 @@ async fn usage_and_detach_all(b: Backend) {
     );
     assert_eq!(
         srv.get(&format!("/v1/credentials/{cred}/usage"), &a).await.ok(200),
-        json!({"connections": [], "pipelines": []})
+        json!({"connections": [], "pipelines": [], "chained_credentials": []})
     );
     assert_eq!(
         srv.get(&format!("/v1/pipelines/{p1}"), &a).await.ok(200)["connection_ids"],
@@ -2478,4 +2509,224 @@ async fn canary(b: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_attached_through_a_connection_comes_out_of_resolve_and_nowhere_else() {
     each_backend!(canary);
+}
+
+// ------------------------------------------------------------- destinations: upgrade, chains
+
+async fn upgrade_destinations(b: Backend) {
+    let srv = Server::start(b).await;
+    let (a, ws) = (srv.admin.clone(), srv.ws_id.clone());
+    let used = id(&credential(&srv, &a, db("used-db", &ws, "prod", "pw-used-1")).await);
+    let idle = id(&credential(&srv, &a, db("idle-db", &ws, "prod", "pw-idle-1")).await);
+    for (n, host) in [("one", "db1.internal"), ("two", "DB2.Internal.")] {
+        srv.post(
+            "/v1/connections",
+            &a,
+            conn(
+                n,
+                &ws,
+                "prod",
+                "postgres",
+                json!({"host": host, "port": 6432, "database": "a"}),
+                Some(&used),
+            ),
+        )
+        .await
+        .ok(201);
+    }
+    // Rows as an older build left them: no allowed set at all.
+    srv.raw_sql("UPDATE credentials SET allowed_destinations = NULL");
+    // A NULL set allows nothing until the upgrade step runs (here: a builder is refused even
+    // for a destination the connections already use).
+    let builder = srv.user_with_role("builder").await;
+    let r = srv
+        .post(
+            "/v1/connections",
+            &builder,
+            conn(
+                "three",
+                &ws,
+                "prod",
+                "postgres",
+                json!({"host": "db1.internal", "port": 6432, "database": "a"}),
+                Some(&used),
+            ),
+        )
+        .await;
+    assert_eq!(
+        (r.status, st(&r.body["code"])),
+        (422, "destination_not_allowed".to_owned()),
+        "{}",
+        r.text
+    );
+    let srv = srv.restart(&[], &[]).await;
+    let a = srv.admin.clone();
+    let c = srv.get(&format!("/v1/credentials/{used}"), &a).await.ok(200);
+    assert_eq!(
+        c["allowed_destinations"],
+        json!(["db1.internal:6432", "db2.internal:6432"]),
+        "exactly the destinations of the attached connections, normalized"
+    );
+    let c = srv.get(&format!("/v1/credentials/{idle}"), &a).await.ok(200);
+    assert_eq!(
+        c["allowed_destinations"],
+        json!([]),
+        "nothing attached, nothing allowed"
+    );
+    let events = audit(&srv, "action=credential.destinations.allow").await;
+    // One event per credential, by the system (the admin's own wiring before was audited too).
+    let for_used: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["target_id"] == used.as_str() && e["actor_kind"] == "system")
+        .collect();
+    assert_eq!(for_used.len(), 1, "{events:?}");
+    assert_eq!(
+        for_used[0]["details"]["added"],
+        json!(["db1.internal:6432", "db2.internal:6432"])
+    );
+    // What worked before works after: the builder wires the same destination.
+    let builder2 = srv.user_with_role("builder").await;
+    srv.post(
+        "/v1/connections",
+        &builder2,
+        conn(
+            "three",
+            &ws,
+            "prod",
+            "postgres",
+            json!({"host": "db1.internal", "port": 6432, "database": "a"}),
+            Some(&used),
+        ),
+    )
+    .await
+    .ok(201);
+    // A second start changes nothing and audits nothing more.
+    let srv = srv.restart(&[], &[]).await;
+    assert_eq!(
+        audit(&srv, "action=credential.destinations.allow").await.len(),
+        events.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_allows_each_credential_exactly_the_destinations_of_its_attached_connections() {
+    each_backend!(upgrade_destinations);
+}
+
+fn access_key(name: &str, scope: (&str, &str)) -> Value {
+    let mut b = json!({"name": name, "type": "aws", "variant": "access_key", "environment": "prod",
+                       "fields": {"access_key_id": "AKIAEXAMPLEEXAMPLE01", "secret_access_key": "chain-root-secret"}});
+    b[scope.0] = json!(scope.1);
+    b
+}
+
+fn assume_role(name: &str, ws: &str, source: &str) -> Value {
+    json!({"name": name, "type": "aws", "variant": "assume_role", "workspace_id": ws, "environment": "prod",
+           "fields": {"role_arn": "arn:aws:iam::123456789012:role/loader", "source_credential_id": source}})
+}
+
+async fn chains(b: Backend) {
+    let srv = Server::start(b).await;
+    let (a, ws, org) = (srv.admin.clone(), srv.ws_id.clone(), srv.org_id.clone());
+    let other_ws = new_workspace(&srv, &org, "other").await;
+    let root = id(&credential(&srv, &a, access_key("root-key", ("org_id", &org))).await);
+    let chain = id(&credential(&srv, &a, assume_role("loader-role", &ws, &root)).await);
+    let conn_id = id(&srv
+        .post(
+            "/v1/connections",
+            &a,
+            conn(
+                "landing",
+                &ws,
+                "prod",
+                "s3",
+                json!({"bucket": "landing", "sts_endpoint_url": "http://127.0.0.1:9/"}),
+                Some(&chain),
+            ),
+        )
+        .await
+        .ok(201));
+    let p = id(&pipeline(&srv, "nightly", &ws, &[&conn_id]).await);
+
+    // Usage of the root shows the chain, and the chain's connection and pipeline through it.
+    let u = srv.get(&format!("/v1/credentials/{root}/usage"), &a).await.ok(200);
+    assert_eq!(u["chained_credentials"][0]["id"], chain.as_str(), "{u}");
+    assert_eq!(u["connections"][0]["id"], conn_id.as_str(), "{u}");
+    assert_eq!(u["connections"][0]["via_credential_id"], chain.as_str(), "{u}");
+    assert_eq!(u["pipelines"][0]["id"], p.as_str(), "{u}");
+    // Control: the chain credential's own usage is direct.
+    let u = srv.get(&format!("/v1/credentials/{chain}/usage"), &a).await.ok(200);
+    assert_eq!(u["connections"][0]["via_credential_id"], Value::Null, "{u}");
+    assert_eq!(u["chained_credentials"], json!([]), "{u}");
+
+    // The root is not unused: its chain has a connection.
+    let unused = srv.get("/v1/reports/unused?days=30", &a).await.ok(200);
+    let ids: Vec<String> = unused["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| st(&r["credential_id"]))
+        .collect();
+    assert!(!ids.contains(&root), "a chain source is in use: {unused}");
+    let lonely = id(&credential(&srv, &a, access_key("lonely-key", ("workspace_id", &ws))).await);
+    let unused = srv.get("/v1/reports/unused?days=30", &a).await.ok(200);
+    let ids: Vec<String> = unused["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| st(&r["credential_id"]))
+        .collect();
+    assert!(
+        ids.contains(&lonely),
+        "control: an access key nothing uses is unused: {unused}"
+    );
+
+    // The delete guard (and purge) refuse a source while a chain uses it.
+    srv.delete(&format!("/v1/credentials/{root}"), &a)
+        .await
+        .problem(409, "credential_in_use");
+    srv.delete(&format!("/v1/credentials/{lonely}"), &a).await.ok(200);
+
+    // Testing the root tests the chain's connection with the root as its source.
+    let t = srv
+        .post(&format!("/v1/credentials/{root}/test"), &a, json!({}))
+        .await
+        .ok(200);
+    let results = t["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{t}");
+    assert_eq!(results[0]["connection_id"], conn_id.as_str());
+    assert_eq!(results[0]["credential_id"], chain.as_str());
+    assert_eq!(results[0]["via_source"]["credential_id"], root.as_str());
+    // Loopback is not allowed to this server, so the STS call is refused, not sent.
+    assert_eq!(results[0]["error"]["code"], "egress_denied", "{t}");
+
+    // A chain's source must be visible from the chain's scope: another workspace's key is the
+    // same 404 as a credential that does not exist.
+    let elsewhere = id(&credential(&srv, &a, access_key("elsewhere-key", ("workspace_id", &other_ws))).await);
+    let hidden = srv
+        .post("/v1/credentials", &a, assume_role("cross", &ws, &elsewhere))
+        .await;
+    let missing = srv
+        .post(
+            "/v1/credentials",
+            &a,
+            assume_role("cross", &ws, "cred_aaaaaaaaaaaaaaaaaaaaaaaaaa"),
+        )
+        .await;
+    assert_eq!(hidden.status, 404, "{}", hidden.text);
+    let strip = |mut v: Value| {
+        v.as_object_mut().unwrap().remove("request_id");
+        v
+    };
+    assert_eq!(strip(hidden.body), strip(missing.body));
+    // Control: the same key is a fine source for a chain in its own workspace.
+    srv.post("/v1/credentials", &a, assume_role("same-ws", &other_ws, &elsewhere))
+        .await
+        .ok(201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_chain_sources_show_in_usage_and_reports_guard_deletion_are_tested_with_their_chains_and_must_be_in_scope()
+{
+    each_backend!(chains);
 }

@@ -1864,7 +1864,8 @@ fn hostile_targets(trap: &Trap) -> Vec<Target> {
             kind: "http",
             config: json!({"base_url": "http://api.example.invalid/", "check_path": path}),
             accept,
-            input_may_refuse: false,
+            // A check path that leaves the base URL's host is refused when written.
+            input_may_refuse: true,
         });
     }
     // Names this host resolves to loopback.

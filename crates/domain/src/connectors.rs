@@ -170,7 +170,54 @@ pub fn validate_config(kind: ConnectorKind, config: Value) -> Result<Value, Vec<
         };
         m.entry("port").or_insert(json!(port));
     }
-    Ok(v)
+    let mut errors = Vec::new();
+    // Fields that name a host under the provider's own domain (`{account}.snowflakecomputing.com`,
+    // a bucket's virtual host): letters, digits, `-`, `_` and `.` only, so a value cannot move
+    // the host out of the provider's domain (`evil.example/`, `x@evil.example`).
+    for name in provider_host_fields(kind) {
+        if let Some(s) = v.get(*name).and_then(Value::as_str)
+            && !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            errors.push(FieldError {
+                field: format!("config.{name}"),
+                code: "invalid_format",
+                message: "must be letters, digits, '-', '_' and '.' only".into(),
+            });
+        }
+    }
+    // Every destination must be a host and port (the checks of credential destinations rest
+    // on it), and a check path must stay on the base URL's host.
+    match crate::destinations::connection_destinations(kind, &v) {
+        Err((field, message)) => errors.push(FieldError {
+            field,
+            code: "invalid_format",
+            message,
+        }),
+        Ok(dests) => {
+            if let (Some(base), Some(joined)) = (
+                dests.iter().find(|d| d.field == "config.base_url"),
+                dests.iter().find(|d| d.field == "config.check_path"),
+            ) && base.dest != joined.dest
+            {
+                errors.push(FieldError {
+                    field: "config.check_path".into(),
+                    code: "invalid_format",
+                    message: "must be a path on the base URL's host (it may not name another host or port)".into(),
+                });
+            }
+        }
+    }
+    if errors.is_empty() { Ok(v) } else { Err(errors) }
+}
+
+/// Config fields a worker turns into a host under the provider's domain.
+fn provider_host_fields(kind: ConnectorKind) -> &'static [&'static str] {
+    match kind {
+        ConnectorKind::Snowflake => &["account"],
+        ConnectorKind::S3 | ConnectorKind::Gcs => &["bucket"],
+        ConnectorKind::AzureBlob => &["account_name", "container"],
+        _ => &[],
+    }
 }
 
 /// The JSON served by `GET /v1/connector-kinds`.
@@ -552,6 +599,33 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(errs[0].code, "wrong_type");
+    }
+
+    #[test]
+    fn configs_cannot_send_a_check_elsewhere_or_leave_the_providers_domain() {
+        let errs = validate_config(
+            ConnectorKind::Http,
+            json!({"base_url": "https://api.example.com/", "check_path": "//evil.example/x"}),
+        )
+        .unwrap_err();
+        assert_eq!(errs[0].field, "config.check_path");
+        for path in ["https://evil.example/", "\\\\evil.example/x", "https:evil.example"] {
+            let r = validate_config(
+                ConnectorKind::Http,
+                json!({"base_url": "http://api.example.com/", "check_path": path}),
+            );
+            assert!(r.is_err(), "{path}");
+        }
+        validate_config(
+            ConnectorKind::Http,
+            json!({"base_url": "https://api.example.com/v1/", "check_path": "/health"}),
+        )
+        .unwrap();
+        let errs = validate_config(ConnectorKind::Snowflake, json!({"account": "evil.example/#"})).unwrap_err();
+        assert_eq!(errs[0].field, "config.account");
+        validate_config(ConnectorKind::Snowflake, json!({"account": "xy12345.us-east-2.aws"})).unwrap();
+        let errs = validate_config(ConnectorKind::S3, json!({"bucket": "b@evil.example"})).unwrap_err();
+        assert_eq!(errs[0].field, "config.bucket");
     }
 
     #[test]

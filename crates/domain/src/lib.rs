@@ -4,6 +4,7 @@
 
 pub mod connectors;
 pub mod credential_types;
+pub mod destinations;
 pub mod ids;
 pub mod roles;
 pub mod secret;

@@ -254,6 +254,56 @@ fn labels_text(l: &Map<String, Json>) -> String {
         .join(", ")
 }
 
+/// Allowed destinations as a text area holds them: one entry per line.
+fn destinations_lines(list: &[String]) -> String {
+    list.join("\n")
+}
+
+/// The entries of a destinations text area (blank lines and spaces dropped).
+fn parse_destination_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The message of the first refused destination entry (`allowed_destinations[i]`), naming
+/// its line.
+fn destinations_error(err: Option<&super::Shown>) -> Option<String> {
+    err.and_then(|e| {
+        e.fields.iter().find_map(|(f, m)| {
+            let rest = f.strip_prefix("allowed_destinations")?;
+            let line = rest
+                .strip_prefix('[')
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|i| i.parse::<usize>().ok());
+            Some(match line {
+                Some(i) => format!("line {}: {m}", i + 1),
+                None => m.clone(),
+            })
+        })
+    })
+}
+
+/// The destinations text area of the New credential and Edit forms.
+fn destinations_input(value: Option<String>, err: Option<String>) -> Markup {
+    html! {
+        div.field {
+            label for="in-allowed_destinations" { "Allowed destinations" }
+            textarea #in-allowed_destinations name="allowed_destinations" rows="3" spellcheck="false"
+                aria-describedby="hint-allowed_destinations"
+                placeholder="db.example.com:5432\n*.corp.example\n10.0.0.0/8:5432"
+                aria-invalid=[err.as_ref().map(|_| "true")] { @if let Some(v) = &value { (v) } }
+            span.hint #hint-allowed_destinations {
+                "Where the secret may be sent, one per line: a host, *.suffix, an IP address or a CIDR, each with an optional :port. "
+                "Connections you wire yourself add their hosts; anyone else can only use this credential with connections that point here."
+            }
+            @if let Some(e) = err { span.field-error role="alert" { (e) } }
+        }
+    }
+}
+
 fn enabled_types(sess: &Session) -> Vec<CredentialType> {
     sess.settings
         .as_ref()
@@ -363,6 +413,7 @@ async fn render_new(
                     (text_input("description", "Description", prev("description"), false, field_err("description"), ""))
                     (text_input("expires_at", "Expires at", prev("expires_at"), false, field_err("expires_at"), "2027-01-31T00:00:00Z (optional)"))
                     (text_input("rotation_period_days", "Rotation period (days)", prev("rotation_period_days"), false, field_err("rotation_period_days"), "e.g. 90 (optional)"))
+                    (destinations_input(prev("allowed_destinations"), destinations_error(err.as_ref())))
                 }
                 fieldset {
                     legend { (v.title) }
@@ -652,6 +703,7 @@ async fn create(State(state): State<AppState>, sess: Session, form: Form) -> Res
         description: form.text("description"),
         expires_at: form.text("expires_at"),
         rotation_period_days: period,
+        allowed_destinations: form.get("allowed_destinations").map(parse_destination_lines),
         fields,
     };
     match state.service.create_credential(&sess.ctx, sess.actor(), req).await {
@@ -779,6 +831,19 @@ async fn detail(
                     dt { "Secret fields" } dd { (c.secret_fields_set.join(", ")) " " span.muted { "(values are never shown)" } }
                     @if let Json::Object(m) = &c.fields { @for (k, v) in m { dt { code { (k) } } dd { (plain(v)) } } }
                 }
+                h2 #destinations { "Where the secret may go" }
+                @if c.allowed_destinations.is_empty() && c.field_destinations.is_empty() {
+                    p.empty { "Nowhere yet: only someone who may change this credential can wire it to a connection (which allows that connection's hosts)." }
+                } @else {
+                    ul.destinations {
+                        @for d in &c.allowed_destinations { li { code { (d) } } }
+                        @for d in &c.field_destinations { li { code { (d) } " " span.muted { "(named by the credential's own fields)" } } }
+                    }
+                }
+                p.muted {
+                    "A connection can use this credential only if every host it sends the secret to is listed here. "
+                    @if can_edit { a href={(base) "/edit#in-allowed_destinations"} { "Change the list" } }
+                }
                 @if let Some(o) = &c.oauth {
                     h2 { "OAuth grant" }
                     p { span class={"health " (o.health)} { (o.health) } @if let Some(r) = &o.health_reason { " — " (r) } }
@@ -822,7 +887,8 @@ async fn detail(
                         thead { tr { th { "Connection" } th { "Environment" } th { "Last test" } } }
                         tbody { @for u in conns {
                             tr {
-                                td { a href={"/connections/" (u.id)} { (u.name) } }
+                                td { a href={"/connections/" (u.id)} { (u.name) }
+                                    @if let Some(via) = &u.via_credential_id { " " span.muted { "through the role chain of " a href={"/credentials/" (via)} { code { (via) } } } } }
                                 td { (u.environment.as_deref().unwrap_or("—")) }
                                 td { @if let Some(t) = tests.iter().find(|t| t.id == u.id).and_then(|t| t.last_test.as_ref()) {
                                     span class=(if t.ok { "ok" } else { "fail" }) { (if t.ok { "ok" } else { "failed" }) }
@@ -1051,7 +1117,7 @@ async fn render_edit(
     };
     let body = html! {
         h1 { "Edit " (c.name) }
-        p.muted { "Only the details: to change a secret, rotate." }
+        p.muted { "Only the details and where the secret may go: to change a secret, rotate." }
         @if let Some(e) = &err { p.error role="alert" #form-error { (e.message) } }
         form.card method="post" action={"/credentials/" (c.id) "/edit"} {
             (csrf_field(sess))
@@ -1060,6 +1126,7 @@ async fn render_edit(
             (labels_input("labels", "Labels", value("labels", Some(labels_lines(&c.labels))), field("labels"), "key=value, one per line"))
             (text_input("expires_at", "Expires at", value("expires_at", c.expires_at.clone()), false, field("expires_at"), "2027-01-31T00:00:00Z (empty: never)"))
             (text_input("rotation_period_days", "Rotation period (days)", value("rotation_period_days", c.rotation_period_days.map(|d| d.to_string())), false, field("rotation_period_days"), "empty: none"))
+            (destinations_input(value("allowed_destinations", Some(destinations_lines(&c.allowed_destinations))), destinations_error(err.as_ref())))
             div.actions { button.primary type="submit" { "Save" } a href={"/credentials/" (c.id)} { "Cancel" } }
         }
     };
@@ -1108,7 +1175,12 @@ async fn edit_save(State(state): State<AppState>, sess: Session, Path(id): Path<
         // The form shows the stored value as it came; an unchanged one is not re-sent.
         patch.expires_at = (e != c.expires_at).then_some(e);
     }
+    if let Some(text) = form.get("allowed_destinations") {
+        let list = parse_destination_lines(text);
+        patch.allowed_destinations = (list != c.allowed_destinations).then_some(list);
+    }
     let unchanged = patch.name.is_none()
+        && patch.allowed_destinations.is_none()
         && patch.labels.is_none()
         && patch.description.is_none()
         && patch.expires_at.is_none()

@@ -206,6 +206,38 @@ async fn render_new_connection(
     (status, Html(layout(sess, "New connection", "connections", body))).into_response()
 }
 
+/// Why `cred` would refuse this connection's destinations, for the attach picker (`None`:
+/// it allows them, or the person may change the credential, whose wiring allows them). By
+/// name only: a host an IP/CIDR entry may cover is decided by the server.
+fn destination_misfit(
+    sess: &Session,
+    cred: &credvault_core::views::CredentialView,
+    kind: ConnectorKind,
+    config: &Json,
+) -> Option<String> {
+    use credvault_domain::destinations::{AllowedSet, Pattern, Verdict, connection_destinations};
+    let owner = match cred.workspace_id.as_deref() {
+        Some(ws) => sess.may(Permission::CredentialCreate, Some(ws)),
+        None => sess.may_org(Permission::CredentialCreate),
+    };
+    if owner {
+        return None;
+    }
+    let dests = connection_destinations(kind, config).ok()?;
+    let mut set = AllowedSet::from_stored(None);
+    for d in cred.allowed_destinations.iter().chain(&cred.field_destinations) {
+        if let Ok(p) = Pattern::parse(d) {
+            set.insert(p);
+        }
+    }
+    let bad: Vec<String> = dests
+        .iter()
+        .filter(|d| set.check(&d.dest) == Verdict::Denied)
+        .map(|d| d.dest.to_string())
+        .collect();
+    (!bad.is_empty()).then(|| format!("does not allow {}", bad.join(", ")))
+}
+
 /// The picker's choices: visible, active credentials whose type fits connector `k`.
 async fn fitting_credentials(
     state: &AppState,
@@ -411,9 +443,22 @@ async fn render_connection(
                         div.field {
                             label for="a-cred" { "Use credential" }
                             select #a-cred name="credential_id" required {
-                                @for f in &fitting { option value=(f.id) selected[c.credential_id.as_deref() == Some(f.id.as_str())] { (f.name) " (" (f.ty) ", " (f.environment) ")" } }
+                                @for f in &fitting {
+                                    @let misfit = kind.and_then(|k| destination_misfit(sess, f, k, &c.config));
+                                    option value=(f.id) selected[c.credential_id.as_deref() == Some(f.id.as_str())] {
+                                        (f.name) " (" (f.ty) ", " (f.environment) ")" @if let Some(m) = &misfit { " — " (m) }
+                                    }
+                                }
                             }
                             span.hint { "Only credentials you can see whose type fits a " (c.kind) " connection are offered." }
+                            @let misfits: Vec<(&str, String)> = fitting.iter().filter_map(|f| kind.and_then(|k| destination_misfit(sess, f, k, &c.config)).map(|m| (f.name.as_str(), m))).collect();
+                            @if !misfits.is_empty() {
+                                div.hint #destination-misfits {
+                                    "A credential may only be sent where its owners allow. "
+                                    "These would be refused for this connection's hosts; someone who may change the credential can allow them on its page:"
+                                    ul { @for (n, m) in &misfits { li { (n) " " (m) } } }
+                                }
+                            }
                         }
                         div.field {
                             label for="a-reason" { "Override reason" }
