@@ -2013,3 +2013,118 @@ async fn the_rotation_wizard_shows_when_the_old_version_was_last_resolved() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("Version 1: last resolved"), "{}", r.body);
 }
+
+/// Where a secret may go, in the UI: the credential page lists the allowed destinations, the
+/// owner edits them (a bad line is named and the typed text kept), New credential takes them,
+/// and the attach picker tells a builder which credential would refuse the connection's hosts
+/// — while the owner, whose wiring allows them, is told nothing of the sort.
+#[tokio::test]
+async fn allowed_destinations_are_shown_edited_and_explained_in_the_attach_picker() {
+    let srv = Server::start(Backend::Sqlite).await;
+    let cred = srv.database_credential(&srv.admin, "orders-db", "pw-secret-88").await;
+    let id = cred["id"].as_str().unwrap().to_owned();
+    let mut ui = Ui::new(&srv);
+    ui.sign_in("admin", &srv.admin_password).await;
+    let csrf = ui.csrf().await;
+    let detail = ui.get(&format!("/credentials/{id}")).await;
+    assert!(detail.body.contains("Where the secret may go"), "{}", detail.body);
+    assert!(detail.body.contains("Nowhere yet"), "{}", detail.body);
+    let path = format!("/credentials/{id}/edit");
+    let r = ui
+        .post(
+            &path,
+            &[
+                ("_csrf", &csrf),
+                ("allowed_destinations", "db.internal:5432\n\n*.corp.example\n"),
+            ],
+        )
+        .await;
+    assert_eq!(r.location(), format!("/credentials/{id}?done=updated"), "{}", r.body);
+    let c = srv.get(&format!("/v1/credentials/{id}"), &srv.admin).await.ok(200);
+    assert_eq!(c["allowed_destinations"], json!(["db.internal:5432", "*.corp.example"]));
+    let detail = ui.get(&format!("/credentials/{id}")).await;
+    assert!(detail.body.contains("<code>db.internal:5432</code>"), "{}", detail.body);
+    let form = ui.get(&path).await;
+    assert!(
+        form.body.contains(">db.internal:5432\n*.corp.example</textarea>"),
+        "{}",
+        form.body
+    );
+    // A bad line is named by its number and what was typed stays.
+    let r = ui
+        .post(
+            &path,
+            &[("_csrf", &csrf), ("allowed_destinations", "db.internal:5432\n*")],
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("line 2:"), "{}", r.body);
+    assert!(r.body.contains(">db.internal:5432\n*</textarea>"), "{}", r.body);
+    // New credential takes them.
+    let r = ui
+        .post(
+            "/credentials/new",
+            &[
+                ("_csrf", &csrf),
+                ("type", "password"),
+                ("variant", "password"),
+                ("name", "ftp-login"),
+                ("workspace", &srv.ws_id),
+                ("environment", "prod"),
+                ("allowed_destinations", "ftp.internal:21"),
+                ("f.username", "u"),
+                ("f.password", "pw-secret-99"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let new_id = r
+        .location()
+        .trim_start_matches("/credentials/")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let c = srv.get(&format!("/v1/credentials/{new_id}"), &srv.admin).await.ok(200);
+    assert_eq!(c["allowed_destinations"], json!(["ftp.internal:21"]));
+
+    // A connection to a host the credential does not allow.
+    let conn = srv
+        .post(
+            "/v1/connections",
+            &srv.admin,
+            json!({"name": "elsewhere", "workspace_id": srv.ws_id, "environment": "prod", "kind": "postgres",
+                   "config": {"host": "db.example.com", "database": "a"}}),
+        )
+        .await
+        .ok(201);
+    let conn_id = conn["id"].as_str().unwrap();
+    // The owner is not warned: attaching would allow the host.
+    let page = ui.get(&format!("/connections/{conn_id}")).await;
+    assert!(!page.body.contains("destination-misfits"), "{}", page.body);
+    // A builder is told, before trying, and the refusal after trying names the host.
+    let (name, pw) = person(&srv, "builder").await;
+    let mut b = Ui::new(&srv);
+    b.sign_in(&name, &pw).await;
+    let bcsrf = b.csrf().await;
+    let page = b.get(&format!("/connections/{conn_id}")).await;
+    assert!(page.body.contains("id=\"destination-misfits\""), "{}", page.body);
+    assert!(
+        page.body.contains("does not allow db.example.com:5432"),
+        "{}",
+        page.body
+    );
+    let r = b
+        .post(
+            &format!("/connections/{conn_id}/attach"),
+            &[("_csrf", &bcsrf), ("credential_id", &id)],
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body.contains("db.example.com:5432 is not an allowed destination"),
+        "{}",
+        r.body
+    );
+    assert!(!r.body.contains("pw-secret-88"));
+}
