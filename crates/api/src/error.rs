@@ -24,6 +24,8 @@ struct Inner {
     field: Option<String>,
     errors: Vec<FieldError>,
     request_id: Option<String>,
+    /// Seconds for a `Retry-After` header.
+    retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -53,6 +55,7 @@ impl ApiError {
             field: None,
             errors: Vec::new(),
             request_id: None,
+            retry_after: None,
         }))
     }
 
@@ -120,6 +123,15 @@ impl From<CoreError> for ApiError {
                 "a valid bearer token is required",
             ),
             CoreError::NotFound { what } => ApiError::not_found(what),
+            CoreError::Throttled { retry_after_secs } => {
+                let mut a = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_failures",
+                    format!("too many failed authentications from this address; retry in {retry_after_secs} s"),
+                );
+                a.0.retry_after = Some(retry_after_secs);
+                a
+            }
             CoreError::Forbidden { permission } => ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -186,6 +198,9 @@ impl IntoResponse for ApiError {
         );
         if this.status == StatusCode::UNAUTHORIZED {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = this.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         // The middleware adds the request ID to the body of problems built without one.
         resp.extensions_mut().insert(ProblemMarker);

@@ -62,12 +62,10 @@ impl FromRequestParts<AppState> for Auth {
         let ctx = request_ctx(parts);
         let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let Some(h) = header else {
-            state.service.record_missing_auth(&ctx, "missing_token").await?;
-            return Err(credvault_core::CoreError::Unauthenticated.into());
+            return Err(state.service.record_missing_auth(&ctx, "missing_token").await.into());
         };
         let Some(token) = h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")) else {
-            state.service.record_missing_auth(&ctx, "wrong_scheme").await?;
-            return Err(credvault_core::CoreError::Unauthenticated.into());
+            return Err(state.service.record_missing_auth(&ctx, "wrong_scheme").await.into());
         };
         let actor = state.service.authenticate(token.trim(), &ctx).await?;
         Ok(Auth(actor))
@@ -102,17 +100,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
                 "send the body as application/json",
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    "the request body is larger than the server accepts",
-                )
-            } else {
-                ApiError::bad_request("unreadable_body", "the request body could not be read")
-            }
-        })?;
+        let bytes = Bytes::from_request(req, state).await.map_err(body_rejection)?;
         let parsed = parse_json::<T>(&bytes);
         // The body may hold secrets: wipe it if nobody else holds a reference.
         if let Ok(mut owned) = bytes.try_into_mut() {
@@ -120,6 +108,41 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
         }
         parsed.map(Json)
     }
+}
+
+/// Whether a body error is (or was caused by) the body deadline.
+pub(crate) fn body_timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(x) = cur {
+        if x.is::<crate::serve::BodyTimedOut>() {
+            return true;
+        }
+        cur = x.source();
+    }
+    false
+}
+
+/// The problem document for a body that could not be read: too large (413), too slow (408),
+/// or broken (400).
+fn body_rejection(e: axum::extract::rejection::BytesRejection) -> ApiError {
+    if body_timed_out(&e) {
+        return ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} s of its headers",
+                crate::serve::BODY_TIMEOUT.as_secs()
+            ),
+        );
+    }
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "the request body is larger than the server accepts",
+        );
+    }
+    ApiError::bad_request("unreadable_body", "the request body could not be read")
 }
 
 /// An optional JSON body: an empty body is `None`; anything else must be valid like [`Json`].
@@ -131,17 +154,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for MaybeJson<T> {
         let (parts, body) = req.into_parts();
         let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
             .await
-            .map_err(|e| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "body_too_large",
-                        "the request body is larger than the server accepts",
-                    )
-                } else {
-                    ApiError::bad_request("unreadable_body", "the request body could not be read")
-                }
-            })?;
+            .map_err(body_rejection)?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(MaybeJson(None));
         }

@@ -11,20 +11,19 @@ mod metrics;
 mod middleware;
 pub mod openapi;
 mod routes;
+mod serve;
 mod ui;
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use tokio::net::TcpListener;
 
 use credvault_core::Service;
 
 pub use error::{ApiError, ApiResult};
 pub use metrics::Metrics;
+pub use serve::{BODY_TIMEOUT, ServeLimits, run, run_with};
 
 /// Settings of the HTTP layer.
 #[derive(Clone, Debug)]
@@ -33,6 +32,8 @@ pub struct ApiConfig {
     pub body_limit: usize,
     /// Mark the UI's cookies `Secure` (when the public URL is https).
     pub secure_cookies: bool,
+    /// Time a client has to send a request's whole body, counted from its headers.
+    pub body_timeout: std::time::Duration,
 }
 
 impl Default for ApiConfig {
@@ -40,6 +41,7 @@ impl Default for ApiConfig {
         ApiConfig {
             body_limit: 1024 * 1024,
             secure_cookies: false,
+            body_timeout: serve::BODY_TIMEOUT,
         }
     }
 }
@@ -74,17 +76,10 @@ pub fn router(service: Service, config: &ApiConfig) -> Router {
         .fallback(routes::fallback)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            config.body_timeout,
+            serve::body_deadline,
+        ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe))
         .with_state(state)
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
-pub async fn run(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
 }

@@ -36,6 +36,16 @@ pub struct FileConfig {
     pub public_url: Option<String>,
     /// Refresh OAuth access tokens this many seconds before they expire.
     pub oauth_refresh_skew_secs: Option<i64>,
+    /// Open HTTP connections at most (more are closed at once).
+    pub max_connections: Option<usize>,
+    /// Seconds a client has to send a request's headers (and a keep-alive connection may idle).
+    pub header_timeout_secs: Option<u64>,
+    /// Seconds a client has to send a request's body, counted from its headers.
+    pub body_timeout_secs: Option<u64>,
+    /// Seconds over which failed authentications are coalesced in the journal and counted.
+    pub auth_failure_window_secs: Option<u64>,
+    /// Failed authentications per address and window before it is answered 429.
+    pub auth_throttle_after: Option<u64>,
     /// Client settings.
     pub client: Option<FileClient>,
 }
@@ -98,6 +108,12 @@ pub struct ServerSettings {
     pub public_url: Option<String>,
     /// OAuth refresh skew.
     pub oauth_refresh_skew_secs: i64,
+    /// Limits of the accept loop.
+    pub serve_limits: credvault_api::ServeLimits,
+    /// Time for a request's body.
+    pub body_timeout: std::time::Duration,
+    /// Failed authentications: coalescing window and throttle.
+    pub auth_failures: credvault_core::auth::FailureLimits,
 }
 
 /// Raw server values from flags/env (already merged by clap).
@@ -188,6 +204,42 @@ impl ServerSettings {
             bail!("public_url: must be an http(s) URL");
         }
         let oauth_refresh_skew_secs = file.oauth_refresh_skew_secs.unwrap_or(60).clamp(0, 3600);
+        let env_num = |name: &str| -> anyhow::Result<Option<u64>> {
+            std::env::var(name)
+                .ok()
+                .map(|v| {
+                    v.parse::<u64>()
+                        .map_err(|_| anyhow::anyhow!("{name}: not a whole number"))
+                })
+                .transpose()
+        };
+        let defaults = credvault_api::ServeLimits::default();
+        let max_connections = env_num("CREDVAULT_MAX_CONNECTIONS")?
+            .map(|n| n as usize)
+            .or(file.max_connections)
+            .unwrap_or(defaults.max_connections);
+        if !(16..=1_000_000).contains(&max_connections) {
+            bail!("max_connections: must be between 16 and 1000000");
+        }
+        let header_timeout_secs = env_num("CREDVAULT_HEADER_TIMEOUT_SECS")?
+            .or(file.header_timeout_secs)
+            .unwrap_or(defaults.header_timeout.as_secs());
+        let body_timeout_secs = env_num("CREDVAULT_BODY_TIMEOUT_SECS")?
+            .or(file.body_timeout_secs)
+            .unwrap_or(credvault_api::BODY_TIMEOUT.as_secs());
+        if !(1..=3600).contains(&header_timeout_secs) || !(1..=3600).contains(&body_timeout_secs) {
+            bail!("header_timeout_secs and body_timeout_secs: must be between 1 and 3600");
+        }
+        let failure_defaults = credvault_core::auth::FailureLimits::default();
+        let auth_failure_window_secs = env_num("CREDVAULT_AUTH_FAILURE_WINDOW_SECS")?
+            .or(file.auth_failure_window_secs)
+            .unwrap_or(failure_defaults.window.as_secs());
+        let auth_throttle_after = env_num("CREDVAULT_AUTH_THROTTLE_AFTER")?
+            .or(file.auth_throttle_after)
+            .unwrap_or(failure_defaults.throttle_after);
+        if !(1..=3600).contains(&auth_failure_window_secs) || auth_throttle_after == 0 {
+            bail!("auth_failure_window_secs: must be between 1 and 3600; auth_throttle_after: at least 1");
+        }
         Ok(ServerSettings {
             data_dir,
             listen,
@@ -201,6 +253,15 @@ impl ServerSettings {
             alerts: file.alerts.clone().unwrap_or_default(),
             public_url,
             oauth_refresh_skew_secs,
+            serve_limits: credvault_api::ServeLimits {
+                header_timeout: std::time::Duration::from_secs(header_timeout_secs),
+                max_connections,
+            },
+            body_timeout: std::time::Duration::from_secs(body_timeout_secs),
+            auth_failures: credvault_core::auth::FailureLimits {
+                window: std::time::Duration::from_secs(auth_failure_window_secs),
+                throttle_after: auth_throttle_after,
+            },
         })
     }
 }

@@ -79,6 +79,7 @@ async fn open(settings: &ServerSettings) -> anyhow::Result<Service> {
                 .unwrap_or_else(|| format!("http://{}", settings.listen)),
             refresh_skew_secs: settings.oauth_refresh_skew_secs,
         },
+        auth_failures: settings.auth_failures,
         ..CoreConfig::default()
     };
     Ok(Service::new(store, keyring, config))
@@ -185,6 +186,21 @@ pub async fn serve(settings: ServerSettings) -> anyhow::Result<()> {
         )
     };
     spawn_keyring_watcher(svc.clone(), settings.data_dir.clone());
+    // Authentication failures are journaled once per address and window; this writes the
+    // summary of each window that ended.
+    let failure_summaries = {
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(std::time::Duration::from_secs(5));
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                if let Err(e) = svc.flush_auth_failures(false).await {
+                    tracing::warn!(error = %e, "cannot write the authentication failure summaries yet");
+                }
+            }
+        })
+    };
     let scheduler = (settings.scheduler_interval_secs > 0).then(|| {
         let svc = svc.clone();
         let every = std::time::Duration::from_secs(settings.scheduler_interval_secs);
@@ -227,15 +243,20 @@ pub async fn serve(settings: ServerSettings) -> anyhow::Result<()> {
         svc.clone(),
         &credvault_api::ApiConfig {
             body_limit: settings.body_limit,
+            body_timeout: settings.body_timeout,
             secure_cookies: settings
                 .public_url
                 .as_deref()
                 .is_some_and(|u| u.starts_with("https://")),
         },
     );
-    credvault_api::run(listener, router, shutdown_signal())
+    credvault_api::run_with(listener, router, settings.serve_limits, shutdown_signal())
         .await
         .context("server failed")?;
+    failure_summaries.abort();
+    if let Err(e) = svc.flush_auth_failures(true).await {
+        tracing::warn!(error = %e, "cannot write the last authentication failure summaries");
+    }
     if let Some(s) = scheduler {
         s.abort();
     }

@@ -38,6 +38,7 @@ pub const ACTIONS: &[&str] = &[
     "credential.create",
     "credential.update",
     "credential.destinations.allow",
+    "audit.sinks.read",
     "credential.version.create",
     "credential.version.promote",
     "credential.version.revoke",
@@ -492,11 +493,13 @@ pub fn verify_exported(
     let mut first: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     let mut n = 0u64;
     let mut checkpoints = 0u64;
+    let mut unverified = 0u64;
     let broken = |seq: i64, reason: String, n: u64| Verification {
         ok: false,
         events: n,
         first_broken: Some(BrokenLink { seq, reason }),
         checkpoints: 0,
+        unverified_checkpoints: 0,
     };
     for item in events {
         let e = match item {
@@ -533,7 +536,13 @@ pub fn verify_exported(
                 if let Err(reason) = crate::checkpoint::check(&st.chain, &e.details, at, trusted_keys) {
                     return broken(st.seq, reason, n);
                 }
-                checkpoints += 1;
+                // A signature by the key the file itself carries proves nothing (a forger
+                // re-signs with their own): only a trusted key makes a checkpoint verified.
+                if trusted_keys.is_empty() {
+                    unverified += 1;
+                } else {
+                    checkpoints += 1;
+                }
             }
         }
         first.entry(st.chain.clone()).or_insert(st.seq);
@@ -545,6 +554,7 @@ pub fn verify_exported(
         events: n,
         first_broken: None,
         checkpoints,
+        unverified_checkpoints: unverified,
     }
 }
 
@@ -570,9 +580,14 @@ pub struct Verification {
     /// The first broken link, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_broken: Option<BrokenLink>,
-    /// Signed checkpoints whose signature and signed head were verified (exported files).
+    /// Signed checkpoints whose signature (by a trusted public key) and signed head were
+    /// verified (exported files).
     #[serde(default)]
     pub checkpoints: u64,
+    /// Checkpoints whose signature matches only the key the file itself carries: consistent,
+    /// but not verified (no trusted key was given).
+    #[serde(default)]
+    pub unverified_checkpoints: u64,
 }
 
 /// Where and why a chain breaks.
@@ -592,6 +607,7 @@ pub fn verify_chain(tx: &mut dyn Tx, chain: &str) -> CoreResult<Verification> {
     let sql = format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE chain = $1 AND seq > $2 ORDER BY seq LIMIT 1000");
     let broken = |seq: i64, reason: &str, events: u64| Verification {
         checkpoints: 0,
+        unverified_checkpoints: 0,
         ok: false,
         events,
         first_broken: Some(BrokenLink {
@@ -638,6 +654,7 @@ pub fn verify_chain(tx: &mut dyn Tx, chain: &str) -> CoreResult<Verification> {
     }
     Ok(Verification {
         checkpoints: 0,
+        unverified_checkpoints: 0,
         ok: true,
         events,
         first_broken: None,

@@ -205,12 +205,10 @@ impl Service {
                     &f.principal_id,
                 ));
             }
-            let ctx = ctx.clone();
-            self.inner
-                .store
-                .write(move |tx| crate::append_all(tx, &ctx, &who, &draft, alerts))
-                .await?;
-            return Err(CoreError::Unauthenticated);
+            return Err(match self.record_failure(ctx, &ip, reason, who, draft, alerts).await {
+                Ok(never) => match never {},
+                Err(e) => e,
+            });
         }
         let Some((f, bindings)) = found else {
             return Err(CoreError::Unauthenticated);
@@ -229,9 +227,9 @@ impl Service {
         Ok(actor)
     }
 
-    /// Records a request that carried no usable credentials at all (no header, wrong scheme).
-    pub async fn record_missing_auth(&self, ctx: &RequestCtx, reason: &'static str) -> CoreResult<()> {
-        let ctx = ctx.clone();
+    /// Records a request that carried no usable credentials at all (no header, wrong scheme);
+    /// answers the error the caller gets (401, or 429 once the address is throttled).
+    pub async fn record_missing_auth(&self, ctx: &RequestCtx, reason: &'static str) -> CoreError {
         let draft = Draft {
             action: "auth.failure",
             target_type: None,
@@ -242,17 +240,278 @@ impl Service {
             details: serde_json::json!({ "reason": reason }),
         };
         let ip = ctx.source_ip.clone().unwrap_or_else(|| "unknown".into());
-        let alert = self.alert(crate::alerts::Signal::AuthFailureIp, &ip, None, "source_ip", &ip);
+        let alerts: Vec<Draft> = self
+            .alert(crate::alerts::Signal::AuthFailureIp, &ip, None, "source_ip", &ip)
+            .into_iter()
+            .collect();
+        match self
+            .record_failure(ctx, &ip, reason, ActorRef::anonymous(), draft, alerts)
+            .await
+        {
+            Ok(never) => match never {},
+            Err(e) => e,
+        }
+    }
+
+    /// One authentication failure from `ip`. Every failure feeds the spike detectors (the
+    /// caller did that); the journal gets the first failure of each address's window in full
+    /// and one summary event per window for the rest (`coalesced`), so a flood of bad tokens
+    /// costs one durable write per address and window, not one per request. Past
+    /// [`FailureLimits::throttle_after`] failures in a window the address is answered 429 until the window
+    /// ends. Always an error: 401 or 429.
+    async fn record_failure(
+        &self,
+        ctx: &RequestCtx,
+        ip: &str,
+        reason: &'static str,
+        who: ActorRef,
+        draft: Draft,
+        alerts: Vec<Draft>,
+    ) -> CoreResult<std::convert::Infallible> {
+        let step = self
+            .inner
+            .auth_failures
+            .observe(ip, reason, who.id.as_deref(), draft.org_id.as_deref());
+        let window = self.inner.config.auth_failures.window;
+        let write_first = matches!(step.decision, Decision::Record | Decision::Throttle { first: true, .. });
+        let ended = step.ended;
+        if write_first || !ended.is_empty() || !alerts.is_empty() {
+            let ctx2 = ctx.clone();
+            self.inner
+                .store
+                .write(move |tx| {
+                    for w in &ended {
+                        audit::append(tx, &ctx2, &ActorRef::system(), &w.summary(window))?;
+                    }
+                    if write_first {
+                        audit::append(tx, &ctx2, &who, &draft)?;
+                    }
+                    for a in &alerts {
+                        audit::append(tx, &ctx2, &ActorRef::system(), a)?;
+                    }
+                    Ok::<_, CoreError>(())
+                })
+                .await?;
+        }
+        match step.decision {
+            Decision::Throttle { retry_after_secs, .. } => Err(CoreError::Throttled { retry_after_secs }),
+            _ => Err(CoreError::Unauthenticated),
+        }
+    }
+
+    /// Writes the summary events of failure windows that have ended (a background task calls
+    /// this every few seconds, so quiet addresses are summed up too); with `all`, of every
+    /// window (at shutdown, so no count is lost).
+    pub async fn flush_auth_failures(&self, all: bool) -> CoreResult<usize> {
+        let now = std::time::Instant::now();
+        let ended = self.inner.auth_failures.take_ended(if all {
+            now + self.inner.config.auth_failures.window
+        } else {
+            now
+        });
+        if ended.is_empty() {
+            return Ok(0);
+        }
+        let n = ended.len();
+        let window = self.inner.config.auth_failures.window;
         self.inner
             .store
             .write(move |tx| {
-                audit::append(tx, &ctx, &ActorRef::anonymous(), &draft)?;
-                if let Some(a) = &alert {
-                    audit::append(tx, &ctx, &ActorRef::system(), a)?;
+                let ctx = RequestCtx {
+                    user_agent: Some("credvault auth-failure summary".into()),
+                    ..RequestCtx::default()
+                };
+                for w in &ended {
+                    audit::append(tx, &ctx, &ActorRef::system(), &w.summary(window))?;
                 }
                 Ok::<_, CoreError>(())
             })
-            .await
+            .await?;
+        Ok(n)
+    }
+}
+
+/// How authentication failures are journaled and throttled.
+#[derive(Clone, Copy, Debug)]
+pub struct FailureLimits {
+    /// The window over which failures are coalesced (and counted for throttling).
+    pub window: std::time::Duration,
+    /// Failures per address and window after which the address is answered 429.
+    pub throttle_after: u64,
+}
+
+impl Default for FailureLimits {
+    fn default() -> Self {
+        FailureLimits {
+            window: std::time::Duration::from_secs(60),
+            throttle_after: 100,
+        }
+    }
+}
+
+/// What to do with one failure.
+enum Decision {
+    /// The first of its kind in its window: write it in full.
+    Record,
+    /// Counted only (summed up when the window ends).
+    Count,
+    /// The address is throttled (`first`: the first failure of its kind in its window,
+    /// journaled in full all the same, so what a throttled client tried is on record).
+    Throttle { retry_after_secs: u64, first: bool },
+}
+
+struct Step {
+    decision: Decision,
+    /// Windows that ended (at rollover): their summaries are due.
+    ended: Vec<EndedWindow>,
+}
+
+/// Failures of one kind (address, reason, principal) in the current window.
+struct Window {
+    started: std::time::Instant,
+    started_at: i64,
+    ip: String,
+    reason: &'static str,
+    principal: Option<String>,
+    org: Option<String>,
+    /// Failures after the first (which was written in full).
+    more: u64,
+    throttled: u64,
+}
+
+/// A window to sum up in the journal.
+pub(crate) struct EndedWindow(Window);
+
+impl EndedWindow {
+    fn summary(&self, window: std::time::Duration) -> Draft {
+        let w = &self.0;
+        Draft {
+            action: "auth.failure",
+            target_type: Some("source_ip"),
+            target_id: Some(w.ip.clone()),
+            org_id: w.org.clone(),
+            workspace_id: None,
+            outcome: Outcome::Denied,
+            details: serde_json::json!({
+                "reason": w.reason, "coalesced": true, "source_ip": w.ip, "principal_id": w.principal,
+                "count": w.more, "throttled": w.throttled,
+                "window_started_at": credvault_domain::time::to_rfc3339(w.started_at),
+                "window_secs": window.as_secs(),
+            }),
+        }
+    }
+}
+
+/// This node's failure windows: by kind (address, reason, principal) for the journal, and by
+/// address for throttling.
+pub(crate) struct FailureWindows {
+    inner: std::sync::Mutex<Windows>,
+    limits: FailureLimits,
+}
+
+#[derive(Default)]
+struct Windows {
+    kinds: std::collections::HashMap<(String, &'static str, Option<String>), Window>,
+    /// Per address: window start and failures in it.
+    addresses: std::collections::HashMap<String, (std::time::Instant, u64)>,
+}
+
+impl Windows {
+    fn take(&mut self, pred: impl Fn(&Window) -> bool) -> Vec<EndedWindow> {
+        let keys: Vec<_> = self
+            .kinds
+            .iter()
+            .filter(|(_, w)| pred(w))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out = Vec::new();
+        for k in keys {
+            if let Some(w) = self.kinds.remove(&k)
+                && w.more > 0
+            {
+                out.push(EndedWindow(w));
+            }
+        }
+        out
+    }
+}
+
+impl FailureWindows {
+    pub(crate) fn new(limits: FailureLimits) -> FailureWindows {
+        FailureWindows {
+            inner: std::sync::Mutex::default(),
+            limits,
+        }
+    }
+
+    fn observe(&self, ip: &str, reason: &'static str, principal: Option<&str>, org: Option<&str>) -> Step {
+        let now = std::time::Instant::now();
+        let mut m = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (ip.to_owned(), reason, principal.map(str::to_owned));
+        let window = self.limits.window;
+        let mut ended = m.take(|w| w.ip == ip && now.duration_since(w.started) >= window);
+        // Bound the memory an address-spraying flood can take: sum up and forget the oldest
+        // windows early.
+        if m.kinds.len() >= 100_000 {
+            let cutoff = now - window / 2;
+            ended.extend(m.take(|w| w.started < cutoff));
+            m.addresses.retain(|_, (t, _)| *t >= cutoff);
+        }
+        let count = {
+            let a = m.addresses.entry(ip.to_owned()).or_insert((now, 0));
+            if now.duration_since(a.0) >= window {
+                *a = (now, 0);
+            }
+            a.1 += 1;
+            *a
+        };
+        let throttle = (count.1 > self.limits.throttle_after)
+            .then(|| window.saturating_sub(now.duration_since(count.0)).as_secs().max(1));
+        let decision = match m.kinds.get_mut(&key) {
+            None => {
+                m.kinds.insert(
+                    key,
+                    Window {
+                        started: now,
+                        started_at: now_micros(),
+                        ip: ip.to_owned(),
+                        reason,
+                        principal: principal.map(str::to_owned),
+                        org: org.map(str::to_owned),
+                        more: 0,
+                        throttled: 0,
+                    },
+                );
+                match throttle {
+                    Some(retry_after_secs) => Decision::Throttle {
+                        retry_after_secs,
+                        first: true,
+                    },
+                    None => Decision::Record,
+                }
+            }
+            Some(w) => {
+                w.more += 1;
+                match throttle {
+                    Some(retry_after_secs) => {
+                        w.throttled += 1;
+                        Decision::Throttle {
+                            retry_after_secs,
+                            first: false,
+                        }
+                    }
+                    None => Decision::Count,
+                }
+            }
+        };
+        Step { decision, ended }
+    }
+
+    fn take_ended(&self, now: std::time::Instant) -> Vec<EndedWindow> {
+        let window = self.limits.window;
+        let mut m = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        m.addresses.retain(|_, (t, _)| now.duration_since(*t) < window);
+        m.take(|w| now.duration_since(w.started) >= window)
     }
 }
 

@@ -1141,10 +1141,13 @@ impl Service {
             let c = load_cred(tx, &id, false)?;
             let (org, ws) = (c.org(), c.ws());
             let settings = settings_of(tx, &c.org_id, "credential")?;
+            // The scope of create/rotate, not of reading: once an organization gives
+            // credential.reveal to a role, a binding in one workspace must not reveal the
+            // organization-wide credentials every workspace can read.
             authorize(
                 &a,
                 &settings,
-                read_scope(&org, &ws),
+                write_scope(&org, &ws),
                 Permission::CredentialReveal,
                 "credential",
                 || c.draft("credential.reveal"),
@@ -1385,8 +1388,21 @@ pub(crate) fn replace_version_internal(
 }
 
 /// Re-seals the current version in place with new fields (a token refresh is not a
-/// rotation: the version number stays, a fresh data key seals the new tokens).
-pub(crate) fn reseal_current(tx: &mut dyn Tx, keyring: &Keyring, c: &CredRow, fields: Json) -> CoreResult<()> {
+/// rotation: the version number stays, a fresh data key seals the new tokens) — only if it is
+/// still `version`, the one the fields were read from (compare-and-set; `c` is locked).
+pub(crate) fn reseal_current(
+    tx: &mut dyn Tx,
+    keyring: &Keyring,
+    c: &CredRow,
+    version: i64,
+    fields: Json,
+) -> CoreResult<()> {
+    if c.current_version != version {
+        return Err(CoreError::conflict(
+            "version_changed",
+            "another version became current meanwhile",
+        ));
+    }
     let ty = CredentialType::parse(&c.ty).ok_or_else(|| CoreError::Internal(format!("stored type {}", c.ty)))?;
     let validated = validate_fields(ty, c.variant.as_deref(), fields)?;
     let sealed = seal(

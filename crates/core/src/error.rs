@@ -14,6 +14,12 @@ pub enum CoreError {
     /// No valid token (missing, unknown, expired, revoked, or its principal is disabled).
     #[error("authentication required")]
     Unauthenticated,
+    /// Too many failed authentications from the caller's address: try again later.
+    #[error("too many failed authentications from this address; retry in {retry_after_secs} s")]
+    Throttled {
+        /// Seconds until the address's window ends.
+        retry_after_secs: u64,
+    },
     /// The thing does not exist, or the caller may not know that it does.
     #[error("no such {what}")]
     NotFound {

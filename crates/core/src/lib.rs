@@ -7,7 +7,7 @@
 pub mod alerts;
 pub mod audit;
 mod audit_query;
-mod auth;
+pub mod auth;
 mod bootstrap;
 pub mod checkpoint;
 pub mod connections;
@@ -60,6 +60,8 @@ pub struct CoreConfig {
     pub alerts: alerts::AlertConfig,
     /// OAuth consent and refresh settings.
     pub oauth: oauth::OAuthConfig,
+    /// How failed authentications are journaled and throttled.
+    pub auth_failures: auth::FailureLimits,
 }
 
 impl Default for CoreConfig {
@@ -71,6 +73,7 @@ impl Default for CoreConfig {
             audit_gate: forward::AuditGate::default(),
             alerts: alerts::AlertConfig::default(),
             oauth: oauth::OAuthConfig::default(),
+            auth_failures: auth::FailureLimits::default(),
         }
     }
 }
@@ -103,6 +106,10 @@ struct Inner {
     token_cache: std::sync::Mutex<TokenCache>,
     detectors: alerts::Detectors,
     refresh_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Authentication failures per source address and window (coalescing, throttling).
+    auth_failures: auth::FailureWindows,
+    /// Test connection slots per organization (see `testing::TESTS_PER_ORG`).
+    test_slots: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
     store: Store,
     keyring: RwLock<Arc<Keyring>>,
     config: CoreConfig,
@@ -116,6 +123,8 @@ impl Service {
                 token_cache: std::sync::Mutex::new(TokenCache::new()),
                 detectors: alerts::Detectors::new(config.alerts.clone()),
                 refresh_locks: std::sync::Mutex::new(std::collections::HashMap::new()),
+                test_slots: std::sync::Mutex::new(std::collections::HashMap::new()),
+                auth_failures: auth::FailureWindows::new(config.auth_failures),
                 store,
                 keyring: RwLock::new(Arc::new(keyring)),
                 config,

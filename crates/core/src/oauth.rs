@@ -440,10 +440,22 @@ impl Service {
                     json!({"authorized_by": authorized_as, "refresh_token_issued": tokens.refresh_token.is_some()}),
                 );
                 let name = c.name.clone();
-                self.inner
+                let read_version = c.current_version;
+                let stored = self
+                    .inner
                     .store
                     .write(move |tx| {
                         let c = load_cred(tx, &c.id, true)?;
+                        if c.current_version != read_version {
+                            // Someone entered a new version while the provider answered: these
+                            // tokens belong with the fields of the old one. Keep the new one.
+                            credvault_domain::secret::zeroize_json(&mut fields);
+                            let mut d = d;
+                            d.outcome = Outcome::Error;
+                            d.details = json!({"reason": "version_changed", "read_version": read_version, "current_version": c.current_version});
+                            audit::append(tx, &ctx3, &ActorRef { id: Some(p.clone()), kind: "user" }, &d)?;
+                            return Ok::<_, CoreError>(false);
+                        }
                         let version = replace_version_internal(tx, &keyring, &c, fields, &p)?;
                         tx.execute(
                             "UPDATE credentials SET oauth_health = 'healthy', oauth_health_reason = NULL, oauth_authorized_by = $1, oauth_refreshed_at = $2 WHERE id = $3",
@@ -452,9 +464,17 @@ impl Service {
                         let mut d = d;
                         d.details["version"] = version.into();
                         audit::append(tx, &ctx3, &ActorRef { id: Some(p.clone()), kind: "user" }, &d)?;
-                        Ok::<_, CoreError>(())
+                        Ok::<_, CoreError>(true)
                     })
                     .await?;
+                if !stored {
+                    return Ok(CallbackOutcome {
+                        ok: false,
+                        message: format!(
+                            "The credential {name} got a new version while you were authorizing, so this authorization was not stored. Start the authorization again."
+                        ),
+                    });
+                }
                 Ok(CallbackOutcome {
                     ok: true,
                     message: format!("Access granted: the credential {name} is authorized. You can close this window."),
@@ -615,6 +635,9 @@ impl Service {
             } else {
                 vec![("grant_type", "refresh_token"), ("refresh_token", rt.as_str())]
             };
+            // The version these fields came from: the new tokens go back into exactly it
+            // (a rotation that made another version current meanwhile is not undone).
+            let read_version = c.current_version;
             let result = token_request(
                 &crate::destinations::policy_for(&self.inner.config.egress, &c, &fields),
                 str_field(&fields, "token_url"),
@@ -656,6 +679,15 @@ impl Service {
                     };
                     let transient = matches!(&result, Err(e) if !matches!(e, OAuthError::InvalidGrant(_) | OAuthError::InvalidClient(_)));
                     match result {
+                        Ok(_) if c.current_version != read_version => {
+                            // A new version became current while the token endpoint answered:
+                            // these tokens came from the old one's grant; keep the new version.
+                            credvault_domain::secret::zeroize_json(&mut fields);
+                            audit::append(tx, &ctx, &ActorRef::system(), &draft(Outcome::Error, json!({
+                                "discarded": "a new version became current during the refresh",
+                                "refreshed_version": read_version, "current_version": c.current_version,
+                            })))?;
+                        }
                         Ok(tokens) => {
                             let rotated = tokens.refresh_token.is_some();
                             if let Json::Object(m) = &mut fields {
@@ -668,7 +700,7 @@ impl Service {
                                     None => m.remove("access_token_expires_at"),
                                 };
                             }
-                            reseal_current(tx, &keyring, &c, fields)?;
+                            reseal_current(tx, &keyring, &c, read_version, fields)?;
                             tx.execute(
                                 "UPDATE credentials SET oauth_health = 'healthy', oauth_health_reason = NULL, oauth_refreshed_at = $1 WHERE id = $2",
                                 &[now.into(), c.id.as_str().into()],

@@ -147,6 +147,25 @@ impl Service {
     }
 
     /// Creates an organization (instance admins only).
+    /// The health of every audit sink (instance admins only: errors may name sink URLs).
+    pub async fn audit_sinks(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+    ) -> CoreResult<Vec<(String, crate::forward::SinkHealth)>> {
+        if !actor.instance_admin {
+            let draft = Draft::new("audit.sinks.read", "instance", "", actor.org_id.as_str())
+                .outcome(crate::audit::Outcome::Denied);
+            let denial = crate::error::Denial {
+                draft,
+                hidden: None,
+                permission: Permission::OrgAdmin,
+            };
+            return self.settle(ctx, actor, Err(CoreError::Denied(Box::new(denial)))).await;
+        }
+        Ok(self.audit_gate().snapshot())
+    }
+
     pub async fn create_org(&self, ctx: &RequestCtx, actor: &Arc<Actor>, req: CreateOrg) -> CoreResult<OrgView> {
         check_name_field("name", &req.name)?;
         if !actor.instance_admin {

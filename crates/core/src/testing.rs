@@ -218,17 +218,53 @@ fn destinations_for_test(
     Ok((crate::destinations::guard(&hs), refused))
 }
 
-/// Runs a prepared test: refused ones are answered without a byte sent; the others go
-/// through the egress policy restricted to their destinations.
-async fn run_prepared(p: &Prepared, policy: &credvault_connect::EgressPolicy) -> TestOutcome {
-    if let Some(e) = &p.refused {
-        return TestOutcome {
-            ok: false,
-            latency_ms: 0,
-            error: Some(e.clone()),
-        };
+/// Test connections one organization may have in flight at once (the server-wide bound is the
+/// egress policy's): one tenant with slow targets cannot take every slot.
+pub const TESTS_PER_ORG: usize = 4;
+
+impl Service {
+    /// The test slots of an organization.
+    fn org_test_slots(&self, org: &str) -> Arc<tokio::sync::Semaphore> {
+        let mut slots = self
+            .inner
+            .test_slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slots
+            .entry(org.to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(TESTS_PER_ORG)))
+            .clone()
     }
-    credvault_connect::run(&p.kind, &p.input, &policy.guarded(p.guard.clone())).await
+
+    /// Runs a prepared test: refused ones are answered without a byte sent; the others wait
+    /// for one of their organization's slots (at most the test timeout) and go through the
+    /// egress policy restricted to their destinations.
+    async fn run_prepared(&self, p: &Prepared) -> TestOutcome {
+        if let Some(e) = &p.refused {
+            return TestOutcome {
+                ok: false,
+                latency_ms: 0,
+                error: Some(e.clone()),
+            };
+        }
+        let policy = &self.inner.config.egress;
+        let started = std::time::Instant::now();
+        let slots = self.org_test_slots(&p.org_id);
+        let Ok(Ok(_slot)) = tokio::time::timeout(policy.total_timeout, slots.acquire_owned()).await else {
+            return TestOutcome {
+                ok: false,
+                latency_ms: started.elapsed().as_millis() as u64,
+                error: Some(credvault_connect::TestError::new(
+                    credvault_connect::ErrorCode::Timeout,
+                    format!(
+                        "this organization already had {TESTS_PER_ORG} tests in flight for {} s; try again",
+                        policy.total_timeout.as_secs()
+                    ),
+                )),
+            };
+        };
+        credvault_connect::run(&p.kind, &p.input, &policy.guarded(p.guard.clone())).await
+    }
 }
 
 /// Decrypts `holder`'s `version` (and its role chain's sources, `via` pinning a rotated
@@ -281,6 +317,9 @@ impl Service {
         id: &str,
         req: TestRequest,
     ) -> CoreResult<ConnectionTest> {
+        // Secret-bearing: stops with the other secret-bearing operations when a blocking
+        // audit sink falls behind.
+        self.inner.config.audit_gate.check()?;
         let mut p = self.prepare_connection_test(ctx, actor, id, req.clone()).await?;
         if p.input.credential_type == "oauth"
             && req.version.is_none()
@@ -293,7 +332,7 @@ impl Service {
             }
             p = self.prepare_connection_test(ctx, actor, id, req).await?;
         }
-        let outcome = run_prepared(&p, &self.inner.config.egress).await;
+        let outcome = self.run_prepared(&p).await;
         let result = ConnectionTest {
             connection_id: p.connection_id.clone(),
             connection_name: p.connection_name.clone(),
@@ -382,12 +421,12 @@ impl Service {
         req: TestRequest,
         rotation: bool,
     ) -> CoreResult<CredentialTest> {
+        self.inner.config.audit_gate.check()?;
         let prepared = self
             .with_dns(|dns| self.prepare_credential_test(ctx, actor, id, req.clone(), rotation, dns))
             .await?;
         let (credential_id, version, prepared) = prepared;
-        let policy = &self.inner.config.egress;
-        let outcomes = futures_util::future::join_all(prepared.iter().map(|p| run_prepared(p, policy))).await;
+        let outcomes = futures_util::future::join_all(prepared.iter().map(|p| self.run_prepared(p))).await;
         self.finish_credential_test(ctx, actor, credential_id, version, prepared, outcomes)
             .await
     }

@@ -762,6 +762,32 @@ async fn workspace_scope(backend: Backend) {
     )
     .await
     .problem(403, "forbidden");
+
+    // With credential.reveal moved to integration engineers, a workspace binding reveals its
+    // own workspace's credentials — and not the organization-wide ones every workspace can
+    // read: reveal has the scope of create/rotate.
+    srv.patch(
+        &format!("/v1/orgs/{org}/settings"),
+        &srv.admin,
+        policy(
+            &["admin", "integration_engineer"],
+            &["admin", "integration_engineer", "builder"],
+            &["integration_engineer"],
+        ),
+    )
+    .await
+    .ok(200);
+    let shown = srv
+        .post(&format!("/v1/credentials/{in_b}/reveal"), &engineer, json!({}))
+        .await
+        .ok(200);
+    assert!(shown["fields"].is_object(), "{shown}");
+    srv.post(&format!("/v1/credentials/{org_wide}/reveal"), &engineer, json!({}))
+        .await
+        .problem(403, "forbidden");
+    srv.post(&format!("/v1/credentials/{in_b}/reveal"), &builder, json!({}))
+        .await
+        .problem(403, "forbidden");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -90,6 +90,12 @@ async fn checkpoints(b: Backend) {
     // Plain verification still works without keys.
     let v = json_of(&client(&srv, &["audit", "verify", "--file", &bs]));
     assert_eq!(v["ok"], true, "{v}");
+    // Without a trusted key, the file's checkpoints are never "verified": the public key they
+    // carry is the file's own word (a forger re-signs with theirs).
+    let v = json_of(&client(&srv, &["audit", "verify", "--file", &fs]));
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["checkpoints"], 0, "{v}");
+    assert_eq!(v["unverified_checkpoints"], 2, "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -317,7 +317,7 @@ async fn wrong_ca_delivers_nothing_and_loses_nothing(b: Backend) {
     // The sink reports why it cannot deliver, and nothing reaches the receiver.
     let until = Instant::now() + Duration::from_secs(30);
     let health = loop {
-        let r = srv.get("/readyz", &srv.admin).await;
+        let r = srv.get("/v1/audit/sinks", &srv.admin).await;
         let h = r.body["audit_sinks"]["pinned"].clone();
         if h["last_error"].is_string() && h["backlog"].as_i64().unwrap_or(0) >= 3 {
             break h;

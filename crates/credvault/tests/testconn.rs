@@ -2205,3 +2205,121 @@ async fn an_https_api_behind_a_private_ca_passes_with_ca_pem_and_fails_tls_witho
         https_with_a_private_ca(b).await;
     }
 }
+
+// ------------------------------------------------------------- per-organization test slots
+
+/// A target that accepts, holds each connection for `hold`, then closes it.
+async fn slow_target(hold: Duration) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                tokio::time::sleep(hold).await;
+                drop(s);
+            });
+        }
+    });
+    port
+}
+
+/// One organization with slow targets takes at most its own slots: its fifth test waits for
+/// one of its four, while another organization's test goes through at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_organization_with_slow_targets_does_not_starve_another() {
+    let srv = Server::start_with(Backend::Sqlite, &["--egress-allow", "127.0.0.0/8"]).await;
+    let hold = Duration::from_secs(3);
+    let port = slow_target(hold).await;
+    let a = srv.admin.clone();
+    let cred = db_cred(&srv, "slow-db", "loader", "slow-pw").await;
+    let mut conns = Vec::new();
+    for i in 0..5 {
+        conns.push(
+            connection(
+                &srv,
+                &format!("slow-{i}"),
+                "postgres",
+                json!({"host": "127.0.0.1", "port": port, "database": "d"}),
+                Some(&cred),
+            )
+            .await,
+        );
+    }
+    // Another organization, with a target that refuses at once.
+    let org_b = srv.post("/v1/orgs", &a, json!({"name": "other-org"})).await.ok(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ws_b = srv
+        .post("/v1/workspaces", &a, json!({"org_id": org_b, "name": "w"}))
+        .await
+        .ok(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cred_b = srv
+        .post(
+            "/v1/credentials",
+            &a,
+            json!({"name": "b-db", "type": "database", "workspace_id": ws_b, "environment": "prod", "fields": {"username": "u", "password": "p"}}),
+        )
+        .await
+        .ok(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let conn_b = srv
+        .post(
+            "/v1/connections",
+            &a,
+            json!({"name": "b-conn", "workspace_id": ws_b, "environment": "prod", "kind": "postgres",
+                   "config": {"host": "127.0.0.1", "port": closed, "database": "d"}, "credential_id": cred_b}),
+        )
+        .await
+        .ok(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let timed = |conn: String| {
+        let (base, token, http) = (srv.base.clone(), a.clone(), srv.http.clone());
+        async move {
+            let t = std::time::Instant::now();
+            let r = http
+                .post(format!("{base}/v1/connections/{conn}/test"))
+                .bearer_auth(token)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let v: Value = r.json().await.unwrap();
+            (t.elapsed(), v)
+        }
+    };
+    let slow: Vec<_> = conns.iter().map(|c| tokio::spawn(timed(c.clone()))).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (b_time, b) = timed(conn_b).await;
+    assert_eq!(code(&b), "connect_refused", "{b}");
+    assert!(
+        b_time < Duration::from_secs(2),
+        "the other organization waited {b_time:?}"
+    );
+    let mut times = Vec::new();
+    for h in slow {
+        let (t, v) = h.await.unwrap();
+        assert_eq!(v["ok"], false, "{v}");
+        times.push(t);
+    }
+    times.sort();
+    // Four ran at once (about `hold` each); the fifth waited for a slot, then ran.
+    assert!(times[3] < hold * 2, "{times:?}");
+    assert!(
+        times[4] >= hold * 2 - Duration::from_millis(500),
+        "the fifth test did not wait for a slot: {times:?}"
+    );
+}

@@ -41,7 +41,10 @@ pub(crate) fn routes(t: Table) -> Table {
         "get",
         "/readyz",
         get(readyz),
-        public("readyz", "Readiness: the store answers"),
+        public(
+            "readyz",
+            "Readiness: the store answers (details for instance admins: /v1/audit/sinks)",
+        ),
     )
     .add("get", "/metrics", get(metrics), public("metrics", "Prometheus metrics"))
     .add(
@@ -138,6 +141,19 @@ pub(crate) fn routes(t: Table) -> Table {
     )
     .add(
         "get",
+        "/v1/audit/sinks",
+        get(audit_sinks),
+        RouteDoc {
+            tag: "audit",
+            ..authed(
+                "auditSinks",
+                "Health of each audit sink (backlog, last delivery error, whether it blocks); instance admins only",
+                "instance admin",
+            )
+        },
+    )
+    .add(
+        "get",
         "/v1/audit/verify",
         get(audit_verify),
         RouteDoc {
@@ -206,19 +222,14 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
+/// Ready or not, and nothing more: sink details (errors may name a webhook URL) are for
+/// instance admins at `/v1/audit/sinks`.
 async fn readyz(State(s): State<AppState>) -> Response {
     match s.service.store().ping().await {
         Ok(()) => {
-            let sinks: serde_json::Map<String, serde_json::Value> = s
-                .service
-                .audit_gate()
-                .snapshot()
-                .into_iter()
-                .map(|(n, h)| (n, serde_json::to_value(h).unwrap_or_default()))
-                .collect();
-            let blocking = sinks.values().any(|h| h["blocking"] == true);
+            let blocking = s.service.audit_gate().snapshot().iter().any(|(_, h)| h.blocking);
             let status = if blocking { "degraded" } else { "ready" };
-            axum::Json(serde_json::json!({"status": status, "audit_sinks": sinks})).into_response()
+            axum::Json(serde_json::json!({"status": status})).into_response()
         }
         Err(e) => {
             tracing::warn!(error = %e, "readiness probe failed");
@@ -333,6 +344,25 @@ async fn audit(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(actor): Auth, p: P
         limit: p.usize("limit")?,
     };
     Ok(axum::Json(s.service.list_audit(&ctx, &actor, f).await?))
+}
+
+async fn audit_sinks(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(actor): Auth,
+    p: Params,
+) -> ApiResult<impl IntoResponse> {
+    p.allow(&[])?;
+    let sinks: serde_json::Map<String, serde_json::Value> = s
+        .service
+        .audit_sinks(&ctx, &actor)
+        .await?
+        .into_iter()
+        .map(|(n, h)| (n, serde_json::to_value(h).unwrap_or_default()))
+        .collect();
+    let blocking = sinks.values().any(|h| h["blocking"] == true);
+    let status = if blocking { "degraded" } else { "ready" };
+    Ok(axum::Json(serde_json::json!({"status": status, "audit_sinks": sinks})))
 }
 
 async fn audit_verify(

@@ -259,9 +259,13 @@ impl<S: Send + Sync> FromRequest<S> for Form {
                 "Send this form from the page.",
             ));
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|_| plain_error(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large."))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if crate::extract::body_timed_out(&e) {
+                plain_error(StatusCode::REQUEST_TIMEOUT, "The form took too long to arrive.")
+            } else {
+                plain_error(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.")
+            }
+        })?;
         let pairs = form_urlencoded::parse(&bytes).into_owned().collect();
         if let Ok(mut owned) = bytes.try_into_mut() {
             owned[..].zeroize();
