@@ -39,6 +39,7 @@ pub const ACTIONS: &[&str] = &[
     "credential.update",
     "credential.destinations.allow",
     "audit.sinks.read",
+    "alert.audit_dead_letter",
     "credential.version.create",
     "credential.version.promote",
     "credential.version.revoke",
@@ -234,6 +235,52 @@ fn hash_event(prev: &[u8], c: &Canonical<'_>) -> CoreResult<Vec<u8>> {
     Ok(h.finalize().to_vec())
 }
 
+/// The largest `details` an event stores, serialized (bytes). Larger ones are cut down before
+/// the event is hashed, so the chain covers exactly what is stored: every top-level value over
+/// [`MAX_DETAIL_VALUE_BYTES`] is replaced by `{"truncated": true, "original_bytes": N}`, and if
+/// that is not enough the whole object becomes `{"truncated": true, "original_bytes": N,
+/// "keys": [...]}`. One event can then always be delivered (a UDP datagram, a webhook body).
+pub const MAX_DETAIL_BYTES: usize = 16 * 1024;
+
+/// The largest top-level detail value kept whole when `details` is over [`MAX_DETAIL_BYTES`].
+pub const MAX_DETAIL_VALUE_BYTES: usize = 1024;
+
+/// `details` serialized, bounded by [`MAX_DETAIL_BYTES`].
+pub(crate) fn bounded_details(details: &serde_json::Value) -> CoreResult<String> {
+    let full = serde_json::to_string(details)?;
+    if full.len() <= MAX_DETAIL_BYTES {
+        return Ok(full);
+    }
+    let marker = |n: usize| serde_json::json!({"truncated": true, "original_bytes": n});
+    if let serde_json::Value::Object(m) = details {
+        let mut cut = serde_json::Map::new();
+        for (k, v) in m {
+            let len = serde_json::to_string(v)?.len();
+            cut.insert(
+                k.clone(),
+                if len > MAX_DETAIL_VALUE_BYTES {
+                    marker(len)
+                } else {
+                    v.clone()
+                },
+            );
+        }
+        cut.insert("_truncated".into(), marker(full.len()));
+        let text = serde_json::to_string(&serde_json::Value::Object(cut))?;
+        if text.len() <= MAX_DETAIL_BYTES {
+            return Ok(text);
+        }
+        let keys: Vec<&String> = m.keys().take(64).collect();
+        let mut last = marker(full.len());
+        last["keys"] = serde_json::json!(keys);
+        let text = serde_json::to_string(&last)?;
+        if text.len() <= MAX_DETAIL_BYTES {
+            return Ok(text);
+        }
+    }
+    Ok(serde_json::to_string(&marker(full.len()))?)
+}
+
 /// Creates the head row of a chain (a new organization's, or the instance chain).
 pub fn create_chain(tx: &mut dyn Tx, chain: &str) -> CoreResult<()> {
     tx.execute(
@@ -266,7 +313,7 @@ pub fn append(tx: &mut dyn Tx, ctx: &RequestCtx, actor: &ActorRef, d: &Draft) ->
             .int(0)?,
     };
     let at = now_micros();
-    let details = serde_json::to_string(&d.details)?;
+    let details = bounded_details(&d.details)?;
     let c = Canonical {
         seq,
         chain,
@@ -666,6 +713,32 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use std::collections::BTreeSet;
     use std::path::Path;
+
+    #[test]
+    fn details_over_the_cap_are_cut_down_and_say_so() {
+        use super::{MAX_DETAIL_BYTES, bounded_details};
+        let small = serde_json::json!({"a": 1, "b": "two"});
+        assert_eq!(bounded_details(&small).unwrap(), small.to_string());
+        let big = serde_json::json!({"keep": "me", "huge": "x".repeat(100_000)});
+        let out: serde_json::Value = serde_json::from_str(&bounded_details(&big).unwrap()).unwrap();
+        assert_eq!(out["keep"], "me");
+        assert_eq!(out["huge"]["truncated"], true);
+        assert_eq!(out["huge"]["original_bytes"], 100_002);
+        assert!(out["_truncated"]["original_bytes"].as_u64().unwrap() > 100_000);
+        // Many middling values: only the keys are kept.
+        let many: serde_json::Map<String, serde_json::Value> = (0..100)
+            .map(|i| (format!("k{i}"), serde_json::json!("y".repeat(900))))
+            .collect();
+        let text = bounded_details(&serde_json::Value::Object(many)).unwrap();
+        assert!(text.len() <= MAX_DETAIL_BYTES, "{}", text.len());
+        let out: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(out["truncated"], true);
+        assert_eq!(out["keys"].as_array().unwrap().len(), 64);
+        // Not an object at all.
+        let arr = serde_json::json!(vec!["z".repeat(1000); 100]);
+        let out: serde_json::Value = serde_json::from_str(&bounded_details(&arr).unwrap()).unwrap();
+        assert_eq!(out["truncated"], true);
+    }
 
     /// Every string literal in the crate's (non-test) code that looks like an action
     /// (`prefix.name` with a known prefix).

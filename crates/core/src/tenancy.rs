@@ -147,12 +147,13 @@ impl Service {
     }
 
     /// Creates an organization (instance admins only).
-    /// The health of every audit sink (instance admins only: errors may name sink URLs).
+    /// The health of every audit sink and the events parked for it (instance admins only:
+    /// errors may name sink URLs).
     pub async fn audit_sinks(
         &self,
         ctx: &RequestCtx,
         actor: &Arc<Actor>,
-    ) -> CoreResult<Vec<(String, crate::forward::SinkHealth)>> {
+    ) -> CoreResult<serde_json::Map<String, serde_json::Value>> {
         if !actor.instance_admin {
             let draft = Draft::new("audit.sinks.read", "instance", "", actor.org_id.as_str())
                 .outcome(crate::audit::Outcome::Denied);
@@ -163,7 +164,24 @@ impl Service {
             };
             return self.settle(ctx, actor, Err(CoreError::Denied(Box::new(denial)))).await;
         }
-        Ok(self.audit_gate().snapshot())
+        let parked = self
+            .inner
+            .store
+            .read(|tx: &mut dyn credvault_store::Tx| crate::forward::dead_letters(tx, 50))
+            .await?;
+        let mut out = serde_json::Map::new();
+        for (name, health) in self.audit_gate().snapshot() {
+            let mut v = serde_json::to_value(&health)?;
+            v["parked"] = serde_json::Value::Array(
+                parked
+                    .iter()
+                    .filter(|d| d.0 == name)
+                    .map(|d| serde_json::json!({"seq": d.1, "error": d.2, "parked_at": credvault_domain::time::to_rfc3339(d.3)}))
+                    .collect(),
+            );
+            out.insert(name, v);
+        }
+        Ok(out)
     }
 
     pub async fn create_org(&self, ctx: &RequestCtx, actor: &Arc<Actor>, req: CreateOrg) -> CoreResult<OrgView> {

@@ -2730,3 +2730,54 @@ async fn role_chain_sources_show_in_usage_and_reports_guard_deletion_are_tested_
 {
     each_backend!(chains);
 }
+
+/// A connection config may hold 64 KiB strings: its `connection.create` event is cut down to
+/// the documented cap with a marker and the original size, before it is hashed (the journal
+/// still verifies), so a UDP syslog datagram or a webhook body can always carry it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_event_details_are_cut_down_with_a_marker_and_the_chain_still_verifies() {
+    let srv = Server::start(Backend::Sqlite).await;
+    let a = srv.admin.clone();
+    let big = "x".repeat(60_000);
+    srv.post(
+        "/v1/connections",
+        &a,
+        conn(
+            "big",
+            &srv.ws_id,
+            "prod",
+            "postgres",
+            json!({"host": "db.internal", "database": "a", "application_name": big}),
+            None,
+        ),
+    )
+    .await
+    .ok(201);
+    let ev = audit(&srv, "action=connection.create").await;
+    let d = &ev[0]["details"];
+    assert!(d.to_string().len() <= 16 * 1024, "{} bytes", d.to_string().len());
+    assert_eq!(d["config"]["truncated"], true, "{d}");
+    assert!(d["config"]["original_bytes"].as_u64().unwrap() > 60_000, "{d}");
+    assert!(d["_truncated"]["original_bytes"].as_u64().unwrap() > 60_000, "{d}");
+    assert_eq!(d["name"], "big", "small values are kept: {d}");
+    let v = srv.get("/v1/audit/verify", &a).await.ok(200);
+    assert_eq!(v["ok"], true, "{v}");
+    // Control: an ordinary event is stored whole.
+    srv.post(
+        "/v1/connections",
+        &a,
+        conn(
+            "small",
+            &srv.ws_id,
+            "prod",
+            "postgres",
+            json!({"host": "db.internal", "database": "a"}),
+            None,
+        ),
+    )
+    .await
+    .ok(201);
+    let ev = audit(&srv, "action=connection.create").await;
+    assert!(ev[1]["details"].get("_truncated").is_none(), "{}", ev[1]["details"]);
+    assert_eq!(ev[1]["details"]["config"]["host"], "db.internal");
+}

@@ -757,12 +757,14 @@ fn the_test_parsers_read_rfc5424_headers_and_cef_escapes() {
 // ------------------------------------------------------------------ the webhook receiver
 
 /// What the receiver does with a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum HookMode {
     /// Verify, record, 200.
     Up,
     /// 503 without recording.
     Unavailable,
+    /// 413 for any body holding this text (a receiver that refuses some event for good).
+    RejectContaining(String),
 }
 
 struct HookState {
@@ -940,6 +942,12 @@ fn hook_handle(
     if s.mode == HookMode::Unavailable {
         s.refused += 1;
         return (503, "Service Unavailable");
+    }
+    if let HookMode::RejectContaining(bad) = &s.mode
+        && text.contains(bad.as_str())
+    {
+        s.refused += 1;
+        return (413, "Payload Too Large");
     }
     let Ok(batch) = serde_json::from_slice::<Value>(body) else {
         s.malformed.push(text);
@@ -3135,4 +3143,185 @@ async fn a_rotating_file_sink_keeps_every_event(b: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_sink_rotates_by_size_and_every_event_is_in_one_of_its_files() {
     each_backend!(a_rotating_file_sink_keeps_every_event);
+}
+
+// ---------------------------------------------------------------------------- dead letters
+
+async fn dead_letter(b: Backend) {
+    let dir = TempDir::new();
+    let secret = b"dead-letter-hook-secret";
+    let hook = Hook::start(secret).await;
+    let poison = format!("poison-{}", random_hex(4));
+    hook.set_mode(HookMode::RejectContaining(poison.clone()));
+    let cfg = write_config(
+        dir.path(),
+        &webhook_sink(
+            dir.path(),
+            "hook",
+            &hook.url(),
+            secret,
+            "batch_size = 50\non_backlog_full = \"block\"\nmax_backlog = 20",
+        ),
+    );
+    let srv = start(b, &cfg, &[]).await;
+    srv.database_credential(&srv.admin, "before", "pw-dl-1").await;
+    let bad = srv.database_credential(&srv.admin, &poison, "pw-dl-2").await;
+    for i in 0..30 {
+        srv.database_credential(&srv.admin, &format!("after-{i}"), "pw-dl-3")
+            .await;
+    }
+    let poisoned: Vec<i64> = journal(&srv)
+        .await
+        .into_iter()
+        .filter(|(_, e)| e.to_string().contains(&poison))
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(poisoned.len(), 1, "one event names the poisoned credential");
+    let poison_seq = poisoned[0];
+    // Everything else arrives; the poisoned event is parked, with an alert (which arrives too).
+    let d = Deadline::new(30, "every event but the refused one at the webhook");
+    loop {
+        let want: Vec<i64> = journal(&srv)
+            .await
+            .keys()
+            .copied()
+            .filter(|s| *s != poison_seq)
+            .collect();
+        let got: BTreeSet<i64> = hook.seqs().into_iter().collect();
+        let alert_in = hook
+            .state
+            .lock()
+            .unwrap()
+            .events
+            .iter()
+            .any(|e| e["action"] == "alert.audit_dead_letter");
+        if want.iter().all(|s| got.contains(s)) && alert_in {
+            break;
+        }
+        d.tick(|| format!("{} missing", want.iter().filter(|s| !got.contains(s)).count()))
+            .await;
+    }
+    assert!(!hook.seqs().contains(&poison_seq));
+    hook.assert_all_signed();
+    in_order("dead-letter webhook", &hook.seqs());
+    let sinks = readyz(&srv).await;
+    let h = &sinks["audit_sinks"]["hook"];
+    assert_eq!(h["parked"][0]["seq"], poison_seq, "{sinks}");
+    assert!(st(&h["parked"][0]["error"]).contains("413"), "{sinks}");
+    assert_eq!(h["blocking"], false, "forwarding did not stall behind it: {sinks}");
+    let alerts = alerts(&srv, "_instance", "alert.audit_dead_letter").await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["details"]["seq"], poison_seq);
+    // The event itself stays in the journal, and the journal still verifies.
+    let v = srv.get("/v1/audit/verify", &srv.admin).await.ok(200);
+    assert_eq!(v["ok"], true, "{v}");
+    // Secret-bearing operations were never blocked for good.
+    srv.database_credential(&srv.admin, "last", "pw-dl-4").await;
+    let _ = bad;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_a_sink_refuses_for_good_is_parked_with_an_alert_and_forwarding_moves_on() {
+    each_backend!(dead_letter);
+}
+
+// ----------------------------------------------------------------- PostgreSQL sequence gaps
+
+/// On PostgreSQL a transaction takes its event's sequence number before it commits. One that
+/// holds its number for longer than any fixed wait (here 12 s, past the 10 s the forwarder once
+/// waited before skipping) is still delivered once it commits — and the events after it wait
+/// their turn, in sequence order. Control: a transaction that takes a number and rolls back
+/// is passed as soon as it has ended.
+#[cfg(feature = "postgres-tests")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_event_whose_transaction_held_its_number_for_long_is_still_forwarded_in_order() {
+    let dir = TempDir::new();
+    let file = dir.path().join("audit.jsonl");
+    let cfg = write_config(dir.path(), &file_sink("file", &file, "json", ""));
+    let srv = start(Backend::Postgres, &cfg, &[]).await;
+    let url = srv.pg.as_ref().unwrap().url.clone();
+    wait_file_sink_complete(&srv, &file, "the bootstrap events in the file", 20).await;
+
+    // A transaction that takes a number (after getting an xid, as every writer has by then:
+    // it holds the chain head's row lock) and keeps it.
+    let (hold_tx, hold_rx) = std::sync::mpsc::channel::<bool>();
+    let (seq_tx, seq_rx) = std::sync::mpsc::channel::<i64>();
+    let holder = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut t = c.transaction().unwrap();
+        t.query_one("SELECT pg_current_xact_id()::text", &[]).unwrap();
+        let n: i64 = t.query_one("SELECT nextval('audit_seq')", &[]).unwrap().get(0);
+        seq_tx.send(n).unwrap();
+        let commit = hold_rx.recv().unwrap();
+        if commit {
+            t.execute(
+                "INSERT INTO audit_events (seq, chain, at, actor_kind, action, outcome, details, prev_hash, hash) \
+                 VALUES ($1, '_gap_test', 0, 'system', 'test.held_number', 'success', '{}', '\\x00', '\\x00')",
+                &[&n],
+            )
+            .unwrap();
+            t.commit().unwrap();
+        } else {
+            t.rollback().unwrap();
+        }
+    });
+    let held = seq_rx.recv().unwrap();
+    for i in 0..3 {
+        srv.database_credential(&srv.admin, &format!("after-gap-{i}"), "pw-gap")
+            .await;
+    }
+    let after: Vec<i64> = journal(&srv).await.keys().copied().filter(|s| *s > held).collect();
+    assert!(!after.is_empty());
+    // 12 s: the events after the held number wait behind it.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let (records, _) = read_json_sink(&file);
+    let got: Vec<i64> = records.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert!(
+        !got.iter().any(|s| *s >= held),
+        "forwarded past an open transaction's number: {got:?} (held {held})"
+    );
+    hold_tx.send(true).unwrap();
+    holder.join().unwrap();
+    let d = Deadline::new(20, "the held event and the ones after it in the file");
+    let got = loop {
+        let (records, _) = read_json_sink(&file);
+        let got: Vec<i64> = records.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+        if got.contains(&held) && after.iter().all(|s| got.contains(s)) {
+            break got;
+        }
+        d.tick(|| format!("{got:?}")).await;
+    };
+    let pos = got.iter().position(|s| *s == held).unwrap();
+    assert!(
+        after.iter().all(|s| got.iter().position(|g| g == s).unwrap() > pos),
+        "{got:?}"
+    );
+    in_order("gap file sink", &got);
+
+    // Control: a number taken and rolled back is passed as soon as its transaction ended.
+    let url = srv.pg.as_ref().unwrap().url.clone();
+    let (hold_tx, hold_rx) = std::sync::mpsc::channel::<bool>();
+    let (seq_tx, seq_rx) = std::sync::mpsc::channel::<i64>();
+    let holder = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut t = c.transaction().unwrap();
+        t.query_one("SELECT pg_current_xact_id()::text", &[]).unwrap();
+        let n: i64 = t.query_one("SELECT nextval('audit_seq')", &[]).unwrap().get(0);
+        seq_tx.send(n).unwrap();
+        let _ = hold_rx.recv().unwrap();
+        t.rollback().unwrap();
+    });
+    let lost = seq_rx.recv().unwrap();
+    srv.database_credential(&srv.admin, "after-rollback", "pw-gap").await;
+    hold_tx.send(false).unwrap();
+    holder.join().unwrap();
+    let t = Instant::now();
+    wait_file_sink_complete(&srv, &file, "the events after a rolled-back number", 10).await;
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "a rolled-back number held forwarding for {:?}",
+        t.elapsed()
+    );
+    let (records, _) = read_json_sink(&file);
+    assert!(!records.iter().any(|e| e["seq"] == lost));
 }

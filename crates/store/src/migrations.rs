@@ -16,6 +16,7 @@ const SQLITE: &[(i64, &str)] = &[
     (8, include_str!("../migrations/sqlite/0008_logins.sql")),
     (9, include_str!("../migrations/sqlite/0009_version_use.sql")),
     (10, include_str!("../migrations/sqlite/0010_destinations.sql")),
+    (11, include_str!("../migrations/sqlite/0011_dead_letters.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -28,10 +29,11 @@ const POSTGRES: &[(i64, &str)] = &[
     (8, include_str!("../migrations/postgres/0008_logins.sql")),
     (9, include_str!("../migrations/postgres/0009_version_use.sql")),
     (10, include_str!("../migrations/postgres/0010_destinations.sql")),
+    (11, include_str!("../migrations/postgres/0011_dead_letters.sql")),
 ];
 
 /// The newest schema version this build knows.
-pub const LATEST: i64 = 10;
+pub const LATEST: i64 = 11;
 
 pub(crate) fn run_sqlite(conn: &rusqlite::Connection) -> Result<(), StoreError> {
     let err = |version: i64| {

@@ -41,12 +41,23 @@ pub(crate) fn routes(t: Table) -> Table {
         "get",
         "/readyz",
         get(readyz),
-        public(
-            "readyz",
-            "Readiness: the store answers (details for instance admins: /v1/audit/sinks)",
-        ),
+        RouteDoc {
+            other_responses: &[(503, "application/json", "the store does not answer")],
+            ..public(
+                "readyz",
+                "Readiness: the store answers (details for instance admins: /v1/audit/sinks)",
+            )
+        },
     )
-    .add("get", "/metrics", get(metrics), public("metrics", "Prometheus metrics"))
+    .add(
+        "get",
+        "/metrics",
+        get(metrics),
+        RouteDoc {
+            produces: &["text/plain; version=0.0.4"],
+            ..public("metrics", "Prometheus metrics")
+        },
+    )
     .add(
         "get",
         "/v1/openapi.json",
@@ -88,6 +99,12 @@ pub(crate) fn routes(t: Table) -> Table {
         get(oauth_callback),
         RouteDoc {
             tag: "oauth",
+            produces: &["text/html; charset=utf-8"],
+            other_responses: &[(
+                400,
+                "text/html; charset=utf-8",
+                "the authorization failed (unknown, used or expired state; the provider refused; the token exchange failed)",
+            )],
             query: &[
                 "code",
                 "state",
@@ -353,13 +370,7 @@ async fn audit_sinks(
     p: Params,
 ) -> ApiResult<impl IntoResponse> {
     p.allow(&[])?;
-    let sinks: serde_json::Map<String, serde_json::Value> = s
-        .service
-        .audit_sinks(&ctx, &actor)
-        .await?
-        .into_iter()
-        .map(|(n, h)| (n, serde_json::to_value(h).unwrap_or_default()))
-        .collect();
+    let sinks = s.service.audit_sinks(&ctx, &actor).await?;
     let blocking = sinks.values().any(|h| h["blocking"] == true);
     let status = if blocking { "degraded" } else { "ready" };
     Ok(axum::Json(serde_json::json!({"status": status, "audit_sinks": sinks})))

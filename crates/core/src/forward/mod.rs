@@ -5,7 +5,8 @@
 //! sequence number in every record so a receiver can de-duplicate. An outage of any length
 //! loses nothing: events wait in the store. On PostgreSQL a lease keeps one node per sink, and
 //! a gap in sequence numbers (a transaction that took a number and has not committed yet) is
-//! waited for briefly before it is skipped as rolled back.
+//! waited for until every transaction in progress when it was seen has ended: then the number
+//! is either visible or was rolled back — a committed event is never skipped.
 //!
 //! Fail-closed: a sink with `on_backlog_full = "block"` whose backlog passes `max_backlog`
 //! closes the [`AuditGate`], and secret-bearing operations answer `503 audit_unavailable`.
@@ -142,6 +143,8 @@ pub struct SinkHealth {
     pub last_error: Option<String>,
     /// Whether this sink currently blocks secret-bearing operations.
     pub blocking: bool,
+    /// Events this node parked for this sink since it started (refused by it for good).
+    pub dead_letters: u64,
 }
 
 /// Shared between forwarders and the service: sink health and the fail-closed gate.
@@ -187,13 +190,73 @@ impl AuditGate {
     }
 }
 
-/// How long a gap in sequence numbers is waited for before it is taken as a rollback.
+/// SQLite: how long a gap in sequence numbers (only a row removed by hand makes one there) is
+/// waited for before it is passed. PostgreSQL waits for the transactions instead ([`Gap`]).
 const GAP_WAIT_US: i64 = 10_000_000;
 
 struct Batch {
     events: Vec<Event>,
     /// The cursor after this batch (may pass events filtered out by `alerts_only`).
     next_cursor: i64,
+}
+
+/// A gap in sequence numbers being waited for (PostgreSQL): a transaction took the number and
+/// has not committed yet, or rolled back. `waiting_on` are the transactions that were in
+/// progress when the gap was first seen (the gap's holder is among them): once none is, the
+/// number either became visible (committed) or never will (rolled back) — so no committed
+/// event is ever skipped, however long its transaction took.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Gap {
+    /// The first missing sequence number.
+    seq: i64,
+    /// `xid8` values, as text.
+    waiting_on: Vec<String>,
+}
+
+/// Decides a gap (PostgreSQL) starting at `missing`, before the visible `seen`: `true` when it
+/// can be passed (its transaction rolled back), `false` to wait. `gap` carries the state
+/// between polls.
+fn pass_gap(tx: &mut dyn Tx, missing: i64, seen: i64, gap: &mut Option<Gap>) -> CoreResult<bool> {
+    let waiting = match gap.take() {
+        Some(g) if g.seq == missing => g.waiting_on,
+        _ => tx
+            .query(
+                "SELECT x::text FROM pg_snapshot_xip(pg_current_snapshot()) AS x \
+                 WHERE x <> COALESCE(pg_current_xact_id_if_assigned(), '0'::xid8)",
+                &[],
+            )?
+            .iter()
+            .map(|r| r.text(0))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let still: Vec<String> = if waiting.is_empty() {
+        Vec::new()
+    } else {
+        let list = format!("{{{}}}", waiting.join(","));
+        tx.query(
+            "SELECT x::text FROM unnest(($1::text)::xid8[]) AS x WHERE pg_xact_status(x) = 'in progress'",
+            &[list.as_str().into()],
+        )?
+        .iter()
+        .map(|r| r.text(0))
+        .collect::<Result<Vec<_>, _>>()?
+    };
+    if !still.is_empty() {
+        *gap = Some(Gap {
+            seq: missing,
+            waiting_on: still,
+        });
+        return Ok(false);
+    }
+    // Every transaction that could hold the numbers has ended: committed ones are visible now
+    // (read them on the next poll, in order); the rest rolled back.
+    let appeared = tx
+        .query_one(
+            "SELECT COUNT(*) FROM audit_events WHERE seq >= $1 AND seq < $2",
+            &[missing.into(), seen.into()],
+        )?
+        .int(0)?;
+    Ok(appeared == 0)
 }
 
 /// Takes (or keeps) the sink's lease and reads the next batch after its cursor.
@@ -203,6 +266,7 @@ fn next_batch(
     node: &str,
     limit: i64,
     alerts_only: bool,
+    gap: &mut Option<Gap>,
 ) -> CoreResult<Option<(Batch, i64)>> {
     let now = now_micros();
     tx.execute(
@@ -233,10 +297,17 @@ fn next_batch(
         let seq = e.seq();
         if seq != next + 1 {
             // A gap: an uncommitted (or rolled back) transaction holds the missing number.
-            // Wait for it unless the next event is old enough that the gap must be a rollback.
             let ev = e.into_event();
-            let at = credvault_domain::time::parse_rfc3339(&ev.at).unwrap_or(0);
-            if now - at < GAP_WAIT_US {
+            let pass = match tx.engine() {
+                credvault_store::Engine::Postgres => pass_gap(tx, next + 1, seq, gap)?,
+                // One writer takes numbers in commit order: a gap is a row removed by hand;
+                // wait briefly in case, then pass it.
+                credvault_store::Engine::Sqlite => {
+                    let at = credvault_domain::time::parse_rfc3339(&ev.at).unwrap_or(0);
+                    now - at >= GAP_WAIT_US
+                }
+            };
+            if !pass {
                 break;
             }
             next = seq;
@@ -409,6 +480,7 @@ async fn run_sink(store: Store, cfg: SinkConfig, gate: AuditGate, node: String) 
     let max_backlog = cfg.max_backlog.unwrap_or(100_000);
     let mut backoff = Duration::from_millis(250);
     let mut sink: Option<sinks::Sink> = None;
+    let mut gap: Option<Gap> = None;
     loop {
         if sink.is_none() {
             match sinks::Sink::open(&cfg).await {
@@ -424,7 +496,14 @@ async fn run_sink(store: Store, cfg: SinkConfig, gate: AuditGate, node: String) 
         }
         let (n, a) = (name.clone(), cfg.alerts_only);
         let nd = node.clone();
-        let r = store.write(move |tx| next_batch(tx, &n, &nd, limit, a)).await;
+        let mut g = gap.take();
+        let r = store
+            .write(move |tx| next_batch(tx, &n, &nd, limit, a, &mut g).map(|b| (b, g)))
+            .await
+            .map(|(b, g)| {
+                gap = g;
+                b
+            });
         let (batch, backlog) = match r {
             Ok(Some(b)) => b,
             Ok(None) => {
@@ -451,7 +530,10 @@ async fn run_sink(store: Store, cfg: SinkConfig, gate: AuditGate, node: String) 
         } else if let Some(s) = sink.as_mut() {
             s.deliver(&batch.events).await
         } else {
-            Err(sinks::SinkError("sink not open".into()))
+            Err(sinks::SinkError {
+                message: "sink not open".into(),
+                permanent: false,
+            })
         };
         match delivered {
             Ok(()) => {
@@ -471,6 +553,37 @@ async fn run_sink(store: Store, cfg: SinkConfig, gate: AuditGate, node: String) 
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
+            Err(e) if e.permanent => {
+                // The receiver refuses some event of this batch for good: find it, park it
+                // (with an alert), deliver the rest, and move on — never retry it forever.
+                let Some(s) = sink.as_mut() else { continue };
+                let (handled, parked, transient) = deliver_isolating(s, &batch.events).await;
+                let cursor = if handled == batch.events.len() {
+                    batch.next_cursor
+                } else {
+                    batch.events.get(handled.wrapping_sub(1)).map_or(0, |e| e.seq)
+                };
+                if handled > 0 {
+                    let (n, nd, p) = (name.clone(), node.clone(), parked.clone());
+                    if let Err(e) = store.write(move |tx| park(tx, &n, &nd, cursor, &p)).await {
+                        tracing::error!(sink = %name, error = %e, "cannot park undeliverable audit events (they will be tried again)");
+                    } else {
+                        for (seq, why) in &parked {
+                            tracing::error!(sink = %name, seq, error = %why, "audit event parked: the sink refuses it for good");
+                        }
+                        gate.update(&name, |h| {
+                            h.delivered += (handled - parked.len()) as u64;
+                            h.delivered_seq = cursor;
+                            h.dead_letters += parked.len() as u64;
+                        });
+                    }
+                }
+                if let Some(e) = transient {
+                    gate.update(&name, |h| h.last_error = Some(e.to_string()));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
             Err(e) => {
                 tracing::warn!(sink = %name, error = %e, backlog, "audit delivery failed; retrying");
                 gate.update(&name, |h| h.last_error = Some(e.to_string()));
@@ -482,6 +595,73 @@ async fn run_sink(store: Store, cfg: SinkConfig, gate: AuditGate, node: String) 
             }
         }
     }
+}
+
+/// Delivers `events` one at a time after a batch was refused for good: returns how many were
+/// handled (delivered or refused for good, in order), the refused ones (`seq`, why), and the
+/// transient error that stopped it early, if one did.
+async fn deliver_isolating(
+    sink: &mut sinks::Sink,
+    events: &[crate::audit::Event],
+) -> (usize, Vec<(i64, String)>, Option<sinks::SinkError>) {
+    let mut parked = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        match sink.deliver(std::slice::from_ref(e)).await {
+            Ok(()) => {}
+            Err(err) if err.permanent => parked.push((e.seq, err.message)),
+            Err(err) => return (i, parked, Some(err)),
+        }
+    }
+    (events.len(), parked, None)
+}
+
+/// Records parked events (kept in the journal, listed for admins, each with an
+/// `alert.audit_dead_letter` event) and moves the sink's cursor past what was handled.
+fn park(tx: &mut dyn Tx, name: &str, node: &str, cursor: i64, parked: &[(i64, String)]) -> CoreResult<()> {
+    let now = now_micros();
+    let ctx = crate::context::RequestCtx {
+        user_agent: Some("credvault audit forwarder".into()),
+        ..Default::default()
+    };
+    for (seq, why) in parked {
+        let why: String = why.chars().take(500).collect();
+        tx.execute(
+            "INSERT INTO audit_dead_letters (sink, seq, error, parked_at) VALUES ($1, $2, $3, $4) ON CONFLICT (sink, seq) DO NOTHING",
+            &[name.into(), (*seq).into(), why.as_str().into(), now.into()],
+        )?;
+        crate::audit::append(
+            tx,
+            &ctx,
+            &crate::audit::ActorRef::system(),
+            &crate::audit::Draft {
+                action: "alert.audit_dead_letter",
+                target_type: Some("audit_sink"),
+                target_id: Some(name.to_owned()),
+                org_id: None,
+                workspace_id: None,
+                outcome: crate::audit::Outcome::Success,
+                details: serde_json::json!({"sink": name, "seq": seq, "error": why}),
+            },
+        )?;
+    }
+    commit_cursor(tx, name, node, cursor)
+}
+
+/// The events parked for each sink (newest first, at most `limit` per sink).
+pub(crate) fn dead_letters(tx: &mut dyn Tx, limit: i64) -> CoreResult<Vec<(String, i64, String, i64)>> {
+    let rows = tx.query(
+        "SELECT sink, seq, error, parked_at FROM audit_dead_letters ORDER BY sink, seq DESC",
+        &[],
+    )?;
+    let mut out: Vec<(String, i64, String, i64)> = Vec::new();
+    for r in rows {
+        let sink = r.text(0)?;
+        if out.iter().filter(|d| d.0 == sink).count() as i64 >= limit {
+            continue;
+        }
+        out.push((sink, r.int(1)?, r.text(2)?, r.int(3)?));
+    }
+    Ok(out)
 }
 
 fn rand_u16() -> u16 {

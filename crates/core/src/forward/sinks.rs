@@ -14,13 +14,38 @@ use super::format;
 use super::{Format, SinkConfig, SinkKind, Transport};
 use crate::audit::Event;
 
-/// A delivery failure (retried).
+/// A delivery failure: retried, unless `permanent` — the receiver refuses this content and
+/// always will (a webhook's 413, a datagram too large to send), so retrying the same events
+/// cannot help.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SinkError(pub String);
+#[error("{message}")]
+pub struct SinkError {
+    /// What went wrong.
+    pub message: String,
+    /// The content is refused for good (as opposed to the receiver being unreachable).
+    pub permanent: bool,
+}
+
+#[allow(non_snake_case)]
+fn SinkError(message: String) -> SinkError {
+    SinkError {
+        message,
+        permanent: false,
+    }
+}
 
 fn err(e: impl std::fmt::Display) -> SinkError {
     SinkError(e.to_string())
+}
+
+/// An I/O error that says the message itself cannot be sent (too large for a datagram).
+fn io_err(e: std::io::Error) -> SinkError {
+    let permanent = e.raw_os_error() == Some(90) // EMSGSIZE on Linux
+        || e.kind() == std::io::ErrorKind::InvalidInput;
+    SinkError {
+        message: e.to_string(),
+        permanent,
+    }
 }
 
 /// A connected sink.
@@ -265,7 +290,7 @@ impl Sink {
             } => {
                 for e in batch {
                     let msg = format::syslog_5424(e, host, app, &render(e, *format));
-                    socket.send_to(msg.as_bytes(), *target).await.map_err(err)?;
+                    socket.send_to(msg.as_bytes(), *target).await.map_err(io_err)?;
                 }
                 Ok(())
             }
@@ -337,7 +362,10 @@ impl Sink {
                     .await
                     .map_err(|e| SinkError(format!("POST {url}: {}", chain(&e))))?;
                 if !resp.status().is_success() {
-                    return Err(SinkError(format!("POST {url} answered {}", resp.status())));
+                    return Err(SinkError {
+                        message: format!("POST {url} answered {}", resp.status()),
+                        permanent: resp.status() == reqwest::StatusCode::PAYLOAD_TOO_LARGE,
+                    });
                 }
                 Ok(())
             }
