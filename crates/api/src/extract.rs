@@ -184,6 +184,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "the body must be a JSON object",
         ));
     }
+    // JSON does not tell `2.0` from `2` (nor does JSON Schema's `integer`): a body that spells a
+    // whole number as a float is read with the number as an integer. Only such bodies take this
+    // path, since reading through a `Value` loses duplicate-key detection.
+    if let Some(mut normalized) = whole_floats_as_integers(bytes) {
+        let result = serde_path_to_error::deserialize::<_, T>(&normalized);
+        // The body may hold secrets: wipe the copy.
+        credvault_domain::secret::zeroize_json(&mut normalized);
+        return result.map_err(|e| shape_error(e.path().to_string(), &e.into_inner().to_string()));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize::<_, T>(de) {
         Ok(v) => Ok(v),
@@ -216,21 +225,110 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                     ),
                 ));
             }
-            let msg = sanitize_serde_message(&raw);
-            let field = if path == "." { String::new() } else { path };
-            let named = missing_field(&msg)
-                .or_else(|| duplicate_field(&msg))
-                .or(Some(field).filter(|f| !f.is_empty()));
-            let detail = match &named {
-                Some(f) if !msg.contains(f.as_str()) => format!("{f}: {msg}"),
-                _ => msg,
-            };
-            let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", detail);
-            if let Some(f) = named {
-                err = err.field(f);
-            }
-            Err(err)
+            Err(shape_error(path, &raw))
         }
+    }
+}
+
+/// 422 `invalid_field` for what the shape of `T` refused, naming the field.
+fn shape_error(path: String, raw: &str) -> ApiError {
+    let msg = sanitize_serde_message(raw);
+    let field = if path == "." { String::new() } else { path };
+    let named = missing_field(&msg)
+        .or_else(|| duplicate_field(&msg))
+        .or(Some(field).filter(|f| !f.is_empty()));
+    let detail = match &named {
+        Some(f) if !msg.contains(f.as_str()) => format!("{f}: {msg}"),
+        _ => msg,
+    };
+    let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", detail);
+    if let Some(f) = named {
+        err = err.field(f);
+    }
+    err
+}
+
+/// The body with every float that is a whole number within ±2^53 (`2.0`, `1e3`) turned into
+/// that integer, or `None` when it has no such float (or does not parse; the typed parse then
+/// reports why).
+fn whole_floats_as_integers(bytes: &[u8]) -> Option<serde_json::Value> {
+    use serde_json::Value;
+    fn walk(v: &mut Value) -> bool {
+        match v {
+            Value::Number(n) if n.is_f64() => {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 {
+                    *v = Value::from(f as i64);
+                    true
+                } else {
+                    false
+                }
+            }
+            Value::Array(items) => items.iter_mut().fold(false, |acc, x| walk(x) | acc),
+            Value::Object(m) => m.values_mut().fold(false, |acc, x| walk(x) | acc),
+            _ => false,
+        }
+    }
+    if !bytes.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+        return None;
+    }
+    // Reading through a `Value` keeps the last of two equal keys; a body with a duplicate key
+    // stays on the strict path, which refuses it.
+    serde_json::from_slice::<NoDuplicates>(bytes).ok()?;
+    let mut v: Value = serde_json::from_slice(bytes).ok()?;
+    if walk(&mut v) {
+        Some(v)
+    } else {
+        credvault_domain::secret::zeroize_json(&mut v);
+        None
+    }
+}
+
+/// A JSON document checked for duplicate keys in any object (and nothing else).
+struct NoDuplicates;
+
+impl<'de> serde::Deserialize<'de> for NoDuplicates {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = NoDuplicates;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<NoDuplicates, E> {
+                Ok(NoDuplicates)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<NoDuplicates, E> {
+                Ok(NoDuplicates)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<NoDuplicates, E> {
+                Ok(NoDuplicates)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<NoDuplicates, E> {
+                Ok(NoDuplicates)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<NoDuplicates, E> {
+                Ok(NoDuplicates)
+            }
+            fn visit_unit<E>(self) -> Result<NoDuplicates, E> {
+                Ok(NoDuplicates)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<NoDuplicates, A::Error> {
+                while s.next_element::<NoDuplicates>()?.is_some() {}
+                Ok(NoDuplicates)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<NoDuplicates, A::Error> {
+                let mut seen = std::collections::HashSet::new();
+                while let Some(k) = m.next_key::<String>()? {
+                    if !seen.insert(k) {
+                        return Err(serde::de::Error::custom("duplicate key"));
+                    }
+                    m.next_value::<NoDuplicates>()?;
+                }
+                Ok(NoDuplicates)
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -342,7 +440,28 @@ impl Params {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn whole_floats_read_as_integers() {
+        #[derive(serde::Deserialize)]
+        struct B {
+            n: i64,
+            v: serde_json::Value,
+        }
+        let b: B = parse_json(br#"{"n": 2.0, "v": {"port": 5432.0, "x": 1.5}}"#)
+            .ok()
+            .unwrap();
+        assert_eq!(b.n, 2);
+        assert_eq!(b.v, serde_json::json!({"port": 5432, "x": 1.5}));
+        assert_eq!(
+            parse_json::<B>(br#"{"n": 2.5, "v": null}"#).err().unwrap().code(),
+            "invalid_field"
+        );
+        // A duplicate key is refused on this path too (a `Value` would keep the last one).
+        assert!(parse_json::<B>(br#"{"n": 2.0, "n": 3, "v": null}"#).is_err());
+    }
 
     #[test]
     fn serde_messages_lose_quoted_values() {

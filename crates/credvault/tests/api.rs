@@ -609,6 +609,40 @@ async fn the_openapi_document_covers_every_route_and_metrics_count_requests() {
             "{method} {path} missing"
         );
     }
+    // It says what the server accepts and answers (schemathesis checks it in scripts/test).
+    let op = |path: &str, method: &str| paths[path][method].clone();
+    assert_eq!(
+        op("/metrics", "get")["responses"]["200"]["content"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["text/plain; version=0.0.4"]
+    );
+    let callback = op("/v1/oauth/callback", "get");
+    assert!(callback["responses"]["400"]["content"]["text/html; charset=utf-8"].is_object());
+    assert_eq!(callback["x-semantic-errors"][0]["status"], 400);
+    let report = op("/v1/reports/{kind}", "get");
+    assert!(report["responses"]["200"]["content"]["text/csv; charset=utf-8"].is_object());
+    let list = op("/v1/credentials", "get");
+    let param = |name: &str| {
+        list["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()["schema"]
+            .clone()
+    };
+    assert_eq!(param("limit")["type"], "integer");
+    assert_eq!(param("limit")["minimum"], 1);
+    assert!(param("cursor")["pattern"].as_str().unwrap().starts_with("^djE6"));
+    assert_eq!(
+        op("/v1/credentials", "post")["responses"]["201"]["links"]["getCredential"]["parameters"]["path.id"],
+        "$response.body#/id"
+    );
+    assert!(op("/v1/credentials", "get")["responses"]["429"]["headers"]["Retry-After"].is_object());
+    assert!(doc["components"]["schemas"]["CredentialFields.aws.access_key"].is_object());
     // Every documented operation answers something other than "no such route".
     for (path, ops) in paths {
         for method in ops.as_object().unwrap().keys() {

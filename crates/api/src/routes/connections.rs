@@ -88,6 +88,7 @@ pub(crate) fn routes(t: Table) -> Table {
         })
         .add("get", "/v1/reports/{kind}", get(report), RouteDoc {
             query: &["org_id", "workspace_id", "days", "format"],
+            produces: &["application/json", "text/csv; charset=utf-8"],
             ..doc("report", "Review reports: attachments, unused, rotation-due, overrides, unreviewed (JSON or ?format=csv, streamed)", "reports", "audit.read", 200)
         })
 }
