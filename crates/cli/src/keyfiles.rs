@@ -64,15 +64,8 @@ pub async fn load(data_dir: &Path) -> anyhow::Result<Option<(Keyring, KeySource)
             );
         }
         let text = std::fs::read_to_string(&kms_path).with_context(|| format!("cannot read {}", kms_path.display()))?;
-        let f: KmsFile = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a KMS-wrapped key file", kms_path.display()))?;
-        if f.format != KMS_FORMAT {
-            bail!("{}: unsupported format {}", kms_path.display(), f.format);
-        }
-        let blob = base64::engine::general_purpose::STANDARD
-            .decode(&f.blob)
-            .context("corrupt KMS blob")?;
-        let bytes = kms_decrypt(&f.kms, &creds()?, &blob, CONTEXT)
+        let (kms, blob) = parse_kms_file(&text).with_context(|| kms_path.display().to_string())?;
+        let bytes = kms_decrypt(&kms, &creds()?, &blob, CONTEXT)
             .await
             .context("KMS could not unwrap the keyring")?;
         let keyring = Keyring::from_bytes(&bytes).context("the unwrapped keyring is malformed")?;
@@ -80,7 +73,7 @@ pub async fn load(data_dir: &Path) -> anyhow::Result<Option<(Keyring, KeySource)
             keyring,
             KeySource::Kms {
                 path: kms_path,
-                key: f.kms,
+                key: kms,
             },
         )));
     }
@@ -89,6 +82,18 @@ pub async fn load(data_dir: &Path) -> anyhow::Result<Option<(Keyring, KeySource)
         return Ok(Some((k, KeySource::Plain(plain))));
     }
     Ok(None)
+}
+
+/// Reads a KMS-wrapped key file's text: the wrapping key and the wrapped keyring (no KMS call).
+pub fn parse_kms_file(text: &str) -> anyhow::Result<(KmsKey, Vec<u8>)> {
+    let f: KmsFile = serde_json::from_str(text).context("not a KMS-wrapped key file")?;
+    if f.format != KMS_FORMAT {
+        bail!("unsupported format {}", f.format);
+    }
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(&f.blob)
+        .context("corrupt KMS blob")?;
+    Ok((f.kms, blob))
 }
 
 /// Writes the keyring back where it came from.

@@ -19,6 +19,18 @@ pub use args::Cli;
 pub use config::ServerSettings;
 pub use server::{init_data_dir, serve};
 
+/// The config file's text as `serve --config` reads it (TOML into the file's settings, then
+/// resolved with no flags). For the `config_file` fuzz target.
+#[doc(hidden)]
+pub fn parse_config_text(text: &str) -> anyhow::Result<ServerSettings> {
+    let file: config::FileConfig = toml::from_str(text)?;
+    ServerSettings::resolve(config::RawServer::default(), &file)
+}
+
+/// The KMS-wrapped key file's reader (no KMS call). For the `key_files` fuzz target.
+#[doc(hidden)]
+pub use keyfiles::parse_kms_file;
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

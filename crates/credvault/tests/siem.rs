@@ -1500,25 +1500,28 @@ async fn kill9_mid_forwarding_loses_nothing(b: Backend) {
     let cfg = write_config(dir.path(), &toml);
     let srv = start(b, &cfg, &[]).await;
 
-    // Load in the background: failed logins and credential creations, until the server dies.
+    // Load in the background: audited refusals and credential creations, until the server
+    // dies (each one an event; failed logins would be coalesced per window).
+    let org = srv.org_id.clone();
+    let (_, viewer) = srv
+        .principal(&org, "user", "kill-viewer", &[("viewer", Scope::Org(&org))])
+        .await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut load = tokio::task::JoinSet::new();
     for w in 0..8 {
-        let (http, base, admin, ws, stop) = (
+        let (http, base, admin, ws, stop, viewer) = (
             srv.http.clone(),
             srv.base.clone(),
             srv.admin.clone(),
             srv.ws_id.clone(),
             stop.clone(),
+            viewer.clone(),
         );
         load.spawn(async move {
             let mut i = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let r = if w % 2 == 0 {
-                    http.get(format!("{base}/v1/me"))
-                        .bearer_auth(format!("cvt_xkill{w}-{i}"))
-                        .send()
-                        .await
+                    http.get(format!("{base}/v1/audit")).bearer_auth(&viewer).send().await
                 } else {
                     http.post(format!("{base}/v1/credentials"))
                         .bearer_auth(&admin)

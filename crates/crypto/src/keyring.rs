@@ -149,11 +149,19 @@ impl Keyring {
     pub fn add_key(&mut self) -> KeyId {
         let seq = self.max_seq.saturating_add(1);
         let mut id = KeyId(format!("k{seq}"));
-        // Paranoia for ids that do not follow the k<n> pattern.
+        // Paranoia for ids that do not follow the k<n> pattern. Past `k18446744073709551615`
+        // (u64::MAX, which a key file may name) the number cannot grow: a suffix does, so the
+        // search ends (it looped forever; fuzz/corpus/key_files/regress-add-key-hang-at-u64-max).
         let mut n = seq;
+        let mut suffix = 0u32;
         while self.find(id.as_str()).is_some() {
-            n = n.saturating_add(1);
-            id = KeyId(format!("k{n}"));
+            if n < u64::MAX {
+                n += 1;
+                id = KeyId(format!("k{n}"));
+            } else {
+                suffix += 1;
+                id = KeyId(format!("k{n}.{suffix}"));
+            }
         }
         self.max_seq = n;
         self.keys.push(KeyEntry {

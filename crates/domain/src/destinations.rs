@@ -81,6 +81,12 @@ impl Host {
                 if d.is_empty() || d.split('.').any(str::is_empty) {
                     return Err("is not a valid host name".into());
                 }
+                // Found by the credential_fields fuzz target: IDN labels grow as punycode, so a
+                // name that was short enough above may not be any more (and would then not parse
+                // back from its stored form).
+                if d.len() > 253 {
+                    return Err("is longer than a host name can be".into());
+                }
                 if d.bytes()
                     .any(|b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'))
                 {
@@ -129,8 +135,12 @@ pub struct Destination {
 }
 
 impl Destination {
-    /// A host string and a port.
+    /// A host string and a port (1–65535: port 0 is nowhere to send a secret, and no allowed
+    /// entry can name it).
     pub fn new(host: &str, port: u16) -> Result<Destination, String> {
+        if port == 0 {
+            return Err("has port 0, which is not a TCP port".into());
+        }
         Ok(Destination {
             host: Host::parse(host)?,
             port,
@@ -148,6 +158,11 @@ impl Destination {
         let port = u
             .port_or_known_default()
             .ok_or_else(|| "has no port and no default port for its scheme".to_owned())?;
+        // Found by the credential_fields fuzz target: `x://h:0/` made a destination whose
+        // pattern (`h:0`) no allowed set can hold, so trusting it on first use was lost.
+        if port == 0 {
+            return Err("has port 0, which is not a TCP port".into());
+        }
         let host = match u.host() {
             Some(url::Host::Domain(d)) => Host::parse(d)?,
             Some(url::Host::Ipv4(v4)) => Host::Ip(IpAddr::V4(v4)),

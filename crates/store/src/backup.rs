@@ -203,6 +203,9 @@ impl Store {
                 return Err(StoreError::Shape("the target store is not empty; restore only into an empty data directory or database".into()));
             }
             let mut stats: Vec<(String, u64)> = TABLES.iter().map(|(t, _)| ((*t).to_owned(), 0)).collect();
+            // The columns of each table, read once: the header's column names go into the
+            // INSERT statement, so only the table's own columns (each once) are accepted.
+            let mut known: Vec<Option<Vec<String>>> = vec![None; TABLES.len()];
             loop {
                 line.clear();
                 if input.read_line(&mut line).map_err(io)? == 0 {
@@ -222,6 +225,13 @@ impl Store {
                     .iter()
                     .filter_map(|c| c.as_str().map(str::to_owned))
                     .collect();
+                if known[i].is_none() {
+                    known[i] = Some(columns(tx, TABLES[i].0)?);
+                }
+                let real = known[i].as_deref().unwrap_or_default();
+                if cols.iter().enumerate().any(|(n, c)| !real.contains(c) || cols[..n].contains(c)) {
+                    return Err(StoreError::Shape(format!("the header lists a column `{t}` does not have, or one twice")));
+                }
                 let vals = row.get("r").and_then(Json::as_array).ok_or_else(|| StoreError::Shape("corrupt backup row".into()))?;
                 if vals.len() != cols.len() {
                     return Err(StoreError::Shape(format!("row of `{t}` has {} values for {} columns", vals.len(), cols.len())));

@@ -95,11 +95,28 @@ fn syslog_severity(e: &Event) -> u8 {
     }
 }
 
-/// An RFC 5424 message: `<PRI>1 TIMESTAMP HOST APP - MSGID - MSG` (facility authpriv).
+/// An RFC 5424 message: `<PRI>1 TIMESTAMP HOST APP - MSGID - MSG` (facility authpriv). Each
+/// header field is printable US-ASCII within RFC 5424's length, or `-` (NILVALUE) when nothing
+/// of it is left (a timestamp that is not RFC 3339), so no host, app name (from the config
+/// file), action or timestamp can shift, split or break the header.
 pub fn syslog_5424(e: &Event, host: &str, app: &str, msg: &str) -> String {
     let pri = 10 * 8 + u16::from(syslog_severity(e));
-    let msgid: String = e.action.chars().filter(|c| c.is_ascii_graphic()).take(32).collect();
-    format!("<{pri}>1 {} {host} {app} - {msgid} - {msg}", e.at)
+    // RFC 5424 allows at most six digits of fraction: the instant as the server writes it.
+    let at =
+        credvault_domain::time::parse_rfc3339(&e.at).map_or_else(|| "-".into(), credvault_domain::time::to_rfc3339);
+    format!(
+        "<{pri}>1 {at} {} {} - {} - {msg}",
+        header_field(host, 255),
+        header_field(app, 48),
+        header_field(&e.action, 32)
+    )
+}
+
+/// A syslog header field: its printable US-ASCII characters (no space), at most `max`; `-` if
+/// none.
+fn header_field(s: &str, max: usize) -> String {
+    let f: String = s.chars().filter(|c| c.is_ascii_graphic()).take(max).collect();
+    if f.is_empty() { "-".into() } else { f }
 }
 
 /// The host name for syslog headers.
@@ -159,5 +176,13 @@ mod tests {
             m.starts_with("<85>1 2026-01-02T03:04:05.000006Z host1 credvault - credential.create - hello"),
             "{m}"
         );
+        // Caught by the audit_formats fuzz target: an app name with a space, an empty host or
+        // action, a timestamp that is not one (or has more than six digits of fraction) shifted,
+        // emptied or broke header fields.
+        let mut e = event();
+        e.action = String::new();
+        e.at = "not a time".into();
+        let m = syslog_5424(&e, "", "my app", "hello");
+        assert_eq!(m, "<85>1 - - myapp - - - hello");
     }
 }
