@@ -117,6 +117,43 @@ def setup(base, admin, org, ws, n_conn=16, n_rot=16):
     return worker, conns, rots
 
 
+def auth_failure_rows(base, admin):
+    n, cursor = 0, None
+    while True:
+        q = "/v1/audit?org_id=_instance&action=auth.failure&limit=500" + (f"&cursor={cursor}" if cursor else "")
+        page = http("GET", base + q, admin)
+        n += len(page["items"])
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return n
+
+
+def flood_run(base, admin, worker, conns, quiet):
+    """Resolve at c=16 (open loop at the quiet run's rate) while another process floods the
+    server with bad tokens — and, as the control, with valid-token pings at the same
+    concurrency: on two shared cores any closed-loop flood takes CPU from resolve, so the
+    bad-token flood is judged against the quiet run and against the valid flood. Also how many
+    audit rows the bad-token flood added (they should grow by window, not by request)."""
+    def under(scenario, token):
+        flood = subprocess.Popen([BENCH, "load", "--url", base, "--token", token, "--scenario", scenario, "--concurrency", "16",
+                                  "--duration", str(DUR + 2)], stdout=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        r = load(base, worker, "resolve", 16, ["--connections", ",".join(conns)], rate=quiet["open_rate"])
+        f = json.loads(flood.communicate()[0].strip().splitlines()[-1])
+        return r, f
+    control, cf = under("floor", admin)
+    before = auth_failure_rows(base, admin)
+    r, f = under("badauth", "unused")
+    added = auth_failure_rows(base, admin) - before
+    out = {"flood_requests": f["requests"] + f["errors"], "flood_rate": f["throughput"], "resolve_p99_us": r["p99_us"],
+           "quiet_p99_us": quiet["p99_us"], "valid_flood_p99_us": control["p99_us"], "valid_flood_rate": cf["throughput"],
+           "resolve_errors": r["errors"], "audit_rows_added": added}
+    log(f"    bad-token flood: {out['flood_requests']} requests at {f['throughput']:.0f}/s; resolve p99 {r['p99_us']} µs "
+        f"(quiet {quiet['p99_us']} µs; under a valid-token flood at {cf['throughput']:.0f}/s: {control['p99_us']} µs); "
+        f"auth.failure rows added: {added}")
+    return out
+
+
 def engine_run(name, db_url=None):
     data = tempfile.mkdtemp(prefix="credvault-bench-")
     try:
@@ -132,6 +169,7 @@ def engine_run(name, db_url=None):
         for c in (1, 16):
             r[f"create_c{c}"] = measure(srv.base, admin, "create", c, ["--target", ws])
             r[f"rotate_c{c}"] = measure(srv.base, admin, "rotate", c, ["--target", ",".join(rots)])
+        r["flood"] = flood_run(srv.base, admin, worker, conns, r["resolve_c16"])
         r["peak_rss_mb"] = srv.peak_rss_mb()
         srv.stop()
         raw = ["--sqlite", os.path.join(data, "raw.db")] if db_url is None else ["--postgres", db_url]
@@ -231,6 +269,14 @@ def write_report():
     for k in ("create_c16", "rotate_c16"):
         r = ratio(s[k]["throughput"], raw)
         row(f"SQLite {k.replace('_c16', '')} c=16 / raw durable commits", f"{r:.2f} ({s[k]['throughput']:.0f} vs {raw:.0f}/s)", "≥ 2", r >= 2)
+    for eng, d in (("SQLite", s), ("PostgreSQL", p)):
+        fl = d.get("flood")
+        if fl:
+            r = ratio(fl["resolve_p99_us"], fl["quiet_p99_us"])
+            row(f"{eng} resolve p99 c=16 during a bad-token flood / quiet", f"{r:.2f} ({fl['resolve_p99_us']} vs {fl['quiet_p99_us']} µs; {fl['flood_requests']:,} bad tokens)", "≤ 2", r <= 2)
+            r = ratio(fl["resolve_p99_us"], fl["valid_flood_p99_us"])
+            row(f"{eng} resolve p99 during the bad-token flood / during a valid-token flood (control)", f"{r:.2f} ({fl['resolve_p99_us']} vs {fl['valid_flood_p99_us']} µs)", "≤ 2", r <= 2)
+            row(f"{eng} audit rows added by the flood", f"{fl['audit_rows_added']} for {fl['flood_requests']:,} requests", "by window, not by request", fl["audit_rows_added"] <= 10)
     r = ratio(p["resolve_c64"]["throughput"], p["floor_c64"]["throughput"])
     row("PostgreSQL resolve c=64 / floor c=64", f"{r:.2f} ({p['resolve_c64']['throughput']:.0f} vs {p['floor_c64']['throughput']:.0f}/s)", "≥ 0.25", r >= 0.25)
     if "1000000" in sc:

@@ -50,6 +50,10 @@ schemathesis_run() {
         kill "$pid" 2>/dev/null || true
         return 1
     fi
+    # The default organization and workspace: the hooks aim part of the generated IDs at them.
+    export CREDVAULT_SCHEMATHESIS_ORG_ID CREDVAULT_SCHEMATHESIS_WS_ID
+    CREDVAULT_SCHEMATHESIS_ORG_ID=$(grep -o 'org_[a-z2-7]*' "$dir/server.out" | head -n 1)
+    CREDVAULT_SCHEMATHESIS_WS_ID=$(grep -o 'ws_[a-z2-7]*' "$dir/server.out" | head -n 1)
     start=$(date +%s)
     rc=0
     # From $dir, so nothing lands in the work tree.

@@ -42,3 +42,35 @@ def positive_data_acceptance_or_documented_refusal(ctx, response, case):
         if _documented_refusal(case, response):
             return None
         raise
+
+
+# Stateful reach: generated IDs are random, so most creates answer 404 and the OpenAPI links
+# lead nowhere. Half of the generated `org_id` / `workspace_id` values (chosen by the value
+# itself, so a seed still reproduces a run) become the server's own default organization and
+# workspace, whose IDs scripts/lib/schemathesis.sh passes in the environment.
+import os
+
+_REAL = {
+    "org_id": os.environ.get("CREDVAULT_SCHEMATHESIS_ORG_ID"),
+    "workspace_id": os.environ.get("CREDVAULT_SCHEMATHESIS_WS_ID"),
+}
+
+
+def _realize(d):
+    if not isinstance(d, dict):
+        return d
+    for key, real in _REAL.items():
+        value = d.get(key)
+        if real and isinstance(value, str) and value and ord(value[-1]) % 2 == 0:
+            d[key] = real
+    return d
+
+
+@schemathesis.hook
+def map_body(ctx, body):
+    return _realize(body)
+
+
+@schemathesis.hook
+def map_query(ctx, query):
+    return _realize(query)

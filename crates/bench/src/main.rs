@@ -165,12 +165,18 @@ async fn load(
                         client.post(format!("{url}/v1/credentials/{c}/versions")).json(&json!({"fields": {"password": format!("rotated-{n}")}, "mode": "replace"}))
                     }
                     "list" => client.get(format!("{url}/v1/credentials?{query}")),
+                    // A flood of bad tokens: a fresh garbage token each time; 401 and 429 are
+                    // the expected answers.
+                    "badauth" => client.get(format!("{url}/v1/me")),
                     other => panic!("unknown scenario {other}"),
                 };
-                let r = req.bearer_auth(&token).send().await;
+                let bad = scenario == "badauth";
+                let tok = if bad { format!("cvt_bench_bad_{worker}_{n}") } else { token.clone() };
+                let r = req.bearer_auth(&tok).send().await;
                 let ok = match r {
                     Ok(resp) => {
-                        let ok = resp.status().is_success();
+                        let s = resp.status().as_u16();
+                        let ok = if bad { s == 401 || s == 429 } else { resp.status().is_success() };
                         let _ = resp.bytes().await;
                         ok
                     }

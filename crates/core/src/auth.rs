@@ -117,6 +117,16 @@ impl Service {
         if let Some(actor) = self.cached_actor(&hash) {
             return Ok(actor);
         }
+        // An address past the throttle is answered without looking the token up (a flood of
+        // bad tokens then costs no store read) — unless this node has seen the token work in
+        // the last ten minutes: a worker behind the same address keeps working, and is looked
+        // up as usual (a revocation still takes effect).
+        let ip = ctx.source_ip.as_deref().unwrap_or("unknown");
+        if !self.inner.auth_failures.recently_valid(&hash)
+            && let Some(retry_after_secs) = self.inner.auth_failures.throttled(ip)
+        {
+            return Err(CoreError::Throttled { retry_after_secs });
+        }
         let well_formed = token.starts_with(credvault_crypto::TOKEN_PREFIX) && token.len() < 100;
         let found = if well_formed {
             self.inner
@@ -224,6 +234,7 @@ impl Service {
             bindings,
         });
         self.cache_actor(hash, actor.clone(), expires);
+        self.inner.auth_failures.seen_valid(hash);
         Ok(actor)
     }
 
@@ -407,7 +418,13 @@ impl EndedWindow {
 pub(crate) struct FailureWindows {
     inner: std::sync::Mutex<Windows>,
     limits: FailureLimits,
+    /// Hashes of tokens that authenticated on this node lately (they pass a throttled
+    /// address's fast refusal).
+    valid: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>,
 }
+
+/// How long a token that worked stays exempt from a throttled address's fast refusal.
+const RECENTLY_VALID: std::time::Duration = std::time::Duration::from_secs(600);
 
 #[derive(Default)]
 struct Windows {
@@ -441,7 +458,21 @@ impl FailureWindows {
         FailureWindows {
             inner: std::sync::Mutex::default(),
             limits,
+            valid: std::sync::Mutex::default(),
         }
+    }
+
+    fn seen_valid(&self, hash: [u8; 32]) {
+        let mut v = self.valid.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if v.len() >= 100_000 {
+            v.retain(|_, t| t.elapsed() < RECENTLY_VALID);
+        }
+        v.insert(hash, std::time::Instant::now());
+    }
+
+    fn recently_valid(&self, hash: &[u8; 32]) -> bool {
+        let v = self.valid.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        v.get(hash).is_some_and(|t| t.elapsed() < RECENTLY_VALID)
     }
 
     fn observe(&self, ip: &str, reason: &'static str, principal: Option<&str>, org: Option<&str>) -> Step {
@@ -505,6 +536,32 @@ impl FailureWindows {
             }
         };
         Step { decision, ended }
+    }
+
+    /// Whether `ip` is past the throttle now (counted as a throttled failure of its window),
+    /// and for how long.
+    fn throttled(&self, ip: &str) -> Option<u64> {
+        let now = std::time::Instant::now();
+        let window = self.limits.window;
+        let mut m = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let a = m.addresses.get_mut(ip)?;
+        let age = now.duration_since(a.0);
+        if age >= window || a.1 <= self.limits.throttle_after {
+            return None;
+        }
+        a.1 += 1;
+        let left = window.saturating_sub(age).as_secs().max(1);
+        if let Some(w) = m
+            .kinds
+            .iter_mut()
+            .filter(|((k, _, _), _)| k == ip)
+            .map(|(_, w)| w)
+            .min_by_key(|w| w.started)
+        {
+            w.more += 1;
+            w.throttled += 1;
+        }
+        Some(left)
     }
 
     fn take_ended(&self, now: std::time::Instant) -> Vec<EndedWindow> {
