@@ -6,7 +6,8 @@
 //! R per second overall; latency is measured from the *intended* send time, so a stall that
 //! delays later requests shows up in their latency — coordinated-omission aware, like wrk2).
 //! `raw-commit` measures single-writer durable commits of the same store. `seed` bulk-inserts
-//! filler credentials and references for the scale runs.
+//! filler credentials and references for the scale runs. `hello` serves a bare axum "hello"
+//! (the same HTTP stack as credvault, nothing behind it): the floor `wrk` measures.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +63,11 @@ enum Cmd {
         postgres: Option<String>,
         #[arg(long, default_value_t = 5.0)]
         duration: f64,
+    },
+    /// Serve a bare axum "hello" on LISTEN until killed (the HTTP floor).
+    Hello {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
     },
     /// Bulk-insert filler credentials (with versions) and connection/pipeline references.
     Seed {
@@ -386,6 +392,13 @@ async fn main() -> anyhow::Result<()> {
                 warmup,
             )
             .await?
+        }
+        Cmd::Hello { listen } => {
+            let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
+            let l = tokio::net::TcpListener::bind(listen).await?;
+            println!("listening on http://{}", l.local_addr()?);
+            axum::serve(l, app).await?;
+            return Ok(());
         }
         Cmd::RawCommit {
             sqlite,

@@ -46,6 +46,10 @@ pub struct FileConfig {
     pub auth_failure_window_secs: Option<u64>,
     /// Failed authentications per address and window before it is answered 429.
     pub auth_throttle_after: Option<u64>,
+    /// Audit chains (shards) per organization on PostgreSQL.
+    pub audit_shards: Option<u32>,
+    /// Store connections: PostgreSQL's pool, SQLite's readers.
+    pub database_pool_size: Option<usize>,
     /// Client settings.
     pub client: Option<FileClient>,
 }
@@ -114,6 +118,10 @@ pub struct ServerSettings {
     pub body_timeout: std::time::Duration,
     /// Failed authentications: coalescing window and throttle.
     pub auth_failures: credvault_core::auth::FailureLimits,
+    /// Audit chains (shards) per organization on PostgreSQL.
+    pub audit_shards: u32,
+    /// Store connections: PostgreSQL's pool, SQLite's readers.
+    pub database_pool_size: usize,
 }
 
 /// Raw server values from flags/env (already merged by clap).
@@ -240,7 +248,26 @@ impl ServerSettings {
         if !(1..=3600).contains(&auth_failure_window_secs) || auth_throttle_after == 0 {
             bail!("auth_failure_window_secs: must be between 1 and 3600; auth_throttle_after: at least 1");
         }
+        let audit_shards = env_num("CREDVAULT_AUDIT_SHARDS")?
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+            .or(file.audit_shards)
+            .unwrap_or(credvault_core::audit::DEFAULT_SHARDS);
+        if !(1..=credvault_core::audit::MAX_SHARDS).contains(&audit_shards) {
+            bail!(
+                "audit_shards: must be between 1 and {}",
+                credvault_core::audit::MAX_SHARDS
+            );
+        }
+        let database_pool_size = env_num("CREDVAULT_DATABASE_POOL_SIZE")?
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+            .or(file.database_pool_size)
+            .unwrap_or(if database_url.starts_with("postgres") { 32 } else { 8 });
+        if !(1..=1000).contains(&database_pool_size) {
+            bail!("database_pool_size: must be between 1 and 1000");
+        }
         Ok(ServerSettings {
+            audit_shards,
+            database_pool_size,
             data_dir,
             listen,
             database_url,

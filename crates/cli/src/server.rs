@@ -48,7 +48,11 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
 async fn open(settings: &ServerSettings) -> anyhow::Result<Service> {
     prepare_dir(&settings.data_dir)?;
     let url = settings.database_url.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&url, &StoreOptions::default()))
+    let opts = StoreOptions {
+        max_connections: settings.database_pool_size,
+        ..StoreOptions::default()
+    };
+    let store = tokio::task::spawn_blocking(move || Store::open(&url, &opts))
         .await
         .context("store task failed")?
         .context("cannot open the store")?;
@@ -69,6 +73,7 @@ async fn open(settings: &ServerSettings) -> anyhow::Result<Service> {
             k
         }
     };
+    credvault_core::audit::set_shards(settings.audit_shards);
     let config = CoreConfig {
         egress: credvault_core::EgressPolicy::with_allow(settings.egress_allow.clone()),
         alerts: settings.alerts.clone(),
@@ -154,6 +159,11 @@ pub async fn serve(settings: ServerSettings) -> anyhow::Result<()> {
             "  UI sign-in: admin / {} (shown once; change it on the UI's account page)",
             out.admin_password.as_str()
         );
+    }
+    // Organizations get the audit shards the configuration asks for (PostgreSQL).
+    let opened = svc.open_audit_shards().await.context("cannot open the audit shards")?;
+    if opened > 0 {
+        tracing::info!(chains = opened, "audit shards opened");
     }
     // Credentials from before allowed destinations existed get the destinations of the
     // connections attached to them now (audited), so nothing that works stops working.

@@ -5,8 +5,18 @@
 //! Each organization has its own chain (`chain` = the organization ID; events that belong to
 //! no organization — failed authentications with unknown tokens — go to the `_instance` chain).
 //! `hash = SHA-256(prev_hash || canonical JSON of every other field)`. The head of each chain
-//! (`audit_heads`) is locked while an event is appended, which on PostgreSQL serializes
-//! appends per organization across nodes and makes sequence numbers increase along the chain.
+//! (`audit_heads`) is locked while an event is appended, which makes sequence numbers
+//! increase along the chain.
+//!
+//! **Shards.** On PostgreSQL a head locked until commit would serialize every write of an
+//! organization across all nodes, so an organization's events spread over several chains:
+//! shard 0 is the organization's own chain (named by its ID), shard k is `{org}#{k}`. An
+//! append locks any free head of the organization (`FOR UPDATE SKIP LOCKED`; a transaction
+//! always finds the heads it already holds, so it never waits while holding one) and waits
+//! for one only when all are busy. Each shard is a complete chain of its own (a total order,
+//! every event once); the shards an organization has are recorded in its shard 0 by
+//! `audit.shards_opened` events, so verification notices a shard that was removed whole, head
+//! and all. SQLite has a single writer: one chain per organization.
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -19,6 +29,99 @@ use crate::error::CoreResult;
 
 /// The chain for events outside any organization.
 pub const INSTANCE_CHAIN: &str = "_instance";
+
+/// How many chains an organization's events spread over on PostgreSQL (at least; shards
+/// once opened stay). Set at start-up from the configuration.
+static SHARDS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(DEFAULT_SHARDS);
+
+/// The default number of shards per organization on PostgreSQL.
+pub const DEFAULT_SHARDS: u32 = 16;
+
+/// The largest number of shards an operator may configure.
+pub const MAX_SHARDS: u32 = 256;
+
+/// Sets the number of shards per organization (PostgreSQL; clamped to 1..=[`MAX_SHARDS`]).
+pub fn set_shards(n: u32) {
+    SHARDS.store(n.clamp(1, MAX_SHARDS), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Shards per organization on this engine.
+pub fn shards_for(engine: Engine) -> u32 {
+    match engine {
+        Engine::Sqlite => 1,
+        Engine::Postgres => SHARDS.load(std::sync::atomic::Ordering::Relaxed),
+    }
+}
+
+/// The name of an organization's shard `k` (shard 0 is the organization's own chain).
+pub fn shard_name(org: &str, k: u32) -> String {
+    if k == 0 { org.to_owned() } else { format!("{org}#{k}") }
+}
+
+/// The organization (or the instance chain) a chain belongs to.
+pub fn chain_org(chain: &str) -> &str {
+    chain.split_once('#').map_or(chain, |(org, _)| org)
+}
+
+/// The heads of an organization's chains (shard 0 and every `{org}#k`).
+const ORG_HEADS: &str = "FROM audit_heads WHERE org = $1";
+
+fn org_head_params(org: &str) -> [Value; 1] {
+    [org.into()]
+}
+
+/// Opens the missing shards of an organization (up to the configured number): shard 0 is
+/// locked first, the new heads are created (nobody else sees them before commit) and their
+/// names are recorded in shard 0 by one `audit.shards_opened` event. Returns how many were
+/// opened.
+pub fn open_shards(tx: &mut dyn Tx, org: &str) -> CoreResult<usize> {
+    let want = shards_for(tx.engine());
+    if want <= 1 || org == INSTANCE_CHAIN {
+        return Ok(0);
+    }
+    let count = |tx: &mut dyn Tx| -> CoreResult<Vec<String>> {
+        tx.query(&format!("SELECT chain {ORG_HEADS}"), &org_head_params(org))?
+            .iter()
+            .map(|r| Ok(r.text(0)?))
+            .collect()
+    };
+    if count(tx)?.len() >= want as usize {
+        return Ok(0);
+    }
+    create_chain(tx, org)?;
+    tx.query_one(
+        &format!("SELECT last_seq FROM audit_heads WHERE chain = $1{}", tx.for_update()),
+        &[org.into()],
+    )?;
+    let have = count(tx)?;
+    let mut opened = Vec::new();
+    for k in 1..want {
+        let name = shard_name(org, k);
+        if !have.contains(&name) {
+            create_chain(tx, &name)?;
+            opened.push(name);
+        }
+    }
+    if opened.is_empty() {
+        return Ok(0);
+    }
+    let d = Draft {
+        action: "audit.shards_opened",
+        target_type: Some("audit_chain"),
+        target_id: Some(org.to_owned()),
+        org_id: Some(org.to_owned()),
+        workspace_id: None,
+        outcome: Outcome::Success,
+        details: serde_json::json!({ "chains": opened }),
+    };
+    let ctx = RequestCtx {
+        request_id: String::new(),
+        source_ip: None,
+        user_agent: Some("credvault audit shards".into()),
+    };
+    append_to(tx, &ctx, &ActorRef::system(), &d, Some(org))?;
+    Ok(opened.len())
+}
 
 /// Every action the code may record. A test checks that emitted actions are a subset.
 pub const ACTIONS: &[&str] = &[
@@ -95,6 +198,7 @@ pub const ACTIONS: &[&str] = &[
     "alert.oauth_refresh_failing",
     "alert.audit_backlog",
     "audit.checkpoint",
+    "audit.shards_opened",
 ];
 
 /// Outcome of the recorded action.
@@ -284,20 +388,45 @@ pub(crate) fn bounded_details(details: &serde_json::Value) -> CoreResult<String>
 /// Creates the head row of a chain (a new organization's, or the instance chain).
 pub fn create_chain(tx: &mut dyn Tx, chain: &str) -> CoreResult<()> {
     tx.execute(
-        "INSERT INTO audit_heads (chain, last_seq, hash) VALUES ($1, 0, $2) ON CONFLICT (chain) DO NOTHING",
-        &[chain.into(), Value::Bytes(vec![0u8; 32])],
+        "INSERT INTO audit_heads (chain, last_seq, hash, org) VALUES ($1, 0, $2, $3) ON CONFLICT (chain) DO NOTHING",
+        &[chain.into(), Value::Bytes(vec![0u8; 32]), chain_org(chain).into()],
     )?;
     Ok(())
 }
 
 /// Appends one event in the caller's transaction and returns its sequence number.
 pub fn append(tx: &mut dyn Tx, ctx: &RequestCtx, actor: &ActorRef, d: &Draft) -> CoreResult<i64> {
-    debug_assert!(ACTIONS.contains(&d.action), "undeclared audit action {}", d.action);
-    let chain = d.org_id.as_deref().unwrap_or(INSTANCE_CHAIN);
-    let sql = format!(
-        "SELECT last_seq, hash FROM audit_heads WHERE chain = $1{}",
-        tx.for_update()
-    );
+    append_to(tx, ctx, actor, d, None)
+}
+
+/// Locks the head an event goes to: the given chain, or any free shard of the event's
+/// organization (waiting for one only when every shard is busy).
+/// Returns the chain, its head's hash and, when the same statement drew it (PostgreSQL's
+/// common case), the event's sequence number.
+fn lock_head(tx: &mut dyn Tx, org: &str, chain: Option<&str>) -> CoreResult<(String, Vec<u8>, Option<i64>)> {
+    if chain.is_none() && org != INSTANCE_CHAIN && tx.engine() == Engine::Postgres {
+        // One round trip: a free head, locked, and the sequence number (drawn once, for the
+        // one row the inner query returns — none when every head is busy).
+        let free = format!(
+            "SELECT h.chain, h.hash, nextval('audit_seq') FROM \
+             (SELECT chain, hash {ORG_HEADS} ORDER BY random() LIMIT 1 FOR UPDATE SKIP LOCKED) h"
+        );
+        if let Some(r) = tx.query_opt(&free, &org_head_params(org))? {
+            return Ok((r.text(0)?, r.bytes(1)?, Some(r.int(2)?)));
+        }
+        // Every shard is busy (or none exists yet): wait for one of those that exist.
+        let any = format!("SELECT chain {ORG_HEADS} ORDER BY random() LIMIT 1");
+        if let Some(r) = tx.query_opt(&any, &org_head_params(org))? {
+            let name = r.text(0)?;
+            let r = tx.query_one(
+                "SELECT hash FROM audit_heads WHERE chain = $1 FOR UPDATE",
+                &[name.as_str().into()],
+            )?;
+            return Ok((name, r.bytes(0)?, None));
+        }
+    }
+    let chain = chain.unwrap_or(org);
+    let sql = format!("SELECT hash FROM audit_heads WHERE chain = $1{}", tx.for_update());
     let head = match tx.query_opt(&sql, &[chain.into()])? {
         Some(r) => r,
         None => {
@@ -305,13 +434,84 @@ pub fn append(tx: &mut dyn Tx, ctx: &RequestCtx, actor: &ActorRef, d: &Draft) ->
             tx.query_one(&sql, &[chain.into()])?
         }
     };
-    let prev_hash = head.bytes(1)?;
+    Ok((chain.to_owned(), head.bytes(0)?, None))
+}
+
+/// Appends one event to the given chain (or, with `None`, to a free shard of its
+/// organization's chains) and returns its sequence number.
+pub fn append_to(
+    tx: &mut dyn Tx,
+    ctx: &RequestCtx,
+    actor: &ActorRef,
+    d: &Draft,
+    chain: Option<&str>,
+) -> CoreResult<i64> {
+    debug_assert!(ACTIONS.contains(&d.action), "undeclared audit action {}", d.action);
+    let org = d.org_id.as_deref().unwrap_or(INSTANCE_CHAIN);
+    debug_assert!(
+        chain.is_none_or(|c| chain_org(c) == org),
+        "chain {chain:?} is not {org}'s"
+    );
+    let (chain, prev_hash, drawn) = lock_head(tx, org, chain)?;
+    let chain = chain.as_str();
     let seq = match tx.engine() {
+        Engine::Postgres if let Some(seq) = drawn => seq,
         Engine::Postgres => tx.query_one("SELECT nextval('audit_seq')", &[])?.int(0)?,
         Engine::Sqlite => tx
             .query_one("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_events", &[])?
             .int(0)?,
     };
+    let (hash, params) = event_row(seq, chain, ctx, actor, d, prev_hash)?;
+    match tx.engine() {
+        // The event and its head in one round trip.
+        Engine::Postgres => {
+            tx.execute(
+                &format!(
+                    "WITH e AS ({INSERT_EVENT} {}) UPDATE audit_heads SET last_seq = $1, hash = $17 WHERE chain = $2",
+                    value_marks(1, 1)
+                ),
+                &params,
+            )?;
+        }
+        Engine::Sqlite => {
+            tx.execute(&format!("{INSERT_EVENT} {}", value_marks(1, 1)), &params)?;
+            tx.execute(
+                "UPDATE audit_heads SET last_seq = $1, hash = $2 WHERE chain = $3",
+                &[seq.into(), Value::Bytes(hash), chain.into()],
+            )?;
+        }
+    }
+    Ok(seq)
+}
+
+const INSERT_EVENT: &str = "INSERT INTO audit_events (seq, chain, at, org_id, workspace_id, actor_id, actor_kind, action, \
+     target_type, target_id, outcome, source_ip, user_agent, request_id, details, prev_hash, hash) VALUES";
+
+/// Columns of an `audit_events` row.
+const EVENT_PARAMS: usize = 17;
+
+/// `($1, …, $17), ($18, …)` for `rows` rows, numbered from `first`.
+fn value_marks(first: usize, rows: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let marks: Vec<String> = (0..EVENT_PARAMS)
+                .map(|c| format!("${}", first + r * EVENT_PARAMS + c))
+                .collect();
+            format!("({})", marks.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One event's hash and its row's values (in `INSERT_EVENT`'s column order).
+fn event_row(
+    seq: i64,
+    chain: &str,
+    ctx: &RequestCtx,
+    actor: &ActorRef,
+    d: &Draft,
+    prev_hash: Vec<u8>,
+) -> CoreResult<(Vec<u8>, Vec<Value>)> {
     let at = now_micros();
     let details = bounded_details(&d.details)?;
     let c = Canonical {
@@ -332,35 +532,75 @@ pub fn append(tx: &mut dyn Tx, ctx: &RequestCtx, actor: &ActorRef, d: &Draft) ->
         details: &details,
     };
     let hash = hash_event(&prev_hash, &c)?;
+    let params = vec![
+        seq.into(),
+        chain.into(),
+        at.into(),
+        c.org_id.into(),
+        c.workspace_id.into(),
+        c.actor_id.into(),
+        c.actor_kind.into(),
+        c.action.into(),
+        c.target_type.into(),
+        c.target_id.into(),
+        c.outcome.into(),
+        c.source_ip.into(),
+        c.user_agent.into(),
+        c.request_id.into(),
+        details.as_str().into(),
+        Value::Bytes(prev_hash),
+        Value::Bytes(hash.clone()),
+    ];
+    Ok((hash, params))
+}
+
+/// Appends several events of one organization (PostgreSQL; the group-committed resolve
+/// records of [`crate::appender`]) to one free shard, in order, with one head update: three
+/// round trips for the lot. Returns their sequence numbers.
+pub(crate) fn append_many(
+    tx: &mut dyn Tx,
+    org: &str,
+    events: &[(&RequestCtx, &ActorRef, &Draft)],
+) -> CoreResult<Vec<i64>> {
+    if tx.engine() != Engine::Postgres || events.len() == 1 {
+        return events.iter().map(|(ctx, who, d)| append(tx, ctx, who, d)).collect();
+    }
+    let (chain, mut prev, drawn) = lock_head(tx, org, None)?;
+    let mut seqs: Vec<i64> = drawn.into_iter().collect();
+    let more = events.len() - seqs.len();
+    if more > 0 {
+        for r in tx.query(
+            "SELECT nextval('audit_seq') FROM generate_series(1, $1)",
+            &[(more as i64).into()],
+        )? {
+            seqs.push(r.int(0)?);
+        }
+    }
+    seqs.sort_unstable();
+    let mut params = Vec::with_capacity(events.len() * EVENT_PARAMS + 2);
+    for ((ctx, who, d), seq) in events.iter().zip(&seqs) {
+        debug_assert!(ACTIONS.contains(&d.action), "undeclared audit action {}", d.action);
+        debug_assert_eq!(d.org_id.as_deref().unwrap_or(INSTANCE_CHAIN), org);
+        let (hash, row) = event_row(*seq, &chain, ctx, who, d, prev)?;
+        params.extend(row);
+        prev = hash;
+    }
+    let last = *seqs.last().unwrap_or(&0);
+    let n = params.len();
+    params.push(last.into());
+    params.push(Value::Bytes(prev));
+    params.push(chain.as_str().into());
     tx.execute(
-        "INSERT INTO audit_events (seq, chain, at, org_id, workspace_id, actor_id, actor_kind, action, \
-         target_type, target_id, outcome, source_ip, user_agent, request_id, details, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-        &[
-            seq.into(),
-            chain.into(),
-            at.into(),
-            c.org_id.into(),
-            c.workspace_id.into(),
-            c.actor_id.into(),
-            c.actor_kind.into(),
-            c.action.into(),
-            c.target_type.into(),
-            c.target_id.into(),
-            c.outcome.into(),
-            c.source_ip.into(),
-            c.user_agent.into(),
-            c.request_id.into(),
-            details.as_str().into(),
-            Value::Bytes(prev_hash),
-            Value::Bytes(hash.clone()),
-        ],
+        &format!(
+            "WITH e AS ({INSERT_EVENT} {}) UPDATE audit_heads SET last_seq = ${}, hash = ${} WHERE chain = ${}",
+            value_marks(1, events.len()),
+            n + 1,
+            n + 2,
+            n + 3
+        ),
+        &params,
     )?;
-    tx.execute(
-        "UPDATE audit_heads SET last_seq = $1, hash = $2 WHERE chain = $3",
-        &[seq.into(), Value::Bytes(hash), chain.into()],
-    )?;
-    Ok(seq)
+    Ok(seqs)
 }
 
 /// One stored event, as the API returns it.
@@ -398,6 +638,10 @@ pub struct Event {
     pub prev_hash: String,
     /// This event's hash, hex.
     pub hash: String,
+    /// The chain (shard) the event is on, when it is not its organization's own chain
+    /// (`{org}#k`); absent otherwise, and in exports from before shards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
 }
 
 /// Columns selected for [`Event`] and verification, in order.
@@ -480,7 +724,10 @@ impl StoredEvent {
 
     /// The API view.
     pub fn into_event(self) -> Event {
+        let own = self.org_id.as_deref().unwrap_or(INSTANCE_CHAIN);
+        let chain = (self.chain != own).then(|| self.chain.clone());
         Event {
+            chain,
             seq: self.seq,
             at: to_rfc3339(self.at),
             actor_id: self.actor_id,
@@ -506,7 +753,10 @@ impl Event {
     fn to_stored(&self) -> Option<StoredEvent> {
         Some(StoredEvent {
             seq: self.seq,
-            chain: self.org_id.clone().unwrap_or_else(|| INSTANCE_CHAIN.to_owned()),
+            chain: match &self.chain {
+                Some(c) => c.clone(),
+                None => self.org_id.clone().unwrap_or_else(|| INSTANCE_CHAIN.to_owned()),
+            },
             at: credvault_domain::time::parse_rfc3339(&self.at)?,
             org_id: self.org_id.clone(),
             workspace_id: self.workspace_id.clone(),
@@ -544,9 +794,14 @@ pub fn verify_exported(
     let broken = |seq: i64, reason: String, n: u64| Verification {
         ok: false,
         events: n,
-        first_broken: Some(BrokenLink { seq, reason }),
+        first_broken: Some(BrokenLink {
+            seq,
+            reason,
+            chain: None,
+        }),
         checkpoints: 0,
         unverified_checkpoints: 0,
+        chains: 0,
     };
     for item in events {
         let e = match item {
@@ -580,8 +835,25 @@ pub fn verify_exported(
             let before_file = allow_partial_start && first.get(&st.chain).is_none_or(|f| signed < *f);
             if !before_file {
                 let at = hashes.get(&(st.chain.clone(), signed)).map(String::as_str);
-                if let Err(reason) = crate::checkpoint::check(&st.chain, &e.details, at, trusted_keys) {
-                    return broken(st.seq, reason, n);
+                let shards = match crate::checkpoint::check(&st.chain, &e.details, at, trusted_keys) {
+                    Ok(shards) => shards,
+                    Err(reason) => return broken(st.seq, reason, n),
+                };
+                // Every shard head it names must be in the file (unless the file starts
+                // after it): a shard's events before the checkpoint cannot go missing.
+                for (c, s, h) in &shards {
+                    if allow_partial_start && first.get(c).is_none_or(|f| s < f) {
+                        continue;
+                    }
+                    if hashes.get(&(c.clone(), *s)) != Some(h) {
+                        return broken(
+                            st.seq,
+                            format!(
+                                "the checkpoint names event {s} of chain {c}, which the file does not hold (events of that shard were removed)"
+                            ),
+                            n,
+                        );
+                    }
                 }
                 // A signature by the key the file itself carries proves nothing (a forger
                 // re-signs with their own): only a trusted key makes a checkpoint verified.
@@ -602,19 +874,86 @@ pub fn verify_exported(
         first_broken: None,
         checkpoints,
         unverified_checkpoints: unverified,
+        chains: prev.len() as u64,
     }
 }
 
-/// Verifies every chain in the store (offline tool: no authorization).
+/// Verifies every organization's chains, and the instance chain, in the store (offline tool:
+/// no authorization). One entry per organization (its shards together).
 pub fn verify_all(tx: &mut dyn Tx) -> CoreResult<Vec<(String, Verification)>> {
-    let chains = tx.query("SELECT chain FROM audit_heads ORDER BY chain", &[])?;
+    let orgs = tx.query("SELECT DISTINCT COALESCE(org, chain) FROM audit_heads ORDER BY 1", &[])?;
     let mut out = Vec::new();
-    for c in chains {
-        let chain = c.text(0)?;
-        let v = verify_chain(tx, &chain)?;
-        out.push((chain, v));
+    for o in orgs {
+        let org = o.text(0)?;
+        let v = verify_org(tx, &org)?;
+        out.push((org, v));
     }
     Ok(out)
+}
+
+/// Verifies all of an organization's chains (or the instance chain): each shard link by link
+/// against its head, and the set of heads against the shards its shard 0 recorded opening.
+pub fn verify_org(tx: &mut dyn Tx, org: &str) -> CoreResult<Verification> {
+    let mut total = verify_chain(tx, org)?;
+    if !total.ok {
+        return Ok(total);
+    }
+    let mut opened = std::collections::BTreeSet::new();
+    for r in tx.query(
+        "SELECT details FROM audit_events WHERE chain = $1 AND action = 'audit.shards_opened' ORDER BY seq",
+        &[org.into()],
+    )? {
+        let d: serde_json::Value = serde_json::from_str(&r.text(0)?)?;
+        for c in d["chains"].as_array().into_iter().flatten() {
+            if let Some(c) = c.as_str() {
+                opened.insert(c.to_owned());
+            }
+        }
+    }
+    let heads = tx.query(
+        "SELECT chain FROM audit_heads WHERE org = $1 AND chain <> $1 ORDER BY chain",
+        &[org.into()],
+    )?;
+    let broken = |total: &Verification, chain: &str, seq: i64, reason: String| Verification {
+        ok: false,
+        first_broken: Some(BrokenLink {
+            seq,
+            reason,
+            chain: Some(chain.to_owned()),
+        }),
+        ..total.clone()
+    };
+    for h in heads {
+        let chain = h.text(0)?;
+        if !opened.remove(&chain) {
+            return Ok(broken(
+                &total,
+                &chain,
+                0,
+                format!("the chain {chain} was never opened by its organization's first chain (a shard was added)"),
+            ));
+        }
+        let v = verify_chain(tx, &chain)?;
+        total.events += v.events;
+        total.chains += 1;
+        if !v.ok {
+            let b = v.first_broken.unwrap_or(BrokenLink {
+                seq: 0,
+                reason: String::new(),
+                chain: None,
+            });
+            return Ok(broken(&total, &chain, b.seq, b.reason));
+        }
+    }
+    if let Some(gone) = opened.into_iter().next() {
+        return Ok(broken(
+            &total,
+            &gone,
+            0,
+            format!("the chain {gone} was opened but its head is gone (a whole shard was removed)"),
+        ));
+    }
+    Ok(total)
 }
 
 /// Result of verifying one chain.
@@ -635,15 +974,22 @@ pub struct Verification {
     /// but not verified (no trusted key was given).
     #[serde(default)]
     pub unverified_checkpoints: u64,
+    /// How many chains (shards) were walked.
+    #[serde(default)]
+    pub chains: u64,
 }
 
 /// Where and why a chain breaks.
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct BrokenLink {
-    /// Sequence number of the first event that does not verify (or the head's).
+    /// Sequence number of the first event that does not verify (or the head's; 0 when a
+    /// whole chain is missing or unexpected).
     pub seq: i64,
     /// What is wrong.
     pub reason: String,
+    /// The chain (shard) it is on, when an organization has several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
 }
 
 /// Verifies one chain, reading it in pages inside the given transaction.
@@ -655,11 +1001,13 @@ pub fn verify_chain(tx: &mut dyn Tx, chain: &str) -> CoreResult<Verification> {
     let broken = |seq: i64, reason: &str, events: u64| Verification {
         checkpoints: 0,
         unverified_checkpoints: 0,
+        chains: 1,
         ok: false,
         events,
         first_broken: Some(BrokenLink {
             seq,
             reason: reason.to_owned(),
+            chain: None,
         }),
     };
     loop {
@@ -702,6 +1050,7 @@ pub fn verify_chain(tx: &mut dyn Tx, chain: &str) -> CoreResult<Verification> {
     Ok(Verification {
         checkpoints: 0,
         unverified_checkpoints: 0,
+        chains: 1,
         ok: true,
         events,
         first_broken: None,

@@ -9,7 +9,7 @@ use credvault_domain::{OrgId, WorkspaceId};
 use credvault_store::Value;
 
 use crate::Service;
-use crate::audit::{Draft, EVENT_COLUMNS, Event, INSTANCE_CHAIN, StoredEvent, Verification, verify_chain};
+use crate::audit::{Draft, EVENT_COLUMNS, Event, INSTANCE_CHAIN, StoredEvent, Verification, verify_org};
 use crate::auth::{Scope, authorize};
 use crate::context::{Actor, RequestCtx};
 use crate::error::{CoreError, CoreResult};
@@ -104,7 +104,9 @@ impl Service {
                     ws_only = Some(ws);
                 }
             }
-            let mut sql = format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE chain = $1 AND seq > $2");
+            // An organization's events are on all its shards: select them by organization.
+            let by = if chain == INSTANCE_CHAIN { "chain" } else { "org_id" };
+            let mut sql = format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE {by} = $1 AND seq > $2");
             let mut params: Vec<Value> = vec![chain.as_str().into(), after.into()];
             if let Some(ws) = &ws_only {
                 let mut clause = String::from(" AND workspace_id IN (");
@@ -174,7 +176,7 @@ impl Service {
         let a = actor.clone();
         self.read(ctx, actor, move |tx| {
             if org == INSTANCE_CHAIN && a.instance_admin {
-                return verify_chain(tx, INSTANCE_CHAIN);
+                return verify_org(tx, INSTANCE_CHAIN);
             }
             let settings = settings_of(tx, &org, "organization")?;
             let org_id = OrgId::from_trusted(org.clone());
@@ -186,8 +188,35 @@ impl Service {
                 "organization",
                 || Draft::new("audit.verify", "org", org.as_str(), org.as_str()),
             )?;
-            verify_chain(tx, &org)
+            verify_org(tx, &org)
         })
         .await
+    }
+
+    /// Opens the audit shards each organization is missing (PostgreSQL; see `audit`'s module
+    /// documentation), one organization per transaction. Returns how many were opened.
+    pub async fn open_audit_shards(&self) -> CoreResult<usize> {
+        if crate::audit::shards_for(self.inner.store.engine()) <= 1 {
+            return Ok(0);
+        }
+        let orgs: Vec<String> = self
+            .inner
+            .store
+            .read(|tx| {
+                tx.query("SELECT id FROM orgs ORDER BY id", &[])?
+                    .iter()
+                    .map(|r| Ok(r.text(0)?))
+                    .collect::<CoreResult<Vec<String>>>()
+            })
+            .await?;
+        let mut opened = 0;
+        for org in orgs {
+            opened += self
+                .inner
+                .store
+                .write(move |tx| crate::audit::open_shards(tx, &org))
+                .await?;
+        }
+        Ok(opened)
     }
 }

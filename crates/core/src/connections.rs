@@ -266,7 +266,7 @@ pub struct DetachAll {
     pub affected_pipelines: Vec<UsageRef>,
 }
 
-const CONN_COLS: &str = "c.id, c.name, c.org_id, c.workspace_id, c.environment, c.kind, c.config, c.credential_id, \
+pub(crate) const CONN_COLS: &str = "c.id, c.name, c.org_id, c.workspace_id, c.environment, c.kind, c.config, c.credential_id, \
      c.override_reason, c.attached_at, c.attached_by, c.description, c.created_at, c.created_by, c.updated_at, \
      c.last_used_at, c.seq, c.last_test_at, c.last_test_ok, c.last_test_latency_ms, c.last_test_error_code, \
      c.last_test_version";
@@ -293,7 +293,7 @@ pub(crate) struct ConnRow {
 }
 
 impl ConnRow {
-    fn from_row(r: &Row) -> CoreResult<ConnRow> {
+    pub(crate) fn from_row(r: &Row) -> CoreResult<ConnRow> {
         Ok(ConnRow {
             id: r.text(0)?,
             name: r.text(1)?,

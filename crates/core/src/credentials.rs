@@ -26,7 +26,7 @@ use crate::error::{CoreError, CoreResult};
 use crate::tenancy::{page, settings_of, workspace_org};
 use crate::views::*;
 
-const CRED_COLS: &str = "c.id, c.name, c.type, c.variant, c.org_id, c.workspace_id, c.environment, c.labels, \
+pub(crate) const CRED_COLS: &str = "c.id, c.name, c.type, c.variant, c.org_id, c.workspace_id, c.environment, c.labels, \
      c.description, c.status, c.expires_at, c.rotation_period_days, c.current_version, c.owner_id, c.created_at, \
      c.created_by, c.updated_at, c.deleted_at, c.last_used_at, c.seq, c.allowed_destinations";
 
@@ -57,7 +57,7 @@ pub(crate) struct CredRow {
 }
 
 impl CredRow {
-    fn from_row(r: &Row) -> CoreResult<CredRow> {
+    pub(crate) fn from_row(r: &Row) -> CoreResult<CredRow> {
         Ok(CredRow {
             id: r.text(0)?,
             name: r.text(1)?,

@@ -5,6 +5,7 @@
 //! in zeroizing buffers.
 
 pub mod alerts;
+mod appender;
 pub mod audit;
 mod audit_query;
 pub mod auth;
@@ -110,6 +111,8 @@ struct Inner {
     auth_failures: auth::FailureWindows,
     /// Test connection slots per organization (see `testing::TESTS_PER_ORG`).
     test_slots: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    /// Group-committed resolve records (PostgreSQL), started on first use.
+    appender: std::sync::OnceLock<appender::Appender>,
     store: Store,
     keyring: RwLock<Arc<Keyring>>,
     config: CoreConfig,
@@ -124,6 +127,7 @@ impl Service {
                 detectors: alerts::Detectors::new(config.alerts.clone()),
                 refresh_locks: std::sync::Mutex::new(std::collections::HashMap::new()),
                 test_slots: std::sync::Mutex::new(std::collections::HashMap::new()),
+                appender: std::sync::OnceLock::new(),
                 auth_failures: auth::FailureWindows::new(config.auth_failures),
                 store,
                 keyring: RwLock::new(Arc::new(keyring)),
@@ -160,6 +164,13 @@ impl Service {
     pub fn checkpoint_public_keys(&self) -> CoreResult<Vec<(String, String)>> {
         let keyring = self.keyring()?.clone();
         crate::checkpoint::public_keys(&keyring)
+    }
+
+    /// This node's resolve-record appender (call from the runtime).
+    fn appender(&self) -> &appender::Appender {
+        self.inner
+            .appender
+            .get_or_init(|| appender::Appender::start(self.inner.store.clone()))
     }
 
     fn keyring(&self) -> CoreResult<std::sync::RwLockReadGuard<'_, Arc<Keyring>>> {

@@ -11,18 +11,20 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use credvault_domain::PipelineId;
 use credvault_domain::roles::Permission;
 use credvault_domain::time::now_micros;
+use credvault_domain::{ConnectionId, PipelineId};
 
 use crate::Service;
+use crate::appender::{Pending, Stamp};
 use crate::audit::{self, ActorRef, Outcome};
 use crate::auth::{Scope, authorize};
-use crate::connections::load_conn;
+use crate::connections::{CONN_COLS, ConnRow, load_conn};
 use crate::context::{Actor, RequestCtx};
-use crate::credentials::{SEALED_COLS, load_cred, open_sealed_row};
+use crate::credentials::{CRED_COLS, CredRow, SEALED_COLS, open_sealed_row};
 use crate::destinations::{Dns, check as check_destinations, holders, of_connection, refusal_details};
 use crate::error::{CoreError, CoreResult};
+use crate::settings::OrgSettings;
 use crate::tenancy::settings_of;
 
 /// Request: resolve a connection for a run.
@@ -107,6 +109,30 @@ pub struct ResolveReport {
     pub version: Option<i64>,
     /// `ok`, `auth_failed` (the target refused the credential) or `error`.
     pub outcome: String,
+}
+
+/// Columns of [`CONN_COLS`]; the organization's settings follow them.
+const CONN_WIDTH: usize = 22;
+/// Where [`CRED_COLS`] (21 columns) start in [`resolve_read`]'s row.
+const CRED_AT: usize = CONN_WIDTH + 1;
+/// Where the version's state, timestamps and sealed columns start.
+const VERSION_AT: usize = CRED_AT + 21;
+
+/// Resolve's one read: connection, settings, credential, and the asked (or current) version.
+fn resolve_read() -> String {
+    format!(
+        "SELECT {CONN_COLS}, o.settings, {}, v.state, v.state_changed_at, v.last_resolved_at, {} \
+         FROM connections c JOIN orgs o ON o.id = c.org_id \
+         LEFT JOIN credentials k ON k.id = c.credential_id \
+         LEFT JOIN credential_versions v ON v.credential_id = k.id AND v.version = COALESCE($2, k.current_version) \
+         WHERE c.id = $1",
+        CRED_COLS.replace("c.", "k."),
+        SEALED_COLS
+            .split(", ")
+            .map(|col| format!("v.{col}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// Resolution of `last_used_at` on credentials, connections and pipelines (1 s).
@@ -231,9 +257,27 @@ impl Service {
         let keyring = self.keyring()?.clone();
         let skew = self.inner.config.oauth.refresh_skew_secs;
         let (a, ctx2) = (actor.clone(), ctx.clone());
-        self.write(ctx, actor, move |tx| {
-            let c = load_conn(tx, &req.connection_id, false)?;
-            let settings = settings_of(tx, &c.org_id, "connection")?;
+        // PostgreSQL: fresh reads outside any transaction, then the audit record through this
+        // node's group-committing appender (see `appender`). SQLite: one closure on the
+        // single writer, which group-commits already.
+        let defer = self.inner.store.engine() == credvault_store::Engine::Postgres;
+        let work = move |tx: &mut dyn credvault_store::Tx| -> CoreResult<(Resolved, Option<Pending>)> {
+            // The connection, its organization's settings, its credential and the version to
+            // resolve (state and sealed row) in one statement.
+            if ConnectionId::parse(&req.connection_id).is_err() {
+                return Err(CoreError::NotFound { what: "connection" });
+            }
+            let joined = tx
+                .query_opt(
+                    &resolve_read(),
+                    &[req.connection_id.as_str().into(), req.version.into()],
+                )?
+                .ok_or(CoreError::NotFound { what: "connection" })?;
+            let c = ConnRow::from_row(&joined)?;
+            let settings: OrgSettings = match joined.opt_text(CONN_WIDTH)? {
+                Some(text) => serde_json::from_str(&text)?,
+                None => return Err(CoreError::NotFound { what: "connection" }),
+            };
             let (org, ws) = (c.org(), c.ws());
             let base = || {
                 c.draft("connection.resolve").details(serde_json::json!({
@@ -280,7 +324,10 @@ impl Service {
                     "no_credential",
                 ));
             };
-            let cred = load_cred(tx, &cred_id, false)?;
+            if joined.opt_text(CRED_AT)?.as_deref() != Some(cred_id.as_str()) {
+                return Err(CoreError::NotFound { what: "credential" });
+            }
+            let cred = CredRow::from_row(&joined.tail(CRED_AT))?;
             let now = now_micros();
             match cred.status.as_str() {
                 "active" => {}
@@ -311,13 +358,8 @@ impl Service {
                 ));
             }
             let version = req.version.unwrap_or(cred.current_version);
-            // The state and the sealed data in one statement; opened only once usable.
-            let row = tx.query_opt(
-                &format!(
-                    "SELECT state, state_changed_at, last_resolved_at, {SEALED_COLS} FROM credential_versions WHERE credential_id = $1 AND version = $2"
-                ),
-                &[cred_id.as_str().into(), version.into()],
-            )?;
+            // The version's state and sealed data came with the rest; opened only once usable.
+            let row = joined.opt_text(VERSION_AT)?.is_some().then(|| joined.tail(VERSION_AT));
             let usable = match &row {
                 Some(r) => match r.text(0)?.as_str() {
                     "current" => true,
@@ -362,7 +404,9 @@ impl Service {
                 return Err(CoreError::Audited(Box::new((
                     CoreError::conflict(
                         "destination_not_allowed",
-                        format!("{field}: {dest} is not an allowed destination of credential {holder}; the secret is not released to this connection"),
+                        format!(
+                            "{field}: {dest} is not an allowed destination of credential {holder}; the secret is not released to this connection"
+                        ),
                     ),
                     d,
                 ))));
@@ -428,36 +472,40 @@ impl Service {
             // than that is not written again, so a connection resolved by many tasks at once
             // costs the writer one update per second, not one per call.
             let stale = |used: Option<i64>| used.is_none_or(|t| t + LAST_USED_GRAIN_US <= now);
+            let mut stamps = Vec::new();
             if stale(cred.last_used_at) {
-                tx.execute(
-                    "UPDATE credentials SET last_used_at = $1 WHERE id = $2",
-                    &[now.into(), cred_id.as_str().into()],
-                )?;
+                stamps.push(Stamp::Credential(cred_id.clone()));
             }
             if stale(c.last_used_at) {
-                tx.execute(
-                    "UPDATE connections SET last_used_at = $1 WHERE id = $2",
-                    &[now.into(), c.id.as_str().into()],
-                )?;
+                stamps.push(Stamp::Connection(c.id.clone()));
             }
             if stale(version_used) {
-                tx.execute(
-                    "UPDATE credential_versions SET last_resolved_at = $1 WHERE credential_id = $2 AND version = $3",
-                    &[now.into(), cred_id.as_str().into(), version.into()],
-                )?;
+                stamps.push(Stamp::Version(cred_id.clone(), version));
             }
             if let Some(p) = &req.pipeline_id
                 && stale(pipeline_used)
             {
-                tx.execute(
-                    "UPDATE pipelines SET last_used_at = $1 WHERE id = $2",
-                    &[now.into(), p.as_str().into()],
-                )?;
+                stamps.push(Stamp::Pipeline(p.clone()));
             }
             let mut d = base();
             d.details["version"] = version.into();
-            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &d)?;
-            Ok(Resolved {
+            let who = ActorRef::from(a.as_ref());
+            let pending = if defer {
+                Some(Pending {
+                    ctx: ctx2.clone(),
+                    who,
+                    draft: d,
+                    stamps,
+                    now,
+                })
+            } else {
+                for s in &stamps {
+                    s.write(tx, now)?;
+                }
+                audit::append(tx, &ctx2, &who, &d)?;
+                None
+            };
+            let resolved = Resolved {
                 connection: ResolvedConnection {
                     id: c.id.clone(),
                     kind: c.kind.clone(),
@@ -470,8 +518,37 @@ impl Service {
                     version,
                     fields,
                 },
-            })
-        })
-        .await
+            };
+            Ok((resolved, pending))
+        };
+        let (resolved, pending) = if defer {
+            let r = self.inner.store.read_fresh(work).await;
+            self.settle(ctx, actor, r).await?
+        } else {
+            self.write(ctx, actor, work).await?
+        };
+        if let Some(p) = pending {
+            // Dropping `resolved` on failure zeroizes the secret: nothing leaves unaudited.
+            self.appender().append(p).await?;
+        }
+        Ok(resolved)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The joined read's offsets follow the column lists they index into.
+    #[test]
+    fn the_joined_reads_offsets_match_the_column_lists() {
+        assert_eq!(CONN_COLS.split(',').count(), CONN_WIDTH);
+        assert_eq!(CRED_COLS.split(',').count(), VERSION_AT - CRED_AT);
+        let sql = resolve_read();
+        let select = &sql[..sql.find(" FROM connections").unwrap_or(sql.len())];
+        assert_eq!(
+            select.split(',').count(),
+            VERSION_AT + 3 + SEALED_COLS.split(',').count()
+        );
     }
 }

@@ -103,6 +103,7 @@ pub(crate) fn insert_org(tx: &mut dyn Tx, id: &OrgId, name: &str, by: Option<&st
         ],
     )?;
     audit::create_chain(tx, id.as_str())?;
+    audit::open_shards(tx, id.as_str())?;
     Ok(now)
 }
 

@@ -510,11 +510,12 @@ async fn audit_tampering_is_detected(b: Backend) {
     let v = srv.get("/v1/audit/verify", &srv.admin).await.ok(200);
     assert_eq!(v["ok"], false);
     assert_eq!(v["first_broken"]["seq"], third);
-    // Delete it instead (after restoring nothing): the next event's link breaks.
+    // Delete it instead (after restoring nothing): the next event's link breaks (or, when it
+    // was the last of its chain — shards on PostgreSQL — the chain's head).
     srv.raw_sql(&format!("DELETE FROM audit_events WHERE seq = {third}"));
     let v = srv.get("/v1/audit/verify", &srv.admin).await.ok(200);
     assert_eq!(v["ok"], false);
-    assert!(v["first_broken"]["seq"].as_i64().unwrap() > third);
+    assert!(v["first_broken"]["seq"].as_i64().unwrap() >= third, "{v}");
     // Removing the tail is caught by the chain head.
     let srv2 = Server::start(b).await;
     srv2.database_credential(&srv2.admin, "x", "pw").await;
@@ -530,6 +531,334 @@ async fn audit_tampering_is_detected(b: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_tampering_is_detected_on_every_backend() {
     each_backend!(audit_tampering_is_detected);
+}
+
+/// PostgreSQL spreads an organization's events over shards (issue 22): every event once, each
+/// shard a chain of its own, listed together in sequence order, and tampering with any shard —
+/// an edit, a deleted event, a truncated tail, a shard removed whole or one slipped in — breaks
+/// verification, naming the shard.
+#[cfg(feature = "postgres-tests")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_shards_share_the_writes_and_verification_walks_every_one() {
+    async fn sharded(n: &str) -> Server {
+        let data = common::TempDir::new();
+        Server::start_opts(
+            Backend::Postgres,
+            data,
+            Some(common::PgDb::create()),
+            &[],
+            &[("CREDVAULT_AUDIT_SHARDS", n)],
+        )
+        .await
+    }
+    fn pg_query(srv: &Server, sql: &str) -> Vec<Vec<Value>> {
+        let (u, sql) = (srv.pg.as_ref().unwrap().url.clone(), sql.to_owned());
+        common::off_runtime(move || {
+            let mut c = postgres::Client::connect(&u, postgres::NoTls).unwrap();
+            c.query(&sql, &[])
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (0..r.len())
+                        .map(|i| match r.try_get::<_, String>(i) {
+                            Ok(t) => json!(t),
+                            Err(_) => json!(r.get::<_, i64>(i)),
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+    }
+    let chains =
+        |srv: &Server| -> Vec<(String, i64)> {
+            pg_query(srv, &format!(
+            "SELECT chain, COUNT(*)::bigint FROM audit_events WHERE org_id = '{}' GROUP BY chain ORDER BY chain",
+            srv.org_id
+        ))
+        .into_iter()
+        .map(|r| (r[0].as_str().unwrap().to_owned(), r[1].as_i64().unwrap()))
+        .collect()
+        };
+    let srv = sharded("4").await;
+    let mut creates = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let (url, token, ws) = (
+            format!("{}/v1/credentials", srv.base),
+            srv.admin.clone(),
+            srv.ws_id.clone(),
+        );
+        creates.spawn(async move {
+            let body = json!({"name": format!("s{i}"), "type": "database", "workspace_id": ws, "environment": "prod",
+                              "fields": {"username": "loader", "password": "pw"}});
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+    }
+    while let Some(status) = creates.join_next().await {
+        assert_eq!(status.unwrap(), 201);
+    }
+    // Listed together, in sequence order, each once.
+    let listed = srv
+        .get("/v1/audit?action=credential.create&limit=100", &srv.admin)
+        .await
+        .ok(200);
+    let seqs: Vec<i64> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs.len(), 24, "{listed}");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    // The writes went to more than one shard, and only to the organization's four.
+    let used = chains(&srv);
+    assert!(used.len() > 1, "one chain took every event: {used:?}");
+    let heads = pg_query(
+        &srv,
+        &format!(
+            "SELECT chain FROM audit_heads WHERE org = '{}' ORDER BY chain",
+            srv.org_id
+        ),
+    );
+    assert_eq!(heads.len(), 4, "{heads:?}");
+    for (c, _) in &used {
+        assert!(c == &srv.org_id || c.starts_with(&format!("{}#", srv.org_id)), "{c}");
+    }
+    // Events on a shard carry it; the organization's own chain needs no name.
+    let on_shard = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["chain"].is_string())
+        .count();
+    let on_own = used.iter().find(|(c, _)| c == &srv.org_id).map_or(0, |(_, n)| *n);
+    assert!(on_shard > 0, "{listed}");
+    let v = srv.get("/v1/audit/verify", &srv.admin).await.ok(200);
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["chains"], 4, "{v}");
+    let total: i64 = used.iter().map(|(_, n)| n).sum();
+    assert_eq!(v["events"], total, "{v} {used:?} (own chain: {on_own})");
+
+    // The export of the journal verifies offline, shards and all; an edited line does not.
+    let dir = common::TempDir::new();
+    let file = dir.path().join("export.jsonl").to_string_lossy().into_owned();
+    let client = |args: &[&str]| {
+        std::process::Command::new(common::bin())
+            .args(args)
+            .env("CREDVAULT_SERVER", &srv.base)
+            .env("CREDVAULT_TOKEN", &srv.admin)
+            .env_remove("CREDVAULT_TOKEN_FILE")
+            .output()
+            .unwrap()
+    };
+    let out = client(&["audit", "export", "--output", &file]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = client(&["audit", "verify", "--file", &file]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    let moved = text.replacen(
+        &format!("\"chain\":\"{}#", srv.org_id),
+        &format!("\"chain\":\"{}#9", srv.org_id),
+        1,
+    );
+    assert_ne!(moved, text, "no event in the export names its shard");
+    std::fs::write(&file, moved).unwrap();
+    assert!(
+        !client(&["audit", "verify", "--file", &file]).status.success(),
+        "an event moved to another shard verified"
+    );
+
+    // Tampering, each on a shard other than the organization's own chain.
+    let shard = used
+        .iter()
+        .find(|(c, n)| c != &srv.org_id && *n >= 2)
+        .map(|(c, _)| c.clone())
+        .expect("a shard with two events");
+    let seq_of = |srv: &Server, q: &str| pg_query(srv, q)[0][0].as_i64().unwrap();
+    let broken = |v: &Value, chain: &str| {
+        assert_eq!(v["ok"], false, "{v}");
+        assert_eq!(v["first_broken"]["chain"], chain, "{v}");
+    };
+    // An edit.
+    let first = seq_of(
+        &srv,
+        &format!("SELECT MIN(seq) FROM audit_events WHERE chain = '{shard}'"),
+    );
+    srv.raw_sql(&format!("UPDATE audit_events SET details = '{{}}' WHERE seq = {first}"));
+    let v = srv.get("/v1/audit/verify", &srv.admin).await.ok(200);
+    broken(&v, &shard);
+    assert_eq!(v["first_broken"]["seq"], first, "{v}");
+
+    // A truncated tail (the head still names it).
+    let srv = sharded("4").await;
+    for i in 0..16 {
+        srv.database_credential(&srv.admin, &format!("t{i}"), "pw").await;
+    }
+    let used = chains(&srv);
+    let shard = used
+        .iter()
+        .find(|(c, n)| c != &srv.org_id && *n >= 1)
+        .map(|(c, _)| c.clone())
+        .unwrap();
+    let last = seq_of(
+        &srv,
+        &format!("SELECT MAX(seq) FROM audit_events WHERE chain = '{shard}'"),
+    );
+    srv.raw_sql(&format!("DELETE FROM audit_events WHERE seq = {last}"));
+    broken(&srv.get("/v1/audit/verify", &srv.admin).await.ok(200), &shard);
+    // The whole shard, head and all.
+    srv.raw_sql(&format!(
+        "DELETE FROM audit_events WHERE chain = '{shard}'; DELETE FROM audit_heads WHERE chain = '{shard}'"
+    ));
+    let v = srv.get("/v1/audit/verify", &srv.admin).await.ok(200);
+    broken(&v, &shard);
+    assert!(v["first_broken"]["reason"].as_str().unwrap().contains("removed"), "{v}");
+
+    // A shard slipped in (a head the organization never opened).
+    let srv = sharded("2").await;
+    srv.database_credential(&srv.admin, "u", "pw").await;
+    assert_eq!(srv.get("/v1/audit/verify", &srv.admin).await.ok(200)["ok"], true);
+    let fake = format!("{}#7", srv.org_id);
+    srv.raw_sql(&format!(
+        "INSERT INTO audit_heads (chain, last_seq, hash, org) VALUES ('{fake}', 0, decode(repeat('00', 32), 'hex'), '{}')",
+        srv.org_id
+    ));
+    broken(&srv.get("/v1/audit/verify", &srv.admin).await.ok(200), &fake);
+
+    // More shards at a restart: opened, recorded, verified.
+    let srv = sharded("2").await;
+    srv.database_credential(&srv.admin, "w", "pw").await;
+    let srv = srv.restart(&[], &[("CREDVAULT_AUDIT_SHARDS", "5")]).await;
+    let opened = srv
+        .get("/v1/audit?action=audit.shards_opened", &srv.admin)
+        .await
+        .ok(200);
+    let named: Vec<&str> = opened["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["details"]["chains"].as_array().unwrap())
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(named.len(), 4, "{opened}");
+    let v = srv.get("/v1/audit/verify", &srv.admin).await.ok(200);
+    assert_eq!((v["ok"].clone(), v["chains"].clone()), (json!(true), json!(5)), "{v}");
+}
+
+/// Resolve on PostgreSQL reads outside any transaction and writes its audit record through the
+/// node's group-committing appender (issue 22). What must not change: every resolve has its
+/// event, once; a secret is released only once its event committed; a disable acknowledged by
+/// one node stops the next resolve on another at once.
+#[cfg(feature = "postgres-tests")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_resolves_are_group_committed_without_releasing_anything_unaudited() {
+    let srv = Server::start(Backend::Postgres).await;
+    let (org, ws) = (srv.org_id.clone(), srv.ws_id.clone());
+    let (_, worker) = srv
+        .principal(&org, "service_account", "etl", &[("worker", common::Scope::Ws(&ws))])
+        .await;
+    let cred = srv
+        .database_credential(&srv.admin, "appender-db", "S3CRET-APPENDER")
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let conn = srv
+        .post(
+            "/v1/connections",
+            &srv.admin,
+            json!({"name": "appender-conn", "workspace_id": ws, "environment": "prod", "kind": "postgres",
+                   "config": {"host": "db.internal", "database": "dwh"}, "credential_id": cred}),
+        )
+        .await
+        .ok(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let resolve = |base: String, run: String| {
+        let (worker, conn) = (worker.clone(), conn.clone());
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("{base}/v1/resolve"))
+                .bearer_auth(worker)
+                .json(&json!({"connection_id": conn, "run_id": run}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    // Many at once: each answered with the secret, each with exactly one event.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..48 {
+        set.spawn(resolve(srv.base.clone(), format!("run-{i}")));
+    }
+    while let Some(r) = set.join_next().await {
+        let (status, body) = r.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("S3CRET-APPENDER"), "{body}");
+    }
+    let events = srv
+        .get(
+            &format!("/v1/audit?action=connection.resolve&target_id={conn}&limit=500"),
+            &srv.admin,
+        )
+        .await
+        .ok(200);
+    let runs: std::collections::BTreeSet<String> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["details"]["run_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(events["items"].as_array().unwrap().len(), 48, "{events}");
+    assert_eq!(runs.len(), 48);
+    assert_eq!(srv.get("/v1/audit/verify", &srv.admin).await.ok(200)["ok"], true);
+
+    // No event, no secret: with audit inserts failing, the resolve fails and shows nothing.
+    srv.raw_sql(
+        "CREATE FUNCTION refuse_audit() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'audit down'; END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION refuse_audit();",
+    );
+    let (status, body) = resolve(srv.base.clone(), "while-down".into()).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(!body.contains("S3CRET"), "{body}");
+    srv.raw_sql("DROP TRIGGER refuse_audit ON audit_events;");
+    let (status, body) = resolve(srv.base.clone(), "after".into()).await;
+    assert_eq!(status, 200, "control: {body}");
+
+    // A second node on the same database: a disable it acknowledges stops the first node's
+    // next resolve (no cache, no grace).
+    let data2 = common::TempDir::new();
+    for e in std::fs::read_dir(srv.data.path()).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), data2.path().join(e.file_name())).unwrap();
+        }
+    }
+    let url = srv.pg.as_ref().unwrap().url.clone();
+    let node2 = Server::start_opts(Backend::Postgres, data2, None, &["--database-url", &url], &[]).await;
+    let (status, _) = resolve(node2.base.clone(), "node2".into()).await;
+    assert_eq!(status, 200, "control: the second node resolves");
+    node2
+        .post(&format!("/v1/credentials/{cred}/disable"), &srv.admin, json!({}))
+        .await
+        .ok(200);
+    let (status, body) = resolve(srv.base.clone(), "after-disable".into()).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("credential_disabled"), "{body}");
+    assert!(!body.contains("S3CRET"), "{body}");
 }
 
 async fn audit_queries_filter_and_paginate(b: Backend) {

@@ -1693,8 +1693,17 @@ fn sql_text(v: &Value) -> String {
 const COLUMNS: &str = "seq, chain, at, org_id, workspace_id, actor_id, actor_kind, action, target_type, \
      target_id, outcome, source_ip, user_agent, request_id, details, prev_hash, hash";
 
+/// A server whose organization writes one audit chain (PostgreSQL shards spread events over
+/// several; `audit_shards_share_the_writes_and_verification_walks_every_one` in `api.rs` and
+/// `sharded_exports_need_every_shard_up_to_a_checkpoint` below cover those): the tamper cases
+/// here name the neighbour an edit breaks, which is the next event of the same chain.
+async fn one_chain_server(b: Backend) -> Server {
+    let pg = (b == Backend::Postgres).then(common::PgDb::create);
+    Server::start_opts(b, TempDir::new(), pg, &[], &[("CREDVAULT_AUDIT_SHARDS", "1")]).await
+}
+
 async fn tampered_rows_are_detected(b: Backend) {
-    let srv = Server::start(b).await;
+    let srv = one_chain_server(b).await;
     let org = srv.org_id.clone();
     for i in 0..10 {
         srv.database_credential(&srv.admin, &format!("tamper-{i}"), "pw-tamper-1")
@@ -1827,8 +1836,115 @@ async fn editing_deleting_reordering_or_inserting_audit_rows_is_detected_by_the_
     each_backend!(tampered_rows_are_detected);
 }
 
+/// With shards (PostgreSQL), an export's events of one shard can go missing at that shard's
+/// tail, where no later event of the shard links to them. A signed checkpoint of the
+/// organization's own chain names every shard's head, so from a checkpoint back nothing can be
+/// dropped: not a shard's last event, not a whole shard.
+#[cfg(feature = "postgres-tests")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_exports_need_every_shard_up_to_a_checkpoint() {
+    let srv = Server::start_opts(
+        Backend::Postgres,
+        TempDir::new(),
+        Some(common::PgDb::create()),
+        &[],
+        &[("CREDVAULT_AUDIT_SHARDS", "4")],
+    )
+    .await;
+    for i in 0..20 {
+        srv.database_credential(&srv.admin, &format!("shard-{i}"), "pw-shard-1")
+            .await;
+    }
+    let dir = TempDir::new();
+    let export = |name: &str| -> Vec<String> {
+        let f = dir.path().join(name).to_string_lossy().into_owned();
+        let o = cli(&srv, &srv.admin, &["audit", "export", "--output", &f]);
+        assert!(o.status.success(), "{}", out_text(&o));
+        std::fs::read_to_string(&f)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let write = |name: &str, lines: &[String]| {
+        let f = dir.path().join(name);
+        std::fs::write(&f, lines.join("\n") + "\n").unwrap();
+        cli_verify_file(&srv, &f)
+    };
+    let chain_of = |l: &str| -> Option<String> {
+        let v: Value = serde_json::from_str(l).unwrap();
+        v["chain"].as_str().map(str::to_owned)
+    };
+    // The shard whose last event in the export is latest, and that event's index.
+    let last_of_a_shard = |lines: &[String]| -> (String, usize) {
+        let mut last = std::collections::HashMap::new();
+        for (i, l) in lines.iter().enumerate() {
+            if let Some(c) = chain_of(l) {
+                last.insert(c, i);
+            }
+        }
+        last.into_iter().max_by_key(|(_, i)| *i).expect("no event on a shard")
+    };
+    // Without a checkpoint, a shard's last event can be dropped unnoticed — the limit the
+    // checkpoint closes.
+    let lines = export("plain.jsonl");
+    let (ok, v, out) = write("plain-ok.jsonl", &lines);
+    assert!(ok, "{out}");
+    assert_eq!(v["chains"], 4, "{v}");
+    let (_, i) = last_of_a_shard(&lines);
+    let mut dropped = lines.clone();
+    dropped.remove(i);
+    assert!(
+        write("plain-dropped.jsonl", &dropped).0,
+        "the limit changed: update this test and the docs"
+    );
+
+    // A checkpoint pass, then more events: the checkpoint names every shard's head.
+    let data = srv.data.path().to_string_lossy().into_owned();
+    let url = srv.pg.as_ref().unwrap().url.clone();
+    let o = cli(
+        &srv,
+        &srv.admin,
+        &["audit", "checkpoint", "--data-dir", &data, "--database-url", &url],
+    );
+    assert!(o.status.success(), "{}", out_text(&o));
+    for i in 0..4 {
+        srv.database_credential(&srv.admin, &format!("late-{i}"), "pw-shard-1")
+            .await;
+    }
+    let lines = export("signed.jsonl");
+    let named = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["action"] == "audit.checkpoint" && v["details"]["shards"].is_array())
+        .expect("a checkpoint naming the shards");
+    assert_eq!(named["details"]["shards"].as_array().unwrap().len(), 3, "{named}");
+    let (ok, _, out) = write("signed-ok.jsonl", &lines);
+    assert!(ok, "control: {out}");
+    let cp_at = lines.iter().position(|l| l.contains("\"shards\":[")).unwrap();
+    // A shard's last event before the checkpoint (its own checkpoint) dropped.
+    let (shard, i) = last_of_a_shard(&lines[..cp_at]);
+    let mut dropped = lines.clone();
+    dropped.remove(i);
+    let (ok, v, out) = write("signed-dropped.jsonl", &dropped);
+    assert!(!ok, "{out}");
+    assert!(st(&v["first_broken"]["reason"]).contains(&shard), "{v}");
+    // A whole shard dropped.
+    let without: Vec<String> = lines
+        .iter()
+        .filter(|l| chain_of(l).as_deref() != Some(shard.as_str()))
+        .cloned()
+        .collect();
+    let (ok, v, out) = write("signed-without.jsonl", &without);
+    assert!(!ok, "{out}");
+    assert!(
+        st(&v["first_broken"]["reason"]).contains("which the file does not hold"),
+        "{v}"
+    );
+}
+
 async fn tampered_exports_are_detected(b: Backend) {
-    let srv = Server::start(b).await;
+    let srv = one_chain_server(b).await;
     let dir = TempDir::new();
     for i in 0..6 {
         srv.database_credential(&srv.admin, &format!("export-{i}"), "pw-export-1")

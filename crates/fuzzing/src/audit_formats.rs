@@ -45,6 +45,7 @@ pub fn run(data: &[u8]) {
     let details_text = text(13);
     let details = serde_json::from_str::<Value>(&details_text).unwrap_or(Value::String(details_text));
     let e = Event {
+        chain: None,
         seq,
         at,
         actor_id: opt(2),

@@ -84,7 +84,11 @@ fn public_key() -> String {
 /// compact JSON in a fixed order (`Canonical` in crates/core/src/audit.rs; the replay test
 /// `sealing_reproduces_the_servers_hashes` checks this copy against the server's hashes).
 pub fn event_hash(prev: &[u8], e: &Event, at: i64) -> Option<Vec<u8>> {
-    let chain = e.org_id.clone().unwrap_or_else(|| INSTANCE_CHAIN.to_owned());
+    let chain = e
+        .chain
+        .clone()
+        .or_else(|| e.org_id.clone())
+        .unwrap_or_else(|| INSTANCE_CHAIN.to_owned());
     let details = serde_json::to_string(&e.details).ok()?;
     let canonical = format!(
         "{{\"seq\":{},\"chain\":{},\"at\":{},\"org_id\":{},\"workspace_id\":{},\"actor_id\":{},\"actor_kind\":{},\
@@ -132,7 +136,11 @@ fn seal(items: &mut [Result<Event, String>], partial: bool, sign: bool) -> bool 
             must_verify = false;
             continue;
         };
-        let chain = e.org_id.clone().unwrap_or_else(|| INSTANCE_CHAIN.to_owned());
+        let chain = e
+            .chain
+            .clone()
+            .or_else(|| e.org_id.clone())
+            .unwrap_or_else(|| INSTANCE_CHAIN.to_owned());
         let Some(at) = parse_rfc3339(&e.at) else {
             must_verify = false;
             continue;
@@ -183,7 +191,7 @@ fn sign_checkpoint(
     let Some(head) = hashes.get(&(chain.to_owned(), seq)) else {
         return false;
     };
-    let sig = key.sign(checkpoint::message(chain, seq, head).as_bytes());
+    let sig = key.sign(checkpoint::message(chain, seq, head, &[]).as_bytes());
     d.insert("checkpoint_seq".into(), seq.into());
     d.insert("head_hash".into(), head.clone().into());
     d.insert("public_key".into(), public.into());

@@ -247,6 +247,9 @@ impl Store {
                 )?;
                 stats[i].1 += 1;
             }
+            // Backups from before audit shards (migration 0012) carry heads without their
+            // organization; each of those is an organization's own chain.
+            tx.execute("UPDATE audit_heads SET org = chain WHERE org IS NULL", &[])?;
             if tx.engine() == Engine::Postgres {
                 for t in IDENTITY {
                     tx.query(

@@ -181,6 +181,21 @@ impl Store {
         }
     }
 
+    /// Runs reads that need no common snapshot: on PostgreSQL outside any transaction (each
+    /// statement sees the latest commit; no BEGIN/COMMIT round trips), on SQLite as
+    /// [`Store::read`]. Writes in `f` would commit one by one: use it for reads only.
+    pub async fn read_fresh<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: TxError,
+        F: FnOnce(&mut dyn Tx) -> Result<T, E> + Send + 'static,
+    {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.read(f).await,
+            Backend::Postgres(p) => p.read_fresh(f).await,
+        }
+    }
+
     /// Whether the database answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.read(|tx| tx.query("SELECT 1", &[]).map(|_| ())).await

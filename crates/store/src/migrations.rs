@@ -17,6 +17,7 @@ const SQLITE: &[(i64, &str)] = &[
     (9, include_str!("../migrations/sqlite/0009_version_use.sql")),
     (10, include_str!("../migrations/sqlite/0010_destinations.sql")),
     (11, include_str!("../migrations/sqlite/0011_dead_letters.sql")),
+    (12, include_str!("../migrations/sqlite/0012_audit_shards.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -30,10 +31,11 @@ const POSTGRES: &[(i64, &str)] = &[
     (9, include_str!("../migrations/postgres/0009_version_use.sql")),
     (10, include_str!("../migrations/postgres/0010_destinations.sql")),
     (11, include_str!("../migrations/postgres/0011_dead_letters.sql")),
+    (12, include_str!("../migrations/postgres/0012_audit_shards.sql")),
 ];
 
 /// The newest schema version this build knows.
-pub const LATEST: i64 = 11;
+pub const LATEST: i64 = 12;
 
 pub(crate) fn run_sqlite(conn: &rusqlite::Connection) -> Result<(), StoreError> {
     let err = |version: i64| {

@@ -22,8 +22,25 @@ pub(crate) struct PgStore {
 }
 
 pub(crate) struct PgTx<'a> {
-    tx: postgres::Transaction<'a>,
+    tx: Conn<'a>,
     cache: &'a mut StatementCache,
+}
+
+/// A transaction, or a client whose statements each commit on their own (fresh reads).
+enum Conn<'a> {
+    Tx(postgres::Transaction<'a>),
+    Auto(&'a mut Client),
+}
+
+/// How a closure runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A read-write transaction (READ COMMITTED).
+    Write,
+    /// A read-only REPEATABLE READ transaction: one snapshot for every statement.
+    Read,
+    /// No transaction: each statement sees what is committed when it runs.
+    Fresh,
 }
 
 /// Prepared statements of one connection, by SQL text. The synchronous client has no cache
@@ -35,7 +52,11 @@ impl PgTx<'_> {
         if let Some(s) = self.cache.get(sql) {
             return Ok(s.clone());
         }
-        let s = self.tx.prepare(sql).map_err(db_err)?;
+        let s = match &mut self.tx {
+            Conn::Tx(t) => t.prepare(sql),
+            Conn::Auto(c) => c.prepare(sql),
+        }
+        .map_err(db_err)?;
         if self.cache.len() > 512 {
             self.cache.clear();
         }
@@ -118,16 +139,22 @@ fn params(p: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
 impl Tx for PgTx<'_> {
     fn query(&mut self, sql: &str, p: &[Value]) -> Result<Vec<Row>, StoreError> {
         let stmt = self.statement(sql)?;
-        self.tx
-            .query(&stmt, &params(p))
-            .map_err(db_err)?
-            .iter()
-            .map(row_values)
-            .collect()
+        match &mut self.tx {
+            Conn::Tx(t) => t.query(&stmt, &params(p)),
+            Conn::Auto(c) => c.query(&stmt, &params(p)),
+        }
+        .map_err(db_err)?
+        .iter()
+        .map(row_values)
+        .collect()
     }
     fn execute(&mut self, sql: &str, p: &[Value]) -> Result<u64, StoreError> {
         let stmt = self.statement(sql)?;
-        self.tx.execute(&stmt, &params(p)).map_err(db_err)
+        match &mut self.tx {
+            Conn::Tx(t) => t.execute(&stmt, &params(p)),
+            Conn::Auto(c) => c.execute(&stmt, &params(p)),
+        }
+        .map_err(db_err)
     }
     fn engine(&self) -> Engine {
         Engine::Postgres
@@ -152,7 +179,7 @@ impl PgStore {
         })
     }
 
-    async fn run<T, E, F>(&self, read_only: bool, f: F) -> Result<T, E>
+    async fn run<T, E, F>(&self, mode: Mode, f: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: TxError,
@@ -174,17 +201,29 @@ impl PgStore {
                 _ => (connect(&url).map_err(E::from)?, StatementCache::new()),
             };
             let result = (|| {
+                if mode == Mode::Fresh {
+                    let mut pg = PgTx {
+                        tx: Conn::Auto(&mut client),
+                        cache: &mut cache,
+                    };
+                    return f(&mut pg);
+                }
                 let mut builder = client.build_transaction();
-                if read_only {
+                if mode == Mode::Read {
                     // One snapshot for every statement of the closure (lists, exports).
                     builder = builder
                         .read_only(true)
                         .isolation_level(postgres::IsolationLevel::RepeatableRead);
                 }
                 let tx = builder.start().map_err(|e| E::from(db_err(e)))?;
-                let mut pg = PgTx { tx, cache: &mut cache };
+                let mut pg = PgTx {
+                    tx: Conn::Tx(tx),
+                    cache: &mut cache,
+                };
                 let r = f(&mut pg)?;
-                pg.tx.commit().map_err(|e| E::from(db_err(e)))?;
+                if let Conn::Tx(t) = pg.tx {
+                    t.commit().map_err(|e| E::from(db_err(e)))?;
+                }
                 Ok(r)
             })();
             if !client.is_closed()
@@ -230,7 +269,7 @@ impl PgStore {
         E: TxError,
         F: FnOnce(&mut dyn Tx) -> Result<T, E> + Send + 'static,
     {
-        self.run(false, f).await
+        self.run(Mode::Write, f).await
     }
 
     pub(crate) async fn read<T, E, F>(&self, f: F) -> Result<T, E>
@@ -239,7 +278,18 @@ impl PgStore {
         E: TxError,
         F: FnOnce(&mut dyn Tx) -> Result<T, E> + Send + 'static,
     {
-        self.run(true, f).await
+        self.run(Mode::Read, f).await
+    }
+
+    /// Runs reads outside any transaction: each statement sees the latest commit (no
+    /// BEGIN/COMMIT round trips; for hot paths whose statements need no common snapshot).
+    pub(crate) async fn read_fresh<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: TxError,
+        F: FnOnce(&mut dyn Tx) -> Result<T, E> + Send + 'static,
+    {
+        self.run(Mode::Fresh, f).await
     }
 }
 

@@ -62,6 +62,10 @@ impl<T: Into<Value>> From<Option<T>> for Value {
 pub struct Row(pub(crate) Vec<Value>);
 
 impl Row {
+    /// The columns from `from` on, as a row of their own (a joined query's second table).
+    pub fn tail(&self, from: usize) -> Row {
+        Row(self.0.get(from..).map(<[Value]>::to_vec).unwrap_or_default())
+    }
     fn at(&self, i: usize) -> Result<&Value, StoreError> {
         self.0.get(i).ok_or_else(|| StoreError::Shape(format!("no column {i}")))
     }

@@ -140,6 +140,7 @@ mod tests {
 
     fn event() -> Event {
         Event {
+            chain: None,
             seq: 7,
             at: "2026-01-02T03:04:05.000006Z".into(),
             actor_id: Some("usr_x".into()),
