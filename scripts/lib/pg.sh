@@ -29,10 +29,11 @@ pg_start() {
     chown postgres "$dir/pwfile"
     runuser -u postgres -- "$bin/initdb" -D "$dir/data" -U postgres --pwfile="$dir/pwfile" \
         --auth-local=trust --auth-host=scram-sha-256 >"$dir/initdb.log" 2>&1
-    # fsync=off only makes this throwaway cluster faster; credvault still asks for
-    # synchronous_commit=on in every session, which is what its durability rests on.
+    # fsync=off only makes this throwaway test cluster faster; credvault still asks for
+    # synchronous_commit=on in every session, which is what its durability rests on. The
+    # benchmark starts its cluster with PG_FSYNC=on (a command-line setting beats ALTER SYSTEM).
     runuser -u postgres -- "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null
+        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=${PG_FSYNC:-off} -c max_connections=300" start >/dev/null
     export PG_URL="postgres://postgres:pgtestpw@127.0.0.1:$port/postgres"
     export PG_DIR="$dir"
 }
