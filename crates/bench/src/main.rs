@@ -282,8 +282,8 @@ fn seed(
             let tx = c.transaction()?;
             {
                 let mut ins_c = tx.prepare(
-                    "INSERT INTO credentials (id, org_id, workspace_id, scope_key, name, type, variant, environment, labels, status, current_version, created_at, created_by, updated_at) \
-                     VALUES (?1, ?2, ?3, ?3, ?4, 'password', NULL, ?5, '{\"system\":\"filler\"}', 'active', 1, ?6, 'usr_bench', ?6)",
+                    "INSERT INTO credentials (id, org_id, workspace_id, scope_key, name, type, variant, environment, labels, status, current_version, created_at, created_by, updated_at, allowed_destinations) \
+                     VALUES (?1, ?2, ?3, ?3, ?4, 'password', NULL, ?5, '{\"system\":\"filler\"}', 'active', 1, ?6, 'usr_bench', ?6, '[]')",
                 )?;
                 let mut ins_v = tx.prepare(
                     "INSERT INTO credential_versions (credential_id, version, state, public_fields, secret_fields_set, created_at, created_by, state_changed_at) \
@@ -339,9 +339,9 @@ fn seed(
     if let Some(url) = postgres {
         let mut c = postgres::Client::connect(&url, postgres::NoTls)?;
         c.batch_execute(&format!(
-            "INSERT INTO credentials (id, org_id, workspace_id, scope_key, name, type, variant, environment, labels, status, current_version, created_at, created_by, updated_at) \
+            "INSERT INTO credentials (id, org_id, workspace_id, scope_key, name, type, variant, environment, labels, status, current_version, created_at, created_by, updated_at, allowed_destinations) \
              SELECT 'cred_z' || lpad(to_hex(i), 25, 'a'), '{org}', '{ws}', '{ws}', 'filler-' || i, 'password', NULL, (ARRAY['dev','staging','prod'])[1 + i % 3], \
-             '{{\"system\":\"filler\"}}', 'active', 1, {now}, 'usr_bench', {now} FROM generate_series(0, {} - 1) i;\
+             '{{\"system\":\"filler\"}}', 'active', 1, {now}, 'usr_bench', {now}, '[]' FROM generate_series(0, {} - 1) i;\
              INSERT INTO credential_versions (credential_id, version, state, public_fields, secret_fields_set, created_at, created_by, state_changed_at) \
              SELECT 'cred_z' || lpad(to_hex(i), 25, 'a'), 1, 'current', '{{}}', '[\"password\"]', {now}, 'usr_bench', {now} FROM generate_series(0, {} - 1) i;\
              INSERT INTO credential_labels (credential_id, key, value) SELECT 'cred_z' || lpad(to_hex(i), 25, 'a'), 'system', 'filler' FROM generate_series(0, {} - 1) i;\

@@ -21,7 +21,7 @@ use crate::audit::{self, ActorRef, Outcome};
 use crate::auth::{Scope, authorize};
 use crate::connections::{CONN_COLS, ConnRow, load_conn};
 use crate::context::{Actor, RequestCtx};
-use crate::credentials::{CRED_COLS, CredRow, SEALED_COLS, open_sealed_row};
+use crate::credentials::{CRED_COLS, CredRow, SEALED_COLS, load_cred, open_sealed_row};
 use crate::destinations::{Dns, check as check_destinations, holders, of_connection, refusal_details};
 use crate::error::{CoreError, CoreResult};
 use crate::settings::OrgSettings;
@@ -118,13 +118,16 @@ const CRED_AT: usize = CONN_WIDTH + 1;
 /// Where the version's state, timestamps and sealed columns start.
 const VERSION_AT: usize = CRED_AT + 21;
 
-/// Resolve's one read: connection, settings, credential, and the asked (or current) version.
-fn resolve_read() -> String {
+/// Resolve's one read: connection, settings, credential, and the asked (`$2`) or current
+/// version. Two statements rather than `COALESCE($2, …)`: a parameter in a join constraint
+/// makes SQLite (with STAT4 statistics) prepare the statement again at every bind.
+fn resolve_read(asked_version: bool) -> String {
+    let version = if asked_version { "$2" } else { "k.current_version" };
     format!(
         "SELECT {CONN_COLS}, o.settings, {}, v.state, v.state_changed_at, v.last_resolved_at, {} \
          FROM connections c JOIN orgs o ON o.id = c.org_id \
          LEFT JOIN credentials k ON k.id = c.credential_id \
-         LEFT JOIN credential_versions v ON v.credential_id = k.id AND v.version = COALESCE($2, k.current_version) \
+         LEFT JOIN credential_versions v ON v.credential_id = k.id AND v.version = {version} \
          WHERE c.id = $1",
         CRED_COLS.replace("c.", "k."),
         SEALED_COLS
@@ -133,6 +136,70 @@ fn resolve_read() -> String {
             .collect::<Vec<_>>()
             .join(", ")
     )
+}
+
+/// What a resolve reads before it decides: the connection, its organization's settings, its
+/// credential and the asked (or current) version's state, timestamps and sealed columns.
+struct Reads {
+    conn: ConnRow,
+    settings: OrgSettings,
+    cred: Option<CredRow>,
+    version: Option<credvault_store::Row>,
+}
+
+/// One joined statement on PostgreSQL (a round trip each costs more than the join); on SQLite,
+/// where statements are calls into the library, the plain lookups (SQLite re-prepares a
+/// joined statement whose plan its statistics tie to the bound values).
+fn read_for_resolve(tx: &mut dyn credvault_store::Tx, id: &str, asked: Option<i64>) -> CoreResult<Reads> {
+    if ConnectionId::parse(id).is_err() {
+        return Err(CoreError::NotFound { what: "connection" });
+    }
+    if tx.engine() == credvault_store::Engine::Sqlite {
+        let conn = load_conn(tx, id, false)?;
+        let settings = settings_of(tx, &conn.org_id, "connection")?;
+        let Some(cred_id) = conn.credential_id.clone() else {
+            return Ok(Reads {
+                conn,
+                settings,
+                cred: None,
+                version: None,
+            });
+        };
+        let cred = load_cred(tx, &cred_id, false)?;
+        let version = tx.query_opt(
+            &format!(
+                "SELECT state, state_changed_at, last_resolved_at, {SEALED_COLS} FROM credential_versions WHERE credential_id = $1 AND version = $2"
+            ),
+            &[cred_id.as_str().into(), asked.unwrap_or(cred.current_version).into()],
+        )?;
+        return Ok(Reads {
+            conn,
+            settings,
+            cred: Some(cred),
+            version,
+        });
+    }
+    let mut params = vec![id.into()];
+    params.extend(asked.map(Into::into));
+    let joined = tx
+        .query_opt(&resolve_read(asked.is_some()), &params)?
+        .ok_or(CoreError::NotFound { what: "connection" })?;
+    let conn = ConnRow::from_row(&joined)?;
+    let settings: OrgSettings = match joined.opt_text(CONN_WIDTH)? {
+        Some(text) => serde_json::from_str(&text)?,
+        None => return Err(CoreError::NotFound { what: "connection" }),
+    };
+    let cred = match joined.opt_text(CRED_AT)? {
+        Some(_) => Some(CredRow::from_row(&joined.tail(CRED_AT))?),
+        None => None,
+    };
+    let version = joined.opt_text(VERSION_AT)?.is_some().then(|| joined.tail(VERSION_AT));
+    Ok(Reads {
+        conn,
+        settings,
+        cred,
+        version,
+    })
 }
 
 /// Resolution of `last_used_at` on credentials, connections and pipelines (1 s).
@@ -267,17 +334,12 @@ impl Service {
             if ConnectionId::parse(&req.connection_id).is_err() {
                 return Err(CoreError::NotFound { what: "connection" });
             }
-            let joined = tx
-                .query_opt(
-                    &resolve_read(),
-                    &[req.connection_id.as_str().into(), req.version.into()],
-                )?
-                .ok_or(CoreError::NotFound { what: "connection" })?;
-            let c = ConnRow::from_row(&joined)?;
-            let settings: OrgSettings = match joined.opt_text(CONN_WIDTH)? {
-                Some(text) => serde_json::from_str(&text)?,
-                None => return Err(CoreError::NotFound { what: "connection" }),
-            };
+            let Reads {
+                conn: c,
+                settings,
+                cred: read_cred,
+                version: read_version,
+            } = read_for_resolve(tx, &req.connection_id, req.version)?;
             let (org, ws) = (c.org(), c.ws());
             let base = || {
                 c.draft("connection.resolve").details(serde_json::json!({
@@ -324,10 +386,10 @@ impl Service {
                     "no_credential",
                 ));
             };
-            if joined.opt_text(CRED_AT)?.as_deref() != Some(cred_id.as_str()) {
-                return Err(CoreError::NotFound { what: "credential" });
-            }
-            let cred = CredRow::from_row(&joined.tail(CRED_AT))?;
+            let cred = match read_cred {
+                Some(cred) if cred.id == cred_id => cred,
+                _ => return Err(CoreError::NotFound { what: "credential" }),
+            };
             let now = now_micros();
             match cred.status.as_str() {
                 "active" => {}
@@ -359,7 +421,7 @@ impl Service {
             }
             let version = req.version.unwrap_or(cred.current_version);
             // The version's state and sealed data came with the rest; opened only once usable.
-            let row = joined.opt_text(VERSION_AT)?.is_some().then(|| joined.tail(VERSION_AT));
+            let row = read_version;
             let usable = match &row {
                 Some(r) => match r.text(0)?.as_str() {
                     "current" => true,
@@ -544,7 +606,7 @@ mod tests {
     fn the_joined_reads_offsets_match_the_column_lists() {
         assert_eq!(CONN_COLS.split(',').count(), CONN_WIDTH);
         assert_eq!(CRED_COLS.split(',').count(), VERSION_AT - CRED_AT);
-        let sql = resolve_read();
+        let sql = resolve_read(false);
         let select = &sql[..sql.find(" FROM connections").unwrap_or(sql.len())];
         assert_eq!(
             select.split(',').count(),
