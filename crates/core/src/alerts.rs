@@ -154,6 +154,12 @@ impl Detectors {
         }
         let w = map.entry((signal, key.to_owned())).or_default();
         w.hits.push_back(now);
+        // Only the latest `count` hits decide whether `count` fell within the window: keep no
+        // more (a flood of 30,000 failures a second would otherwise grow this by millions of
+        // entries, copied under the lock every time the deque doubles).
+        while w.hits.len() > t.count as usize {
+            w.hits.pop_front();
+        }
         while w.hits.front().is_some_and(|h| now.duration_since(*h) >= window) {
             w.hits.pop_front();
         }
@@ -207,5 +213,21 @@ mod tests {
             .filter_map(|i| d.observe_at(Signal::AuthFailureIp, "10.0.0.2", t2 + Duration::from_millis(i)))
             .collect();
         assert_eq!(fired.len(), 1);
+    }
+
+    #[test]
+    fn a_flood_keeps_only_the_hits_that_decide() {
+        let d = Detectors::new(AlertConfig::default());
+        let t0 = Instant::now();
+        let fired = (0..100_000u64)
+            .filter(|i| {
+                d.observe_at(Signal::AuthFailureIp, "10.9.9.9", t0 + Duration::from_micros(i * 30))
+                    .is_some()
+            })
+            .count();
+        assert_eq!(fired, 1, "one alert per window");
+        let map = d.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let kept = map.values().map(|w| w.hits.len()).max().unwrap_or(0);
+        assert_eq!(kept, AlertConfig::default().auth_failures_per_ip.count as usize);
     }
 }
