@@ -9,7 +9,6 @@ use serde::Serialize;
 
 use credvault_core::CoreError;
 use credvault_domain::credential_types::FieldError;
-use credvault_store::StoreError;
 
 /// An error on its way to the client (boxed: it travels through every handler's `Result`).
 #[derive(Debug)]
@@ -156,8 +155,11 @@ impl From<CoreError> for ApiError {
             }
             CoreError::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
             CoreError::Unavailable { code, message } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message),
-            CoreError::Store(StoreError::Unavailable(cause)) => {
-                tracing::error!(%cause, "store unavailable");
+            other if other.store_unavailable().is_some() => {
+                tracing::error!(
+                    cause = other.store_unavailable().unwrap_or_default(),
+                    "store unavailable"
+                );
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",

@@ -139,3 +139,13 @@ impl Denial {
         }
     }
 }
+
+impl CoreError {
+    /// Why the store cannot be reached, when that is the error (the API answers 503 then).
+    pub fn store_unavailable(&self) -> Option<&str> {
+        match self {
+            CoreError::Store(StoreError::Unavailable(cause)) => Some(cause),
+            _ => None,
+        }
+    }
+}

@@ -37,6 +37,8 @@ pub use bootstrap::BootstrapOutput;
 pub use context::{Actor, ActorBinding, RequestCtx};
 pub use credentials::StatusOp;
 pub use credvault_connect::{Cidr, EgressPolicy};
+/// Random bytes from the OS and constant-time comparison, for the API's nonces and CSRF checks.
+pub use credvault_crypto::{ct_eq, random_bytes};
 pub use error::{CoreError, CoreResult};
 pub use reports::{CreateReview, ReportKind, ReportRequest, ReportStream, ReviewView};
 pub use resolve::{ResolveReport, ResolveRequest, Resolved};
@@ -146,7 +148,12 @@ impl Service {
         self.inner.store.read(audit::verify_all).await
     }
 
-    /// The store (for readiness checks and tools).
+    /// Whether the store answers (readiness).
+    pub async fn ping_store(&self) -> CoreResult<()> {
+        Ok(self.inner.store.ping().await?)
+    }
+
+    /// The store (for the command-line tools).
     pub fn store(&self) -> &Store {
         &self.inner.store
     }

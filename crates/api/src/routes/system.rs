@@ -242,7 +242,7 @@ async fn healthz() -> impl IntoResponse {
 /// Ready or not, and nothing more: sink details (errors may name a webhook URL) are for
 /// instance admins at `/v1/audit/sinks`.
 async fn readyz(State(s): State<AppState>) -> Response {
-    match s.service.store().ping().await {
+    match s.service.ping_store().await {
         Ok(()) => {
             let blocking = s.service.audit_gate().snapshot().iter().any(|(_, h)| h.blocking);
             let status = if blocking { "degraded" } else { "ready" };
@@ -260,7 +260,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    let ready = s.service.store().ping().await.is_ok();
+    let ready = s.service.ping_store().await.is_ok();
     let mut text = s.metrics.render(ready);
     let sinks = s.service.audit_gate().snapshot();
     if !sinks.is_empty() {

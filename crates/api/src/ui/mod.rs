@@ -482,7 +482,7 @@ pub(crate) struct UsedForms(std::sync::Mutex<std::collections::HashMap<String, s
 
 /// A hidden field with a fresh nonce that makes this form one-time (see [`UsedForms`]).
 pub(crate) fn once_field() -> Markup {
-    let nonce: String = credvault_crypto::random_bytes::<16>()
+    let nonce: String = credvault_core::random_bytes::<16>()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
@@ -624,7 +624,7 @@ async fn sign_in_page(
     let pre = cookie_value(&headers, pre_cookie_name(&state))
         .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
         .unwrap_or_else(|| {
-            credvault_crypto::random_bytes::<32>()
+            credvault_core::random_bytes::<32>()
                 .iter()
                 .map(|b| format!("{b:02x}"))
                 .collect()
@@ -671,7 +671,7 @@ async fn sign_in(
 ) -> Response {
     // Login CSRF: the form must echo the pre-session cookie it was served with.
     let pre_ok = match (cookie_value(&headers, pre_cookie_name(&state)), form.get("_pre")) {
-        (Some(c), Some(f)) => credvault_crypto::ct_eq(c.as_bytes(), f.as_bytes()),
+        (Some(c), Some(f)) => credvault_core::ct_eq(c.as_bytes(), f.as_bytes()),
         _ => false,
     };
     if !pre_ok {
