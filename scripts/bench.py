@@ -108,11 +108,16 @@ def wrk(base, lua, c, env, dur=None):
     dur = int(dur or DUR)
     out = subprocess.run(["wrk", f"-t{min(c, 2)}", f"-c{c}", f"-d{dur}s", "--timeout", "10s", "-s", os.path.join(ROOT, "bench", "wrk", lua), base],
                          capture_output=True, text=True, env=dict(os.environ, **env), check=True).stdout
-    line = next(l for l in out.splitlines() if l.startswith("SUMMARY"))
-    r = {k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
+    r = wrk_summary(out)
     r["errors"] = r.pop("errors_status") + r.pop("errors_timeout")
     log(f"    wrk {lua:11} c={c:<3} {r['rps']:9.0f}/s  p50 {r['p50_us']:7.0f}us  p99 {r['p99_us']:7.0f}us  (errors {r['errors']:.0f})")
     return r
+
+
+def wrk_summary(out):
+    """The numbers of the SUMMARY line bench/wrk/summary.lua prints."""
+    line = next(l for l in out.splitlines() if l.startswith("SUMMARY"))
+    return {k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
 
 
 def ensure_wrk():
@@ -234,8 +239,7 @@ def two_nodes(first, db_url, ids, worker):
                                  stdout=subprocess.PIPE, text=True, env=env) for b in (first.base, second.base)]
         sums = []
         for p in runs:
-            line = next(l for l in p.communicate()[0].splitlines() if l.startswith("SUMMARY"))
-            sums.append({k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])})
+            sums.append(wrk_summary(p.communicate()[0]))
         second.stop()
         r = {"rps": sum(x["rps"] for x in sums), "p50_us": max(x["p50_us"] for x in sums), "p99_us": max(x["p99_us"] for x in sums),
              "errors": sum(x["errors_status"] + x["errors_timeout"] for x in sums), "per_node_rps": [x["rps"] for x in sums]}

@@ -155,11 +155,8 @@ impl From<CoreError> for ApiError {
             }
             CoreError::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
             CoreError::Unavailable { code, message } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message),
-            other if other.store_unavailable().is_some() => {
-                tracing::error!(
-                    cause = other.store_unavailable().unwrap_or_default(),
-                    "store unavailable"
-                );
+            ref other if let Some(cause) = other.store_unavailable() => {
+                tracing::error!(%cause, "store unavailable");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",

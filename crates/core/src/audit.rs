@@ -63,13 +63,6 @@ pub fn chain_org(chain: &str) -> &str {
     chain.split_once('#').map_or(chain, |(org, _)| org)
 }
 
-/// The heads of an organization's chains (shard 0 and every `{org}#k`).
-const ORG_HEADS: &str = "FROM audit_heads WHERE org = $1";
-
-fn org_head_params(org: &str) -> [Value; 1] {
-    [org.into()]
-}
-
 /// Opens the missing shards of an organization (up to the configured number): shard 0 is
 /// locked first, the new heads are created (nobody else sees them before commit) and their
 /// names are recorded in shard 0 by one `audit.shards_opened` event. Returns how many were
@@ -80,7 +73,7 @@ pub fn open_shards(tx: &mut dyn Tx, org: &str) -> CoreResult<usize> {
         return Ok(0);
     }
     let count = |tx: &mut dyn Tx| -> CoreResult<Vec<String>> {
-        tx.query(&format!("SELECT chain {ORG_HEADS}"), &org_head_params(org))?
+        tx.query("SELECT chain FROM audit_heads WHERE org = $1", &[org.into()])?
             .iter()
             .map(|r| Ok(r.text(0)?))
             .collect()
@@ -407,16 +400,14 @@ fn lock_head(tx: &mut dyn Tx, org: &str, chain: Option<&str>) -> CoreResult<(Str
     if chain.is_none() && org != INSTANCE_CHAIN && tx.engine() == Engine::Postgres {
         // One round trip: a free head, locked, and the sequence number (drawn once, for the
         // one row the inner query returns — none when every head is busy).
-        let free = format!(
-            "SELECT h.chain, h.hash, nextval('audit_seq') FROM \
-             (SELECT chain, hash {ORG_HEADS} ORDER BY random() LIMIT 1 FOR UPDATE SKIP LOCKED) h"
-        );
-        if let Some(r) = tx.query_opt(&free, &org_head_params(org))? {
+        const FREE: &str = "SELECT h.chain, h.hash, nextval('audit_seq') FROM \
+             (SELECT chain, hash FROM audit_heads WHERE org = $1 ORDER BY random() LIMIT 1 FOR UPDATE SKIP LOCKED) h";
+        if let Some(r) = tx.query_opt(FREE, &[org.into()])? {
             return Ok((r.text(0)?, r.bytes(1)?, Some(r.int(2)?)));
         }
         // Every shard is busy (or none exists yet): wait for one of those that exist.
-        let any = format!("SELECT chain {ORG_HEADS} ORDER BY random() LIMIT 1");
-        if let Some(r) = tx.query_opt(&any, &org_head_params(org))? {
+        const ANY: &str = "SELECT chain FROM audit_heads WHERE org = $1 ORDER BY random() LIMIT 1";
+        if let Some(r) = tx.query_opt(ANY, &[org.into()])? {
             let name = r.text(0)?;
             let r = tx.query_one(
                 "SELECT hash FROM audit_heads WHERE chain = $1 FOR UPDATE",
@@ -465,16 +456,10 @@ pub fn append_to(
     match tx.engine() {
         // The event and its head in one round trip.
         Engine::Postgres => {
-            tx.execute(
-                &format!(
-                    "WITH e AS ({INSERT_EVENT} {}) UPDATE audit_heads SET last_seq = $1, hash = $17 WHERE chain = $2",
-                    value_marks(1, 1)
-                ),
-                &params,
-            )?;
+            tx.execute(&INSERT_ONE_WITH_HEAD, &params)?;
         }
         Engine::Sqlite => {
-            tx.execute(&format!("{INSERT_EVENT} {}", value_marks(1, 1)), &params)?;
+            tx.execute(&INSERT_ONE, &params)?;
             tx.execute(
                 "UPDATE audit_heads SET last_seq = $1, hash = $2 WHERE chain = $3",
                 &[seq.into(), Value::Bytes(hash), chain.into()],
@@ -486,6 +471,18 @@ pub fn append_to(
 
 const INSERT_EVENT: &str = "INSERT INTO audit_events (seq, chain, at, org_id, workspace_id, actor_id, actor_kind, action, \
      target_type, target_id, outcome, source_ip, user_agent, request_id, details, prev_hash, hash) VALUES";
+
+/// One event (SQLite; the head is updated apart).
+static INSERT_ONE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{INSERT_EVENT} {}", value_marks(1, 1)));
+
+/// One event and its head in one statement (PostgreSQL).
+static INSERT_ONE_WITH_HEAD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH e AS ({INSERT_EVENT} {}) UPDATE audit_heads SET last_seq = $1, hash = $17 WHERE chain = $2",
+        value_marks(1, 1)
+    )
+});
 
 /// Columns of an `audit_events` row.
 const EVENT_PARAMS: usize = 17;
@@ -750,13 +747,19 @@ impl StoredEvent {
 
 impl Event {
     /// Back to the stored form, to re-hash an exported event.
+    /// The chain the event is on: its shard when it names one, else its organization's own
+    /// chain (or the instance chain).
+    pub fn chain_name(&self) -> String {
+        self.chain
+            .clone()
+            .or_else(|| self.org_id.clone())
+            .unwrap_or_else(|| INSTANCE_CHAIN.to_owned())
+    }
+
     fn to_stored(&self) -> Option<StoredEvent> {
         Some(StoredEvent {
             seq: self.seq,
-            chain: match &self.chain {
-                Some(c) => c.clone(),
-                None => self.org_id.clone().unwrap_or_else(|| INSTANCE_CHAIN.to_owned()),
-            },
+            chain: self.chain_name(),
             at: credvault_domain::time::parse_rfc3339(&self.at)?,
             org_id: self.org_id.clone(),
             workspace_id: self.workspace_id.clone(),

@@ -121,8 +121,13 @@ const VERSION_AT: usize = CRED_AT + 21;
 /// Resolve's one read: connection, settings, credential, and the asked (`$2`) or current
 /// version. Two statements rather than `COALESCE($2, …)`: a parameter in a join constraint
 /// makes SQLite (with STAT4 statistics) prepare the statement again at every bind.
-fn resolve_read(asked_version: bool) -> String {
-    let version = if asked_version { "$2" } else { "k.current_version" };
+fn resolve_read(asked_version: bool) -> &'static str {
+    static SQL: std::sync::LazyLock<[String; 2]> =
+        std::sync::LazyLock::new(|| [resolve_read_sql("k.current_version"), resolve_read_sql("$2")]);
+    &SQL[usize::from(asked_version)]
+}
+
+fn resolve_read_sql(version: &str) -> String {
     format!(
         "SELECT {CONN_COLS}, o.settings, {}, v.state, v.state_changed_at, v.last_resolved_at, {} \
          FROM connections c JOIN orgs o ON o.id = c.org_id \
@@ -182,7 +187,7 @@ fn read_for_resolve(tx: &mut dyn credvault_store::Tx, id: &str, asked: Option<i6
     let mut params = vec![id.into()];
     params.extend(asked.map(Into::into));
     let joined = tx
-        .query_opt(&resolve_read(asked.is_some()), &params)?
+        .query_opt(resolve_read(asked.is_some()), &params)?
         .ok_or(CoreError::NotFound { what: "connection" })?;
     let conn = ConnRow::from_row(&joined)?;
     let settings: OrgSettings = match joined.opt_text(CONN_WIDTH)? {

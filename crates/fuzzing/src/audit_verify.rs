@@ -19,7 +19,7 @@ use base64::Engine as _;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use credvault_core::audit::{Event, INSTANCE_CHAIN, verify_exported};
+use credvault_core::audit::{Event, verify_exported};
 use credvault_core::checkpoint;
 use credvault_domain::time::parse_rfc3339;
 
@@ -84,11 +84,7 @@ fn public_key() -> String {
 /// compact JSON in a fixed order (`Canonical` in crates/core/src/audit.rs; the replay test
 /// `sealing_reproduces_the_servers_hashes` checks this copy against the server's hashes).
 pub fn event_hash(prev: &[u8], e: &Event, at: i64) -> Option<Vec<u8>> {
-    let chain = e
-        .chain
-        .clone()
-        .or_else(|| e.org_id.clone())
-        .unwrap_or_else(|| INSTANCE_CHAIN.to_owned());
+    let chain = e.chain_name();
     let details = serde_json::to_string(&e.details).ok()?;
     let canonical = format!(
         "{{\"seq\":{},\"chain\":{},\"at\":{},\"org_id\":{},\"workspace_id\":{},\"actor_id\":{},\"actor_kind\":{},\
@@ -136,11 +132,7 @@ fn seal(items: &mut [Result<Event, String>], partial: bool, sign: bool) -> bool 
             must_verify = false;
             continue;
         };
-        let chain = e
-            .chain
-            .clone()
-            .or_else(|| e.org_id.clone())
-            .unwrap_or_else(|| INSTANCE_CHAIN.to_owned());
+        let chain = e.chain_name();
         let Some(at) = parse_rfc3339(&e.at) else {
             must_verify = false;
             continue;
