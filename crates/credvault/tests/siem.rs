@@ -3283,11 +3283,29 @@ async fn dead_letter(b: Backend) {
         ),
     );
     let srv = start(b, &cfg, &[]).await;
-    srv.database_credential(&srv.admin, "before", "pw-dl-1").await;
-    let bad = srv.database_credential(&srv.admin, &poison, "pw-dl-2").await;
+    // With `block` and a backlog limit of 20, a burst of creates may outrun the forwarder for
+    // a moment (503 audit_unavailable, the gate working as configured); each create waits for
+    // it to catch up. Were the poisoned event to stall the sink, the gate would stay closed
+    // and this would time out.
+    let create = |name: String, pw: &'static str| {
+        let srv = &srv;
+        async move {
+            let d = Deadline::new(30, format!("the gate to let {name} through"));
+            loop {
+                let body = json!({"name": name, "type": "database", "workspace_id": srv.ws_id, "environment": "prod",
+                                  "fields": {"username": "loader", "password": pw}});
+                let r = srv.post("/v1/credentials", &srv.admin, body).await;
+                if r.status != 503 {
+                    return r.ok(201);
+                }
+                d.tick(|| r.text.clone()).await;
+            }
+        }
+    };
+    create("before".into(), "pw-dl-1").await;
+    let bad = create(poison.clone(), "pw-dl-2").await;
     for i in 0..30 {
-        srv.database_credential(&srv.admin, &format!("after-{i}"), "pw-dl-3")
-            .await;
+        create(format!("after-{i}"), "pw-dl-3").await;
     }
     let poisoned: Vec<i64> = journal(&srv)
         .await
