@@ -49,10 +49,20 @@ def positive_data_acceptance_or_documented_refusal(ctx, response, case):
 # itself, so a seed still reproduces a run) become the server's own default organization and
 # workspace, whose IDs scripts/lib/schemathesis.sh passes in the environment.
 import os
+import re
 
 _REAL = {
     "org_id": os.environ.get("CREDVAULT_SCHEMATHESIS_ORG_ID"),
     "workspace_id": os.environ.get("CREDVAULT_SCHEMATHESIS_WS_ID"),
+}
+
+
+# Only a well-formed ID is swapped: a value the negative phases broke on purpose (a suffix, a
+# wrong prefix) must reach the server as generated, or a schema-violating request would turn
+# into a valid one and be "accepted".
+_WELL_FORMED = {
+    "org_id": re.compile(r"org_[a-z2-7]{26}"),
+    "workspace_id": re.compile(r"ws_[a-z2-7]{26}"),
 }
 
 
@@ -61,7 +71,12 @@ def _realize(d):
         return d
     for key, real in _REAL.items():
         value = d.get(key)
-        if real and isinstance(value, str) and value and ord(value[-1]) % 2 == 0:
+        if (
+            real
+            and isinstance(value, str)
+            and _WELL_FORMED[key].fullmatch(value)
+            and ord(value[-1]) % 2 == 0
+        ):
             d[key] = real
     return d
 

@@ -176,6 +176,7 @@ fn semantic_errors(op: &str) -> &'static [(u16, &'static str, &'static str)] {
             ),
         ],
         "deleteCredential" => &[(422, "reason_required", "purge=true needs a reason of 1–1024 bytes")],
+        "testCredential" => &[(422, "not_found", "version names no version of the credential")],
         "listAuditEvents" => &[(422, "conflicting_parameters", "cursor and after_seq were both given")],
         "resolve" => &[(
             422,
@@ -195,6 +196,49 @@ fn semantic_errors(op: &str) -> &'static [(u16, &'static str, &'static str)] {
                 "not_in_current_version",
                 "a kept field is not in the current version",
             ),
+        ],
+        "createConnection" | "attachCredential" => &[
+            (
+                422,
+                "not_found",
+                "credential_id names no credential visible from the connection's workspace",
+            ),
+            (
+                422,
+                "credential_type_mismatch",
+                "the credential's type and variant do not fit the connection's kind",
+            ),
+            (
+                422,
+                "override_reason_required",
+                "the credential's environment differs from the connection's and no override_reason was given",
+            ),
+        ],
+        "setPassword" => &[(
+            422,
+            "not_a_user",
+            "the principal is a service account (service accounts use tokens)",
+        )],
+        "offboardPrincipal" => &[
+            (
+                422,
+                "not_found",
+                "transfer_to names no active service account of the organization",
+            ),
+            (422, "not_a_service_account", "transfer_to names a user"),
+            (
+                422,
+                "same_principal",
+                "transfer_to names the principal being offboarded",
+            ),
+        ],
+        "oauthAuthorize" => &[
+            (
+                422,
+                "not_found",
+                "as names no active service account of the organization",
+            ),
+            (422, "not_a_service_account", "as names a user"),
         ],
         "createPipeline" | "patchPipeline" => &[(
             422,
@@ -220,10 +264,13 @@ fn responses(r: &RouteDoc) -> Value {
         .iter()
         .map(|c| ((*c).to_owned(), json!({"schema": {}})))
         .collect();
-    out.insert(
-        r.success.to_string(),
-        json!({"description": "success", "content": content}),
-    );
+    // 204 has no body (RFC 9110 §15.3.5): no content to describe.
+    let success = if r.success == 204 {
+        json!({"description": "success (no content)"})
+    } else {
+        json!({"description": "success", "content": content})
+    };
+    out.insert(r.success.to_string(), success);
     let has_input = r.body.is_some() || !r.query.is_empty() || r.path.contains('{');
     if r.auth || has_input {
         out.insert(

@@ -1297,6 +1297,10 @@ fn check_keep(fields: &Json, keep: &[String]) -> CoreResult<()> {
 /// version's public (non-secret) fields, which the new version must repeat unchanged (see
 /// `create_version`).
 fn carry_over(tx: &mut dyn Tx, keyring: &Keyring, c: &CredRow, fields: &mut Json, keep: &[String]) -> CoreResult<Json> {
+    // `null` stands for no fields where the variant has no required one (the document allows it).
+    if fields.is_null() {
+        *fields = Json::Object(serde_json::Map::new());
+    }
     let Json::Object(target) = fields else {
         return Err(CoreError::invalid("fields", "invalid_type", "must be an object"));
     };

@@ -948,6 +948,13 @@ async fn the_openapi_document_covers_every_route_and_metrics_count_requests() {
             .collect::<Vec<_>>(),
         ["text/plain; version=0.0.4"]
     );
+    // A 204 has no body, so it documents no content.
+    let set_password = op("/v1/principals/{id}/password", "put");
+    assert!(set_password["responses"]["204"].is_object(), "{set_password}");
+    assert!(
+        set_password["responses"]["204"].get("content").is_none(),
+        "{set_password}"
+    );
     let callback = op("/v1/oauth/callback", "get");
     assert!(callback["responses"]["400"]["content"]["text/html; charset=utf-8"].is_object());
     assert_eq!(callback["x-semantic-errors"][0]["status"], 400);

@@ -262,6 +262,16 @@ async fn remove(
     p: Params,
 ) -> ApiResult<axum::response::Response> {
     p.allow(&["purge", "reason"])?;
+    // The document's bound (characters), checked with or without purge: a value outside what
+    // the document allows is refused, never silently ignored.
+    if p.get("reason")?.is_some_and(|r| r.chars().count() > 1024) {
+        return Err(crate::error::ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too_long",
+            "reason: at most 1024 characters",
+        )
+        .field("reason"));
+    }
     match p.get("purge")?.as_deref() {
         None | Some("false") => {
             Ok(axum::Json(s.service.set_status(&ctx, &a, &id, StatusOp::Delete).await?).into_response())
