@@ -474,9 +474,16 @@ impl Watch {
     }
 }
 
+/// Full batches taken in a row before a shrunken batch size doubles again.
+const GROW_AFTER: u32 = 8;
+
 async fn run_sink(store: Store, cfg: SinkConfig, gate: AuditGate, node: String) {
     let name = cfg.name.clone();
-    let limit = cfg.batch_size.unwrap_or(500).clamp(1, 5000);
+    let configured = cfg.batch_size.unwrap_or(500).clamp(1, 5000);
+    // Shrinks when the receiver refuses a batch for its size, grows back (doubling) after
+    // GROW_AFTER full batches in a row were taken.
+    let mut limit = configured;
+    let mut full_batches = 0u32;
     let max_backlog = cfg.max_backlog.unwrap_or(100_000);
     let mut backoff = Duration::from_millis(250);
     let mut sink: Option<sinks::Sink> = None;
@@ -543,6 +550,13 @@ async fn run_sink(store: Store, cfg: SinkConfig, gate: AuditGate, node: String) 
                     tracing::error!(sink = %name, error = %e, "cannot advance the sink cursor (events will be re-sent)");
                 }
                 let count = batch.events.len() as u64;
+                if count as i64 >= limit && limit < configured {
+                    full_batches += 1;
+                    if full_batches >= GROW_AFTER {
+                        limit = (limit * 2).min(configured);
+                        full_batches = 0;
+                    }
+                }
                 gate.update(&name, |h| {
                     h.delivered += count;
                     h.delivered_seq = seq;
@@ -557,7 +571,19 @@ async fn run_sink(store: Store, cfg: SinkConfig, gate: AuditGate, node: String) 
                 // The receiver refuses some event of this batch for good: find it, park it
                 // (with an alert), deliver the rest, and move on — never retry it forever.
                 let Some(s) = sink.as_mut() else { continue };
-                let (handled, parked, transient) = deliver_isolating(s, &batch.events).await;
+                let Isolated {
+                    handled,
+                    parked,
+                    transient,
+                    largest_delivered,
+                } = deliver_isolating(s, &batch.events).await;
+                // The receiver took at most this many at once: ask for no more until it has
+                // taken that many in a row a few times (a size limit, not one bad event).
+                if largest_delivered > 0 && (largest_delivered as i64) < limit {
+                    tracing::info!(sink = %name, from = limit, to = largest_delivered, "audit sink refuses large batches; smaller batches from now on");
+                    limit = largest_delivered as i64;
+                    full_batches = 0;
+                }
                 let cursor = if handled == batch.events.len() {
                     batch.next_cursor
                 } else {
@@ -597,22 +623,60 @@ async fn run_sink(store: Store, cfg: SinkConfig, gate: AuditGate, node: String) 
     }
 }
 
-/// Delivers `events` one at a time after a batch was refused for good: returns how many were
-/// handled (delivered or refused for good, in order), the refused ones (`seq`, why), and the
-/// transient error that stopped it early, if one did.
-async fn deliver_isolating(
-    sink: &mut sinks::Sink,
-    events: &[crate::audit::Event],
-) -> (usize, Vec<(i64, String)>, Option<sinks::SinkError>) {
-    let mut parked = Vec::new();
-    for (i, e) in events.iter().enumerate() {
-        match sink.deliver(std::slice::from_ref(e)).await {
-            Ok(()) => {}
-            Err(err) if err.permanent => parked.push((e.seq, err.message)),
-            Err(err) => return (i, parked, Some(err)),
+/// What [`deliver_isolating`] did with a batch the receiver refused for good.
+struct Isolated {
+    /// Events handled (delivered or parked), a prefix of the batch in journal order.
+    handled: usize,
+    /// The events refused for good on their own: (`seq`, why).
+    parked: Vec<(i64, String)>,
+    /// The transient error that stopped it early, if one did.
+    transient: Option<sinks::SinkError>,
+    /// The largest run of events the receiver took in one delivery (0 if none).
+    largest_delivered: usize,
+}
+
+/// Delivers `events` after the whole batch was refused for good, by halves: a refused run is
+/// split in two and each half tried in order, down to single events, which are parked. A
+/// receiver that refuses a batch for its size (a webhook's 413) so gets runs it takes —
+/// `log2(batch)` extra requests, not one request per event — and a single bad event costs
+/// as many. Order is kept: a run is tried only after every event before it was handled.
+async fn deliver_isolating(sink: &mut sinks::Sink, events: &[crate::audit::Event]) -> Isolated {
+    let mut out = Isolated {
+        handled: 0,
+        parked: Vec::new(),
+        transient: None,
+        largest_delivered: 0,
+    };
+    // Runs still to try, the next one last; the whole batch was refused already.
+    let mut todo: Vec<std::ops::Range<usize>> = Vec::new();
+    let half = events.len() / 2;
+    todo.push(half..events.len());
+    todo.push(0..half);
+    while let Some(run) = todo.pop() {
+        let Some(part) = events.get(run.clone()).filter(|p| !p.is_empty()) else {
+            continue;
+        };
+        match sink.deliver(part).await {
+            Ok(()) => {
+                out.handled = run.end;
+                out.largest_delivered = out.largest_delivered.max(part.len());
+            }
+            Err(err) if err.permanent && part.len() == 1 => {
+                out.parked.push((part[0].seq, err.message));
+                out.handled = run.end;
+            }
+            Err(err) if err.permanent => {
+                let mid = run.start + part.len() / 2;
+                todo.push(mid..run.end);
+                todo.push(run.start..mid);
+            }
+            Err(err) => {
+                out.transient = Some(err);
+                break;
+            }
         }
     }
-    (events.len(), parked, None)
+    out
 }
 
 /// Records parked events (kept in the journal, listed for admins, each with an
