@@ -368,23 +368,19 @@ fn insert_version(
     by: &str,
     now: i64,
 ) -> CoreResult<()> {
-    tx.execute(
-        "INSERT INTO credential_versions (credential_id, version, state, kek_id, wrapped_key, ciphertext, public_fields, \
-         secret_fields_set, created_at, created_by, state_changed_at, source_credential_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $9, $11)",
-        &[
-            cred.into(),
-            version.into(),
-            state.into(),
-            sealed.kek_id.as_str().into(),
-            Value::Bytes(sealed.wrapped_key.clone()),
-            Value::Bytes(sealed.ciphertext.clone()),
-            serde_json::to_string(&v.public)?.into(),
-            serde_json::to_string(&v.secret_fields_set)?.into(),
-            now.into(),
-            by.into(),
-            v.public.get("source_credential_id").and_then(Json::as_str).into(),
-        ],
+    credvault_store::versions::insert(
+        tx,
+        &credvault_store::versions::NewVersion {
+            credential_id: cred,
+            version,
+            state,
+            sealed,
+            public_fields: &serde_json::to_string(&v.public)?,
+            secret_fields_set: &serde_json::to_string(&v.secret_fields_set)?,
+            created_at: now,
+            created_by: by,
+            source_credential_id: v.public.get("source_credential_id").and_then(Json::as_str),
+        },
     )?;
     Ok(())
 }
@@ -1237,18 +1233,11 @@ pub(crate) fn open_sealed_row(
     at: usize,
     secrets: Option<&mut Vec<String>>,
 ) -> CoreResult<Json> {
-    let (Some(kek_id), Some(wrapped_key), Some(ciphertext)) =
-        (r.opt_text(at)?, r.opt_bytes(at + 1)?, r.opt_bytes(at + 2)?)
-    else {
+    let Some(sealed) = credvault_store::versions::sealed_at(r, at)? else {
         return Err(CoreError::conflict(
             "version_destroyed",
             "the keys of this version were destroyed",
         ));
-    };
-    let sealed = Sealed {
-        kek_id,
-        wrapped_key,
-        ciphertext,
     };
     let plain = keyring.open(
         &Binding {
@@ -1416,18 +1405,13 @@ pub(crate) fn reseal_current(
         c.current_version,
         SecretJson::new(validated.secret.expose().clone()),
     )?;
-    tx.execute(
-        "UPDATE credential_versions SET kek_id = $1, wrapped_key = $2, ciphertext = $3, public_fields = $4, secret_fields_set = $5 \
-         WHERE credential_id = $6 AND version = $7",
-        &[
-            sealed.kek_id.as_str().into(),
-            Value::Bytes(sealed.wrapped_key.clone()),
-            Value::Bytes(sealed.ciphertext.clone()),
-            serde_json::to_string(&validated.public)?.into(),
-            serde_json::to_string(&validated.secret_fields_set)?.into(),
-            c.id.as_str().into(),
-            c.current_version.into(),
-        ],
+    credvault_store::versions::reseal(
+        tx,
+        &c.id,
+        c.current_version,
+        &sealed,
+        &serde_json::to_string(&validated.public)?,
+        &serde_json::to_string(&validated.secret_fields_set)?,
     )?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use credvault_crypto::{Binding, Keyring, Sealed};
-use credvault_store::{Tx, Value};
+use credvault_store::Tx;
 
 use crate::Service;
 use crate::audit::{self, ActorRef, Draft};
@@ -140,7 +140,8 @@ impl Service {
                             credential_id: r.text(0)?,
                             version: r.int(1)?,
                             org_id: r.text(2)?,
-                            sealed: Sealed { kek_id: r.text(3)?, wrapped_key: r.bytes(4)?, ciphertext: r.bytes(5)? },
+                            sealed: credvault_store::versions::sealed_at(r, 3)?
+                                .ok_or_else(|| CoreError::Internal("a destroyed version in the re-wrap set".into()))?,
                         })
                     })
                     .collect()
@@ -172,16 +173,12 @@ impl Service {
                 let mut done = 0i64;
                 for (old, new) in &rewrapped {
                     // Only if nobody changed the row meanwhile (e.g. a purge).
-                    done += tx.execute(
-                        "UPDATE credential_versions SET kek_id = $1, wrapped_key = $2 \
-                         WHERE credential_id = $3 AND version = $4 AND kek_id = $5",
-                        &[
-                            new.kek_id.as_str().into(),
-                            Value::Bytes(new.wrapped_key.clone()),
-                            old.credential_id.as_str().into(),
-                            old.version.into(),
-                            old.sealed.kek_id.as_str().into(),
-                        ],
+                    done += credvault_store::versions::rewrap(
+                        tx,
+                        &old.credential_id,
+                        old.version,
+                        old.sealed.kek_id(),
+                        new,
                     )? as i64;
                 }
                 audit_instance(

@@ -199,11 +199,7 @@ impl Service {
 
 /// Destroys the key material of every version of a credential.
 fn destroy_versions(tx: &mut dyn Tx, cred: &str, now: Micros) -> CoreResult<i64> {
-    let n = tx.execute(
-        "UPDATE credential_versions SET kek_id = NULL, wrapped_key = NULL, ciphertext = NULL, state = 'revoked', \
-         state_changed_at = $1 WHERE credential_id = $2",
-        &[now.into(), cred.into()],
-    )?;
+    let n = credvault_store::versions::destroy_all(tx, cred, now)?;
     tx.execute(
         "UPDATE credentials SET status = 'purged', updated_at = $1 WHERE id = $2",
         &[now.into(), cred.into()],

@@ -5,9 +5,12 @@
 
 mod common;
 
+#[cfg(feature = "postgres-tests")]
 use std::time::{Duration, Instant};
 
-use common::{Backend, Scope, Server};
+#[cfg(feature = "postgres-tests")]
+use common::Backend;
+use common::{Scope, Server};
 use serde_json::json;
 
 /// Creates a service account with a token; returns (token ID, token).

@@ -47,14 +47,55 @@ pub struct Binding<'a> {
 /// Why three fields: `kek_id` says which keyring key can unwrap
 /// `wrapped_key` (the per-secret data key), which in turn decrypts
 /// `ciphertext`. Key rotation only rewrites `kek_id` and `wrapped_key`.
+///
+/// The fields are private: a `Sealed` comes from [`crate::Keyring::seal`] or
+/// [`crate::Keyring::rewrap`], or from the store's bytes through [`Sealed::from_stored`], which
+/// refuses anything not framed as this crate frames it. The store's secret columns accept only
+/// this type (`credvault_store::versions`), so no other bytes reach them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sealed {
     /// Id of the key encryption key that wrapped the data key (e.g. `"k2"`).
-    pub kek_id: String,
+    pub(crate) kek_id: String,
     /// `0x01 || nonce(12) || AES-256-GCM(KEK, DEK)` (61 bytes).
-    pub wrapped_key: Vec<u8>,
+    pub(crate) wrapped_key: Vec<u8>,
     /// `0x01 || nonce(12) || AES-256-GCM(DEK, plaintext) || tag`.
-    pub ciphertext: Vec<u8>,
+    pub(crate) ciphertext: Vec<u8>,
+}
+
+impl Sealed {
+    /// A sealed secret read back from storage. Checks the framing (version byte, lengths, a
+    /// key ID); whether it opens is [`crate::Keyring::open`]'s to say.
+    pub fn from_stored(kek_id: String, wrapped_key: Vec<u8>, ciphertext: Vec<u8>) -> Result<Sealed, CryptoError> {
+        if kek_id.is_empty() || kek_id.len() > 64 || !kek_id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(CryptoError::Malformed("sealed secret: key ID".to_owned()));
+        }
+        if wrapped_key.len() != WRAPPED_LEN || wrapped_key.first() != Some(&FRAME_VERSION) {
+            return Err(CryptoError::Malformed("sealed secret: wrapped key framing".to_owned()));
+        }
+        if ciphertext.len() < HEADER_LEN + TAG_LEN || ciphertext.first() != Some(&FRAME_VERSION) {
+            return Err(CryptoError::Malformed("sealed secret: ciphertext framing".to_owned()));
+        }
+        Ok(Sealed {
+            kek_id,
+            wrapped_key,
+            ciphertext,
+        })
+    }
+
+    /// The key encryption key's ID.
+    pub fn kek_id(&self) -> &str {
+        &self.kek_id
+    }
+
+    /// The wrapped data key (61 bytes).
+    pub fn wrapped_key(&self) -> &[u8] {
+        &self.wrapped_key
+    }
+
+    /// The framed ciphertext.
+    pub fn ciphertext(&self) -> &[u8] {
+        &self.ciphertext
+    }
 }
 
 /// Appends `bytes` with a u32 big-endian length prefix, so that adjacent

@@ -241,7 +241,10 @@ impl Store {
                 let overriding = if tx.engine() == Engine::Postgres && IDENTITY.contains(&t) { " OVERRIDING SYSTEM VALUE" } else { "" };
                 // `meta` and `audit_heads` rows may exist from migrations of the empty target.
                 let conflict = if t == "meta" || t == "audit_heads" { " ON CONFLICT DO NOTHING" } else { "" };
-                tx.execute(
+                // Rows as the backup holds them (sealed columns included: they were sealed
+                // when written, and the barrier is for statements, not restored rows).
+                tx.execute_inside(
+                    &crate::versions::Inside(()),
                     &format!("INSERT INTO {t} ({}){overriding} VALUES ({}){conflict}", cols.join(", "), marks.join(", ")),
                     &params,
                 )?;

@@ -18,6 +18,7 @@ mod migrations;
 mod postgres;
 mod sqlite;
 mod value;
+pub mod versions;
 
 use std::sync::Arc;
 
@@ -61,6 +62,9 @@ pub enum StoreError {
     /// A row did not have the expected shape (a bug or a foreign schema).
     #[error("unexpected row shape: {0}")]
     Shape(String),
+    /// A statement would write the sealed columns outside [`versions`] (a bug).
+    #[error("encryption barrier: {0}")]
+    Barrier(&'static str),
 }
 
 /// Errors that closures run by the store may return: anything the store can fail with must
@@ -72,8 +76,12 @@ impl<E: From<StoreError> + Send + 'static> TxError for E {}
 pub trait Tx {
     /// Runs a statement and returns its rows.
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError>;
-    /// Runs a statement and returns the number of rows it changed.
+    /// Runs a statement and returns the number of rows it changed. A statement that writes
+    /// the sealed columns is refused ([`versions`] is the way to them).
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError>;
+    /// [`Tx::execute`] without the barrier, for the store's own typed functions.
+    #[doc(hidden)]
+    fn execute_inside(&mut self, inside: &versions::Inside, sql: &str, params: &[Value]) -> Result<u64, StoreError>;
     /// Which engine this transaction runs on, for the few statements that differ.
     fn engine(&self) -> Engine;
 

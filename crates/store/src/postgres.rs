@@ -138,6 +138,7 @@ fn params(p: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
 
 impl Tx for PgTx<'_> {
     fn query(&mut self, sql: &str, p: &[Value]) -> Result<Vec<Row>, StoreError> {
+        crate::versions::check(sql)?;
         let stmt = self.statement(sql)?;
         match &mut self.tx {
             Conn::Tx(t) => t.query(&stmt, &params(p)),
@@ -149,6 +150,10 @@ impl Tx for PgTx<'_> {
         .collect()
     }
     fn execute(&mut self, sql: &str, p: &[Value]) -> Result<u64, StoreError> {
+        crate::versions::check(sql)?;
+        self.execute_inside(&crate::versions::Inside(()), sql, p)
+    }
+    fn execute_inside(&mut self, _: &crate::versions::Inside, sql: &str, p: &[Value]) -> Result<u64, StoreError> {
         let stmt = self.statement(sql)?;
         match &mut self.tx {
             Conn::Tx(t) => t.execute(&stmt, &params(p)),

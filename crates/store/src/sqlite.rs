@@ -67,6 +67,7 @@ fn to_sql(v: &Value) -> rusqlite::types::Value {
 
 impl Tx for SqliteTx<'_> {
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
+        crate::versions::check(sql)?;
         let sql = crate::to_sqlite_placeholders(sql);
         let mut stmt = self.conn.prepare_cached(&sql).map_err(db_err)?;
         let n = stmt.column_count();
@@ -92,6 +93,11 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+        crate::versions::check(sql)?;
+        self.execute_inside(&crate::versions::Inside(()), sql, params)
+    }
+
+    fn execute_inside(&mut self, _: &crate::versions::Inside, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
         let sql = crate::to_sqlite_placeholders(sql);
         let mut stmt = self.conn.prepare_cached(&sql).map_err(db_err)?;
         let n = stmt

@@ -187,6 +187,20 @@ async fn unique_violations_are_reported_as_such() {
     }
 }
 
+/// Organization `org_x` and its credential `cred_x` (no versions).
+fn org_and_credential(tx: &mut dyn Tx) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO orgs (id, name, settings, created_at) VALUES ('org_x', 'x', '{}', 1)",
+        &[],
+    )?;
+    tx.execute(
+        "INSERT INTO credentials (id, org_id, scope_key, name, type, environment, labels, status, current_version, created_at, created_by, updated_at) \
+         VALUES ('cred_x', 'org_x', 'org_x', 'c', 'password', 'dev', '{}', 'active', 1, 1, 'usr', 1)",
+        &[],
+    )?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_most_one_current_version_per_credential_is_enforced_by_the_schema() {
     for e in engines() {
@@ -194,12 +208,7 @@ async fn at_most_one_current_version_per_credential_is_enforced_by_the_schema() 
         let r = f
             .store
             .write(|tx: &mut dyn Tx| {
-                tx.execute("INSERT INTO orgs (id, name, settings, created_at) VALUES ('org_x', 'x', '{}', 1)", &[])?;
-                tx.execute(
-                    "INSERT INTO credentials (id, org_id, scope_key, name, type, environment, labels, status, current_version, created_at, created_by, updated_at) \
-                     VALUES ('cred_x', 'org_x', 'org_x', 'c', 'password', 'dev', '{}', 'active', 1, 1, 'usr', 1)",
-                    &[],
-                )?;
+                org_and_credential(tx)?;
                 for v in 1..=2i64 {
                     tx.execute(
                         "INSERT INTO credential_versions (credential_id, version, state, public_fields, secret_fields_set, created_at, created_by, state_changed_at) \
@@ -211,6 +220,92 @@ async fn at_most_one_current_version_per_credential_is_enforced_by_the_schema() 
             })
             .await;
         assert!(matches!(r, Err(StoreError::Unique(_))), "{e:?}: {r:?}");
+    }
+}
+
+/// The encryption barrier: the sealed columns take a `Sealed` through `versions`, and any
+/// other statement writing them is refused, on both engines (plain bytes never get there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_columns_are_written_only_through_the_typed_functions() {
+    use credvault_crypto::{Binding, Keyring};
+    use credvault_store::versions::{self, NewVersion};
+    let keyring = Keyring::generate();
+    let binding = Binding {
+        org_id: "org_x",
+        credential_id: "cred_x",
+        version: 1,
+    };
+    let sealed = keyring.seal(&binding, b"{\"password\":\"hunter2\"}").unwrap();
+    for e in engines() {
+        let f = fresh(e);
+        let s2 = sealed.clone();
+        let r = f
+            .store
+            .write(move |tx: &mut dyn Tx| {
+                org_and_credential(tx)?;
+                versions::insert(
+                    tx,
+                    &NewVersion {
+                        credential_id: "cred_x",
+                        version: 1,
+                        state: "current",
+                        sealed: &s2,
+                        public_fields: "{}",
+                        secret_fields_set: "[\"password\"]",
+                        created_at: 1,
+                        created_by: "usr",
+                        source_credential_id: None,
+                    },
+                )?;
+                // Plain bytes by any other statement: refused, whatever the spelling.
+                let plain = Value::Bytes(b"{\"password\":\"hunter2\"}".to_vec());
+                for sql in [
+                    "UPDATE credential_versions SET ciphertext = $1 WHERE credential_id = 'cred_x'",
+                    "update credential_versions set WRAPPED_KEY = $1 where credential_id = 'cred_x'",
+                ] {
+                    let refused = tx.execute(sql, std::slice::from_ref(&plain));
+                    assert!(matches!(refused, Err(StoreError::Barrier(_))), "{sql}: {refused:?}");
+                    let refused = tx.query(sql, std::slice::from_ref(&plain));
+                    assert!(matches!(refused, Err(StoreError::Barrier(_))), "{sql}: {refused:?}");
+                }
+                let refused = tx.execute(
+                    "INSERT INTO credential_versions (credential_id, version, state, kek_id, wrapped_key, ciphertext, public_fields, secret_fields_set, created_at, created_by, state_changed_at) \
+                     VALUES ('cred_x', 2, 'staged', 'k1', $1, $1, '{}', '[]', 1, 'usr', 1)",
+                    std::slice::from_ref(&plain),
+                );
+                assert!(matches!(refused, Err(StoreError::Barrier(_))), "{refused:?}");
+                // Reads pass, and what was written reads back as the same sealed secret.
+                let row = tx.query_one(
+                    &format!("SELECT {} FROM credential_versions WHERE credential_id = 'cred_x' AND version = 1 FOR UPDATE", versions::SEALED_COLS)
+                        .replace(" FOR UPDATE", tx.for_update()),
+                    &[],
+                )?;
+                versions::sealed_at(&row, 0)
+            })
+            .await;
+        let back = r.unwrap_or_else(|err| panic!("{e:?}: {err}"));
+        assert_eq!(back.as_ref(), Some(&sealed), "{e:?}");
+        assert_eq!(
+            &*keyring.open(&binding, &back.unwrap()).unwrap(),
+            b"{\"password\":\"hunter2\"}"
+        );
+        // A destroyed version reads back as None.
+        let n = f
+            .store
+            .write(|tx: &mut dyn Tx| {
+                versions::destroy_all(tx, "cred_x", 2)?;
+                let row = tx.query_one(
+                    &format!(
+                        "SELECT {} FROM credential_versions WHERE credential_id = 'cred_x'",
+                        versions::SEALED_COLS
+                    ),
+                    &[],
+                )?;
+                Ok::<_, StoreError>(versions::sealed_at(&row, 0)?.is_none())
+            })
+            .await
+            .unwrap();
+        assert!(n, "{e:?}");
     }
 }
 
