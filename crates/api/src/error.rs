@@ -5,6 +5,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use credvault_domain::problems::Code;
 use serde::Serialize;
 
 use credvault_core::CoreError;
@@ -17,7 +18,7 @@ pub struct ApiError(Box<Inner>);
 #[derive(Debug)]
 struct Inner {
     status: StatusCode,
-    code: &'static str,
+    code: Code,
     title: &'static str,
     detail: String,
     field: Option<String>,
@@ -45,7 +46,7 @@ struct Problem<'a> {
 
 impl ApiError {
     /// A problem with a status, code and human detail.
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
+    pub fn new(status: StatusCode, code: Code, detail: impl Into<String>) -> ApiError {
         ApiError(Box::new(Inner {
             status,
             code,
@@ -93,13 +94,13 @@ impl ApiError {
     }
 
     /// 400 for malformed input.
-    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> ApiError {
+    pub fn bad_request(code: Code, detail: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, detail)
     }
 
     /// 404.
     pub fn not_found(what: &str) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such {what}"))
+        ApiError::new(StatusCode::NOT_FOUND, Code::NotFound, format!("no such {what}"))
     }
 
     /// The HTTP status.
@@ -108,7 +109,7 @@ impl ApiError {
     }
 
     /// The stable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         self.0.code
     }
 }
@@ -118,14 +119,14 @@ impl From<CoreError> for ApiError {
         match e {
             CoreError::Unauthenticated => ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "unauthenticated",
+                Code::Unauthenticated,
                 "a valid bearer token is required",
             ),
             CoreError::NotFound { what } => ApiError::not_found(what),
             CoreError::Throttled { retry_after_secs } => {
                 let mut a = ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_failures",
+                    Code::TooManyFailures,
                     format!("too many failed authentications from this address; retry in {retry_after_secs} s"),
                 );
                 a.0.retry_after = Some(retry_after_secs);
@@ -133,7 +134,7 @@ impl From<CoreError> for ApiError {
             }
             CoreError::Forbidden { permission } => ApiError::new(
                 StatusCode::FORBIDDEN,
-                "forbidden",
+                Code::Forbidden,
                 format!("this needs the permission {}", permission.as_str()),
             ),
             CoreError::Denied(d) => ApiError::from(d.public_error()),
@@ -148,7 +149,7 @@ impl From<CoreError> for ApiError {
                     .map(|e| format!("{}: {}", e.field, e.message))
                     .collect::<Vec<_>>()
                     .join("; ");
-                let mut a = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_fields", detail);
+                let mut a = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, Code::InvalidFields, detail);
                 a.0.field = first;
                 a.0.errors = errors;
                 a
@@ -159,7 +160,7 @@ impl From<CoreError> for ApiError {
                 tracing::error!(%cause, "store unavailable");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
+                    Code::Unavailable,
                     "the store is unavailable; retry later",
                 )
             }
@@ -167,7 +168,7 @@ impl From<CoreError> for ApiError {
                 tracing::error!(error = %other, "internal error");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
+                    Code::Internal,
                     "internal error; the request ID identifies it in the server log",
                 )
             }
@@ -183,7 +184,7 @@ impl IntoResponse for ApiError {
             title: this.title,
             status: this.status.as_u16(),
             detail: &this.detail,
-            code: this.code,
+            code: this.code.as_str(),
             field: this.field.as_deref(),
             errors: &this.errors,
             request_id: this.request_id.as_deref(),

@@ -2,6 +2,7 @@
 //! body whose rejections are problem documents naming the field, and query parameters that
 //! refuse unknown keys.
 
+use credvault_domain::problems::Code;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -96,7 +97,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
         if !is_json {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                Code::UnsupportedMediaType,
                 "send the body as application/json",
             ));
         }
@@ -128,7 +129,7 @@ fn body_rejection(e: axum::extract::rejection::BytesRejection) -> ApiError {
     if body_timed_out(&e) {
         return ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
-            "body_timeout",
+            Code::BodyTimeout,
             format!(
                 "the request body did not arrive within {} s of its headers",
                 crate::serve::BODY_TIMEOUT.as_secs()
@@ -138,11 +139,11 @@ fn body_rejection(e: axum::extract::rejection::BytesRejection) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            Code::BodyTooLarge,
             "the request body is larger than the server accepts",
         );
     }
-    ApiError::bad_request("unreadable_body", "the request body could not be read")
+    ApiError::bad_request(Code::UnreadableBody, "the request body could not be read")
 }
 
 /// An optional JSON body: an empty body is `None`; anything else must be valid like [`Json`].
@@ -173,14 +174,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for MaybeJson<T> {
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
         return Err(ApiError::bad_request(
-            "malformed_json",
+            Code::MalformedJson,
             format!("the body is not valid JSON (line {}, column {})", e.line(), e.column()),
         ));
     }
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_field",
+            Code::InvalidField,
             "the body must be a JSON object",
         ));
     }
@@ -217,7 +218,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             .any(|p| raw.contains(p));
             if syntax {
                 return Err(ApiError::bad_request(
-                    "malformed_json",
+                    Code::MalformedJson,
                     format!(
                         "the body is not valid JSON (line {}, column {})",
                         inner.line(),
@@ -241,7 +242,7 @@ fn shape_error(path: String, raw: &str) -> ApiError {
         Some(f) if !msg.contains(f.as_str()) => format!("{f}: {msg}"),
         _ => msg,
     };
-    let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", detail);
+    let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, Code::InvalidField, detail);
     if let Some(f) = named {
         err = err.field(f);
     }
@@ -380,7 +381,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(Path(v)),
-            Err(_) => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource")),
+            Err(_) => Err(ApiError::new(StatusCode::NOT_FOUND, Code::NotFound, "no such resource")),
         }
     }
 }
@@ -402,7 +403,7 @@ impl Params {
         for (k, _) in &self.0 {
             if !allowed.contains(&k.as_str()) {
                 return Err(ApiError::bad_request(
-                    "unknown_parameter",
+                    Code::UnknownParameter,
                     format!("unknown query parameter `{k}`; accepted: {}", allowed.join(", ")),
                 )
                 .field(k.clone()));
@@ -415,7 +416,9 @@ impl Params {
         let mut it = self.0.iter().filter(|(k, _)| k == key);
         let first = it.next().map(|(_, v)| v.clone());
         if it.next().is_some() {
-            return Err(ApiError::bad_request("repeated_parameter", format!("`{key}` may be given once")).field(key));
+            return Err(
+                ApiError::bad_request(Code::RepeatedParameter, format!("`{key}` may be given once")).field(key),
+            );
         }
         Ok(first)
     }
@@ -432,7 +435,7 @@ impl Params {
         match self.get(key)? {
             None => Ok(None),
             Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).map(Some).ok_or_else(|| {
-                ApiError::bad_request("invalid_parameter", format!("`{key}` must be a positive integer")).field(key)
+                ApiError::bad_request(Code::InvalidParameter, format!("`{key}` must be a positive integer")).field(key)
             }),
         }
     }
@@ -457,7 +460,7 @@ mod tests {
         assert_eq!(b.v, serde_json::json!({"port": 5432, "x": 1.5}));
         assert_eq!(
             parse_json::<B>(br#"{"n": 2.5, "v": null}"#).err().unwrap().code(),
-            "invalid_field"
+            Code::InvalidField
         );
         // A duplicate key is refused on this path too (a `Value` would keep the last one).
         assert!(parse_json::<B>(br#"{"n": 2.0, "n": 3, "v": null}"#).is_err());

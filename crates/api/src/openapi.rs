@@ -8,6 +8,7 @@
 //! OAuth state, a type the organization disabled, a reference to another credential), the
 //! operation lists those problem codes in `x-semantic-errors`.
 
+use credvault_domain::problems::Code;
 use serde_json::{Map, Value, json};
 
 use credvault_domain::connectors::ConnectorKind;
@@ -159,90 +160,106 @@ fn query_param(op: &str, name: &str) -> Value {
 
 /// Problem codes a schema-valid request can still get: they depend on stored state, the
 /// clock, or a rule JSON Schema cannot state. (status, code or "" for any, why).
-fn semantic_errors(op: &str) -> &'static [(u16, &'static str, &'static str)] {
+fn semantic_errors(op: &str) -> &'static [(u16, Option<Code>, &'static str)] {
     match op {
         "oauthCallback" => &[(
             400,
-            "",
+            None,
             "the state is not a live authorization request of this server (an HTML page says why)",
         )],
-        "createToken" => &[(422, "in_the_past", "expires_at is not in the future")],
+        "createToken" => &[(422, Some(Code::InThePast), "expires_at is not in the future")],
         "createCredential" => &[
-            (422, "type_not_enabled", "the organization's settings disable the type"),
             (
                 422,
-                "invalid_reference",
+                Some(Code::TypeNotEnabled),
+                "the organization's settings disable the type",
+            ),
+            (
+                422,
+                Some(Code::InvalidReference),
                 "source_credential_id names this credential, a non-aws credential, or a chain longer than 5 hops",
             ),
         ],
-        "deleteCredential" => &[(422, "reason_required", "purge=true needs a reason of 1–1024 bytes")],
-        "testCredential" => &[(422, "not_found", "version names no version of the credential")],
-        "listAuditEvents" => &[(422, "conflicting_parameters", "cursor and after_seq were both given")],
+        "deleteCredential" => &[(
+            422,
+            Some(Code::ReasonRequired),
+            "purge=true needs a reason of 1–1024 bytes",
+        )],
+        "testCredential" => &[(422, Some(Code::NotFound), "version names no version of the credential")],
+        "listAuditEvents" => &[(
+            422,
+            Some(Code::ConflictingParameters),
+            "cursor and after_seq were both given",
+        )],
         "resolve" => &[(
             422,
-            "not_found",
+            Some(Code::NotFound),
             "pipeline_id names no pipeline (or one that does not use the connection)",
         )],
-        "patchConnection" => &[(422, "invalid_fields", "config is not one of the connection's own kind")],
+        "patchConnection" => &[(
+            422,
+            Some(Code::InvalidFields),
+            "config is not one of the connection's own kind",
+        )],
         "createVersion" | "rotateCredential" => &[
             (
                 422,
-                "invalid_fields",
+                Some(Code::InvalidFields),
                 "fields are not those of the credential's own type and variant",
             ),
-            (422, "kept_and_given", "a kept field is also given in fields"),
+            (422, Some(Code::KeptAndGiven), "a kept field is also given in fields"),
             (
                 422,
-                "not_in_current_version",
+                Some(Code::NotInCurrentVersion),
                 "a kept field is not in the current version",
             ),
         ],
         "createConnection" | "attachCredential" => &[
             (
                 422,
-                "not_found",
+                Some(Code::NotFound),
                 "credential_id names no credential visible from the connection's workspace",
             ),
             (
                 422,
-                "credential_type_mismatch",
+                Some(Code::CredentialTypeMismatch),
                 "the credential's type and variant do not fit the connection's kind",
             ),
             (
                 422,
-                "override_reason_required",
+                Some(Code::OverrideReasonRequired),
                 "the credential's environment differs from the connection's and no override_reason was given",
             ),
         ],
         "setPassword" => &[(
             422,
-            "not_a_user",
+            Some(Code::NotAUser),
             "the principal is a service account (service accounts use tokens)",
         )],
         "offboardPrincipal" => &[
             (
                 422,
-                "not_found",
+                Some(Code::NotFound),
                 "transfer_to names no active service account of the organization",
             ),
-            (422, "not_a_service_account", "transfer_to names a user"),
+            (422, Some(Code::NotAServiceAccount), "transfer_to names a user"),
             (
                 422,
-                "same_principal",
+                Some(Code::SamePrincipal),
                 "transfer_to names the principal being offboarded",
             ),
         ],
         "oauthAuthorize" => &[
             (
                 422,
-                "not_found",
+                Some(Code::NotFound),
                 "as names no active service account of the organization",
             ),
-            (422, "not_a_service_account", "as names a user"),
+            (422, Some(Code::NotAServiceAccount), "as names a user"),
         ],
         "createPipeline" | "patchPipeline" => &[(
             422,
-            "connection_not_found",
+            Some(Code::ConnectionNotFound),
             "connection_ids names a connection not in the pipeline's workspace",
         )],
         _ => &[],
@@ -304,7 +321,10 @@ fn responses(r: &RouteDoc) -> Value {
             d.push_str(
                 &sem.iter()
                     .filter(|(s, _, _)| *s == 422)
-                    .map(|(_, c, why)| format!("`{c}` ({why})"))
+                    .map(|(_, c, why)| match c {
+                        Some(c) => format!("`{c}` ({why})"),
+                        None => format!("any code ({why})"),
+                    })
                     .collect::<Vec<_>>()
                     .join(", "),
             );
@@ -475,8 +495,8 @@ pub fn document(routes: &[RouteDoc]) -> Value {
                 .iter()
                 .map(|(status, code, why)| {
                     let mut e = json!({"status": status, "why": why});
-                    if !code.is_empty() {
-                        e["code"] = (*code).into();
+                    if let Some(code) = code {
+                        e["code"] = code.as_str().into();
                     }
                     e
                 })
@@ -499,9 +519,11 @@ pub fn document(routes: &[RouteDoc]) -> Value {
         "openapi": "3.1.0",
         "info": {"title": "credvault", "version": env!("CARGO_PKG_VERSION"),
                  "description": "Credential store for data pipelines. Errors are RFC 9457 problem documents with a stable `code`. \
-                                 Operations list in `x-semantic-errors` the problem codes a schema-valid request can still get."},
+                                 Operations list in `x-semantic-errors` the problem codes a schema-valid request can still get; \
+                                 `x-problem-codes` lists every code with its meaning."},
         "paths": paths,
         "x-credential-types": credvault_domain::credential_types::types_json(&CredentialType::ALL),
+        "x-problem-codes": Code::ALL.iter().map(|c| json!({"code": c.as_str(), "description": c.doc()})).collect::<Vec<_>>(),
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": schemas(),
@@ -681,7 +703,9 @@ fn schemas() -> Value {
     let mut out = json!({
         "Problem": {"type": "object", "required": ["type", "title", "status", "code"], "properties": {
             "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-            "detail": {"type": "string"}, "code": {"type": "string"}, "field": {"type": "string"},
+            "detail": {"type": "string"},
+            "code": {"enum": Code::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(), "description": "one of `x-problem-codes`"},
+            "field": {"type": "string"},
             "errors": {"type": "array", "items": {"type": "object"}}, "request_id": {"type": "string"}}},
         "CreateOrg": {"type": "object", "required": ["name"], "additionalProperties": false, "properties": {"name": name()}},
         "CreateWorkspace": {"type": "object", "required": ["org_id", "name"], "additionalProperties": false,

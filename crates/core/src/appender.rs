@@ -14,6 +14,7 @@
 //! Nothing here caches state: a disable, detach, revoke or purge committed before a resolve's
 //! reads is seen by them, on every node.
 
+use credvault_domain::problems::Code;
 use std::sync::Arc;
 
 use credvault_store::{Engine, Store, Tx, Value};
@@ -130,7 +131,7 @@ impl Appender {
     pub(crate) async fn append(&self, p: Pending) -> CoreResult<i64> {
         let (tx, rx) = oneshot::channel();
         let gone = || CoreError::Unavailable {
-            code: "audit_unavailable",
+            code: Code::AuditUnavailable,
             message: "the audit record could not be written; nothing was released".into(),
         };
         self.queue.send((p, tx)).map_err(|_| gone())?;

@@ -1,6 +1,7 @@
 //! Reading the audit journal: filtered, paginated queries and chain verification, both
 //! behind `audit.read`.
 
+use credvault_domain::problems::Code;
 use std::sync::Arc;
 
 use credvault_domain::roles::Permission;
@@ -24,7 +25,7 @@ impl Service {
             (Some(_), Some(_)) => {
                 return Err(CoreError::invalid(
                     "after_seq",
-                    "conflicting_parameters",
+                    Code::ConflictingParameters,
                     "give cursor or after_seq, not both",
                 ));
             }
@@ -34,13 +35,15 @@ impl Service {
         let limit = self.page_limit(f.limit);
         let since = match &f.since {
             Some(s) => Some(
-                parse_rfc3339(s).ok_or_else(|| CoreError::invalid("since", "invalid_timestamp", "must be RFC 3339"))?,
+                parse_rfc3339(s)
+                    .ok_or_else(|| CoreError::invalid("since", Code::InvalidTimestamp, "must be RFC 3339"))?,
             ),
             None => None,
         };
         let until = match &f.until {
             Some(s) => Some(
-                parse_rfc3339(s).ok_or_else(|| CoreError::invalid("until", "invalid_timestamp", "must be RFC 3339"))?,
+                parse_rfc3339(s)
+                    .ok_or_else(|| CoreError::invalid("until", Code::InvalidTimestamp, "must be RFC 3339"))?,
             ),
             None => None,
         };
@@ -49,7 +52,7 @@ impl Service {
         {
             return Err(CoreError::invalid(
                 "outcome",
-                "invalid_outcome",
+                Code::InvalidOutcome,
                 "must be success, denied or error",
             ));
         }

@@ -7,6 +7,7 @@
 //! same environment — unless the organization allows overrides, in which case a written
 //! `override_reason` is required, audited, and listed in the overrides report.
 
+use credvault_domain::problems::Code;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -394,7 +395,7 @@ fn check_description(d: Option<&str>) -> CoreResult<()> {
     match d {
         Some(d) if d.len() > 4096 => Err(CoreError::invalid(
             "description",
-            "too_long",
+            Code::TooLong,
             "must be at most 4096 bytes",
         )),
         _ => Ok(()),
@@ -404,7 +405,11 @@ fn check_description(d: Option<&str>) -> CoreResult<()> {
 fn parse_kind(kind: &str) -> CoreResult<ConnectorKind> {
     ConnectorKind::parse(kind).ok_or_else(|| {
         let names: Vec<&str> = ConnectorKind::ALL.iter().map(|k| k.as_str()).collect();
-        CoreError::invalid("kind", "unknown_kind", format!("must be one of: {}", names.join(", ")))
+        CoreError::invalid(
+            "kind",
+            Code::UnknownKind,
+            format!("must be one of: {}", names.join(", ")),
+        )
     })
 }
 
@@ -425,7 +430,7 @@ fn check_attachment(
     }
     if cred.status != "active" {
         return Err(CoreError::conflict(
-            "credential_not_active",
+            Code::CredentialNotActive,
             format!(
                 "the credential is {}; only active credentials can be attached",
                 cred.status
@@ -436,7 +441,7 @@ fn check_attachment(
     if !kind.fits(ty, cred.variant.as_deref()) {
         return Err(CoreError::invalid(
             "credential_id",
-            "credential_type_mismatch",
+            Code::CredentialTypeMismatch,
             format!(
                 "a {}{} credential does not fit a {} connection; it takes: {}",
                 cred.ty,
@@ -451,7 +456,7 @@ fn check_attachment(
     }
     if !settings.allow_environment_override {
         return Err(CoreError::conflict(
-            "environment_mismatch",
+            Code::EnvironmentMismatch,
             format!(
                 "the credential is tagged `{}` but the connection is `{}`; this organization does not allow overrides",
                 cred.environment, conn_env
@@ -461,13 +466,17 @@ fn check_attachment(
     match override_reason.map(str::trim).filter(|r| !r.is_empty()) {
         None => Err(CoreError::invalid(
             "override_reason",
-            "override_reason_required",
+            Code::OverrideReasonRequired,
             format!(
                 "the credential is tagged `{}` but the connection is `{}`: give a written override_reason",
                 cred.environment, conn_env
             ),
         )),
-        Some(r) if r.len() > 1024 => Err(CoreError::invalid("override_reason", "too_long", "at most 1024 bytes")),
+        Some(r) if r.len() > 1024 => Err(CoreError::invalid(
+            "override_reason",
+            Code::TooLong,
+            "at most 1024 bytes",
+        )),
         Some(r) => Ok(Some(r.to_owned())),
     }
 }
@@ -630,7 +639,7 @@ fn check_pipeline_connections(tx: &mut dyn Tx, ws: &str, ids: &[ConnectionId]) -
             _ => {
                 return Err(CoreError::invalid(
                     format!("connection_ids[{i}]"),
-                    "connection_not_found",
+                    Code::ConnectionNotFound,
                     "no such connection in the pipeline's workspace",
                 ));
             }
@@ -642,7 +651,7 @@ fn check_pipeline_connections(tx: &mut dyn Tx, ws: &str, ids: &[ConnectionId]) -
     if out.len() > 500 {
         return Err(CoreError::invalid(
             "connection_ids",
-            "too_many",
+            Code::TooMany,
             "at most 500 connections per pipeline",
         ));
     }
@@ -652,7 +661,7 @@ fn check_pipeline_connections(tx: &mut dyn Tx, ws: &str, ids: &[ConnectionId]) -
 fn name_conflict(e: StoreError, what: &str) -> CoreError {
     match e {
         StoreError::Unique(_) => CoreError::conflict(
-            "name_taken",
+            Code::NameTaken,
             format!("a {what} with this name already exists in this workspace"),
         ),
         other => CoreError::Store(other),
@@ -667,8 +676,9 @@ impl Service {
         actor: &Arc<Actor>,
         req: CreateConnection,
     ) -> CoreResult<ConnectionView> {
-        check_name(&req.name).map_err(|m| CoreError::invalid("name", "invalid_name", m))?;
-        check_environment(&req.environment).map_err(|m| CoreError::invalid("environment", "invalid_environment", m))?;
+        check_name(&req.name).map_err(|m| CoreError::invalid("name", Code::InvalidName, m))?;
+        check_environment(&req.environment)
+            .map_err(|m| CoreError::invalid("environment", Code::InvalidEnvironment, m))?;
         check_description(req.description.as_deref())?;
         let kind = parse_kind(&req.kind)?;
         let config = validate_config(kind, req.config.clone()).map_err(CoreError::InvalidFields)?;
@@ -841,7 +851,7 @@ impl Service {
         p: PatchConnection,
     ) -> CoreResult<ConnectionView> {
         if let Some(n) = &p.name {
-            check_name(n).map_err(|m| CoreError::invalid("name", "invalid_name", m))?;
+            check_name(n).map_err(|m| CoreError::invalid("name", Code::InvalidName, m))?;
         }
         check_description(p.description.as_deref())?;
         self.with_dns(|dns| self.patch_connection_once(ctx, actor, id, p.clone(), dns))
@@ -944,7 +954,7 @@ impl Service {
             )?;
             if !users.is_empty() {
                 let names = users.iter().map(|r| r.text(0)).collect::<Result<Vec<_>, _>>()?;
-                return Err(CoreError::conflict("connection_in_use", format!("pipelines use this connection: {}", names.join(", "))));
+                return Err(CoreError::conflict(Code::ConnectionInUse, format!("pipelines use this connection: {}", names.join(", "))));
             }
             let view = c.view()?;
             tx.execute("DELETE FROM connections WHERE id = $1", &[id.as_str().into()])?;
@@ -1112,7 +1122,7 @@ impl Service {
         actor: &Arc<Actor>,
         req: CreatePipeline,
     ) -> CoreResult<PipelineView> {
-        check_name(&req.name).map_err(|m| CoreError::invalid("name", "invalid_name", m))?;
+        check_name(&req.name).map_err(|m| CoreError::invalid("name", Code::InvalidName, m))?;
         check_description(req.description.as_deref())?;
         let (a, ctx2) = (actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {
@@ -1222,7 +1232,7 @@ impl Service {
         p: PatchPipeline,
     ) -> CoreResult<PipelineView> {
         if let Some(n) = &p.name {
-            check_name(n).map_err(|m| CoreError::invalid("name", "invalid_name", m))?;
+            check_name(n).map_err(|m| CoreError::invalid("name", Code::InvalidName, m))?;
         }
         check_description(p.description.as_deref())?;
         let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
@@ -1335,7 +1345,7 @@ fn with_field(e: CoreError, field: &str) -> CoreError {
     match e {
         CoreError::NotFound { what } => CoreError::Invalid {
             field: field.to_owned(),
-            code: "not_found",
+            code: Code::NotFound,
             message: format!("no such {what} visible from this workspace"),
         },
         other => other,

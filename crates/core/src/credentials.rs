@@ -6,6 +6,7 @@
 //! version is `current` (also enforced by a partial unique index); the current version cannot
 //! be revoked; every change and its audit event commit together.
 
+use credvault_domain::problems::Code;
 use std::sync::Arc;
 
 use serde_json::{Map, Value as Json};
@@ -261,7 +262,7 @@ pub(crate) fn full_view(tx: &mut dyn Tx, c: &CredRow) -> CoreResult<CredentialVi
 /// Checks labels: at most 32, keys `[a-z0-9_.-/]{1,63}`, values strings of at most 256 chars.
 fn check_labels(labels: &Map<String, Json>) -> CoreResult<()> {
     if labels.len() > 32 {
-        return Err(CoreError::invalid("labels", "too_many", "at most 32 labels"));
+        return Err(CoreError::invalid("labels", Code::TooMany, "at most 32 labels"));
     }
     for (k, v) in labels {
         let key_ok = !k.is_empty()
@@ -271,7 +272,7 @@ fn check_labels(labels: &Map<String, Json>) -> CoreResult<()> {
         if !key_ok {
             return Err(CoreError::invalid(
                 format!("labels.{k}"),
-                "invalid_label",
+                Code::InvalidLabel,
                 "label keys are 1–63 characters of a-z, 0-9, '_', '-', '.', '/'",
             ));
         }
@@ -280,7 +281,7 @@ fn check_labels(labels: &Map<String, Json>) -> CoreResult<()> {
             _ => {
                 return Err(CoreError::invalid(
                     format!("labels.{k}"),
-                    "invalid_label",
+                    Code::InvalidLabel,
                     "label values are strings of at most 256 printable characters",
                 ));
             }
@@ -306,7 +307,7 @@ fn parse_expiry(field: &str, s: Option<&str>) -> CoreResult<Option<i64>> {
         Some(s) => parse_rfc3339(s).map(Some).ok_or_else(|| {
             CoreError::invalid(
                 field,
-                "invalid_timestamp",
+                Code::InvalidTimestamp,
                 "must be an RFC 3339 timestamp such as 2027-01-31T00:00:00Z",
             )
         }),
@@ -317,7 +318,7 @@ fn check_rotation(days: Option<i64>) -> CoreResult<()> {
     match days {
         Some(d) if !(1..=3650).contains(&d) => Err(CoreError::invalid(
             "rotation_period_days",
-            "out_of_range",
+            Code::OutOfRange,
             "must be between 1 and 3650",
         )),
         _ => Ok(()),
@@ -328,7 +329,7 @@ fn check_description(d: Option<&str>) -> CoreResult<()> {
     match d {
         Some(d) if d.len() > 4096 => Err(CoreError::invalid(
             "description",
-            "too_long",
+            Code::TooLong,
             "must be at most 4096 bytes",
         )),
         _ => Ok(()),
@@ -337,9 +338,10 @@ fn check_description(d: Option<&str>) -> CoreResult<()> {
 
 fn name_conflict(e: StoreError) -> CoreError {
     match e {
-        StoreError::Unique(_) => {
-            CoreError::conflict("name_taken", "a credential with this name already exists in this scope")
-        }
+        StoreError::Unique(_) => CoreError::conflict(
+            Code::NameTaken,
+            "a credential with this name already exists in this scope",
+        ),
         other => CoreError::Store(other),
     }
 }
@@ -407,7 +409,7 @@ fn check_references(
     if src == self_id {
         return Err(CoreError::invalid(
             "fields.source_credential_id",
-            "invalid_reference",
+            Code::InvalidReference,
             "a credential cannot be its own source",
         ));
     }
@@ -433,7 +435,7 @@ fn check_references(
         if id == self_id || hops > 5 {
             return Err(CoreError::invalid(
                 "fields.source_credential_id",
-                "invalid_reference",
+                Code::InvalidReference,
                 if hops > 5 {
                     "the role chain would be longer than 5 hops"
                 } else {
@@ -458,7 +460,7 @@ fn check_references(
         Some(r) if r.text(0)? == "aws" => Ok(()),
         Some(_) => Err(CoreError::invalid(
             "fields.source_credential_id",
-            "invalid_reference",
+            Code::InvalidReference,
             "must name an aws credential",
         )),
         None => Err(CoreError::NotFound { what: "credential" }),
@@ -499,16 +501,21 @@ impl Service {
         self.inner.config.audit_gate.check()?;
         let ty = CredentialType::parse(&req.ty).ok_or_else(|| {
             let names: Vec<&str> = CredentialType::ALL.iter().map(|t| t.as_str()).collect();
-            CoreError::invalid("type", "unknown_type", format!("must be one of: {}", names.join(", ")))
+            CoreError::invalid(
+                "type",
+                Code::UnknownType,
+                format!("must be one of: {}", names.join(", ")),
+            )
         })?;
-        check_name(&req.name).map_err(|m| CoreError::invalid("name", "invalid_name", m))?;
-        check_environment(&req.environment).map_err(|m| CoreError::invalid("environment", "invalid_environment", m))?;
+        check_name(&req.name).map_err(|m| CoreError::invalid("name", Code::InvalidName, m))?;
+        check_environment(&req.environment)
+            .map_err(|m| CoreError::invalid("environment", Code::InvalidEnvironment, m))?;
         let scope_ws = req.workspace_id.clone();
         let scope_org = req.org_id.clone();
         if scope_ws.is_some() == scope_org.is_some() {
             return Err(CoreError::invalid(
                 "workspace_id",
-                "scope_required",
+                Code::ScopeRequired,
                 "give exactly one of workspace_id or org_id",
             ));
         }
@@ -539,7 +546,7 @@ impl Service {
             let draft = || Draft::new("credential.create", "credential", id.as_str(), org.as_str()).workspace(scope_ws.as_ref().map(|w| w.as_str()));
             authorize(&a, &settings, write_scope(&org, &scope_ws), Permission::CredentialCreate, "workspace", draft)?;
             if !settings.enabled_types.contains(&ty) {
-                return Err(CoreError::invalid("type", "type_not_enabled", format!("type {} is not enabled for this organization", ty.as_str())));
+                return Err(CoreError::invalid("type", Code::TypeNotEnabled, format!("type {} is not enabled for this organization", ty.as_str())));
             }
             check_references(tx, org.as_str(), scope_ws.as_ref().map(|w| w.as_str()), ty, &validated, id.as_str())?;
             let now = now_micros();
@@ -627,14 +634,14 @@ impl Service {
         if let Some(t) = &f.ty
             && CredentialType::parse(t).is_none()
         {
-            return Err(CoreError::invalid("type", "unknown_type", "no such credential type"));
+            return Err(CoreError::invalid("type", Code::UnknownType, "no such credential type"));
         }
         let mut label_pairs = Vec::new();
         for l in &f.label {
             let Some((k, v)) = l.split_once(':') else {
                 return Err(CoreError::invalid(
                     "label",
-                    "invalid_label_filter",
+                    Code::InvalidLabelFilter,
                     "label filters look like key:value",
                 ));
             };
@@ -756,7 +763,7 @@ impl Service {
         p: PatchCredential,
     ) -> CoreResult<CredentialView> {
         if let Some(n) = &p.name {
-            check_name(n).map_err(|m| CoreError::invalid("name", "invalid_name", m))?;
+            check_name(n).map_err(|m| CoreError::invalid("name", Code::InvalidName, m))?;
         }
         if let Some(l) = &p.labels {
             check_labels(l)?;
@@ -787,7 +794,7 @@ impl Service {
             )?;
             if c.status == "purged" {
                 return Err(CoreError::conflict(
-                    "credential_purged",
+                    Code::CredentialPurged,
                     "the credential was purged; its keys are destroyed and it cannot change",
                 ));
             }
@@ -883,10 +890,10 @@ impl Service {
             let settings = settings_of(tx, &c.org_id, "credential")?;
             authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialCreate, "credential", || c.draft("credential.version.create"))?;
             if c.status == "purged" {
-                return Err(CoreError::conflict("credential_purged", "the credential was purged; its keys are destroyed and it cannot change"));
+                return Err(CoreError::conflict(Code::CredentialPurged, "the credential was purged; its keys are destroyed and it cannot change"));
             }
             if c.status == "pending_deletion" {
-                return Err(CoreError::conflict("credential_deleted", "the credential is pending deletion; restore it first"));
+                return Err(CoreError::conflict(Code::CredentialDeleted, "the credential is pending deletion; restore it first"));
             }
             let ty = CredentialType::parse(&c.ty).ok_or_else(|| CoreError::Internal(format!("stored type {}", c.ty)))?;
             let kept_from = if keep.is_empty() {
@@ -904,7 +911,7 @@ impl Service {
             {
                 return Err(CoreError::invalid(
                     "keep",
-                    "kept_with_changed_fields",
+                    Code::KeptWithChangedFields,
                     "secrets can be kept only when every non-secret field stays as it is; to change those, enter all the secrets again",
                 ));
             }
@@ -976,16 +983,16 @@ impl Service {
             };
             authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialCreate, "credential", draft)?;
             if c.status == "purged" {
-                return Err(CoreError::conflict("credential_purged", "the credential was purged; its keys are destroyed and it cannot change"));
+                return Err(CoreError::conflict(Code::CredentialPurged, "the credential was purged; its keys are destroyed and it cannot change"));
             }
             if c.status == "pending_deletion" {
-                return Err(CoreError::conflict("credential_deleted", "the credential is pending deletion; restore it first"));
+                return Err(CoreError::conflict(Code::CredentialDeleted, "the credential is pending deletion; restore it first"));
             }
             let state = version_state(tx, &id, n)?;
             match state.as_str() {
                 "pending" | "previous" => {}
-                "current" => return Err(CoreError::conflict("already_current", format!("version {n} is already current"))),
-                _ => return Err(CoreError::conflict("version_revoked", format!("version {n} is revoked and cannot be promoted"))),
+                "current" => return Err(CoreError::conflict(Code::AlreadyCurrent, format!("version {n} is already current"))),
+                _ => return Err(CoreError::conflict(Code::VersionRevoked, format!("version {n} is revoked and cannot be promoted"))),
             }
             let now = now_micros();
             // Demote first: the partial unique index allows one `current` row at a time.
@@ -1028,7 +1035,7 @@ impl Service {
             authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialCreate, "credential", draft)?;
             let state = version_state(tx, &id, n)?;
             if state == "current" {
-                return Err(CoreError::conflict("cannot_revoke_current", "the current version cannot be revoked; promote another version first"));
+                return Err(CoreError::conflict(Code::CannotRevokeCurrent, "the current version cannot be revoked; promote another version first"));
             }
             if state != "revoked" {
                 let now = now_micros();
@@ -1060,7 +1067,7 @@ impl Service {
             let settings = settings_of(tx, &c.org_id, "credential")?;
             if c.status == "purged" {
                 return Err(CoreError::conflict(
-                    "credential_purged",
+                    Code::CredentialPurged,
                     "the credential was purged; its keys are destroyed and it cannot change",
                 ));
             }
@@ -1077,7 +1084,7 @@ impl Service {
             let (new_status, deleted_at): (&str, Option<i64>) = match (op, c.status.as_str()) {
                 (StatusOp::Disable | StatusOp::Enable, "pending_deletion") => {
                     return Err(CoreError::conflict(
-                        "credential_deleted",
+                        Code::CredentialDeleted,
                         "the credential is pending deletion; restore it first",
                     ));
                 }
@@ -1086,13 +1093,13 @@ impl Service {
                 (StatusOp::Delete, "pending_deletion") => ("pending_deletion", c.deleted_at),
                 (StatusOp::Delete, _) if crate::connections::attached_count(tx, &c.id)? > 0 => {
                     return Err(CoreError::conflict(
-                        "credential_in_use",
+                        Code::CredentialInUse,
                         "the credential is attached to connections; detach it first (see its usage, or detach-all)",
                     ));
                 }
                 (StatusOp::Delete, _) if !crate::testing::chain_users(tx, &c.id)?.is_empty() => {
                     return Err(CoreError::conflict(
-                        "credential_in_use",
+                        Code::CredentialInUse,
                         "the credential is the source of AWS role chains; change or delete those credentials first (see its usage)",
                     ));
                 }
@@ -1100,7 +1107,7 @@ impl Service {
                 (StatusOp::Restore, "pending_deletion") => ("active", None),
                 (StatusOp::Restore, _) => {
                     return Err(CoreError::conflict(
-                        "not_deleted",
+                        Code::NotDeleted,
                         "the credential is not pending deletion",
                     ));
                 }
@@ -1150,7 +1157,7 @@ impl Service {
             )?;
             if c.status != "active" {
                 return Err(CoreError::conflict(
-                    "credential_not_active",
+                    Code::CredentialNotActive,
                     format!("the credential is {}", c.status),
                 ));
             }
@@ -1235,7 +1242,7 @@ pub(crate) fn open_sealed_row(
 ) -> CoreResult<Json> {
     let Some(sealed) = credvault_store::versions::sealed_at(r, at)? else {
         return Err(CoreError::conflict(
-            "version_destroyed",
+            Code::VersionDestroyed,
             "the keys of this version were destroyed",
         ));
     };
@@ -1260,20 +1267,24 @@ pub(crate) fn open_sealed_row(
 /// that `fields` does not also give.
 fn check_keep(fields: &Json, keep: &[String]) -> CoreResult<()> {
     if keep.len() > 32 {
-        return Err(CoreError::invalid("keep", "too_many", "at most 32 fields can be kept"));
+        return Err(CoreError::invalid(
+            "keep",
+            Code::TooMany,
+            "at most 32 fields can be kept",
+        ));
     }
     for (i, k) in keep.iter().enumerate() {
         if k.is_empty() || k.len() > 64 || keep[..i].contains(k) {
             return Err(CoreError::invalid(
                 format!("keep[{i}]"),
-                "invalid_keep",
+                Code::InvalidKeep,
                 "names a top-level field once",
             ));
         }
         if fields.get(k).is_some() {
             return Err(CoreError::invalid(
                 format!("keep[{i}]"),
-                "kept_and_given",
+                Code::KeptAndGiven,
                 format!("`{k}` is both given in fields and kept; give one"),
             ));
         }
@@ -1291,7 +1302,7 @@ fn carry_over(tx: &mut dyn Tx, keyring: &Keyring, c: &CredRow, fields: &mut Json
         *fields = Json::Object(serde_json::Map::new());
     }
     let Json::Object(target) = fields else {
-        return Err(CoreError::invalid("fields", "invalid_type", "must be an object"));
+        return Err(CoreError::invalid("fields", Code::InvalidType, "must be an object"));
     };
     let r = sealed_row(tx, &c.id, c.current_version)?;
     let public: Json = serde_json::from_str(&r.text(3)?)?;
@@ -1314,7 +1325,7 @@ fn carry_over(tx: &mut dyn Tx, keyring: &Keyring, c: &CredRow, fields: &mut Json
     match missing {
         Some((i, k)) => Err(CoreError::invalid(
             format!("keep[{i}]"),
-            "not_in_current_version",
+            Code::NotInCurrentVersion,
             format!("the current version (v{}) has no `{k}` to keep", c.current_version),
         )),
         None => Ok(public),
@@ -1392,7 +1403,7 @@ pub(crate) fn reseal_current(
 ) -> CoreResult<()> {
     if c.current_version != version {
         return Err(CoreError::conflict(
-            "version_changed",
+            Code::VersionChanged,
             "another version became current meanwhile",
         ));
     }

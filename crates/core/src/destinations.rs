@@ -22,6 +22,7 @@
 //! the names, [`Service::with_dns`] resolves them and runs the operation once more with the
 //! answers.
 
+use credvault_domain::problems::Code;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
@@ -112,7 +113,7 @@ pub(crate) fn holders(tx: &mut dyn Tx, cred: CredRow, fields: &Json, lock: bool)
     while let Some(id) = next.take() {
         if out.iter().any(|h| h.cred.id == id) || out.len() > 5 {
             return Err(CoreError::conflict(
-                "role_chain_invalid",
+                Code::RoleChainInvalid,
                 "the AWS role chain loops or is longer than 5 hops",
             ));
         }
@@ -121,7 +122,7 @@ pub(crate) fn holders(tx: &mut dyn Tx, cred: CredRow, fields: &Json, lock: bool)
         let visible = src.workspace_id.is_none() || src.workspace_id == user.workspace_id;
         if src.org_id != user.org_id || src.ty != "aws" || !visible {
             return Err(CoreError::conflict(
-                "role_chain_invalid",
+                Code::RoleChainInvalid,
                 "a source credential of the role chain is not an aws credential visible from the credential that uses it",
             ));
         }
@@ -155,7 +156,7 @@ pub(crate) fn version_public_fields(tx: &mut dyn Tx, cred: &str, version: i64) -
 /// A connection's destinations from its stored kind and config.
 pub(crate) fn of_connection(kind: &str, config: &Json) -> CoreResult<Vec<NamedDestination>> {
     let kind = ConnectorKind::parse(kind).ok_or_else(|| CoreError::Internal(format!("stored kind {kind}")))?;
-    connection_destinations(kind, config).map_err(|(field, m)| CoreError::invalid(field, "invalid_format", m))
+    connection_destinations(kind, config).map_err(|(field, m)| CoreError::invalid(field, Code::InvalidFormat, m))
 }
 
 fn host_key(d: &Destination) -> Option<String> {
@@ -196,7 +197,7 @@ fn needs_dns(holders: &[Holder], dests: &[NamedDestination], dns: &Dns) -> CoreR
 pub(crate) fn refusal(field: &str, dest: &Destination, credential: &str) -> CoreError {
     CoreError::invalid(
         field,
-        "destination_not_allowed",
+        Code::DestinationNotAllowed,
         format!(
             "{dest} is not an allowed destination of credential {credential}; someone who may change that credential can allow it"
         ),

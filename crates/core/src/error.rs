@@ -4,6 +4,7 @@
 
 use credvault_crypto::CryptoError;
 use credvault_domain::credential_types::FieldError;
+use credvault_domain::problems::Code;
 use credvault_domain::roles::Permission;
 use credvault_store::StoreError;
 
@@ -38,7 +39,7 @@ pub enum CoreError {
         /// Path of the offending field, e.g. `fields.port`.
         field: String,
         /// Stable machine code.
-        code: &'static str,
+        code: Code,
         /// Human explanation.
         message: String,
     },
@@ -49,7 +50,7 @@ pub enum CoreError {
     #[error("{message}")]
     Conflict {
         /// Stable machine code, e.g. `name_taken`.
-        code: &'static str,
+        code: Code,
         /// Human explanation.
         message: String,
     },
@@ -57,7 +58,7 @@ pub enum CoreError {
     #[error("{message}")]
     Unavailable {
         /// Stable code, e.g. `audit_unavailable`.
-        code: &'static str,
+        code: Code,
         /// Human explanation.
         message: String,
     },
@@ -92,7 +93,7 @@ pub enum CoreError {
 
 impl CoreError {
     /// Shorthand for [`CoreError::Invalid`].
-    pub fn invalid(field: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid(field: impl Into<String>, code: Code, message: impl Into<String>) -> Self {
         CoreError::Invalid {
             field: field.into(),
             code,
@@ -100,7 +101,7 @@ impl CoreError {
         }
     }
     /// Shorthand for [`CoreError::Conflict`].
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: Code, message: impl Into<String>) -> Self {
         CoreError::Conflict {
             code,
             message: message.into(),

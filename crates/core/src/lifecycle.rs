@@ -2,6 +2,7 @@
 //! only if all passed), purge (crypto-shredding), the scheduler (expiry and rotation alerts,
 //! grace ends, purge after the recovery window) and offboarding.
 
+use credvault_domain::problems::Code;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -557,7 +558,7 @@ impl Service {
         if reason.is_empty() || reason.len() > 1024 {
             return Err(CoreError::invalid(
                 "reason",
-                "reason_required",
+                Code::ReasonRequired,
                 "a purge needs a written reason (1–1024 bytes)",
             ));
         }
@@ -636,20 +637,20 @@ impl Service {
                 })));
             }
             if id == a.principal_id.as_str() {
-                return Err(CoreError::conflict("cannot_offboard_self", "a principal cannot offboard itself"));
+                return Err(CoreError::conflict(Code::CannotOffboardSelf, "a principal cannot offboard itself"));
             }
             if let Some(t) = &req.transfer_to {
                 if t.as_str() == id {
-                    return Err(CoreError::invalid("transfer_to", "same_principal", "ownership cannot move to the principal being offboarded"));
+                    return Err(CoreError::invalid("transfer_to", Code::SamePrincipal, "ownership cannot move to the principal being offboarded"));
                 }
                 if t.kind() != PrincipalKind::ServiceAccount {
-                    return Err(CoreError::invalid("transfer_to", "not_a_service_account", "ownership moves to a service account"));
+                    return Err(CoreError::invalid("transfer_to", Code::NotAServiceAccount, "ownership moves to a service account"));
                 }
                 let ok = tx
                     .query_opt("SELECT 1 FROM principals WHERE id = $1 AND org_id = $2 AND disabled = 0", &[t.as_str().into(), org.as_str().into()])?
                     .is_some();
                 if !ok {
-                    return Err(CoreError::invalid("transfer_to", "not_found", "no such active service account in this organization"));
+                    return Err(CoreError::invalid("transfer_to", Code::NotFound, "no such active service account in this organization"));
                 }
             }
             let now = now_micros();
@@ -741,19 +742,19 @@ fn purge_checked(tx: &mut dyn Tx, a: &Actor, id: &str, lock: bool) -> CoreResult
 fn purge_allowed(tx: &mut dyn Tx, c: &CredRow) -> CoreResult<()> {
     if c.status == "purged" {
         return Err(CoreError::conflict(
-            "already_purged",
+            Code::AlreadyPurged,
             "the credential was already purged",
         ));
     }
     if crate::connections::attached_count(tx, &c.id)? > 0 {
         return Err(CoreError::conflict(
-            "credential_in_use",
+            Code::CredentialInUse,
             "the credential is attached to connections; detach it first",
         ));
     }
     if !crate::testing::chain_users(tx, &c.id)?.is_empty() {
         return Err(CoreError::conflict(
-            "credential_in_use",
+            Code::CredentialInUse,
             "the credential is the source of AWS role chains; change or delete those credentials first",
         ));
     }

@@ -7,6 +7,7 @@
 //! refresh token is stored in the same transaction as the new access token (the current
 //! version is re-sealed in place), so the old refresh token is never used again.
 
+use credvault_domain::problems::Code;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -199,21 +200,21 @@ impl Service {
             let draft = || c.draft("oauth.authorize_start");
             authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialCreate, "credential", draft)?;
             if c.ty != "oauth" || c.variant.as_deref() != Some("authorization_code") {
-                return Err(CoreError::conflict("not_an_authorization_code_credential", "consent is for oauth credentials of variant authorization_code"));
+                return Err(CoreError::conflict(Code::NotAnAuthorizationCodeCredential, "consent is for oauth credentials of variant authorization_code"));
             }
             if c.status != "active" {
-                return Err(CoreError::conflict("credential_not_active", format!("the credential is {}", c.status)));
+                return Err(CoreError::conflict(Code::CredentialNotActive, format!("the credential is {}", c.status)));
             }
             let authorized_as = match &req.as_principal {
                 None => a.principal_id.to_string(),
                 Some(p) => {
                     authorize(&a, &settings, crate::auth::Scope::Org(&org), Permission::OrgAdmin, "credential", draft)?;
                     if p.kind() != PrincipalKind::ServiceAccount {
-                        return Err(CoreError::invalid("as", "not_a_service_account", "consent can be recorded under a service account only"));
+                        return Err(CoreError::invalid("as", Code::NotAServiceAccount, "consent can be recorded under a service account only"));
                     }
                     let ok = tx.query_opt("SELECT 1 FROM principals WHERE id = $1 AND org_id = $2 AND disabled = 0", &[p.as_str().into(), c.org_id.as_str().into()])?.is_some();
                     if !ok {
-                        return Err(CoreError::invalid("as", "not_found", "no such active service account in this organization"));
+                        return Err(CoreError::invalid("as", Code::NotFound, "no such active service account in this organization"));
                     }
                     p.to_string()
                 }
@@ -223,7 +224,7 @@ impl Service {
                 .text(0)
                 .map(|t| serde_json::from_str(&t))??;
             let auth_url = str_field(&public, "authorization_url");
-            let mut url = reqwest::Url::parse(auth_url).map_err(|_| CoreError::conflict("bad_authorization_url", "the credential's authorization_url is not a URL"))?;
+            let mut url = reqwest::Url::parse(auth_url).map_err(|_| CoreError::conflict(Code::BadAuthorizationUrl, "the credential's authorization_url is not a URL"))?;
             let (verifier, challenge) = pkce();
             let state = new_state();
             let scopes = public.get("scopes").and_then(Json::as_array).map(|a| a.iter().filter_map(Json::as_str).collect::<Vec<_>>().join(" ")).unwrap_or_default();
@@ -740,7 +741,7 @@ impl Service {
             return Ok(());
         }
         Err(CoreError::Unavailable {
-            code: "oauth_refresh_busy",
+            code: Code::OauthRefreshBusy,
             message: "another node is refreshing this token; retry shortly".into(),
         })
     }

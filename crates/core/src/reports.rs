@@ -5,6 +5,7 @@
 //! to a bounded channel, so a million-row export holds one page in memory, not the report.
 //! Each row is a list of JSON values aligned with the report's `columns`.
 
+use credvault_domain::problems::Code;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -610,7 +611,11 @@ impl Service {
     pub async fn report(&self, ctx: &RequestCtx, actor: &Arc<Actor>, req: ReportRequest) -> CoreResult<ReportStream> {
         let days = req.days.unwrap_or(req.kind.default_days());
         if !(0..=3650).contains(&days) {
-            return Err(CoreError::invalid("days", "out_of_range", "must be between 0 and 3650"));
+            return Err(CoreError::invalid(
+                "days",
+                Code::OutOfRange,
+                "must be between 0 and 3650",
+            ));
         }
         let org = req.org_id.clone().unwrap_or_else(|| actor.org_id.to_string());
         let (a, ctx2, kind, workspace) = (actor.clone(), ctx.clone(), req.kind, req.workspace_id.clone());
@@ -686,12 +691,12 @@ impl Service {
         if !["keep", "remove"].contains(&req.decision.as_str()) {
             return Err(CoreError::invalid(
                 "decision",
-                "invalid_decision",
+                Code::InvalidDecision,
                 "must be keep or remove",
             ));
         }
         if req.note.as_ref().is_some_and(|n| n.len() > 4096) {
-            return Err(CoreError::invalid("note", "too_long", "must be at most 4096 bytes"));
+            return Err(CoreError::invalid("note", Code::TooLong, "must be at most 4096 bytes"));
         }
         let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {

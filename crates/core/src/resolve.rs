@@ -6,6 +6,7 @@
 //! resolves share one commit on SQLite) before the plaintext is returned, so no secret leaves
 //! without its audit record. Refusals (disabled, deleted, expired…) are audited too.
 
+use credvault_domain::problems::Code;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -214,7 +215,7 @@ fn check_run_id(run_id: &str) -> CoreResult<()> {
     if run_id.is_empty() || run_id.len() > 200 || run_id.chars().any(char::is_control) {
         return Err(CoreError::invalid(
             "run_id",
-            "invalid_run_id",
+            Code::InvalidRunId,
             "must be 1–200 printable characters",
         ));
     }
@@ -235,7 +236,7 @@ impl Service {
         if !["ok", "auth_failed", "error"].contains(&req.outcome.as_str()) {
             return Err(CoreError::invalid(
                 "outcome",
-                "invalid_outcome",
+                Code::InvalidOutcome,
                 "must be ok, auth_failed or error",
             ));
         }
@@ -324,7 +325,7 @@ impl Service {
         if let Some(p) = &req.pipeline_id
             && PipelineId::parse(p).is_err()
         {
-            return Err(CoreError::invalid("pipeline_id", "not_found", "no such pipeline"));
+            return Err(CoreError::invalid("pipeline_id", Code::NotFound, "no such pipeline"));
         }
         let keyring = self.keyring()?.clone();
         let skew = self.inner.config.oauth.refresh_skew_secs;
@@ -378,7 +379,7 @@ impl Service {
                     return Err(refuse(
                         CoreError::invalid(
                             "pipeline_id",
-                            "pipeline_mismatch",
+                            Code::PipelineMismatch,
                             "the pipeline does not use this connection",
                         ),
                         "pipeline_mismatch",
@@ -387,7 +388,7 @@ impl Service {
             }
             let Some(cred_id) = c.credential_id.clone() else {
                 return Err(refuse(
-                    CoreError::conflict("no_credential", "the connection has no credential attached"),
+                    CoreError::conflict(Code::NoCredential, "the connection has no credential attached"),
                     "no_credential",
                 ));
             };
@@ -400,19 +401,19 @@ impl Service {
                 "active" => {}
                 "disabled" => {
                     return Err(refuse(
-                        CoreError::conflict("credential_disabled", "the credential is disabled"),
+                        CoreError::conflict(Code::CredentialDisabled, "the credential is disabled"),
                         "credential_disabled",
                     ));
                 }
                 "pending_deletion" => {
                     return Err(refuse(
-                        CoreError::conflict("credential_deleted", "the credential is pending deletion"),
+                        CoreError::conflict(Code::CredentialDeleted, "the credential is pending deletion"),
                         "credential_deleted",
                     ));
                 }
                 other => {
                     return Err(refuse(
-                        CoreError::conflict("credential_not_active", format!("the credential is {other}")),
+                        CoreError::conflict(Code::CredentialNotActive, format!("the credential is {other}")),
                         "credential_not_active",
                     ));
                 }
@@ -420,7 +421,7 @@ impl Service {
             let grace = i64::from(settings.expired_grace_hours) * 3_600_000_000;
             if cred.expires_at.is_some_and(|e| e + grace <= now) {
                 return Err(refuse(
-                    CoreError::conflict("credential_expired", "the credential has expired"),
+                    CoreError::conflict(Code::CredentialExpired, "the credential has expired"),
                     "credential_expired",
                 ));
             }
@@ -436,12 +437,12 @@ impl Service {
                 None => false,
             };
             if row.is_none() && req.version.is_some() {
-                return Err(CoreError::invalid("version", "not_found", "no such version"));
+                return Err(CoreError::invalid("version", Code::NotFound, "no such version"));
             }
             if !usable && req.version.is_some_and(|v| v != cred.current_version) {
                 return Err(refuse(
                     CoreError::conflict(
-                        "version_not_resolvable",
+                        Code::VersionNotResolvable,
                         format!("version {version} is not current and not within the grace period"),
                     ),
                     "version_not_resolvable",
@@ -449,7 +450,7 @@ impl Service {
             }
             let (true, Some(row)) = (usable, row) else {
                 return Err(refuse(
-                    CoreError::conflict("version_revoked", "the credential's current version is not usable"),
+                    CoreError::conflict(Code::VersionRevoked, "the credential's current version is not usable"),
                     "version_revoked",
                 ));
             };
@@ -470,7 +471,7 @@ impl Service {
                 d.details["credential_id"] = cred.id.as_str().into();
                 return Err(CoreError::Audited(Box::new((
                     CoreError::conflict(
-                        "destination_not_allowed",
+                        Code::DestinationNotAllowed,
                         format!(
                             "{field}: {dest} is not an allowed destination of credential {holder}; the secret is not released to this connection"
                         ),
@@ -495,7 +496,7 @@ impl Service {
                     return Err(refuse_zeroed(
                         &mut fields,
                         CoreError::conflict(
-                            "oauth_needs_reauthorization",
+                            Code::OauthNeedsReauthorization,
                             "the OAuth grant was revoked or expired at the provider; authorize it again",
                         ),
                         "oauth_needs_reauthorization",
@@ -513,7 +514,7 @@ impl Service {
                         return Err(refuse_zeroed(
                             &mut fields,
                             CoreError::conflict(
-                                "oauth_not_authorized",
+                                Code::OauthNotAuthorized,
                                 "nobody has authorized this OAuth credential yet",
                             ),
                             "oauth_not_authorized",
@@ -525,7 +526,7 @@ impl Service {
                     }
                     return Err(refuse(
                         CoreError::Unavailable {
-                            code: "oauth_refresh_failing",
+                            code: Code::OauthRefreshFailing,
                             message: "the access token could not be refreshed; the provider is failing".into(),
                         },
                         "oauth_refresh_failing",

@@ -4,6 +4,7 @@
 //! yields the same [`Actor`] a bearer token would, so the UI goes through exactly the same
 //! authorization as the API.
 
+use credvault_domain::problems::Code;
 use std::sync::Arc;
 
 use zeroize::Zeroizing;
@@ -49,7 +50,7 @@ const HASH_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 /// Runs one Argon2id computation under the server-wide limit.
 async fn hashing<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> CoreResult<T> {
     let busy = || CoreError::Unavailable {
-        code: "busy",
+        code: Code::Busy,
         message: "too many sign-ins at once; retry in a few seconds".into(),
     };
     let _permit = tokio::time::timeout(HASH_WAIT, HASH_SLOTS.acquire())
@@ -170,7 +171,7 @@ impl Service {
         if n < MIN_PASSWORD || password.len() > MAX_PASSWORD {
             return Err(CoreError::invalid(
                 "password",
-                "weak_password",
+                Code::WeakPassword,
                 format!("a password has {MIN_PASSWORD} to {MAX_PASSWORD} characters"),
             ));
         }
@@ -187,7 +188,7 @@ impl Service {
             if !ok {
                 return Err(CoreError::invalid(
                     "current_password",
-                    "wrong_password",
+                    Code::WrongPassword,
                     "give your current password to change it",
                 ));
             }
@@ -212,7 +213,7 @@ impl Service {
                 .is_some()
             {
                 return Err(CoreError::conflict(
-                    "login_taken",
+                    Code::LoginTaken,
                     "another person of this organization signs in with this name (it differs only in case); rename one of them first",
                 ));
             }
@@ -715,7 +716,7 @@ fn password_target(tx: &mut dyn Tx, a: &Actor, id: &str) -> CoreResult<(OrgId, O
     if kind != "user" {
         return Err(CoreError::invalid(
             "principal_id",
-            "not_a_user",
+            Code::NotAUser,
             "only users sign in with a password; service accounts use tokens",
         ));
     }

@@ -2,6 +2,7 @@
 //! recovery window. Stored as one JSON document per organization; unknown keys are refused so
 //! a typo in a PATCH is an error, not a silently ignored setting.
 
+use credvault_domain::problems::Code;
 use serde::{Deserialize, Serialize};
 
 use credvault_domain::credential_types::CredentialType;
@@ -94,7 +95,7 @@ impl OrgSettings {
             if !(1..=365).contains(&d) {
                 return Err(CoreError::invalid(
                     "recovery_window_days",
-                    "out_of_range",
+                    Code::OutOfRange,
                     "must be between 1 and 365",
                 ));
             }
@@ -107,7 +108,7 @@ impl OrgSettings {
             if h > 24 * 90 {
                 return Err(CoreError::invalid(
                     "previous_grace_hours",
-                    "out_of_range",
+                    Code::OutOfRange,
                     "must be at most 2160 (90 days)",
                 ));
             }
@@ -117,7 +118,7 @@ impl OrgSettings {
             if h > 24 * 90 {
                 return Err(CoreError::invalid(
                     "expired_grace_hours",
-                    "out_of_range",
+                    Code::OutOfRange,
                     "must be at most 2160 (90 days)",
                 ));
             }
@@ -130,7 +131,7 @@ impl OrgSettings {
             if d.len() > 10 || d.iter().any(|x| *x == 0 || *x > 365) {
                 return Err(CoreError::invalid(
                     "expiry_alert_days",
-                    "out_of_range",
+                    Code::OutOfRange,
                     "up to 10 thresholds between 1 and 365 days",
                 ));
             }

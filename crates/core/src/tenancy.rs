@@ -1,5 +1,6 @@
 //! Organizations, workspaces, principals, role bindings and tokens.
 
+use credvault_domain::problems::Code;
 use std::sync::Arc;
 
 use credvault_crypto::generate_token;
@@ -19,7 +20,7 @@ use crate::views::*;
 fn name_taken(e: CoreError, what: &str) -> CoreError {
     match e {
         CoreError::Store(StoreError::Unique(_)) => CoreError::conflict(
-            "name_taken",
+            Code::NameTaken,
             format!("a {what} with this name already exists in this scope"),
         ),
         other => other,
@@ -27,7 +28,7 @@ fn name_taken(e: CoreError, what: &str) -> CoreError {
 }
 
 fn check_name_field(field: &str, name: &str) -> CoreResult<()> {
-    check_name(name).map_err(|m| CoreError::invalid(field, "invalid_name", m))
+    check_name(name).map_err(|m| CoreError::invalid(field, Code::InvalidName, m))
 }
 
 pub(crate) fn settings_of(tx: &mut dyn Tx, org_id: &str, what: &'static str) -> CoreResult<OrgSettings> {
@@ -580,7 +581,7 @@ impl Service {
         if req.workspace_id.is_some() == req.org_id.is_some() {
             return Err(CoreError::invalid(
                 "workspace_id",
-                "scope_required",
+                Code::ScopeRequired,
                 "give exactly one of workspace_id or org_id",
             ));
         }
@@ -623,7 +624,7 @@ impl Service {
                 ],
             )
             .map_err(|e| match CoreError::from(e) {
-                CoreError::Store(StoreError::Unique(_)) => CoreError::conflict("binding_exists", "this principal already has this role in this scope"),
+                CoreError::Store(StoreError::Unique(_)) => CoreError::conflict(Code::BindingExists, "this principal already has this role in this scope"),
                 other => other,
             })?;
             audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft().details(serde_json::json!({"principal_id": req.principal_id.as_str(), "role": req.role.as_str()})))?;
@@ -736,17 +737,25 @@ impl Service {
     ) -> CoreResult<CreatedToken> {
         let expires_at = match &req.expires_at {
             Some(s) => Some(parse_rfc3339(s).ok_or_else(|| {
-                CoreError::invalid("expires_at", "invalid_timestamp", "must be an RFC 3339 timestamp")
+                CoreError::invalid("expires_at", Code::InvalidTimestamp, "must be an RFC 3339 timestamp")
             })?),
             None => None,
         };
         if expires_at.is_some_and(|e| e <= now_micros()) {
-            return Err(CoreError::invalid("expires_at", "in_the_past", "must be in the future"));
+            return Err(CoreError::invalid(
+                "expires_at",
+                Code::InThePast,
+                "must be in the future",
+            ));
         }
         if let Some(n) = &req.name
             && n.len() > 128
         {
-            return Err(CoreError::invalid("name", "too_long", "must be at most 128 characters"));
+            return Err(CoreError::invalid(
+                "name",
+                Code::TooLong,
+                "must be at most 128 characters",
+            ));
         }
         let (a, ctx2) = (actor.clone(), ctx.clone());
         self.write(ctx, actor, move |tx| {

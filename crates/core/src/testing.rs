@@ -6,6 +6,7 @@
 //! writer. Only `credential.attach` holders (admins, integration engineers, builders) may run
 //! tests; a pending version can be tested before it is promoted.
 
+use credvault_domain::problems::Code;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -100,7 +101,7 @@ fn chain_sources(
     while let Some(id) = next {
         if seen.contains(&id) || seen.len() > 5 {
             return Err(CoreError::conflict(
-                "role_chain_invalid",
+                Code::RoleChainInvalid,
                 "the AWS role chain loops or is longer than 5 hops",
             ));
         }
@@ -110,7 +111,7 @@ fn chain_sources(
         let visible = src.workspace_id.is_none() || src.workspace_id == scope;
         if src.org_id != cred.org_id || src.ty != "aws" || !visible {
             return Err(CoreError::conflict(
-                "role_chain_invalid",
+                Code::RoleChainInvalid,
                 "a source credential of the role chain is not an aws credential visible from the credential that uses it",
             ));
         }
@@ -140,9 +141,9 @@ fn pick_version(tx: &mut dyn credvault_store::Tx, cred: &str, current: i64, aske
         "SELECT state FROM credential_versions WHERE credential_id = $1 AND version = $2",
         &[cred.into(), n.into()],
     )? {
-        None => Err(CoreError::invalid("version", "not_found", "no such version")),
+        None => Err(CoreError::invalid("version", Code::NotFound, "no such version")),
         Some(r) if r.text(0)? == "revoked" => Err(CoreError::conflict(
-            "version_revoked",
+            Code::VersionRevoked,
             format!("version {n} is revoked"),
         )),
         Some(_) => Ok(n),
@@ -387,7 +388,7 @@ impl Service {
             )?;
             let Some(cred_id) = c.credential_id.clone() else {
                 return Err(CoreError::conflict(
-                    "no_credential",
+                    Code::NoCredential,
                     "the connection has no credential attached",
                 ));
             };

@@ -2,6 +2,7 @@
 //! OpenAPI document). Response types never hold a secret, with two deliberate exceptions that
 //! are marked: [`CreatedToken`] (a new token, shown once) and [`Resolved`]-style payloads.
 
+use credvault_domain::problems::Code;
 use serde::{Deserialize, Serialize};
 
 use credvault_domain::time::to_rfc3339;
@@ -27,7 +28,7 @@ pub fn encode_cursor(seq: i64) -> String {
 pub fn decode_cursor(c: Option<&str>) -> CoreResult<i64> {
     use base64::Engine;
     let Some(c) = c else { return Ok(0) };
-    let bad = || CoreError::invalid("cursor", "invalid_cursor", "is not a cursor returned by this API");
+    let bad = || CoreError::invalid("cursor", Code::InvalidCursor, "is not a cursor returned by this API");
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(c)
         .map_err(|_| bad())?;

@@ -948,6 +948,28 @@ async fn the_openapi_document_covers_every_route_and_metrics_count_requests() {
             .collect::<Vec<_>>(),
         ["text/plain; version=0.0.4"]
     );
+    // One catalogue of problem codes, each with its meaning; a problem's `code` is one of them.
+    let codes = doc["x-problem-codes"].as_array().unwrap();
+    assert!(codes.len() > 80, "{}", codes.len());
+    let names: Vec<&str> = codes.iter().map(|c| c["code"].as_str().unwrap()).collect();
+    for c in codes {
+        assert!(c["description"].as_str().is_some_and(|d| d.len() > 10), "{c}");
+    }
+    for known in [
+        "not_found",
+        "unauthenticated",
+        "forbidden",
+        "invalid_fields",
+        "audit_unavailable",
+        "too_many_failures",
+    ] {
+        assert!(names.contains(&known), "{known} not catalogued");
+    }
+    assert_eq!(
+        doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"],
+        json!(names),
+        "the Problem schema allows exactly the catalogued codes"
+    );
     // A 204 has no body, so it documents no content.
     let set_password = op("/v1/principals/{id}/password", "put");
     assert!(set_password["responses"]["204"].is_object(), "{set_password}");

@@ -6,6 +6,7 @@ pub mod connectors;
 pub mod credential_types;
 pub mod destinations;
 pub mod ids;
+pub mod problems;
 pub mod roles;
 pub mod secret;
 pub mod time;

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post, put};
+use credvault_domain::problems::Code;
 use serde_json::Value;
 
 use credvault_core::connections::{
@@ -332,7 +333,7 @@ async fn resolve(
     let body = serde_json::to_vec(&resolved).map_err(|_| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            Code::Internal,
             "cannot encode the response",
         )
     })?;
@@ -385,13 +386,15 @@ async fn report(
     let csv = match p.get("format")?.as_deref() {
         None | Some("json") => false,
         Some("csv") => true,
-        Some(_) => return Err(ApiError::bad_request("invalid_parameter", "format must be json or csv").field("format")),
+        Some(_) => {
+            return Err(ApiError::bad_request(Code::InvalidParameter, "format must be json or csv").field("format"));
+        }
     };
     let days = match p.get("days")? {
         None => None,
         Some(d) => Some(
             d.parse::<i64>()
-                .map_err(|_| ApiError::bad_request("invalid_parameter", "days must be an integer").field("days"))?,
+                .map_err(|_| ApiError::bad_request(Code::InvalidParameter, "days must be an integer").field("days"))?,
         ),
     };
     let req = ReportRequest {

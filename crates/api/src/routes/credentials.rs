@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, patch, post};
+use credvault_domain::problems::Code;
 
 use credvault_core::StatusOp;
 use credvault_core::views::{CreateCredential, CreateVersion, CredentialFilter, PatchCredential};
@@ -267,7 +268,7 @@ async fn remove(
     if p.get("reason")?.is_some_and(|r| r.chars().count() > 1024) {
         return Err(crate::error::ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "too_long",
+            Code::TooLong,
             "reason: at most 1024 characters",
         )
         .field("reason"));
@@ -280,9 +281,9 @@ async fn remove(
             let reason = p.get("reason")?.unwrap_or_default();
             Ok(axum::Json(s.service.purge_credential(&ctx, &a, &id, &reason).await?).into_response())
         }
-        Some(_) => {
-            Err(crate::error::ApiError::bad_request("invalid_parameter", "purge must be true or false").field("purge"))
-        }
+        Some(_) => Err(
+            crate::error::ApiError::bad_request(Code::InvalidParameter, "purge must be true or false").field("purge"),
+        ),
     }
 }
 

@@ -10,6 +10,7 @@ mod tenancy;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::MethodRouter;
+use credvault_domain::problems::Code;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -51,14 +52,14 @@ pub(crate) fn all() -> (Router<AppState>, Vec<RouteDoc>) {
 
 /// Unknown paths.
 pub(crate) async fn fallback() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+    ApiError::new(StatusCode::NOT_FOUND, Code::NotFound, "no such route")
 }
 
 /// Known paths, wrong method.
 pub(crate) async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        Code::MethodNotAllowed,
         "this route does not accept that method",
     )
 }

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use credvault_domain::problems::Code;
 
 use credvault_core::views::AuditFilter;
 
@@ -354,7 +355,7 @@ async fn audit(State(s): State<AppState>, Ctx(ctx): Ctx, Auth(actor): Auth, p: P
         after_seq: match p.get("after_seq")? {
             None => None,
             Some(v) => Some(v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                crate::error::ApiError::bad_request("invalid_parameter", "after_seq must be a non-negative integer")
+                crate::error::ApiError::bad_request(Code::InvalidParameter, "after_seq must be a non-negative integer")
                     .field("after_seq")
             })?),
         },

@@ -2,6 +2,7 @@
 //! page with its actions, and the rotation wizard (stage → test dependents → promote →
 //! revoke the old version).
 
+use credvault_domain::problems::Code;
 use std::collections::BTreeSet;
 
 use axum::Router;
@@ -622,7 +623,7 @@ fn value_for(f: &FieldSchema, name: &str, form: &Form) -> Result<Option<Json>, (
 fn form_error(field: String, message: String) -> super::Shown {
     super::Shown {
         status: StatusCode::UNPROCESSABLE_ENTITY,
-        code: "invalid_field",
+        code: Code::InvalidField,
         message: format!("{field}: {message}"),
         fields: vec![(field, message)],
     }

@@ -15,6 +15,7 @@
 mod credentials;
 mod pages;
 
+use credvault_domain::problems::Code;
 use std::sync::Arc;
 
 use axum::Router;
@@ -285,13 +286,13 @@ pub(crate) fn form_id<T, E>(
         None => Ok(None),
         Some(v) => parse(&v)
             .map(Some)
-            .map_err(|_| CoreError::invalid(key.to_owned(), "invalid_id", "is not a valid ID")),
+            .map_err(|_| CoreError::invalid(key.to_owned(), Code::InvalidId, "is not a valid ID")),
     }
 }
 
 /// A required ID from form field `key`.
 pub(crate) fn form_id_req<T, E>(form: &Form, key: &str, parse: impl Fn(&str) -> Result<T, E>) -> Result<T, CoreError> {
-    form_id(form, key, parse)?.ok_or_else(|| CoreError::invalid(key.to_owned(), "required", "choose one"))
+    form_id(form, key, parse)?.ok_or_else(|| CoreError::invalid(key.to_owned(), Code::Required, "choose one"))
 }
 
 /// Checks the form's CSRF token against the session; a mismatch is refused (and audited).
@@ -356,7 +357,7 @@ pub(crate) async fn workspaces(state: &AppState, sess: &Session) -> Vec<credvaul
 /// What a core error looks like to a person.
 pub(crate) struct Shown {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: Code,
     pub message: String,
     pub fields: Vec<(String, String)>,
 }
@@ -774,7 +775,7 @@ async fn change_password(State(state): State<AppState>, sess: Session, form: For
     if form.get("password") != form.get("password2") {
         let e = Shown {
             status: StatusCode::UNPROCESSABLE_ENTITY,
-            code: "mismatch",
+            code: Code::Mismatch,
             message: "The two new passwords differ.".into(),
             fields: vec![("password2".into(), "differs".into())],
         };

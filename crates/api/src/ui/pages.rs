@@ -6,6 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use credvault_domain::problems::Code;
 use maud::html;
 use serde_json::{Map, Value as Json};
 
@@ -159,7 +160,7 @@ async fn render_new_connection(
     let workspaces = super::workspaces(state, sess).await;
     let fitting = fitting_credentials(state, sess, k).await;
     let prev = |n: &str| form.and_then(|f| f.get(n)).map(str::to_owned);
-    let mismatch = err.as_ref().is_some_and(|e| e.code == "environment_mismatch");
+    let mismatch = err.as_ref().is_some_and(|e| e.code == Code::EnvironmentMismatch);
     let needs_reason = err
         .as_ref()
         .is_some_and(|e| e.fields.iter().any(|(f, _)| f == "override_reason"));
@@ -381,7 +382,7 @@ async fn render_connection(
         Outcome::Refused(sh) => Some(sh),
         _ => None,
     };
-    let mismatch = refused.is_some_and(|e| e.code == "environment_mismatch");
+    let mismatch = refused.is_some_and(|e| e.code == Code::EnvironmentMismatch);
     let cfg_value = |n: &str| -> Option<String> {
         c.config.get(n).map(|v| match v {
             Json::String(s) => s.clone(),
@@ -1076,7 +1077,7 @@ async fn create_binding(State(state): State<AppState>, sess: Session, form: Form
             &sess,
             Err(credvault_core::CoreError::invalid(
                 "role",
-                "invalid_role",
+                Code::InvalidRole,
                 "choose a role",
             )),
             "",
@@ -1188,8 +1189,11 @@ async fn save_settings(State(state): State<AppState>, sess: Session, form: Form)
         None => None,
         Some(Ok(n)) => Some(n),
         Some(Err(_)) => {
-            let e =
-                credvault_core::CoreError::invalid("recovery_window_days", "invalid", "must be a whole number of days");
+            let e = credvault_core::CoreError::invalid(
+                "recovery_window_days",
+                Code::InvalidField,
+                "must be a whole number of days",
+            );
             return admin_done(&state, &sess, Err(e), "").await;
         }
     };

@@ -14,6 +14,7 @@
 mod format;
 mod sinks;
 
+use credvault_domain::problems::Code;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -164,7 +165,7 @@ impl AuditGate {
             return Ok(());
         }
         Err(CoreError::Unavailable {
-            code: "audit_unavailable",
+            code: Code::AuditUnavailable,
             message: format!(
                 "the audit sink(s) {} are behind their limit; secret-bearing operations wait until they catch up",
                 blocked.join(", ")
