@@ -8,6 +8,7 @@
 //! `override_reason` is required, audited, and listed in the overrides report.
 
 use credvault_domain::problems::Code;
+use credvault_domain::states::CredentialStatus;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -428,7 +429,7 @@ fn check_attachment(
         // Same answer as for an unknown ID: nothing about other workspaces leaks.
         return Err(CoreError::NotFound { what: "credential" });
     }
-    if cred.status != "active" {
+    if cred.status != CredentialStatus::Active {
         return Err(CoreError::conflict(
             Code::CredentialNotActive,
             format!(

@@ -7,6 +7,7 @@
 //! be revoked; every change and its audit event commit together.
 
 use credvault_domain::problems::Code;
+use credvault_domain::states::{CredentialStatus, VersionState};
 use std::sync::Arc;
 
 use serde_json::{Map, Value as Json};
@@ -43,7 +44,7 @@ pub(crate) struct CredRow {
     pub environment: String,
     pub labels: String,
     pub description: Option<String>,
-    pub status: String,
+    pub status: CredentialStatus,
     pub expires_at: Option<i64>,
     pub rotation_period_days: Option<i64>,
     pub current_version: i64,
@@ -69,7 +70,10 @@ impl CredRow {
             environment: r.text(6)?,
             labels: r.text(7)?,
             description: r.opt_text(8)?,
-            status: r.text(9)?,
+            status: {
+                let s = r.text(9)?;
+                CredentialStatus::parse(&s).ok_or_else(|| CoreError::Internal(format!("stored status {s}")))?
+            },
             expires_at: r.opt_int(10)?,
             rotation_period_days: r.opt_int(11)?,
             current_version: r.int(12)?,
@@ -122,7 +126,7 @@ impl CredRow {
             environment: self.environment.clone(),
             labels: serde_json::from_str(&self.labels)?,
             description: self.description.clone(),
-            status: self.status.clone(),
+            status: self.status,
             expires_at: ts(self.expires_at),
             rotation_period_days: self.rotation_period_days,
             fields,
@@ -206,7 +210,7 @@ pub(crate) fn write_scope<'a>(org: &'a OrgId, ws: &'a Option<WorkspaceId>) -> Sc
 
 struct VersionRow {
     version: i64,
-    state: String,
+    state: VersionState,
     created_at: i64,
     created_by: String,
     public_fields: String,
@@ -224,7 +228,10 @@ fn load_versions(tx: &mut dyn Tx, id: &str) -> CoreResult<Vec<VersionRow>> {
         .map(|r| {
             Ok(VersionRow {
                 version: r.int(0)?,
-                state: r.text(1)?,
+                state: {
+                    let s = r.text(1)?;
+                    VersionState::parse(&s).ok_or_else(|| CoreError::Internal(format!("stored version state {s}")))?
+                },
                 created_at: r.int(2)?,
                 created_by: r.text(3)?,
                 public_fields: r.text(4)?,
@@ -237,13 +244,13 @@ fn load_versions(tx: &mut dyn Tx, id: &str) -> CoreResult<Vec<VersionRow>> {
 
 pub(crate) fn full_view(tx: &mut dyn Tx, c: &CredRow) -> CoreResult<CredentialView> {
     let versions = load_versions(tx, &c.id)?;
-    let current = versions.iter().find(|v| v.state == "current");
+    let current = versions.iter().find(|v| v.state == VersionState::Current);
     let views = versions
         .iter()
         .map(|v| {
             Ok(VersionView {
                 version: v.version,
-                state: v.state.clone(),
+                state: v.state,
                 created_at: to_rfc3339(v.created_at),
                 created_by: v.created_by.clone(),
                 secret_fields_set: serde_json::from_str(&v.secret_fields_set)?,
@@ -364,7 +371,7 @@ fn insert_version(
     tx: &mut dyn Tx,
     cred: &str,
     version: i64,
-    state: &str,
+    state: VersionState,
     sealed: &Sealed,
     v: &ValidatedFields,
     by: &str,
@@ -375,7 +382,7 @@ fn insert_version(
         &credvault_store::versions::NewVersion {
             credential_id: cred,
             version,
-            state,
+            state: state.as_str(),
             sealed,
             public_fields: &serde_json::to_string(&v.public)?,
             secret_fields_set: &serde_json::to_string(&v.secret_fields_set)?,
@@ -579,7 +586,7 @@ impl Service {
             write_labels(tx, id.as_str(), &labels)?;
             let secret = SecretJson::new(validated.secret.expose().clone());
             let sealed = seal(&keyring, org.as_str(), id.as_str(), 1, secret)?;
-            insert_version(tx, id.as_str(), 1, "current", &sealed, &validated, by, now)?;
+            insert_version(tx, id.as_str(), 1, VersionState::Current, &sealed, &validated, by, now)?;
             audit::append(
                 tx,
                 &ctx2,
@@ -792,7 +799,7 @@ impl Service {
                 "credential",
                 || c.draft("credential.update"),
             )?;
-            if c.status == "purged" {
+            if c.status == CredentialStatus::Purged {
                 return Err(CoreError::conflict(
                     Code::CredentialPurged,
                     "the credential was purged; its keys are destroyed and it cannot change",
@@ -889,10 +896,10 @@ impl Service {
             let (org, ws) = (c.org(), c.ws());
             let settings = settings_of(tx, &c.org_id, "credential")?;
             authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialCreate, "credential", || c.draft("credential.version.create"))?;
-            if c.status == "purged" {
+            if c.status == CredentialStatus::Purged {
                 return Err(CoreError::conflict(Code::CredentialPurged, "the credential was purged; its keys are destroyed and it cannot change"));
             }
-            if c.status == "pending_deletion" {
+            if c.status == CredentialStatus::PendingDeletion {
                 return Err(CoreError::conflict(Code::CredentialDeleted, "the credential is pending deletion; restore it first"));
             }
             let ty = CredentialType::parse(&c.ty).ok_or_else(|| CoreError::Internal(format!("stored type {}", c.ty)))?;
@@ -922,14 +929,14 @@ impl Service {
             let now = now_micros();
             let by = a.principal_id.as_str();
             let state = match mode {
-                VersionMode::Stage => "pending",
+                VersionMode::Stage => VersionState::Pending,
                 VersionMode::Replace => {
                     tx.execute(
                         "UPDATE credential_versions SET state = 'revoked', state_changed_at = $1 WHERE credential_id = $2 AND state = 'current'",
                         &[now.into(), id.as_str().into()],
                     )?;
                     tx.execute("UPDATE credentials SET current_version = $1, updated_at = $2 WHERE id = $3", &[next.into(), now.into(), id.as_str().into()])?;
-                    "current"
+                    VersionState::Current
                 }
             };
             insert_version(tx, &id, next, state, &sealed, &validated, by, now)?;
@@ -942,7 +949,7 @@ impl Service {
                     "secret_fields_set": validated.secret_fields_set, "kept_fields": keep
                 })),
             )?;
-            Ok(CreatedVersion { credential_id: id, version: next, state: state.into() })
+            Ok(CreatedVersion { credential_id: id, version: next, state })
         })
         .await
     }
@@ -982,10 +989,10 @@ impl Service {
                 c.draft("credential.version.promote").details(details)
             };
             authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialCreate, "credential", draft)?;
-            if c.status == "purged" {
+            if c.status == CredentialStatus::Purged {
                 return Err(CoreError::conflict(Code::CredentialPurged, "the credential was purged; its keys are destroyed and it cannot change"));
             }
-            if c.status == "pending_deletion" {
+            if c.status == CredentialStatus::PendingDeletion {
                 return Err(CoreError::conflict(Code::CredentialDeleted, "the credential is pending deletion; restore it first"));
             }
             let state = version_state(tx, &id, n)?;
@@ -1065,7 +1072,7 @@ impl Service {
             let c = load_cred(tx, &id, true)?;
             let (org, ws) = (c.org(), c.ws());
             let settings = settings_of(tx, &c.org_id, "credential")?;
-            if c.status == "purged" {
+            if c.status == CredentialStatus::Purged {
                 return Err(CoreError::conflict(
                     Code::CredentialPurged,
                     "the credential was purged; its keys are destroyed and it cannot change",
@@ -1081,16 +1088,17 @@ impl Service {
                 c.draft(action)
             })?;
             let now = now_micros();
-            let (new_status, deleted_at): (&str, Option<i64>) = match (op, c.status.as_str()) {
-                (StatusOp::Disable | StatusOp::Enable, "pending_deletion") => {
+            use CredentialStatus::{Active, Disabled, PendingDeletion};
+            let (new_status, deleted_at): (CredentialStatus, Option<i64>) = match (op, c.status) {
+                (StatusOp::Disable | StatusOp::Enable, PendingDeletion) => {
                     return Err(CoreError::conflict(
                         Code::CredentialDeleted,
                         "the credential is pending deletion; restore it first",
                     ));
                 }
-                (StatusOp::Disable, _) => ("disabled", None),
-                (StatusOp::Enable, _) => ("active", None),
-                (StatusOp::Delete, "pending_deletion") => ("pending_deletion", c.deleted_at),
+                (StatusOp::Disable, _) => (Disabled, None),
+                (StatusOp::Enable, _) => (Active, None),
+                (StatusOp::Delete, PendingDeletion) => (PendingDeletion, c.deleted_at),
                 (StatusOp::Delete, _) if crate::connections::attached_count(tx, &c.id)? > 0 => {
                     return Err(CoreError::conflict(
                         Code::CredentialInUse,
@@ -1103,8 +1111,8 @@ impl Service {
                         "the credential is the source of AWS role chains; change or delete those credentials first (see its usage)",
                     ));
                 }
-                (StatusOp::Delete, _) => ("pending_deletion", Some(now)),
-                (StatusOp::Restore, "pending_deletion") => ("active", None),
+                (StatusOp::Delete, _) => (PendingDeletion, Some(now)),
+                (StatusOp::Restore, PendingDeletion) => (Active, None),
                 (StatusOp::Restore, _) => {
                     return Err(CoreError::conflict(
                         Code::NotDeleted,
@@ -1115,7 +1123,7 @@ impl Service {
             if new_status != c.status {
                 tx.execute(
                     "UPDATE credentials SET status = $1, deleted_at = $2, updated_at = $3 WHERE id = $4",
-                    &[new_status.into(), deleted_at.into(), now.into(), id.as_str().into()],
+                    &[new_status.as_str().into(), deleted_at.into(), now.into(), id.as_str().into()],
                 )?;
                 let mut details = serde_json::json!({ "from": c.status, "to": new_status });
                 if op == StatusOp::Delete {
@@ -1155,7 +1163,7 @@ impl Service {
                 "credential",
                 || c.draft("credential.reveal"),
             )?;
-            if c.status != "active" {
+            if c.status != CredentialStatus::Active {
                 return Err(CoreError::conflict(
                     Code::CredentialNotActive,
                     format!("the credential is {}", c.status),
@@ -1387,7 +1395,7 @@ pub(crate) fn replace_version_internal(
         "UPDATE credentials SET current_version = $1, updated_at = $2 WHERE id = $3",
         &[next.into(), now.into(), c.id.as_str().into()],
     )?;
-    insert_version(tx, &c.id, next, "current", &sealed, &validated, by, now)?;
+    insert_version(tx, &c.id, next, VersionState::Current, &sealed, &validated, by, now)?;
     Ok(next)
 }
 

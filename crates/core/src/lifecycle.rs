@@ -3,6 +3,7 @@
 //! grace ends, purge after the recovery window) and offboarding.
 
 use credvault_domain::problems::Code;
+use credvault_domain::states::{CredentialStatus, VersionState};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -61,7 +62,7 @@ pub struct Rotation {
     /// Whether it was promoted (every dependent connection passed).
     pub promoted: bool,
     /// `current` if promoted, otherwise `pending`.
-    pub state: String,
+    pub state: VersionState,
     /// Connections whose test failed (the reason it was not promoted).
     pub failed_connections: Vec<String>,
     /// Connections that could not be tested (`unsupported`); with `allow_untestable` they
@@ -152,7 +153,7 @@ impl Service {
             .read(
                 move |tx: &mut dyn Tx| -> CoreResult<Option<(serde_json::Value, crate::credentials::CredRow)>> {
                     let c = load_cred(tx, &cid, false)?;
-                    if c.ty != "oauth" || c.status == "purged" {
+                    if c.ty != "oauth" || c.status == CredentialStatus::Purged {
                         return Ok(None);
                     }
                     Ok(
@@ -538,7 +539,11 @@ impl Service {
             credential_id: id.to_owned(),
             version,
             promoted,
-            state: if promoted { "current" } else { "pending" }.into(),
+            state: if promoted {
+                VersionState::Current
+            } else {
+                VersionState::Pending
+            },
             failed_connections: failed,
             untested_connections: untested,
             tests,
@@ -740,7 +745,7 @@ fn purge_checked(tx: &mut dyn Tx, a: &Actor, id: &str, lock: bool) -> CoreResult
 
 /// Whether a credential may be purged now (not already purged, attached nowhere).
 fn purge_allowed(tx: &mut dyn Tx, c: &CredRow) -> CoreResult<()> {
-    if c.status == "purged" {
+    if c.status == CredentialStatus::Purged {
         return Err(CoreError::conflict(
             Code::AlreadyPurged,
             "the credential was already purged",

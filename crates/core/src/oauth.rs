@@ -8,6 +8,7 @@
 //! version is re-sealed in place), so the old refresh token is never used again.
 
 use credvault_domain::problems::Code;
+use credvault_domain::states::CredentialStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -202,7 +203,7 @@ impl Service {
             if c.ty != "oauth" || c.variant.as_deref() != Some("authorization_code") {
                 return Err(CoreError::conflict(Code::NotAnAuthorizationCodeCredential, "consent is for oauth credentials of variant authorization_code"));
             }
-            if c.status != "active" {
+            if c.status != CredentialStatus::Active {
                 return Err(CoreError::conflict(Code::CredentialNotActive, format!("the credential is {}", c.status)));
             }
             let authorized_as = match &req.as_principal {

@@ -7,6 +7,7 @@
 //! without its audit record. Refusals (disabled, deleted, expired…) are audited too.
 
 use credvault_domain::problems::Code;
+use credvault_domain::states::{CredentialStatus, VersionState};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -397,21 +398,21 @@ impl Service {
                 _ => return Err(CoreError::NotFound { what: "credential" }),
             };
             let now = now_micros();
-            match cred.status.as_str() {
-                "active" => {}
-                "disabled" => {
+            match cred.status {
+                CredentialStatus::Active => {}
+                CredentialStatus::Disabled => {
                     return Err(refuse(
                         CoreError::conflict(Code::CredentialDisabled, "the credential is disabled"),
                         "credential_disabled",
                     ));
                 }
-                "pending_deletion" => {
+                CredentialStatus::PendingDeletion => {
                     return Err(refuse(
                         CoreError::conflict(Code::CredentialDeleted, "the credential is pending deletion"),
                         "credential_deleted",
                     ));
                 }
-                other => {
+                other @ CredentialStatus::Purged => {
                     return Err(refuse(
                         CoreError::conflict(Code::CredentialNotActive, format!("the credential is {other}")),
                         "credential_not_active",
@@ -429,9 +430,11 @@ impl Service {
             // The version's state and sealed data came with the rest; opened only once usable.
             let row = read_version;
             let usable = match &row {
-                Some(r) => match r.text(0)?.as_str() {
-                    "current" => true,
-                    "previous" => r.int(1)? + i64::from(settings.previous_grace_hours) * 3_600_000_000 > now,
+                Some(r) => match VersionState::parse(&r.text(0)?) {
+                    Some(VersionState::Current) => true,
+                    Some(VersionState::Previous) => {
+                        r.int(1)? + i64::from(settings.previous_grace_hours) * 3_600_000_000 > now
+                    }
                     _ => false,
                 },
                 None => false,

@@ -3,6 +3,7 @@
 //! are marked: [`CreatedToken`] (a new token, shown once) and [`Resolved`]-style payloads.
 
 use credvault_domain::problems::Code;
+use credvault_domain::states::{CredentialStatus, VersionState};
 use serde::{Deserialize, Serialize};
 
 use credvault_domain::time::to_rfc3339;
@@ -162,7 +163,7 @@ pub struct VersionView {
     /// 1, 2, …
     pub version: i64,
     /// `pending`, `current`, `previous` or `revoked`.
-    pub state: String,
+    pub state: VersionState,
     /// RFC 3339.
     pub created_at: String,
     /// Principal ID.
@@ -196,8 +197,8 @@ pub struct CredentialView {
     pub labels: serde_json::Map<String, serde_json::Value>,
     /// Free text.
     pub description: Option<String>,
-    /// `active`, `disabled` or `pending_deletion`.
-    pub status: String,
+    /// `active`, `disabled`, `pending_deletion` or `purged`.
+    pub status: CredentialStatus,
     /// RFC 3339 or `null`.
     pub expires_at: Option<String>,
     /// Days, or `null`.
@@ -440,7 +441,7 @@ pub struct CreatedVersion {
     /// The new version number.
     pub version: i64,
     /// `pending` or `current`.
-    pub state: String,
+    pub state: VersionState,
 }
 
 /// Response: plaintext fields of a credential version (reveal). Secret: zeroized on drop,

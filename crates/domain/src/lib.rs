@@ -9,6 +9,7 @@ pub mod ids;
 pub mod problems;
 pub mod roles;
 pub mod secret;
+pub mod states;
 pub mod time;
 
 pub use ids::*;

@@ -3,6 +3,7 @@
 //! revoke the old version).
 
 use credvault_domain::problems::Code;
+use credvault_domain::states::{CredentialStatus, VersionState};
 use std::collections::BTreeSet;
 
 use axum::Router;
@@ -786,7 +787,7 @@ async fn detail(
         (notice(q.done.as_deref()))
         @for w in &c.warnings { p.warning { (w) } }
         div.actions.bar {
-            @if can_edit && c.status != "pending_deletion" {
+            @if can_edit && c.status != CredentialStatus::PendingDeletion {
                 a.button.primary #rotate href={(base) "/rotate"} { "Rotate…" }
                 a.button #edit href={(base) "/edit"} { "Edit details" }
             }
@@ -794,14 +795,14 @@ async fn detail(
                 (action_button(&sess, &format!("{base}/test"), "Test dependents", "", None))
             }
             @if can_edit {
-                @if c.status == "disabled" {
+                @if c.status == CredentialStatus::Disabled {
                     (action_button(&sess, &format!("{base}/enable"), "Enable", "", None))
-                } @else if c.status != "pending_deletion" {
+                } @else if c.status != CredentialStatus::PendingDeletion {
                     (action_button(&sess, &format!("{base}/disable"), "Disable", "", Some("Disable this credential? Every resolve through it fails until it is enabled again.")))
                 }
             }
             @if can_delete {
-                @if c.status == "pending_deletion" {
+                @if c.status == CredentialStatus::PendingDeletion {
                     (action_button(&sess, &format!("{base}/restore"), "Restore", "", None))
                 } @else {
                     (action_button(&sess, &format!("{base}/delete"), "Delete", "danger", Some("Delete this credential? It can be restored until the recovery window ends.")))
@@ -872,10 +873,10 @@ async fn detail(
                             strong { "v" (v.version) } " " span class={"state " (v.state)} { (v.state) }
                             span.muted { " · " (when(Some(&v.created_at))) }
                             @if let Some(t) = &v.last_resolved_at { span.muted.last-resolved { " · last resolved " (when(Some(t))) } }
-                            @if can_edit && v.state == "pending" {
+                            @if can_edit && v.state == VersionState::Pending {
                                 (action_button(&sess, &format!("{base}/versions/{}/promote", v.version), "Promote", "", None))
                             }
-                            @if can_edit && (v.state == "previous" || v.state == "pending") {
+                            @if can_edit && (v.state == VersionState::Previous || v.state == VersionState::Pending) {
                                 (action_button(&sess, &format!("{base}/versions/{}/revoke", v.version), "Revoke", "danger", Some("Revoke this version? Nothing can use it afterwards.")))
                             }
                         }
@@ -1380,7 +1381,7 @@ async fn promote(
     let previous: Vec<(i64, Option<String>)> = c
         .versions
         .iter()
-        .filter(|v| v.state == "previous")
+        .filter(|v| v.state == VersionState::Previous)
         .map(|v| (v.version, v.last_resolved_at.clone()))
         .collect();
     let body = html! {
