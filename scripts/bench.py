@@ -9,6 +9,8 @@ BENCH = os.path.join(ROOT, "target", "release", "credvault-bench")
 ARGS = set(sys.argv[1:])
 QUICK = "--quick" in ARGS
 DUR = 3.0 if QUICK else 6.0
+# The rated bad-token flood: FLOOD_RATE requests/s for DUR + 2 s (50,000 requests in a full run).
+FLOOD_RATE = 6250
 results = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(), "machine": {}, "sqlite": {}, "postgres": {}, "scale": {}, "peers": {}}
 
 
@@ -171,9 +173,11 @@ def flood_run(base, admin, worker, conns, quiet):
     concurrency: on two shared cores any closed-loop flood takes CPU from resolve, so the
     bad-token flood is judged against the quiet run and against the valid flood. Also how many
     audit rows the bad-token flood added (they should grow by window, not by request)."""
-    def under(scenario, token):
-        flood = subprocess.Popen([BENCH, "load", "--url", base, "--token", token, "--scenario", scenario, "--concurrency", "16",
-                                  "--duration", str(DUR + 2)], stdout=subprocess.PIPE, text=True)
+    def under(scenario, token, rate=None):
+        cmd = [BENCH, "load", "--url", base, "--token", token, "--scenario", scenario, "--concurrency", "16", "--duration", str(DUR + 2)]
+        if rate:
+            cmd += ["--rate", str(rate)]
+        flood = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         time.sleep(1.0)
         r = load(base, worker, "resolve", 16, ["--connections", ",".join(conns)], rate=quiet["open_rate"])
         f = json.loads(flood.communicate()[0].strip().splitlines()[-1])
@@ -182,12 +186,32 @@ def flood_run(base, admin, worker, conns, quiet):
     before = auth_failure_rows(base, admin)
     r, f = under("badauth", "unused")
     added = auth_failure_rows(base, admin) - before
+    # The issue's measure: a flood of a fixed size (FLOOD_RATE for DUR + 2 s, ~50,000 requests)
+    # rather than as fast as a closed loop on the same two cores can send; the control is a
+    # valid-token flood of the same rate.
+    # p99 over one 8 s run moves by 2x between runs on two shared cores: three rounds of
+    # (quiet, valid flood, bad flood), each figure the median of its three.
+    rounds = []
+    for _ in range(3):
+        q = load(base, worker, "resolve", 16, ["--connections", ",".join(conns)], rate=quiet["open_rate"])
+        c, _ = under("floor", admin, FLOOD_RATE)
+        b, rf = under("badauth", "unused", FLOOD_RATE)
+        rounds.append((q["p99_us"], c["p99_us"], b["p99_us"], b["errors"]))
+    med = lambda i: sorted(x[i] for x in rounds)[1]
+    rated_quiet = med(0)
+    rated_control = {"p99_us": med(1)}
+    rated = {"p99_us": med(2), "errors": sum(x[3] for x in rounds)}
     out = {"flood_requests": f["requests"] + f["errors"], "flood_rate": f["throughput"], "resolve_p99_us": r["p99_us"],
            "quiet_p99_us": quiet["p99_us"], "valid_flood_p99_us": control["p99_us"], "valid_flood_rate": cf["throughput"],
-           "resolve_errors": r["errors"], "audit_rows_added": added}
+           "resolve_errors": r["errors"], "audit_rows_added": added,
+           "rated_requests": rf["requests"] + rf["errors"], "rated_rate": FLOOD_RATE, "rated_p99_us": rated["p99_us"],
+           "rated_valid_p99_us": rated_control["p99_us"], "rated_quiet_p99_us": rated_quiet,
+           "rated_resolve_errors": rated["errors"], "rated_rounds": rounds}
     log(f"    bad-token flood: {out['flood_requests']} requests at {f['throughput']:.0f}/s; resolve p99 {r['p99_us']} µs "
         f"(quiet {quiet['p99_us']} µs; under a valid-token flood at {cf['throughput']:.0f}/s: {control['p99_us']} µs); "
         f"auth.failure rows added: {added}")
+    log(f"    rated bad-token flood: {out['rated_requests']} requests at {FLOOD_RATE}/s; resolve p99 {rated['p99_us']} µs "
+        f"(quiet: {rated_quiet} µs; valid-token flood at the same rate: {rated_control['p99_us']} µs; medians of 3 rounds {rounds})")
     return out
 
 
@@ -333,7 +357,32 @@ def peers():
     return {"fresh_ops_s": float(m.group(2)), "fresh_p50_us": float(m.group(3)), "fresh_p99_us": float(m.group(4)), "raw": out.strip().splitlines()[-2:]}
 
 
+def flood_only():
+    """`scripts/bench --flood-only`: the quiet resolve and the floods on both engines, logged,
+    no report (for work on the authentication path)."""
+    for name, url in (("SQLite", None), ("PostgreSQL", "pg")):
+        d = None
+        if url:
+            d, url = pg_url()
+        data = tempfile.mkdtemp(prefix="credvault-bench-")
+        try:
+            srv = Server(data, url)
+            admin, org, ws = srv.read_bootstrap()
+            worker, conns, _ = setup(srv.base, admin, org, ws, n_rot=0)
+            log(f"==> {name}")
+            quiet = measure(srv.base, worker, "resolve", 16, ["--connections", ",".join(conns)])
+            flood_run(srv.base, admin, worker, conns, quiet)
+            srv.stop()
+        finally:
+            shutil.rmtree(data, ignore_errors=True)
+            if d:
+                subprocess.run(["bash", "-c", f"source scripts/lib/pg.sh && pg_stop {d}/pg"], cwd=ROOT)
+                shutil.rmtree(d, ignore_errors=True)
+
+
 def main():
+    if "--flood-only" in ARGS:
+        return flood_only()
     results["machine"] = {"cpus": os.cpu_count(), "kernel": platform.release(), "load1_at_start": os.getloadavg()[0]}
     ensure_wrk()
     results["hello"] = hello_floor()
@@ -379,6 +428,10 @@ def write_report():
             r = ratio(fl["resolve_p99_us"], fl["valid_flood_p99_us"])
             row(f"{eng} resolve p99 during the bad-token flood / during a valid-token flood (control)", f"{r:.2f} ({fl['resolve_p99_us']} vs {fl['valid_flood_p99_us']} µs)", "≤ 2", r <= 2)
             row(f"{eng} audit rows added by the flood", f"{fl['audit_rows_added']} for {fl['flood_requests']:,} requests", "by window, not by request", fl["audit_rows_added"] <= 10)
+            if "rated_p99_us" in fl:
+                r = ratio(fl["rated_p99_us"], fl["rated_quiet_p99_us"])
+                row(f"{eng} resolve p99 c=16 during a {fl['rated_requests']:,}-request bad-token flood at {fl['rated_rate']:,}/s / quiet (medians of 3 rounds)",
+                    f"{r:.2f} ({fl['rated_p99_us']} vs {fl['rated_quiet_p99_us']} µs; valid-token flood at that rate: {fl['rated_valid_p99_us']} µs)", "≤ 2", r <= 2)
     r = ratio(p["resolve_c64"]["throughput"], p["floor_c64"]["throughput"])
     row("PostgreSQL resolve c=64 / floor c=64", f"{r:.2f} ({p['resolve_c64']['throughput']:.0f} vs {p['floor_c64']['throughput']:.0f}/s)", "≥ 0.25", r >= 0.25)
     # Issue 22: against wrk's floor (a generator that is not the bottleneck), peers, two nodes.
