@@ -520,10 +520,14 @@ pub fn document(routes: &[RouteDoc]) -> Value {
         "info": {"title": "credvault", "version": env!("CARGO_PKG_VERSION"),
                  "description": "Credential store for data pipelines. Errors are RFC 9457 problem documents with a stable `code`. \
                                  Operations list in `x-semantic-errors` the problem codes a schema-valid request can still get; \
-                                 `x-problem-codes` lists every code with its meaning."},
+                                 `x-problem-codes` lists every code with its meaning, `x-audit-actions` every action an audit event can record."},
         "paths": paths,
         "x-credential-types": credvault_domain::credential_types::types_json(&CredentialType::ALL),
         "x-problem-codes": Code::ALL.iter().map(|c| json!({"code": c.as_str(), "description": c.doc()})).collect::<Vec<_>>(),
+        "x-audit-actions": credvault_core::actions::Action::ALL
+            .iter()
+            .map(|a| json!({"action": a.as_str(), "description": a.doc()}))
+            .collect::<Vec<_>>(),
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": schemas(),

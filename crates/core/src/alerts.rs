@@ -8,6 +8,7 @@
 //! Windows are per server node (in memory); on several PostgreSQL nodes each node counts what
 //! it sees, so a threshold is a per-node rate.
 
+use crate::actions::Action;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -84,13 +85,13 @@ pub enum Signal {
 
 impl Signal {
     /// The alert action this signal raises.
-    pub fn action(self) -> &'static str {
+    pub fn action(self) -> Action {
         match self {
-            Signal::AuthFailureIp => "alert.auth_failures",
-            Signal::AuthFailurePrincipal => "alert.auth_failures",
-            Signal::Denial => "alert.denials",
-            Signal::TestFailure => "alert.test_failures",
-            Signal::TargetAuthFailure => "alert.target_auth_failures",
+            Signal::AuthFailureIp => Action::AlertAuthFailures,
+            Signal::AuthFailurePrincipal => Action::AlertAuthFailures,
+            Signal::Denial => Action::AlertDenials,
+            Signal::TestFailure => Action::AlertTestFailures,
+            Signal::TargetAuthFailure => Action::AlertTargetAuthFailures,
         }
     }
 

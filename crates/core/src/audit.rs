@@ -18,6 +18,7 @@
 //! `audit.shards_opened` events, so verification notices a shard that was removed whole, head
 //! and all. SQLite has a single writer: one chain per organization.
 
+use crate::actions::Action;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -99,7 +100,7 @@ pub fn open_shards(tx: &mut dyn Tx, org: &str) -> CoreResult<usize> {
         return Ok(0);
     }
     let d = Draft {
-        action: "audit.shards_opened",
+        action: Action::AuditShardsOpened,
         target_type: Some("audit_chain"),
         target_id: Some(org.to_owned()),
         org_id: Some(org.to_owned()),
@@ -115,84 +116,6 @@ pub fn open_shards(tx: &mut dyn Tx, org: &str) -> CoreResult<usize> {
     append_to(tx, &ctx, &ActorRef::system(), &d, Some(org))?;
     Ok(opened.len())
 }
-
-/// Every action the code may record. A test checks that emitted actions are a subset.
-pub const ACTIONS: &[&str] = &[
-    "auth.failure",
-    "auth.sign_in",
-    "auth.sign_out",
-    "principal.password_set",
-    "instance.init",
-    "org.create",
-    "org.settings.update",
-    "workspace.create",
-    "principal.create",
-    "role_binding.create",
-    "role_binding.delete",
-    "token.create",
-    "token.revoke",
-    "credential.create",
-    "credential.update",
-    "credential.destinations.allow",
-    "audit.sinks.read",
-    "alert.audit_dead_letter",
-    "credential.version.create",
-    "credential.version.promote",
-    "credential.version.revoke",
-    "credential.disable",
-    "credential.enable",
-    "credential.delete",
-    "credential.restore",
-    "credential.reveal",
-    "credential.read",
-    "credential.list",
-    "audit.read",
-    "audit.verify",
-    "org.read",
-    "workspace.read",
-    "principal.read",
-    "role_binding.read",
-    "token.read",
-    "connection.create",
-    "connection.read",
-    "connection.update",
-    "connection.delete",
-    "connection.attach",
-    "connection.detach",
-    "connection.resolve",
-    "credential.detach_all",
-    "credential.review",
-    "pipeline.create",
-    "pipeline.read",
-    "pipeline.update",
-    "pipeline.delete",
-    "report.read",
-    "connection.test",
-    "credential.purge",
-    "credential.expiring",
-    "credential.expired",
-    "credential.rotation_due",
-    "credential.rotation_overdue",
-    "credential.transfer",
-    "principal.offboard",
-    "keys.rotate",
-    "keys.rewrap",
-    "alert.auth_failures",
-    "alert.denials",
-    "alert.test_failures",
-    "alert.target_auth_failures",
-    "alert.resolve_refused",
-    "resolve.report",
-    "oauth.authorize_start",
-    "oauth.authorize",
-    "oauth.callback",
-    "oauth.refresh",
-    "alert.oauth_needs_reauthorization",
-    "alert.oauth_refresh_failing",
-    "alert.audit_backlog",
-    "audit.checkpoint",
-    "audit.shards_opened",
-];
 
 /// Outcome of the recorded action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,8 +142,8 @@ impl Outcome {
 /// An event about to be appended.
 #[derive(Clone, Debug)]
 pub struct Draft {
-    /// What happened, one of [`ACTIONS`].
-    pub action: &'static str,
+    /// What happened (the catalogue: [`crate::actions::Action`]).
+    pub action: Action,
     /// Kind of the target (`credential`, `token`…).
     pub target_type: Option<&'static str>,
     /// The target's ID.
@@ -238,7 +161,7 @@ pub struct Draft {
 impl Draft {
     /// A successful action on a target in an organization.
     pub fn new(
-        action: &'static str,
+        action: Action,
         target_type: &'static str,
         target_id: impl Into<String>,
         org_id: impl Into<String>,
@@ -437,7 +360,6 @@ pub fn append_to(
     d: &Draft,
     chain: Option<&str>,
 ) -> CoreResult<i64> {
-    debug_assert!(ACTIONS.contains(&d.action), "undeclared audit action {}", d.action);
     let org = d.org_id.as_deref().unwrap_or(INSTANCE_CHAIN);
     debug_assert!(
         chain.is_none_or(|c| chain_org(c) == org),
@@ -519,7 +441,7 @@ fn event_row(
         workspace_id: d.workspace_id.as_deref(),
         actor_id: actor.id.as_deref(),
         actor_kind: actor.kind,
-        action: d.action,
+        action: d.action.as_str(),
         target_type: d.target_type,
         target_id: d.target_id.as_deref(),
         outcome: d.outcome.as_str(),
@@ -576,7 +498,6 @@ pub(crate) fn append_many(
     seqs.sort_unstable();
     let mut params = Vec::with_capacity(events.len() * EVENT_PARAMS + 2);
     for ((ctx, who, d), seq) in events.iter().zip(&seqs) {
-        debug_assert!(ACTIONS.contains(&d.action), "undeclared audit action {}", d.action);
         debug_assert_eq!(d.org_id.as_deref().unwrap_or(INSTANCE_CHAIN), org);
         let (hash, row) = event_row(*seq, &chain, ctx, who, d, prev)?;
         params.extend(row);
@@ -1063,7 +984,6 @@ pub fn verify_chain(tx: &mut dyn Tx, chain: &str) -> CoreResult<Verification> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use std::collections::BTreeSet;
     use std::path::Path;
 
     #[test]
@@ -1091,57 +1011,34 @@ mod tests {
         let out: serde_json::Value = serde_json::from_str(&bounded_details(&arr).unwrap()).unwrap();
         assert_eq!(out["truncated"], true);
     }
-
-    /// Every string literal in the crate's (non-test) code that looks like an action
-    /// (`prefix.name` with a known prefix).
-    fn action_literals(dir: &Path, prefixes: &BTreeSet<&str>, out: &mut BTreeSet<String>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                action_literals(&path, prefixes, out);
-                continue;
-            }
-            if path.extension().is_none_or(|e| e != "rs") {
-                continue;
-            }
-            let mut text = std::fs::read_to_string(&path).unwrap();
-            if let Some(i) = text.find("#[cfg(test)]") {
-                text.truncate(i);
-            }
-            if path.ends_with("audit.rs") {
-                // Leave out the declaration itself.
-                let (i, j) = (text.find("pub const ACTIONS").unwrap(), text.find("];").unwrap());
-                text.replace_range(i..j, "");
-            }
-            for lit in text.split('"').skip(1).step_by(2) {
-                let looks = lit.contains('.')
-                    && lit
-                        .split('.')
-                        .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
-                if looks && lit.split('.').next().is_some_and(|p| prefixes.contains(p)) {
-                    out.insert(lit.to_owned());
+    /// Every catalogued action is emitted somewhere (the type makes an uncatalogued one
+    /// impossible): a catalogue entry nothing uses would document an event that never comes.
+    #[test]
+    fn every_catalogued_action_is_emitted() {
+        fn sources(dir: &Path, out: &mut String) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    sources(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("actions.rs") {
+                    out.push_str(&std::fs::read_to_string(&path).unwrap());
                 }
             }
         }
-    }
-
-    /// The set of actions the code emits equals the set it declares: a new action cannot be
-    /// forgotten in `ACTIONS` (which SIEM documentation and filters are built from), and a
-    /// declared action no code emits is caught too.
-    #[test]
-    fn the_actions_emitted_are_exactly_the_actions_declared() {
-        let declared: BTreeSet<String> = super::ACTIONS.iter().map(|s| (*s).to_owned()).collect();
-        assert_eq!(declared.len(), super::ACTIONS.len(), "ACTIONS has duplicates");
-        let prefixes: BTreeSet<&str> = super::ACTIONS.iter().filter_map(|a| a.split('.').next()).collect();
-        let mut found = BTreeSet::new();
-        action_literals(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
-            &prefixes,
-            &mut found,
-        );
-        let undeclared: Vec<_> = found.difference(&declared).collect();
-        let unused: Vec<_> = declared.difference(&found).collect();
-        assert!(undeclared.is_empty(), "emitted but not declared: {undeclared:?}");
-        assert!(unused.is_empty(), "declared but never emitted: {unused:?}");
+        let mut text = String::new();
+        sources(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut text);
+        let unused: Vec<&str> = crate::actions::Action::ALL
+            .iter()
+            .filter(|a| {
+                let variant: String = a
+                    .as_str()
+                    .split(['.', '_'])
+                    .map(|w| w[..1].to_uppercase() + &w[1..])
+                    .collect();
+                !text.contains(&format!("Action::{variant}"))
+            })
+            .map(|a| a.as_str())
+            .collect();
+        assert!(unused.is_empty(), "catalogued but never emitted: {unused:?}");
     }
 }

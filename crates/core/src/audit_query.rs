@@ -1,6 +1,7 @@
 //! Reading the audit journal: filtered, paginated queries and chain verification, both
 //! behind `audit.read`.
 
+use crate::actions::Action;
 use credvault_domain::problems::Code;
 use std::sync::Arc;
 
@@ -68,7 +69,7 @@ impl Service {
             if chain != INSTANCE_CHAIN {
                 let settings = settings_of(tx, &org, "organization")?;
                 let org_id = OrgId::from_trusted(org.clone());
-                let draft = || Draft::new("audit.read", "org", org.as_str(), org.as_str());
+                let draft = || Draft::new(Action::AuditRead, "org", org.as_str(), org.as_str());
                 if !(a.in_org(&org_id) && settings.role_policy.any_grants(&a.org_roles(), Permission::AuditRead)) {
                     let ws: Vec<String> = a
                         .bindings
@@ -189,7 +190,7 @@ impl Service {
                 Scope::Org(&org_id),
                 Permission::AuditRead,
                 "organization",
-                || Draft::new("audit.verify", "org", org.as_str(), org.as_str()),
+                || Draft::new(Action::AuditVerify, "org", org.as_str(), org.as_str()),
             )?;
             verify_org(tx, &org)
         })

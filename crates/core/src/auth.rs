@@ -2,6 +2,7 @@
 //! allowed, 404 or 403). Deny by default: a principal with no binding that covers a scope does
 //! not learn that anything exists inside it.
 
+use crate::actions::Action;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -173,7 +174,7 @@ impl Service {
         };
         if let Some((reason, f)) = failure {
             let mut draft = Draft {
-                action: "auth.failure",
+                action: Action::AuthFailure,
                 target_type: None,
                 target_id: None,
                 org_id: f.map(|f| f.org_id.clone()),
@@ -242,7 +243,7 @@ impl Service {
     /// answers the error the caller gets (401, or 429 once the address is throttled).
     pub async fn record_missing_auth(&self, ctx: &RequestCtx, reason: &'static str) -> CoreError {
         let draft = Draft {
-            action: "auth.failure",
+            action: Action::AuthFailure,
             target_type: None,
             target_id: None,
             org_id: None,
@@ -397,7 +398,7 @@ impl EndedWindow {
     fn summary(&self, window: std::time::Duration) -> Draft {
         let w = &self.0;
         Draft {
-            action: "auth.failure",
+            action: Action::AuthFailure,
             target_type: Some("source_ip"),
             target_id: Some(w.ip.clone()),
             org_id: w.org.clone(),

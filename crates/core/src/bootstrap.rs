@@ -2,6 +2,7 @@
 //! admin and admin of `default`, and one token for it, all in one transaction so a crash
 //! leaves either nothing or everything.
 
+use crate::actions::Action;
 use zeroize::Zeroizing;
 
 use credvault_crypto::generate_token;
@@ -103,7 +104,7 @@ impl Service {
                     tx,
                     &ctx,
                     &ActorRef::system(),
-                    &Draft::new("instance.init", "org", org.as_str(), org.as_str()).details(serde_json::json!({
+                    &Draft::new(Action::InstanceInit, "org", org.as_str(), org.as_str()).details(serde_json::json!({
                         "workspace_id": ws.as_str(), "admin_id": admin.as_str(), "token_id": tok.as_str()
                     })),
                 )?;

@@ -5,6 +5,7 @@
 //! chain, and forging the chain anew needs the signing key. (Events after the last checkpoint
 //! are only as good as the hash chain.)
 
+use crate::actions::Action;
 use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use base64::Engine as _;
 use serde_json::{Value as Json, json};
@@ -107,7 +108,7 @@ pub fn write_all(tx: &mut dyn Tx, keyring: &Keyring) -> CoreResult<usize> {
             details["shards"] = json!(shards);
         }
         let d = Draft {
-            action: "audit.checkpoint",
+            action: Action::AuditCheckpoint,
             target_type: Some("audit_chain"),
             target_id: Some(chain.clone()),
             org_id: (chain != INSTANCE_CHAIN).then(|| org.clone()),

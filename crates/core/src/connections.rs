@@ -7,6 +7,7 @@
 //! same environment — unless the organization allows overrides, in which case a written
 //! `override_reason` is required, audited, and listed in the overrides report.
 
+use crate::actions::Action;
 use credvault_domain::problems::Code;
 use credvault_domain::states::CredentialStatus;
 use std::sync::Arc;
@@ -334,7 +335,7 @@ impl ConnRow {
         WorkspaceId::from_trusted(self.workspace_id.clone())
     }
 
-    pub(crate) fn draft(&self, action: &'static str) -> Draft {
+    pub(crate) fn draft(&self, action: Action) -> Draft {
         Draft::new(action, "connection", self.id.as_str(), self.org_id.as_str())
             .workspace(Some(self.workspace_id.as_str()))
     }
@@ -707,7 +708,7 @@ impl Service {
             let ws = req.workspace_id;
             let org = workspace_org(tx, ws.as_str())?.ok_or(CoreError::NotFound { what: "workspace" })?;
             let settings = settings_of(tx, org.as_str(), "workspace")?;
-            let draft = || Draft::new("connection.create", "connection", id.as_str(), org.as_str()).workspace(Some(ws.as_str()));
+            let draft = || Draft::new(Action::ConnectionCreate, "connection", id.as_str(), org.as_str()).workspace(Some(ws.as_str()));
             authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::CredentialAttach, "workspace", draft)?;
             let mut override_reason = None;
             let mut hs = Vec::new();
@@ -767,7 +768,7 @@ impl Service {
                     tx,
                     &ctx2,
                     &ActorRef::from(a.as_ref()),
-                    &Draft::new("connection.attach", "connection", id.as_str(), org.as_str())
+                    &Draft::new(Action::ConnectionAttach, "connection", id.as_str(), org.as_str())
                         .workspace(Some(ws.as_str()))
                         .details(serde_json::json!({"credential_id": cid, "override_reason": override_reason})),
                 )?;
@@ -790,7 +791,7 @@ impl Service {
                 Scope::Workspace(&org, &ws),
                 Permission::MetadataRead,
                 "connection",
-                || c.draft("connection.read"),
+                || c.draft(Action::ConnectionRead),
             )?;
             c.view()
         })
@@ -818,7 +819,7 @@ impl Service {
                 &settings,
                 &org,
                 f.workspace_id.as_deref(),
-                "connection.read",
+                Action::ConnectionRead,
                 Permission::MetadataRead,
             )?;
             let mut sql = format!("SELECT {CONN_COLS} FROM connections c WHERE c.org_id = $1 AND c.seq > $2");
@@ -878,7 +879,7 @@ impl Service {
                 Scope::Workspace(&org, &ws),
                 Permission::CredentialAttach,
                 "connection",
-                || c.draft("connection.update"),
+                || c.draft(Action::ConnectionUpdate),
             )?;
             let mut hs = Vec::new();
             let now = now_micros();
@@ -899,7 +900,7 @@ impl Service {
                 if let Some(cid) = &c.credential_id {
                     let cred = load_cred(tx, cid, true)?;
                     hs = admit_destinations(tx, &a, &settings, cred, &c.kind, &cfg, &dns, || {
-                        c.draft("connection.update")
+                        c.draft(Action::ConnectionUpdate)
                             .details(serde_json::json!({"changed": ["config"], "credential_id": cid}))
                     })?;
                 }
@@ -925,7 +926,7 @@ impl Service {
                 tx,
                 &ctx2,
                 &ActorRef::from(a.as_ref()),
-                &c.draft("connection.update").details(
+                &c.draft(Action::ConnectionUpdate).details(
                     serde_json::json!({"changed": changed, "config": p.config, "destinations_allowed": allowed}),
                 ),
             )?;
@@ -947,7 +948,7 @@ impl Service {
             let settings = settings_of(tx, &c.org_id, "connection")?;
             let (org, ws) = (c.org(), c.ws());
             authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::CredentialAttach, "connection", || {
-                c.draft("connection.delete")
+                c.draft(Action::ConnectionDelete)
             })?;
             let users = tx.query(
                 "SELECT p.name FROM pipelines p JOIN pipeline_connections pc ON pc.pipeline_id = p.id WHERE pc.connection_id = $1 ORDER BY p.seq LIMIT 20",
@@ -959,7 +960,7 @@ impl Service {
             }
             let view = c.view()?;
             tx.execute("DELETE FROM connections WHERE id = $1", &[id.as_str().into()])?;
-            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &c.draft("connection.delete").details(serde_json::json!({"name": c.name, "credential_id": c.credential_id})))?;
+            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &c.draft(Action::ConnectionDelete).details(serde_json::json!({"name": c.name, "credential_id": c.credential_id})))?;
             Ok(view)
         })
         .await
@@ -990,7 +991,7 @@ impl Service {
             let c = load_conn(tx, &id, true)?;
             let settings = settings_of(tx, &c.org_id, "connection")?;
             let (org, ws) = (c.org(), c.ws());
-            let draft = || c.draft("connection.attach").details(serde_json::json!({"credential_id": req.credential_id}));
+            let draft = || c.draft(Action::ConnectionAttach).details(serde_json::json!({"credential_id": req.credential_id}));
             authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::CredentialAttach, "connection", draft)?;
             let cred = load_cred(tx, req.credential_id.as_str(), true).map_err(|e| with_field(e, "credential_id"))?;
             let kind = parse_kind(&c.kind)?;
@@ -1008,7 +1009,7 @@ impl Service {
                 tx,
                 &ctx2,
                 &ActorRef::from(a.as_ref()),
-                &c.draft("connection.attach").details(serde_json::json!({
+                &c.draft(Action::ConnectionAttach).details(serde_json::json!({
                     "credential_id": req.credential_id, "previous_credential_id": c.credential_id,
                     "override_reason": reason, "credential_environment": cred_env, "connection_environment": c.environment,
                     "destinations_allowed": allowed,
@@ -1032,7 +1033,7 @@ impl Service {
             let settings = settings_of(tx, &c.org_id, "connection")?;
             let (org, ws) = (c.org(), c.ws());
             authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::CredentialAttach, "connection", || {
-                c.draft("connection.detach")
+                c.draft(Action::ConnectionDetach)
             })?;
             if c.credential_id.is_some() {
                 let now = now_micros();
@@ -1040,7 +1041,7 @@ impl Service {
                     "UPDATE connections SET credential_id = NULL, override_reason = NULL, attached_at = NULL, attached_by = NULL, updated_at = $1 WHERE id = $2",
                     &[now.into(), id.as_str().into()],
                 )?;
-                audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &c.draft("connection.detach").details(serde_json::json!({"credential_id": c.credential_id})))?;
+                audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &c.draft(Action::ConnectionDetach).details(serde_json::json!({"credential_id": c.credential_id})))?;
             }
             load_conn(tx, &id, false)?.view()
         })
@@ -1060,14 +1061,14 @@ impl Service {
                 crate::credentials::read_scope(&org, &ws),
                 Permission::MetadataRead,
                 "credential",
-                || c.draft("credential.read"),
+                || c.draft(Action::CredentialRead),
             )?;
             let visible = visible_workspaces(
                 &a,
                 &settings,
                 &c.org_id,
                 None,
-                "credential.read",
+                Action::CredentialRead,
                 Permission::MetadataRead,
             )?;
             usage_visible(tx, &id, visible.as_deref())
@@ -1084,7 +1085,7 @@ impl Service {
             let settings = settings_of(tx, &c.org_id, "credential")?;
             let (org, ws) = (c.org(), c.ws());
             authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialDelete, "credential", || {
-                c.draft("credential.detach_all")
+                c.draft(Action::CredentialDetachAll)
             })?;
             let usage = usage_of(tx, &id)?;
             let now = now_micros();
@@ -1097,7 +1098,7 @@ impl Service {
                     tx,
                     &ctx2,
                     &ActorRef::from(a.as_ref()),
-                    &Draft::new("connection.detach", "connection", conn.id.as_str(), c.org_id.as_str())
+                    &Draft::new(Action::ConnectionDetach, "connection", conn.id.as_str(), c.org_id.as_str())
                         .workspace(Some(conn.workspace_id.as_str()))
                         .details(serde_json::json!({"credential_id": id, "reason": "detach_all"})),
                 )?;
@@ -1106,7 +1107,7 @@ impl Service {
                 tx,
                 &ctx2,
                 &ActorRef::from(a.as_ref()),
-                &c.draft("credential.detach_all").details(serde_json::json!({
+                &c.draft(Action::CredentialDetachAll).details(serde_json::json!({
                     "connections": usage.connections.iter().map(|u| &u.id).collect::<Vec<_>>(),
                     "affected_pipelines": usage.pipelines.iter().map(|u| &u.id).collect::<Vec<_>>(),
                 })),
@@ -1131,7 +1132,7 @@ impl Service {
             let org = workspace_org(tx, ws.as_str())?.ok_or(CoreError::NotFound { what: "workspace" })?;
             let settings = settings_of(tx, org.as_str(), "workspace")?;
             let id = PipelineId::generate();
-            let draft = || Draft::new("pipeline.create", "pipeline", id.as_str(), org.as_str()).workspace(Some(ws.as_str()));
+            let draft = || Draft::new(Action::PipelineCreate, "pipeline", id.as_str(), org.as_str()).workspace(Some(ws.as_str()));
             authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::CredentialAttach, "workspace", draft)?;
             let conns = check_pipeline_connections(tx, ws.as_str(), &req.connection_ids)?;
             let now = now_micros();
@@ -1167,7 +1168,10 @@ impl Service {
                 Scope::Workspace(&org, &ws),
                 Permission::MetadataRead,
                 "pipeline",
-                || Draft::new("pipeline.read", "pipeline", id.as_str(), org_s.as_str()).workspace(Some(ws_s.as_str())),
+                || {
+                    Draft::new(Action::PipelineRead, "pipeline", id.as_str(), org_s.as_str())
+                        .workspace(Some(ws_s.as_str()))
+                },
             )?;
             pipeline_view(tx, &r)
         })
@@ -1194,7 +1198,7 @@ impl Service {
         let a = actor.clone();
         self.read(ctx, actor, move |tx| {
             let settings = settings_of(tx, &org, "organization")?;
-            let visible = visible_workspaces(&a, &settings, &org, workspace_id.as_deref(), "pipeline.read", Permission::MetadataRead)?;
+            let visible = visible_workspaces(&a, &settings, &org, workspace_id.as_deref(), Action::PipelineRead, Permission::MetadataRead)?;
             let mut sql = format!("SELECT {PIPE_COLS} FROM pipelines WHERE org_id = $1 AND seq > $2");
             let mut params: Vec<Value> = vec![org.as_str().into(), after.into()];
             push_in(&mut sql, &mut params, "workspace_id", visible.as_deref());
@@ -1246,7 +1250,8 @@ impl Service {
                 WorkspaceId::from_trusted(ws_s.clone()),
             );
             let draft = || {
-                Draft::new("pipeline.update", "pipeline", id.as_str(), org_s.as_str()).workspace(Some(ws_s.as_str()))
+                Draft::new(Action::PipelineUpdate, "pipeline", id.as_str(), org_s.as_str())
+                    .workspace(Some(ws_s.as_str()))
             };
             authorize(
                 &a,
@@ -1313,7 +1318,8 @@ impl Service {
                 WorkspaceId::from_trusted(ws_s.clone()),
             );
             let draft = || {
-                Draft::new("pipeline.delete", "pipeline", id.as_str(), org_s.as_str()).workspace(Some(ws_s.as_str()))
+                Draft::new(Action::PipelineDelete, "pipeline", id.as_str(), org_s.as_str())
+                    .workspace(Some(ws_s.as_str()))
             };
             authorize(
                 &a,
@@ -1360,7 +1366,7 @@ pub(crate) fn visible_workspaces(
     settings: &OrgSettings,
     org: &str,
     asked: Option<&str>,
-    action: &'static str,
+    action: Action,
     perm: Permission,
 ) -> CoreResult<Option<Vec<String>>> {
     let org_id = OrgId::from_trusted(org.to_owned());

@@ -6,6 +6,7 @@
 //! version is `current` (also enforced by a partial unique index); the current version cannot
 //! be revoked; every change and its audit event commit together.
 
+use crate::actions::Action;
 use credvault_domain::problems::Code;
 use credvault_domain::states::{CredentialStatus, VersionState};
 use std::sync::Arc;
@@ -95,7 +96,7 @@ impl CredRow {
         self.workspace_id.clone().map(WorkspaceId::from_trusted)
     }
 
-    pub(crate) fn draft(&self, action: &'static str) -> Draft {
+    pub(crate) fn draft(&self, action: Action) -> Draft {
         Draft::new(action, "credential", self.id.as_str(), self.org_id.as_str()).workspace(self.workspace_id.as_deref())
     }
 
@@ -550,7 +551,7 @@ impl Service {
             };
             let settings = settings_of(tx, org.as_str(), "organization")?;
             let id = CredentialId::generate();
-            let draft = || Draft::new("credential.create", "credential", id.as_str(), org.as_str()).workspace(scope_ws.as_ref().map(|w| w.as_str()));
+            let draft = || Draft::new(Action::CredentialCreate, "credential", id.as_str(), org.as_str()).workspace(scope_ws.as_ref().map(|w| w.as_str()));
             authorize(&a, &settings, write_scope(&org, &scope_ws), Permission::CredentialCreate, "workspace", draft)?;
             if !settings.enabled_types.contains(&ty) {
                 return Err(CoreError::invalid("type", Code::TypeNotEnabled, format!("type {} is not enabled for this organization", ty.as_str())));
@@ -616,7 +617,7 @@ impl Service {
                 read_scope(&org, &ws),
                 Permission::MetadataRead,
                 "credential",
-                || c.draft("credential.read"),
+                || c.draft(Action::CredentialRead),
             )?;
             full_view(tx, &c)
         })
@@ -658,7 +659,7 @@ impl Service {
         self.read(ctx, actor, move |tx| {
             let settings = settings_of(tx, &org, "organization")?;
             let org_id = OrgId::from_trusted(org.clone());
-            let draft = || Draft::new("credential.list", "org", org.as_str(), org.as_str());
+            let draft = || Draft::new(Action::CredentialList, "org", org.as_str(), org.as_str());
             // Which workspaces may the caller read? `None` = all of the organization.
             let visible: Option<Vec<String>> = if a.in_org(&org_id) && settings.role_policy.any_grants(&a.org_roles(), Permission::MetadataRead) {
                 None
@@ -797,7 +798,7 @@ impl Service {
                 write_scope(&org, &ws),
                 Permission::CredentialCreate,
                 "credential",
-                || c.draft("credential.update"),
+                || c.draft(Action::CredentialUpdate),
             )?;
             if c.status == CredentialStatus::Purged {
                 return Err(CoreError::conflict(
@@ -864,7 +865,7 @@ impl Service {
                 tx,
                 &ctx2,
                 &ActorRef::from(a.as_ref()),
-                &c.draft("credential.update").details(serde_json::json!({
+                &c.draft(Action::CredentialUpdate).details(serde_json::json!({
                     "changed": changed, "name": p.name, "labels": p.labels, "destinations": destinations,
                 })),
             )?;
@@ -895,7 +896,7 @@ impl Service {
             let c = load_cred(tx, &id, true)?;
             let (org, ws) = (c.org(), c.ws());
             let settings = settings_of(tx, &c.org_id, "credential")?;
-            authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialCreate, "credential", || c.draft("credential.version.create"))?;
+            authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialCreate, "credential", || c.draft(Action::CredentialVersionCreate))?;
             if c.status == CredentialStatus::Purged {
                 return Err(CoreError::conflict(Code::CredentialPurged, "the credential was purged; its keys are destroyed and it cannot change"));
             }
@@ -944,7 +945,7 @@ impl Service {
                 tx,
                 &ctx2,
                 &ActorRef::from(a.as_ref()),
-                &c.draft("credential.version.create").details(serde_json::json!({
+                &c.draft(Action::CredentialVersionCreate).details(serde_json::json!({
                     "version": next, "state": state, "mode": if mode == VersionMode::Stage { "stage" } else { "replace" },
                     "secret_fields_set": validated.secret_fields_set, "kept_fields": keep
                 })),
@@ -986,7 +987,7 @@ impl Service {
                 if !untested.is_empty() {
                     details["untested_connections"] = serde_json::json!(untested);
                 }
-                c.draft("credential.version.promote").details(details)
+                c.draft(Action::CredentialVersionPromote).details(details)
             };
             authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialCreate, "credential", draft)?;
             if c.status == CredentialStatus::Purged {
@@ -1038,7 +1039,7 @@ impl Service {
             let c = load_cred(tx, &id, true)?;
             let (org, ws) = (c.org(), c.ws());
             let settings = settings_of(tx, &c.org_id, "credential")?;
-            let draft = || c.draft("credential.version.revoke").details(serde_json::json!({ "version": n }));
+            let draft = || c.draft(Action::CredentialVersionRevoke).details(serde_json::json!({ "version": n }));
             authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialCreate, "credential", draft)?;
             let state = version_state(tx, &id, n)?;
             if state == "current" {
@@ -1079,10 +1080,10 @@ impl Service {
                 ));
             }
             let (action, perm) = match op {
-                StatusOp::Disable => ("credential.disable", Permission::CredentialCreate),
-                StatusOp::Enable => ("credential.enable", Permission::CredentialCreate),
-                StatusOp::Delete => ("credential.delete", Permission::CredentialDelete),
-                StatusOp::Restore => ("credential.restore", Permission::CredentialDelete),
+                StatusOp::Disable => (Action::CredentialDisable, Permission::CredentialCreate),
+                StatusOp::Enable => (Action::CredentialEnable, Permission::CredentialCreate),
+                StatusOp::Delete => (Action::CredentialDelete, Permission::CredentialDelete),
+                StatusOp::Restore => (Action::CredentialRestore, Permission::CredentialDelete),
             };
             authorize(&a, &settings, write_scope(&org, &ws), perm, "credential", || {
                 c.draft(action)
@@ -1161,7 +1162,7 @@ impl Service {
                 write_scope(&org, &ws),
                 Permission::CredentialReveal,
                 "credential",
-                || c.draft("credential.reveal"),
+                || c.draft(Action::CredentialReveal),
             )?;
             if c.status != CredentialStatus::Active {
                 return Err(CoreError::conflict(
@@ -1174,7 +1175,7 @@ impl Service {
                 tx,
                 &ctx2,
                 &ActorRef::from(a.as_ref()),
-                &c.draft("credential.reveal")
+                &c.draft(Action::CredentialReveal)
                     .details(serde_json::json!({ "version": c.current_version })),
             )?;
             Ok(Revealed {

@@ -22,6 +22,7 @@
 //! the names, [`Service::with_dns`] resolves them and runs the operation once more with the
 //! answers.
 
+use crate::actions::Action;
 use credvault_domain::problems::Code;
 use std::collections::HashMap;
 use std::future::Future;
@@ -302,7 +303,7 @@ pub(crate) fn save_additions(
             ctx,
             actor,
             &h.cred
-                .draft("credential.destinations.allow")
+                .draft(Action::CredentialDestinationsAllow)
                 .details(serde_json::json!({
                     "added": added, "via_connection": via_connection, "allowed_destinations": stored.to_strings(),
                     "reason": "wired by someone who may change the credential (trust on first use)",
@@ -416,7 +417,7 @@ impl Service {
                             tx,
                             &ctx,
                             &ActorRef::system(),
-                            &cred.draft("credential.destinations.allow").details(serde_json::json!({
+                            &cred.draft(Action::CredentialDestinationsAllow).details(serde_json::json!({
                                 "added": set.to_strings(), "allowed_destinations": set.to_strings(),
                                 "via_connections": via,
                                 "reason": "upgrade: the destinations of the connections attached when destinations were introduced",

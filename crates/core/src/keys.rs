@@ -3,6 +3,7 @@
 //! rows still wrapped by an older key are picked, so a crash mid-way loses nothing and a rerun
 //! resumes where it stopped.
 
+use crate::actions::Action;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -42,7 +43,7 @@ struct Row {
     sealed: Sealed,
 }
 
-fn audit_instance(tx: &mut dyn Tx, action: &'static str, details: serde_json::Value) -> CoreResult<()> {
+fn audit_instance(tx: &mut dyn Tx, action: Action, details: serde_json::Value) -> CoreResult<()> {
     let ctx = RequestCtx {
         request_id: String::new(),
         source_ip: None,
@@ -114,7 +115,7 @@ impl Service {
         let details = serde_json::json!({"new_primary": new_primary, "previous_primary": previous});
         self.inner
             .store
-            .write(move |tx| audit_instance(tx, "keys.rotate", details))
+            .write(move |tx| audit_instance(tx, Action::KeysRotate, details))
             .await
     }
 
@@ -183,7 +184,7 @@ impl Service {
                 }
                 audit_instance(
                     tx,
-                    "keys.rewrap",
+                    Action::KeysRewrap,
                     serde_json::json!({"rewrapped": done, "primary": primary}),
                 )?;
                 Ok::<_, CoreError>(())

@@ -4,6 +4,7 @@
 //! crate that holds both the keyring and the store, so plaintext exists only here, briefly,
 //! in zeroizing buffers.
 
+pub mod actions;
 pub mod alerts;
 mod appender;
 pub mod audit;
@@ -28,6 +29,7 @@ mod tenancy;
 pub mod testing;
 pub mod views;
 
+use crate::actions::Action;
 use std::sync::{Arc, RwLock};
 
 use credvault_crypto::Keyring;
@@ -231,7 +233,13 @@ impl Service {
             alerts::Signal::TestFailure => self.inner.detectors.config().test_failures_per_credential,
             alerts::Signal::TargetAuthFailure => self.inner.detectors.config().target_auth_failures_per_credential,
         };
-        tracing::warn!(alert = signal.action(), target_type, target_id, count, "alert raised");
+        tracing::warn!(
+            alert = signal.action().as_str(),
+            target_type,
+            target_id,
+            count,
+            "alert raised"
+        );
         Some(audit::Draft {
             action: signal.action(),
             target_type: Some(target_type),
@@ -266,7 +274,7 @@ impl Service {
             .unwrap_or_default()
             .to_owned();
         Some(audit::Draft {
-            action: "alert.resolve_refused",
+            action: Action::AlertResolveRefused,
             target_type: Some("credential"),
             target_id: Some(cred),
             org_id: draft.org_id.clone(),

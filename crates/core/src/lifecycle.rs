@@ -2,6 +2,7 @@
 //! only if all passed), purge (crypto-shredding), the scheduler (expiry and rotation alerts,
 //! grace ends, purge after the recovery window) and offboarding.
 
+use crate::actions::Action;
 use credvault_domain::problems::Code;
 use credvault_domain::states::{CredentialStatus, VersionState};
 use std::sync::Arc;
@@ -219,7 +220,7 @@ fn threshold_alert(
     cred: &str,
     org: &str,
     ws: Option<&str>,
-    action: &'static str,
+    action: Action,
     thresholds: &[u32],
     at: Micros,
     now: Micros,
@@ -252,7 +253,7 @@ fn threshold_alert(
              ON CONFLICT DO NOTHING",
             &[
                 cred.into(),
-                action.into(),
+                action.as_str().into(),
                 i64::from(*wider).into(),
                 at.into(),
                 now.into(),
@@ -270,7 +271,7 @@ fn alert_once(
     cred: &str,
     org: &str,
     ws: Option<&str>,
-    action: &'static str,
+    action: Action,
     threshold: i64,
     ref_time: Micros,
     now: Micros,
@@ -279,7 +280,7 @@ fn alert_once(
     let seen = tx
         .query_opt(
             "SELECT 1 FROM alerts_sent WHERE credential_id = $1 AND kind = $2 AND threshold = $3 AND ref_time = $4",
-            &[cred.into(), action.into(), threshold.into(), ref_time.into()],
+            &[cred.into(), action.as_str().into(), threshold.into(), ref_time.into()],
         )?
         .is_some();
     if seen {
@@ -289,7 +290,7 @@ fn alert_once(
         "INSERT INTO alerts_sent (credential_id, kind, threshold, ref_time, sent_at) VALUES ($1, $2, $3, $4, $5)",
         &[
             cred.into(),
-            action.into(),
+            action.as_str().into(),
             threshold.into(),
             ref_time.into(),
             now.into(),
@@ -359,7 +360,7 @@ fn tick(tx: &mut dyn Tx, now: Micros) -> CoreResult<TickReport> {
                     &id,
                     &org,
                     ws.as_deref(),
-                    "credential.expired",
+                    Action::CredentialExpired,
                     0,
                     exp,
                     now,
@@ -376,7 +377,7 @@ fn tick(tx: &mut dyn Tx, now: Micros) -> CoreResult<TickReport> {
                 &id,
                 &org,
                 ws.as_deref(),
-                "credential.expiring",
+                Action::CredentialExpiring,
                 &settings.expiry_alert_days,
                 exp,
                 now,
@@ -405,7 +406,7 @@ fn tick(tx: &mut dyn Tx, now: Micros) -> CoreResult<TickReport> {
                     &id,
                     &org,
                     ws.as_deref(),
-                    "credential.rotation_overdue",
+                    Action::CredentialRotationOverdue,
                     period,
                     since,
                     now,
@@ -433,7 +434,7 @@ fn tick(tx: &mut dyn Tx, now: Micros) -> CoreResult<TickReport> {
                 &id,
                 &org,
                 ws.as_deref(),
-                "credential.rotation_due",
+                Action::CredentialRotationDue,
                 &thresholds,
                 due,
                 now,
@@ -459,7 +460,7 @@ fn tick(tx: &mut dyn Tx, now: Micros) -> CoreResult<TickReport> {
                 tx,
                 &ctx,
                 &ActorRef::system(),
-                &Draft::new("credential.version.revoke", "credential", id.as_str(), org.as_str())
+                &Draft::new(Action::CredentialVersionRevoke, "credential", id.as_str(), org.as_str())
                     .workspace(ws.as_deref())
                     .details(json!({"version": version, "was": "previous", "reason": "grace period ended"})),
             )?;
@@ -478,7 +479,7 @@ fn tick(tx: &mut dyn Tx, now: Micros) -> CoreResult<TickReport> {
                 tx,
                 &ctx,
                 &ActorRef::system(),
-                &Draft::new("credential.purge", "credential", id.as_str(), org.as_str())
+                &Draft::new(Action::CredentialPurge, "credential", id.as_str(), org.as_str())
                     .workspace(ws.as_deref())
                     .details(json!({"reason": "recovery window elapsed", "versions_destroyed": n})),
             )?;
@@ -584,7 +585,7 @@ impl Service {
                     tx,
                     &ctx2,
                     &ActorRef::from(a.as_ref()),
-                    &c.draft("credential.purge")
+                    &c.draft(Action::CredentialPurge)
                         .details(json!({"reason": reason, "versions_destroyed": n, "provider_revocation": revocation})),
                 )?;
                 Ok(Purged {
@@ -632,7 +633,7 @@ impl Service {
             };
             let org = OrgId::from_trusted(p.text(0)?);
             let settings = settings_of(tx, org.as_str(), "principal")?;
-            let draft = || Draft::new("principal.offboard", "principal", id.as_str(), org.as_str());
+            let draft = || Draft::new(Action::PrincipalOffboard, "principal", id.as_str(), org.as_str());
             authorize(&a, &settings, Scope::Org(&org), Permission::OrgAdmin, "principal", draft)?;
             if p.bool(1)? && !a.instance_admin {
                 return Err(CoreError::Denied(Box::new(crate::error::Denial {
@@ -690,7 +691,7 @@ impl Service {
                         tx,
                         &ctx2,
                         &ActorRef::from(a.as_ref()),
-                        &Draft::new("credential.transfer", "credential", cid.as_str(), org.as_str())
+                        &Draft::new(Action::CredentialTransfer, "credential", cid.as_str(), org.as_str())
                             .workspace(r.opt_text(5)?.as_deref())
                             .details(json!({"from": owner, "to": t.as_str(), "reason": "offboarding"})),
                     )?;
@@ -737,7 +738,7 @@ fn purge_checked(tx: &mut dyn Tx, a: &Actor, id: &str, lock: bool) -> CoreResult
         write_scope(&org, &ws),
         Permission::CredentialDelete,
         "credential",
-        || c.draft("credential.purge"),
+        || c.draft(Action::CredentialPurge),
     )?;
     purge_allowed(tx, &c)?;
     Ok(c)

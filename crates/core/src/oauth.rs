@@ -7,6 +7,7 @@
 //! refresh token is stored in the same transaction as the new access token (the current
 //! version is re-sealed in place), so the old refresh token is never used again.
 
+use crate::actions::Action;
 use credvault_domain::problems::Code;
 use credvault_domain::states::CredentialStatus;
 use std::sync::Arc;
@@ -198,7 +199,7 @@ impl Service {
             let c = load_cred(tx, &id, false)?;
             let settings = settings_of(tx, &c.org_id, "credential")?;
             let (org, ws) = (c.org(), c.ws());
-            let draft = || c.draft("oauth.authorize_start");
+            let draft = || c.draft(Action::OauthAuthorizeStart);
             authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialCreate, "credential", draft)?;
             if c.ty != "oauth" || c.variant.as_deref() != Some("authorization_code") {
                 return Err(CoreError::conflict(Code::NotAnAuthorizationCodeCredential, "consent is for oauth credentials of variant authorization_code"));
@@ -321,7 +322,7 @@ impl Service {
                 };
                 if let Some(reason) = refusal {
                     let d = Draft {
-                        action: "oauth.callback",
+                        action: Action::OauthCallback,
                         target_type: target.as_ref().map(|_| "credential"),
                         target_id: target,
                         org_id: org,
@@ -368,7 +369,7 @@ impl Service {
             .await?;
         let mut fields = fields;
         let record = |outcome: Outcome, details: Json| Draft {
-            action: "oauth.authorize",
+            action: Action::OauthAuthorize,
             target_type: Some("credential"),
             target_id: Some(c.id.clone()),
             org_id: Some(c.org_id.clone()),
@@ -662,7 +663,7 @@ impl Service {
                     let c = load_cred(tx, &id, true)?;
                     let now = now_micros();
                     let draft = |outcome, details| Draft {
-                        action: "oauth.refresh",
+                        action: Action::OauthRefresh,
                         target_type: Some("credential"),
                         target_id: Some(c.id.clone()),
                         org_id: Some(c.org_id.clone()),
@@ -670,7 +671,7 @@ impl Service {
                         outcome,
                         details,
                     };
-                    let alert = |action: &'static str, reason: &str| Draft {
+                    let alert = |action: Action, reason: &str| Draft {
                         action,
                         target_type: Some("credential"),
                         target_id: Some(c.id.clone()),
@@ -712,8 +713,8 @@ impl Service {
                         Err(e) => {
                             credvault_domain::secret::zeroize_json(&mut fields);
                             let (health, alert_action) = match &e {
-                                OAuthError::InvalidGrant(_) | OAuthError::InvalidClient(_) => ("needs_reauthorization", "alert.oauth_needs_reauthorization"),
-                                _ => ("refresh_failing", "alert.oauth_refresh_failing"),
+                                OAuthError::InvalidGrant(_) | OAuthError::InvalidClient(_) => ("needs_reauthorization", Action::AlertOauthNeedsReauthorization),
+                                _ => ("refresh_failing", Action::AlertOauthRefreshFailing),
                             };
                             let reason = e.to_string();
                             let changed = set_health(tx, &c.id, health, Some(&reason))?;
@@ -758,7 +759,7 @@ impl Service {
         let a = actor.clone();
         self.read(ctx, actor, move |tx| {
             let settings = settings_of(tx, &org, "organization")?;
-            let visible = crate::connections::visible_workspaces(&a, &settings, &org, None, "credential.read", Permission::MetadataRead)?;
+            let visible = crate::connections::visible_workspaces(&a, &settings, &org, None, Action::CredentialRead, Permission::MetadataRead)?;
             let mut sql = String::from(
                 "SELECT c.id, c.name, c.org_id, c.workspace_id, c.variant, c.oauth_authorized_by, c.oauth_health, c.oauth_health_reason, c.oauth_refreshed_at, \
                  p.name, p.disabled \

@@ -5,6 +5,7 @@
 //! to a bounded channel, so a million-row export holds one page in memory, not the report.
 //! Each row is a list of JSON values aligned with the report's `columns`.
 
+use crate::actions::Action;
 use credvault_domain::problems::Code;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -627,14 +628,14 @@ impl Service {
                     &settings,
                     &org,
                     workspace.as_deref(),
-                    "report.read",
+                    Action::ReportRead,
                     Permission::AuditRead,
                 )?;
                 audit::append(
                     tx,
                     &ctx2,
                     &ActorRef::from(a.as_ref()),
-                    &Draft::new("report.read", "report", kind.as_str(), org.as_str())
+                    &Draft::new(Action::ReportRead, "report", kind.as_str(), org.as_str())
                         .workspace(workspace.as_deref())
                         .details(json!({"report": kind.as_str(), "days": days})),
                 )?;
@@ -703,7 +704,7 @@ impl Service {
             let c = load_cred(tx, &id, true)?;
             let settings = settings_of(tx, &c.org_id, "credential")?;
             let (org, ws) = (c.org(), c.ws());
-            authorize(&a, &settings, read_scope(&org, &ws), Permission::AuditRead, "credential", || c.draft("credential.review"))?;
+            authorize(&a, &settings, read_scope(&org, &ws), Permission::AuditRead, "credential", || c.draft(Action::CredentialReview))?;
             let now = now_micros();
             let rid = credvault_domain::ReviewId::generate().to_string();
             tx.execute(
@@ -719,7 +720,7 @@ impl Service {
                 ],
             )?;
             tx.execute("UPDATE credentials SET last_reviewed_at = $1 WHERE id = $2", &[now.into(), id.as_str().into()])?;
-            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &c.draft("credential.review").details(json!({"decision": req.decision, "note": req.note})))?;
+            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &c.draft(Action::CredentialReview).details(json!({"decision": req.decision, "note": req.note})))?;
             Ok(ReviewView {
                 id: rid,
                 credential_id: id,
@@ -739,7 +740,7 @@ impl Service {
             let c = load_cred(tx, &id, false)?;
             let settings = settings_of(tx, &c.org_id, "credential")?;
             let (org, ws) = (c.org(), c.ws());
-            authorize(&a, &settings, read_scope(&org, &ws), Permission::MetadataRead, "credential", || c.draft("credential.read"))?;
+            authorize(&a, &settings, read_scope(&org, &ws), Permission::MetadataRead, "credential", || c.draft(Action::CredentialRead))?;
             let rows = tx.query(
                 "SELECT id, credential_id, reviewer_id, decision, note, created_at FROM reviews WHERE credential_id = $1 ORDER BY seq",
                 &[id.as_str().into()],

@@ -6,6 +6,7 @@
 //! resolves share one commit on SQLite) before the plaintext is returned, so no secret leaves
 //! without its audit record. Refusals (disabled, deleted, expired…) are audited too.
 
+use crate::actions::Action;
 use credvault_domain::problems::Code;
 use credvault_domain::states::{CredentialStatus, VersionState};
 use std::sync::Arc;
@@ -247,7 +248,7 @@ impl Service {
             let c = load_conn(tx, &req.connection_id, false)?;
             let settings = settings_of(tx, &c.org_id, "connection")?;
             let (org, ws) = (c.org(), c.ws());
-            authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::Resolve, "connection", || c.draft("resolve.report"))?;
+            authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::Resolve, "connection", || c.draft(Action::ResolveReport))?;
             let cred = c.credential_id.clone().unwrap_or_default();
             let outcome = if req.outcome == "ok" { Outcome::Success } else { Outcome::Error };
             if req.outcome == "auth_failed" && !cred.is_empty() && settings.auto_disable_on_target_auth_failures {
@@ -260,7 +261,7 @@ impl Service {
                 tx,
                 &ctx2,
                 &ActorRef::from(a.as_ref()),
-                &c.draft("resolve.report").outcome(outcome).details(serde_json::json!({
+                &c.draft(Action::ResolveReport).outcome(outcome).details(serde_json::json!({
                     "credential_id": cred, "version": req.version, "run_id": req.run_id, "reported": req.outcome,
                 })),
             )?;
@@ -279,7 +280,7 @@ impl Service {
                                 tx,
                                 &ctx2,
                                 &ActorRef::system(),
-                                &crate::audit::Draft::new("credential.disable", "credential", cred.as_str(), c.org_id.as_str())
+                                &crate::audit::Draft::new(Action::CredentialDisable, "credential", cred.as_str(), c.org_id.as_str())
                                     .details(serde_json::json!({"from": "active", "to": "disabled", "reason": "failed logins at the target past the threshold"})),
                             )?;
                         }
@@ -349,7 +350,7 @@ impl Service {
             } = read_for_resolve(tx, &req.connection_id, req.version)?;
             let (org, ws) = (c.org(), c.ws());
             let base = || {
-                c.draft("connection.resolve").details(serde_json::json!({
+                c.draft(Action::ConnectionResolve).details(serde_json::json!({
                     "run_id": req.run_id, "pipeline_id": req.pipeline_id, "credential_id": c.credential_id,
                 }))
             };

@@ -4,6 +4,7 @@
 //! yields the same [`Actor`] a bearer token would, so the UI goes through exactly the same
 //! authorization as the API.
 
+use crate::actions::Action;
 use credvault_domain::problems::Code;
 use std::sync::Arc;
 
@@ -233,7 +234,7 @@ impl Service {
             )?;
             // Device cookies issued under the old password (and their locks) end too.
             tx.execute("DELETE FROM ui_devices WHERE principal_id = $1", &[id.as_str().into()])?;
-            let d = Draft::new("principal.password_set", "principal", id.as_str(), org.as_str());
+            let d = Draft::new(Action::PrincipalPasswordSet, "principal", id.as_str(), org.as_str());
             audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &d)?;
             Ok(())
         })
@@ -440,7 +441,7 @@ impl Service {
                     id: Some(f.principal_id.clone()),
                     kind: "user",
                 };
-                let d = Draft::new("auth.sign_in", "session", session_id.as_str(), f.org_id.as_str());
+                let d = Draft::new(Action::AuthSignIn, "session", session_id.as_str(), f.org_id.as_str());
                 audit::append(tx, &ctx2, &who, &d)?;
                 Ok::<_, CoreError>(())
             })
@@ -483,7 +484,7 @@ impl Service {
             m.insert("locked_for_secs".into(), s.into());
         }
         let draft = Draft {
-            action: "auth.failure",
+            action: Action::AuthFailure,
             target_type: pid.as_ref().map(|_| "principal"),
             target_id: pid.clone(),
             org_id: org.clone(),
@@ -610,7 +611,7 @@ impl Service {
         reason: &'static str,
     ) -> CoreResult<T> {
         let draft = Draft {
-            action: "auth.failure",
+            action: Action::AuthFailure,
             target_type: None,
             target_id: None,
             org_id: who.map(|w| w.1.to_owned()),
@@ -644,7 +645,7 @@ impl Service {
     pub async fn record_csrf_failure(&self, ctx: &RequestCtx, session: &SessionActor) -> CoreResult<()> {
         let a = session.actor.clone();
         let draft = Draft {
-            action: "auth.failure",
+            action: Action::AuthFailure,
             target_type: Some("session"),
             target_id: Some(session.session_id.clone()),
             org_id: Some(a.org_id.to_string()),
@@ -677,7 +678,7 @@ impl Service {
                     &[now_micros().into(), s.session_id.as_str().into()],
                 )?;
                 let d = Draft::new(
-                    "auth.sign_out",
+                    Action::AuthSignOut,
                     "session",
                     s.session_id.as_str(),
                     s.actor.org_id.as_str(),
@@ -700,7 +701,7 @@ fn password_target(tx: &mut dyn Tx, a: &Actor, id: &str) -> CoreResult<(OrgId, O
     };
     let org = OrgId::from_trusted(r.text(0)?);
     let kind = r.text(1)?;
-    let draft = || Draft::new("principal.password_set", "principal", id, org.as_str());
+    let draft = || Draft::new(Action::PrincipalPasswordSet, "principal", id, org.as_str());
     if !a_is_self(a, id) {
         let settings = settings_of(tx, org.as_str(), "principal")?;
         authorize(a, &settings, Scope::Org(&org), Permission::OrgAdmin, "principal", draft)?;

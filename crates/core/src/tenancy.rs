@@ -1,5 +1,6 @@
 //! Organizations, workspaces, principals, role bindings and tokens.
 
+use crate::actions::Action;
 use credvault_domain::problems::Code;
 use std::sync::Arc;
 
@@ -157,7 +158,7 @@ impl Service {
         actor: &Arc<Actor>,
     ) -> CoreResult<serde_json::Map<String, serde_json::Value>> {
         if !actor.instance_admin {
-            let draft = Draft::new("audit.sinks.read", "instance", "", actor.org_id.as_str())
+            let draft = Draft::new(Action::AuditSinksRead, "instance", "", actor.org_id.as_str())
                 .outcome(crate::audit::Outcome::Denied);
             let denial = crate::error::Denial {
                 draft,
@@ -190,7 +191,7 @@ impl Service {
         check_name_field("name", &req.name)?;
         if !actor.instance_admin {
             let draft =
-                Draft::new("org.create", "org", "", actor.org_id.as_str()).outcome(crate::audit::Outcome::Denied);
+                Draft::new(Action::OrgCreate, "org", "", actor.org_id.as_str()).outcome(crate::audit::Outcome::Denied);
             let denial = crate::error::Denial {
                 draft,
                 hidden: None,
@@ -207,7 +208,7 @@ impl Service {
                 tx,
                 &ctx2,
                 &ActorRef::from(a.as_ref()),
-                &Draft::new("org.create", "org", id.as_str(), id.as_str())
+                &Draft::new(Action::OrgCreate, "org", id.as_str(), id.as_str())
                     .details(serde_json::json!({"name": req.name})),
             )?;
             Ok(OrgView {
@@ -262,7 +263,7 @@ impl Service {
                 Scope::OrgShared(&org),
                 Permission::MetadataRead,
                 "organization",
-                || Draft::new("org.read", "org", id.as_str(), id.as_str()),
+                || Draft::new(Action::OrgRead, "org", id.as_str(), id.as_str()),
             )
             .or_else(|e| if a.in_org(&org) { Ok(()) } else { Err(e) })?;
             org_view(&r)
@@ -283,7 +284,7 @@ impl Service {
                     Scope::OrgShared(&org),
                     Permission::MetadataRead,
                     "organization",
-                    || Draft::new("org.read", "org", id.as_str(), id.as_str()),
+                    || Draft::new(Action::OrgRead, "org", id.as_str(), id.as_str()),
                 )
                 .map(|_| settings);
             }
@@ -304,7 +305,7 @@ impl Service {
         self.write(ctx, actor, move |tx| {
             let mut settings = settings_of(tx, &id, "organization")?;
             let org = OrgId::from_trusted(id.clone());
-            let draft = || Draft::new("org.settings.update", "org", id.as_str(), id.as_str());
+            let draft = || Draft::new(Action::OrgSettingsUpdate, "org", id.as_str(), id.as_str());
             authorize(
                 &a,
                 &settings,
@@ -344,7 +345,7 @@ impl Service {
             let org = req.org_id;
             let settings = settings_of(tx, org.as_str(), "organization")?;
             let id = WorkspaceId::generate();
-            let draft = || Draft::new("workspace.create", "workspace", id.as_str(), org.as_str());
+            let draft = || Draft::new(Action::WorkspaceCreate, "workspace", id.as_str(), org.as_str());
             authorize(
                 &a,
                 &settings,
@@ -401,7 +402,7 @@ impl Service {
                 Scope::OrgShared(&org_id),
                 Permission::MetadataRead,
                 "organization",
-                || Draft::new("workspace.read", "org", org.as_str(), org.as_str()),
+                || Draft::new(Action::WorkspaceRead, "org", org.as_str(), org.as_str()),
             )
             .or_else(|e| if a.in_org(&org_id) { Ok(()) } else { Err(e) })?;
             let rows = tx.query(
@@ -446,7 +447,7 @@ impl Service {
                 Permission::MetadataRead,
                 "workspace",
                 || {
-                    Draft::new("workspace.read", "workspace", id.as_str(), v.org_id.as_str())
+                    Draft::new(Action::WorkspaceRead, "workspace", id.as_str(), v.org_id.as_str())
                         .workspace(Some(id.as_str()))
                 },
             )
@@ -475,7 +476,7 @@ impl Service {
             let org = req.org_id;
             let settings = settings_of(tx, org.as_str(), "organization")?;
             let id = PrincipalId::generate(req.kind);
-            let draft = || Draft::new("principal.create", "principal", id.as_str(), org.as_str());
+            let draft = || Draft::new(Action::PrincipalCreate, "principal", id.as_str(), org.as_str());
             authorize(&a, &settings, Scope::Org(&org), Permission::OrgAdmin, "organization", draft)?;
             let now = now_micros();
             tx.execute(
@@ -521,7 +522,7 @@ impl Service {
                     Scope::Org(&org_id),
                     Permission::OrgAdmin,
                     "organization",
-                    || Draft::new("principal.read", "org", org.as_str(), org.as_str()),
+                    || Draft::new(Action::PrincipalRead, "org", org.as_str(), org.as_str()),
                 )?;
             }
             let rows = tx.query(
@@ -557,7 +558,7 @@ impl Service {
                         Scope::Org(&org),
                         Permission::OrgAdmin,
                         "principal",
-                        || Draft::new("principal.read", "principal", id.as_str(), v.org_id.as_str()),
+                        || Draft::new(Action::PrincipalRead, "principal", id.as_str(), v.org_id.as_str()),
                     )?;
                 }
             }
@@ -597,7 +598,7 @@ impl Service {
             };
             let settings = settings_of(tx, org.as_str(), "organization")?;
             let id = BindingId::generate();
-            let draft = || Draft::new("role_binding.create", "role_binding", id.as_str(), org.as_str()).workspace(req.workspace_id.as_ref().map(|w| w.as_str()));
+            let draft = || Draft::new(Action::RoleBindingCreate, "role_binding", id.as_str(), org.as_str()).workspace(req.workspace_id.as_ref().map(|w| w.as_str()));
             let scope = match &req.workspace_id {
                 Some(ws) => Scope::Workspace(&org, ws),
                 None => Scope::Org(&org),
@@ -663,7 +664,7 @@ impl Service {
                     Scope::Org(&org_id),
                     Permission::OrgAdmin,
                     "organization",
-                    || Draft::new("role_binding.read", "org", org.as_str(), org.as_str()),
+                    || Draft::new(Action::RoleBindingRead, "org", org.as_str(), org.as_str()),
                 )?;
             }
             let rows = match &principal {
@@ -707,8 +708,13 @@ impl Service {
             let ws = v.workspace_id.clone().map(WorkspaceId::from_trusted);
             let settings = settings_of(tx, &v.org_id, "role binding")?;
             let draft = || {
-                Draft::new("role_binding.delete", "role_binding", id.as_str(), v.org_id.as_str())
-                    .workspace(v.workspace_id.as_deref())
+                Draft::new(
+                    Action::RoleBindingDelete,
+                    "role_binding",
+                    id.as_str(),
+                    v.org_id.as_str(),
+                )
+                .workspace(v.workspace_id.as_deref())
             };
             let scope = match &ws {
                 Some(w) => Scope::Workspace(&org, w),
@@ -764,7 +770,7 @@ impl Service {
             };
             let settings = settings_of(tx, org.as_str(), "principal")?;
             let id = TokenId::generate();
-            let draft = || Draft::new("token.create", "token", id.as_str(), org.as_str());
+            let draft = || Draft::new(Action::TokenCreate, "token", id.as_str(), org.as_str());
             authorize(
                 &a,
                 &settings,
@@ -833,7 +839,7 @@ impl Service {
                     Scope::Org(&org),
                     Permission::OrgAdmin,
                     "principal",
-                    || Draft::new("token.read", "principal", principal.as_str(), org.as_str()),
+                    || Draft::new(Action::TokenRead, "principal", principal.as_str(), org.as_str()),
                 )?;
             }
             let rows = tx.query(
@@ -862,7 +868,7 @@ impl Service {
             let org = OrgId::from_trusted(r.text(7)?);
             let mut v = token_view(&r)?;
             let draft = || {
-                Draft::new("token.revoke", "token", id.as_str(), org.as_str())
+                Draft::new(Action::TokenRevoke, "token", id.as_str(), org.as_str())
                     .details(serde_json::json!({"principal_id": v.principal_id}))
             };
             if v.principal_id != a.principal_id.as_str() {

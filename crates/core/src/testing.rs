@@ -6,6 +6,7 @@
 //! writer. Only `credential.attach` holders (admins, integration engineers, builders) may run
 //! tests; a pending version can be tested before it is promoted.
 
+use crate::actions::Action;
 use credvault_domain::problems::Code;
 use std::sync::Arc;
 
@@ -384,7 +385,7 @@ impl Service {
                 Scope::Workspace(&org, &ws),
                 Permission::CredentialAttach,
                 "connection",
-                || c.draft("connection.test"),
+                || c.draft(Action::ConnectionTest),
             )?;
             let Some(cred_id) = c.credential_id.clone() else {
                 return Err(CoreError::conflict(
@@ -455,7 +456,7 @@ impl Service {
                     crate::credentials::write_scope(&org, &ws),
                     Permission::CredentialCreate,
                     "credential",
-                    || cred.draft("connection.test"),
+                    || cred.draft(Action::ConnectionTest),
                 )?;
             } else {
                 authorize(
@@ -464,7 +465,7 @@ impl Service {
                     read_scope(&org, &ws),
                     Permission::CredentialAttach,
                     "credential",
-                    || cred.draft("connection.test"),
+                    || cred.draft(Action::ConnectionTest),
                 )?;
             }
             let version = pick_version(tx, &cred.id, cred.current_version, req.version)?;
@@ -610,7 +611,7 @@ impl Service {
                         tx,
                         &ctx2,
                         &ActorRef::from(a.as_ref()),
-                        &audit::Draft::new("connection.test", "connection", r.connection_id.as_str(), org.as_str())
+                        &audit::Draft::new(Action::ConnectionTest, "connection", r.connection_id.as_str(), org.as_str())
                             .workspace(Some(ws.as_str()))
                             .outcome(match &r.outcome.error {
                                 None => Outcome::Success,

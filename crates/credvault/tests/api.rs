@@ -970,6 +970,24 @@ async fn the_openapi_document_covers_every_route_and_metrics_count_requests() {
         json!(names),
         "the Problem schema allows exactly the catalogued codes"
     );
+    // The audit actions, each with what it records (what SIEM rules match on).
+    let actions: Vec<&str> = doc["x-audit-actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            assert!(a["description"].as_str().is_some_and(|d| d.len() > 10), "{a}");
+            a["action"].as_str().unwrap()
+        })
+        .collect();
+    for known in [
+        "connection.resolve",
+        "credential.reveal",
+        "auth.failure",
+        "alert.audit_dead_letter",
+    ] {
+        assert!(actions.contains(&known), "{known} not catalogued");
+    }
     // A 204 has no body, so it documents no content.
     let set_password = op("/v1/principals/{id}/password", "put");
     assert!(set_password["responses"]["204"].is_object(), "{set_password}");

@@ -795,7 +795,7 @@ async fn render_audit(
         form.filters method="get" action="/audit" {
             label { "Action" select name="action" data-autosubmit="1" {
                 option value="" { "any" }
-                @for a in credvault_core::audit::ACTIONS { option value=(a) selected[q.action.as_deref() == Some(*a)] { (a) } }
+                @for a in credvault_core::actions::Action::ALL.iter().map(|a| a.as_str()) { option value=(a) selected[q.action.as_deref() == Some(a)] { (a) } }
             } }
             label { "Outcome" select name="outcome" data-autosubmit="1" {
                 option value="" { "any" }

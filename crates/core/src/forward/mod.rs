@@ -14,6 +14,7 @@
 mod format;
 mod sinks;
 
+use crate::actions::Action;
 use credvault_domain::problems::Code;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -451,7 +452,7 @@ impl Watch {
                         user_agent: Some("credvault audit forwarder".into()),
                     };
                     let d = crate::audit::Draft {
-                        action: "alert.audit_backlog",
+                        action: Action::AlertAuditBacklog,
                         target_type: Some("audit_sink"),
                         target_id: Some(name),
                         org_id: None,
@@ -699,7 +700,7 @@ fn park(tx: &mut dyn Tx, name: &str, node: &str, cursor: i64, parked: &[(i64, St
             &ctx,
             &crate::audit::ActorRef::system(),
             &crate::audit::Draft {
-                action: "alert.audit_dead_letter",
+                action: Action::AlertAuditDeadLetter,
                 target_type: Some("audit_sink"),
                 target_id: Some(name.to_owned()),
                 org_id: None,
