@@ -2,6 +2,7 @@
 //! declarative credential-type schemas. No IO, no async, no SQL, no HTTP: everything here is
 //! plain data and pure functions that every other crate can share.
 
+pub mod catalogue;
 pub mod connectors;
 pub mod credential_types;
 pub mod destinations;
