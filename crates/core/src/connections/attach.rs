@@ -1,0 +1,218 @@
+//! Attaching and detaching credentials: the attachment rules, destinations, detach-all.
+
+use super::*;
+
+/// The attachment rules. Returns the override reason to store (if an allowed mismatch).
+pub(super) fn check_attachment(
+    conn_org: &str,
+    conn_ws: &str,
+    conn_env: &str,
+    kind: ConnectorKind,
+    cred: &CredRow,
+    settings: &OrgSettings,
+    override_reason: Option<&str>,
+) -> CoreResult<Option<String>> {
+    let visible = cred.org_id == conn_org && cred.workspace_id.as_deref().is_none_or(|w| w == conn_ws);
+    if !visible {
+        // Same answer as for an unknown ID: nothing about other workspaces leaks.
+        return Err(CoreError::NotFound { what: "credential" });
+    }
+    if cred.status != CredentialStatus::Active {
+        return Err(CoreError::conflict(
+            Code::CredentialNotActive,
+            format!(
+                "the credential is {}; only active credentials can be attached",
+                cred.status
+            ),
+        ));
+    }
+    let ty = CredentialType::parse(&cred.ty).ok_or_else(|| CoreError::Internal(format!("stored type {}", cred.ty)))?;
+    if !kind.fits(ty, cred.variant.as_deref()) {
+        return Err(CoreError::invalid(
+            "credential_id",
+            Code::CredentialTypeMismatch,
+            format!(
+                "a {}{} credential does not fit a {} connection; it takes: {}",
+                cred.ty,
+                cred.variant.as_deref().map(|v| format!(" ({v})")).unwrap_or_default(),
+                kind.as_str(),
+                kind.accepts_text()
+            ),
+        ));
+    }
+    if cred.environment == conn_env {
+        return Ok(None);
+    }
+    if !settings.allow_environment_override {
+        return Err(CoreError::conflict(
+            Code::EnvironmentMismatch,
+            format!(
+                "the credential is tagged `{}` but the connection is `{}`; this organization does not allow overrides",
+                cred.environment, conn_env
+            ),
+        ));
+    }
+    match override_reason.map(str::trim).filter(|r| !r.is_empty()) {
+        None => Err(CoreError::invalid(
+            "override_reason",
+            Code::OverrideReasonRequired,
+            format!(
+                "the credential is tagged `{}` but the connection is `{}`: give a written override_reason",
+                cred.environment, conn_env
+            ),
+        )),
+        Some(r) if r.len() > 1024 => Err(CoreError::invalid(
+            "override_reason",
+            Code::TooLong,
+            "at most 1024 bytes",
+        )),
+        Some(r) => Ok(Some(r.to_owned())),
+    }
+}
+
+/// Checks a connection's destinations against `cred` and the sources of its role chain
+/// (locked: an owner's wiring widens their sets, trust on first use). See `destinations.rs`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn admit_destinations(
+    tx: &mut dyn Tx,
+    actor: &Actor,
+    settings: &OrgSettings,
+    cred: CredRow,
+    kind: &str,
+    config: &Json,
+    dns: &Dns,
+    draft: impl Fn() -> Draft,
+) -> CoreResult<Vec<Holder>> {
+    let public = current_public_fields(tx, &cred)?;
+    let mut hs = holders(tx, cred, &public, true)?;
+    let dests = of_connection(kind, config)?;
+    admit(actor, settings, &mut hs, &dests, dns, true, draft)?;
+    Ok(hs)
+}
+
+impl Service {
+    /// Attaches (or replaces) a connection's credential under the attachment rules.
+    pub async fn attach_credential(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+        req: AttachCredential,
+    ) -> CoreResult<ConnectionView> {
+        self.with_dns(|dns| self.attach_credential_once(ctx, actor, id, req.clone(), dns))
+            .await
+    }
+
+    async fn attach_credential_once(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+        req: AttachCredential,
+        dns: Dns,
+    ) -> CoreResult<ConnectionView> {
+        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
+        self.write(ctx, actor, move |tx| {
+            let c = load_conn(tx, &id, true)?;
+            let settings = settings_of(tx, &c.org_id, "connection")?;
+            let (org, ws) = (c.org(), c.ws());
+            let draft = || c.draft(Action::ConnectionAttach).details(serde_json::json!({"credential_id": req.credential_id}));
+            authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::CredentialAttach, "connection", draft)?;
+            let cred = load_cred(tx, req.credential_id.as_str(), true).map_err(|e| with_field(e, "credential_id"))?;
+            let kind = parse_kind(&c.kind)?;
+            let reason = check_attachment(&c.org_id, &c.workspace_id, &c.environment, kind, &cred, &settings, req.override_reason.as_deref()).map_err(|e| with_field(e, "credential_id"))?;
+            let cred_env = cred.environment.clone();
+            let config: Json = serde_json::from_str(&c.config)?;
+            let hs = admit_destinations(tx, &a, &settings, cred, &c.kind, &config, &dns, draft)?;
+            let now = now_micros();
+            tx.execute(
+                "UPDATE connections SET credential_id = $1, override_reason = $2, attached_at = $3, attached_by = $4, updated_at = $3 WHERE id = $5",
+                &[req.credential_id.as_str().into(), reason.clone().into(), now.into(), a.principal_id.as_str().into(), id.as_str().into()],
+            )?;
+            let allowed = save_additions(tx, &ctx2, &ActorRef::from(a.as_ref()), &hs, &id)?;
+            audit::append(
+                tx,
+                &ctx2,
+                &ActorRef::from(a.as_ref()),
+                &c.draft(Action::ConnectionAttach).details(serde_json::json!({
+                    "credential_id": req.credential_id, "previous_credential_id": c.credential_id,
+                    "override_reason": reason, "credential_environment": cred_env, "connection_environment": c.environment,
+                    "destinations_allowed": allowed,
+                })),
+            )?;
+            load_conn(tx, &id, false)?.view()
+        })
+        .await
+    }
+
+    /// Detaches a connection's credential.
+    pub async fn detach_credential(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+    ) -> CoreResult<ConnectionView> {
+        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
+        self.write(ctx, actor, move |tx| {
+            let c = load_conn(tx, &id, true)?;
+            let settings = settings_of(tx, &c.org_id, "connection")?;
+            let (org, ws) = (c.org(), c.ws());
+            authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::CredentialAttach, "connection", || {
+                c.draft(Action::ConnectionDetach)
+            })?;
+            if c.credential_id.is_some() {
+                let now = now_micros();
+                tx.execute(
+                    "UPDATE connections SET credential_id = NULL, override_reason = NULL, attached_at = NULL, attached_by = NULL, updated_at = $1 WHERE id = $2",
+                    &[now.into(), id.as_str().into()],
+                )?;
+                audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &c.draft(Action::ConnectionDetach).details(serde_json::json!({"credential_id": c.credential_id})))?;
+            }
+            load_conn(tx, &id, false)?.view()
+        })
+        .await
+    }
+}
+
+impl Service {
+    /// Incident response: detaches a credential from every connection at once (admins),
+    /// auditing each connection, and says which pipelines are affected.
+    pub async fn detach_all(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<DetachAll> {
+        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
+        self.write(ctx, actor, move |tx| {
+            let c = load_cred(tx, &id, true)?;
+            let settings = settings_of(tx, &c.org_id, "credential")?;
+            let (org, ws) = (c.org(), c.ws());
+            authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialDelete, "credential", || {
+                c.draft(Action::CredentialDetachAll)
+            })?;
+            let usage = usage_of(tx, &id)?;
+            let now = now_micros();
+            for conn in &usage.connections {
+                tx.execute(
+                    "UPDATE connections SET credential_id = NULL, override_reason = NULL, attached_at = NULL, attached_by = NULL, updated_at = $1 WHERE id = $2",
+                    &[now.into(), conn.id.as_str().into()],
+                )?;
+                audit::append(
+                    tx,
+                    &ctx2,
+                    &ActorRef::from(a.as_ref()),
+                    &Draft::new(Action::ConnectionDetach, "connection", conn.id.as_str(), c.org_id.as_str())
+                        .workspace(Some(conn.workspace_id.as_str()))
+                        .details(serde_json::json!({"credential_id": id, "reason": "detach_all"})),
+                )?;
+            }
+            audit::append(
+                tx,
+                &ctx2,
+                &ActorRef::from(a.as_ref()),
+                &c.draft(Action::CredentialDetachAll).details(serde_json::json!({
+                    "connections": usage.connections.iter().map(|u| &u.id).collect::<Vec<_>>(),
+                    "affected_pipelines": usage.pipelines.iter().map(|u| &u.id).collect::<Vec<_>>(),
+                })),
+            )?;
+            Ok(DetachAll { detached: usage.connections, affected_pipelines: usage.pipelines })
+        })
+        .await
+    }
+}
