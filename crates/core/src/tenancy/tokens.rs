@@ -1,0 +1,164 @@
+//! API tokens: issue, list, revoke.
+
+use super::*;
+
+impl Service {
+    /// Issues a token for a principal (organization admins). The token is returned once.
+    pub async fn create_token(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        req: CreateToken,
+    ) -> CoreResult<CreatedToken> {
+        let expires_at = match &req.expires_at {
+            Some(s) => Some(parse_rfc3339(s).ok_or_else(|| {
+                CoreError::invalid("expires_at", Code::InvalidTimestamp, "must be an RFC 3339 timestamp")
+            })?),
+            None => None,
+        };
+        if expires_at.is_some_and(|e| e <= now_micros()) {
+            return Err(CoreError::invalid(
+                "expires_at",
+                Code::InThePast,
+                "must be in the future",
+            ));
+        }
+        if let Some(n) = &req.name
+            && n.len() > 128
+        {
+            return Err(CoreError::invalid(
+                "name",
+                Code::TooLong,
+                "must be at most 128 characters",
+            ));
+        }
+        let (a, ctx2) = (actor.clone(), ctx.clone());
+        self.write(ctx, actor, move |tx| {
+            let Some(org) = principal_org(tx, req.principal_id.as_str())? else {
+                return Err(CoreError::NotFound { what: "principal" });
+            };
+            let settings = settings_of(tx, org.as_str(), "principal")?;
+            let id = TokenId::generate();
+            let draft = || Draft::new(Action::TokenCreate, "token", id.as_str(), org.as_str());
+            authorize(
+                &a,
+                &settings,
+                Scope::Org(&org),
+                Permission::OrgAdmin,
+                "principal",
+                draft,
+            )?;
+            if !a.instance_admin && is_instance_admin(tx, req.principal_id.as_str())? {
+                // An organization admin must not mint a token that acts beyond its organization.
+                return Err(forbid(draft(), Permission::OrgAdmin));
+            }
+            let (token, hash) = generate_token();
+            let now = now_micros();
+            insert_token(
+                tx,
+                &id,
+                &org,
+                req.principal_id.as_str(),
+                &hash,
+                req.name.as_deref(),
+                expires_at,
+                Some(a.principal_id.as_str()),
+                now,
+            )?;
+            audit::append(
+                tx,
+                &ctx2,
+                &ActorRef::from(a.as_ref()),
+                &draft().details(
+                    serde_json::json!({"principal_id": req.principal_id.as_str(), "expires_at": ts(expires_at)}),
+                ),
+            )?;
+            Ok(CreatedToken {
+                id: id.to_string(),
+                token: token.to_string(),
+                principal_id: req.principal_id.to_string(),
+                name: req.name.clone(),
+                expires_at: ts(expires_at),
+                created_at: to_rfc3339(now),
+            })
+        })
+        .await
+    }
+
+    /// Tokens of a principal (admins, or the principal itself).
+    pub async fn list_tokens(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        principal_id: Option<&str>,
+    ) -> CoreResult<Page<TokenView>> {
+        let principal = principal_id
+            .map(str::to_owned)
+            .unwrap_or_else(|| actor.principal_id.to_string());
+        let a = actor.clone();
+        self.read(ctx, actor, move |tx| {
+            let Some(org) = principal_org(tx, &principal)? else {
+                return Err(CoreError::NotFound { what: "principal" });
+            };
+            if principal != a.principal_id.as_str() {
+                let settings = settings_of(tx, org.as_str(), "principal")?;
+                authorize(
+                    &a,
+                    &settings,
+                    Scope::Org(&org),
+                    Permission::OrgAdmin,
+                    "principal",
+                    || Draft::new(Action::TokenRead, "principal", principal.as_str(), org.as_str()),
+                )?;
+            }
+            let rows = tx.query(
+                &format!("SELECT {TOKEN_COLS} FROM tokens WHERE principal_id = $1 ORDER BY seq"),
+                &[principal.as_str().into()],
+            )?;
+            Ok(Page {
+                items: rows.iter().map(token_view).collect::<CoreResult<_>>()?,
+                next_cursor: None,
+            })
+        })
+        .await
+    }
+
+    /// Revokes a token (admins, or the token's own principal).
+    pub async fn revoke_token(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<TokenView> {
+        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
+        self.write(ctx, actor, move |tx| {
+            let Some(r) = tx.query_opt(
+                &format!("SELECT {TOKEN_COLS}, org_id FROM tokens WHERE id = $1"),
+                &[id.as_str().into()],
+            )?
+            else {
+                return Err(CoreError::NotFound { what: "token" });
+            };
+            let org = OrgId::from_trusted(r.text(7)?);
+            let mut v = token_view(&r)?;
+            let draft = || {
+                Draft::new(Action::TokenRevoke, "token", id.as_str(), org.as_str())
+                    .details(serde_json::json!({"principal_id": v.principal_id}))
+            };
+            if v.principal_id != a.principal_id.as_str() {
+                let settings = settings_of(tx, org.as_str(), "token")?;
+                authorize(&a, &settings, Scope::Org(&org), Permission::OrgAdmin, "token", draft)?;
+                if !a.instance_admin && is_instance_admin(tx, &v.principal_id)? {
+                    return Err(forbid(draft(), Permission::OrgAdmin));
+                }
+            }
+            if v.revoked_at.is_none() {
+                let now = now_micros();
+                tx.execute(
+                    "UPDATE tokens SET revoked_at = $1 WHERE id = $2",
+                    &[now.into(), id.as_str().into()],
+                )?;
+                audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft())?;
+                v.revoked_at = Some(to_rfc3339(now));
+            }
+            Ok(v)
+        })
+        .await
+        .inspect(|_| self.clear_token_cache())
+    }
+}
