@@ -7,6 +7,7 @@
 mod args;
 mod client;
 mod config;
+mod exec;
 mod keyfiles;
 mod server;
 

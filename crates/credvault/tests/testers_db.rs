@@ -833,3 +833,188 @@ async fn without_an_egress_allowance_neither_mariadb_nor_an_ssh_bastion_on_loopb
     assert_failed(&r, "egress_denied");
     res.assert_clean(&srv, &[&m.password, &pg.password, &ssh.key]).await;
 }
+
+// ------------------------------------------------------------------------ credvault exec
+
+/// Runs `credvault exec` as a worker; (exit code, stdout, stderr).
+fn exec(srv: &Server, worker: &str, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(common::bin())
+        .arg("exec")
+        .args(args)
+        .env("CREDVAULT_SERVER", &srv.base)
+        .env("CREDVAULT_TOKEN", worker)
+        .env_remove("PGPASSWORD")
+        .env_remove("MYSQL_PWD")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The MariaDB command-line client of this machine (`mysql`, or `mariadb` where the old name
+/// is gone).
+fn mysql_client() -> &'static str {
+    if std::path::Path::new("/usr/bin/mysql").exists() {
+        "mysql"
+    } else {
+        "mariadb"
+    }
+}
+
+/// `credvault exec` runs the real `psql` and `mysql` clients with the connection in the
+/// variables they read (libpq's `PG*`, a private `my.cnf`), with nothing secret on a command
+/// line: they log in, the command's status becomes exec's, the private directory is gone
+/// afterwards, the command does not get the worker's token, and `--report-on-exit` reports
+/// the outcome (journaled with the run ID).
+async fn exec_runs_real_clients(b: Backend) {
+    let srv = Server::start_with(b, &ALLOW_LOOPBACK).await;
+    let (pg, m) = (Pg::from_env(), Maria::from_env());
+    let org = srv.org_id.clone();
+    let (_, worker) = srv
+        .principal(
+            &org,
+            "service_account",
+            "exec-worker",
+            &[("worker", common::Scope::Org(&org))],
+        )
+        .await;
+    let pg_cred = db_cred(&srv, "exec-pg", "postgres", &pg.user, &pg.password, None).await;
+    let pg_conn = connection(&srv, "exec-pg", "postgres", pg.config(), &pg_cred).await;
+    let (code, out, err) = exec(
+        &srv,
+        &worker,
+        &[
+            "--connection",
+            &pg_conn,
+            "--run-id",
+            "exec-run-1",
+            "--",
+            "psql",
+            "-X",
+            "-tAc",
+            "select current_user",
+        ],
+    );
+    assert_eq!((code, out.trim()), (0, pg.user.as_str()), "{err}");
+
+    // The command's status is exec's; statuses named as auth failures are reported as such.
+    let script = "test -z \"$CREDVAULT_TOKEN\" && test -n \"$PGPASSWORD\" && exit 7";
+    let (code, _, err) = exec(
+        &srv,
+        &worker,
+        &[
+            "--connection",
+            &pg_conn,
+            "--run-id",
+            "exec-run-2",
+            "--report-on-exit",
+            "--auth-failed-status",
+            "7",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert_eq!(code, 7, "the command saw no worker token and a password; {err}");
+
+    // A wrong password: psql's own failure status, reported as an error.
+    let bad_cred = db_cred(&srv, "exec-pg-bad", "postgres", &pg.user, "not-the-password", None).await;
+    let bad_conn = connection(&srv, "exec-pg-bad", "postgres", pg.config(), &bad_cred).await;
+    let (code, _, err) = exec(
+        &srv,
+        &worker,
+        &[
+            "--connection",
+            &bad_conn,
+            "--run-id",
+            "exec-run-3",
+            "--report-on-exit",
+            "--",
+            "psql",
+            "-X",
+            "-tAc",
+            "select 1",
+        ],
+    );
+    assert_eq!(code, 2, "psql exits 2 when it cannot connect: {err}");
+    assert!(err.contains("password authentication failed"), "{err}");
+
+    let my_cred = db_cred(&srv, "exec-my", "mysql", &m.user, &m.password, None).await;
+    let my_conn = connection(&srv, "exec-my", "mysql", m.config(&m.db), &my_cred).await;
+    let query = format!(
+        "echo \"$MYSQL_HOME\"; {} -N -B -e 'select current_user(), database()'",
+        mysql_client()
+    );
+    let (code, out, err) = exec(
+        &srv,
+        &worker,
+        &[
+            "--connection",
+            &my_conn,
+            "--run-id",
+            "exec-run-4",
+            "--report-on-exit",
+            "--",
+            "sh",
+            "-c",
+            &query,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let mut lines = out.lines();
+    let home = lines.next().unwrap().to_owned();
+    assert_eq!(
+        lines.next().unwrap(),
+        format!("{}@127.0.0.1\t{}", m.user, m.db),
+        "{out}"
+    );
+    assert!(home.contains("credvault-exec-"), "{home}");
+    assert!(
+        !std::path::Path::new(&home).exists(),
+        "the private my.cnf directory outlives the command"
+    );
+
+    // Every resolve is journaled with its run, and so is each reported outcome.
+    let events = srv
+        .get("/v1/audit?action=resolve.report&limit=100", &srv.admin)
+        .await
+        .ok(200);
+    let reports: Vec<(String, String)> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (st(&e["details"]["run_id"]), st(&e["details"]["reported"])))
+        .collect();
+    for want in [
+        ("exec-run-2", "auth_failed"),
+        ("exec-run-3", "error"),
+        ("exec-run-4", "ok"),
+    ] {
+        assert!(
+            reports.iter().any(|(r, o)| (r.as_str(), o.as_str()) == want),
+            "{want:?} not in {reports:?}"
+        );
+    }
+    let resolves = srv
+        .get("/v1/audit?action=connection.resolve&limit=100", &srv.admin)
+        .await
+        .ok(200);
+    let text = resolves.to_string();
+    for run in ["exec-run-1", "exec-run-2", "exec-run-3", "exec-run-4"] {
+        assert!(text.contains(run), "{run} not journaled: {text}");
+    }
+    let journal = srv.get("/v1/audit?limit=500", &srv.admin).await.ok(200).to_string();
+    assert_no_secret("the audit journal", &journal, &pg.password);
+    assert_no_secret("the audit journal", &journal, &m.password);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credvault_exec_runs_psql_and_mysql_with_the_connection_in_their_environment_on_every_backend() {
+    for b in common::backends() {
+        exec_runs_real_clients(b).await;
+    }
+}

@@ -160,6 +160,30 @@ enum Command {
         #[arg(long)]
         pipeline: Option<String>,
     },
+    /// Resolve a connection for a run, then run a command with it in the environment variables
+    /// its tools read (PGPASSWORD…, a private my.cnf, AWS_*, GOOGLE_APPLICATION_CREDENTIALS…);
+    /// exits with the command's status. Nothing secret goes on a command line.
+    Exec {
+        /// The connection (conn_…).
+        #[arg(long)]
+        connection: String,
+        /// The run this is part of (recorded in the audit journal).
+        #[arg(long)]
+        run_id: String,
+        /// The pipeline the run belongs to (checked: it must use the connection).
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Report the outcome through /v1/resolve/report when the command ends: `ok` for
+        /// status 0, `auth_failed` for a status given with --auth-failed-status, else `error`.
+        #[arg(long)]
+        report_on_exit: bool,
+        /// Exit statuses of the command that mean the target refused the credential.
+        #[arg(long, value_delimiter = ',')]
+        auth_failed_status: Vec<i32>,
+        /// The command and its arguments (after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true, num_args = 1..)]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 /// Runs one command.
@@ -516,6 +540,31 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut v = client()?.call(Method::POST, "/v1/resolve", &[], Some(&body)).await?;
             println!("{v}");
             credvault_domain::secret::zeroize_json(&mut v);
+        }
+        Command::Exec {
+            connection,
+            run_id,
+            pipeline,
+            report_on_exit,
+            auth_failed_status,
+            command,
+        } => {
+            let cl = client()?;
+            let body = json!({"connection_id": connection, "run_id": run_id, "pipeline_id": pipeline});
+            let mut v = cl.call(Method::POST, "/v1/resolve", &[], Some(&body)).await?;
+            let version = v["credential"]["version"].as_i64();
+            let prepared = crate::exec::prepare(&v, &run_id);
+            credvault_domain::secret::zeroize_json(&mut v);
+            let (code, exit) = crate::exec::run(prepared?, &command).await?;
+            if report_on_exit {
+                let outcome = crate::exec::outcome(code, &auth_failed_status);
+                let report =
+                    json!({"connection_id": connection, "run_id": run_id, "version": version, "outcome": outcome});
+                if let Err(e) = cl.call(Method::POST, "/v1/resolve/report", &[], Some(&report)).await {
+                    eprintln!("credvault exec: could not report the outcome ({outcome}): {e}");
+                }
+            }
+            return Ok(exit);
         }
     }
     Ok(ExitCode::SUCCESS)
