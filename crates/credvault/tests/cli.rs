@@ -218,3 +218,101 @@ async fn the_cli_manages_orgs_workspaces_principals_and_tokens() {
     );
     assert!(ok, "{err}");
 }
+
+/// The Python client (`clients/python`, standard library only) as a worker uses it: resolve
+/// with the run ID, every field wrapped so `repr`/`str`/f-strings never show it, `reveal()`
+/// gives it; report the outcome; problems become typed exceptions with the server's code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_client_resolves_reports_and_never_prints_a_secret() {
+    let srv = Server::start(Backend::Sqlite).await;
+    let org = srv.org_id.clone();
+    let (_, worker) = srv
+        .principal(
+            &org,
+            "service_account",
+            "py-worker",
+            &[("worker", common::Scope::Org(&org))],
+        )
+        .await;
+    let secret = "py-canary-5f0c2e";
+    let cred = srv.database_credential(&srv.admin, "py-db", secret).await;
+    let conn = srv
+        .post(
+            "/v1/connections",
+            &srv.admin,
+            serde_json::json!({"name": "py-pg", "workspace_id": srv.ws_id, "environment": "prod", "kind": "postgres",
+                               "config": {"host": "db.internal", "database": "dwh"}, "credential_id": cred["id"]}),
+        )
+        .await
+        .ok(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let script = r#"
+import json, sys
+from credvault import Client, NotFound, Unauthenticated, Invalid, Secret
+c = Client.from_env()
+r = c.resolve(sys.argv[1], run_id="py-run-1")
+shown = [repr(r), str(r.fields), f"{r.fields['password']}", repr(c)]
+out = {"shown": shown, "password": r.fields["password"].reveal(), "user": r.fields["username"].reveal(),
+       "kind": r.kind, "host": r.config["host"], "version": r.version}
+c.report(r, "auth_failed")
+try:
+    c.resolve("conn_aaaaaaaaaaaaaaaaaaaaaaaaaa", run_id="py-run-2")
+except NotFound as e:
+    out["missing"] = [e.status, e.code]
+try:
+    c.resolve(sys.argv[1], run_id="")
+except Invalid as e:
+    out["invalid"] = [e.status, e.code, e.field]
+try:
+    Client(c._server, "cvt_not_a_token").resolve(sys.argv[1], run_id="py-run-3")
+except Unauthenticated as e:
+    out["unauthenticated"] = [e.status, e.code]
+try:
+    import pickle; pickle.dumps(r.fields["password"])
+except TypeError:
+    out["pickle"] = "refused"
+print(json.dumps(out))
+"#;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../clients/python");
+    let out = Command::new("python3")
+        .args(["-c", script, &conn])
+        .env("PYTHONPATH", &root)
+        .env("CREDVAULT_SERVER", &srv.base)
+        .env("CREDVAULT_TOKEN", &worker)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["password"], secret);
+    assert_eq!(v["user"], "loader");
+    assert_eq!(
+        (v["kind"].as_str(), v["host"].as_str()),
+        (Some("postgres"), Some("db.internal"))
+    );
+    let shown = v["shown"].to_string();
+    assert!(!shown.contains(secret), "a secret in repr/str/format: {shown}");
+    assert!(!shown.contains(&worker), "the token in repr: {shown}");
+    assert!(shown.contains("Secret(***)"), "{shown}");
+    assert_eq!(v["missing"], serde_json::json!([404, "not_found"]));
+    assert_eq!(v["invalid"][0], 422, "{v}");
+    assert_eq!(v["invalid"][2], "run_id", "{v}");
+    assert_eq!(v["unauthenticated"], serde_json::json!([401, "unauthenticated"]));
+    assert_eq!(v["pickle"], "refused");
+    // The resolve and the report are journaled with the run.
+    let events = srv.get("/v1/audit?action=resolve.report", &srv.admin).await.ok(200);
+    assert!(
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["details"]["run_id"] == "py-run-1" && e["details"]["reported"] == "auth_failed"),
+        "{events}"
+    );
+}
