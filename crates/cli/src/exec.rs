@@ -12,8 +12,8 @@
 //! | an `oauth` credential | `CREDVAULT_ACCESS_TOKEN` (the latest access token) |
 //! | every connection | `CREDVAULT_CONNECTION_ID`, `CREDVAULT_RUN_ID`, `CREDVAULT_KIND`, `CREDVAULT_CREDENTIAL_ID`, `CREDVAULT_CREDENTIAL_VERSION`, `CREDVAULT_CONFIG_<NAME>` for each config value and `CREDVAULT_FIELD_<NAME>` for each credential field (objects as JSON) |
 //!
-//! The command does not get this process's `CREDVAULT_TOKEN`: it is given the connection, not
-//! the power to resolve others. The private directory is removed when the command ends.
+//! The command does not get this process's `CREDVAULT_TOKEN` (nor `CREDVAULT_TOKEN_FILE`): it
+//! is given the connection, not the power to resolve others. The private directory is removed when the command ends.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -248,7 +248,9 @@ pub async fn run(prepared: Prepared, command: &[OsString]) -> anyhow::Result<(Op
         anyhow::bail!("give the command to run after `--`");
     };
     let mut cmd = std::process::Command::new(program);
-    cmd.args(args).env_remove("CREDVAULT_TOKEN");
+    cmd.args(args)
+        .env_remove("CREDVAULT_TOKEN")
+        .env_remove("CREDVAULT_TOKEN_FILE");
     for (k, v) in &prepared.vars {
         cmd.env(k, v.as_str());
     }

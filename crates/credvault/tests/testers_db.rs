@@ -843,6 +843,7 @@ fn exec(srv: &Server, worker: &str, args: &[&str]) -> (i32, String, String) {
         .args(args)
         .env("CREDVAULT_SERVER", &srv.base)
         .env("CREDVAULT_TOKEN", worker)
+        .env("CREDVAULT_TOKEN_FILE", "/nonexistent/only-checked-when-no-token")
         .env_remove("PGPASSWORD")
         .env_remove("MYSQL_PWD")
         .output()
@@ -901,7 +902,7 @@ async fn exec_runs_real_clients(b: Backend) {
     assert_eq!((code, out.trim()), (0, pg.user.as_str()), "{err}");
 
     // The command's status is exec's; statuses named as auth failures are reported as such.
-    let script = "test -z \"$CREDVAULT_TOKEN\" && test -n \"$PGPASSWORD\" && exit 7";
+    let script = "test -z \"$CREDVAULT_TOKEN$CREDVAULT_TOKEN_FILE\" && test -n \"$PGPASSWORD\" && exit 7";
     let (code, _, err) = exec(
         &srv,
         &worker,
