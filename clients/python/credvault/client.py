@@ -31,12 +31,6 @@ class Secret:
     def __format__(self, spec: str) -> str:
         return "Secret(***)"
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(("credvault.Secret", id(self)))
-
     def __reduce__(self):  # never pickled into a file or a queue by accident
         raise TypeError("a credvault Secret cannot be pickled")
 

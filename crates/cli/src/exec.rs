@@ -96,6 +96,11 @@ fn scalar(v: &Value) -> Option<String> {
     }
 }
 
+/// Any value as text: a scalar as itself, an object or array as JSON (`None` for null).
+fn text(v: &Value) -> Option<String> {
+    scalar(v).or_else(|| (!v.is_null()).then(|| v.to_string()))
+}
+
 /// `ssh_tunnel` -> `SSH_TUNNEL`.
 fn env_name(prefix: &str, key: &str) -> String {
     let mut out = String::from(prefix);
@@ -154,16 +159,10 @@ pub fn prepare(resolved: &Value, run_id: &str) -> anyhow::Result<Prepared> {
         cred["version"].as_i64().map(|v| v.to_string()),
     );
     for (k, v) in &config {
-        set(
-            &env_name("CREDVAULT_CONFIG_", k),
-            scalar(v).or_else(|| (!v.is_null()).then(|| v.to_string())),
-        );
+        set(&env_name("CREDVAULT_CONFIG_", k), text(v));
     }
     for (k, v) in fields {
-        set(
-            &env_name("CREDVAULT_FIELD_", k),
-            scalar(v).or_else(|| (!v.is_null()).then(|| v.to_string())),
-        );
+        set(&env_name("CREDVAULT_FIELD_", k), text(v));
     }
     let mut dir = None;
     match kind {

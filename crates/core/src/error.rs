@@ -142,6 +142,16 @@ impl Denial {
 }
 
 impl CoreError {
+    /// The problem code an error carries itself (`Invalid`, `Conflict`, `Unavailable`).
+    pub(crate) fn code(&self) -> Option<Code> {
+        match self {
+            CoreError::Invalid { code, .. }
+            | CoreError::Conflict { code, .. }
+            | CoreError::Unavailable { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
     /// Why the store cannot be reached, when that is the error (the API answers 503 then).
     pub fn store_unavailable(&self) -> Option<&str> {
         match self {

@@ -362,9 +362,10 @@ impl Service {
                 "connection",
                 base,
             )?;
-            let refuse = |err: CoreError, reason: &str| {
+            // The audit record names the refusal by the error's own code.
+            let refuse = |err: CoreError| {
                 let mut d = base().outcome(Outcome::Error);
-                d.details["refused"] = reason.into();
+                d.details["refused"] = err.code().map_or("refused", Code::as_str).into();
                 CoreError::Audited(Box::new((err, d)))
             };
             let mut pipeline_used = None;
@@ -378,21 +379,18 @@ impl Service {
                     pipeline_used = r.opt_int(0)?;
                 }
                 if found.is_none() {
-                    return Err(refuse(
-                        CoreError::invalid(
-                            "pipeline_id",
-                            Code::PipelineMismatch,
-                            "the pipeline does not use this connection",
-                        ),
-                        "pipeline_mismatch",
-                    ));
+                    return Err(refuse(CoreError::invalid(
+                        "pipeline_id",
+                        Code::PipelineMismatch,
+                        "the pipeline does not use this connection",
+                    )));
                 }
             }
             let Some(cred_id) = c.credential_id.clone() else {
-                return Err(refuse(
-                    CoreError::conflict(Code::NoCredential, "the connection has no credential attached"),
-                    "no_credential",
-                ));
+                return Err(refuse(CoreError::conflict(
+                    Code::NoCredential,
+                    "the connection has no credential attached",
+                )));
             };
             let cred = match read_cred {
                 Some(cred) if cred.id == cred_id => cred,
@@ -402,30 +400,30 @@ impl Service {
             match cred.status {
                 CredentialStatus::Active => {}
                 CredentialStatus::Disabled => {
-                    return Err(refuse(
-                        CoreError::conflict(Code::CredentialDisabled, "the credential is disabled"),
-                        "credential_disabled",
-                    ));
+                    return Err(refuse(CoreError::conflict(
+                        Code::CredentialDisabled,
+                        "the credential is disabled",
+                    )));
                 }
                 CredentialStatus::PendingDeletion => {
-                    return Err(refuse(
-                        CoreError::conflict(Code::CredentialDeleted, "the credential is pending deletion"),
-                        "credential_deleted",
-                    ));
+                    return Err(refuse(CoreError::conflict(
+                        Code::CredentialDeleted,
+                        "the credential is pending deletion",
+                    )));
                 }
                 other @ CredentialStatus::Purged => {
-                    return Err(refuse(
-                        CoreError::conflict(Code::CredentialNotActive, format!("the credential is {other}")),
-                        "credential_not_active",
-                    ));
+                    return Err(refuse(CoreError::conflict(
+                        Code::CredentialNotActive,
+                        format!("the credential is {other}"),
+                    )));
                 }
             }
             let grace = i64::from(settings.expired_grace_hours) * 3_600_000_000;
             if cred.expires_at.is_some_and(|e| e + grace <= now) {
-                return Err(refuse(
-                    CoreError::conflict(Code::CredentialExpired, "the credential has expired"),
-                    "credential_expired",
-                ));
+                return Err(refuse(CoreError::conflict(
+                    Code::CredentialExpired,
+                    "the credential has expired",
+                )));
             }
             let version = req.version.unwrap_or(cred.current_version);
             // The version's state and sealed data came with the rest; opened only once usable.
@@ -444,19 +442,16 @@ impl Service {
                 return Err(CoreError::invalid("version", Code::NotFound, "no such version"));
             }
             if !usable && req.version.is_some_and(|v| v != cred.current_version) {
-                return Err(refuse(
-                    CoreError::conflict(
-                        Code::VersionNotResolvable,
-                        format!("version {version} is not current and not within the grace period"),
-                    ),
-                    "version_not_resolvable",
-                ));
+                return Err(refuse(CoreError::conflict(
+                    Code::VersionNotResolvable,
+                    format!("version {version} is not current and not within the grace period"),
+                )));
             }
             let (true, Some(row)) = (usable, row) else {
-                return Err(refuse(
-                    CoreError::conflict(Code::VersionRevoked, "the credential's current version is not usable"),
-                    "version_revoked",
-                ));
+                return Err(refuse(CoreError::conflict(
+                    Code::VersionRevoked,
+                    "the credential's current version is not usable",
+                )));
             };
             // The secret goes where the connection points: every destination must be one the
             // credential (and each source of its role chain) allows — checked before the
@@ -492,9 +487,9 @@ impl Service {
                         &[cred.id.as_str().into()],
                     )?
                     .and_then(|r| r.opt_text(0).ok().flatten());
-                let refuse_zeroed = |fields: &mut serde_json::Value, err: CoreError, reason: &str| {
+                let refuse_zeroed = |fields: &mut serde_json::Value, err: CoreError| {
                     credvault_domain::secret::zeroize_json(fields);
-                    refuse(err, reason)
+                    refuse(err)
                 };
                 if health.as_deref() == Some("needs_reauthorization") {
                     return Err(refuse_zeroed(
@@ -503,7 +498,6 @@ impl Service {
                             Code::OauthNeedsReauthorization,
                             "the OAuth grant was revoked or expired at the provider; authorize it again",
                         ),
-                        "oauth_needs_reauthorization",
                     ));
                 }
                 // Right after a refresh, a token that has not expired is good enough (a skew
@@ -521,20 +515,16 @@ impl Service {
                                 Code::OauthNotAuthorized,
                                 "nobody has authorized this OAuth credential yet",
                             ),
-                            "oauth_not_authorized",
                         ));
                     }
                     credvault_domain::secret::zeroize_json(&mut fields);
                     if !refreshed {
                         return Err(CoreError::NeedsRefresh(cred.id.clone()));
                     }
-                    return Err(refuse(
-                        CoreError::Unavailable {
-                            code: Code::OauthRefreshFailing,
-                            message: "the access token could not be refreshed; the provider is failing".into(),
-                        },
-                        "oauth_refresh_failing",
-                    ));
+                    return Err(refuse(CoreError::Unavailable {
+                        code: Code::OauthRefreshFailing,
+                        message: "the access token could not be refreshed; the provider is failing".into(),
+                    }));
                 }
             }
             // Rows first, the audit head last: every writer takes its row locks before the

@@ -78,7 +78,7 @@ pub(super) fn sealed_row(tx: &mut dyn Tx, cred: &str, version: i64) -> CoreResul
 }
 
 /// The columns [`open_sealed_row`] reads, in order.
-pub(crate) const SEALED_COLS: &str = "kek_id, wrapped_key, ciphertext, public_fields";
+pub(crate) const SEALED_COLS: &str = concat!(credvault_store::sealed_cols!(), ", public_fields");
 
 /// Opens a version from a row holding [`SEALED_COLS`] from column `at` on (so a caller can
 /// read the version's state and its sealed data in one statement).
