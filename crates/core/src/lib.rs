@@ -21,6 +21,7 @@ pub mod forward;
 pub mod keys;
 pub mod lifecycle;
 pub mod oauth;
+mod operation;
 mod reports;
 mod resolve;
 mod sessions;
@@ -288,14 +289,10 @@ impl Service {
         match r {
             Err(CoreError::Denied(d)) => {
                 let public = d.public_error();
-                let ctx = ctx.clone();
-                let who = audit::ActorRef::from(actor.as_ref());
-                let draft = d.draft;
-                let pid = actor.principal_id.to_string();
-                let alert = self.alert(alerts::Signal::Denial, &pid, draft.org_id.as_deref(), "principal", &pid);
+                let (svc, ctx, a) = (self.clone(), ctx.clone(), actor.clone());
                 self.inner
                     .store
-                    .write(move |tx| append_all(tx, &ctx, &who, &draft, alert))
+                    .write(move |tx| svc.record_denial(tx, &ctx, &a, d.draft))
                     .await?;
                 Err(public)
             }

@@ -65,6 +65,9 @@ pub enum StoreError {
     /// A statement would write the sealed columns outside [`versions`] (a bug).
     #[error("encryption barrier: {0}")]
     Barrier(&'static str),
+    /// A statement tried to write where only reads are allowed (a bug).
+    #[error("write refused: {0}")]
+    ReadOnly(&'static str),
 }
 
 /// Errors that closures run by the store may return: anything the store can fail with must

@@ -111,36 +111,49 @@ impl Service {
         req: AttachCredential,
         dns: Dns,
     ) -> CoreResult<ConnectionView> {
-        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
-        self.write(ctx, actor, move |tx| {
-            let c = load_conn(tx, &id, true)?;
-            let settings = settings_of(tx, &c.org_id, "connection")?;
-            let (org, ws) = (c.org(), c.ws());
-            let draft = || c.draft(Action::ConnectionAttach).details(serde_json::json!({"credential_id": req.credential_id}));
-            authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::CredentialAttach, "connection", draft)?;
-            let cred = load_cred(tx, req.credential_id.as_str(), true).map_err(|e| with_field(e, "credential_id"))?;
+        let id = id.to_owned();
+        let prepare = {
+            let id = id.clone();
+            let cid = req.credential_id.clone();
+            move |tx: &mut dyn Tx| {
+                let c = load_conn(tx, &id, true)?;
+                let (org, ws) = (c.org(), c.ws());
+                let draft = || {
+                    c.draft(Action::ConnectionAttach)
+                        .details(serde_json::json!({"credential_id": cid}))
+                };
+                let check = Check::new(
+                    Scope::Workspace(&org, &ws),
+                    Permission::CredentialAttach,
+                    "connection",
+                    draft(),
+                );
+                Ok(Plan::new(c, check))
+            }
+        };
+        self.operate(ctx, actor, Mode::Write, prepare, move |ops, c| {
+            let ctx2 = ops.ctx().clone();
+            let settings = ops.settings().clone();
+            let a = ops.actor().clone();
+            let cred = load_cred(ops.tx(), req.credential_id.as_str(), true).map_err(|e| with_field(e, "credential_id"))?;
             let kind = parse_kind(&c.kind)?;
             let reason = check_attachment(&c.org_id, &c.workspace_id, &c.environment, kind, &cred, &settings, req.override_reason.as_deref()).map_err(|e| with_field(e, "credential_id"))?;
             let cred_env = cred.environment.clone();
             let config: Json = serde_json::from_str(&c.config)?;
-            let hs = admit_destinations(tx, &a, &settings, cred, &c.kind, &config, &dns, draft)?;
+            let event = ops.event();
+            let hs = admit_destinations(ops.tx(), &a, &settings, cred, &c.kind, &config, &dns, || event.clone())?;
             let now = now_micros();
-            tx.execute(
+            ops.tx().execute(
                 "UPDATE connections SET credential_id = $1, override_reason = $2, attached_at = $3, attached_by = $4, updated_at = $3 WHERE id = $5",
                 &[req.credential_id.as_str().into(), reason.clone().into(), now.into(), a.principal_id.as_str().into(), id.as_str().into()],
             )?;
-            let allowed = save_additions(tx, &ctx2, &ActorRef::from(a.as_ref()), &hs, &id)?;
-            audit::append(
-                tx,
-                &ctx2,
-                &ActorRef::from(a.as_ref()),
-                &c.draft(Action::ConnectionAttach).details(serde_json::json!({
+            let allowed = save_additions(ops.tx(), &ctx2, &ActorRef::from(a.as_ref()), &hs, &id)?;
+            ops.record(c.draft(Action::ConnectionAttach).details(serde_json::json!({
                     "credential_id": req.credential_id, "previous_credential_id": c.credential_id,
                     "override_reason": reason, "credential_environment": cred_env, "connection_environment": c.environment,
                     "destinations_allowed": allowed,
-                })),
-            )?;
-            load_conn(tx, &id, false)?.view()
+                })))?;
+            load_conn(ops.tx(), &id, false)?.view()
         })
         .await
     }
@@ -152,23 +165,31 @@ impl Service {
         actor: &Arc<Actor>,
         id: &str,
     ) -> CoreResult<ConnectionView> {
-        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
-        self.write(ctx, actor, move |tx| {
-            let c = load_conn(tx, &id, true)?;
-            let settings = settings_of(tx, &c.org_id, "connection")?;
-            let (org, ws) = (c.org(), c.ws());
-            authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::CredentialAttach, "connection", || {
-                c.draft(Action::ConnectionDetach)
-            })?;
+        let id = id.to_owned();
+        let prepare = {
+            let id = id.clone();
+            move |tx: &mut dyn Tx| {
+                let c = load_conn(tx, &id, true)?;
+                let (org, ws) = (c.org(), c.ws());
+                let check = Check::new(
+                    Scope::Workspace(&org, &ws),
+                    Permission::CredentialAttach,
+                    "connection",
+                    c.draft(Action::ConnectionDetach),
+                );
+                Ok(Plan::new(c, check))
+            }
+        };
+        self.operate(ctx, actor, Mode::Write, prepare, move |ops, c| {
             if c.credential_id.is_some() {
                 let now = now_micros();
-                tx.execute(
+                ops.tx().execute(
                     "UPDATE connections SET credential_id = NULL, override_reason = NULL, attached_at = NULL, attached_by = NULL, updated_at = $1 WHERE id = $2",
                     &[now.into(), id.as_str().into()],
                 )?;
-                audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &c.draft(Action::ConnectionDetach).details(serde_json::json!({"credential_id": c.credential_id})))?;
+                ops.record(c.draft(Action::ConnectionDetach).details(serde_json::json!({"credential_id": c.credential_id})))?;
             }
-            load_conn(tx, &id, false)?.view()
+            load_conn(ops.tx(), &id, false)?.view()
         })
         .await
     }
@@ -178,39 +199,34 @@ impl Service {
     /// Incident response: detaches a credential from every connection at once (admins),
     /// auditing each connection, and says which pipelines are affected.
     pub async fn detach_all(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<DetachAll> {
-        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
-        self.write(ctx, actor, move |tx| {
-            let c = load_cred(tx, &id, true)?;
-            let settings = settings_of(tx, &c.org_id, "credential")?;
-            let (org, ws) = (c.org(), c.ws());
-            authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialDelete, "credential", || {
-                c.draft(Action::CredentialDetachAll)
-            })?;
-            let usage = usage_of(tx, &id)?;
+        let id = id.to_owned();
+        let prepare = {
+            let id = id.clone();
+            move |tx: &mut dyn Tx| {
+                let c = load_cred(tx, &id, true)?;
+                let (org, ws) = (c.org(), c.ws());
+                let check = Check::new(write_scope(&org, &ws), Permission::CredentialDelete, "credential", {
+                    c.draft(Action::CredentialDetachAll)
+                });
+                Ok(Plan::new(c, check))
+            }
+        };
+        self.operate(ctx, actor, Mode::Write, prepare, move |ops, c| {
+            let usage = usage_of(ops.tx(), &id)?;
             let now = now_micros();
             for conn in &usage.connections {
-                tx.execute(
+                ops.tx().execute(
                     "UPDATE connections SET credential_id = NULL, override_reason = NULL, attached_at = NULL, attached_by = NULL, updated_at = $1 WHERE id = $2",
                     &[now.into(), conn.id.as_str().into()],
                 )?;
-                audit::append(
-                    tx,
-                    &ctx2,
-                    &ActorRef::from(a.as_ref()),
-                    &Draft::new(Action::ConnectionDetach, "connection", conn.id.as_str(), c.org_id.as_str())
+                ops.record(Draft::new(Action::ConnectionDetach, "connection", conn.id.as_str(), c.org_id.as_str())
                         .workspace(Some(conn.workspace_id.as_str()))
-                        .details(serde_json::json!({"credential_id": id, "reason": "detach_all"})),
-                )?;
+                        .details(serde_json::json!({"credential_id": id, "reason": "detach_all"})))?;
             }
-            audit::append(
-                tx,
-                &ctx2,
-                &ActorRef::from(a.as_ref()),
-                &c.draft(Action::CredentialDetachAll).details(serde_json::json!({
+            ops.record(c.draft(Action::CredentialDetachAll).details(serde_json::json!({
                     "connections": usage.connections.iter().map(|u| &u.id).collect::<Vec<_>>(),
                     "affected_pipelines": usage.pipelines.iter().map(|u| &u.id).collect::<Vec<_>>(),
-                })),
-            )?;
+                })))?;
             Ok(DetachAll { detached: usage.connections, affected_pipelines: usage.pipelines })
         })
         .await

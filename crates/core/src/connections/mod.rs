@@ -33,12 +33,13 @@ use credvault_domain::{ConnectionId, CredentialId, OrgId, PipelineId, WorkspaceI
 use credvault_store::{Row, StoreError, Tx, Value};
 
 use crate::Service;
-use crate::audit::{self, ActorRef, Draft};
+use crate::audit::{ActorRef, Draft};
 use crate::auth::{Scope, authorize};
 use crate::context::{Actor, RequestCtx};
 use crate::credentials::{CredRow, load_cred, write_scope};
 use crate::destinations::{Dns, Holder, admit, current_public_fields, holders, of_connection, save_additions};
 use crate::error::{CoreError, CoreResult};
+use crate::operation::{Check, Mode, Plan};
 use crate::settings::OrgSettings;
 use crate::tenancy::{page, settings_of, workspace_org};
 use crate::views::{Page, decode_cursor, ts};
@@ -232,17 +233,33 @@ impl Service {
         id: ConnectionId,
         dns: Dns,
     ) -> CoreResult<ConnectionView> {
-        let (a, ctx2) = (actor.clone(), ctx.clone());
-        self.write(ctx, actor, move |tx| {
-            let ws = req.workspace_id;
-            let org = workspace_org(tx, ws.as_str())?.ok_or(CoreError::NotFound { what: "workspace" })?;
-            let settings = settings_of(tx, org.as_str(), "workspace")?;
-            let draft = || Draft::new(Action::ConnectionCreate, "connection", id.as_str(), org.as_str()).workspace(Some(ws.as_str()));
-            authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::CredentialAttach, "workspace", draft)?;
+        let ws_in = req.workspace_id.clone();
+        let prepare = {
+            let id = id.clone();
+            move |tx: &mut dyn Tx| {
+                let ws = ws_in;
+                let org = workspace_org(tx, ws.as_str())?.ok_or(CoreError::NotFound { what: "workspace" })?;
+                let draft = || {
+                    Draft::new(Action::ConnectionCreate, "connection", id.as_str(), org.as_str())
+                        .workspace(Some(ws.as_str()))
+                };
+                let check = Check::new(
+                    Scope::Workspace(&org, &ws),
+                    Permission::CredentialAttach,
+                    "workspace",
+                    draft(),
+                );
+                Ok(Plan::new((org, ws), check))
+            }
+        };
+        self.operate(ctx, actor, Mode::Write, prepare, move |ops, (org, ws)| {
+            let ctx2 = ops.ctx().clone();
+            let settings = ops.settings().clone();
+            let a = ops.actor().clone();
             let mut override_reason = None;
             let mut hs = Vec::new();
             if let Some(cid) = &req.credential_id {
-                let cred = load_cred(tx, cid.as_str(), true).map_err(|e| with_field(e, "credential_id"))?;
+                let cred = load_cred(ops.tx(), cid.as_str(), true).map_err(|e| with_field(e, "credential_id"))?;
                 override_reason = check_attachment(
                     org.as_str(),
                     ws.as_str(),
@@ -252,14 +269,15 @@ impl Service {
                     &settings,
                     req.override_reason.as_deref(),
                 ).map_err(|e| with_field(e, "credential_id"))?;
-                hs = admit_destinations(tx, &a, &settings, cred, kind.as_str(), &config, &dns, || {
-                    draft().details(serde_json::json!({"name": req.name, "kind": kind.as_str(), "credential_id": cid}))
+                let event = ops.event();
+                hs = admit_destinations(ops.tx(), &a, &settings, cred, kind.as_str(), &config, &dns, || {
+                    event.clone().details(serde_json::json!({"name": req.name, "kind": kind.as_str(), "credential_id": cid}))
                 })?;
             }
             let now = now_micros();
             let by = a.principal_id.as_str();
             let attached = req.credential_id.as_ref().map(|_| now);
-            tx.execute(
+            ops.tx().execute(
                 "INSERT INTO connections (id, org_id, workspace_id, name, environment, kind, config, credential_id, override_reason, \
                  attached_at, attached_by, description, created_at, created_by, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $13)",
@@ -281,50 +299,41 @@ impl Service {
                 ],
             )
             .map_err(|e| name_conflict(e, "connection"))?;
-            let allowed = save_additions(tx, &ctx2, &ActorRef::from(a.as_ref()), &hs, id.as_str())?;
-            audit::append(
-                tx,
-                &ctx2,
-                &ActorRef::from(a.as_ref()),
-                &draft().details(serde_json::json!({
+            let allowed = save_additions(ops.tx(), &ctx2, &ActorRef::from(a.as_ref()), &hs, id.as_str())?;
+            ops.record(ops.event().details(serde_json::json!({
                     "name": req.name, "kind": kind.as_str(), "environment": req.environment, "config": config,
                     "credential_id": req.credential_id, "override_reason": override_reason,
                     "destinations_allowed": allowed,
-                })),
-            )?;
+                })))?;
             if let Some(cid) = &req.credential_id {
-                audit::append(
-                    tx,
-                    &ctx2,
-                    &ActorRef::from(a.as_ref()),
-                    &Draft::new(Action::ConnectionAttach, "connection", id.as_str(), org.as_str())
+                ops.record(Draft::new(Action::ConnectionAttach, "connection", id.as_str(), org.as_str())
                         .workspace(Some(ws.as_str()))
-                        .details(serde_json::json!({"credential_id": cid, "override_reason": override_reason})),
-                )?;
+                        .details(serde_json::json!({"credential_id": cid, "override_reason": override_reason})))?;
             }
-            load_conn(tx, id.as_str(), false)?.view()
+            load_conn(ops.tx(), id.as_str(), false)?.view()
         })
         .await
     }
 
     /// One connection.
     pub async fn get_connection(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<ConnectionView> {
-        let (id, a) = (id.to_owned(), actor.clone());
-        self.read(ctx, actor, move |tx| {
-            let c = load_conn(tx, &id, false)?;
-            let settings = settings_of(tx, &c.org_id, "connection")?;
-            let (org, ws) = (c.org(), c.ws());
-            authorize(
-                &a,
-                &settings,
-                Scope::Workspace(&org, &ws),
-                Permission::MetadataRead,
-                "connection",
-                || c.draft(Action::ConnectionRead),
-            )?;
-            c.view()
-        })
-        .await
+        let id = id.to_owned();
+        let prepare = {
+            let id = id.clone();
+            move |tx: &mut dyn Tx| {
+                let c = load_conn(tx, &id, false)?;
+                let (org, ws) = (c.org(), c.ws());
+                let check = Check::new(
+                    Scope::Workspace(&org, &ws),
+                    Permission::MetadataRead,
+                    "connection",
+                    c.draft(Action::ConnectionRead),
+                );
+                Ok(Plan::new(c, check))
+            }
+        };
+        self.operate(ctx, actor, Mode::Read, prepare, move |_, c| c.view())
+            .await
     }
 
     /// Connections the caller may see.
@@ -397,28 +406,35 @@ impl Service {
         p: PatchConnection,
         dns: Dns,
     ) -> CoreResult<ConnectionView> {
-        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
-        self.write(ctx, actor, move |tx| {
-            let c = load_conn(tx, &id, true)?;
-            let settings = settings_of(tx, &c.org_id, "connection")?;
-            let (org, ws) = (c.org(), c.ws());
-            authorize(
-                &a,
-                &settings,
-                Scope::Workspace(&org, &ws),
-                Permission::CredentialAttach,
-                "connection",
-                || c.draft(Action::ConnectionUpdate),
-            )?;
+        let id = id.to_owned();
+        let prepare = {
+            let id = id.clone();
+            move |tx: &mut dyn Tx| {
+                let c = load_conn(tx, &id, true)?;
+                let (org, ws) = (c.org(), c.ws());
+                let check = Check::new(
+                    Scope::Workspace(&org, &ws),
+                    Permission::CredentialAttach,
+                    "connection",
+                    c.draft(Action::ConnectionUpdate),
+                );
+                Ok(Plan::new(c, check))
+            }
+        };
+        self.operate(ctx, actor, Mode::Write, prepare, move |ops, c| {
+            let ctx2 = ops.ctx().clone();
+            let settings = ops.settings().clone();
+            let a = ops.actor().clone();
             let mut hs = Vec::new();
             let now = now_micros();
             let mut changed = Vec::new();
             if let Some(n) = &p.name {
-                tx.execute(
-                    "UPDATE connections SET name = $1 WHERE id = $2",
-                    &[n.as_str().into(), id.as_str().into()],
-                )
-                .map_err(|e| name_conflict(e, "connection"))?;
+                ops.tx()
+                    .execute(
+                        "UPDATE connections SET name = $1 WHERE id = $2",
+                        &[n.as_str().into(), id.as_str().into()],
+                    )
+                    .map_err(|e| name_conflict(e, "connection"))?;
                 changed.push("name");
             }
             if let Some(cfg) = &p.config {
@@ -427,39 +443,34 @@ impl Service {
                 // A new destination of an attached connection must be one its credential
                 // allows (or is widened to, by someone who may change the credential).
                 if let Some(cid) = &c.credential_id {
-                    let cred = load_cred(tx, cid, true)?;
-                    hs = admit_destinations(tx, &a, &settings, cred, &c.kind, &cfg, &dns, || {
+                    let cred = load_cred(ops.tx(), cid, true)?;
+                    hs = admit_destinations(ops.tx(), &a, &settings, cred, &c.kind, &cfg, &dns, || {
                         c.draft(Action::ConnectionUpdate)
                             .details(serde_json::json!({"changed": ["config"], "credential_id": cid}))
                     })?;
                 }
-                tx.execute(
+                ops.tx().execute(
                     "UPDATE connections SET config = $1 WHERE id = $2",
                     &[serde_json::to_string(&cfg)?.into(), id.as_str().into()],
                 )?;
                 changed.push("config");
             }
             if let Some(d) = &p.description {
-                tx.execute(
+                ops.tx().execute(
                     "UPDATE connections SET description = $1 WHERE id = $2",
                     &[d.as_str().into(), id.as_str().into()],
                 )?;
                 changed.push("description");
             }
-            tx.execute(
+            ops.tx().execute(
                 "UPDATE connections SET updated_at = $1 WHERE id = $2",
                 &[now.into(), id.as_str().into()],
             )?;
-            let allowed = save_additions(tx, &ctx2, &ActorRef::from(a.as_ref()), &hs, &id)?;
-            audit::append(
-                tx,
-                &ctx2,
-                &ActorRef::from(a.as_ref()),
-                &c.draft(Action::ConnectionUpdate).details(
-                    serde_json::json!({"changed": changed, "config": p.config, "destinations_allowed": allowed}),
-                ),
-            )?;
-            load_conn(tx, &id, false)?.view()
+            let allowed = save_additions(ops.tx(), &ctx2, &ActorRef::from(a.as_ref()), &hs, &id)?;
+            ops.record(c.draft(Action::ConnectionUpdate).details(
+                serde_json::json!({"changed": changed, "config": p.config, "destinations_allowed": allowed}),
+            ))?;
+            load_conn(ops.tx(), &id, false)?.view()
         })
         .await
     }
@@ -471,15 +482,23 @@ impl Service {
         actor: &Arc<Actor>,
         id: &str,
     ) -> CoreResult<ConnectionView> {
-        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
-        self.write(ctx, actor, move |tx| {
-            let c = load_conn(tx, &id, true)?;
-            let settings = settings_of(tx, &c.org_id, "connection")?;
-            let (org, ws) = (c.org(), c.ws());
-            authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::CredentialAttach, "connection", || {
-                c.draft(Action::ConnectionDelete)
-            })?;
-            let users = tx.query(
+        let id = id.to_owned();
+        let prepare = {
+            let id = id.clone();
+            move |tx: &mut dyn Tx| {
+                let c = load_conn(tx, &id, true)?;
+                let (org, ws) = (c.org(), c.ws());
+                let check = Check::new(
+                    Scope::Workspace(&org, &ws),
+                    Permission::CredentialAttach,
+                    "connection",
+                    c.draft(Action::ConnectionDelete),
+                );
+                Ok(Plan::new(c, check))
+            }
+        };
+        self.operate(ctx, actor, Mode::Write, prepare, move |ops, c| {
+            let users = ops.tx().query(
                 "SELECT p.name FROM pipelines p JOIN pipeline_connections pc ON pc.pipeline_id = p.id WHERE pc.connection_id = $1 ORDER BY p.seq LIMIT 20",
                 &[id.as_str().into()],
             )?;
@@ -488,8 +507,8 @@ impl Service {
                 return Err(CoreError::conflict(Code::ConnectionInUse, format!("pipelines use this connection: {}", names.join(", "))));
             }
             let view = c.view()?;
-            tx.execute("DELETE FROM connections WHERE id = $1", &[id.as_str().into()])?;
-            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &c.draft(Action::ConnectionDelete).details(serde_json::json!({"name": c.name, "credential_id": c.credential_id})))?;
+            ops.tx().execute("DELETE FROM connections WHERE id = $1", &[id.as_str().into()])?;
+            ops.record(c.draft(Action::ConnectionDelete).details(serde_json::json!({"name": c.name, "credential_id": c.credential_id})))?;
             Ok(view)
         })
         .await

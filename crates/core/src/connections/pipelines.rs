@@ -86,54 +86,65 @@ impl Service {
     ) -> CoreResult<PipelineView> {
         check_name(&req.name).map_err(|m| CoreError::invalid("name", Code::InvalidName, m))?;
         check_description(req.description.as_deref())?;
-        let (a, ctx2) = (actor.clone(), ctx.clone());
-        self.write(ctx, actor, move |tx| {
-            let ws = req.workspace_id;
-            let org = workspace_org(tx, ws.as_str())?.ok_or(CoreError::NotFound { what: "workspace" })?;
-            let settings = settings_of(tx, org.as_str(), "workspace")?;
-            let id = PipelineId::generate();
-            let draft = || Draft::new(Action::PipelineCreate, "pipeline", id.as_str(), org.as_str()).workspace(Some(ws.as_str()));
-            authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::CredentialAttach, "workspace", draft)?;
-            let conns = check_pipeline_connections(tx, ws.as_str(), &req.connection_ids)?;
+        let ws_in = req.workspace_id.clone();
+        let prepare = {
+            move |tx: &mut dyn Tx| {
+                let ws = ws_in;
+                let org = workspace_org(tx, ws.as_str())?.ok_or(CoreError::NotFound { what: "workspace" })?;
+                let id = PipelineId::generate();
+                let draft = || {
+                    Draft::new(Action::PipelineCreate, "pipeline", id.as_str(), org.as_str())
+                        .workspace(Some(ws.as_str()))
+                };
+                let check = Check::new(
+                    Scope::Workspace(&org, &ws),
+                    Permission::CredentialAttach,
+                    "workspace",
+                    draft(),
+                );
+                Ok(Plan::new((org, ws, id), check))
+            }
+        };
+        self.operate(ctx, actor, Mode::Write, prepare, move |ops, (org, ws, id)| {
+            let a = ops.actor().clone();
+            let conns = check_pipeline_connections(ops.tx(), ws.as_str(), &req.connection_ids)?;
             let now = now_micros();
-            tx.execute(
+            ops.tx().execute(
                 "INSERT INTO pipelines (id, org_id, workspace_id, name, description, created_at, created_by, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $6)",
                 &[id.as_str().into(), org.as_str().into(), ws.as_str().into(), req.name.as_str().into(), req.description.clone().into(), now.into(), a.principal_id.as_str().into()],
             )
             .map_err(|e| name_conflict(e, "pipeline"))?;
             for c in &conns {
-                tx.execute("INSERT INTO pipeline_connections (pipeline_id, connection_id) VALUES ($1, $2)", &[id.as_str().into(), c.as_str().into()])?;
+                ops.tx().execute("INSERT INTO pipeline_connections (pipeline_id, connection_id) VALUES ($1, $2)", &[id.as_str().into(), c.as_str().into()])?;
             }
-            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft().details(serde_json::json!({"name": req.name, "connection_ids": conns})))?;
-            let r = load_pipeline_row(tx, id.as_str())?;
-            pipeline_view(tx, &r)
+            ops.record(ops.event().details(serde_json::json!({"name": req.name, "connection_ids": conns})))?;
+            let r = load_pipeline_row(ops.tx(), id.as_str())?;
+            pipeline_view(ops.tx(), &r)
         })
         .await
     }
 
     /// One pipeline.
     pub async fn get_pipeline(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<PipelineView> {
-        let (id, a) = (id.to_owned(), actor.clone());
-        self.read(ctx, actor, move |tx| {
-            let r = load_pipeline_row(tx, &id)?;
-            let (org_s, ws_s) = (r.text(2)?, r.text(3)?);
-            let settings = settings_of(tx, &org_s, "pipeline")?;
-            let (org, ws) = (
-                OrgId::from_trusted(org_s.clone()),
-                WorkspaceId::from_trusted(ws_s.clone()),
-            );
-            authorize(
-                &a,
-                &settings,
-                Scope::Workspace(&org, &ws),
-                Permission::MetadataRead,
-                "pipeline",
-                || {
+        let id = id.to_owned();
+        let prepare = {
+            let id = id.clone();
+            move |tx: &mut dyn Tx| {
+                let r = load_pipeline_row(tx, &id)?;
+                let (org_s, ws_s) = (r.text(2)?, r.text(3)?);
+                let (org, ws) = (
+                    OrgId::from_trusted(org_s.clone()),
+                    WorkspaceId::from_trusted(ws_s.clone()),
+                );
+                let check = Check::new(Scope::Workspace(&org, &ws), Permission::MetadataRead, "pipeline", {
                     Draft::new(Action::PipelineRead, "pipeline", id.as_str(), org_s.as_str())
                         .workspace(Some(ws_s.as_str()))
-                },
-            )?;
-            pipeline_view(tx, &r)
+                });
+                Ok(Plan::new((r, ws_s), check))
+            }
+        };
+        self.operate(ctx, actor, Mode::Read, prepare, move |ops, (r, _)| {
+            pipeline_view(ops.tx(), &r)
         })
         .await
     }
@@ -200,107 +211,108 @@ impl Service {
             check_name(n).map_err(|m| CoreError::invalid("name", Code::InvalidName, m))?;
         }
         check_description(p.description.as_deref())?;
-        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
-        self.write(ctx, actor, move |tx| {
-            let r = load_pipeline_row(tx, &id)?;
-            let (org_s, ws_s) = (r.text(2)?, r.text(3)?);
-            let settings = settings_of(tx, &org_s, "pipeline")?;
-            let (org, ws) = (
-                OrgId::from_trusted(org_s.clone()),
-                WorkspaceId::from_trusted(ws_s.clone()),
-            );
-            let draft = || {
-                Draft::new(Action::PipelineUpdate, "pipeline", id.as_str(), org_s.as_str())
-                    .workspace(Some(ws_s.as_str()))
-            };
-            authorize(
-                &a,
-                &settings,
-                Scope::Workspace(&org, &ws),
-                Permission::CredentialAttach,
-                "pipeline",
-                draft,
-            )?;
+        let id = id.to_owned();
+        let prepare = {
+            let id = id.clone();
+            move |tx: &mut dyn Tx| {
+                let r = load_pipeline_row(tx, &id)?;
+                let (org_s, ws_s) = (r.text(2)?, r.text(3)?);
+                let (org, ws) = (
+                    OrgId::from_trusted(org_s.clone()),
+                    WorkspaceId::from_trusted(ws_s.clone()),
+                );
+                let draft = || {
+                    Draft::new(Action::PipelineUpdate, "pipeline", id.as_str(), org_s.as_str())
+                        .workspace(Some(ws_s.as_str()))
+                };
+                let check = Check::new(
+                    Scope::Workspace(&org, &ws),
+                    Permission::CredentialAttach,
+                    "pipeline",
+                    draft(),
+                );
+                Ok(Plan::new((r, ws_s), check))
+            }
+        };
+        self.operate(ctx, actor, Mode::Write, prepare, move |ops, (_, ws_s)| {
             let now = now_micros();
             if let Some(n) = &p.name {
-                tx.execute(
-                    "UPDATE pipelines SET name = $1 WHERE id = $2",
-                    &[n.as_str().into(), id.as_str().into()],
-                )
-                .map_err(|e| name_conflict(e, "pipeline"))?;
+                ops.tx()
+                    .execute(
+                        "UPDATE pipelines SET name = $1 WHERE id = $2",
+                        &[n.as_str().into(), id.as_str().into()],
+                    )
+                    .map_err(|e| name_conflict(e, "pipeline"))?;
             }
             if let Some(d) = &p.description {
-                tx.execute(
+                ops.tx().execute(
                     "UPDATE pipelines SET description = $1 WHERE id = $2",
                     &[d.as_str().into(), id.as_str().into()],
                 )?;
             }
             let mut conns = None;
             if let Some(ids) = &p.connection_ids {
-                let checked = check_pipeline_connections(tx, &ws_s, ids)?;
-                tx.execute(
+                let checked = check_pipeline_connections(ops.tx(), &ws_s, ids)?;
+                ops.tx().execute(
                     "DELETE FROM pipeline_connections WHERE pipeline_id = $1",
                     &[id.as_str().into()],
                 )?;
                 for c in &checked {
-                    tx.execute(
+                    ops.tx().execute(
                         "INSERT INTO pipeline_connections (pipeline_id, connection_id) VALUES ($1, $2)",
                         &[id.as_str().into(), c.as_str().into()],
                     )?;
                 }
                 conns = Some(checked);
             }
-            tx.execute(
+            ops.tx().execute(
                 "UPDATE pipelines SET updated_at = $1 WHERE id = $2",
                 &[now.into(), id.as_str().into()],
             )?;
-            audit::append(
-                tx,
-                &ctx2,
-                &ActorRef::from(a.as_ref()),
-                &draft().details(serde_json::json!({"name": p.name, "connection_ids": conns})),
+            ops.record(
+                ops.event()
+                    .details(serde_json::json!({"name": p.name, "connection_ids": conns})),
             )?;
-            let r = load_pipeline_row(tx, &id)?;
-            pipeline_view(tx, &r)
+            let r = load_pipeline_row(ops.tx(), &id)?;
+            pipeline_view(ops.tx(), &r)
         })
         .await
     }
 
     /// Deletes a pipeline.
     pub async fn delete_pipeline(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<PipelineView> {
-        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
-        self.write(ctx, actor, move |tx| {
-            let r = load_pipeline_row(tx, &id)?;
-            let (org_s, ws_s) = (r.text(2)?, r.text(3)?);
-            let settings = settings_of(tx, &org_s, "pipeline")?;
-            let (org, ws) = (
-                OrgId::from_trusted(org_s.clone()),
-                WorkspaceId::from_trusted(ws_s.clone()),
-            );
-            let draft = || {
-                Draft::new(Action::PipelineDelete, "pipeline", id.as_str(), org_s.as_str())
-                    .workspace(Some(ws_s.as_str()))
-            };
-            authorize(
-                &a,
-                &settings,
-                Scope::Workspace(&org, &ws),
-                Permission::CredentialAttach,
-                "pipeline",
-                draft,
-            )?;
-            let view = pipeline_view(tx, &r)?;
-            tx.execute(
+        let id = id.to_owned();
+        let prepare = {
+            let id = id.clone();
+            move |tx: &mut dyn Tx| {
+                let r = load_pipeline_row(tx, &id)?;
+                let (org_s, ws_s) = (r.text(2)?, r.text(3)?);
+                let (org, ws) = (
+                    OrgId::from_trusted(org_s.clone()),
+                    WorkspaceId::from_trusted(ws_s.clone()),
+                );
+                let draft = || {
+                    Draft::new(Action::PipelineDelete, "pipeline", id.as_str(), org_s.as_str())
+                        .workspace(Some(ws_s.as_str()))
+                };
+                let check = Check::new(
+                    Scope::Workspace(&org, &ws),
+                    Permission::CredentialAttach,
+                    "pipeline",
+                    draft(),
+                );
+                Ok(Plan::new((r, ws_s), check))
+            }
+        };
+        self.operate(ctx, actor, Mode::Write, prepare, move |ops, (r, _)| {
+            let view = pipeline_view(ops.tx(), &r)?;
+            ops.tx().execute(
                 "DELETE FROM pipeline_connections WHERE pipeline_id = $1",
                 &[id.as_str().into()],
             )?;
-            tx.execute("DELETE FROM pipelines WHERE id = $1", &[id.as_str().into()])?;
-            audit::append(
-                tx,
-                &ctx2,
-                &ActorRef::from(a.as_ref()),
-                &draft().details(serde_json::json!({"name": view.name})),
-            )?;
+            ops.tx()
+                .execute("DELETE FROM pipelines WHERE id = $1", &[id.as_str().into()])?;
+            ops.record(ops.event().details(serde_json::json!({"name": view.name})))?;
             Ok(view)
         })
         .await

@@ -88,19 +88,24 @@ pub(crate) fn usage_with_chains(tx: &mut dyn Tx, credential_id: &str) -> CoreRes
 impl Service {
     /// Connections and pipelines that use a credential.
     pub async fn credential_usage(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<Usage> {
-        let (id, a) = (id.to_owned(), actor.clone());
-        self.read(ctx, actor, move |tx| {
-            let c = load_cred(tx, &id, false)?;
-            let settings = settings_of(tx, &c.org_id, "credential")?;
-            let (org, ws) = (c.org(), c.ws());
-            authorize(
-                &a,
-                &settings,
-                crate::credentials::read_scope(&org, &ws),
-                Permission::MetadataRead,
-                "credential",
-                || c.draft(Action::CredentialRead),
-            )?;
+        let id = id.to_owned();
+        let prepare = {
+            let id = id.clone();
+            move |tx: &mut dyn Tx| {
+                let c = load_cred(tx, &id, false)?;
+                let (org, ws) = (c.org(), c.ws());
+                let check = Check::new(
+                    crate::credentials::read_scope(&org, &ws),
+                    Permission::MetadataRead,
+                    "credential",
+                    c.draft(Action::CredentialRead),
+                );
+                Ok(Plan::new(c, check))
+            }
+        };
+        self.operate(ctx, actor, Mode::Read, prepare, move |ops, c| {
+            let settings = ops.settings().clone();
+            let a = ops.actor().clone();
             let visible = visible_workspaces(
                 &a,
                 &settings,
@@ -109,7 +114,7 @@ impl Service {
                 Action::CredentialRead,
                 Permission::MetadataRead,
             )?;
-            usage_visible(tx, &id, visible.as_deref())
+            usage_visible(ops.tx(), &id, visible.as_deref())
         })
         .await
     }

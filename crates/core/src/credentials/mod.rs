@@ -36,11 +36,12 @@ use credvault_domain::{CredentialId, OrgId, WorkspaceId, check_environment, chec
 use credvault_store::{Row, StoreError, Tx, Value};
 
 use crate::Service;
-use crate::audit::{self, ActorRef, Draft};
-use crate::auth::{Scope, authorize};
+use crate::audit::Draft;
+use crate::auth::Scope;
 use crate::context::{Actor, RequestCtx};
 use crate::error::{CoreError, CoreResult};
-use crate::tenancy::{page, settings_of, workspace_org};
+use crate::operation::{Check, Mode, Plan};
+use crate::tenancy::{page, workspace_org};
 use crate::views::*;
 
 pub(crate) const CRED_COLS: &str = "c.id, c.name, c.type, c.variant, c.org_id, c.workspace_id, c.environment, c.labels, \
@@ -112,6 +113,17 @@ impl CredRow {
 
     pub(crate) fn draft(&self, action: Action) -> Draft {
         Draft::new(action, "credential", self.id.as_str(), self.org_id.as_str()).workspace(self.workspace_id.as_deref())
+    }
+
+    /// The check that guards `action` on this credential: `perm` in its read or write scope,
+    /// the refusal recorded as `action`.
+    pub(crate) fn check(&self, access: Access, perm: Permission, action: Action) -> Check {
+        let (org, ws) = (self.org(), self.ws());
+        let scope = match access {
+            Access::Read => read_scope(&org, &ws),
+            Access::Write => write_scope(&org, &ws),
+        };
+        Check::new(scope, perm, "credential", self.draft(action))
     }
 
     fn view(&self, current: Option<(&str, &str)>, versions: Option<Vec<VersionView>>) -> CoreResult<CredentialView> {
@@ -205,6 +217,15 @@ pub(crate) fn load_cred(tx: &mut dyn Tx, id: &str, lock: bool) -> CoreResult<Cre
         Some(r) => CredRow::from_row(&r),
         None => Err(CoreError::NotFound { what: "credential" }),
     }
+}
+
+/// Which scope of a credential an operation needs (see [`read_scope`], [`write_scope`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Access {
+    /// Reading or using it: its workspace, or any binding for an organization-wide one.
+    Read,
+    /// Changing it: its workspace, or the organization level for an organization-wide one.
+    Write,
 }
 
 /// The scope used to read or use a credential.
@@ -323,32 +344,41 @@ impl Service {
         let fields = std::mem::take(&mut req.fields);
         let validated = validate_fields(ty, req.variant.as_deref(), fields)?;
         let keyring = self.keyring_arc()?;
-        let (a, ctx2) = (actor.clone(), ctx.clone());
         let (name, environment, description, rotation) = (
             req.name.clone(),
             req.environment.clone(),
             req.description.clone(),
             req.rotation_period_days,
         );
-        self.write(ctx, actor, move |tx| {
+        let prepare = move |tx: &mut dyn Tx| {
             let org = match (&scope_ws, &scope_org) {
                 (Some(ws), _) => workspace_org(tx, ws.as_str())?.ok_or(CoreError::NotFound { what: "workspace" })?,
                 (None, Some(o)) => o.clone(),
                 (None, None) => return Err(CoreError::Internal("scope checked above".into())),
             };
-            let settings = settings_of(tx, org.as_str(), "organization")?;
             let id = CredentialId::generate();
+            let draft = Draft::new(Action::CredentialCreate, "credential", id.as_str(), org.as_str())
+                .workspace(scope_ws.as_ref().map(|w| w.as_str()));
+            let check = Check::new(
+                write_scope(&org, &scope_ws),
+                Permission::CredentialCreate,
+                "workspace",
+                draft,
+            );
+            Ok(Plan::new((org, scope_ws, id), check))
+        };
+        self.operate(ctx, actor, Mode::Write, prepare, move |ops, (org, scope_ws, id)| {
             let draft = || Draft::new(Action::CredentialCreate, "credential", id.as_str(), org.as_str()).workspace(scope_ws.as_ref().map(|w| w.as_str()));
-            authorize(&a, &settings, write_scope(&org, &scope_ws), Permission::CredentialCreate, "workspace", draft)?;
-            if !settings.enabled_types.contains(&ty) {
+            if !ops.settings().enabled_types.contains(&ty) {
                 return Err(CoreError::invalid("type", Code::TypeNotEnabled, format!("type {} is not enabled for this organization", ty.as_str())));
             }
-            check_references(tx, org.as_str(), scope_ws.as_ref().map(|w| w.as_str()), ty, &validated, id.as_str())?;
+            check_references(ops.tx(), org.as_str(), scope_ws.as_ref().map(|w| w.as_str()), ty, &validated, id.as_str())?;
             let now = now_micros();
-            let by = a.principal_id.as_str();
+            let by = ops.actor().principal_id.to_string();
+            let by = by.as_str();
             let scope_key = scope_ws.as_ref().map_or(org.as_str(), |w| w.as_str());
             let labels_json = serde_json::to_string(&labels)?;
-            tx.execute(
+            ops.tx().execute(
                 "INSERT INTO credentials (id, org_id, workspace_id, scope_key, name, type, variant, environment, labels, description, \
                  status, expires_at, rotation_period_days, current_version, owner_id, created_at, created_by, updated_at, allowed_destinations) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $12, 1, $13, $14, $13, $14, $15)",
@@ -371,44 +401,32 @@ impl Service {
                 ],
             )
             .map_err(name_conflict)?;
-            write_labels(tx, id.as_str(), &labels)?;
+            write_labels(ops.tx(), id.as_str(), &labels)?;
             let secret = SecretJson::new(validated.secret.expose().clone());
             let sealed = seal(&keyring, org.as_str(), id.as_str(), 1, secret)?;
-            insert_version(tx, id.as_str(), 1, VersionState::Current, &sealed, &validated, by, now)?;
-            audit::append(
-                tx,
-                &ctx2,
-                &ActorRef::from(a.as_ref()),
-                &draft().details(serde_json::json!({
+            insert_version(ops.tx(), id.as_str(), 1, VersionState::Current, &sealed, &validated, by, now)?;
+            ops.record(draft().details(serde_json::json!({
                     "name": name, "type": ty.as_str(), "variant": validated.variant, "environment": environment,
                     "labels": labels, "secret_fields_set": validated.secret_fields_set, "version": 1,
                     "allowed_destinations": allowed.to_strings(),
                 })),
             )?;
-            let c = load_cred(tx, id.as_str(), false)?;
-            full_view(tx, &c)
+            let c = load_cred(ops.tx(), id.as_str(), false)?;
+            full_view(ops.tx(), &c)
         })
         .await
     }
 
     /// One credential's metadata.
     pub async fn get_credential(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<CredentialView> {
-        let (id, a) = (id.to_owned(), actor.clone());
-        self.read(ctx, actor, move |tx| {
+        let id = id.to_owned();
+        let prepare = move |tx: &mut dyn Tx| {
             let c = load_cred(tx, &id, false)?;
-            let (org, ws) = (c.org(), c.ws());
-            let settings = settings_of(tx, &c.org_id, "credential")?;
-            authorize(
-                &a,
-                &settings,
-                read_scope(&org, &ws),
-                Permission::MetadataRead,
-                "credential",
-                || c.draft(Action::CredentialRead),
-            )?;
-            full_view(tx, &c)
-        })
-        .await
+            let check = c.check(Access::Read, Permission::MetadataRead, Action::CredentialRead);
+            Ok(Plan::new(c, check))
+        };
+        self.operate(ctx, actor, Mode::Read, prepare, |ops, c| full_view(ops.tx(), &c))
+            .await
     }
 
     /// Versions of one credential.
@@ -442,11 +460,19 @@ impl Service {
             };
             label_pairs.push((k.to_owned(), v.to_owned()));
         }
-        let a = actor.clone();
-        self.read(ctx, actor, move |tx| {
-            let settings = settings_of(tx, &org, "organization")?;
-            let org_id = OrgId::from_trusted(org.clone());
-            let draft = || Draft::new(Action::CredentialList, "org", org.as_str(), org.as_str());
+        let org_id = OrgId::from_trusted(org.clone());
+        let draft = Draft::new(Action::CredentialList, "org", org.as_str(), org.as_str());
+        // Any binding in the organization that grants metadata.read lets the caller list (what
+        // it may see, below).
+        let check = Check::new(
+            Scope::OrgShared(&org_id),
+            Permission::MetadataRead,
+            "organization",
+            draft.clone(),
+        );
+        let prepare = move |_: &mut dyn Tx| Ok(Plan::new((), check));
+        self.operate(ctx, actor, Mode::Read, prepare, move |ops, ()| {
+            let (a, settings) = (ops.actor().clone(), ops.settings().clone());
             // Which workspaces may the caller read? `None` = all of the organization.
             let visible: Option<Vec<String>> = if a.in_org(&org_id) && settings.role_policy.any_grants(&a.org_roles(), Permission::MetadataRead) {
                 None
@@ -460,16 +486,14 @@ impl Service {
                     .collect();
                 ws.sort();
                 ws.dedup();
-                if ws.is_empty() || !a.in_org(&org_id) {
-                    authorize(&a, &settings, Scope::OrgShared(&org_id), Permission::MetadataRead, "organization", draft)?;
-                }
                 Some(ws)
             };
             if let (Some(w), Some(vis)) = (&f.workspace_id, &visible)
                 && !vis.contains(w) {
                     let wid = WorkspaceId::from_trusted(w.clone());
-                    authorize(&a, &settings, Scope::Workspace(&org_id, &wid), Permission::MetadataRead, "workspace", draft)?;
+                    ops.check(Check::new(Scope::Workspace(&org_id, &wid), Permission::MetadataRead, "workspace", draft))?;
                 }
+            let tx = ops.tx();
             let mut sql = format!(
                 "SELECT {CRED_COLS}, v.public_fields, v.secret_fields_set FROM credentials c \
                  LEFT JOIN credential_versions v ON v.credential_id = c.id AND v.state = 'current' \
@@ -574,19 +598,16 @@ impl Service {
             check_rotation(r)?;
         }
         let allowed = p.allowed_destinations.as_deref().map(parse_allowed).transpose()?;
-        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
-        self.write(ctx, actor, move |tx| {
-            let c = load_cred(tx, &id, true)?;
-            let (org, ws) = (c.org(), c.ws());
-            let settings = settings_of(tx, &c.org_id, "credential")?;
-            authorize(
-                &a,
-                &settings,
-                write_scope(&org, &ws),
-                Permission::CredentialCreate,
-                "credential",
-                || c.draft(Action::CredentialUpdate),
-            )?;
+        let id = id.to_owned();
+        let prepare = {
+            let id = id.clone();
+            move |tx: &mut dyn Tx| {
+                let c = load_cred(tx, &id, true)?;
+                let check = c.check(Access::Write, Permission::CredentialCreate, Action::CredentialUpdate);
+                Ok(Plan::new(c, check))
+            }
+        };
+        self.operate(ctx, actor, Mode::Write, prepare, move |ops, c| {
             if c.status == CredentialStatus::Purged {
                 return Err(CoreError::conflict(
                     Code::CredentialPurged,
@@ -596,37 +617,38 @@ impl Service {
             let mut changed = Vec::new();
             let now = now_micros();
             if let Some(n) = &p.name {
-                tx.execute(
-                    "UPDATE credentials SET name = $1 WHERE id = $2",
-                    &[n.as_str().into(), id.as_str().into()],
-                )
-                .map_err(name_conflict)?;
+                ops.tx()
+                    .execute(
+                        "UPDATE credentials SET name = $1 WHERE id = $2",
+                        &[n.as_str().into(), id.as_str().into()],
+                    )
+                    .map_err(name_conflict)?;
                 changed.push("name");
             }
             if let Some(l) = &p.labels {
-                tx.execute(
+                ops.tx().execute(
                     "UPDATE credentials SET labels = $1 WHERE id = $2",
                     &[serde_json::to_string(l)?.into(), id.as_str().into()],
                 )?;
-                write_labels(tx, &id, l)?;
+                write_labels(ops.tx(), &id, l)?;
                 changed.push("labels");
             }
             if let Some(d) = &p.description {
-                tx.execute(
+                ops.tx().execute(
                     "UPDATE credentials SET description = $1 WHERE id = $2",
                     &[d.clone().into(), id.as_str().into()],
                 )?;
                 changed.push("description");
             }
             if let Some(e) = expires {
-                tx.execute(
+                ops.tx().execute(
                     "UPDATE credentials SET expires_at = $1 WHERE id = $2",
                     &[e.into(), id.as_str().into()],
                 )?;
                 changed.push("expires_at");
             }
             if let Some(r) = p.rotation_period_days {
-                tx.execute(
+                ops.tx().execute(
                     "UPDATE credentials SET rotation_period_days = $1 WHERE id = $2",
                     &[r.into(), id.as_str().into()],
                 )?;
@@ -635,7 +657,7 @@ impl Service {
             let mut destinations = Json::Null;
             if let Some(new) = &allowed {
                 let old = crate::destinations::stored_set(&c);
-                tx.execute(
+                ops.tx().execute(
                     "UPDATE credentials SET allowed_destinations = $1 WHERE id = $2",
                     &[new.to_stored().into(), id.as_str().into()],
                 )?;
@@ -644,20 +666,15 @@ impl Service {
                     "added": new.minus(&old), "removed": old.minus(new), "allowed_destinations": new.to_strings(),
                 });
             }
-            tx.execute(
+            ops.tx().execute(
                 "UPDATE credentials SET updated_at = $1 WHERE id = $2",
                 &[now.into(), id.as_str().into()],
             )?;
-            audit::append(
-                tx,
-                &ctx2,
-                &ActorRef::from(a.as_ref()),
-                &c.draft(Action::CredentialUpdate).details(serde_json::json!({
-                    "changed": changed, "name": p.name, "labels": p.labels, "destinations": destinations,
-                })),
-            )?;
-            let c = load_cred(tx, &id, false)?;
-            full_view(tx, &c)
+            ops.record(c.draft(Action::CredentialUpdate).details(serde_json::json!({
+                "changed": changed, "name": p.name, "labels": p.labels, "destinations": destinations,
+            })))?;
+            let c = load_cred(ops.tx(), &id, false)?;
+            full_view(ops.tx(), &c)
         })
         .await
     }

@@ -11,26 +11,25 @@ impl Service {
         id: &str,
         op: StatusOp,
     ) -> CoreResult<CredentialView> {
-        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
-        self.write(ctx, actor, move |tx| {
+        let (action, perm) = match op {
+            StatusOp::Disable => (Action::CredentialDisable, Permission::CredentialCreate),
+            StatusOp::Enable => (Action::CredentialEnable, Permission::CredentialCreate),
+            StatusOp::Delete => (Action::CredentialDelete, Permission::CredentialDelete),
+            StatusOp::Restore => (Action::CredentialRestore, Permission::CredentialDelete),
+        };
+        let id = id.to_owned();
+        let prepare = move |tx: &mut dyn Tx| {
             let c = load_cred(tx, &id, true)?;
-            let (org, ws) = (c.org(), c.ws());
-            let settings = settings_of(tx, &c.org_id, "credential")?;
+            let check = c.check(Access::Write, perm, action);
+            Ok(Plan::new(c, check))
+        };
+        self.operate(ctx, actor, Mode::Write, prepare, move |ops, c| {
             if c.status == CredentialStatus::Purged {
                 return Err(CoreError::conflict(
                     Code::CredentialPurged,
                     "the credential was purged; its keys are destroyed and it cannot change",
                 ));
             }
-            let (action, perm) = match op {
-                StatusOp::Disable => (Action::CredentialDisable, Permission::CredentialCreate),
-                StatusOp::Enable => (Action::CredentialEnable, Permission::CredentialCreate),
-                StatusOp::Delete => (Action::CredentialDelete, Permission::CredentialDelete),
-                StatusOp::Restore => (Action::CredentialRestore, Permission::CredentialDelete),
-            };
-            authorize(&a, &settings, write_scope(&org, &ws), perm, "credential", || {
-                c.draft(action)
-            })?;
             let now = now_micros();
             use CredentialStatus::{Active, Disabled, PendingDeletion};
             let (new_status, deleted_at): (CredentialStatus, Option<i64>) = match (op, c.status) {
@@ -43,13 +42,13 @@ impl Service {
                 (StatusOp::Disable, _) => (Disabled, None),
                 (StatusOp::Enable, _) => (Active, None),
                 (StatusOp::Delete, PendingDeletion) => (PendingDeletion, c.deleted_at),
-                (StatusOp::Delete, _) if crate::connections::attached_count(tx, &c.id)? > 0 => {
+                (StatusOp::Delete, _) if crate::connections::attached_count(ops.tx(), &c.id)? > 0 => {
                     return Err(CoreError::conflict(
                         Code::CredentialInUse,
                         "the credential is attached to connections; detach it first (see its usage, or detach-all)",
                     ));
                 }
-                (StatusOp::Delete, _) if !crate::testing::chain_users(tx, &c.id)?.is_empty() => {
+                (StatusOp::Delete, _) if !crate::testing::chain_users(ops.tx(), &c.id)?.is_empty() => {
                     return Err(CoreError::conflict(
                         Code::CredentialInUse,
                         "the credential is the source of AWS role chains; change or delete those credentials first (see its usage)",
@@ -65,23 +64,18 @@ impl Service {
                 }
             };
             if new_status != c.status {
-                tx.execute(
+                ops.tx().execute(
                     "UPDATE credentials SET status = $1, deleted_at = $2, updated_at = $3 WHERE id = $4",
-                    &[new_status.as_str().into(), deleted_at.into(), now.into(), id.as_str().into()],
+                    &[new_status.as_str().into(), deleted_at.into(), now.into(), c.id.as_str().into()],
                 )?;
                 let mut details = serde_json::json!({ "from": c.status, "to": new_status });
                 if op == StatusOp::Delete {
-                    details["recovery_window_days"] = settings.recovery_window_days.into();
+                    details["recovery_window_days"] = ops.settings().recovery_window_days.into();
                 }
-                audit::append(
-                    tx,
-                    &ctx2,
-                    &ActorRef::from(a.as_ref()),
-                    &c.draft(action).details(details),
-                )?;
+                ops.record(c.draft(action).details(details))?;
             }
-            let c = load_cred(tx, &id, false)?;
-            full_view(tx, &c)
+            let c = load_cred(ops.tx(), &c.id, false)?;
+            full_view(ops.tx(), &c)
         })
         .await
     }
@@ -91,34 +85,25 @@ impl Service {
     pub async fn reveal_credential(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<Revealed> {
         self.inner.config.audit_gate.check()?;
         let keyring = self.keyring_arc()?;
-        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
-        self.write(ctx, actor, move |tx| {
+        let id = id.to_owned();
+        // The scope of create/rotate, not of reading: once an organization gives
+        // credential.reveal to a role, a binding in one workspace must not reveal the
+        // organization-wide credentials every workspace can read.
+        let prepare = move |tx: &mut dyn Tx| {
             let c = load_cred(tx, &id, false)?;
-            let (org, ws) = (c.org(), c.ws());
-            let settings = settings_of(tx, &c.org_id, "credential")?;
-            // The scope of create/rotate, not of reading: once an organization gives
-            // credential.reveal to a role, a binding in one workspace must not reveal the
-            // organization-wide credentials every workspace can read.
-            authorize(
-                &a,
-                &settings,
-                write_scope(&org, &ws),
-                Permission::CredentialReveal,
-                "credential",
-                || c.draft(Action::CredentialReveal),
-            )?;
+            let check = c.check(Access::Write, Permission::CredentialReveal, Action::CredentialReveal);
+            Ok(Plan::new(c, check))
+        };
+        self.operate(ctx, actor, Mode::Write, prepare, move |ops, c| {
             if c.status != CredentialStatus::Active {
                 return Err(CoreError::conflict(
                     Code::CredentialNotActive,
                     format!("the credential is {}", c.status),
                 ));
             }
-            let fields = decrypt_version(tx, &keyring, &c.org_id, &c.id, c.current_version)?;
-            audit::append(
-                tx,
-                &ctx2,
-                &ActorRef::from(a.as_ref()),
-                &c.draft(Action::CredentialReveal)
+            let fields = decrypt_version(ops.tx(), &keyring, &c.org_id, &c.id, c.current_version)?;
+            ops.record(
+                c.draft(Action::CredentialReveal)
                     .details(serde_json::json!({ "version": c.current_version })),
             )?;
             Ok(Revealed {

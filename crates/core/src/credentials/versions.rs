@@ -19,12 +19,22 @@ impl Service {
         let keep = std::mem::take(&mut req.keep);
         check_keep(fields.expose(), &keep)?;
         let keyring = self.keyring_arc()?;
-        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
-        self.write(ctx, actor, move |tx| {
-            let c = load_cred(tx, &id, true)?;
-            let (org, ws) = (c.org(), c.ws());
-            let settings = settings_of(tx, &c.org_id, "credential")?;
-            authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialCreate, "credential", || c.draft(Action::CredentialVersionCreate))?;
+        let id = id.to_owned();
+        let prepare = {
+            let id = id.clone();
+            move |tx: &mut dyn Tx| {
+                let c = load_cred(tx, &id, true)?;
+                let (org, ws) = (c.org(), c.ws());
+                let check = Check::new(
+                    write_scope(&org, &ws),
+                    Permission::CredentialCreate,
+                    "credential",
+                    c.draft(Action::CredentialVersionCreate),
+                );
+                Ok(Plan::new(c, check))
+            }
+        };
+        self.operate(ctx, actor, Mode::Write, prepare, move |ops, c| {
             if c.status == CredentialStatus::Purged {
                 return Err(CoreError::conflict(Code::CredentialPurged, "the credential was purged; its keys are destroyed and it cannot change"));
             }
@@ -35,7 +45,7 @@ impl Service {
             let kept_from = if keep.is_empty() {
                 None
             } else {
-                Some(carry_over(tx, &keyring, &c, fields.expose_mut(), &keep)?)
+                Some(carry_over(ops.tx(), &keyring, &c, fields.expose_mut(), &keep)?)
             };
             let validated = validate_fields(ty, c.variant.as_deref(), fields.take())?;
             // Kept secrets go only where the current ones go: with `keep`, every non-secret
@@ -51,33 +61,29 @@ impl Service {
                     "secrets can be kept only when every non-secret field stays as it is; to change those, enter all the secrets again",
                 ));
             }
-            check_references(tx, &c.org_id, c.workspace_id.as_deref(), ty, &validated, &c.id)?;
-            let next = tx.query_one("SELECT COALESCE(MAX(version), 0) + 1 FROM credential_versions WHERE credential_id = $1", &[id.as_str().into()])?.int(0)?;
+            check_references(ops.tx(), &c.org_id, c.workspace_id.as_deref(), ty, &validated, &c.id)?;
+            let next = ops.tx().query_one("SELECT COALESCE(MAX(version), 0) + 1 FROM credential_versions WHERE credential_id = $1", &[id.as_str().into()])?.int(0)?;
             let secret = SecretJson::new(validated.secret.expose().clone());
             let sealed = seal(&keyring, &c.org_id, &c.id, next, secret)?;
             let now = now_micros();
+            let a = ops.actor().clone();
             let by = a.principal_id.as_str();
             let state = match mode {
                 VersionMode::Stage => VersionState::Pending,
                 VersionMode::Replace => {
-                    tx.execute(
+                    ops.tx().execute(
                         "UPDATE credential_versions SET state = 'revoked', state_changed_at = $1 WHERE credential_id = $2 AND state = 'current'",
                         &[now.into(), id.as_str().into()],
                     )?;
-                    tx.execute("UPDATE credentials SET current_version = $1, updated_at = $2 WHERE id = $3", &[next.into(), now.into(), id.as_str().into()])?;
+                    ops.tx().execute("UPDATE credentials SET current_version = $1, updated_at = $2 WHERE id = $3", &[next.into(), now.into(), id.as_str().into()])?;
                     VersionState::Current
                 }
             };
-            insert_version(tx, &id, next, state, &sealed, &validated, by, now)?;
-            audit::append(
-                tx,
-                &ctx2,
-                &ActorRef::from(a.as_ref()),
-                &c.draft(Action::CredentialVersionCreate).details(serde_json::json!({
+            insert_version(ops.tx(), &id, next, state, &sealed, &validated, by, now)?;
+            ops.record(c.draft(Action::CredentialVersionCreate).details(serde_json::json!({
                     "version": next, "state": state, "mode": if mode == VersionMode::Stage { "stage" } else { "replace" },
                     "secret_fields_set": validated.secret_fields_set, "kept_fields": keep
-                })),
-            )?;
+                })))?;
             Ok(CreatedVersion { credential_id: id, version: next, state })
         })
         .await
@@ -104,27 +110,37 @@ impl Service {
         n: i64,
         untested: &[String],
     ) -> CoreResult<CredentialView> {
-        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
+        let id = id.to_owned();
         let untested = untested.to_vec();
-        self.write(ctx, actor, move |tx| {
-            let c = load_cred(tx, &id, true)?;
-            let (org, ws) = (c.org(), c.ws());
-            let settings = settings_of(tx, &c.org_id, "credential")?;
-            let draft = || {
-                let mut details = serde_json::json!({ "version": n });
-                if !untested.is_empty() {
-                    details["untested_connections"] = serde_json::json!(untested);
-                }
-                c.draft(Action::CredentialVersionPromote).details(details)
-            };
-            authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialCreate, "credential", draft)?;
+        let prepare = {
+            let id = id.clone();
+            move |tx: &mut dyn Tx| {
+                let c = load_cred(tx, &id, true)?;
+                let (org, ws) = (c.org(), c.ws());
+                let draft = || {
+                    let mut details = serde_json::json!({ "version": n });
+                    if !untested.is_empty() {
+                        details["untested_connections"] = serde_json::json!(untested);
+                    }
+                    c.draft(Action::CredentialVersionPromote).details(details)
+                };
+                let check = Check::new(
+                    write_scope(&org, &ws),
+                    Permission::CredentialCreate,
+                    "credential",
+                    draft(),
+                );
+                Ok(Plan::new(c, check))
+            }
+        };
+        self.operate(ctx, actor, Mode::Write, prepare, move |ops, c| {
             if c.status == CredentialStatus::Purged {
                 return Err(CoreError::conflict(Code::CredentialPurged, "the credential was purged; its keys are destroyed and it cannot change"));
             }
             if c.status == CredentialStatus::PendingDeletion {
                 return Err(CoreError::conflict(Code::CredentialDeleted, "the credential is pending deletion; restore it first"));
             }
-            let state = version_state(tx, &id, n)?;
+            let state = version_state(ops.tx(), &id, n)?;
             match state.as_str() {
                 "pending" | "previous" => {}
                 "current" => return Err(CoreError::conflict(Code::AlreadyCurrent, format!("version {n} is already current"))),
@@ -132,24 +148,24 @@ impl Service {
             }
             let now = now_micros();
             // Demote first: the partial unique index allows one `current` row at a time.
-            tx.execute(
+            ops.tx().execute(
                 "UPDATE credential_versions SET state = 'revoked', state_changed_at = $1 WHERE credential_id = $2 AND state = 'previous'",
                 &[now.into(), id.as_str().into()],
             )?;
-            tx.execute(
+            ops.tx().execute(
                 "UPDATE credential_versions SET state = 'previous', state_changed_at = $1 WHERE credential_id = $2 AND state = 'current'",
                 &[now.into(), id.as_str().into()],
             )?;
-            tx.execute(
+            ops.tx().execute(
                 "UPDATE credential_versions SET state = 'current', state_changed_at = $1 WHERE credential_id = $2 AND version = $3",
                 &[now.into(), id.as_str().into(), n.into()],
             )?;
-            tx.execute("UPDATE credentials SET current_version = $1, updated_at = $2 WHERE id = $3", &[n.into(), now.into(), id.as_str().into()])?;
-            let mut d = draft();
+            ops.tx().execute("UPDATE credentials SET current_version = $1, updated_at = $2 WHERE id = $3", &[n.into(), now.into(), id.as_str().into()])?;
+            let mut d = ops.event();
             d.details["previous_version"] = c.current_version.into();
-            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &d)?;
-            let c = load_cred(tx, &id, false)?;
-            full_view(tx, &c)
+            ops.record(d)?;
+            let c = load_cred(ops.tx(), &id, false)?;
+            full_view(ops.tx(), &c)
         })
         .await
     }
@@ -162,28 +178,41 @@ impl Service {
         id: &str,
         n: i64,
     ) -> CoreResult<CredentialView> {
-        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
-        self.write(ctx, actor, move |tx| {
-            let c = load_cred(tx, &id, true)?;
-            let (org, ws) = (c.org(), c.ws());
-            let settings = settings_of(tx, &c.org_id, "credential")?;
-            let draft = || c.draft(Action::CredentialVersionRevoke).details(serde_json::json!({ "version": n }));
-            authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialCreate, "credential", draft)?;
-            let state = version_state(tx, &id, n)?;
+        let id = id.to_owned();
+        let prepare = {
+            let id = id.clone();
+            move |tx: &mut dyn Tx| {
+                let c = load_cred(tx, &id, true)?;
+                let (org, ws) = (c.org(), c.ws());
+                let draft = || {
+                    c.draft(Action::CredentialVersionRevoke)
+                        .details(serde_json::json!({ "version": n }))
+                };
+                let check = Check::new(
+                    write_scope(&org, &ws),
+                    Permission::CredentialCreate,
+                    "credential",
+                    draft(),
+                );
+                Ok(Plan::new(c, check))
+            }
+        };
+        self.operate(ctx, actor, Mode::Write, prepare, move |ops, _| {
+            let state = version_state(ops.tx(), &id, n)?;
             if state == "current" {
                 return Err(CoreError::conflict(Code::CannotRevokeCurrent, "the current version cannot be revoked; promote another version first"));
             }
             if state != "revoked" {
                 let now = now_micros();
-                tx.execute(
+                ops.tx().execute(
                     "UPDATE credential_versions SET state = 'revoked', state_changed_at = $1 WHERE credential_id = $2 AND version = $3",
                     &[now.into(), id.as_str().into(), n.into()],
                 )?;
-                tx.execute("UPDATE credentials SET updated_at = $1 WHERE id = $2", &[now.into(), id.as_str().into()])?;
-                audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft().details(serde_json::json!({ "version": n, "was": state })))?;
+                ops.tx().execute("UPDATE credentials SET updated_at = $1 WHERE id = $2", &[now.into(), id.as_str().into()])?;
+                ops.record(ops.event().details(serde_json::json!({ "version": n, "was": state })))?;
             }
-            let c = load_cred(tx, &id, false)?;
-            full_view(tx, &c)
+            let c = load_cred(ops.tx(), &id, false)?;
+            full_view(ops.tx(), &c)
         })
         .await
     }

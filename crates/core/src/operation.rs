@@ -1,0 +1,296 @@
+//! The operation pipeline: the one place where a scoped operation is authorized, applied and
+//! audited.
+//!
+//! An operation is two closures. `prepare` reads what the operation acts on and declares the
+//! [`Check`] that guards it (scope, permission, and the operation's event, which also records a
+//! refusal); it gets a transaction that refuses writes, so nothing can change before
+//! authorization. The pipeline then loads the organization's settings and checks:
+//!
+//! - **refused** → the refusal's event (and a denial-spike alert, if one is due) is appended in
+//!   the same transaction, which commits nothing else, and the caller gets 404 (outside the
+//!   scope) or 403 (inside it, without the permission);
+//! - **granted** → `apply` runs with an [`Ops`]: the transaction, the settings, and
+//!   [`Ops::record`] for its events. A mutation that records no event cannot commit: the
+//!   pipeline counts the statements `apply` writes and refuses (rolls back) a write without
+//!   an event.
+//!
+//! Refusals found while applying (a check that depends on what `apply` computed, or an error
+//! that must leave a trace) roll the transaction back and are recorded in one of their own by
+//! [`Service::settle`].
+
+use std::sync::Arc;
+
+use credvault_domain::roles::Permission;
+use credvault_domain::{OrgId, WorkspaceId};
+use credvault_store::{Engine, Row, StoreError, Tx, Value, versions::Inside};
+
+use crate::audit::{self, ActorRef, Draft};
+use crate::auth::{Scope, authorize};
+use crate::context::{Actor, RequestCtx};
+use crate::error::{CoreError, CoreResult};
+use crate::settings::OrgSettings;
+use crate::{Service, alerts, append_all};
+
+/// Whether an operation changes the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Runs on the writer (one transaction for the change and its events).
+    Write,
+    /// Runs in a read-only snapshot; a refusal is recorded in a transaction of its own.
+    Read,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum ScopeKind {
+    Org,
+    Workspace,
+    OrgShared,
+}
+
+/// One permission an operation needs: where, which, and the event that records a refusal.
+#[derive(Debug)]
+pub(crate) struct Check {
+    org: OrgId,
+    ws: Option<WorkspaceId>,
+    kind: ScopeKind,
+    permission: Permission,
+    what: &'static str,
+    draft: Draft,
+}
+
+impl Check {
+    /// `permission` in `scope`; a caller outside the scope is told that no `what` exists.
+    pub(crate) fn new(scope: Scope<'_>, permission: Permission, what: &'static str, draft: Draft) -> Check {
+        let (org, ws, kind) = match scope {
+            Scope::Org(o) => (o.clone(), None, ScopeKind::Org),
+            Scope::OrgShared(o) => (o.clone(), None, ScopeKind::OrgShared),
+            Scope::Workspace(o, w) => (o.clone(), Some(w.clone()), ScopeKind::Workspace),
+        };
+        Check {
+            org,
+            ws,
+            kind,
+            permission,
+            what,
+            draft,
+        }
+    }
+
+    fn scope(&self) -> Scope<'_> {
+        match (self.kind, &self.ws) {
+            (ScopeKind::Workspace, Some(w)) => Scope::Workspace(&self.org, w),
+            (ScopeKind::OrgShared, _) => Scope::OrgShared(&self.org),
+            _ => Scope::Org(&self.org),
+        }
+    }
+
+    /// `Ok` when granted, else the [`CoreError::Denied`] that records the refusal.
+    fn run(self, actor: &Actor, settings: &OrgSettings) -> CoreResult<()> {
+        let Check {
+            permission,
+            what,
+            draft,
+            ..
+        } = &self;
+        authorize(actor, settings, self.scope(), *permission, what, || draft.clone())
+    }
+}
+
+/// What `prepare` found: the target, and the check that guards it.
+pub(crate) struct Plan<T> {
+    target: T,
+    check: Check,
+}
+
+impl<T> Plan<T> {
+    /// A target guarded by a check.
+    pub(crate) fn new(target: T, check: Check) -> Plan<T> {
+        Plan { target, check }
+    }
+}
+
+/// What `apply` works with: the transaction, who acts, the organization's settings, and the
+/// recorder of its events.
+pub(crate) struct Ops<'a> {
+    tx: Counting<'a>,
+    ctx: &'a RequestCtx,
+    actor: &'a Arc<Actor>,
+    settings: OrgSettings,
+    event: Draft,
+    recorded: usize,
+}
+
+impl Ops<'_> {
+    /// The transaction.
+    pub(crate) fn tx(&mut self) -> &mut dyn Tx {
+        &mut self.tx
+    }
+    /// Who acts.
+    pub(crate) fn actor(&self) -> &Arc<Actor> {
+        self.actor
+    }
+    /// Who acts, as the audit journal names them.
+    pub(crate) fn who(&self) -> ActorRef {
+        ActorRef::from(self.actor.as_ref())
+    }
+    /// The request.
+    pub(crate) fn ctx(&self) -> &RequestCtx {
+        self.ctx
+    }
+    /// The settings of the organization the check ran in.
+    pub(crate) fn settings(&self) -> &OrgSettings {
+        &self.settings
+    }
+    /// The event the operation declared (its first check's), to complete and record.
+    pub(crate) fn event(&self) -> Draft {
+        self.event.clone()
+    }
+    /// Appends an event by the actor, in this transaction.
+    pub(crate) fn record(&mut self, draft: Draft) -> CoreResult<()> {
+        let who = self.who();
+        audit::append(&mut self.tx, self.ctx, &who, &draft)?;
+        self.recorded += 1;
+        Ok(())
+    }
+    /// A check that depends on what `apply` found. A refusal rolls back everything `apply`
+    /// did and is recorded in a transaction of its own.
+    pub(crate) fn check(&self, check: Check) -> CoreResult<()> {
+        check.run(self.actor, &self.settings)
+    }
+}
+
+/// A transaction that counts the statements that may change something.
+struct Counting<'a> {
+    inner: &'a mut dyn Tx,
+    writes: u64,
+}
+
+impl Tx for Counting<'_> {
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
+        if !is_select(sql) {
+            self.writes += 1;
+        }
+        self.inner.query(sql, params)
+    }
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+        self.writes += 1;
+        self.inner.execute(sql, params)
+    }
+    fn execute_inside(&mut self, inside: &Inside, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+        self.writes += 1;
+        self.inner.execute_inside(inside, sql, params)
+    }
+    fn engine(&self) -> Engine {
+        self.inner.engine()
+    }
+}
+
+/// A transaction that refuses writes (what `prepare` gets).
+struct ReadOnly<'a>(&'a mut dyn Tx);
+
+fn is_select(sql: &str) -> bool {
+    let head = sql.trim_start();
+    head.get(..6).is_some_and(|h| h.eq_ignore_ascii_case("select"))
+        || head.get(..4).is_some_and(|h| h.eq_ignore_ascii_case("with"))
+}
+
+fn refused_write() -> StoreError {
+    StoreError::ReadOnly("an operation wrote before it was authorized")
+}
+
+impl Tx for ReadOnly<'_> {
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
+        if !is_select(sql) {
+            return Err(refused_write());
+        }
+        self.0.query(sql, params)
+    }
+    fn execute(&mut self, _: &str, _: &[Value]) -> Result<u64, StoreError> {
+        Err(refused_write())
+    }
+    fn execute_inside(&mut self, _: &Inside, _: &str, _: &[Value]) -> Result<u64, StoreError> {
+        Err(refused_write())
+    }
+    fn engine(&self) -> Engine {
+        self.0.engine()
+    }
+}
+
+/// The result of one pass through a transaction: done, or refused with the refusal recorded
+/// (write mode) or still to record (read mode).
+enum Pass<T> {
+    Done(T),
+    Refused(CoreError),
+}
+
+impl Service {
+    /// Runs an operation: `prepare` (reads only) → check → `apply` → its events, in one
+    /// transaction. See the module documentation.
+    pub(crate) async fn operate<T, P, A, R>(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        mode: Mode,
+        prepare: P,
+        apply: A,
+    ) -> CoreResult<R>
+    where
+        T: Send + 'static,
+        R: Send + 'static,
+        P: FnOnce(&mut dyn Tx) -> CoreResult<Plan<T>> + Send + 'static,
+        A: FnOnce(&mut Ops<'_>, T) -> CoreResult<R> + Send + 'static,
+    {
+        let (svc, ctx2, a) = (self.clone(), ctx.clone(), actor.clone());
+        let pass = move |tx: &mut dyn Tx| -> CoreResult<Pass<R>> {
+            let plan = prepare(&mut ReadOnly(tx))?;
+            let check = plan.check;
+            let settings = crate::tenancy::settings_of(tx, check.org.as_str(), check.what)?;
+            let event = check.draft.clone();
+            match check.run(&a, &settings) {
+                Ok(()) => {}
+                Err(CoreError::Denied(d)) if mode == Mode::Write => {
+                    let public = d.public_error();
+                    svc.record_denial(tx, &ctx2, &a, d.draft)?;
+                    return Ok(Pass::Refused(public));
+                }
+                Err(e) => return Err(e),
+            }
+            let mut ops = Ops {
+                tx: Counting { inner: tx, writes: 0 },
+                ctx: &ctx2,
+                actor: &a,
+                settings,
+                event,
+                recorded: 0,
+            };
+            let out = apply(&mut ops, plan.target)?;
+            if mode == Mode::Write && ops.tx.writes > 0 && ops.recorded == 0 {
+                return Err(CoreError::Internal(
+                    "an operation changed the store without recording an event".into(),
+                ));
+            }
+            Ok(Pass::Done(out))
+        };
+        let r = match mode {
+            Mode::Write => self.inner.store.write(pass).await,
+            Mode::Read => self.inner.store.read(pass).await,
+        };
+        match self.settle(ctx, actor, r).await? {
+            Pass::Done(out) => Ok(out),
+            Pass::Refused(e) => Err(e),
+        }
+    }
+
+    /// Appends a refusal and the denial-spike alert it may raise, in `tx`.
+    pub(crate) fn record_denial(
+        &self,
+        tx: &mut dyn Tx,
+        ctx: &RequestCtx,
+        actor: &Actor,
+        draft: Draft,
+    ) -> CoreResult<()> {
+        let pid = actor.principal_id.to_string();
+        let alert = self.alert(alerts::Signal::Denial, &pid, draft.org_id.as_deref(), "principal", &pid);
+        append_all(tx, ctx, &ActorRef::from(actor), &draft, alert)
+    }
+}
