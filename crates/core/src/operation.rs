@@ -294,3 +294,6 @@ impl Service {
         append_all(tx, ctx, &ActorRef::from(actor), &draft, alert)
     }
 }
+
+#[cfg(test)]
+mod tests;
