@@ -1019,3 +1019,72 @@ fn the_permission_table_lists_every_route_once() {
     }
     assert_eq!(TABLE.len(), 21);
 }
+
+/// A credential's state is no answer to someone outside its scope: every write on a purged or
+/// pending-deletion credential of our organization is 404 for an admin of another one (a
+/// state check that ran before authorization once answered `409 credential_purged`), while
+/// our own admin gets the state's 409 (the control).
+async fn state_hidden(backend: Backend) {
+    let srv = Server::start(backend).await;
+    let other = srv.post("/v1/orgs", &srv.admin, json!({"name": "other"})).await.ok(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, mallory) = srv
+        .principal(&other, "user", "mallory", &[("admin", Scope::Org(&other))])
+        .await;
+    let purged = fresh_credential(&srv, "purged-one").await;
+    srv.delete(&format!("/v1/credentials/{purged}?purge=true&reason=test"), &srv.admin)
+        .await
+        .ok(200);
+    let pending = fresh_credential(&srv, "pending-one").await;
+    srv.delete(&format!("/v1/credentials/{pending}"), &srv.admin)
+        .await
+        .ok(200);
+    let writes = |id: &str| {
+        vec![
+            ("POST", format!("/v1/credentials/{id}/disable"), json!({})),
+            ("POST", format!("/v1/credentials/{id}/enable"), json!({})),
+            ("PATCH", format!("/v1/credentials/{id}"), json!({"description": "x"})),
+            (
+                "POST",
+                format!("/v1/credentials/{id}/versions"),
+                json!({"fields": {"password": "n"}}),
+            ),
+            ("POST", format!("/v1/credentials/{id}/versions/1/promote"), json!({})),
+            ("POST", format!("/v1/credentials/{id}/reveal"), json!({})),
+        ]
+    };
+    for (id, code) in [(&purged, "credential_purged"), (&pending, "credential_deleted")] {
+        for (method, path, body) in writes(id) {
+            let call = |token: String| {
+                let (path, body) = (path.clone(), body.clone());
+                let srv = &srv;
+                async move {
+                    match method {
+                        "PATCH" => srv.patch(&path, &token, body).await,
+                        _ => srv.post(&path, &token, body).await,
+                    }
+                }
+            };
+            let outside = call(mallory.clone()).await;
+            assert_eq!(
+                outside.status, 404,
+                "{backend:?} {method} {path} by another org's admin: {}",
+                outside.body
+            );
+            assert_eq!(outside.body["code"], "not_found", "{backend:?} {method} {path}");
+            // The control: our admin is told the state (409) where the operation checks it.
+            if path.ends_with("/disable") {
+                srv.post(&path, &srv.admin, json!({})).await.problem(409, code);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_s_state_is_no_answer_to_someone_outside_its_scope() {
+    for backend in common::backends() {
+        state_hidden(backend).await;
+    }
+}
