@@ -18,6 +18,7 @@ use crate::audit::{self, ActorRef, Draft};
 use crate::auth::{Scope, authorize};
 use crate::context::{Actor, RequestCtx};
 use crate::error::{CoreError, CoreResult};
+use crate::operation::{Check, Mode, Plan};
 use crate::settings::{OrgSettings, SettingsPatch};
 use crate::views::*;
 
@@ -304,34 +305,34 @@ impl Service {
         id: &str,
         patch: SettingsPatch,
     ) -> CoreResult<OrgSettings> {
-        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
-        self.write(ctx, actor, move |tx| {
-            let mut settings = settings_of(tx, &id, "organization")?;
-            let org = OrgId::from_trusted(id.clone());
-            let draft = || Draft::new(Action::OrgSettingsUpdate, "org", id.as_str(), id.as_str());
-            authorize(
-                &a,
-                &settings,
-                Scope::Org(&org),
-                Permission::OrgAdmin,
-                "organization",
-                draft,
-            )?;
-            let before = serde_json::to_value(&settings)?;
-            settings.apply(patch)?;
-            tx.execute(
-                "UPDATE orgs SET settings = $1 WHERE id = $2",
-                &[serde_json::to_string(&settings)?.into(), id.as_str().into()],
-            )?;
-            let after = serde_json::to_value(&settings)?;
-            audit::append(
-                tx,
-                &ctx2,
-                &ActorRef::from(a.as_ref()),
-                &draft().details(serde_json::json!({"before": before, "after": after})),
-            )?;
-            Ok(settings)
-        })
+        let org = OrgId::parse(id).map_err(|_| CoreError::NotFound { what: "organization" })?;
+        let check = Check::new(
+            Scope::Org(&org),
+            Permission::OrgAdmin,
+            "organization",
+            Draft::new(Action::OrgSettingsUpdate, "org", org.as_str(), org.as_str()),
+        );
+        self.operate(
+            ctx,
+            actor,
+            Mode::Write,
+            move |_| Ok(Plan::new((), check)),
+            move |ops, ()| {
+                let mut settings = ops.settings().clone();
+                let before = serde_json::to_value(&settings)?;
+                settings.apply(patch)?;
+                ops.tx().execute(
+                    "UPDATE orgs SET settings = $1 WHERE id = $2",
+                    &[serde_json::to_string(&settings)?.into(), org.as_str().into()],
+                )?;
+                let after = serde_json::to_value(&settings)?;
+                ops.record(
+                    ops.event()
+                        .details(serde_json::json!({"before": before, "after": after})),
+                )?;
+                Ok(settings)
+            },
+        )
         .await
     }
 
@@ -343,37 +344,33 @@ impl Service {
         req: CreateWorkspace,
     ) -> CoreResult<WorkspaceView> {
         check_name_field("name", &req.name)?;
-        let (a, ctx2) = (actor.clone(), ctx.clone());
-        self.write(ctx, actor, move |tx| {
-            let org = req.org_id;
-            let settings = settings_of(tx, org.as_str(), "organization")?;
-            let id = WorkspaceId::generate();
-            let draft = || Draft::new(Action::WorkspaceCreate, "workspace", id.as_str(), org.as_str());
-            authorize(
-                &a,
-                &settings,
-                Scope::Org(&org),
-                Permission::OrgAdmin,
-                "organization",
-                draft,
-            )?;
+        let org_in = req.org_id.clone();
+        let prepare = {
+            move |_: &mut dyn Tx| {
+                let org = org_in;
+                let id = WorkspaceId::generate();
+                let draft = || Draft::new(Action::WorkspaceCreate, "workspace", id.as_str(), org.as_str());
+                let check = Check::new(Scope::Org(&org), Permission::OrgAdmin, "organization", draft());
+                Ok(Plan::new((org, id), check))
+            }
+        };
+        self.operate(ctx, actor, Mode::Write, prepare, move |ops, (org, id)| {
+            let a = ops.actor().clone();
             let now = now_micros();
-            tx.execute(
-                "INSERT INTO workspaces (id, org_id, name, created_at, created_by) VALUES ($1, $2, $3, $4, $5)",
-                &[
-                    id.as_str().into(),
-                    org.as_str().into(),
-                    req.name.as_str().into(),
-                    now.into(),
-                    a.principal_id.as_str().into(),
-                ],
-            )
-            .map_err(|e| name_taken(e.into(), "workspace"))?;
-            audit::append(
-                tx,
-                &ctx2,
-                &ActorRef::from(a.as_ref()),
-                &draft()
+            ops.tx()
+                .execute(
+                    "INSERT INTO workspaces (id, org_id, name, created_at, created_by) VALUES ($1, $2, $3, $4, $5)",
+                    &[
+                        id.as_str().into(),
+                        org.as_str().into(),
+                        req.name.as_str().into(),
+                        now.into(),
+                        a.principal_id.as_str().into(),
+                    ],
+                )
+                .map_err(|e| name_taken(e.into(), "workspace"))?;
+            ops.record(
+                ops.event()
                     .workspace(Some(id.as_str()))
                     .details(serde_json::json!({"name": req.name})),
             )?;

@@ -11,20 +11,26 @@ impl Service {
         req: CreatePrincipal,
     ) -> CoreResult<PrincipalView> {
         check_name_field("name", &req.name)?;
-        let (a, ctx2) = (actor.clone(), ctx.clone());
-        self.write(ctx, actor, move |tx| {
-            let org = req.org_id;
-            let settings = settings_of(tx, org.as_str(), "organization")?;
-            let id = PrincipalId::generate(req.kind);
-            let draft = || Draft::new(Action::PrincipalCreate, "principal", id.as_str(), org.as_str());
-            authorize(&a, &settings, Scope::Org(&org), Permission::OrgAdmin, "organization", draft)?;
+        let org_in = req.org_id.clone();
+        let kind = req.kind;
+        let prepare = {
+            move |_: &mut dyn Tx| {
+                let org = org_in;
+                let id = PrincipalId::generate(kind);
+                let draft = || Draft::new(Action::PrincipalCreate, "principal", id.as_str(), org.as_str());
+                let check = Check::new(Scope::Org(&org), Permission::OrgAdmin, "organization", draft());
+                Ok(Plan::new((org, id), check))
+            }
+        };
+        self.operate(ctx, actor, Mode::Write, prepare, move |ops, (org, id)| {
+            let a = ops.actor().clone();
             let now = now_micros();
-            tx.execute(
+            ops.tx().execute(
                 "INSERT INTO principals (id, org_id, kind, name, instance_admin, disabled, created_at, created_by) VALUES ($1, $2, $3, $4, 0, 0, $5, $6)",
                 &[id.as_str().into(), org.as_str().into(), req.kind.as_str().into(), req.name.as_str().into(), now.into(), a.principal_id.as_str().into()],
             )
             .map_err(|e| name_taken(e.into(), "principal"))?;
-            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft().details(serde_json::json!({"name": req.name, "kind": req.kind.as_str()})))?;
+            ops.record(ops.event().details(serde_json::json!({"name": req.name, "kind": req.kind.as_str()})))?;
             Ok(PrincipalView {
                 id: id.to_string(),
                 org_id: org.to_string(),
@@ -126,24 +132,34 @@ impl Service {
                 "give exactly one of workspace_id or org_id",
             ));
         }
-        let (a, ctx2) = (actor.clone(), ctx.clone());
-        self.write(ctx, actor, move |tx| {
-            let Some(p_org) = principal_org(tx, req.principal_id.as_str())? else {
-                return Err(CoreError::NotFound { what: "principal" });
-            };
-            let org = match (&req.workspace_id, &req.org_id) {
-                (Some(ws), _) => workspace_org(tx, ws.as_str())?.ok_or(CoreError::NotFound { what: "workspace" })?,
-                (None, Some(o)) => o.clone(),
-                (None, None) => return Err(CoreError::Internal("scope checked above".into())),
-            };
-            let settings = settings_of(tx, org.as_str(), "organization")?;
-            let id = BindingId::generate();
-            let draft = || Draft::new(Action::RoleBindingCreate, "role_binding", id.as_str(), org.as_str()).workspace(req.workspace_id.as_ref().map(|w| w.as_str()));
-            let scope = match &req.workspace_id {
-                Some(ws) => Scope::Workspace(&org, ws),
-                None => Scope::Org(&org),
-            };
-            authorize(&a, &settings, scope, Permission::OrgAdmin, "organization", draft)?;
+        let prepare = {
+            let req = req.clone();
+            move |tx: &mut dyn Tx| {
+                let Some(p_org) = principal_org(tx, req.principal_id.as_str())? else {
+                    return Err(CoreError::NotFound { what: "principal" });
+                };
+                let org = match (&req.workspace_id, &req.org_id) {
+                    (Some(ws), _) => {
+                        workspace_org(tx, ws.as_str())?.ok_or(CoreError::NotFound { what: "workspace" })?
+                    }
+                    (None, Some(o)) => o.clone(),
+                    (None, None) => return Err(CoreError::Internal("scope checked above".into())),
+                };
+                let id = BindingId::generate();
+                let draft = || {
+                    Draft::new(Action::RoleBindingCreate, "role_binding", id.as_str(), org.as_str())
+                        .workspace(req.workspace_id.as_ref().map(|w| w.as_str()))
+                };
+                let scope = match &req.workspace_id {
+                    Some(ws) => Scope::Workspace(&org, ws),
+                    None => Scope::Org(&org),
+                };
+                let check = Check::new(scope, Permission::OrgAdmin, "organization", draft());
+                Ok(Plan::new((org, id, p_org), check))
+            }
+        };
+        self.operate(ctx, actor, Mode::Write, prepare, move |ops, (org, id, p_org)| {
+            let a = ops.actor().clone();
             if p_org != org {
                 // Answer as for an unknown ID: the caller must not learn that a principal of
                 // another organization exists.
@@ -151,7 +167,7 @@ impl Service {
             }
             let now = now_micros();
             let scope_key = req.workspace_id.as_ref().map_or(org.as_str(), |w| w.as_str()).to_owned();
-            tx.execute(
+            ops.tx().execute(
                 "INSERT INTO role_bindings (id, org_id, principal_id, role, workspace_id, scope_key, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 &[
                     id.as_str().into(),
@@ -168,7 +184,7 @@ impl Service {
                 CoreError::Store(StoreError::Unique(_)) => CoreError::conflict(Code::BindingExists, "this principal already has this role in this scope"),
                 other => other,
             })?;
-            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft().details(serde_json::json!({"principal_id": req.principal_id.as_str(), "role": req.role.as_str()})))?;
+            ops.record(ops.event().details(serde_json::json!({"principal_id": req.principal_id.as_str(), "role": req.role.as_str()})))?;
             Ok(RoleBindingView {
                 id: id.to_string(),
                 principal_id: req.principal_id.to_string(),
@@ -234,39 +250,43 @@ impl Service {
         actor: &Arc<Actor>,
         id: &str,
     ) -> CoreResult<RoleBindingView> {
-        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
-        self.write(ctx, actor, move |tx| {
-            let Some(r) = tx.query_opt(
-                &format!("SELECT {BINDING_COLS} FROM role_bindings WHERE id = $1"),
-                &[id.as_str().into()],
-            )?
-            else {
-                return Err(CoreError::NotFound { what: "role binding" });
-            };
-            let v = binding_view(&r)?;
-            let org = OrgId::from_trusted(v.org_id.clone());
-            let ws = v.workspace_id.clone().map(WorkspaceId::from_trusted);
-            let settings = settings_of(tx, &v.org_id, "role binding")?;
-            let draft = || {
-                Draft::new(
-                    Action::RoleBindingDelete,
-                    "role_binding",
-                    id.as_str(),
-                    v.org_id.as_str(),
-                )
-                .workspace(v.workspace_id.as_deref())
-            };
-            let scope = match &ws {
-                Some(w) => Scope::Workspace(&org, w),
-                None => Scope::Org(&org),
-            };
-            authorize(&a, &settings, scope, Permission::OrgAdmin, "role binding", draft)?;
-            tx.execute("DELETE FROM role_bindings WHERE id = $1", &[id.as_str().into()])?;
-            audit::append(
-                tx,
-                &ctx2,
-                &ActorRef::from(a.as_ref()),
-                &draft().details(serde_json::json!({"principal_id": v.principal_id, "role": v.role})),
+        let id = id.to_owned();
+        let prepare = {
+            let id = id.clone();
+            move |tx: &mut dyn Tx| {
+                let Some(r) = tx.query_opt(
+                    &format!("SELECT {BINDING_COLS} FROM role_bindings WHERE id = $1"),
+                    &[id.as_str().into()],
+                )?
+                else {
+                    return Err(CoreError::NotFound { what: "role binding" });
+                };
+                let v = binding_view(&r)?;
+                let org = OrgId::from_trusted(v.org_id.clone());
+                let ws = v.workspace_id.clone().map(WorkspaceId::from_trusted);
+                let draft = || {
+                    Draft::new(
+                        Action::RoleBindingDelete,
+                        "role_binding",
+                        id.as_str(),
+                        v.org_id.as_str(),
+                    )
+                    .workspace(v.workspace_id.as_deref())
+                };
+                let scope = match &ws {
+                    Some(w) => Scope::Workspace(&org, w),
+                    None => Scope::Org(&org),
+                };
+                let check = Check::new(scope, Permission::OrgAdmin, "role binding", draft());
+                Ok(Plan::new(v, check))
+            }
+        };
+        self.operate(ctx, actor, Mode::Write, prepare, move |ops, v| {
+            ops.tx()
+                .execute("DELETE FROM role_bindings WHERE id = $1", &[id.as_str().into()])?;
+            ops.record(
+                ops.event()
+                    .details(serde_json::json!({"principal_id": v.principal_id, "role": v.role})),
             )?;
             Ok(v)
         })

@@ -32,30 +32,29 @@ impl Service {
                 "must be at most 128 characters",
             ));
         }
-        let (a, ctx2) = (actor.clone(), ctx.clone());
-        self.write(ctx, actor, move |tx| {
-            let Some(org) = principal_org(tx, req.principal_id.as_str())? else {
-                return Err(CoreError::NotFound { what: "principal" });
-            };
-            let settings = settings_of(tx, org.as_str(), "principal")?;
-            let id = TokenId::generate();
-            let draft = || Draft::new(Action::TokenCreate, "token", id.as_str(), org.as_str());
-            authorize(
-                &a,
-                &settings,
-                Scope::Org(&org),
-                Permission::OrgAdmin,
-                "principal",
-                draft,
-            )?;
-            if !a.instance_admin && is_instance_admin(tx, req.principal_id.as_str())? {
+        /*lets*/
+        let prepare = {
+            let req = req.clone();
+            move |tx: &mut dyn Tx| {
+                let Some(org) = principal_org(tx, req.principal_id.as_str())? else {
+                    return Err(CoreError::NotFound { what: "principal" });
+                };
+                let id = TokenId::generate();
+                let draft = || Draft::new(Action::TokenCreate, "token", id.as_str(), org.as_str());
+                let check = Check::new(Scope::Org(&org), Permission::OrgAdmin, "principal", draft());
+                Ok(Plan::new((org, id), check))
+            }
+        };
+        self.operate(ctx, actor, Mode::Write, prepare, move |ops, (org, id)| {
+            let a = ops.actor().clone();
+            if !a.instance_admin && is_instance_admin(ops.tx(), req.principal_id.as_str())? {
                 // An organization admin must not mint a token that acts beyond its organization.
-                return Err(forbid(draft(), Permission::OrgAdmin));
+                return Err(forbid(ops.event(), Permission::OrgAdmin));
             }
             let (token, hash) = generate_token();
             let now = now_micros();
             insert_token(
-                tx,
+                ops.tx(),
                 &id,
                 &org,
                 req.principal_id.as_str(),
@@ -65,14 +64,9 @@ impl Service {
                 Some(a.principal_id.as_str()),
                 now,
             )?;
-            audit::append(
-                tx,
-                &ctx2,
-                &ActorRef::from(a.as_ref()),
-                &draft().details(
-                    serde_json::json!({"principal_id": req.principal_id.as_str(), "expires_at": ts(expires_at)}),
-                ),
-            )?;
+            ops.record(ops.event().details(
+                serde_json::json!({"principal_id": req.principal_id.as_str(), "expires_at": ts(expires_at)}),
+            ))?;
             Ok(CreatedToken {
                 id: id.to_string(),
                 token: token.to_string(),
