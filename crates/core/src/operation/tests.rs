@@ -225,3 +225,113 @@ async fn a_refusal_is_recorded_and_nothing_is_applied() {
     assert!(matches!(e, CoreError::NotFound { what: "organization" }), "{e:?}");
     assert_eq!(events(&w).await.len(), before + 2);
 }
+
+/// Scoped operations go through the pipeline. What still calls `authorize` or appends events
+/// by hand is listed here with its count, so the list can only shrink: a new hand-written
+/// check or append fails this test (move it into [`Service::operate`], or, for the few places
+/// that are not scoped operations — authentication, the audit machinery itself — add it here
+/// with the reason).
+#[test]
+fn hand_written_checks_and_appends_only_shrink() {
+    // (file under src/, `authorize(` calls, `audit::append(`/`append_all(` calls, why)
+    const ALLOWED: &[(&str, usize, usize, &str)] = &[
+        ("operation.rs", 1, 2, "the pipeline itself"),
+        (
+            "lib.rs",
+            0,
+            3,
+            "settle: refusals found while applying, recorded after the rollback",
+        ),
+        ("auth.rs", 0, 4, "authentication failures (no actor yet)"),
+        (
+            "bootstrap.rs",
+            0,
+            1,
+            "the first organization, before any principal exists",
+        ),
+        ("keys.rs", 0, 1, "key rotation by the instance (system actor)"),
+        ("forward/mod.rs", 0, 2, "audit forwarding's own events (system actor)"),
+        (
+            "destinations.rs",
+            0,
+            2,
+            "helpers called from inside operations (destination decisions)",
+        ),
+        (
+            "resolve.rs",
+            2,
+            4,
+            "resolve: the hot path, group-committed by the appender (issue 22)",
+        ),
+        (
+            "sessions.rs",
+            1,
+            6,
+            "to do: sign-in (no actor yet), sessions, offboarding",
+        ),
+        ("oauth.rs", 2, 10, "to do: consent and refresh"),
+        (
+            "lifecycle.rs",
+            2,
+            6,
+            "to do: rotation, purge, the scheduler (system actor)",
+        ),
+        ("reports.rs", 2, 2, "to do"),
+        ("testing.rs", 3, 2, "to do: Test connection"),
+        ("audit_query.rs", 3, 0, "to do: audit listing and verification"),
+        (
+            "tenancy/mod.rs",
+            4,
+            1,
+            "to do: membership reads (any member), organization creation",
+        ),
+        ("tenancy/principals.rs", 3, 0, "to do: lists and reads"),
+        (
+            "tenancy/tokens.rs",
+            2,
+            1,
+            "to do: lists; revoke lets a principal revoke its own token",
+        ),
+        ("connections/mod.rs", 2, 0, "visible_workspaces: the list filter"),
+    ];
+    fn walk(dir: &std::path::Path, root: &std::path::Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, root, out);
+            } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("tests.rs") {
+                let rel = path.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+                out.push((rel, std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    walk(&root, &root, &mut files);
+    let mut wrong = Vec::new();
+    for (rel, text) in &files {
+        if rel.starts_with("audit/") {
+            continue; // the journal's own implementation
+        }
+        let auth = text.matches("authorize(").count()
+            - text.matches("oauth_authorize(").count()
+            - text.matches("fn authorize(").count();
+        let appends = text.matches("audit::append(").count() + text.matches("append_all(").count()
+            - text.matches("fn append_all(").count();
+        let (max_auth, max_app) = ALLOWED
+            .iter()
+            .find(|(f, ..)| f == rel)
+            .map_or((0, 0), |(_, a, b, _)| (*a, *b));
+        if auth > max_auth || appends > max_app {
+            wrong.push(format!(
+                "{rel}: {auth} authorize (allowed {max_auth}), {appends} appends (allowed {max_app})"
+            ));
+        }
+        if auth < max_auth || appends < max_app {
+            wrong.push(format!(
+                "{rel}: fewer than allowed ({auth}, {appends}): lower its entry"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
