@@ -21,11 +21,11 @@ use credvault_store::{Row, Tx, Value};
 
 use crate::Service;
 use crate::audit::{self, ActorRef, Draft};
-use crate::auth::authorize;
 use crate::connections::{push_in, visible_workspaces};
 use crate::context::{Actor, RequestCtx};
 use crate::credentials::{load_cred, read_scope};
 use crate::error::{CoreError, CoreResult};
+use crate::operation::{Check, Mode, Plan};
 use crate::tenancy::settings_of;
 use crate::views::ts;
 
@@ -699,15 +699,26 @@ impl Service {
         if req.note.as_ref().is_some_and(|n| n.len() > 4096) {
             return Err(CoreError::invalid("note", Code::TooLong, "must be at most 4096 bytes"));
         }
-        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
-        self.write(ctx, actor, move |tx| {
-            let c = load_cred(tx, &id, true)?;
-            let settings = settings_of(tx, &c.org_id, "credential")?;
-            let (org, ws) = (c.org(), c.ws());
-            authorize(&a, &settings, read_scope(&org, &ws), Permission::AuditRead, "credential", || c.draft(Action::CredentialReview))?;
+        let id = id.to_owned();
+        let prepare = {
+            let id = id.clone();
+            move |tx: &mut dyn Tx| {
+                let c = load_cred(tx, &id, true)?;
+                let (org, ws) = (c.org(), c.ws());
+                let check = Check::new(
+                    read_scope(&org, &ws),
+                    Permission::AuditRead,
+                    "credential",
+                    c.draft(Action::CredentialReview),
+                );
+                Ok(Plan::new(c, check))
+            }
+        };
+        self.operate(ctx, actor, Mode::Write, prepare, move |ops, c| {
+            let a = ops.actor().clone();
             let now = now_micros();
             let rid = credvault_domain::ReviewId::generate().to_string();
-            tx.execute(
+            ops.tx().execute(
                 "INSERT INTO reviews (id, org_id, credential_id, reviewer_id, decision, note, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     rid.as_str().into(),
@@ -719,8 +730,8 @@ impl Service {
                     now.into(),
                 ],
             )?;
-            tx.execute("UPDATE credentials SET last_reviewed_at = $1 WHERE id = $2", &[now.into(), id.as_str().into()])?;
-            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &c.draft(Action::CredentialReview).details(json!({"decision": req.decision, "note": req.note})))?;
+            ops.tx().execute("UPDATE credentials SET last_reviewed_at = $1 WHERE id = $2", &[now.into(), id.as_str().into()])?;
+            ops.record(c.draft(Action::CredentialReview).details(json!({"decision": req.decision, "note": req.note})))?;
             Ok(ReviewView {
                 id: rid,
                 credential_id: id,
@@ -735,13 +746,23 @@ impl Service {
 
     /// Reviews of a credential, newest last.
     pub async fn list_reviews(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<Vec<ReviewView>> {
-        let (id, a) = (id.to_owned(), actor.clone());
-        self.read(ctx, actor, move |tx| {
-            let c = load_cred(tx, &id, false)?;
-            let settings = settings_of(tx, &c.org_id, "credential")?;
-            let (org, ws) = (c.org(), c.ws());
-            authorize(&a, &settings, read_scope(&org, &ws), Permission::MetadataRead, "credential", || c.draft(Action::CredentialRead))?;
-            let rows = tx.query(
+        let id = id.to_owned();
+        let prepare = {
+            let id = id.clone();
+            move |tx: &mut dyn Tx| {
+                let c = load_cred(tx, &id, false)?;
+                let (org, ws) = (c.org(), c.ws());
+                let check = Check::new(
+                    read_scope(&org, &ws),
+                    Permission::MetadataRead,
+                    "credential",
+                    c.draft(Action::CredentialRead),
+                );
+                Ok(Plan::new(c, check))
+            }
+        };
+        self.operate(ctx, actor, Mode::Read, prepare, move |ops, _| {
+            let rows = ops.tx().query(
                 "SELECT id, credential_id, reviewer_id, decision, note, created_at FROM reviews WHERE credential_id = $1 ORDER BY seq",
                 &[id.as_str().into()],
             )?;

@@ -18,13 +18,14 @@ use credvault_domain::time::now_micros;
 
 use crate::Service;
 use crate::audit::{self, ActorRef, Outcome};
-use crate::auth::{Scope, authorize};
+use crate::auth::Scope;
 use crate::connections::load_conn;
 use crate::context::{Actor, RequestCtx};
-use crate::credentials::{decrypt_version_parts, load_cred, read_scope};
+use crate::credentials::{Access, decrypt_version_parts, load_cred};
 use crate::destinations::{Dns, holders, of_connection};
 use crate::error::{CoreError, CoreResult};
-use crate::tenancy::settings_of;
+use crate::operation::{Check, Mode, Plan};
+use credvault_store::Tx;
 
 /// Request: which version to test (default: the current one).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -374,28 +375,31 @@ impl Service {
         dns: Dns,
     ) -> CoreResult<Prepared> {
         let keyring = self.keyring()?.clone();
-        let (id, a) = (id.to_owned(), actor.clone());
-        self.read(ctx, actor, move |tx| {
-            let c = load_conn(tx, &id, false)?;
-            let settings = settings_of(tx, &c.org_id, "connection")?;
-            let (org, ws) = (c.org(), c.ws());
-            authorize(
-                &a,
-                &settings,
-                Scope::Workspace(&org, &ws),
-                Permission::CredentialAttach,
-                "connection",
-                || c.draft(Action::ConnectionTest),
-            )?;
+        let id = id.to_owned();
+        let find = {
+            let id = id.clone();
+            move |tx: &mut dyn Tx| {
+                let c = load_conn(tx, &id, false)?;
+                let (org, ws) = (c.org(), c.ws());
+                let check = Check::new(
+                    Scope::Workspace(&org, &ws),
+                    Permission::CredentialAttach,
+                    "connection",
+                    c.draft(Action::ConnectionTest),
+                );
+                Ok(Plan::new(c, check))
+            }
+        };
+        self.operate(ctx, actor, Mode::Read, find, move |ops, c| {
             let Some(cred_id) = c.credential_id.clone() else {
                 return Err(CoreError::conflict(
                     Code::NoCredential,
                     "the connection has no credential attached",
                 ));
             };
-            let cred = load_cred(tx, &cred_id, false)?;
-            let version = pick_version(tx, &cred_id, cred.current_version, req.version)?;
-            prepare(tx, &keyring, &c, cred, version, None, &dns)
+            let cred = load_cred(ops.tx(), &cred_id, false)?;
+            let version = pick_version(ops.tx(), &cred_id, cred.current_version, req.version)?;
+            prepare(ops.tx(), &keyring, &c, cred, version, None, &dns)
         })
         .await
     }
@@ -444,30 +448,19 @@ impl Service {
         dns: Dns,
     ) -> CoreResult<(String, i64, Vec<Prepared>)> {
         let keyring = self.keyring()?.clone();
-        let (id, a) = (id.to_owned(), actor.clone());
-        self.read(ctx, actor, move |tx| {
+        let id = id.to_owned();
+        let find = move |tx: &mut dyn Tx| {
             let cred = load_cred(tx, &id, false)?;
-            let settings = settings_of(tx, &cred.org_id, "credential")?;
-            let (org, ws) = (cred.org(), cred.ws());
-            if rotation {
-                authorize(
-                    &a,
-                    &settings,
-                    crate::credentials::write_scope(&org, &ws),
-                    Permission::CredentialCreate,
-                    "credential",
-                    || cred.draft(Action::ConnectionTest),
-                )?;
+            let check = if rotation {
+                cred.check(Access::Write, Permission::CredentialCreate, Action::ConnectionTest)
             } else {
-                authorize(
-                    &a,
-                    &settings,
-                    read_scope(&org, &ws),
-                    Permission::CredentialAttach,
-                    "credential",
-                    || cred.draft(Action::ConnectionTest),
-                )?;
-            }
+                cred.check(Access::Read, Permission::CredentialAttach, Action::ConnectionTest)
+            };
+            Ok(Plan::new(cred, check))
+        };
+        self.operate(ctx, actor, Mode::Read, find, move |ops, cred| {
+            let (a, settings) = (ops.actor().clone(), ops.settings().clone());
+            let tx = ops.tx();
             let version = pick_version(tx, &cred.id, cred.current_version, req.version)?;
             // Dependents: the connections of the credential itself, then those of every
             // credential that uses it as the source of a role chain (tested with their own

@@ -276,8 +276,18 @@ fn hand_written_checks_and_appends_only_shrink() {
             6,
             "to do: rotation, purge, the scheduler (system actor)",
         ),
-        ("reports.rs", 2, 2, "to do"),
-        ("testing.rs", 3, 2, "to do: Test connection"),
+        (
+            "reports.rs",
+            0,
+            1,
+            "to do: a report export (its scope is the list filter, visible_workspaces)",
+        ),
+        (
+            "testing.rs",
+            0,
+            2,
+            "Test connection's outcome, recorded after the network (no transaction spans it)",
+        ),
         ("audit_query.rs", 3, 0, "to do: audit listing and verification"),
         (
             "tenancy/mod.rs",
