@@ -76,6 +76,12 @@ impl Check {
         }
     }
 
+    /// The same check, its event carrying `details`.
+    pub(crate) fn details(mut self, details: serde_json::Value) -> Check {
+        self.draft.details = details;
+        self
+    }
+
     fn scope(&self) -> Scope<'_> {
         match (self.kind, &self.ws) {
             (ScopeKind::Workspace, Some(w)) => Scope::Workspace(&self.org, w),
@@ -106,6 +112,12 @@ impl<T> Plan<T> {
     /// A target guarded by a check.
     pub(crate) fn new(target: T, check: Check) -> Plan<T> {
         Plan { target, check }
+    }
+
+    /// The same plan, its event carrying `details`.
+    pub(crate) fn details(mut self, details: serde_json::Value) -> Plan<T> {
+        self.check = self.check.details(details);
+        self
     }
 }
 

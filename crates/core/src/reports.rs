@@ -23,9 +23,9 @@ use crate::Service;
 use crate::audit::{self, ActorRef, Draft};
 use crate::connections::{push_in, visible_workspaces};
 use crate::context::{Actor, RequestCtx};
-use crate::credentials::{load_cred, read_scope};
+use crate::credentials::{Access, credential_plan};
 use crate::error::{CoreError, CoreResult};
-use crate::operation::{Check, Mode, Plan};
+use crate::operation::Mode;
 use crate::tenancy::settings_of;
 use crate::views::ts;
 
@@ -700,20 +700,7 @@ impl Service {
             return Err(CoreError::invalid("note", Code::TooLong, "must be at most 4096 bytes"));
         }
         let id = id.to_owned();
-        let prepare = {
-            let id = id.clone();
-            move |tx: &mut dyn Tx| {
-                let c = load_cred(tx, &id, true)?;
-                let (org, ws) = (c.org(), c.ws());
-                let check = Check::new(
-                    read_scope(&org, &ws),
-                    Permission::AuditRead,
-                    "credential",
-                    c.draft(Action::CredentialReview),
-                );
-                Ok(Plan::new(c, check))
-            }
-        };
+        let prepare = credential_plan(&id, true, Access::Read, Permission::AuditRead, Action::CredentialReview);
         self.operate(ctx, actor, Mode::Write, prepare, move |ops, c| {
             let a = ops.actor().clone();
             let now = now_micros();
@@ -747,20 +734,13 @@ impl Service {
     /// Reviews of a credential, newest last.
     pub async fn list_reviews(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<Vec<ReviewView>> {
         let id = id.to_owned();
-        let prepare = {
-            let id = id.clone();
-            move |tx: &mut dyn Tx| {
-                let c = load_cred(tx, &id, false)?;
-                let (org, ws) = (c.org(), c.ws());
-                let check = Check::new(
-                    read_scope(&org, &ws),
-                    Permission::MetadataRead,
-                    "credential",
-                    c.draft(Action::CredentialRead),
-                );
-                Ok(Plan::new(c, check))
-            }
-        };
+        let prepare = credential_plan(
+            &id,
+            false,
+            Access::Read,
+            Permission::MetadataRead,
+            Action::CredentialRead,
+        );
         self.operate(ctx, actor, Mode::Read, prepare, move |ops, _| {
             let rows = ops.tx().query(
                 "SELECT id, credential_id, reviewer_id, decision, note, created_at FROM reviews WHERE credential_id = $1 ORDER BY seq",

@@ -18,13 +18,13 @@ use credvault_domain::time::now_micros;
 
 use crate::Service;
 use crate::audit::{self, ActorRef, Outcome};
-use crate::auth::Scope;
-use crate::connections::load_conn;
+
+use crate::connections::{connection_plan, load_conn};
 use crate::context::{Actor, RequestCtx};
 use crate::credentials::{Access, decrypt_version_parts, load_cred};
 use crate::destinations::{Dns, holders, of_connection};
 use crate::error::{CoreError, CoreResult};
-use crate::operation::{Check, Mode, Plan};
+use crate::operation::{Mode, Plan};
 use credvault_store::Tx;
 
 /// Request: which version to test (default: the current one).
@@ -376,20 +376,7 @@ impl Service {
     ) -> CoreResult<Prepared> {
         let keyring = self.keyring()?.clone();
         let id = id.to_owned();
-        let find = {
-            let id = id.clone();
-            move |tx: &mut dyn Tx| {
-                let c = load_conn(tx, &id, false)?;
-                let (org, ws) = (c.org(), c.ws());
-                let check = Check::new(
-                    Scope::Workspace(&org, &ws),
-                    Permission::CredentialAttach,
-                    "connection",
-                    c.draft(Action::ConnectionTest),
-                );
-                Ok(Plan::new(c, check))
-            }
-        };
+        let find = connection_plan(&id, false, Permission::CredentialAttach, Action::ConnectionTest);
         self.operate(ctx, actor, Mode::Read, find, move |ops, c| {
             let Some(cred_id) = c.credential_id.clone() else {
                 return Err(CoreError::conflict(

@@ -112,25 +112,9 @@ impl Service {
         dns: Dns,
     ) -> CoreResult<ConnectionView> {
         let id = id.to_owned();
-        let prepare = {
-            let id = id.clone();
-            let cid = req.credential_id.clone();
-            move |tx: &mut dyn Tx| {
-                let c = load_conn(tx, &id, true)?;
-                let (org, ws) = (c.org(), c.ws());
-                let draft = || {
-                    c.draft(Action::ConnectionAttach)
-                        .details(serde_json::json!({"credential_id": cid}))
-                };
-                let check = Check::new(
-                    Scope::Workspace(&org, &ws),
-                    Permission::CredentialAttach,
-                    "connection",
-                    draft(),
-                );
-                Ok(Plan::new(c, check))
-            }
-        };
+        let plan = connection_plan(&id, true, Permission::CredentialAttach, Action::ConnectionAttach);
+        let details = serde_json::json!({"credential_id": req.credential_id});
+        let prepare = move |tx: &mut dyn Tx| plan(tx).map(|p| p.details(details));
         self.operate(ctx, actor, Mode::Write, prepare, move |ops, c| {
             let ctx2 = ops.ctx().clone();
             let settings = ops.settings().clone();
@@ -166,20 +150,7 @@ impl Service {
         id: &str,
     ) -> CoreResult<ConnectionView> {
         let id = id.to_owned();
-        let prepare = {
-            let id = id.clone();
-            move |tx: &mut dyn Tx| {
-                let c = load_conn(tx, &id, true)?;
-                let (org, ws) = (c.org(), c.ws());
-                let check = Check::new(
-                    Scope::Workspace(&org, &ws),
-                    Permission::CredentialAttach,
-                    "connection",
-                    c.draft(Action::ConnectionDetach),
-                );
-                Ok(Plan::new(c, check))
-            }
-        };
+        let prepare = connection_plan(&id, true, Permission::CredentialAttach, Action::ConnectionDetach);
         self.operate(ctx, actor, Mode::Write, prepare, move |ops, c| {
             if c.credential_id.is_some() {
                 let now = now_micros();
@@ -200,17 +171,13 @@ impl Service {
     /// auditing each connection, and says which pipelines are affected.
     pub async fn detach_all(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<DetachAll> {
         let id = id.to_owned();
-        let prepare = {
-            let id = id.clone();
-            move |tx: &mut dyn Tx| {
-                let c = load_cred(tx, &id, true)?;
-                let (org, ws) = (c.org(), c.ws());
-                let check = Check::new(write_scope(&org, &ws), Permission::CredentialDelete, "credential", {
-                    c.draft(Action::CredentialDetachAll)
-                });
-                Ok(Plan::new(c, check))
-            }
-        };
+        let prepare = credential_plan(
+            &id,
+            true,
+            Access::Write,
+            Permission::CredentialDelete,
+            Action::CredentialDetachAll,
+        );
         self.operate(ctx, actor, Mode::Write, prepare, move |ops, c| {
             let usage = usage_of(ops.tx(), &id)?;
             let now = now_micros();

@@ -36,7 +36,7 @@ use crate::Service;
 use crate::audit::{ActorRef, Draft};
 use crate::auth::{Scope, authorize};
 use crate::context::{Actor, RequestCtx};
-use crate::credentials::{CredRow, load_cred, write_scope};
+use crate::credentials::{Access, CredRow, credential_plan, load_cred};
 use crate::destinations::{Dns, Holder, admit, current_public_fields, holders, of_connection, save_additions};
 use crate::error::{CoreError, CoreResult};
 use crate::operation::{Check, Mode, Plan};
@@ -318,20 +318,7 @@ impl Service {
     /// One connection.
     pub async fn get_connection(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<ConnectionView> {
         let id = id.to_owned();
-        let prepare = {
-            let id = id.clone();
-            move |tx: &mut dyn Tx| {
-                let c = load_conn(tx, &id, false)?;
-                let (org, ws) = (c.org(), c.ws());
-                let check = Check::new(
-                    Scope::Workspace(&org, &ws),
-                    Permission::MetadataRead,
-                    "connection",
-                    c.draft(Action::ConnectionRead),
-                );
-                Ok(Plan::new(c, check))
-            }
-        };
+        let prepare = connection_plan(&id, false, Permission::MetadataRead, Action::ConnectionRead);
         self.operate(ctx, actor, Mode::Read, prepare, move |_, c| c.view())
             .await
     }
@@ -407,20 +394,7 @@ impl Service {
         dns: Dns,
     ) -> CoreResult<ConnectionView> {
         let id = id.to_owned();
-        let prepare = {
-            let id = id.clone();
-            move |tx: &mut dyn Tx| {
-                let c = load_conn(tx, &id, true)?;
-                let (org, ws) = (c.org(), c.ws());
-                let check = Check::new(
-                    Scope::Workspace(&org, &ws),
-                    Permission::CredentialAttach,
-                    "connection",
-                    c.draft(Action::ConnectionUpdate),
-                );
-                Ok(Plan::new(c, check))
-            }
-        };
+        let prepare = connection_plan(&id, true, Permission::CredentialAttach, Action::ConnectionUpdate);
         self.operate(ctx, actor, Mode::Write, prepare, move |ops, c| {
             let ctx2 = ops.ctx().clone();
             let settings = ops.settings().clone();
@@ -483,20 +457,7 @@ impl Service {
         id: &str,
     ) -> CoreResult<ConnectionView> {
         let id = id.to_owned();
-        let prepare = {
-            let id = id.clone();
-            move |tx: &mut dyn Tx| {
-                let c = load_conn(tx, &id, true)?;
-                let (org, ws) = (c.org(), c.ws());
-                let check = Check::new(
-                    Scope::Workspace(&org, &ws),
-                    Permission::CredentialAttach,
-                    "connection",
-                    c.draft(Action::ConnectionDelete),
-                );
-                Ok(Plan::new(c, check))
-            }
-        };
+        let prepare = connection_plan(&id, true, Permission::CredentialAttach, Action::ConnectionDelete);
         self.operate(ctx, actor, Mode::Write, prepare, move |ops, c| {
             let users = ops.tx().query(
                 "SELECT p.name FROM pipelines p JOIN pipeline_connections pc ON pc.pipeline_id = p.id WHERE pc.connection_id = $1 ORDER BY p.seq LIMIT 20",
@@ -512,6 +473,23 @@ impl Service {
             Ok(view)
         })
         .await
+    }
+}
+
+/// `prepare` of an operation on one connection: loads it (`lock`ed on PostgreSQL) and declares
+/// `perm` in its workspace, the event `action`.
+pub(crate) fn connection_plan(
+    id: &str,
+    lock: bool,
+    perm: Permission,
+    action: Action,
+) -> impl FnOnce(&mut dyn Tx) -> CoreResult<Plan<ConnRow>> + Send + 'static {
+    let id = id.to_owned();
+    move |tx| {
+        let c = load_conn(tx, &id, lock)?;
+        let (org, ws) = (c.org(), c.ws());
+        let check = Check::new(Scope::Workspace(&org, &ws), perm, "connection", c.draft(action));
+        Ok(Plan::new(c, check))
     }
 }
 

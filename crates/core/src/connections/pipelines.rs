@@ -76,6 +76,27 @@ pub(super) fn check_pipeline_connections(tx: &mut dyn Tx, ws: &str, ids: &[Conne
     Ok(out)
 }
 
+/// `prepare` of an operation on one pipeline: loads its row and declares `perm` in its
+/// workspace, the event `action`. The target: the row and the workspace ID.
+fn pipeline_plan(
+    id: &str,
+    perm: Permission,
+    action: Action,
+) -> impl FnOnce(&mut dyn Tx) -> CoreResult<Plan<(Row, String)>> + Send + 'static {
+    let id = id.to_owned();
+    move |tx| {
+        let r = load_pipeline_row(tx, &id)?;
+        let (org_s, ws_s) = (r.text(2)?, r.text(3)?);
+        let (org, ws) = (
+            OrgId::from_trusted(org_s.clone()),
+            WorkspaceId::from_trusted(ws_s.clone()),
+        );
+        let draft = Draft::new(action, "pipeline", id.as_str(), org_s.as_str()).workspace(Some(ws_s.as_str()));
+        let check = Check::new(Scope::Workspace(&org, &ws), perm, "pipeline", draft);
+        Ok(Plan::new((r, ws_s), check))
+    }
+}
+
 impl Service {
     /// Creates a pipeline over connections of its workspace.
     pub async fn create_pipeline(
@@ -127,22 +148,7 @@ impl Service {
     /// One pipeline.
     pub async fn get_pipeline(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<PipelineView> {
         let id = id.to_owned();
-        let prepare = {
-            let id = id.clone();
-            move |tx: &mut dyn Tx| {
-                let r = load_pipeline_row(tx, &id)?;
-                let (org_s, ws_s) = (r.text(2)?, r.text(3)?);
-                let (org, ws) = (
-                    OrgId::from_trusted(org_s.clone()),
-                    WorkspaceId::from_trusted(ws_s.clone()),
-                );
-                let check = Check::new(Scope::Workspace(&org, &ws), Permission::MetadataRead, "pipeline", {
-                    Draft::new(Action::PipelineRead, "pipeline", id.as_str(), org_s.as_str())
-                        .workspace(Some(ws_s.as_str()))
-                });
-                Ok(Plan::new((r, ws_s), check))
-            }
-        };
+        let prepare = pipeline_plan(&id, Permission::MetadataRead, Action::PipelineRead);
         self.operate(ctx, actor, Mode::Read, prepare, move |ops, (r, _)| {
             pipeline_view(ops.tx(), &r)
         })
@@ -212,28 +218,7 @@ impl Service {
         }
         check_description(p.description.as_deref())?;
         let id = id.to_owned();
-        let prepare = {
-            let id = id.clone();
-            move |tx: &mut dyn Tx| {
-                let r = load_pipeline_row(tx, &id)?;
-                let (org_s, ws_s) = (r.text(2)?, r.text(3)?);
-                let (org, ws) = (
-                    OrgId::from_trusted(org_s.clone()),
-                    WorkspaceId::from_trusted(ws_s.clone()),
-                );
-                let draft = || {
-                    Draft::new(Action::PipelineUpdate, "pipeline", id.as_str(), org_s.as_str())
-                        .workspace(Some(ws_s.as_str()))
-                };
-                let check = Check::new(
-                    Scope::Workspace(&org, &ws),
-                    Permission::CredentialAttach,
-                    "pipeline",
-                    draft(),
-                );
-                Ok(Plan::new((r, ws_s), check))
-            }
-        };
+        let prepare = pipeline_plan(&id, Permission::CredentialAttach, Action::PipelineUpdate);
         self.operate(ctx, actor, Mode::Write, prepare, move |ops, (_, ws_s)| {
             let now = now_micros();
             if let Some(n) = &p.name {
@@ -282,28 +267,7 @@ impl Service {
     /// Deletes a pipeline.
     pub async fn delete_pipeline(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<PipelineView> {
         let id = id.to_owned();
-        let prepare = {
-            let id = id.clone();
-            move |tx: &mut dyn Tx| {
-                let r = load_pipeline_row(tx, &id)?;
-                let (org_s, ws_s) = (r.text(2)?, r.text(3)?);
-                let (org, ws) = (
-                    OrgId::from_trusted(org_s.clone()),
-                    WorkspaceId::from_trusted(ws_s.clone()),
-                );
-                let draft = || {
-                    Draft::new(Action::PipelineDelete, "pipeline", id.as_str(), org_s.as_str())
-                        .workspace(Some(ws_s.as_str()))
-                };
-                let check = Check::new(
-                    Scope::Workspace(&org, &ws),
-                    Permission::CredentialAttach,
-                    "pipeline",
-                    draft(),
-                );
-                Ok(Plan::new((r, ws_s), check))
-            }
-        };
+        let prepare = pipeline_plan(&id, Permission::CredentialAttach, Action::PipelineDelete);
         self.operate(ctx, actor, Mode::Write, prepare, move |ops, (r, _)| {
             let view = pipeline_view(ops.tx(), &r)?;
             ops.tx().execute(

@@ -89,20 +89,13 @@ impl Service {
     /// Connections and pipelines that use a credential.
     pub async fn credential_usage(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<Usage> {
         let id = id.to_owned();
-        let prepare = {
-            let id = id.clone();
-            move |tx: &mut dyn Tx| {
-                let c = load_cred(tx, &id, false)?;
-                let (org, ws) = (c.org(), c.ws());
-                let check = Check::new(
-                    crate::credentials::read_scope(&org, &ws),
-                    Permission::MetadataRead,
-                    "credential",
-                    c.draft(Action::CredentialRead),
-                );
-                Ok(Plan::new(c, check))
-            }
-        };
+        let prepare = credential_plan(
+            &id,
+            false,
+            Access::Read,
+            Permission::MetadataRead,
+            Action::CredentialRead,
+        );
         self.operate(ctx, actor, Mode::Read, prepare, move |ops, c| {
             let settings = ops.settings().clone();
             let a = ops.actor().clone();

@@ -219,6 +219,23 @@ pub(crate) fn load_cred(tx: &mut dyn Tx, id: &str, lock: bool) -> CoreResult<Cre
     }
 }
 
+/// `prepare` of an operation on one credential: loads it (`lock`ed on PostgreSQL) and declares
+/// `perm` in its `access` scope, the event `action`.
+pub(crate) fn credential_plan(
+    id: &str,
+    lock: bool,
+    access: Access,
+    perm: Permission,
+    action: Action,
+) -> impl FnOnce(&mut dyn Tx) -> CoreResult<Plan<CredRow>> + Send + 'static {
+    let id = id.to_owned();
+    move |tx| {
+        let c = load_cred(tx, &id, lock)?;
+        let check = c.check(access, perm, action);
+        Ok(Plan::new(c, check))
+    }
+}
+
 /// Which scope of a credential an operation needs (see [`read_scope`], [`write_scope`]).
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Access {
@@ -419,12 +436,13 @@ impl Service {
 
     /// One credential's metadata.
     pub async fn get_credential(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<CredentialView> {
-        let id = id.to_owned();
-        let prepare = move |tx: &mut dyn Tx| {
-            let c = load_cred(tx, &id, false)?;
-            let check = c.check(Access::Read, Permission::MetadataRead, Action::CredentialRead);
-            Ok(Plan::new(c, check))
-        };
+        let prepare = credential_plan(
+            id,
+            false,
+            Access::Read,
+            Permission::MetadataRead,
+            Action::CredentialRead,
+        );
         self.operate(ctx, actor, Mode::Read, prepare, |ops, c| full_view(ops.tx(), &c))
             .await
     }
@@ -599,14 +617,13 @@ impl Service {
         }
         let allowed = p.allowed_destinations.as_deref().map(parse_allowed).transpose()?;
         let id = id.to_owned();
-        let prepare = {
-            let id = id.clone();
-            move |tx: &mut dyn Tx| {
-                let c = load_cred(tx, &id, true)?;
-                let check = c.check(Access::Write, Permission::CredentialCreate, Action::CredentialUpdate);
-                Ok(Plan::new(c, check))
-            }
-        };
+        let prepare = credential_plan(
+            &id,
+            true,
+            Access::Write,
+            Permission::CredentialCreate,
+            Action::CredentialUpdate,
+        );
         self.operate(ctx, actor, Mode::Write, prepare, move |ops, c| {
             if c.status == CredentialStatus::Purged {
                 return Err(CoreError::conflict(

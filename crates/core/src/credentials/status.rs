@@ -17,12 +17,7 @@ impl Service {
             StatusOp::Delete => (Action::CredentialDelete, Permission::CredentialDelete),
             StatusOp::Restore => (Action::CredentialRestore, Permission::CredentialDelete),
         };
-        let id = id.to_owned();
-        let prepare = move |tx: &mut dyn Tx| {
-            let c = load_cred(tx, &id, true)?;
-            let check = c.check(Access::Write, perm, action);
-            Ok(Plan::new(c, check))
-        };
+        let prepare = credential_plan(id, true, Access::Write, perm, action);
         self.operate(ctx, actor, Mode::Write, prepare, move |ops, c| {
             if c.status == CredentialStatus::Purged {
                 return Err(CoreError::conflict(
@@ -85,15 +80,16 @@ impl Service {
     pub async fn reveal_credential(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<Revealed> {
         self.inner.config.audit_gate.check()?;
         let keyring = self.keyring_arc()?;
-        let id = id.to_owned();
         // The scope of create/rotate, not of reading: once an organization gives
         // credential.reveal to a role, a binding in one workspace must not reveal the
         // organization-wide credentials every workspace can read.
-        let prepare = move |tx: &mut dyn Tx| {
-            let c = load_cred(tx, &id, false)?;
-            let check = c.check(Access::Write, Permission::CredentialReveal, Action::CredentialReveal);
-            Ok(Plan::new(c, check))
-        };
+        let prepare = credential_plan(
+            id,
+            false,
+            Access::Write,
+            Permission::CredentialReveal,
+            Action::CredentialReveal,
+        );
         self.operate(ctx, actor, Mode::Write, prepare, move |ops, c| {
             if c.status != CredentialStatus::Active {
                 return Err(CoreError::conflict(

@@ -20,20 +20,13 @@ impl Service {
         check_keep(fields.expose(), &keep)?;
         let keyring = self.keyring_arc()?;
         let id = id.to_owned();
-        let prepare = {
-            let id = id.clone();
-            move |tx: &mut dyn Tx| {
-                let c = load_cred(tx, &id, true)?;
-                let (org, ws) = (c.org(), c.ws());
-                let check = Check::new(
-                    write_scope(&org, &ws),
-                    Permission::CredentialCreate,
-                    "credential",
-                    c.draft(Action::CredentialVersionCreate),
-                );
-                Ok(Plan::new(c, check))
-            }
-        };
+        let prepare = credential_plan(
+            &id,
+            true,
+            Access::Write,
+            Permission::CredentialCreate,
+            Action::CredentialVersionCreate,
+        );
         self.operate(ctx, actor, Mode::Write, prepare, move |ops, c| {
             if c.status == CredentialStatus::Purged {
                 return Err(CoreError::conflict(Code::CredentialPurged, "the credential was purged; its keys are destroyed and it cannot change"));
@@ -112,27 +105,18 @@ impl Service {
     ) -> CoreResult<CredentialView> {
         let id = id.to_owned();
         let untested = untested.to_vec();
-        let prepare = {
-            let id = id.clone();
-            move |tx: &mut dyn Tx| {
-                let c = load_cred(tx, &id, true)?;
-                let (org, ws) = (c.org(), c.ws());
-                let draft = || {
-                    let mut details = serde_json::json!({ "version": n });
-                    if !untested.is_empty() {
-                        details["untested_connections"] = serde_json::json!(untested);
-                    }
-                    c.draft(Action::CredentialVersionPromote).details(details)
-                };
-                let check = Check::new(
-                    write_scope(&org, &ws),
-                    Permission::CredentialCreate,
-                    "credential",
-                    draft(),
-                );
-                Ok(Plan::new(c, check))
-            }
-        };
+        let mut details = serde_json::json!({ "version": n });
+        if !untested.is_empty() {
+            details["untested_connections"] = serde_json::json!(untested);
+        }
+        let plan = credential_plan(
+            &id,
+            true,
+            Access::Write,
+            Permission::CredentialCreate,
+            Action::CredentialVersionPromote,
+        );
+        let prepare = move |tx: &mut dyn Tx| plan(tx).map(|p| p.details(details));
         self.operate(ctx, actor, Mode::Write, prepare, move |ops, c| {
             if c.status == CredentialStatus::Purged {
                 return Err(CoreError::conflict(Code::CredentialPurged, "the credential was purged; its keys are destroyed and it cannot change"));
@@ -179,24 +163,14 @@ impl Service {
         n: i64,
     ) -> CoreResult<CredentialView> {
         let id = id.to_owned();
-        let prepare = {
-            let id = id.clone();
-            move |tx: &mut dyn Tx| {
-                let c = load_cred(tx, &id, true)?;
-                let (org, ws) = (c.org(), c.ws());
-                let draft = || {
-                    c.draft(Action::CredentialVersionRevoke)
-                        .details(serde_json::json!({ "version": n }))
-                };
-                let check = Check::new(
-                    write_scope(&org, &ws),
-                    Permission::CredentialCreate,
-                    "credential",
-                    draft(),
-                );
-                Ok(Plan::new(c, check))
-            }
-        };
+        let plan = credential_plan(
+            &id,
+            true,
+            Access::Write,
+            Permission::CredentialCreate,
+            Action::CredentialVersionRevoke,
+        );
+        let prepare = move |tx: &mut dyn Tx| plan(tx).map(|p| p.details(serde_json::json!({ "version": n })));
         self.operate(ctx, actor, Mode::Write, prepare, move |ops, _| {
             let state = version_state(ops.tx(), &id, n)?;
             if state == "current" {
