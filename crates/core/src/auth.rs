@@ -66,14 +66,19 @@ pub(crate) fn authorize(
     })))
 }
 
-/// Whether `actor` can see `scope`, and whether it holds `perm` there.
-fn grants(actor: &Actor, settings: &OrgSettings, scope: Scope<'_>, perm: Permission) -> (bool, bool) {
-    let org = scope.org();
-    let visible = actor.in_org(org)
+/// Whether `actor` can see `scope`: it belongs to the organization and, for a workspace, holds
+/// a role there (an organization-wide one counts).
+pub(crate) fn visible(actor: &Actor, scope: Scope<'_>) -> bool {
+    actor.in_org(scope.org())
         && match scope {
             Scope::Workspace(_, ws) => !actor.workspace_roles(ws).is_empty(),
             Scope::Org(_) | Scope::OrgShared(_) => true,
-        };
+        }
+}
+
+/// Whether `actor` can see `scope`, and whether it holds `perm` there.
+fn grants(actor: &Actor, settings: &OrgSettings, scope: Scope<'_>, perm: Permission) -> (bool, bool) {
+    let visible = visible(actor, scope);
     let roles: Vec<Role> = match scope {
         Scope::Org(_) => actor.org_roles(),
         Scope::Workspace(_, ws) => actor.workspace_roles(ws),

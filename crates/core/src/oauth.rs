@@ -756,10 +756,10 @@ impl Service {
         f: GrantFilter,
     ) -> CoreResult<Page<GrantView>> {
         let org = f.org_id.clone().unwrap_or_else(|| actor.org_id.to_string());
-        let a = actor.clone();
-        self.read(ctx, actor, move |tx| {
-            let settings = settings_of(tx, &org, "organization")?;
-            let visible = crate::connections::visible_workspaces(&a, &settings, &org, None, Action::CredentialRead, Permission::MetadataRead)?;
+        let what = (Action::CredentialRead, Permission::MetadataRead);
+        self.operate_list(ctx, actor, crate::operation::Mode::Read, &org.clone(), None, what, move |ops, visible| {
+            let (a, settings) = (ops.actor().clone(), ops.settings().clone());
+            let tx = ops.tx();
             let mut sql = String::from(
                 "SELECT c.id, c.name, c.org_id, c.workspace_id, c.variant, c.oauth_authorized_by, c.oauth_health, c.oauth_health_reason, c.oauth_refreshed_at, \
                  p.name, p.disabled \

@@ -24,6 +24,7 @@ use credvault_domain::roles::Permission;
 use credvault_domain::{OrgId, WorkspaceId};
 use credvault_store::{Engine, Row, StoreError, Tx, Value, versions::Inside};
 
+use crate::actions::Action;
 use crate::audit::{self, ActorRef, Draft};
 use crate::auth::{Scope, authorize};
 use crate::context::{Actor, RequestCtx};
@@ -54,6 +55,9 @@ pub(crate) struct Check {
     ws: Option<WorkspaceId>,
     kind: ScopeKind,
     permission: Permission,
+    /// Any member of the scope passes, whatever its roles grant (`permission` then only names
+    /// what a refusal was about).
+    member: bool,
     what: &'static str,
     draft: Draft,
 }
@@ -71,8 +75,18 @@ impl Check {
             ws,
             kind,
             permission,
+            member: false,
             what,
             draft,
+        }
+    }
+
+    /// Membership of `scope` (any role there; for an organization, belonging to it): for what
+    /// every member may read, such as the organization's settings and its workspaces' names.
+    pub(crate) fn member(scope: Scope<'_>, what: &'static str, draft: Draft) -> Check {
+        Check {
+            member: true,
+            ..Check::new(scope, Permission::MetadataRead, what, draft)
         }
     }
 
@@ -92,6 +106,9 @@ impl Check {
 
     /// `Ok` when granted, else the [`CoreError::Denied`] that records the refusal.
     fn run(self, actor: &Actor, settings: &OrgSettings) -> CoreResult<()> {
+        if self.member && crate::auth::visible(actor, self.scope()) {
+            return Ok(());
+        }
         let Check {
             permission,
             what,
@@ -128,6 +145,7 @@ pub(crate) struct Ops<'a> {
     ctx: &'a RequestCtx,
     actor: &'a Arc<Actor>,
     settings: OrgSettings,
+    org: OrgId,
     event: Draft,
     recorded: usize,
 }
@@ -163,6 +181,40 @@ impl Ops<'_> {
         audit::append(&mut self.tx, self.ctx, &who, &draft)?;
         self.recorded += 1;
         Ok(())
+    }
+    /// Which workspaces of the organization the actor may read with `perm`, for a list
+    /// (`None`: all of them). Refuses (404/403, recorded as `action`) when it may read nothing
+    /// there, or when it asks for a workspace (`asked`) it cannot read.
+    pub(crate) fn visible_workspaces(
+        &self,
+        asked: Option<&str>,
+        action: Action,
+        perm: Permission,
+    ) -> CoreResult<Option<Vec<String>>> {
+        let (a, settings, org) = (self.actor, &self.settings, &self.org);
+        let draft = || Draft::new(action, "org", org.as_str(), org.as_str());
+        if a.in_org(org) && settings.role_policy.any_grants(&a.org_roles(), perm) {
+            return Ok(None);
+        }
+        let mut ws: Vec<String> = a
+            .bindings
+            .iter()
+            .filter_map(|b| b.workspace_id.clone())
+            .filter(|w| settings.role_policy.any_grants(&a.workspace_roles(w), perm))
+            .map(|w| w.to_string())
+            .collect();
+        ws.sort();
+        ws.dedup();
+        if ws.is_empty() || !a.in_org(org) {
+            self.check(Check::new(Scope::OrgShared(org), perm, "organization", draft()))?;
+        }
+        if let Some(w) = asked
+            && !ws.iter().any(|x| x == w)
+        {
+            let wid = WorkspaceId::from_trusted(w.to_owned());
+            self.check(Check::new(Scope::Workspace(org, &wid), perm, "workspace", draft()))?;
+        }
+        Ok(Some(ws))
     }
     /// A check that depends on what `apply` found. A refusal rolls back everything `apply`
     /// did and is recorded in a transaction of its own.
@@ -257,7 +309,7 @@ impl Service {
             let plan = prepare(&mut ReadOnly(tx))?;
             let check = plan.check;
             let settings = crate::tenancy::settings_of(tx, check.org.as_str(), check.what)?;
-            let event = check.draft.clone();
+            let (event, org) = (check.draft.clone(), check.org.clone());
             match check.run(&a, &settings) {
                 Ok(()) => {}
                 Err(CoreError::Denied(d)) if mode == Mode::Write => {
@@ -272,6 +324,7 @@ impl Service {
                 ctx: &ctx2,
                 actor: &a,
                 settings,
+                org,
                 event,
                 recorded: 0,
             };
@@ -291,6 +344,40 @@ impl Service {
             Pass::Done(out) => Ok(out),
             Pass::Refused(e) => Err(e),
         }
+    }
+
+    /// Runs a list over organization `org`: the caller needs `perm` somewhere in it (a refusal
+    /// is recorded as `action`); `apply` gets the workspaces it may read (`None`: all), and
+    /// `asked`, a workspace filter, must be one of them.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn operate_list<R, A>(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        mode: Mode,
+        org: &str,
+        asked: Option<String>,
+        (action, perm): (Action, Permission),
+        apply: A,
+    ) -> CoreResult<R>
+    where
+        R: Send + 'static,
+        A: FnOnce(&mut Ops<'_>, Option<Vec<String>>) -> CoreResult<R> + Send + 'static,
+    {
+        let org = OrgId::parse(org).map_err(|_| CoreError::NotFound { what: "organization" })?;
+        let draft = Draft::new(action, "org", org.as_str(), org.as_str());
+        let check = Check::new(Scope::OrgShared(&org), perm, "organization", draft);
+        self.operate(
+            ctx,
+            actor,
+            mode,
+            move |_| Ok(Plan::new((), check)),
+            move |ops, ()| {
+                let visible = ops.visible_workspaces(asked.as_deref(), action, perm)?;
+                apply(ops, visible)
+            },
+        )
+        .await
     }
 
     /// Appends a refusal and the denial-spike alert it may raise, in `tx`.

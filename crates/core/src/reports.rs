@@ -20,13 +20,12 @@ use credvault_domain::time::{DAY, now_micros, to_rfc3339};
 use credvault_store::{Row, Tx, Value};
 
 use crate::Service;
-use crate::audit::{self, ActorRef, Draft};
-use crate::connections::{push_in, visible_workspaces};
+use crate::audit::Draft;
+use crate::connections::push_in;
 use crate::context::{Actor, RequestCtx};
 use crate::credentials::{Access, credential_plan};
 use crate::error::{CoreError, CoreResult};
 use crate::operation::Mode;
-use crate::tenancy::settings_of;
 use crate::views::ts;
 
 /// Rows per store read while streaming.
@@ -619,34 +618,31 @@ impl Service {
             ));
         }
         let org = req.org_id.clone().unwrap_or_else(|| actor.org_id.to_string());
-        let (a, ctx2, kind, workspace) = (actor.clone(), ctx.clone(), req.kind, req.workspace_id.clone());
+        let (kind, workspace) = (req.kind, req.workspace_id.clone());
+        let what = (Action::ReportRead, Permission::AuditRead);
         let scope = self
-            .write(ctx, actor, move |tx| {
-                let settings = settings_of(tx, &org, "organization")?;
-                let visible = visible_workspaces(
-                    &a,
-                    &settings,
-                    &org,
-                    workspace.as_deref(),
-                    Action::ReportRead,
-                    Permission::AuditRead,
-                )?;
-                audit::append(
-                    tx,
-                    &ctx2,
-                    &ActorRef::from(a.as_ref()),
-                    &Draft::new(Action::ReportRead, "report", kind.as_str(), org.as_str())
-                        .workspace(workspace.as_deref())
-                        .details(json!({"report": kind.as_str(), "days": days})),
-                )?;
-                Ok(Scope {
-                    org,
-                    visible,
-                    workspace,
-                    days,
-                    now: now_micros(),
-                })
-            })
+            .operate_list(
+                ctx,
+                actor,
+                Mode::Write,
+                &org.clone(),
+                workspace.clone(),
+                what,
+                move |ops, visible| {
+                    ops.record(
+                        Draft::new(Action::ReportRead, "report", kind.as_str(), org.as_str())
+                            .workspace(workspace.as_deref())
+                            .details(json!({"report": kind.as_str(), "days": days})),
+                    )?;
+                    Ok(Scope {
+                        org,
+                        visible,
+                        workspace,
+                        days,
+                        now: now_micros(),
+                    })
+                },
+            )
             .await?;
         let (sender, rows) = mpsc::channel(PAGE as usize);
         let svc = self.clone();

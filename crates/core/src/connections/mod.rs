@@ -34,14 +34,14 @@ use credvault_store::{Row, StoreError, Tx, Value};
 
 use crate::Service;
 use crate::audit::{ActorRef, Draft};
-use crate::auth::{Scope, authorize};
+use crate::auth::Scope;
 use crate::context::{Actor, RequestCtx};
 use crate::credentials::{Access, CredRow, credential_plan, load_cred};
 use crate::destinations::{Dns, Holder, admit, current_public_fields, holders, of_connection, save_additions};
 use crate::error::{CoreError, CoreResult};
 use crate::operation::{Check, Mode, Plan};
 use crate::settings::OrgSettings;
-use crate::tenancy::{page, settings_of, workspace_org};
+use crate::tenancy::{page, workspace_org};
 use crate::views::{Page, decode_cursor, ts};
 
 pub(crate) const CONN_COLS: &str = "c.id, c.name, c.org_id, c.workspace_id, c.environment, c.kind, c.config, c.credential_id, \
@@ -336,36 +336,39 @@ impl Service {
             parse_kind(k)?;
         }
         let org = f.org_id.clone().unwrap_or_else(|| actor.org_id.to_string());
-        let a = actor.clone();
-        self.read(ctx, actor, move |tx| {
-            let settings = settings_of(tx, &org, "organization")?;
-            let visible = visible_workspaces(
-                &a,
-                &settings,
-                &org,
-                f.workspace_id.as_deref(),
-                Action::ConnectionRead,
-                Permission::MetadataRead,
-            )?;
-            let mut sql = format!("SELECT {CONN_COLS} FROM connections c WHERE c.org_id = $1 AND c.seq > $2");
-            let mut params: Vec<Value> = vec![org.as_str().into(), after.into()];
-            push_in(&mut sql, &mut params, "c.workspace_id", visible.as_deref());
-            for (col, v) in [
-                ("c.workspace_id", &f.workspace_id),
-                ("c.kind", &f.kind),
-                ("c.environment", &f.environment),
-                ("c.credential_id", &f.credential_id),
-            ] {
-                if let Some(v) = v {
-                    params.push(v.as_str().into());
-                    sql.push_str(&format!(" AND {col} = ${}", params.len()));
+        let (asked, what) = (
+            f.workspace_id.clone(),
+            (Action::ConnectionRead, Permission::MetadataRead),
+        );
+        self.operate_list(
+            ctx,
+            actor,
+            Mode::Read,
+            &org.clone(),
+            asked,
+            what,
+            move |ops, visible| {
+                let tx = ops.tx();
+                let mut sql = format!("SELECT {CONN_COLS} FROM connections c WHERE c.org_id = $1 AND c.seq > $2");
+                let mut params: Vec<Value> = vec![org.as_str().into(), after.into()];
+                push_in(&mut sql, &mut params, "c.workspace_id", visible.as_deref());
+                for (col, v) in [
+                    ("c.workspace_id", &f.workspace_id),
+                    ("c.kind", &f.kind),
+                    ("c.environment", &f.environment),
+                    ("c.credential_id", &f.credential_id),
+                ] {
+                    if let Some(v) = v {
+                        params.push(v.as_str().into());
+                        sql.push_str(&format!(" AND {col} = ${}", params.len()));
+                    }
                 }
-            }
-            params.push((limit as i64 + 1).into());
-            sql.push_str(&format!(" ORDER BY c.seq LIMIT ${}", params.len()));
-            let rows = tx.query(&sql, &params)?;
-            page(rows, limit, 16, |r| ConnRow::from_row(r)?.view())
-        })
+                params.push((limit as i64 + 1).into());
+                sql.push_str(&format!(" ORDER BY c.seq LIMIT ${}", params.len()));
+                let rows = tx.query(&sql, &params)?;
+                page(rows, limit, 16, |r| ConnRow::from_row(r)?.view())
+            },
+        )
         .await
     }
 
@@ -503,42 +506,6 @@ fn with_field(e: CoreError, field: &str) -> CoreError {
         },
         other => other,
     }
-}
-
-/// Which workspaces of `org` the actor may read for a list. `None` = the whole organization.
-/// Refuses (404/403, audited) when it may read nothing, or asks for a workspace it cannot read.
-pub(crate) fn visible_workspaces(
-    a: &Actor,
-    settings: &OrgSettings,
-    org: &str,
-    asked: Option<&str>,
-    action: Action,
-    perm: Permission,
-) -> CoreResult<Option<Vec<String>>> {
-    let org_id = OrgId::from_trusted(org.to_owned());
-    let draft = || Draft::new(action, "org", org, org);
-    if a.in_org(&org_id) && settings.role_policy.any_grants(&a.org_roles(), perm) {
-        return Ok(None);
-    }
-    let mut ws: Vec<String> = a
-        .bindings
-        .iter()
-        .filter_map(|b| b.workspace_id.clone())
-        .filter(|w| settings.role_policy.any_grants(&a.workspace_roles(w), perm))
-        .map(|w| w.to_string())
-        .collect();
-    ws.sort();
-    ws.dedup();
-    if ws.is_empty() || !a.in_org(&org_id) {
-        authorize(a, settings, Scope::OrgShared(&org_id), perm, "organization", draft)?;
-    }
-    if let Some(w) = asked
-        && !ws.iter().any(|x| x == w)
-    {
-        let wid = WorkspaceId::from_trusted(w.to_owned());
-        authorize(a, settings, Scope::Workspace(&org_id, &wid), perm, "workspace", draft)?;
-    }
-    Ok(Some(ws))
 }
 
 /// Appends `AND col IN (…)` for a visibility list (`None`: no restriction).

@@ -172,10 +172,9 @@ impl Service {
         let after = decode_cursor(cursor.as_deref())?;
         let limit = self.page_limit(limit);
         let org = org_id.unwrap_or_else(|| actor.org_id.to_string());
-        let a = actor.clone();
-        self.read(ctx, actor, move |tx| {
-            let settings = settings_of(tx, &org, "organization")?;
-            let visible = visible_workspaces(&a, &settings, &org, workspace_id.as_deref(), Action::PipelineRead, Permission::MetadataRead)?;
+        let (asked, what) = (workspace_id.clone(), (Action::PipelineRead, Permission::MetadataRead));
+        self.operate_list(ctx, actor, Mode::Read, &org.clone(), asked, what, move |ops, visible| {
+            let tx = ops.tx();
             let mut sql = format!("SELECT {PIPE_COLS} FROM pipelines WHERE org_id = $1 AND seq > $2");
             let mut params: Vec<Value> = vec![org.as_str().into(), after.into()];
             push_in(&mut sql, &mut params, "workspace_id", visible.as_deref());

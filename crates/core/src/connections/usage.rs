@@ -96,17 +96,8 @@ impl Service {
             Permission::MetadataRead,
             Action::CredentialRead,
         );
-        self.operate(ctx, actor, Mode::Read, prepare, move |ops, c| {
-            let settings = ops.settings().clone();
-            let a = ops.actor().clone();
-            let visible = visible_workspaces(
-                &a,
-                &settings,
-                &c.org_id,
-                None,
-                Action::CredentialRead,
-                Permission::MetadataRead,
-            )?;
+        self.operate(ctx, actor, Mode::Read, prepare, move |ops, _| {
+            let visible = ops.visible_workspaces(None, Action::CredentialRead, Permission::MetadataRead)?;
             usage_visible(ops.tx(), &id, visible.as_deref())
         })
         .await

@@ -478,39 +478,11 @@ impl Service {
             };
             label_pairs.push((k.to_owned(), v.to_owned()));
         }
-        let org_id = OrgId::from_trusted(org.clone());
-        let draft = Draft::new(Action::CredentialList, "org", org.as_str(), org.as_str());
-        // Any binding in the organization that grants metadata.read lets the caller list (what
-        // it may see, below).
-        let check = Check::new(
-            Scope::OrgShared(&org_id),
-            Permission::MetadataRead,
-            "organization",
-            draft.clone(),
+        let (asked, what) = (
+            f.workspace_id.clone(),
+            (Action::CredentialList, Permission::MetadataRead),
         );
-        let prepare = move |_: &mut dyn Tx| Ok(Plan::new((), check));
-        self.operate(ctx, actor, Mode::Read, prepare, move |ops, ()| {
-            let (a, settings) = (ops.actor().clone(), ops.settings().clone());
-            // Which workspaces may the caller read? `None` = all of the organization.
-            let visible: Option<Vec<String>> = if a.in_org(&org_id) && settings.role_policy.any_grants(&a.org_roles(), Permission::MetadataRead) {
-                None
-            } else {
-                let mut ws: Vec<String> = a
-                    .bindings
-                    .iter()
-                    .filter_map(|b| b.workspace_id.clone())
-                    .filter(|w| settings.role_policy.any_grants(&a.workspace_roles(w), Permission::MetadataRead))
-                    .map(|w| w.to_string())
-                    .collect();
-                ws.sort();
-                ws.dedup();
-                Some(ws)
-            };
-            if let (Some(w), Some(vis)) = (&f.workspace_id, &visible)
-                && !vis.contains(w) {
-                    let wid = WorkspaceId::from_trusted(w.clone());
-                    ops.check(Check::new(Scope::Workspace(&org_id, &wid), Permission::MetadataRead, "workspace", draft))?;
-                }
+        self.operate_list(ctx, actor, Mode::Read, &org.clone(), asked, what, move |ops, visible| {
             let tx = ops.tx();
             let mut sql = format!(
                 "SELECT {CRED_COLS}, v.public_fields, v.secret_fields_set FROM credentials c \

@@ -250,50 +250,33 @@ impl Service {
 
     /// One organization.
     pub async fn get_org(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<OrgView> {
-        let (id, a) = (id.to_owned(), actor.clone());
-        self.read(ctx, actor, move |tx| {
-            let Some(r) = tx.query_opt(
-                "SELECT id, name, created_at FROM orgs WHERE id = $1",
-                &[id.as_str().into()],
-            )?
-            else {
-                return Err(CoreError::NotFound { what: "organization" });
-            };
-            let org = OrgId::from_trusted(id.clone());
-            let settings = settings_of(tx, &id, "organization")?;
-            authorize(
-                &a,
-                &settings,
-                Scope::OrgShared(&org),
-                Permission::MetadataRead,
-                "organization",
-                || Draft::new(Action::OrgRead, "org", id.as_str(), id.as_str()),
-            )
-            .or_else(|e| if a.in_org(&org) { Ok(()) } else { Err(e) })?;
-            org_view(&r)
-        })
+        let (check, id) = (org_member(id, Action::OrgRead)?, id.to_owned());
+        self.operate(
+            ctx,
+            actor,
+            Mode::Read,
+            move |_| Ok(Plan::new((), check)),
+            move |ops, ()| {
+                let r = ops.tx().query_one(
+                    "SELECT id, name, created_at FROM orgs WHERE id = $1",
+                    &[id.as_str().into()],
+                )?;
+                org_view(&r)
+            },
+        )
         .await
     }
 
     /// An organization's settings (any member may read them).
     pub async fn get_settings(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<OrgSettings> {
-        let (id, a) = (id.to_owned(), actor.clone());
-        self.read(ctx, actor, move |tx| {
-            let settings = settings_of(tx, &id, "organization")?;
-            let org = OrgId::from_trusted(id.clone());
-            if !a.in_org(&org) {
-                return authorize(
-                    &a,
-                    &settings,
-                    Scope::OrgShared(&org),
-                    Permission::MetadataRead,
-                    "organization",
-                    || Draft::new(Action::OrgRead, "org", id.as_str(), id.as_str()),
-                )
-                .map(|_| settings);
-            }
-            Ok(settings)
-        })
+        let check = org_member(id, Action::OrgRead)?;
+        self.operate(
+            ctx,
+            actor,
+            Mode::Read,
+            move |_| Ok(Plan::new((), check)),
+            |ops, ()| Ok(ops.settings().clone()),
+        )
         .await
     }
 
@@ -392,43 +375,40 @@ impl Service {
         org_id: Option<&str>,
     ) -> CoreResult<Page<WorkspaceView>> {
         let org = org_id.map(str::to_owned).unwrap_or_else(|| actor.org_id.to_string());
-        let a = actor.clone();
-        self.read(ctx, actor, move |tx| {
-            let settings = settings_of(tx, &org, "organization")?;
-            let org_id = OrgId::from_trusted(org.clone());
-            authorize(
-                &a,
-                &settings,
-                Scope::OrgShared(&org_id),
-                Permission::MetadataRead,
-                "organization",
-                || Draft::new(Action::WorkspaceRead, "org", org.as_str(), org.as_str()),
-            )
-            .or_else(|e| if a.in_org(&org_id) { Ok(()) } else { Err(e) })?;
-            let rows = tx.query(
-                "SELECT id, org_id, name, created_at FROM workspaces WHERE org_id = $1 ORDER BY seq",
-                &[org.as_str().into()],
-            )?;
-            let all_visible = !a.org_roles().is_empty();
-            let mut items = Vec::new();
-            for r in &rows {
-                let v = ws_view(r)?;
-                if all_visible || !a.workspace_roles(&WorkspaceId::from_trusted(v.id.clone())).is_empty() {
-                    items.push(v);
+        let check = org_member(&org, Action::WorkspaceRead)?;
+        self.operate(
+            ctx,
+            actor,
+            Mode::Read,
+            move |_| Ok(Plan::new((), check)),
+            move |ops, ()| {
+                let a = ops.actor().clone();
+                let tx = ops.tx();
+                let rows = tx.query(
+                    "SELECT id, org_id, name, created_at FROM workspaces WHERE org_id = $1 ORDER BY seq",
+                    &[org.as_str().into()],
+                )?;
+                let all_visible = !a.org_roles().is_empty();
+                let mut items = Vec::new();
+                for r in &rows {
+                    let v = ws_view(r)?;
+                    if all_visible || !a.workspace_roles(&WorkspaceId::from_trusted(v.id.clone())).is_empty() {
+                        items.push(v);
+                    }
                 }
-            }
-            Ok(Page {
-                items,
-                next_cursor: None,
-            })
-        })
+                Ok(Page {
+                    items,
+                    next_cursor: None,
+                })
+            },
+        )
         .await
     }
 
     /// One workspace.
     pub async fn get_workspace(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<WorkspaceView> {
-        let (id, a) = (id.to_owned(), actor.clone());
-        self.read(ctx, actor, move |tx| {
+        let id = id.to_owned();
+        let prepare = move |tx: &mut dyn Tx| {
             let Some(r) = tx.query_opt(
                 "SELECT id, org_id, name, created_at FROM workspaces WHERE id = $1",
                 &[id.as_str().into()],
@@ -437,31 +417,24 @@ impl Service {
                 return Err(CoreError::NotFound { what: "workspace" });
             };
             let v = ws_view(&r)?;
-            let org = OrgId::from_trusted(v.org_id.clone());
-            let ws = WorkspaceId::from_trusted(v.id.clone());
-            let settings = settings_of(tx, &v.org_id, "workspace")?;
-            authorize(
-                &a,
-                &settings,
-                Scope::Workspace(&org, &ws),
-                Permission::MetadataRead,
-                "workspace",
-                || {
-                    Draft::new(Action::WorkspaceRead, "workspace", id.as_str(), v.org_id.as_str())
-                        .workspace(Some(id.as_str()))
-                },
-            )
-            .or_else(|e| {
-                if !a.workspace_roles(&ws).is_empty() && a.in_org(&org) {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })?;
-            Ok(v)
-        })
-        .await
+            let (org, ws) = (
+                OrgId::from_trusted(v.org_id.clone()),
+                WorkspaceId::from_trusted(v.id.clone()),
+            );
+            let draft = Draft::new(Action::WorkspaceRead, "workspace", id.as_str(), v.org_id.as_str())
+                .workspace(Some(id.as_str()));
+            let check = Check::member(Scope::Workspace(&org, &ws), "workspace", draft);
+            Ok(Plan::new(v, check))
+        };
+        self.operate(ctx, actor, Mode::Read, prepare, |_, v| Ok(v)).await
     }
+}
+
+/// The check of what any member of organization `id` may read; the event `action`.
+fn org_member(id: &str, action: Action) -> CoreResult<Check> {
+    let org = OrgId::parse(id).map_err(|_| CoreError::NotFound { what: "organization" })?;
+    let draft = Draft::new(action, "org", org.as_str(), org.as_str());
+    Ok(Check::member(Scope::OrgShared(&org), "organization", draft))
 }
 
 /// Whether a principal is an instance admin (whose tokens only instance admins manage).
