@@ -26,7 +26,7 @@ use credvault_store::{Engine, Row, StoreError, Tx, Value, versions::Inside};
 
 use crate::actions::Action;
 use crate::audit::{self, ActorRef, Draft};
-use crate::auth::{Scope, authorize};
+use crate::auth::{Scope, authorize, permits};
 use crate::context::{Actor, RequestCtx};
 use crate::error::{CoreError, CoreResult};
 use crate::settings::OrgSettings;
@@ -58,6 +58,10 @@ pub(crate) struct Check {
     /// Any member of the scope passes, whatever its roles grant (`permission` then only names
     /// what a refusal was about).
     member: bool,
+    /// Also passes with this permission in the same scope.
+    or_permission: Option<Permission>,
+    /// Also passes when the actor is this principal (its own tokens, its own bindings).
+    or_principal: Option<String>,
     what: &'static str,
     draft: Draft,
 }
@@ -76,9 +80,23 @@ impl Check {
             kind,
             permission,
             member: false,
+            or_permission: None,
+            or_principal: None,
             what,
             draft,
         }
+    }
+
+    /// The same check, also passed with `perm` in the same scope.
+    pub(crate) fn or(mut self, perm: Permission) -> Check {
+        self.or_permission = Some(perm);
+        self
+    }
+
+    /// The same check, also passed by `principal` itself.
+    pub(crate) fn or_self(mut self, principal: &str) -> Check {
+        self.or_principal = Some(principal.to_owned());
+        self
     }
 
     /// Membership of `scope` (any role there; for an organization, belonging to it): for what
@@ -106,7 +124,12 @@ impl Check {
 
     /// `Ok` when granted, else the [`CoreError::Denied`] that records the refusal.
     fn run(self, actor: &Actor, settings: &OrgSettings) -> CoreResult<()> {
-        if self.member && crate::auth::visible(actor, self.scope()) {
+        if (self.member && crate::auth::visible(actor, self.scope()))
+            || self.or_principal.as_deref() == Some(actor.principal_id.as_str())
+            || self
+                .or_permission
+                .is_some_and(|p| permits(actor, settings, self.scope(), p))
+        {
             return Ok(());
         }
         let Check {

@@ -250,8 +250,6 @@ fn hand_written_checks_and_appends_only_shrink() {
         ("testing.rs", 0, 2, "Test connection's outcome, recorded after the network (no transaction spans it)"),
         ("audit_query.rs", 3, 0, "to do: audit listing and verification"),
         ("tenancy/mod.rs", 0, 1, "organization creation (instance admins: no organization scope yet)"),
-        ("tenancy/principals.rs", 3, 0, "to do: lists and reads"),
-        ("tenancy/tokens.rs", 2, 1, "to do: lists; revoke lets a principal revoke its own token"),
     ];
     fn walk(dir: &std::path::Path, root: &std::path::Path, out: &mut Vec<(String, String)>) {
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -293,4 +291,91 @@ fn hand_written_checks_and_appends_only_shrink() {
         }
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// Runs a read guarded by `check` as `actor`.
+async fn read_as(w: &World, actor: &Arc<Actor>, check: Check) -> CoreResult<()> {
+    w.svc
+        .operate(
+            &ctx(),
+            actor,
+            Mode::Read,
+            move |_| Ok(Plan::new((), check)),
+            |_, ()| Ok(()),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn membership_alternatives_and_self_each_pass_only_whom_they_name() {
+    let w = world().await;
+    let ws = w.admin.bindings.iter().find_map(|b| b.workspace_id.clone());
+    let ws = match ws {
+        Some(ws) => ws,
+        None => WorkspaceId::from_trusted(
+            w.svc
+                .store()
+                .read(|tx| -> CoreResult<String> { Ok(tx.query_one("SELECT id FROM workspaces", &[])?.text(0)?) })
+                .await
+                .unwrap(),
+        ),
+    };
+    // A worker bound in one workspace: a member of the organization, nothing more.
+    let worker = Arc::new(Actor {
+        principal_id: PrincipalId::generate(PrincipalKind::ServiceAccount),
+        kind: PrincipalKind::ServiceAccount,
+        name: "worker".into(),
+        org_id: w.org.clone(),
+        instance_admin: false,
+        token_id: TokenId::generate(),
+        bindings: vec![crate::context::ActorBinding {
+            role: credvault_domain::roles::Role::Worker,
+            workspace_id: Some(ws.clone()),
+        }],
+    });
+    let org = w.org.clone();
+    let draft = || Draft::new(Action::OrgRead, "org", org.as_str(), org.as_str());
+    let admin_check = || Check::new(Scope::Org(&org), Permission::OrgAdmin, "organization", draft());
+    // Control: the plain check refuses the worker (403: it is inside the organization).
+    let e = read_as(&w, &worker, admin_check()).await.unwrap_err();
+    assert!(matches!(e, CoreError::Forbidden { .. }), "{e:?}");
+    // Membership: the worker passes, the outsider does not (404).
+    read_as(
+        &w,
+        &worker,
+        Check::member(Scope::OrgShared(&org), "organization", draft()),
+    )
+    .await
+    .unwrap();
+    read_as(
+        &w,
+        &worker,
+        Check::member(Scope::Workspace(&org, &ws), "workspace", draft()),
+    )
+    .await
+    .unwrap();
+    let e = read_as(
+        &w,
+        &w.outsider,
+        Check::member(Scope::OrgShared(&org), "organization", draft()),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, CoreError::NotFound { .. }), "{e:?}");
+    // An alternative permission the worker does not hold changes nothing; the admin holds it.
+    let e = read_as(&w, &worker, admin_check().or(Permission::AuditRead))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CoreError::Forbidden { .. }), "{e:?}");
+    read_as(&w, &w.admin, admin_check().or(Permission::AuditRead))
+        .await
+        .unwrap();
+    // Itself: the named principal passes, another does not.
+    read_as(&w, &worker, admin_check().or_self(worker.principal_id.as_str()))
+        .await
+        .unwrap();
+    let e = read_as(&w, &w.outsider, admin_check().or_self(worker.principal_id.as_str()))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CoreError::NotFound { .. }), "{e:?}");
 }

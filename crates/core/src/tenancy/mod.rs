@@ -15,7 +15,7 @@ use credvault_store::{Row, StoreError, Tx, Value};
 
 use crate::Service;
 use crate::audit::{self, ActorRef, Draft};
-use crate::auth::{Scope, authorize};
+use crate::auth::Scope;
 use crate::context::{Actor, RequestCtx};
 use crate::error::{CoreError, CoreResult};
 use crate::operation::{Check, Mode, Plan};
@@ -428,6 +428,19 @@ impl Service {
         };
         self.operate(ctx, actor, Mode::Read, prepare, |_, v| Ok(v)).await
     }
+}
+
+/// The check of an organization administrator's operation on organization `id`; the event
+/// `action`.
+fn org_admin(id: &str, action: Action) -> CoreResult<Check> {
+    let org = OrgId::parse(id).map_err(|_| CoreError::NotFound { what: "organization" })?;
+    let draft = Draft::new(action, "org", org.as_str(), org.as_str());
+    Ok(Check::new(
+        Scope::Org(&org),
+        Permission::OrgAdmin,
+        "organization",
+        draft,
+    ))
 }
 
 /// The check of what any member of organization `id` may read; the event `action`.

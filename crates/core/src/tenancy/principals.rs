@@ -57,57 +57,50 @@ impl Service {
         let org = org_id.map(str::to_owned).unwrap_or_else(|| actor.org_id.to_string());
         let after = crate::views::decode_cursor(cursor)?;
         let limit = self.page_limit(limit);
-        let a = actor.clone();
-        self.read(ctx, actor, move |tx| {
-            let settings = settings_of(tx, &org, "organization")?;
-            let org_id = OrgId::from_trusted(org.clone());
-            if !(a.in_org(&org_id) && settings.role_policy.any_grants(&a.org_roles(), Permission::AuditRead)) {
-                authorize(
-                    &a,
-                    &settings,
-                    Scope::Org(&org_id),
-                    Permission::OrgAdmin,
-                    "organization",
-                    || Draft::new(Action::PrincipalRead, "org", org.as_str(), org.as_str()),
-                )?;
-            }
-            let rows = tx.query(
+        let check = org_admin(&org, Action::PrincipalRead)?.or(Permission::AuditRead);
+        self.operate(
+            ctx,
+            actor,
+            Mode::Read,
+            move |_| Ok(Plan::new((), check)),
+            move |ops, ()| {
+                let tx = ops.tx();
+                let rows = tx.query(
                 &format!(
                     "SELECT {PRINCIPAL_COLS}, seq FROM principals WHERE org_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
                 ),
                 &[org.as_str().into(), after.into(), (limit as i64 + 1).into()],
             )?;
-            page(rows, limit, 7, principal_view)
-        })
+                page(rows, limit, 7, principal_view)
+            },
+        )
         .await
     }
 
     /// One principal (admins, auditors, or the principal itself), with its bindings.
     pub async fn get_principal(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<PrincipalView> {
-        let (id, a) = (id.to_owned(), actor.clone());
-        self.read(ctx, actor, move |tx| {
-            let Some(r) = tx.query_opt(
-                &format!("SELECT {PRINCIPAL_COLS} FROM principals WHERE id = $1"),
-                &[id.as_str().into()],
-            )?
-            else {
-                return Err(CoreError::NotFound { what: "principal" });
-            };
-            let mut v = principal_view(&r)?;
-            if a.principal_id.as_str() != id {
-                let settings = settings_of(tx, &v.org_id, "principal")?;
+        let id = id.to_owned();
+        let prepare = {
+            let id = id.clone();
+            move |tx: &mut dyn Tx| {
+                let Some(r) = tx.query_opt(
+                    &format!("SELECT {PRINCIPAL_COLS} FROM principals WHERE id = $1"),
+                    &[id.as_str().into()],
+                )?
+                else {
+                    return Err(CoreError::NotFound { what: "principal" });
+                };
+                let v = principal_view(&r)?;
                 let org = OrgId::from_trusted(v.org_id.clone());
-                if !(a.in_org(&org) && settings.role_policy.any_grants(&a.org_roles(), Permission::AuditRead)) {
-                    authorize(
-                        &a,
-                        &settings,
-                        Scope::Org(&org),
-                        Permission::OrgAdmin,
-                        "principal",
-                        || Draft::new(Action::PrincipalRead, "principal", id.as_str(), v.org_id.as_str()),
-                    )?;
-                }
+                let draft = Draft::new(Action::PrincipalRead, "principal", id.as_str(), v.org_id.as_str());
+                let check = Check::new(Scope::Org(&org), Permission::OrgAdmin, "principal", draft)
+                    .or(Permission::AuditRead)
+                    .or_self(&id);
+                Ok(Plan::new(v, check))
             }
+        };
+        self.operate(ctx, actor, Mode::Read, prepare, move |ops, mut v| {
+            let tx = ops.tx();
             let rows = tx.query(
                 &format!("SELECT {BINDING_COLS} FROM role_bindings WHERE principal_id = $1 ORDER BY seq"),
                 &[id.into()],
@@ -207,23 +200,19 @@ impl Service {
         principal_id: Option<&str>,
     ) -> CoreResult<Page<RoleBindingView>> {
         let org = org_id.map(str::to_owned).unwrap_or_else(|| actor.org_id.to_string());
-        let (principal, a) = (principal_id.map(str::to_owned), actor.clone());
-        self.read(ctx, actor, move |tx| {
-            let settings = settings_of(tx, &org, "organization")?;
-            let org_id = OrgId::from_trusted(org.clone());
-            let own = principal.as_deref() == Some(a.principal_id.as_str());
-            let auditor = a.in_org(&org_id) && settings.role_policy.any_grants(&a.org_roles(), Permission::AuditRead);
-            if !own && !auditor {
-                authorize(
-                    &a,
-                    &settings,
-                    Scope::Org(&org_id),
-                    Permission::OrgAdmin,
-                    "organization",
-                    || Draft::new(Action::RoleBindingRead, "org", org.as_str(), org.as_str()),
-                )?;
-            }
-            let rows = match &principal {
+        let principal = principal_id.map(str::to_owned);
+        let mut check = org_admin(&org, Action::RoleBindingRead)?.or(Permission::AuditRead);
+        if let Some(p) = &principal {
+            check = check.or_self(p);
+        }
+        self.operate(
+            ctx,
+            actor,
+            Mode::Read,
+            move |_| Ok(Plan::new((), check)),
+            move |ops, ()| {
+                let tx = ops.tx();
+                let rows = match &principal {
                 Some(p) => tx.query(
                     &format!(
                         "SELECT {BINDING_COLS} FROM role_bindings WHERE org_id = $1 AND principal_id = $2 ORDER BY seq"
@@ -235,11 +224,12 @@ impl Service {
                     &[org.as_str().into()],
                 )?,
             };
-            Ok(Page {
-                items: rows.iter().map(binding_view).collect::<CoreResult<_>>()?,
-                next_cursor: None,
-            })
-        })
+                Ok(Page {
+                    items: rows.iter().map(binding_view).collect::<CoreResult<_>>()?,
+                    next_cursor: None,
+                })
+            },
+        )
         .await
     }
 

@@ -89,22 +89,19 @@ impl Service {
         let principal = principal_id
             .map(str::to_owned)
             .unwrap_or_else(|| actor.principal_id.to_string());
-        let a = actor.clone();
-        self.read(ctx, actor, move |tx| {
-            let Some(org) = principal_org(tx, &principal)? else {
-                return Err(CoreError::NotFound { what: "principal" });
-            };
-            if principal != a.principal_id.as_str() {
-                let settings = settings_of(tx, org.as_str(), "principal")?;
-                authorize(
-                    &a,
-                    &settings,
-                    Scope::Org(&org),
-                    Permission::OrgAdmin,
-                    "principal",
-                    || Draft::new(Action::TokenRead, "principal", principal.as_str(), org.as_str()),
-                )?;
+        let prepare = {
+            let principal = principal.clone();
+            move |tx: &mut dyn Tx| {
+                let Some(org) = principal_org(tx, &principal)? else {
+                    return Err(CoreError::NotFound { what: "principal" });
+                };
+                let draft = Draft::new(Action::TokenRead, "principal", principal.as_str(), org.as_str());
+                let check = Check::new(Scope::Org(&org), Permission::OrgAdmin, "principal", draft).or_self(&principal);
+                Ok(Plan::new((), check))
             }
+        };
+        self.operate(ctx, actor, Mode::Read, prepare, move |ops, ()| {
+            let tx = ops.tx();
             let rows = tx.query(
                 &format!("SELECT {TOKEN_COLS} FROM tokens WHERE principal_id = $1 ORDER BY seq"),
                 &[principal.as_str().into()],
@@ -119,35 +116,41 @@ impl Service {
 
     /// Revokes a token (admins, or the token's own principal).
     pub async fn revoke_token(&self, ctx: &RequestCtx, actor: &Arc<Actor>, id: &str) -> CoreResult<TokenView> {
-        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
-        self.write(ctx, actor, move |tx| {
-            let Some(r) = tx.query_opt(
-                &format!("SELECT {TOKEN_COLS}, org_id FROM tokens WHERE id = $1"),
-                &[id.as_str().into()],
-            )?
-            else {
-                return Err(CoreError::NotFound { what: "token" });
-            };
-            let org = OrgId::from_trusted(r.text(7)?);
-            let mut v = token_view(&r)?;
-            let draft = || {
-                Draft::new(Action::TokenRevoke, "token", id.as_str(), org.as_str())
-                    .details(serde_json::json!({"principal_id": v.principal_id}))
-            };
-            if v.principal_id != a.principal_id.as_str() {
-                let settings = settings_of(tx, org.as_str(), "token")?;
-                authorize(&a, &settings, Scope::Org(&org), Permission::OrgAdmin, "token", draft)?;
-                if !a.instance_admin && is_instance_admin(tx, &v.principal_id)? {
-                    return Err(forbid(draft(), Permission::OrgAdmin));
-                }
+        let id = id.to_owned();
+        let prepare = {
+            let id = id.clone();
+            move |tx: &mut dyn Tx| {
+                let Some(r) = tx.query_opt(
+                    &format!("SELECT {TOKEN_COLS}, org_id FROM tokens WHERE id = $1"),
+                    &[id.as_str().into()],
+                )?
+                else {
+                    return Err(CoreError::NotFound { what: "token" });
+                };
+                let org = OrgId::from_trusted(r.text(7)?);
+                let v = token_view(&r)?;
+                let draft = Draft::new(Action::TokenRevoke, "token", id.as_str(), org.as_str())
+                    .details(serde_json::json!({"principal_id": v.principal_id}));
+                let check = Check::new(Scope::Org(&org), Permission::OrgAdmin, "token", draft).or_self(&v.principal_id);
+                Ok(Plan::new(v, check))
+            }
+        };
+        self.operate(ctx, actor, Mode::Write, prepare, move |ops, mut v| {
+            let a = ops.actor().clone();
+            if v.principal_id != a.principal_id.as_str()
+                && !a.instance_admin
+                && is_instance_admin(ops.tx(), &v.principal_id)?
+            {
+                // An organization admin must not revoke what acts beyond its organization.
+                return Err(forbid(ops.event(), Permission::OrgAdmin));
             }
             if v.revoked_at.is_none() {
                 let now = now_micros();
-                tx.execute(
+                ops.tx().execute(
                     "UPDATE tokens SET revoked_at = $1 WHERE id = $2",
                     &[now.into(), id.as_str().into()],
                 )?;
-                audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft())?;
+                ops.record(ops.event())?;
                 v.revoked_at = Some(to_rfc3339(now));
             }
             Ok(v)
