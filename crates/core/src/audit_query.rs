@@ -7,15 +7,13 @@ use std::sync::Arc;
 
 use credvault_domain::roles::Permission;
 use credvault_domain::time::parse_rfc3339;
-use credvault_domain::{OrgId, WorkspaceId};
-use credvault_store::Value;
+use credvault_store::{Tx, Value};
 
 use crate::Service;
-use crate::audit::{Draft, EVENT_COLUMNS, Event, INSTANCE_CHAIN, StoredEvent, Verification, verify_org};
-use crate::auth::{Scope, authorize};
+use crate::audit::{EVENT_COLUMNS, Event, INSTANCE_CHAIN, StoredEvent, Verification, verify_org};
 use crate::context::{Actor, RequestCtx};
 use crate::error::{CoreError, CoreResult};
-use crate::tenancy::settings_of;
+use crate::operation::{Check, Mode, Plan};
 use crate::views::{AuditFilter, Page, decode_cursor, encode_cursor};
 
 impl Service {
@@ -58,60 +56,12 @@ impl Service {
             ));
         }
         let org = f.org_id.clone().unwrap_or_else(|| actor.org_id.to_string());
-        let a = actor.clone();
-        self.read(ctx, actor, move |tx| {
-            let chain = if org == INSTANCE_CHAIN && a.instance_admin {
-                INSTANCE_CHAIN.to_owned()
-            } else {
-                org.clone()
-            };
-            let mut ws_only: Option<Vec<String>> = None;
-            if chain != INSTANCE_CHAIN {
-                let settings = settings_of(tx, &org, "organization")?;
-                let org_id = OrgId::from_trusted(org.clone());
-                let draft = || Draft::new(Action::AuditRead, "org", org.as_str(), org.as_str());
-                if !(a.in_org(&org_id) && settings.role_policy.any_grants(&a.org_roles(), Permission::AuditRead)) {
-                    let ws: Vec<String> = a
-                        .bindings
-                        .iter()
-                        .filter_map(|b| b.workspace_id.clone())
-                        .filter(|w| {
-                            settings
-                                .role_policy
-                                .any_grants(&a.workspace_roles(w), Permission::AuditRead)
-                        })
-                        .map(|w| w.to_string())
-                        .collect();
-                    if ws.is_empty() {
-                        authorize(
-                            &a,
-                            &settings,
-                            Scope::Org(&org_id),
-                            Permission::AuditRead,
-                            "organization",
-                            draft,
-                        )?;
-                    }
-                    if let Some(w) = &f.workspace_id
-                        && !ws.contains(w)
-                    {
-                        let wid = WorkspaceId::from_trusted(w.clone());
-                        authorize(
-                            &a,
-                            &settings,
-                            Scope::Workspace(&org_id, &wid),
-                            Permission::AuditRead,
-                            "workspace",
-                            draft,
-                        )?;
-                    }
-                    ws_only = Some(ws);
-                }
-            }
+        let asked = f.workspace_id.clone();
+        let query = move |tx: &mut dyn Tx, chain: &str, ws_only: Option<Vec<String>>| -> CoreResult<Page<Event>> {
             // An organization's events are on all its shards: select them by organization.
             let by = if chain == INSTANCE_CHAIN { "chain" } else { "org_id" };
             let mut sql = format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE {by} = $1 AND seq > $2");
-            let mut params: Vec<Value> = vec![chain.as_str().into(), after.into()];
+            let mut params: Vec<Value> = vec![chain.into(), after.into()];
             if let Some(ws) = &ws_only {
                 let mut clause = String::from(" AND workspace_id IN (");
                 let mut first = true;
@@ -165,7 +115,20 @@ impl Service {
                 None
             };
             Ok(Page { items, next_cursor })
-        })
+        };
+        if org == INSTANCE_CHAIN && actor.instance_admin {
+            return self.inner.store.read(move |tx| query(tx, INSTANCE_CHAIN, None)).await;
+        }
+        let what = (Action::AuditRead, Permission::AuditRead);
+        self.operate_list(
+            ctx,
+            actor,
+            Mode::Read,
+            &org.clone(),
+            asked,
+            what,
+            move |ops, visible| query(ops.tx(), &org, visible),
+        )
         .await
     }
 
@@ -177,23 +140,17 @@ impl Service {
         org_id: Option<&str>,
     ) -> CoreResult<Verification> {
         let org = org_id.map(str::to_owned).unwrap_or_else(|| actor.org_id.to_string());
-        let a = actor.clone();
-        self.read(ctx, actor, move |tx| {
-            if org == INSTANCE_CHAIN && a.instance_admin {
-                return verify_org(tx, INSTANCE_CHAIN);
-            }
-            let settings = settings_of(tx, &org, "organization")?;
-            let org_id = OrgId::from_trusted(org.clone());
-            authorize(
-                &a,
-                &settings,
-                Scope::Org(&org_id),
-                Permission::AuditRead,
-                "organization",
-                || Draft::new(Action::AuditVerify, "org", org.as_str(), org.as_str()),
-            )?;
-            verify_org(tx, &org)
-        })
+        if org == INSTANCE_CHAIN && actor.instance_admin {
+            return self.inner.store.read(|tx| verify_org(tx, INSTANCE_CHAIN)).await;
+        }
+        let check = Check::org(&org, Permission::AuditRead, Action::AuditVerify)?;
+        self.operate(
+            ctx,
+            actor,
+            Mode::Read,
+            move |_| Ok(Plan::new((), check)),
+            move |ops, ()| verify_org(ops.tx(), &org),
+        )
         .await
     }
 

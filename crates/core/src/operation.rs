@@ -87,6 +87,14 @@ impl Check {
         }
     }
 
+    /// `perm` at the level of organization `id` (a caller-given ID: one that is not an
+    /// organization's is not found); the event `action` on the organization.
+    pub(crate) fn org(id: &str, perm: Permission, action: Action) -> CoreResult<Check> {
+        let org = OrgId::parse(id).map_err(|_| CoreError::NotFound { what: "organization" })?;
+        let draft = Draft::new(action, "org", org.as_str(), org.as_str());
+        Ok(Check::new(Scope::Org(&org), perm, "organization", draft))
+    }
+
     /// The same check, also passed with `perm` in the same scope.
     pub(crate) fn or(mut self, perm: Permission) -> Check {
         self.or_permission = Some(perm);

@@ -248,7 +248,6 @@ fn hand_written_checks_and_appends_only_shrink() {
         ("oauth.rs", 2, 10, "to do: consent and refresh"),
         ("lifecycle.rs", 2, 6, "to do: rotation, purge, the scheduler (system actor)"),
         ("testing.rs", 0, 2, "Test connection's outcome, recorded after the network (no transaction spans it)"),
-        ("audit_query.rs", 3, 0, "to do: audit listing and verification"),
         ("tenancy/mod.rs", 0, 1, "organization creation (instance admins: no organization scope yet)"),
     ];
     fn walk(dir: &std::path::Path, root: &std::path::Path, out: &mut Vec<(String, String)>) {

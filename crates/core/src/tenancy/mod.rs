@@ -433,14 +433,7 @@ impl Service {
 /// The check of an organization administrator's operation on organization `id`; the event
 /// `action`.
 fn org_admin(id: &str, action: Action) -> CoreResult<Check> {
-    let org = OrgId::parse(id).map_err(|_| CoreError::NotFound { what: "organization" })?;
-    let draft = Draft::new(action, "org", org.as_str(), org.as_str());
-    Ok(Check::new(
-        Scope::Org(&org),
-        Permission::OrgAdmin,
-        "organization",
-        draft,
-    ))
+    Check::org(id, Permission::OrgAdmin, action)
 }
 
 /// The check of what any member of organization `id` may read; the event `action`.
