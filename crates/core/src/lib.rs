@@ -207,16 +207,6 @@ impl Service {
         self.settle(ctx, actor, r).await
     }
 
-    /// Runs a read, recording denials like [`Service::write`].
-    async fn read<T, F>(&self, ctx: &RequestCtx, actor: &Arc<Actor>, f: F) -> CoreResult<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut dyn Tx) -> CoreResult<T> + Send + 'static,
-    {
-        let r = self.inner.store.read(f).await;
-        self.settle(ctx, actor, r).await
-    }
-
     /// Counts a signal; when its threshold is crossed, returns the `alert.*` event to append.
     fn alert(
         &self,

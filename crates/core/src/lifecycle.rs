@@ -17,10 +17,11 @@ use credvault_store::{Engine, Tx};
 
 use crate::Service;
 use crate::audit::{self, ActorRef, Draft, Outcome};
-use crate::auth::{Scope, authorize};
+use crate::auth::Scope;
 use crate::context::{Actor, RequestCtx};
-use crate::credentials::{CredRow, load_cred, write_scope};
+use crate::credentials::{Access, CredRow, credential_plan, load_cred};
 use crate::error::{CoreError, CoreResult};
+use crate::operation::{Check, Mode, Plan};
 use crate::tenancy::settings_of;
 use crate::testing::{CredentialTest, TestRequest};
 use crate::views::{CreateVersion, CreatedVersion, VersionMode};
@@ -571,21 +572,27 @@ impl Service {
         // Every check first (a refused purge must not revoke a live grant at the provider),
         // then the provider revocation outside any transaction, then the purge, which checks
         // again under the row lock.
-        let (pid, pa) = (id.to_owned(), actor.clone());
-        self.read(ctx, actor, move |tx| purge_checked(tx, &pa, &pid, false).map(|_| ()))
-            .await?;
+        let plan = |lock| {
+            credential_plan(
+                id,
+                lock,
+                Access::Write,
+                Permission::CredentialDelete,
+                Action::CredentialPurge,
+            )
+        };
+        self.operate(ctx, actor, Mode::Read, plan(false), |ops, c| {
+            purge_allowed(ops.tx(), &c)
+        })
+        .await?;
         let revocation = self.revoke_oauth_before_purge(id).await;
-        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
         let purged = self
-            .write(ctx, actor, move |tx| {
-                let c = purge_checked(tx, &a, &id, true)?;
+            .operate(ctx, actor, Mode::Write, plan(true), move |ops, c| {
+                purge_allowed(ops.tx(), &c)?;
                 let now = now_micros();
-                let n = destroy_versions(tx, &c.id, now)?;
-                audit::append(
-                    tx,
-                    &ctx2,
-                    &ActorRef::from(a.as_ref()),
-                    &c.draft(Action::CredentialPurge)
+                let n = destroy_versions(ops.tx(), &c.id, now)?;
+                ops.record(
+                    ops.event()
                         .details(json!({"reason": reason, "versions_destroyed": n, "provider_revocation": revocation})),
                 )?;
                 Ok(Purged {
@@ -626,21 +633,27 @@ impl Service {
         id: &str,
         req: OffboardRequest,
     ) -> CoreResult<Offboarded> {
-        let (id, a, ctx2) = (id.to_owned(), actor.clone(), ctx.clone());
-        self.write(ctx, actor, move |tx| {
-            let Some(p) = tx.query_opt("SELECT org_id, instance_admin FROM principals WHERE id = $1", &[id.as_str().into()])? else {
-                return Err(CoreError::NotFound { what: "principal" });
-            };
-            let org = OrgId::from_trusted(p.text(0)?);
-            let settings = settings_of(tx, org.as_str(), "principal")?;
-            let draft = || Draft::new(Action::PrincipalOffboard, "principal", id.as_str(), org.as_str());
-            authorize(&a, &settings, Scope::Org(&org), Permission::OrgAdmin, "principal", draft)?;
+        let id = id.to_owned();
+        let prepare = {
+            let id = id.clone();
+            move |tx: &mut dyn Tx| {
+                let Some(p) = tx.query_opt(
+                    "SELECT org_id, instance_admin FROM principals WHERE id = $1",
+                    &[id.as_str().into()],
+                )?
+                else {
+                    return Err(CoreError::NotFound { what: "principal" });
+                };
+                let org = OrgId::from_trusted(p.text(0)?);
+                let draft = || Draft::new(Action::PrincipalOffboard, "principal", id.as_str(), org.as_str());
+                let check = Check::new(Scope::Org(&org), Permission::OrgAdmin, "principal", draft());
+                Ok(Plan::new((org, p), check))
+            }
+        };
+        self.operate(ctx, actor, Mode::Write, prepare, move |ops, (org, p)| {
+            let a = ops.actor().clone();
             if p.bool(1)? && !a.instance_admin {
-                return Err(CoreError::Denied(Box::new(crate::error::Denial {
-                    draft: draft().outcome(Outcome::Denied),
-                    hidden: None,
-                    permission: Permission::OrgAdmin,
-                })));
+                return Err(ops.forbid(Permission::OrgAdmin));
             }
             if id == a.principal_id.as_str() {
                 return Err(CoreError::conflict(Code::CannotOffboardSelf, "a principal cannot offboard itself"));
@@ -652,7 +665,7 @@ impl Service {
                 if t.kind() != PrincipalKind::ServiceAccount {
                     return Err(CoreError::invalid("transfer_to", Code::NotAServiceAccount, "ownership moves to a service account"));
                 }
-                let ok = tx
+                let ok = ops.tx()
                     .query_opt("SELECT 1 FROM principals WHERE id = $1 AND org_id = $2 AND disabled = 0", &[t.as_str().into(), org.as_str().into()])?
                     .is_some();
                 if !ok {
@@ -660,17 +673,17 @@ impl Service {
                 }
             }
             let now = now_micros();
-            let revoked = tx.execute(
+            let revoked = ops.tx().execute(
                 "UPDATE tokens SET revoked_at = $1 WHERE principal_id = $2 AND revoked_at IS NULL",
                 &[now.into(), id.as_str().into()],
             )? as i64;
-            tx.execute("UPDATE principals SET disabled = 1 WHERE id = $1", &[id.as_str().into()])?;
-            tx.execute(
+            ops.tx().execute("UPDATE principals SET disabled = 1 WHERE id = $1", &[id.as_str().into()])?;
+            ops.tx().execute(
                 "UPDATE ui_sessions SET revoked_at = $1 WHERE principal_id = $2 AND revoked_at IS NULL",
                 &[now.into(), id.as_str().into()],
             )?;
-            tx.execute("DELETE FROM ui_devices WHERE principal_id = $1", &[id.as_str().into()])?;
-            let rows = tx.query(
+            ops.tx().execute("DELETE FROM ui_devices WHERE principal_id = $1", &[id.as_str().into()])?;
+            let rows = ops.tx().query(
                 "SELECT id, name, type, owner_id, created_by, workspace_id FROM credentials WHERE org_id = $1 AND (owner_id = $2 OR created_by = $2) \
                  AND status <> 'purged' ORDER BY seq",
                 &[org.as_str().into(), id.as_str().into()],
@@ -686,25 +699,15 @@ impl Service {
                     relation.push("creator".to_owned());
                 }
                 if let Some(t) = &req.transfer_to {
-                    tx.execute("UPDATE credentials SET owner_id = $1, updated_at = $2 WHERE id = $3", &[t.as_str().into(), now.into(), cid.as_str().into()])?;
-                    audit::append(
-                        tx,
-                        &ctx2,
-                        &ActorRef::from(a.as_ref()),
-                        &Draft::new(Action::CredentialTransfer, "credential", cid.as_str(), org.as_str())
+                    ops.tx().execute("UPDATE credentials SET owner_id = $1, updated_at = $2 WHERE id = $3", &[t.as_str().into(), now.into(), cid.as_str().into()])?;
+                    ops.record(Draft::new(Action::CredentialTransfer, "credential", cid.as_str(), org.as_str())
                             .workspace(r.opt_text(5)?.as_deref())
-                            .details(json!({"from": owner, "to": t.as_str(), "reason": "offboarding"})),
-                    )?;
+                            .details(json!({"from": owner, "to": t.as_str(), "reason": "offboarding"})))?;
                 }
                 credentials.push(OwnedCredential { id: cid, name: r.text(1)?, ty: r.text(2)?, relation });
             }
-            audit::append(
-                tx,
-                &ctx2,
-                &ActorRef::from(a.as_ref()),
-                &draft().details(json!({"tokens_revoked": revoked, "credentials": credentials.len(), "transfer_to": req.transfer_to})),
-            )?;
-            let grants = tx.query(
+            ops.record(ops.event().details(json!({"tokens_revoked": revoked, "credentials": credentials.len(), "transfer_to": req.transfer_to})))?;
+            let grants = ops.tx().query(
                 "SELECT id, name, type FROM credentials WHERE org_id = $1 AND oauth_authorized_by = $2 AND status <> 'purged' ORDER BY seq",
                 &[org.as_str().into(), id.as_str().into()],
             )?;
@@ -724,24 +727,6 @@ impl Service {
         .await
         .inspect(|_| self.clear_token_cache())
     }
-}
-
-/// Loads a credential and checks that `a` may purge it now: the permission, not already
-/// purged, attached nowhere.
-fn purge_checked(tx: &mut dyn Tx, a: &Actor, id: &str, lock: bool) -> CoreResult<CredRow> {
-    let c = load_cred(tx, id, lock)?;
-    let settings = settings_of(tx, &c.org_id, "credential")?;
-    let (org, ws) = (c.org(), c.ws());
-    authorize(
-        a,
-        &settings,
-        write_scope(&org, &ws),
-        Permission::CredentialDelete,
-        "credential",
-        || c.draft(Action::CredentialPurge),
-    )?;
-    purge_allowed(tx, &c)?;
-    Ok(c)
 }
 
 /// Whether a credential may be purged now (not already purged, attached nowhere).

@@ -247,6 +247,16 @@ impl Ops<'_> {
         }
         Ok(Some(ws))
     }
+    /// Refuses the operation (403: the actor is inside the scope) for a reason its check could
+    /// not see, such as an organization admin reaching for the instance admin's account. The
+    /// refusal rolls back what `apply` did and is recorded with the operation's event.
+    pub(crate) fn forbid(&self, permission: Permission) -> CoreError {
+        CoreError::Denied(Box::new(crate::error::Denial {
+            draft: self.event().outcome(audit::Outcome::Denied),
+            hidden: None,
+            permission,
+        }))
+    }
     /// A check that depends on what `apply` found. A refusal rolls back everything `apply`
     /// did and is recorded in a transaction of its own.
     pub(crate) fn check(&self, check: Check) -> CoreResult<()> {

@@ -18,10 +18,11 @@ use credvault_store::Tx;
 
 use crate::Service;
 use crate::audit::{self, ActorRef, Draft, Outcome};
-use crate::auth::{Scope, authorize, load_bindings};
+use crate::auth::{Scope, load_bindings};
 use crate::context::{Actor, RequestCtx};
 use crate::error::{CoreError, CoreResult};
-use crate::tenancy::{is_instance_admin, settings_of};
+use crate::operation::{Check, Mode, Ops, Plan};
+use crate::tenancy::is_instance_admin;
 
 /// Prefix of session cookie values.
 pub const SESSION_PREFIX: &str = "cvs_";
@@ -177,9 +178,11 @@ impl Service {
             ));
         }
         // Authorize before any hashing, so nobody can make the server burn CPU for free.
-        let (id, a) = (principal_id.to_owned(), actor.clone());
         let old_phc = self
-            .read(ctx, actor, move |tx| password_target(tx, &a, &id).map(|(_, phc)| phc))
+            .operate(ctx, actor, Mode::Read, password_plan(principal_id), |ops, t| {
+                password_target(ops, &t)?;
+                Ok(t.phc)
+            })
             .await?;
         if a_is_self(actor, principal_id) {
             let ok = match (old_phc, current) {
@@ -197,9 +200,11 @@ impl Service {
         let phc = hashing(move || hash_password(password.as_bytes()))
             .await?
             .map_err(|_| CoreError::Internal("password hashing failed".into()))?;
-        let (id, a, ctx2) = (principal_id.to_owned(), actor.clone(), ctx.clone());
-        self.write(ctx, actor, move |tx| {
-            let (org, _) = password_target(tx, &a, &id)?;
+        let id = principal_id.to_owned();
+        self.operate(ctx, actor, Mode::Write, password_plan(principal_id), move |ops, t| {
+            password_target(ops, &t)?;
+            let org = t.org;
+            let tx = ops.tx();
             let Some(r) = tx.query_opt("SELECT name FROM principals WHERE id = $1", &[id.as_str().into()])? else {
                 return Err(CoreError::NotFound { what: "principal" });
             };
@@ -234,8 +239,7 @@ impl Service {
             )?;
             // Device cookies issued under the old password (and their locks) end too.
             tx.execute("DELETE FROM ui_devices WHERE principal_id = $1", &[id.as_str().into()])?;
-            let d = Draft::new(Action::PrincipalPasswordSet, "principal", id.as_str(), org.as_str());
-            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &d)?;
+            ops.record(ops.event())?;
             Ok(())
         })
         .await
@@ -694,41 +698,54 @@ fn a_is_self(actor: &Actor, principal_id: &str) -> bool {
     actor.principal_id.as_str() == principal_id
 }
 
-/// Checks that `a` may set `id`'s password; returns the organization and the current hash.
-fn password_target(tx: &mut dyn Tx, a: &Actor, id: &str) -> CoreResult<(OrgId, Option<String>)> {
-    let Some(r) = tx.query_opt("SELECT org_id, kind FROM principals WHERE id = $1", &[id.into()])? else {
-        return Err(CoreError::NotFound { what: "principal" });
-    };
-    let org = OrgId::from_trusted(r.text(0)?);
-    let kind = r.text(1)?;
-    let draft = || Draft::new(Action::PrincipalPasswordSet, "principal", id, org.as_str());
-    if !a_is_self(a, id) {
-        let settings = settings_of(tx, org.as_str(), "principal")?;
-        authorize(a, &settings, Scope::Org(&org), Permission::OrgAdmin, "principal", draft)?;
-        if !a.instance_admin && is_instance_admin(tx, id)? {
-            // An organization admin must not take over the instance admin's account.
-            return Err(CoreError::Denied(Box::new(crate::error::Denial {
-                draft: draft().outcome(Outcome::Denied),
-                hidden: None,
-                permission: Permission::OrgAdmin,
-            })));
-        }
+/// The principal whose password is set.
+struct PasswordTarget {
+    org: OrgId,
+    kind: String,
+    phc: Option<String>,
+}
+
+/// `prepare` of setting principal `id`'s password: organization admins, or the user itself.
+fn password_plan(id: &str) -> impl FnOnce(&mut dyn Tx) -> CoreResult<Plan<PasswordTarget>> + Send + 'static {
+    let id = id.to_owned();
+    move |tx| {
+        let Some(r) = tx.query_opt(
+            "SELECT org_id, kind FROM principals WHERE id = $1",
+            &[id.as_str().into()],
+        )?
+        else {
+            return Err(CoreError::NotFound { what: "principal" });
+        };
+        let org = OrgId::from_trusted(r.text(0)?);
+        let phc = tx
+            .query_opt(
+                "SELECT phc FROM principal_passwords WHERE principal_id = $1",
+                &[id.as_str().into()],
+            )?
+            .map(|r| r.text(0))
+            .transpose()?;
+        let draft = Draft::new(Action::PrincipalPasswordSet, "principal", id.as_str(), org.as_str());
+        let check = Check::new(Scope::Org(&org), Permission::OrgAdmin, "principal", draft).or_self(&id);
+        let kind = r.text(1)?;
+        Ok(Plan::new(PasswordTarget { org, kind, phc }, check))
     }
-    if kind != "user" {
+}
+
+/// What setting a password needs beyond the check: an organization admin does not take over
+/// the instance admin's account, and only users have passwords.
+fn password_target(ops: &mut Ops<'_>, t: &PasswordTarget) -> CoreResult<()> {
+    let (a, id) = (ops.actor().clone(), ops.event().target_id.unwrap_or_default());
+    if !a_is_self(&a, &id) && !a.instance_admin && is_instance_admin(ops.tx(), &id)? {
+        return Err(ops.forbid(Permission::OrgAdmin));
+    }
+    if t.kind != "user" {
         return Err(CoreError::invalid(
             "principal_id",
             Code::NotAUser,
             "only users sign in with a password; service accounts use tokens",
         ));
     }
-    let phc = tx
-        .query_opt(
-            "SELECT phc FROM principal_passwords WHERE principal_id = $1",
-            &[id.into()],
-        )?
-        .map(|r| r.text(0))
-        .transpose()?;
-    Ok((org, phc))
+    Ok(())
 }
 
 #[cfg(test)]

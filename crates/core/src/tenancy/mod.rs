@@ -457,14 +457,6 @@ pub(crate) fn is_instance_admin(tx: &mut dyn Tx, principal: &str) -> CoreResult<
 }
 
 /// A 403 denial recorded with `draft`.
-fn forbid(draft: Draft, permission: Permission) -> CoreError {
-    CoreError::Denied(Box::new(crate::error::Denial {
-        draft: draft.outcome(crate::audit::Outcome::Denied),
-        hidden: None,
-        permission,
-    }))
-}
-
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn insert_token(
     tx: &mut dyn Tx,

@@ -49,7 +49,7 @@ impl Service {
             let a = ops.actor().clone();
             if !a.instance_admin && is_instance_admin(ops.tx(), req.principal_id.as_str())? {
                 // An organization admin must not mint a token that acts beyond its organization.
-                return Err(forbid(ops.event(), Permission::OrgAdmin));
+                return Err(ops.forbid(Permission::OrgAdmin));
             }
             let (token, hash) = generate_token();
             let now = now_micros();
@@ -142,7 +142,7 @@ impl Service {
                 && is_instance_admin(ops.tx(), &v.principal_id)?
             {
                 // An organization admin must not revoke what acts beyond its organization.
-                return Err(forbid(ops.event(), Permission::OrgAdmin));
+                return Err(ops.forbid(Permission::OrgAdmin));
             }
             if v.revoked_at.is_none() {
                 let now = now_micros();
