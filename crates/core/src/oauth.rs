@@ -24,13 +24,13 @@ use credvault_store::Tx;
 
 use crate::Service;
 use crate::audit::{self, ActorRef, Draft, Outcome};
-use crate::auth::authorize;
 use crate::context::{Actor, RequestCtx};
 use crate::credentials::{
-    CredRow, decrypt_version, load_cred, read_scope, replace_version_internal, reseal_current, write_scope,
+    Access, CredRow, credential_plan, decrypt_version, load_cred, read_scope, replace_version_internal, reseal_current,
 };
 use crate::error::{CoreError, CoreResult};
-use crate::tenancy::settings_of;
+use crate::operation::{Check, Mode};
+
 use crate::views::Page;
 
 /// OAuth settings of the server.
@@ -194,13 +194,16 @@ impl Service {
             "{}/v1/oauth/callback",
             self.inner.config.oauth.public_url.trim_end_matches('/')
         );
-        let (id, a, ctx2, redirect) = (id.to_owned(), actor.clone(), ctx.clone(), redirect_uri.clone());
-        self.write(ctx, actor, move |tx| {
-            let c = load_cred(tx, &id, false)?;
-            let settings = settings_of(tx, &c.org_id, "credential")?;
-            let (org, ws) = (c.org(), c.ws());
-            let draft = || c.draft(Action::OauthAuthorizeStart);
-            authorize(&a, &settings, write_scope(&org, &ws), Permission::CredentialCreate, "credential", draft)?;
+        let redirect = redirect_uri.clone();
+        let plan = credential_plan(
+            id,
+            false,
+            Access::Write,
+            Permission::CredentialCreate,
+            Action::OauthAuthorizeStart,
+        );
+        self.operate(ctx, actor, Mode::Write, plan, move |ops, c| {
+            let a = ops.actor().clone();
             if c.ty != "oauth" || c.variant.as_deref() != Some("authorization_code") {
                 return Err(CoreError::conflict(Code::NotAnAuthorizationCodeCredential, "consent is for oauth credentials of variant authorization_code"));
             }
@@ -210,18 +213,18 @@ impl Service {
             let authorized_as = match &req.as_principal {
                 None => a.principal_id.to_string(),
                 Some(p) => {
-                    authorize(&a, &settings, crate::auth::Scope::Org(&org), Permission::OrgAdmin, "credential", draft)?;
+                    ops.check(Check::new(crate::auth::Scope::Org(&c.org()), Permission::OrgAdmin, "credential", ops.event()))?;
                     if p.kind() != PrincipalKind::ServiceAccount {
                         return Err(CoreError::invalid("as", Code::NotAServiceAccount, "consent can be recorded under a service account only"));
                     }
-                    let ok = tx.query_opt("SELECT 1 FROM principals WHERE id = $1 AND org_id = $2 AND disabled = 0", &[p.as_str().into(), c.org_id.as_str().into()])?.is_some();
+                    let ok = ops.tx().query_opt("SELECT 1 FROM principals WHERE id = $1 AND org_id = $2 AND disabled = 0", &[p.as_str().into(), c.org_id.as_str().into()])?.is_some();
                     if !ok {
                         return Err(CoreError::invalid("as", Code::NotFound, "no such active service account in this organization"));
                     }
                     p.to_string()
                 }
             };
-            let public: Json = tx
+            let public: Json = ops.tx()
                 .query_one("SELECT public_fields FROM credential_versions WHERE credential_id = $1 AND version = $2", &[c.id.as_str().into(), c.current_version.into()])?
                 .text(0)
                 .map(|t| serde_json::from_str(&t))??;
@@ -247,7 +250,7 @@ impl Service {
                 q.append_pair("code_challenge_method", "S256");
             }
             let now = now_micros();
-            tx.execute(
+            ops.tx().execute(
                 "INSERT INTO oauth_states (state, credential_id, principal_id, authorized_as, code_verifier, redirect_uri, created_at, expires_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 &[
@@ -261,7 +264,7 @@ impl Service {
                     (now + STATE_TTL_US).into(),
                 ],
             )?;
-            audit::append(tx, &ctx2, &ActorRef::from(a.as_ref()), &draft().details(json!({"authorized_as": authorized_as})))?;
+            ops.record(ops.event().details(json!({"authorized_as": authorized_as})))?;
             Ok(AuthorizeStart { authorization_url: url.to_string(), state, redirect_uri: redirect, expires_at: to_rfc3339(now + STATE_TTL_US) })
         })
         .await
@@ -757,7 +760,7 @@ impl Service {
     ) -> CoreResult<Page<GrantView>> {
         let org = f.org_id.clone().unwrap_or_else(|| actor.org_id.to_string());
         let what = (Action::CredentialRead, Permission::MetadataRead);
-        self.operate_list(ctx, actor, crate::operation::Mode::Read, &org.clone(), None, what, move |ops, visible| {
+        self.operate_list(ctx, actor, Mode::Read, &org.clone(), None, what, move |ops, visible| {
             let (a, settings) = (ops.actor().clone(), ops.settings().clone());
             let tx = ops.tx();
             let mut sql = String::from(

@@ -245,7 +245,7 @@ fn hand_written_checks_and_appends_only_shrink() {
         ("destinations.rs", 0, 2, "helpers called from inside operations (destination decisions)"),
         ("resolve.rs", 2, 4, "resolve: the hot path, group-committed by the appender (issue 22)"),
         ("sessions.rs", 0, 5, "sign-in, sign-out, sessions and CSRF failures: the actor is being established, no scope yet"),
-        ("oauth.rs", 2, 10, "to do: consent and refresh"),
+        ("oauth.rs", 0, 9, "the consent callback (no token: the state names who started it) and token refresh (system actor)"),
         ("lifecycle.rs", 0, 3, "the scheduler (system actor): expiry and rotation alerts, grace revocations, purges"),
         ("testing.rs", 0, 2, "Test connection's outcome, recorded after the network (no transaction spans it)"),
         ("tenancy/mod.rs", 0, 1, "organization creation (instance admins: no organization scope yet)"),
