@@ -130,8 +130,9 @@ impl Check {
         }
     }
 
-    /// `Ok` when granted, else the [`CoreError::Denied`] that records the refusal.
-    fn run(self, actor: &Actor, settings: &OrgSettings) -> CoreResult<()> {
+    /// `Ok` when granted, else the [`CoreError::Denied`] that records the refusal (for the one
+    /// path that cannot run through [`Service::operate`]: resolve, see `resolve.rs`).
+    pub(crate) fn run(self, actor: &Actor, settings: &OrgSettings) -> CoreResult<()> {
         if (self.member && crate::auth::visible(actor, self.scope()))
             || self.or_principal.as_deref() == Some(actor.principal_id.as_str())
             || self
@@ -246,6 +247,13 @@ impl Ops<'_> {
             self.check(Check::new(Scope::Workspace(org, &wid), perm, "workspace", draft()))?;
         }
         Ok(Some(ws))
+    }
+    /// Appends an event the operation caused but the system did (an alert it raised, an
+    /// automatic reaction), in this transaction.
+    pub(crate) fn record_system(&mut self, draft: Draft) -> CoreResult<()> {
+        audit::append(&mut self.tx, self.ctx, &ActorRef::system(), &draft)?;
+        self.recorded += 1;
+        Ok(())
     }
     /// Refuses the operation (403: the actor is inside the scope) for a reason its check could
     /// not see, such as an organization admin reaching for the instance admin's account. The

@@ -21,12 +21,13 @@ use credvault_domain::{ConnectionId, PipelineId};
 use crate::Service;
 use crate::appender::{Pending, Stamp};
 use crate::audit::{self, ActorRef, Outcome};
-use crate::auth::{Scope, authorize};
-use crate::connections::{CONN_COLS, ConnRow, load_conn};
+use crate::auth::Scope;
+use crate::connections::{CONN_COLS, ConnRow, connection_plan, load_conn};
 use crate::context::{Actor, RequestCtx};
 use crate::credentials::{CRED_COLS, CredRow, SEALED_COLS, load_cred, open_sealed_row};
 use crate::destinations::{Dns, check as check_destinations, holders, of_connection, refusal_details};
 use crate::error::{CoreError, CoreResult};
+use crate::operation::{Check, Mode};
 use crate::settings::OrgSettings;
 use crate::tenancy::settings_of;
 
@@ -242,45 +243,34 @@ impl Service {
                 "must be ok, auth_failed or error",
             ));
         }
-        let (a, ctx2) = (actor.clone(), ctx.clone());
         let this = self.clone();
-        self.write(ctx, actor, move |tx| {
-            let c = load_conn(tx, &req.connection_id, false)?;
-            let settings = settings_of(tx, &c.org_id, "connection")?;
-            let (org, ws) = (c.org(), c.ws());
-            authorize(&a, &settings, Scope::Workspace(&org, &ws), Permission::Resolve, "connection", || c.draft(Action::ResolveReport))?;
+        let plan = connection_plan(&req.connection_id, false, Permission::Resolve, Action::ResolveReport);
+        self.operate(ctx, actor, Mode::Write, plan, move |ops, c| {
+            let settings = ops.settings().clone();
             let cred = c.credential_id.clone().unwrap_or_default();
             let outcome = if req.outcome == "ok" { Outcome::Success } else { Outcome::Error };
             if req.outcome == "auth_failed" && !cred.is_empty() && settings.auto_disable_on_target_auth_failures {
                 // The credential row may be updated below: lock it before the audit head
                 // (the order every writer uses).
-                let sql = format!("SELECT id FROM credentials WHERE id = $1{}", tx.for_update());
-                tx.query_opt(&sql, &[cred.as_str().into()])?;
+                let sql = format!("SELECT id FROM credentials WHERE id = $1{}", ops.tx().for_update());
+                ops.tx().query_opt(&sql, &[cred.as_str().into()])?;
             }
-            audit::append(
-                tx,
-                &ctx2,
-                &ActorRef::from(a.as_ref()),
-                &c.draft(Action::ResolveReport).outcome(outcome).details(serde_json::json!({
-                    "credential_id": cred, "version": req.version, "run_id": req.run_id, "reported": req.outcome,
-                })),
-            )?;
+            ops.record(c.draft(Action::ResolveReport).outcome(outcome).details(serde_json::json!({
+                "credential_id": cred, "version": req.version, "run_id": req.run_id, "reported": req.outcome,
+            })))?;
             let mut auto_disabled = false;
             if req.outcome == "auth_failed" && !cred.is_empty()
                 && let Some(alert) = this.alert(crate::alerts::Signal::TargetAuthFailure, &cred, Some(&c.org_id), "credential", &cred) {
-                    audit::append(tx, &ctx2, &ActorRef::system(), &alert.workspace(Some(c.workspace_id.as_str())))?;
+                    ops.record_system(alert.workspace(Some(c.workspace_id.as_str())))?;
                     if settings.auto_disable_on_target_auth_failures {
-                        let n = tx.execute(
+                        let n = ops.tx().execute(
                             "UPDATE credentials SET status = 'disabled', updated_at = $1 WHERE id = $2 AND status = 'active'",
                             &[now_micros().into(), cred.as_str().into()],
                         )?;
                         if n > 0 {
                             auto_disabled = true;
-                            audit::append(
-                                tx,
-                                &ctx2,
-                                &ActorRef::system(),
-                                &crate::audit::Draft::new(Action::CredentialDisable, "credential", cred.as_str(), c.org_id.as_str())
+                            ops.record_system(
+                                crate::audit::Draft::new(Action::CredentialDisable, "credential", cred.as_str(), c.org_id.as_str())
                                     .details(serde_json::json!({"from": "active", "to": "disabled", "reason": "failed logins at the target past the threshold"})),
                             )?;
                         }
@@ -354,14 +344,9 @@ impl Service {
                     "run_id": req.run_id, "pipeline_id": req.pipeline_id, "credential_id": c.credential_id,
                 }))
             };
-            authorize(
-                &a,
-                &settings,
-                Scope::Workspace(&org, &ws),
-                Permission::Resolve,
-                "connection",
-                base,
-            )?;
+            // Resolve cannot run through `Service::operate` (its reads run outside a transaction on
+            // PostgreSQL and its record goes to the appender), but its check is the same type.
+            Check::new(Scope::Workspace(&org, &ws), Permission::Resolve, "connection", base()).run(&a, &settings)?;
             // The audit record names the refusal by the error's own code.
             let refuse = |err: CoreError| {
                 let mut d = base().outcome(Outcome::Error);
