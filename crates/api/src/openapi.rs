@@ -758,8 +758,13 @@ fn schemas() -> Value {
             "name": nullable(name()), "connection_ids": nullable(json!({"type": "array", "items": id("conn_")})), "description": nullable(text(4096))}},
         "CreateReview": {"type": "object", "required": ["decision"], "additionalProperties": false, "properties": {
             "decision": {"enum": ["keep", "remove"]}, "note": nullable(text(4096))}},
-        "ResolveRequest": {"type": "object", "required": ["connection_id", "run_id"], "additionalProperties": false, "properties": {
-            "connection_id": {"type": "string"}, "run_id": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NO_CONTROL},
+        "ResolveRequest": {"type": "object", "required": ["run_id"], "additionalProperties": false,
+            "description": "The connection by `connection_id`, or by `workspace_id` and `connection_name` (its name in that workspace).",
+            "oneOf": [
+                {"required": ["connection_id"], "not": {"anyOf": [{"required": ["workspace_id"]}, {"required": ["connection_name"]}]}},
+                {"required": ["workspace_id", "connection_name"], "not": {"required": ["connection_id"]}}],
+            "properties": {
+            "connection_id": {"type": "string"}, "workspace_id": {"type": "string"}, "connection_name": name(), "run_id": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NO_CONTROL},
             "pipeline_id": nullable(json!({"type": "string"})), "version": nullable(json!({"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX}))}},
         "RotateRequest": {"type": "object", "required": ["fields"], "additionalProperties": false, "properties": {
             "fields": {"$ref": "#/components/schemas/CredentialFields"},

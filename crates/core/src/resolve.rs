@@ -35,8 +35,16 @@ use crate::tenancy::settings_of;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveRequest {
-    /// The connection.
-    pub connection_id: String,
+    /// The connection, by ID (or give `workspace_id` and `connection_name`).
+    #[serde(default)]
+    pub connection_id: Option<String>,
+    /// The connection's workspace, when it is named by `connection_name`.
+    #[serde(default)]
+    pub workspace_id: Option<String>,
+    /// The connection's name in `workspace_id` (what tools that know connections by name,
+    /// such as Airflow's `conn_id`, give).
+    #[serde(default)]
+    pub connection_name: Option<String>,
     /// The run this is for (recorded in the audit event).
     pub run_id: String,
     /// The pipeline, if the worker runs one (must reference the connection).
@@ -314,6 +322,31 @@ impl Service {
     ) -> CoreResult<Resolved> {
         self.inner.config.audit_gate.check()?;
         check_run_id(&req.run_id)?;
+        let by_name = match (&req.connection_id, &req.workspace_id, &req.connection_name) {
+            (Some(_), None, None) => None,
+            (None, Some(ws), Some(name)) => Some((ws.clone(), name.clone())),
+            (Some(_), ..) => {
+                return Err(CoreError::invalid(
+                    "connection_name",
+                    Code::ConflictingParameters,
+                    "give connection_id, or workspace_id and connection_name, not both",
+                ));
+            }
+            (None, None, _) => {
+                return Err(CoreError::invalid(
+                    "connection_id",
+                    Code::Required,
+                    "give connection_id, or workspace_id and connection_name",
+                ));
+            }
+            (None, Some(_), None) => {
+                return Err(CoreError::invalid(
+                    "connection_name",
+                    Code::Required,
+                    "give the connection's name with its workspace_id",
+                ));
+            }
+        };
         if let Some(p) = &req.pipeline_id
             && PipelineId::parse(p).is_err()
         {
@@ -329,7 +362,20 @@ impl Service {
         let work = move |tx: &mut dyn credvault_store::Tx| -> CoreResult<(Resolved, Option<Pending>)> {
             // The connection, its organization's settings, its credential and the version to
             // resolve (state and sealed row) in one statement.
-            if ConnectionId::parse(&req.connection_id).is_err() {
+            // By name: one keyed lookup first. An unknown name and a workspace the caller
+            // cannot see answer alike (404), the latter from the check below.
+            let connection_id = match (&req.connection_id, &by_name) {
+                (Some(id), _) => id.clone(),
+                (None, Some((ws, name))) => tx
+                    .query_opt(
+                        "SELECT id FROM connections WHERE workspace_id = $1 AND name = $2",
+                        &[ws.as_str().into(), name.as_str().into()],
+                    )?
+                    .ok_or(CoreError::NotFound { what: "connection" })?
+                    .text(0)?,
+                (None, None) => return Err(CoreError::NotFound { what: "connection" }),
+            };
+            if ConnectionId::parse(&connection_id).is_err() {
                 return Err(CoreError::NotFound { what: "connection" });
             }
             let Reads {
@@ -337,7 +383,7 @@ impl Service {
                 settings,
                 cred: read_cred,
                 version: read_version,
-            } = read_for_resolve(tx, &req.connection_id, req.version)?;
+            } = read_for_resolve(tx, &connection_id, req.version)?;
             let (org, ws) = (c.org(), c.ws());
             let base = || {
                 c.draft(Action::ConnectionResolve).details(serde_json::json!({

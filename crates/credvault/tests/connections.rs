@@ -1052,6 +1052,49 @@ async fn resolve_roles(b: Backend) {
     resolve(&srv, &ws2_worker, &c, "run-ws2", None)
         .await
         .problem(404, "not_found");
+    // By name in its workspace (as Airflow's conn_id names it): the same answer, the same
+    // refusals — a worker outside the workspace cannot tell a real name from an unknown one.
+    let by_name = |ws: &str, name: &str| json!({"workspace_id": ws, "connection_name": name, "run_id": "run-by-name"});
+    assert_eq!(
+        srv.post("/v1/resolve", &ws_worker, by_name(&ws, "prod-db"))
+            .await
+            .ok(200),
+        expected
+    );
+    srv.post("/v1/resolve", &ws_worker, by_name(&ws, "no-such-db"))
+        .await
+        .problem(404, "not_found");
+    srv.post("/v1/resolve", &ws_worker, by_name(&ws2, "prod-db"))
+        .await
+        .problem(404, "not_found");
+    let hidden = srv.post("/v1/resolve", &ws2_worker, by_name(&ws, "prod-db")).await;
+    let unknown = srv.post("/v1/resolve", &ws2_worker, by_name(&ws, "no-such-db")).await;
+    assert_eq!(
+        (hidden.status, &hidden.body["code"]),
+        (unknown.status, &unknown.body["code"])
+    );
+    assert_eq!(hidden.status, 404);
+    let both = json!({"connection_id": c, "workspace_id": ws, "connection_name": "prod-db", "run_id": "r"});
+    assert_eq!(
+        srv.post("/v1/resolve", &ws_worker, both)
+            .await
+            .problem(422, "conflicting_parameters")["field"],
+        "connection_name"
+    );
+    let neither = json!({"run_id": "r"});
+    assert_eq!(
+        srv.post("/v1/resolve", &ws_worker, neither)
+            .await
+            .problem(422, "required")["field"],
+        "connection_id"
+    );
+    let no_name = json!({"workspace_id": ws, "run_id": "r"});
+    assert_eq!(
+        srv.post("/v1/resolve", &ws_worker, no_name)
+            .await
+            .problem(422, "required")["field"],
+        "connection_name"
+    );
     let (_, foreign) = srv
         .principal(
             &other_org,
@@ -1070,8 +1113,8 @@ async fn resolve_roles(b: Backend) {
     let denied = audit(&srv, "action=connection.resolve&outcome=denied").await;
     assert_eq!(
         denied.len(),
-        8,
-        "5 roles, the instance admin, the other workspace, the other org: {denied:#?}"
+        9,
+        "5 roles, the instance admin, the other workspace (by ID and by name), the other org: {denied:#?}"
     );
     assert!(denied.iter().all(|e| e["target_id"] == c.as_str()), "{denied:#?}");
     assert!(!json!(denied).to_string().contains(&password));
@@ -1100,7 +1143,10 @@ async fn resolve_roles(b: Backend) {
         Value::Null
     );
     let ok = audit(&srv, "action=connection.resolve&outcome=success").await;
-    assert_eq!(ok.len(), 3, "{ok:#?}");
+    assert_eq!(ok.len(), 4, "{ok:#?}");
+    // The resolve by name is recorded against the connection's ID.
+    assert_eq!(ok[2]["details"]["run_id"], "run-by-name");
+    assert_eq!(ok[2]["target_id"], c.as_str());
     let last = ok.last().unwrap();
     assert_eq!(last["actor_id"], worker_id.as_str());
     assert_eq!(last["target_id"], c.as_str());
