@@ -151,7 +151,16 @@ class Client:
     def resolve(self, connection_id: str, run_id: str, pipeline_id: Optional[str] = None,
                 version: Optional[int] = None) -> Resolved:
         """Resolves ``connection_id`` for ``run_id`` (journaled with it before the answer leaves)."""
-        body: Dict[str, Any] = {"connection_id": connection_id, "run_id": run_id}
+        return self._resolve({"connection_id": connection_id}, run_id, pipeline_id, version)
+
+    def resolve_name(self, workspace_id: str, name: str, run_id: str, pipeline_id: Optional[str] = None,
+                     version: Optional[int] = None) -> Resolved:
+        """Resolves the connection called ``name`` in ``workspace_id`` (for tools that know connections by name)."""
+        return self._resolve({"workspace_id": workspace_id, "connection_name": name}, run_id, pipeline_id, version)
+
+    def _resolve(self, target: Dict[str, Any], run_id: str, pipeline_id: Optional[str],
+                 version: Optional[int]) -> Resolved:
+        body: Dict[str, Any] = dict(target, run_id=run_id)
         if pipeline_id is not None:
             body["pipeline_id"] = pipeline_id
         if version is not None:
@@ -160,7 +169,7 @@ class Client:
         conn, cred = r.get("connection", {}), r.get("credential", {})
         fields = {k: Secret(v) for k, v in (cred.get("fields") or {}).items()}
         r.clear()
-        return Resolved(connection_id=conn.get("id", connection_id), kind=conn.get("kind", ""), config=conn.get("config") or {},
+        return Resolved(connection_id=conn.get("id", ""), kind=conn.get("kind", ""), config=conn.get("config") or {},
                         credential_id=cred.get("id", ""), credential_type=cred.get("type", ""), variant=cred.get("variant"),
                         version=int(cred.get("version", 0)), run_id=run_id, fields=fields)
 

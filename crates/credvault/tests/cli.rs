@@ -261,6 +261,8 @@ try:
     c.resolve("conn_aaaaaaaaaaaaaaaaaaaaaaaaaa", run_id="py-run-2")
 except NotFound as e:
     out["missing"] = [e.status, e.code]
+named = c.resolve_name(sys.argv[2], "py-pg", run_id="py-run-4")
+out["by_name"] = [named.connection_id, named.fields["password"].reveal() == out["password"]]
 try:
     c.resolve(sys.argv[1], run_id="")
 except Invalid as e:
@@ -277,7 +279,7 @@ print(json.dumps(out))
 "#;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../clients/python");
     let out = Command::new("python3")
-        .args(["-c", script, &conn])
+        .args(["-c", script, &conn, &srv.ws_id])
         .env("PYTHONPATH", &root)
         .env("CREDVAULT_SERVER", &srv.base)
         .env("CREDVAULT_TOKEN", &worker)
@@ -301,6 +303,7 @@ print(json.dumps(out))
     assert!(!shown.contains(&worker), "the token in repr: {shown}");
     assert!(shown.contains("Secret(***)"), "{shown}");
     assert_eq!(v["missing"], serde_json::json!([404, "not_found"]));
+    assert_eq!(v["by_name"], serde_json::json!([conn, true]));
     assert_eq!(v["invalid"][0], 422, "{v}");
     assert_eq!(v["invalid"][2], "run_id", "{v}");
     assert_eq!(v["unauthenticated"], serde_json::json!([401, "unauthenticated"]));

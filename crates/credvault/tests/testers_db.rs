@@ -1019,3 +1019,153 @@ async fn credvault_exec_runs_psql_and_mysql_with_the_connection_in_their_environ
         exec_runs_real_clients(b).await;
     }
 }
+
+// ------------------------------------------------------------------------- Apache Airflow 3
+
+/// Apache Airflow 3 with credvault as its secrets backend (`clients/python/credvault/airflow.py`).
+#[cfg(feature = "airflow-tests")]
+mod airflow {
+    use super::*;
+
+    /// The DAG of the Airflow test: one task that logs in to PostgreSQL with the connection
+    /// `warehouse` as `BaseHook.get_connection` returns it, and writes whom it logged in as.
+    const AIRFLOW_DAG: &str = r#"
+import os
+import pendulum
+import psycopg2
+from airflow.sdk import dag, task, BaseHook
+
+@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False)
+def credvault_probe():
+    @task
+    def login():
+        c = BaseHook.get_connection("warehouse")
+        with psycopg2.connect(host=c.host, port=c.port, dbname=c.schema, user=c.login, password=c.password) as conn:
+            with conn.cursor() as cur:
+                cur.execute("select current_user")
+                user = cur.fetchone()[0]
+        with open(os.environ["PROBE_OUT"], "w") as f:
+            f.write(user)
+    login()
+
+credvault_probe()
+"#;
+
+    /// Runs `airflow dags test credvault_probe` with credvault as the secrets backend; returns
+    /// (status, stdout and stderr, what the task wrote).
+    fn airflow_dags_test(srv: &Server, worker: &str, home: &std::path::Path) -> (i32, String, Option<String>) {
+        let airflow = std::env::var("CREDVAULT_TEST_AIRFLOW").unwrap_or_else(|_| {
+            panic!("CREDVAULT_TEST_AIRFLOW is not set: the airflow-tests need Apache Airflow 3 (scripts/lib/airflow.sh; scripts/test installs it)")
+        });
+        let probe = home.join("probe.out");
+        let _ = std::fs::remove_file(&probe);
+        let client = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../clients/python");
+        let run = |args: &[&str]| {
+            std::process::Command::new(&airflow)
+                .args(args)
+                .env("AIRFLOW_HOME", home)
+                .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+                .env("AIRFLOW__CORE__DAGS_FOLDER", home.join("dags"))
+                .env("AIRFLOW__SECRETS__BACKEND", "credvault.airflow.CredvaultBackend")
+                .env(
+                    "AIRFLOW__SECRETS__BACKEND_KWARGS",
+                    json!({"workspace_id": srv.ws_id}).to_string(),
+                )
+                .env("CREDVAULT_SERVER", &srv.base)
+                .env("CREDVAULT_TOKEN", worker)
+                .env("PYTHONPATH", &client)
+                .env("PROBE_OUT", &probe)
+                .output()
+                .expect("the airflow command runs")
+        };
+        if !home.join("airflow.db").exists() {
+            std::fs::create_dir_all(home.join("dags")).unwrap();
+            std::fs::write(home.join("dags/credvault_probe.py"), AIRFLOW_DAG).unwrap();
+            let out = run(&["db", "migrate"]);
+            assert!(
+                out.status.success(),
+                "airflow db migrate: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let out = run(&["dags", "test", "credvault_probe"]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            out.status.code().unwrap_or(-1),
+            text,
+            std::fs::read_to_string(&probe).ok(),
+        )
+    }
+
+    /// Every file under `dir`, as text (Airflow's task logs).
+    fn all_text(dir: &std::path::Path) -> String {
+        let mut out = String::new();
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    out.push_str(&all_text(&p));
+                } else if p.extension().is_none_or(|x| x != "db") {
+                    out.push_str(&String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default()));
+                }
+            }
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_airflow_3_task_logs_in_to_postgresql_with_a_credvault_connection() {
+        let srv = Server::start_with(Backend::Sqlite, &ALLOW_LOOPBACK).await;
+        let pg = Pg::from_env();
+        let ws = srv.ws_id.clone();
+        let (_, worker) = srv
+            .principal(
+                &srv.org_id,
+                "service_account",
+                "airflow-worker",
+                &[("worker", common::Scope::Ws(&ws))],
+            )
+            .await;
+        let cred = db_cred(&srv, "airflow-pg", "postgres", &pg.user, &pg.password, None).await;
+        connection(&srv, "warehouse", "postgres", pg.config(), &cred).await;
+        let home = std::env::temp_dir().join(format!("credvault-airflow-{}", random_hex(6)));
+
+        // The task resolves `warehouse` by name through credvault and logs in.
+        let (code, text, probe) = tokio::task::block_in_place(|| airflow_dags_test(&srv, &worker, &home));
+        assert_eq!(probe.as_deref(), Some(pg.user.as_str()), "exit {code}: {text}");
+        // The resolve is in credvault's journal with the DAG run, and the password nowhere in
+        // Airflow's output or task logs (its masker hides what a backend returned).
+        let events = srv
+            .get("/v1/audit?action=connection.resolve&outcome=success", &srv.admin)
+            .await
+            .ok(200);
+        let run_ids: Vec<&str> = events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["details"]["run_id"].as_str())
+            .collect();
+        assert!(
+            run_ids
+                .iter()
+                .any(|r| r.starts_with("airflow:credvault_probe:") && r.ends_with(":login")),
+            "{run_ids:?}"
+        );
+        assert_no_secret("airflow's output", &text, &pg.password);
+        assert_no_secret("airflow's task logs", &all_text(&home.join("logs")), &pg.password);
+
+        // Control: with the credential disabled, credvault refuses and the task fails — Airflow
+        // does not fall back to another backend.
+        srv.post(&format!("/v1/credentials/{cred}/disable"), &srv.admin, json!({}))
+            .await
+            .ok(200);
+        let (code, text, probe) = tokio::task::block_in_place(|| airflow_dags_test(&srv, &worker, &home));
+        assert_eq!(probe, None, "exit {code}: {text}");
+        assert!(text.contains("credential_disabled"), "{text}");
+        let _ = std::fs::remove_dir_all(&home);
+    }
+}
