@@ -1,6 +1,6 @@
 # moto, the AWS emulator (PyPI `moto[server]`), for KMS and STS tests: installed once into a
 # virtualenv under $CREDVAULT_TOOLS (default /opt/credvault-tools), started on loopback.
-#   moto_start DIR PORT   -> exports MOTO_URL
+#   moto_start DIR PORT   -> exports MOTO_URL (and CREDVAULT_TEST_BOTOCORE_PYTHON)
 
 CREDVAULT_TOOLS=${CREDVAULT_TOOLS:-/opt/credvault-tools}
 
@@ -25,6 +25,8 @@ moto_start() {
         sleep 0.1
     done
     export MOTO_URL="http://127.0.0.1:$port"
+    # botocore comes with moto: the RDS token test compares with its generate_db_auth_token.
+    export CREDVAULT_TEST_BOTOCORE_PYTHON="$CREDVAULT_TOOLS/moto/bin/python"
 }
 
 moto_stop() {

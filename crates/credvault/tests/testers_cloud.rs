@@ -2256,3 +2256,95 @@ async fn role_chain_loops_are_refused(b: Backend) {
 async fn a_role_chain_that_loops_through_another_hop_is_refused_when_written_on_every_backend() {
     on_every_backend(role_chain_loops_are_refused).await;
 }
+
+/// RDS/Aurora IAM database authentication tokens are what botocore's `generate_db_auth_token`
+/// makes, byte for byte, for fixed keys and clocks: with and without a session token, a user
+/// name that needs encoding, two regions and ports (botocore from moto's virtualenv, which
+/// scripts/test installs).
+#[cfg(feature = "moto-tests")]
+#[test]
+fn an_rds_auth_token_is_byte_for_byte_what_botocore_makes() {
+    use credvault_connect::aws::{AwsCredentials, rds_auth_token};
+    let python = std::env::var("CREDVAULT_TEST_BOTOCORE_PYTHON").unwrap_or_else(|_| {
+        panic!("CREDVAULT_TEST_BOTOCORE_PYTHON is not set: moto's virtualenv python (scripts/lib/moto.sh exports it; scripts/test does)")
+    });
+    let cases = json!([
+        {"host": "db.example.internal", "port": 5432, "region": "eu-west-1", "user": "app_user",
+         "akid": "AKIAIOSFODNN7EXAMPLE", "secret": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "now": [2026, 12, 7, 9, 30, 5]},
+        {"host": "prod.cluster-abc.us-east-1.rds.amazonaws.com", "port": 3306, "region": "us-east-1", "user": "etl user+1@x",
+         "akid": "ASIAQEXAMPLE1234", "secret": "s3cr3t/with+signs=", "token": "IQoJb3JpZ2luX2VjE//token+/=",
+         "now": [2027, 1, 31, 23, 59, 59]},
+    ]);
+    let script = r#"
+import sys, json, datetime, botocore.session, botocore.auth
+out = []
+for c in json.load(sys.stdin):
+    t = datetime.datetime(*c["now"])
+    botocore.auth.get_current_datetime = lambda t=t, **kw: t
+    client = botocore.session.get_session().create_client(
+        "rds", region_name=c["region"], aws_access_key_id=c["akid"],
+        aws_secret_access_key=c["secret"], aws_session_token=c.get("token"))
+    out.append(client.generate_db_auth_token(c["host"], c["port"], c["user"], Region=c["region"]))
+print(json.dumps(out))
+"#;
+    let mut child = Command::new(python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(cases.to_string().as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let expected: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+    for (c, want) in cases.as_array().unwrap().iter().zip(&expected) {
+        let n: Vec<u8> = c["now"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .skip(1)
+            .map(|v| v.as_u64().unwrap() as u8)
+            .collect();
+        let date = time::Date::from_calendar_date(
+            c["now"][0].as_i64().unwrap() as i32,
+            time::Month::try_from(n[0]).unwrap(),
+            n[1],
+        )
+        .unwrap();
+        let now = time::PrimitiveDateTime::new(date, time::Time::from_hms(n[2], n[3], n[4]).unwrap()).assume_utc();
+        let creds = AwsCredentials::new(
+            c["akid"].as_str().unwrap(),
+            c["secret"].as_str().unwrap().into(),
+            c["token"].as_str().map(str::to_owned),
+        );
+        let got = rds_auth_token(
+            c["host"].as_str().unwrap(),
+            c["port"].as_u64().unwrap() as u16,
+            c["region"].as_str().unwrap(),
+            c["user"].as_str().unwrap(),
+            &creds,
+            now,
+        );
+        assert_eq!(got.as_str(), want.as_str(), "{c}");
+    }
+    // Control: one second later is another token.
+    let creds = AwsCredentials::new(
+        "AKIAIOSFODNN7EXAMPLE",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
+        None,
+    );
+    let t = time::macros::datetime!(2026-12-07 09:30:06 UTC);
+    assert_ne!(
+        rds_auth_token("db.example.internal", 5432, "eu-west-1", "app_user", &creds, t).as_str(),
+        expected[0]
+    );
+}
