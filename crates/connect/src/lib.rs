@@ -200,6 +200,20 @@ impl Tester for Redshift {
     }
 }
 
+/// PostgreSQL or MySQL with `auth: iam` (an AWS credential): RDS validates IAM tokens only
+/// against AWS itself, so the check is the AWS identity the tokens are made from.
+struct IamDatabase<T>(T);
+
+impl<T: Tester> Tester for IamDatabase<T> {
+    fn test<'a>(&'a self, input: &'a TestInput, policy: &'a EgressPolicy) -> BoxFuture<'a, Result<(), TestError>> {
+        if input.credential_type == "aws" {
+            cloud::Aws.test(input, policy)
+        } else {
+            self.0.test(input, policy)
+        }
+    }
+}
+
 /// Whether this build can test `kind` at all. For the others every test answers
 /// `unsupported` without looking at the credential, so a rotation may be told not to wait for
 /// them (`allow_untestable`); an `unsupported` answer from a testable kind (a key type this
@@ -224,10 +238,10 @@ pub fn testable(kind: &str) -> bool {
 /// The tester for a connector kind.
 pub fn tester_for(kind: &str) -> Box<dyn Tester> {
     match kind {
-        "postgres" => Box::new(postgres::Postgres),
+        "postgres" => Box::new(IamDatabase(postgres::Postgres)),
         "redshift" => Box::new(Redshift),
         "http" => Box::new(http::Http),
-        "mysql" => Box::new(mysql::Mysql),
+        "mysql" => Box::new(IamDatabase(mysql::Mysql)),
         "ftp" => Box::new(ftp::Ftp),
         "ldap" => Box::new(ldap::Ldap),
         "s3" => Box::new(cloud::Aws),

@@ -558,6 +558,14 @@ impl Service {
                     }));
                 }
             }
+            // A database that authenticates with IAM gets a 15-minute token for its user, made
+            // from the AWS key — the key itself never leaves.
+            let delivered = if matches!(c.kind.as_str(), "postgres" | "mysql") && cred.ty == "aws" {
+                fields = rds_token_fields(&config, fields, now)?;
+                Some("rds_iam_token")
+            } else {
+                None
+            };
             // Rows first, the audit head last: every writer takes its row locks before the
             // audit head's (an OAuth refresh locks the credential, then appends), so two
             // transactions never wait on each other in opposite orders.
@@ -582,6 +590,9 @@ impl Service {
             }
             let mut d = base();
             d.details["version"] = version.into();
+            if let Some(what) = delivered {
+                d.details["delivered"] = what.into();
+            }
             let who = ActorRef::from(a.as_ref());
             let pending = if defer {
                 Some(Pending {
@@ -626,6 +637,34 @@ impl Service {
         }
         Ok(resolved)
     }
+}
+
+/// The fields a worker gets for an `auth: iam` database connection: `username` (the config's
+/// `iam_user`), `password` (an RDS IAM token for it, made from the AWS key in `keys`, which is
+/// zeroized) and `expires_at`.
+fn rds_token_fields(config: &Json, mut keys: Json, now: i64) -> CoreResult<Json> {
+    let text = |v: &Json, k: &str| v.get(k).and_then(Json::as_str).unwrap_or_default().to_owned();
+    let creds = credvault_connect::aws::AwsCredentials::new(
+        &text(&keys, "access_key_id"),
+        text(&keys, "secret_access_key"),
+        keys.get("session_token").and_then(Json::as_str).map(str::to_owned),
+    );
+    credvault_domain::secret::zeroize_json(&mut keys);
+    let (host, user, region) = (text(config, "host"), text(config, "iam_user"), text(config, "region"));
+    let port = config
+        .get("port")
+        .and_then(Json::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| CoreError::Internal("an iam connection without a port".into()))?;
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now) * 1000)
+        .map_err(|_| CoreError::Internal("clock out of range".into()))?;
+    let token = credvault_connect::aws::rds_auth_token(&host, port, &region, &user, &creds, at);
+    let expires = now + credvault_connect::aws::RDS_TOKEN_SECS * 1_000_000;
+    Ok(serde_json::json!({
+        "username": user,
+        "password": token.as_str(),
+        "expires_at": credvault_domain::time::to_rfc3339(expires),
+    }))
 }
 
 #[cfg(test)]

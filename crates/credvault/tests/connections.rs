@@ -401,9 +401,10 @@ async fn misfits_and_mismatches(b: Backend) {
         .iter()
         .find(|k| k["kind"] == "postgres")
         .unwrap();
+    // A database password, or an AWS access key for IAM authentication (`auth: iam`).
     assert_eq!(
         pg_kind["accepts"],
-        json!([{"type": "database", "variants": ["password"]}])
+        json!([{"type": "database", "variants": ["password"]}, {"type": "aws", "variants": ["access_key"]}])
     );
     assert_eq!(pg_kind["default_port"], 5432);
 

@@ -2257,24 +2257,13 @@ async fn a_role_chain_that_loops_through_another_hop_is_refused_when_written_on_
     on_every_backend(role_chain_loops_are_refused).await;
 }
 
-/// RDS/Aurora IAM database authentication tokens are what botocore's `generate_db_auth_token`
-/// makes, byte for byte, for fixed keys and clocks: with and without a session token, a user
-/// name that needs encoding, two regions and ports (botocore from moto's virtualenv, which
-/// scripts/test installs).
+/// What botocore's `generate_db_auth_token` makes for each case (`host`, `port`, `region`,
+/// `user`, `akid`, `secret`, `token`?, `now` as `[Y, M, D, h, m, s]` UTC), from moto's virtualenv.
 #[cfg(feature = "moto-tests")]
-#[test]
-fn an_rds_auth_token_is_byte_for_byte_what_botocore_makes() {
-    use credvault_connect::aws::{AwsCredentials, rds_auth_token};
+fn botocore_tokens(cases: &Value) -> Vec<String> {
     let python = std::env::var("CREDVAULT_TEST_BOTOCORE_PYTHON").unwrap_or_else(|_| {
         panic!("CREDVAULT_TEST_BOTOCORE_PYTHON is not set: moto's virtualenv python (scripts/lib/moto.sh exports it; scripts/test does)")
     });
-    let cases = json!([
-        {"host": "db.example.internal", "port": 5432, "region": "eu-west-1", "user": "app_user",
-         "akid": "AKIAIOSFODNN7EXAMPLE", "secret": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "now": [2026, 12, 7, 9, 30, 5]},
-        {"host": "prod.cluster-abc.us-east-1.rds.amazonaws.com", "port": 3306, "region": "us-east-1", "user": "etl user+1@x",
-         "akid": "ASIAQEXAMPLE1234", "secret": "s3cr3t/with+signs=", "token": "IQoJb3JpZ2luX2VjE//token+/=",
-         "now": [2027, 1, 31, 23, 59, 59]},
-    ]);
     let script = r#"
 import sys, json, datetime, botocore.session, botocore.auth
 out = []
@@ -2305,7 +2294,25 @@ print(json.dumps(out))
     }
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let expected: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// RDS/Aurora IAM database authentication tokens are what botocore's `generate_db_auth_token`
+/// makes, byte for byte, for fixed keys and clocks: with and without a session token, a user
+/// name that needs encoding, two regions and ports (botocore from moto's virtualenv, which
+/// scripts/test installs).
+#[cfg(feature = "moto-tests")]
+#[test]
+fn an_rds_auth_token_is_byte_for_byte_what_botocore_makes() {
+    use credvault_connect::aws::{AwsCredentials, rds_auth_token};
+    let cases = json!([
+        {"host": "db.example.internal", "port": 5432, "region": "eu-west-1", "user": "app_user",
+         "akid": "AKIAIOSFODNN7EXAMPLE", "secret": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "now": [2026, 12, 7, 9, 30, 5]},
+        {"host": "prod.cluster-abc.us-east-1.rds.amazonaws.com", "port": 3306, "region": "us-east-1", "user": "etl user+1@x",
+         "akid": "ASIAQEXAMPLE1234", "secret": "s3cr3t/with+signs=", "token": "IQoJb3JpZ2luX2VjE//token+/=",
+         "now": [2027, 1, 31, 23, 59, 59]},
+    ]);
+    let expected = botocore_tokens(&cases);
     for (c, want) in cases.as_array().unwrap().iter().zip(&expected) {
         let n: Vec<u8> = c["now"]
             .as_array()
@@ -2347,4 +2354,158 @@ print(json.dumps(out))
         rds_auth_token("db.example.internal", 5432, "eu-west-1", "app_user", &creds, t).as_str(),
         expected[0]
     );
+}
+
+/// A PostgreSQL connection with `auth: iam` and an `aws` access key: Test connection checks the
+/// AWS identity at the connection's STS endpoint (moto enforcing SigV4; a wrong secret fails);
+/// a worker's resolve gets the IAM user and a 15-minute RDS token — what botocore makes for the
+/// same key and second — and never the key; the journal says what was delivered. The
+/// authentication must match the credential both ways, on create, attach and config change.
+#[cfg(feature = "moto-tests")]
+async fn iam_database(b: Backend, m: &aws::Moto) {
+    let srv = Server::start_with(b, &ALLOW_LOOPBACK).await;
+    let key = aws::access_key(&srv, "rds-iam-key", &m.key_id, &m.secret).await;
+    let wrong_secret = format!("Rds-Wr0ng/{}", random_hex(12));
+    let bad = aws::access_key(&srv, "rds-iam-bad", &m.key_id, &wrong_secret).await;
+    let config = json!({"host": "prod.cluster-abc.eu-west-1.rds.amazonaws.com", "port": 5432, "database": "dwh",
+                        "auth": "iam", "iam_user": "etl_user", "region": "eu-west-1", "sts_endpoint_url": m.auth});
+    let create = |name: &str, config: &Value, cred: &str| {
+        json!({"name": name, "workspace_id": srv.ws_id, "environment": "prod", "kind": "postgres",
+               "config": config, "credential_id": cred})
+    };
+    let conn = srv
+        .post("/v1/connections", &srv.admin, create("rds-iam", &config, &key))
+        .await
+        .id();
+    let bad_conn = srv
+        .post("/v1/connections", &srv.admin, create("rds-iam-bad", &config, &bad))
+        .await
+        .id();
+    let ok = test_conn(&srv, &conn).await;
+    assert_passed("iam identity", &ok);
+    let failed = test_conn(&srv, &bad_conn).await;
+    assert_failed("iam identity, wrong secret", &failed, "auth_failed");
+
+    let org = srv.org_id.clone();
+    let (_, worker) = srv
+        .principal(
+            &org,
+            "service_account",
+            "rds-worker",
+            &[("worker", common::Scope::Org(&org))],
+        )
+        .await;
+    let r = srv
+        .post(
+            "/v1/resolve",
+            &worker,
+            json!({"connection_id": conn, "run_id": "rds-run-1"}),
+        )
+        .await
+        .ok(200);
+    let fields = &r["credential"]["fields"];
+    assert_eq!(fields["username"], "etl_user", "{r}");
+    assert!(
+        fields.get("secret_access_key").is_none() && fields.get("access_key_id").is_none(),
+        "{r}"
+    );
+    assert!(!r.to_string().contains(&m.secret), "the AWS secret left: {r}");
+    let token = fields["password"].as_str().unwrap();
+    assert!(
+        token.starts_with("prod.cluster-abc.eu-west-1.rds.amazonaws.com:5432/?Action=connect&DBUser=etl_user&"),
+        "{token}"
+    );
+    // Byte for byte what botocore makes for the same key at the token's own second.
+    let stamp = token.split("X-Amz-Date=").nth(1).unwrap().get(..16).unwrap();
+    let n = |a: usize, b: usize| stamp[a..b].parse::<u32>().unwrap();
+    let now = json!([n(0, 4), n(4, 6), n(6, 8), n(9, 11), n(11, 13), n(13, 15)]);
+    let want = botocore_tokens(
+        &json!([{"host": "prod.cluster-abc.eu-west-1.rds.amazonaws.com", "port": 5432,
+        "region": "eu-west-1", "user": "etl_user", "akid": m.key_id, "secret": m.secret, "now": now}]),
+    );
+    assert_eq!(token, want[0]);
+    let expires = time::OffsetDateTime::parse(
+        fields["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let left = expires - time::OffsetDateTime::now_utc();
+    assert!(
+        left > time::Duration::minutes(14) && left <= time::Duration::minutes(15),
+        "{left}"
+    );
+    let events = srv
+        .get(
+            &format!("/v1/audit?action=connection.resolve&target_id={conn}"),
+            &srv.admin,
+        )
+        .await
+        .ok(200);
+    assert_eq!(events["items"][0]["details"]["delivered"], "rds_iam_token", "{events}");
+    assert_nowhere(
+        &srv,
+        &[ok, failed],
+        &[&conn, &bad_conn],
+        &[&key, &bad],
+        &[m.secret.clone(), wrong_secret],
+    )
+    .await;
+
+    // The authentication must fit the credential, both ways and at every step.
+    let db = srv.database_credential(&srv.admin, "rds-pw", "pw-rds-1").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let password_config = json!({"host": "db.internal", "database": "dwh"});
+    let e = srv
+        .post("/v1/connections", &srv.admin, create("iam-with-password", &config, &db))
+        .await;
+    assert_eq!(e.problem(422, "credential_type_mismatch")["field"], "credential_id");
+    let e = srv
+        .post(
+            "/v1/connections",
+            &srv.admin,
+            create("password-with-key", &password_config, &key),
+        )
+        .await;
+    assert_eq!(e.problem(422, "credential_type_mismatch")["field"], "credential_id");
+    let plain = srv
+        .post("/v1/connections", &srv.admin, create("plain", &password_config, &db))
+        .await
+        .id();
+    let e = srv
+        .call(
+            "PUT",
+            &format!("/v1/connections/{plain}/credential"),
+            Some(&srv.admin),
+            Some(json!({"credential_id": key})),
+        )
+        .await;
+    assert_eq!(e.problem(422, "credential_type_mismatch")["field"], "credential_id");
+    let e = srv
+        .patch(
+            &format!("/v1/connections/{conn}"),
+            &srv.admin,
+            json!({"config": password_config}),
+        )
+        .await;
+    assert_eq!(e.problem(422, "credential_type_mismatch")["field"], "config.auth");
+    let mut no_region = config.clone();
+    no_region.as_object_mut().unwrap().remove("region");
+    let e = srv
+        .post("/v1/connections", &srv.admin, create("iam-no-region", &no_region, &key))
+        .await;
+    assert_eq!(e.status, 422, "{}", e.text);
+    assert!(e.text.contains("config.region"), "{}", e.text);
+}
+
+#[cfg(feature = "moto-tests")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iam_database_connection_resolves_to_an_rds_token_and_tests_the_aws_identity_on_every_backend() {
+    let m = Arc::new(aws::Moto::from_env());
+    on_every_backend(|b| {
+        let m = m.clone();
+        async move { iam_database(b, &m).await }
+    })
+    .await;
 }

@@ -110,9 +110,12 @@ impl ConnectorKind {
     pub fn accepts(self) -> &'static [(CredentialType, Option<&'static [&'static str]>)] {
         use CredentialType as T;
         match self {
-            ConnectorKind::Postgres | ConnectorKind::Mysql | ConnectorKind::Sqlserver | ConnectorKind::Oracle => {
-                &[(T::Database, Some(&["password"]))]
+            // With `auth: iam`, an RDS/Aurora database takes an AWS access key, from which
+            // resolve makes a 15-minute IAM token (see `fits_config`).
+            ConnectorKind::Postgres | ConnectorKind::Mysql => {
+                &[(T::Database, Some(&["password"])), (T::Aws, Some(&["access_key"]))]
             }
+            ConnectorKind::Sqlserver | ConnectorKind::Oracle => &[(T::Database, Some(&["password"]))],
             ConnectorKind::Snowflake => &[(T::Database, None)],
             ConnectorKind::Redshift => &[(T::Database, Some(&["password"])), (T::Aws, None)],
             ConnectorKind::Bigquery | ConnectorKind::Gcs => &[(T::Gcp, None)],
@@ -129,6 +132,25 @@ impl ConnectorKind {
         self.accepts()
             .iter()
             .any(|(t, vs)| *t == ty && vs.is_none_or(|vs| variant.is_none_or(|v| vs.contains(&v))))
+    }
+
+    /// Whether a credential of `ty`/`variant` fits a connection of this kind with `config`:
+    /// [`ConnectorKind::fits`], and for PostgreSQL and MySQL the authentication the config asks
+    /// for — `auth: iam` takes an `aws` credential, password authentication a `database` one.
+    /// `Err` says why not.
+    pub fn fits_config(self, ty: CredentialType, variant: Option<&str>, config: &Value) -> Result<(), String> {
+        if !self.fits(ty, variant) {
+            return Err(format!("it takes: {}", self.accepts_text()));
+        }
+        if matches!(self, ConnectorKind::Postgres | ConnectorKind::Mysql) {
+            let iam = config.get("auth").and_then(Value::as_str) == Some("iam");
+            match (iam, ty == CredentialType::Aws) {
+                (true, false) => return Err("the connection authenticates with an IAM token (auth: iam), which is made from an aws (access_key) credential".into()),
+                (false, true) => return Err("an aws credential logs in to a database only through an IAM token: set the connection's auth to iam (with iam_user and region)".into()),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// A human list of what fits, for error messages.
@@ -171,6 +193,18 @@ pub fn validate_config(kind: ConnectorKind, config: Value) -> Result<Value, Vec<
         m.entry("port").or_insert(json!(port));
     }
     let mut errors = Vec::new();
+    // An IAM token is made for a user and a region: both are needed with `auth: iam`.
+    if v.get("auth").and_then(Value::as_str) == Some("iam") {
+        for name in ["iam_user", "region"] {
+            if v.get(name).and_then(Value::as_str).is_none_or(|s| s.trim().is_empty()) {
+                errors.push(FieldError {
+                    field: format!("config.{name}"),
+                    code: "required",
+                    message: "required with auth: iam".into(),
+                });
+            }
+        }
+    }
     // Fields that name a host under the provider's own domain (`{account}.snowflakecomputing.com`,
     // a bucket's virtual host): letters, digits, `-`, `_` and `.` only, so a value cannot move
     // the host out of the provider's domain (`evil.example/`, `x@evil.example`).
@@ -295,10 +329,44 @@ const CONNECT_TIMEOUT: FieldSchema = f(
     "Connect timeout in seconds",
 );
 
+/// RDS/Aurora IAM database authentication (PostgreSQL and MySQL).
+const IAM_AUTH: FieldSchema = f(
+    "auth",
+    FieldKind::Enum(&["password", "iam"]),
+    false,
+    Check::None,
+    "password (the credential's), or iam: a 15-minute RDS IAM token made at resolve from an aws credential",
+);
+const IAM_USER: FieldSchema = f(
+    "iam_user",
+    FieldKind::String,
+    false,
+    Check::None,
+    "Database user the IAM token logs in as (auth: iam)",
+);
+const IAM_REGION: FieldSchema = f(
+    "region",
+    FieldKind::String,
+    false,
+    Check::AwsRegion,
+    "AWS region of the database (auth: iam)",
+);
+const IAM_STS: FieldSchema = f(
+    "sts_endpoint_url",
+    FieldKind::String,
+    false,
+    Check::Url,
+    "STS endpoint Test connection checks the AWS identity at (auth: iam; default sts.REGION.amazonaws.com)",
+);
+
 const POSTGRES: &[FieldSchema] = &[
     HOST,
     PORT,
     DATABASE,
+    IAM_AUTH,
+    IAM_USER,
+    IAM_REGION,
+    IAM_STS,
     f(
         "sslmode",
         FieldKind::Enum(&["disable", "prefer", "require", "verify-full"]),
@@ -319,6 +387,10 @@ const MYSQL: &[FieldSchema] = &[
     HOST,
     PORT,
     DATABASE,
+    IAM_AUTH,
+    IAM_USER,
+    IAM_REGION,
+    IAM_STS,
     f(
         "tls",
         FieldKind::Enum(&["disable", "prefer", "require"]),

@@ -629,13 +629,10 @@ impl DestField {
 pub fn destination_fields(kind: ConnectorKind) -> &'static [DestField] {
     use DestField::{Host, JoinedPath, Url};
     match kind {
-        ConnectorKind::Postgres
-        | ConnectorKind::Mysql
-        | ConnectorKind::Sqlserver
-        | ConnectorKind::Oracle
-        | ConnectorKind::Ftp
-        | ConnectorKind::Ldap => &[Host("host")],
-        ConnectorKind::Redshift => &[Host("host"), Url("sts_endpoint_url")],
+        ConnectorKind::Sqlserver | ConnectorKind::Oracle | ConnectorKind::Ftp | ConnectorKind::Ldap => &[Host("host")],
+        ConnectorKind::Postgres | ConnectorKind::Mysql | ConnectorKind::Redshift => {
+            &[Host("host"), Url("sts_endpoint_url")]
+        }
         ConnectorKind::Snowflake => &[],
         ConnectorKind::Bigquery | ConnectorKind::Gcs => &[Url("token_url")],
         ConnectorKind::S3 => &[Url("endpoint_url"), Url("sts_endpoint_url")],

@@ -2,12 +2,31 @@
 
 use super::*;
 
+/// Whether `cred` fits a `kind` connection with `config` (type, variant, authentication).
+pub(super) fn fits(kind: ConnectorKind, config: &Json, cred: &CredRow) -> CoreResult<()> {
+    let ty = CredentialType::parse(&cred.ty).ok_or_else(|| CoreError::Internal(format!("stored type {}", cred.ty)))?;
+    kind.fits_config(ty, cred.variant.as_deref(), config).map_err(|why| {
+        CoreError::invalid(
+            "credential_id",
+            Code::CredentialTypeMismatch,
+            format!(
+                "a {}{} credential does not fit this {} connection; {why}",
+                cred.ty,
+                cred.variant.as_deref().map(|v| format!(" ({v})")).unwrap_or_default(),
+                kind.as_str(),
+            ),
+        )
+    })
+}
+
 /// The attachment rules. Returns the override reason to store (if an allowed mismatch).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn check_attachment(
     conn_org: &str,
     conn_ws: &str,
     conn_env: &str,
     kind: ConnectorKind,
+    config: &Json,
     cred: &CredRow,
     settings: &OrgSettings,
     override_reason: Option<&str>,
@@ -26,20 +45,7 @@ pub(super) fn check_attachment(
             ),
         ));
     }
-    let ty = CredentialType::parse(&cred.ty).ok_or_else(|| CoreError::Internal(format!("stored type {}", cred.ty)))?;
-    if !kind.fits(ty, cred.variant.as_deref()) {
-        return Err(CoreError::invalid(
-            "credential_id",
-            Code::CredentialTypeMismatch,
-            format!(
-                "a {}{} credential does not fit a {} connection; it takes: {}",
-                cred.ty,
-                cred.variant.as_deref().map(|v| format!(" ({v})")).unwrap_or_default(),
-                kind.as_str(),
-                kind.accepts_text()
-            ),
-        ));
-    }
+    fits(kind, config, cred)?;
     if cred.environment == conn_env {
         return Ok(None);
     }
@@ -121,9 +127,9 @@ impl Service {
             let a = ops.actor().clone();
             let cred = load_cred(ops.tx(), req.credential_id.as_str(), true).map_err(|e| with_field(e, "credential_id"))?;
             let kind = parse_kind(&c.kind)?;
-            let reason = check_attachment(&c.org_id, &c.workspace_id, &c.environment, kind, &cred, &settings, req.override_reason.as_deref()).map_err(|e| with_field(e, "credential_id"))?;
-            let cred_env = cred.environment.clone();
             let config: Json = serde_json::from_str(&c.config)?;
+            let reason = check_attachment(&c.org_id, &c.workspace_id, &c.environment, kind, &config, &cred, &settings, req.override_reason.as_deref()).map_err(|e| with_field(e, "credential_id"))?;
+            let cred_env = cred.environment.clone();
             let event = ops.event();
             let hs = admit_destinations(ops.tx(), &a, &settings, cred, &c.kind, &config, &dns, || event.clone())?;
             let now = now_micros();

@@ -265,6 +265,7 @@ impl Service {
                     ws.as_str(),
                     &req.environment,
                     kind,
+                    &config,
                     &cred,
                     &settings,
                     req.override_reason.as_deref(),
@@ -421,6 +422,15 @@ impl Service {
                 // allows (or is widened to, by someone who may change the credential).
                 if let Some(cid) = &c.credential_id {
                     let cred = load_cred(ops.tx(), cid, true)?;
+                    // A new authentication must still fit the attached credential.
+                    attach::fits(kind, &cfg, &cred).map_err(|e| match e {
+                        CoreError::Invalid { code, message, .. } => CoreError::Invalid {
+                            field: "config.auth".into(),
+                            code,
+                            message,
+                        },
+                        other => other,
+                    })?;
                     hs = admit_destinations(ops.tx(), &a, &settings, cred, &c.kind, &cfg, &dns, || {
                         c.draft(Action::ConnectionUpdate)
                             .details(serde_json::json!({"changed": ["config"], "credential_id": cid}))
