@@ -128,8 +128,8 @@ fn amz_date(now: time::OffsetDateTime) -> String {
     )
 }
 
-/// SigV4's URI encoding: everything but `A-Z a-z 0-9 - _ . ~` as `%XX`.
-fn uri_encode(s: &str) -> String {
+/// SigV4's URI encoding (RFC 3986's): everything but `A-Z a-z 0-9 - _ . ~` as `%XX`.
+pub(crate) fn uri_encode(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {

@@ -48,16 +48,9 @@ pub enum OAuthError {
     Egress(String),
 }
 
+/// RFC 3986 percent-encoding of everything but the unreserved characters.
 fn percent(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    crate::aws::uri_encode(s)
 }
 
 /// POSTs a form to a token endpoint with client authentication.
