@@ -85,7 +85,7 @@ def to_airflow(r: Resolved) -> Dict[str, Any]:
         out["login"] = f["username"]
     if "password" in f:
         out["password"] = f["password"]
-    if r.credential_type == "aws" and "access_key_id" in f:  # not an IAM database token (username/password)
+    if r.credential_type == "aws" and r.delivered is None:  # an AWS key (not an IAM database token)
         out["login"] = f.get("access_key_id")
         out["password"] = f.get("secret_access_key")
         if f.get("session_token"):

@@ -98,6 +98,9 @@ class Resolved:
     version: int
     run_id: str
     fields: Dict[str, Secret] = field(repr=False)
+    #: ``rds_iam_token`` when ``fields`` are made from the credential (username, a token as
+    #: password, expires_at) rather than its own.
+    delivered: Optional[str] = None
 
     def __repr__(self) -> str:
         return (f"Resolved(connection_id={self.connection_id!r}, kind={self.kind!r}, credential_id={self.credential_id!r}, "
@@ -171,7 +174,8 @@ class Client:
         r.clear()
         return Resolved(connection_id=conn.get("id", ""), kind=conn.get("kind", ""), config=conn.get("config") or {},
                         credential_id=cred.get("id", ""), credential_type=cred.get("type", ""), variant=cred.get("variant"),
-                        version=int(cred.get("version", 0)), run_id=run_id, fields=fields)
+                        version=int(cred.get("version", 0)), run_id=run_id, fields=fields,
+                        delivered=cred.get("delivered"))
 
     def report(self, resolved: Resolved, outcome: str) -> None:
         """Says how using the secret went: ``ok``, ``auth_failed`` (the target refused it) or ``error``."""

@@ -301,10 +301,11 @@ impl Tx for Counting<'_> {
 /// A transaction that refuses writes (what `prepare` gets).
 struct ReadOnly<'a>(&'a mut dyn Tx);
 
+/// A plain `SELECT` (a `WITH` may hold a data-modifying statement: it counts as a write).
 fn is_select(sql: &str) -> bool {
-    let head = sql.trim_start();
-    head.get(..6).is_some_and(|h| h.eq_ignore_ascii_case("select"))
-        || head.get(..4).is_some_and(|h| h.eq_ignore_ascii_case("with"))
+    sql.trim_start()
+        .get(..6)
+        .is_some_and(|h| h.eq_ignore_ascii_case("select"))
 }
 
 fn refused_write() -> StoreError {

@@ -81,6 +81,10 @@ pub struct ResolvedCredential {
     pub version: i64,
     /// All fields, secret ones in plaintext.
     pub fields: Json,
+    /// Set when the fields are not the credential's own but made from them:
+    /// `rds_iam_token` (`username`, `password`: an RDS IAM token, `expires_at`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivered: Option<&'static str>,
 }
 
 /// The answer of a resolve. Holds plaintext: redacted in `Debug`, zeroized on drop.
@@ -325,9 +329,13 @@ impl Service {
         let by_name = match (&req.connection_id, &req.workspace_id, &req.connection_name) {
             (Some(_), None, None) => None,
             (None, Some(ws), Some(name)) => Some((ws.clone(), name.clone())),
-            (Some(_), ..) => {
+            (Some(_), ws, _) => {
                 return Err(CoreError::invalid(
-                    "connection_name",
+                    if ws.is_some() {
+                        "workspace_id"
+                    } else {
+                        "connection_name"
+                    },
                     Code::ConflictingParameters,
                     "give connection_id, or workspace_id and connection_name, not both",
                 ));
@@ -621,6 +629,7 @@ impl Service {
                     variant: cred.variant.clone(),
                     version,
                     fields,
+                    delivered,
                 },
             };
             Ok((resolved, pending))

@@ -1080,7 +1080,7 @@ async fn resolve_roles(b: Backend) {
         srv.post("/v1/resolve", &ws_worker, both)
             .await
             .problem(422, "conflicting_parameters")["field"],
-        "connection_name"
+        "workspace_id"
     );
     let neither = json!({"run_id": "r"});
     assert_eq!(

@@ -2405,6 +2405,7 @@ async fn iam_database(b: Backend, m: &aws::Moto) {
         .ok(200);
     let fields = &r["credential"]["fields"];
     assert_eq!(fields["username"], "etl_user", "{r}");
+    assert_eq!(r["credential"]["delivered"], "rds_iam_token", "{r}");
     assert!(
         fields.get("secret_access_key").is_none() && fields.get("access_key_id").is_none(),
         "{r}"
@@ -2497,6 +2498,26 @@ async fn iam_database(b: Backend, m: &aws::Moto) {
         .await;
     assert_eq!(e.status, 422, "{}", e.text);
     assert!(e.text.contains("config.region"), "{}", e.text);
+    // IAM fields only with auth: iam (an STS URL would widen where a password may go), and an
+    // IAM token only over TLS (require by default).
+    let mut stray = password_config.clone();
+    stray["sts_endpoint_url"] = json!(m.auth);
+    let e = srv
+        .post("/v1/connections", &srv.admin, create("stray-sts", &stray, &db))
+        .await;
+    assert!(
+        e.status == 422 && e.text.contains("config.sts_endpoint_url"),
+        "{}",
+        e.text
+    );
+    let mut cleartext = config.clone();
+    cleartext["sslmode"] = json!("disable");
+    let e = srv
+        .post("/v1/connections", &srv.admin, create("iam-cleartext", &cleartext, &key))
+        .await;
+    assert!(e.status == 422 && e.text.contains("config.sslmode"), "{}", e.text);
+    let made = srv.get(&format!("/v1/connections/{conn}"), &srv.admin).await.ok(200);
+    assert_eq!(made["config"]["sslmode"], "require", "{made}");
 }
 
 #[cfg(feature = "moto-tests")]

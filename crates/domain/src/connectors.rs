@@ -193,14 +193,42 @@ pub fn validate_config(kind: ConnectorKind, config: Value) -> Result<Value, Vec<
         m.entry("port").or_insert(json!(port));
     }
     let mut errors = Vec::new();
-    // An IAM token is made for a user and a region: both are needed with `auth: iam`.
-    if v.get("auth").and_then(Value::as_str) == Some("iam") {
-        for name in ["iam_user", "region"] {
-            if v.get(name).and_then(Value::as_str).is_none_or(|s| s.trim().is_empty()) {
+    // An IAM token is made for a user and a region: both are needed with `auth: iam`, and
+    // only then (an STS endpoint on a password connection would widen where its password may
+    // go for nothing). RDS accepts IAM tokens only over TLS: `require` unless verify-full.
+    if matches!(kind, ConnectorKind::Postgres | ConnectorKind::Mysql) {
+        let iam = v.get("auth").and_then(Value::as_str) == Some("iam");
+        for name in ["iam_user", "region", "sts_endpoint_url"] {
+            let given = v.get(name).is_some_and(|x| !x.is_null());
+            if iam
+                && name != "sts_endpoint_url"
+                && v.get(name).and_then(Value::as_str).is_none_or(|s| s.trim().is_empty())
+            {
                 errors.push(FieldError {
                     field: format!("config.{name}"),
                     code: "required",
                     message: "required with auth: iam".into(),
+                });
+            } else if !iam && given {
+                errors.push(FieldError {
+                    field: format!("config.{name}"),
+                    code: "unknown_field",
+                    message: "only with auth: iam".into(),
+                });
+            }
+        }
+        let tls = if kind == ConnectorKind::Postgres {
+            "sslmode"
+        } else {
+            "tls"
+        };
+        if let (true, Value::Object(m)) = (iam, &mut v) {
+            let mode = m.entry(tls).or_insert(json!("require"));
+            if matches!(mode.as_str(), Some("disable" | "prefer")) {
+                errors.push(FieldError {
+                    field: format!("config.{tls}"),
+                    code: "invalid_format",
+                    message: "an IAM token goes only over TLS: require (or verify-full)".into(),
                 });
             }
         }

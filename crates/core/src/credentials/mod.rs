@@ -376,12 +376,12 @@ impl Service {
             let id = CredentialId::generate();
             let draft = Draft::new(Action::CredentialCreate, "credential", id.as_str(), org.as_str())
                 .workspace(scope_ws.as_ref().map(|w| w.as_str()));
-            let check = Check::new(
-                write_scope(&org, &scope_ws),
-                Permission::CredentialCreate,
-                "workspace",
-                draft,
-            );
+            let what = if scope_ws.is_some() {
+                "workspace"
+            } else {
+                "organization"
+            };
+            let check = Check::new(write_scope(&org, &scope_ws), Permission::CredentialCreate, what, draft);
             Ok(Plan::new((org, scope_ws, id), check))
         };
         self.operate(ctx, actor, Mode::Write, prepare, move |ops, (org, scope_ws, id)| {

@@ -32,7 +32,6 @@ impl Service {
                 "must be at most 128 characters",
             ));
         }
-        /*lets*/
         let prepare = {
             let req = req.clone();
             move |tx: &mut dyn Tx| {

@@ -100,7 +100,7 @@ async fn render_new_connection(
         return Html(layout(sess, "New connection", "connections", body)).into_response();
     };
     let workspaces = crate::ui::workspaces(state, sess).await;
-    let fitting = fitting_credentials(state, sess, k).await;
+    let fitting = fitting_credentials(state, sess, k, None).await;
     let prev = |n: &str| form.and_then(|f| f.get(n)).map(str::to_owned);
     let mismatch = err.as_ref().is_some_and(|e| e.code == Code::EnvironmentMismatch);
     let needs_reason = err
@@ -181,11 +181,13 @@ fn destination_misfit(
     (!bad.is_empty()).then(|| format!("does not allow {}", bad.join(", ")))
 }
 
-/// The picker's choices: visible, active credentials whose type fits connector `k`.
+/// The picker's choices: visible, active credentials whose type fits connector `k` (and, for an
+/// existing connection, its `config`'s authentication).
 async fn fitting_credentials(
     state: &AppState,
     sess: &Session,
     k: ConnectorKind,
+    config: Option<&Json>,
 ) -> Vec<credvault_core::views::CredentialView> {
     let f = CredentialFilter {
         status: Some("active".into()),
@@ -200,7 +202,12 @@ async fn fitting_credentials(
         .unwrap_or_default();
     creds
         .into_iter()
-        .filter(|c| CredentialType::parse(&c.ty).is_some_and(|t| k.fits(t, c.variant.as_deref())))
+        .filter(|c| {
+            CredentialType::parse(&c.ty).is_some_and(|t| match config {
+                Some(cfg) => k.fits_config(t, c.variant.as_deref(), cfg).is_ok(),
+                None => k.fits(t, c.variant.as_deref()),
+            })
+        })
         .collect()
 }
 
@@ -321,7 +328,7 @@ async fn render_connection(
     let can_edit = sess.may(Permission::CredentialAttach, Some(&c.workspace_id));
     let kind = ConnectorKind::parse(&c.kind);
     let fitting = match (can_edit, kind) {
-        (true, Some(k)) => fitting_credentials(state, sess, k).await,
+        (true, Some(k)) => fitting_credentials(state, sess, k, Some(&c.config)).await,
         _ => Vec::new(),
     };
     let base = format!("/connections/{}", c.id);
