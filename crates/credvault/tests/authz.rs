@@ -1023,7 +1023,8 @@ fn the_permission_table_lists_every_route_once() {
 /// A credential's state is no answer to someone outside its scope: every write on a purged or
 /// pending-deletion credential of our organization is 404 for an admin of another one (a
 /// state check that ran before authorization once answered `409 credential_purged`), while
-/// our own admin gets the state's 409 (the control).
+/// our own admin gets the state's 409 (the control). Likewise our audit journal for an auditor
+/// of another organization's workspace.
 async fn state_hidden(backend: Backend) {
     let srv = Server::start(backend).await;
     let other = srv.post("/v1/orgs", &srv.admin, json!({"name": "other"})).await.ok(201)["id"]
@@ -1033,6 +1034,29 @@ async fn state_hidden(backend: Backend) {
     let (_, mallory) = srv
         .principal(&other, "user", "mallory", &[("admin", Scope::Org(&other))])
         .await;
+    // An auditor of a workspace of another organization cannot list our journal: 404, where
+    // a hand-written check once answered 200 with an empty page (telling that it exists).
+    let their_ws = srv
+        .post(
+            "/v1/workspaces",
+            &srv.admin,
+            json!({"org_id": other, "name": "their-ws"}),
+        )
+        .await
+        .ok(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, their_auditor) = srv
+        .principal(&other, "user", "their-auditor", &[("auditor", Scope::Ws(&their_ws))])
+        .await;
+    srv.get(&format!("/v1/audit?org_id={}", srv.org_id), &their_auditor)
+        .await
+        .problem(404, "not_found");
+    // Control: in its own organization it lists its workspace's events.
+    srv.get(&format!("/v1/audit?org_id={other}"), &their_auditor)
+        .await
+        .ok(200);
     let purged = fresh_credential(&srv, "purged-one").await;
     srv.delete(&format!("/v1/credentials/{purged}?purge=true&reason=test"), &srv.admin)
         .await
