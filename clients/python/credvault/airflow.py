@@ -85,7 +85,7 @@ def to_airflow(r: Resolved) -> Dict[str, Any]:
         out["login"] = f["username"]
     if "password" in f:
         out["password"] = f["password"]
-    if r.credential_type == "aws" and r.delivered is None:  # an AWS key (not an IAM database token)
+    if r.credential_type == "aws" and r.delivered != "rds_iam_token":  # AWS keys (a key, or a role's session)
         out["login"] = f.get("access_key_id")
         out["password"] = f.get("secret_access_key")
         if f.get("session_token"):

@@ -98,8 +98,8 @@ class Resolved:
     version: int
     run_id: str
     fields: Dict[str, Secret] = field(repr=False)
-    #: ``rds_iam_token`` when ``fields`` are made from the credential (username, a token as
-    #: password, expires_at) rather than its own.
+    #: Set when ``fields`` are made from the credential rather than its own: ``rds_iam_token``
+    #: (username, a token as password, expires_at) or ``sts_session`` (a role's temporary keys).
     delivered: Optional[str] = None
 
     def __repr__(self) -> str:

@@ -53,18 +53,7 @@ async fn sts_call(
 ) -> Result<String, TestError> {
     let body = form
         .iter()
-        .map(|(k, v)| {
-            format!(
-                "{k}={}",
-                v.bytes()
-                    .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                        (b as char).to_string()
-                    } else {
-                        format!("%{b:02X}")
-                    })
-                    .collect::<String>()
-            )
-        })
+        .map(|(k, v)| format!("{k}={}", crate::aws::uri_encode(v)))
         .collect::<Vec<_>>()
         .join("&");
     let headers = sign(
@@ -123,6 +112,122 @@ fn access_key(fields: &Json) -> Result<AwsCredentials, TestError> {
     })
 }
 
+/// Where a connection's STS calls go: its `sts_endpoint_url`, or the region's public endpoint.
+fn sts_target(input: &TestInput, policy: &EgressPolicy) -> Result<(reqwest::Client, reqwest::Url, String), TestError> {
+    let region = input
+        .config_str("region")
+        .or_else(|| input.field("region"))
+        .unwrap_or("us-east-1")
+        .to_owned();
+    let endpoint_s = input
+        .config_str("sts_endpoint_url")
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("https://sts.{region}.amazonaws.com/"));
+    let endpoint = url(&endpoint_s, "sts_endpoint_url")?;
+    check_url(policy, &endpoint)?;
+    let client = policy_client(policy, &endpoint)?;
+    Ok((client, endpoint, region))
+}
+
+/// The last hop's session: its name and duration (resolve), instead of the hop's own name and
+/// 15 minutes (Test connection).
+struct LastHop<'a> {
+    session_name: &'a str,
+    duration_secs: u32,
+}
+
+/// Walks a role chain: the root's access key, then `AssumeRole` per hop down to `input`'s own
+/// credential. Returns the credentials reached and, after at least one hop, their expiry.
+async fn walk_chain(
+    client: &reqwest::Client,
+    endpoint: &reqwest::Url,
+    region: &str,
+    input: &TestInput,
+    last: Option<LastHop<'_>>,
+) -> Result<(AwsCredentials, Option<String>, usize), TestError> {
+    // Root of the chain first, then every assume_role hop down to this credential.
+    let mut hops: Vec<&Json> = input.sources.iter().collect();
+    hops.push(&input.fields);
+    let mut creds = access_key(hops[0])?;
+    let mut expiration = None;
+    let n = hops.len();
+    for (i, hop) in hops.iter().enumerate().skip(1) {
+        let arn = hop.get("role_arn").and_then(Json::as_str).unwrap_or_default();
+        let label = format!("hop {i} (AssumeRole {arn})");
+        let own = hop
+            .get("session_name")
+            .and_then(Json::as_str)
+            .unwrap_or("credvault-test");
+        let (session, duration) = match &last {
+            Some(l) if i == n - 1 => (l.session_name, l.duration_secs.to_string()),
+            _ => (own, "900".to_owned()),
+        };
+        let mut form = vec![
+            ("Action", "AssumeRole"),
+            ("Version", "2011-06-15"),
+            ("RoleArn", arn),
+            ("RoleSessionName", session),
+            ("DurationSeconds", duration.as_str()),
+        ];
+        if let Some(ext) = hop.get("external_id").and_then(Json::as_str) {
+            form.push(("ExternalId", ext));
+        }
+        let xml = Zeroizing::new(sts_call(client, endpoint, region, &creds, &form, &label).await?);
+        let (Some(id), Some(secret), Some(token)) = (
+            xml_field(&xml, "AccessKeyId"),
+            xml_field(&xml, "SecretAccessKey"),
+            xml_field(&xml, "SessionToken"),
+        ) else {
+            return Err(TestError::new(
+                ErrorCode::UnexpectedResponse,
+                format!("{label}: no credentials in the answer"),
+            ));
+        };
+        expiration = xml_field(&xml, "Expiration").map(str::to_owned);
+        creds = AwsCredentials {
+            access_key_id: id.to_owned(),
+            secret_access_key: Zeroizing::new(secret.to_owned()),
+            session_token: Some(Zeroizing::new(token.to_owned())),
+        };
+    }
+    Ok((creds, expiration, n - 1))
+}
+
+/// Temporary credentials of the role at the end of an `assume_role` chain.
+pub struct AwsSession {
+    /// Access key ID, secret access key and session token.
+    pub credentials: AwsCredentials,
+    /// When they expire, as STS said (ISO 8601).
+    pub expiration: Option<String>,
+}
+
+/// Assumes the role of `input`'s `assume_role` credential along its chain (its `sources`, root
+/// first), the last hop under `session_name` for `duration_secs`: what a worker gets at resolve
+/// instead of the chain's long-lived key. Every call goes through `policy`.
+pub async fn assume_role_session(
+    input: &TestInput,
+    policy: &EgressPolicy,
+    session_name: &str,
+    duration_secs: u32,
+) -> Result<AwsSession, TestError> {
+    let (client, endpoint, region) = sts_target(input, policy)?;
+    let last = LastHop {
+        session_name,
+        duration_secs,
+    };
+    let (credentials, expiration, hops) = walk_chain(&client, &endpoint, &region, input, Some(last)).await?;
+    if hops == 0 {
+        return Err(TestError::new(
+            ErrorCode::Unsupported,
+            "not a role chain: an access key is delivered as it is",
+        ));
+    }
+    Ok(AwsSession {
+        credentials,
+        expiration,
+    })
+}
+
 impl Tester for Aws {
     fn test<'a>(&'a self, input: &'a TestInput, policy: &'a EgressPolicy) -> BoxFuture<'a, Result<(), TestError>> {
         Box::pin(async move {
@@ -132,58 +237,10 @@ impl Tester for Aws {
                     format!("{} credentials cannot be tested against AWS", input.credential_type),
                 ));
             }
-            let region = input
-                .config_str("region")
-                .or_else(|| input.field("region"))
-                .unwrap_or("us-east-1")
-                .to_owned();
-            let endpoint_s = input
-                .config_str("sts_endpoint_url")
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("https://sts.{region}.amazonaws.com/"));
-            let endpoint = url(&endpoint_s, "sts_endpoint_url")?;
-            check_url(policy, &endpoint)?;
-            let client = policy_client(policy, &endpoint)?;
-            // Root of the chain first, then every assume_role hop down to this credential.
-            let mut hops: Vec<&Json> = input.sources.iter().collect();
-            hops.push(&input.fields);
-            let mut creds = access_key(hops[0])?;
-            for (i, hop) in hops.iter().enumerate().skip(1) {
-                let arn = hop.get("role_arn").and_then(Json::as_str).unwrap_or_default();
-                let label = format!("hop {i} (AssumeRole {arn})");
-                let session = hop
-                    .get("session_name")
-                    .and_then(Json::as_str)
-                    .unwrap_or("credvault-test");
-                let mut form = vec![
-                    ("Action", "AssumeRole"),
-                    ("Version", "2011-06-15"),
-                    ("RoleArn", arn),
-                    ("RoleSessionName", session),
-                    ("DurationSeconds", "900"),
-                ];
-                if let Some(ext) = hop.get("external_id").and_then(Json::as_str) {
-                    form.push(("ExternalId", ext));
-                }
-                let xml = Zeroizing::new(sts_call(&client, &endpoint, &region, &creds, &form, &label).await?);
-                let (Some(id), Some(secret), Some(token)) = (
-                    xml_field(&xml, "AccessKeyId"),
-                    xml_field(&xml, "SecretAccessKey"),
-                    xml_field(&xml, "SessionToken"),
-                ) else {
-                    return Err(TestError::new(
-                        ErrorCode::UnexpectedResponse,
-                        format!("{label}: no credentials in the answer"),
-                    ));
-                };
-                creds = AwsCredentials {
-                    access_key_id: id.to_owned(),
-                    secret_access_key: Zeroizing::new(secret.to_owned()),
-                    session_token: Some(Zeroizing::new(token.to_owned())),
-                };
-            }
-            let label = if hops.len() > 1 {
-                format!("final identity after {} hop(s)", hops.len() - 1)
+            let (client, endpoint, region) = sts_target(input, policy)?;
+            let (creds, _, hops) = walk_chain(&client, &endpoint, &region, input, None).await?;
+            let label = if hops > 0 {
+                format!("final identity after {hops} hop(s)")
             } else {
                 "GetCallerIdentity".to_owned()
             };

@@ -82,7 +82,7 @@ pub struct CredentialTest {
 
 /// The source credentials of an AWS role chain, root first, decrypted (current versions),
 /// with their secret values for scrubbing. Other credentials have no sources.
-fn chain_sources(
+pub(crate) fn chain_sources(
     tx: &mut dyn credvault_store::Tx,
     keyring: &credvault_crypto::Keyring,
     cred: &crate::credentials::CredRow,

@@ -2530,3 +2530,137 @@ async fn an_iam_database_connection_resolves_to_an_rds_token_and_tests_the_aws_i
     })
     .await;
 }
+
+/// A worker resolving an S3 connection whose credential is an `assume_role` chain gets a
+/// session of the role — assumed at the connection's STS endpoint (moto enforcing SigV4), named
+/// after the run, usable (its GetCallerIdentity is the assumed role) — and never the chain's
+/// long-lived key; the journal records the session. Control: a chain whose root key is wrong
+/// releases nothing (503 `sts_failed`, recorded as such).
+#[cfg(feature = "moto-tests")]
+async fn sessions_at_resolve(b: Backend, m: &aws::Moto) {
+    let srv = Server::start_with(b, &ALLOW_LOOPBACK).await;
+    let root = aws::access_key(&srv, "sess-root", &m.key_id, &m.secret).await;
+    let etl = aws::assume_role(
+        &srv,
+        "sess-etl",
+        "arn:aws:iam::123456789012:role/etl",
+        Some("ext-1"),
+        &root,
+    )
+    .await;
+    let conn = s3_conn(&srv, "sess-s3", &m.auth, &etl).await;
+    let wrong_secret = format!("Sess-Wr0ng/{}", random_hex(12));
+    let bad_root = aws::access_key(&srv, "sess-bad-root", &m.key_id, &wrong_secret).await;
+    let bad_etl = aws::assume_role(
+        &srv,
+        "sess-bad-etl",
+        "arn:aws:iam::123456789012:role/etl",
+        None,
+        &bad_root,
+    )
+    .await;
+    let bad_conn = s3_conn(&srv, "sess-bad-s3", &m.auth, &bad_etl).await;
+    let org = srv.org_id.clone();
+    let (_, worker) = srv
+        .principal(
+            &org,
+            "service_account",
+            "sess-worker",
+            &[("worker", common::Scope::Org(&org))],
+        )
+        .await;
+
+    let r = srv
+        .post(
+            "/v1/resolve",
+            &worker,
+            json!({"connection_id": conn, "run_id": "nightly 2026/12/07"}),
+        )
+        .await
+        .ok(200);
+    assert_eq!(r["credential"]["delivered"], "sts_session", "{r}");
+    let f = &r["credential"]["fields"];
+    let (id, secret, token) = (
+        f["access_key_id"].as_str().unwrap(),
+        f["secret_access_key"].as_str().unwrap(),
+        f["session_token"].as_str().unwrap(),
+    );
+    assert!(id.starts_with("ASIA") && !secret.is_empty() && !token.is_empty(), "{r}");
+    assert!(f["expires_at"].is_string(), "{r}");
+    assert_eq!(f["role_arn"], "arn:aws:iam::123456789012:role/etl");
+    assert!(
+        !r.to_string().contains(&m.secret),
+        "the chain's long-lived key left: {r}"
+    );
+    // The session works, as the role, under the run's name.
+    let python =
+        std::env::var("CREDVAULT_TEST_BOTOCORE_PYTHON").expect("CREDVAULT_TEST_BOTOCORE_PYTHON (scripts/lib/moto.sh)");
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import sys, botocore.session as s\n\
+             c = s.get_session().create_client('sts', region_name='us-east-1', endpoint_url=sys.argv[1],\n\
+                 aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3], aws_session_token=sys.argv[4])\n\
+             print(c.get_caller_identity()['Arn'])",
+            &m.auth,
+            id,
+            secret,
+            token,
+        ])
+        .output()
+        .unwrap();
+    let arn = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(arn.contains("assumed-role/etl/credvault-nightly-2026-12-07"), "{arn}");
+    let events = srv
+        .get(
+            &format!("/v1/audit?action=connection.resolve&target_id={conn}"),
+            &srv.admin,
+        )
+        .await
+        .ok(200);
+    let e = &events["items"][0];
+    assert_eq!(
+        (e["outcome"].as_str(), e["details"]["delivered"].as_str()),
+        (Some("success"), Some("sts_session")),
+        "{e}"
+    );
+    assert_eq!(e["details"]["session_name"], "credvault-nightly-2026-12-07");
+
+    // Control: the root key is wrong — nothing leaves, and the journal says why.
+    let e = srv
+        .post(
+            "/v1/resolve",
+            &worker,
+            json!({"connection_id": bad_conn, "run_id": "nightly-2"}),
+        )
+        .await;
+    assert!(!e.text.contains(&wrong_secret), "{}", e.text);
+    let p = e.problem(503, "sts_failed");
+    assert!(p["detail"].as_str().unwrap().contains("hop 1"), "{p}");
+    let events = srv
+        .get(
+            &format!("/v1/audit?action=connection.resolve&target_id={bad_conn}"),
+            &srv.admin,
+        )
+        .await
+        .ok(200);
+    let e = &events["items"][0];
+    assert_eq!(
+        (e["outcome"].as_str(), e["details"]["refused"].as_str()),
+        (Some("error"), Some("sts_failed")),
+        "{e}"
+    );
+    assert!(!events.to_string().contains(&wrong_secret) && !events.to_string().contains(&m.secret));
+}
+
+#[cfg(feature = "moto-tests")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assume_role_chain_resolves_to_a_session_of_its_role_never_its_key_on_every_backend() {
+    let m = Arc::new(aws::Moto::from_env());
+    on_every_backend(|b| {
+        let m = m.clone();
+        async move { sessions_at_resolve(b, &m).await }
+    })
+    .await;
+}

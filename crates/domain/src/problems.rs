@@ -77,6 +77,7 @@ crate::catalogue! {
         RoleChainInvalid = "role_chain_invalid": "The AWS role chain loops or is longer than 5 hops.",
         SamePrincipal = "same_principal": "Ownership cannot move to the principal being offboarded.",
         ScopeRequired = "scope_required": "Exactly one of workspace_id and org_id is needed.",
+        StsFailed = "sts_failed": "AWS STS did not issue session credentials along the role chain (the detail names the failing hop); nothing was released.",
         TooLong = "too_long": "A value is longer than allowed (the detail says the limit).",
         TooMany = "too_many": "More items than allowed (the detail says the limit).",
         TooManyFailures = "too_many_failures": "Too many failed authentications from this address; see Retry-After.",
