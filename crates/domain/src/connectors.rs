@@ -200,10 +200,7 @@ pub fn validate_config(kind: ConnectorKind, config: Value) -> Result<Value, Vec<
         let iam = v.get("auth").and_then(Value::as_str) == Some("iam");
         for name in ["iam_user", "region", "sts_endpoint_url"] {
             let given = v.get(name).is_some_and(|x| !x.is_null());
-            if iam
-                && name != "sts_endpoint_url"
-                && v.get(name).and_then(Value::as_str).is_none_or(|s| s.trim().is_empty())
-            {
+            if iam && name != "sts_endpoint_url" && v.get(name).and_then(Value::as_str).is_none_or(str::is_empty) {
                 errors.push(FieldError {
                     field: format!("config.{name}"),
                     code: "required",
@@ -224,6 +221,9 @@ pub fn validate_config(kind: ConnectorKind, config: Value) -> Result<Value, Vec<
         };
         if let (true, Value::Object(m)) = (iam, &mut v) {
             let mode = m.entry(tls).or_insert(json!("require"));
+            if mode.is_null() {
+                *mode = json!("require");
+            }
             if matches!(mode.as_str(), Some("disable" | "prefer")) {
                 errors.push(FieldError {
                     field: format!("config.{tls}"),

@@ -139,6 +139,15 @@ fn object_schema(fields: &'static [FieldSchema], kind: Option<ConnectorKind>) ->
     build(None)
 }
 
+/// The TLS setting of a kind that offers RDS IAM authentication (`auth: iam`).
+fn iam_tls_field(k: ConnectorKind) -> Option<&'static str> {
+    match k {
+        ConnectorKind::Postgres => Some("sslmode"),
+        ConnectorKind::Mysql => Some("tls"),
+        _ => None,
+    }
+}
+
 /// Component name of a variant's fields.
 fn fields_ref(ty: CredentialType, variant: &str) -> String {
     format!("CredentialFields.{}.{variant}", ty.as_str())
@@ -331,12 +340,22 @@ pub(super) fn schemas() -> Value {
                "discriminator": {"propertyName": "kind", "mapping": mapping}}),
     );
     for k in ConnectorKind::ALL {
+        let mut config = object_schema(k.config_fields(), Some(k));
+        if let Some(tls) = iam_tls_field(k) {
+            // `auth: iam` needs its user and region and TLS; the IAM fields come only with it.
+            config["if"] = json!({"properties": {"auth": {"const": "iam"}}, "required": ["auth"]});
+            config["then"] = json!({"required": ["iam_user", "region"], "properties": {
+                "iam_user": {"type": "string"}, "region": {"type": "string"},
+                tls: {"enum": if k == ConnectorKind::Postgres { json!(["require", "verify-full", null]) } else { json!(["require", null]) }}}});
+            config["else"] = json!({"properties": {
+                "iam_user": {"type": "null"}, "region": {"type": "null"}, "sts_endpoint_url": {"type": "null"}}});
+        }
         map.insert(
             format!("ConnectionConfig.{}", k.as_str()),
             if k.config_fields().iter().any(|f| f.required) {
-                object_schema(k.config_fields(), Some(k))
+                config
             } else {
-                nullable(object_schema(k.config_fields(), Some(k)))
+                nullable(config)
             },
         );
     }
