@@ -228,6 +228,38 @@ pub async fn assume_role_session(
     })
 }
 
+/// A one-hour (or `duration_secs`) session of an access key (`GetSessionToken`): what a worker
+/// gets instead of the long-lived key when the connection asks for sessions.
+pub async fn key_session(
+    input: &TestInput,
+    policy: &EgressPolicy,
+    duration_secs: u32,
+) -> Result<AwsSession, TestError> {
+    let (client, endpoint, region) = sts_target(input, policy)?;
+    let creds = access_key(&input.fields)?;
+    let duration = duration_secs.to_string();
+    let form = [
+        ("Action", "GetSessionToken"),
+        ("Version", "2011-06-15"),
+        ("DurationSeconds", duration.as_str()),
+    ];
+    let xml = Zeroizing::new(sts_call(&client, &endpoint, &region, &creds, &form, "GetSessionToken").await?);
+    let (Some(id), Some(secret), Some(token)) = (
+        xml_field(&xml, "AccessKeyId"),
+        xml_field(&xml, "SecretAccessKey"),
+        xml_field(&xml, "SessionToken"),
+    ) else {
+        return Err(TestError::new(
+            ErrorCode::UnexpectedResponse,
+            "GetSessionToken: no credentials in the answer",
+        ));
+    };
+    Ok(AwsSession {
+        credentials: AwsCredentials::new(id, secret.to_owned(), Some(token.to_owned())),
+        expiration: xml_field(&xml, "Expiration").map(str::to_owned),
+    })
+}
+
 impl Tester for Aws {
     fn test<'a>(&'a self, input: &'a TestInput, policy: &'a EgressPolicy) -> BoxFuture<'a, Result<(), TestError>> {
         Box::pin(async move {

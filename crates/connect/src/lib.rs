@@ -24,7 +24,7 @@ use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde_json::Value as Json;
 
-pub use cloud::{AwsSession, assume_role_session};
+pub use cloud::{AwsSession, assume_role_session, key_session};
 pub use egress::{Cidr, EgressPolicy};
 pub use guard::Guard;
 

@@ -577,7 +577,10 @@ impl Service {
                 let delivered = if matches!(c.kind.as_str(), "postgres" | "mysql") && cred.ty == "aws" {
                     fields = rds_token_fields(&config, fields, now)?;
                     Some("rds_iam_token")
-                } else if cred.ty == "aws" && cred.variant.as_deref() == Some("assume_role") {
+                } else if cred.ty == "aws"
+                    && (cred.variant.as_deref() == Some("assume_role")
+                        || config.get("deliver").and_then(Json::as_str) == Some("session"))
+                {
                     let (sources, secrets) = crate::testing::chain_sources(tx, &keyring, &cred, &fields, None)?;
                     session = Some(SessionPlan {
                         input: credvault_connect::TestInput {
@@ -621,7 +624,7 @@ impl Service {
                 if let Some(what) = delivered {
                     d.details["delivered"] = what.into();
                 }
-                if session.is_some() {
+                if session.is_some() && cred.variant.as_deref() == Some("assume_role") {
                     d.details["session_name"] = session_name_in.as_str().into();
                 }
                 let who = ActorRef::from(a.as_ref());
@@ -665,7 +668,13 @@ impl Service {
         };
         if let Some(plan) = session {
             let policy = self.inner.config.egress.guarded(plan.guard.clone());
-            match credvault_connect::assume_role_session(&plan.input, &policy, &session_name, SESSION_SECS).await {
+            let chain = plan.input.variant.as_deref() == Some("assume_role");
+            let minted = if chain {
+                credvault_connect::assume_role_session(&plan.input, &policy, &session_name, SESSION_SECS).await
+            } else {
+                credvault_connect::key_session(&plan.input, &policy, SESSION_SECS).await
+            };
+            match minted {
                 Ok(s) => resolved.credential.fields = session_fields(&resolved.credential.fields, s),
                 Err(e) => {
                     // Nothing is released; the refusal is what the journal records.
@@ -677,7 +686,7 @@ impl Service {
                     }
                     return Err(CoreError::Unavailable {
                         code: Code::StsFailed,
-                        message: format!("AWS STS did not issue a session for the role: {}", e.message),
+                        message: format!("AWS STS did not issue a session: {}", e.message),
                     });
                 }
             }

@@ -2627,6 +2627,51 @@ async fn sessions_at_resolve(b: Backend, m: &aws::Moto) {
     );
     assert_eq!(e["details"]["session_name"], "credvault-nightly-2026-12-07");
 
+    // An access key on a connection that asks for sessions: a GetSessionToken session, never
+    // the key; the same key on a connection that does not ask is delivered as it is (control).
+    let conn_with = |name: &str, deliver: Option<&str>| {
+        let mut config = json!({"bucket": "b", "region": "us-east-1", "sts_endpoint_url": m.auth});
+        if let Some(d) = deliver {
+            config["deliver"] = json!(d);
+        }
+        json!({"name": name, "workspace_id": srv.ws_id, "environment": "prod", "kind": "s3", "config": config, "credential_id": root})
+    };
+    let keyed = srv
+        .post("/v1/connections", &srv.admin, conn_with("sess-key", Some("session")))
+        .await
+        .id();
+    let plain = srv
+        .post("/v1/connections", &srv.admin, conn_with("sess-plain", None))
+        .await
+        .id();
+    let r = srv
+        .post(
+            "/v1/resolve",
+            &worker,
+            json!({"connection_id": keyed, "run_id": "key-run"}),
+        )
+        .await
+        .ok(200);
+    assert_eq!(r["credential"]["delivered"], "sts_session", "{r}");
+    let f = &r["credential"]["fields"];
+    // (moto answers GetSessionToken with fixed example keys; AWS with ASIA… ones)
+    assert_ne!(f["access_key_id"], m.key_id.as_str(), "{r}");
+    assert!(f["session_token"].is_string() && f["expires_at"].is_string(), "{r}");
+    assert!(
+        !r.to_string().contains(&m.secret) && !r.to_string().contains(&m.key_id),
+        "the long-lived key left: {r}"
+    );
+    let r = srv
+        .post(
+            "/v1/resolve",
+            &worker,
+            json!({"connection_id": plain, "run_id": "key-run"}),
+        )
+        .await
+        .ok(200);
+    assert_eq!(r["credential"]["fields"]["access_key_id"], m.key_id.as_str(), "{r}");
+    assert_eq!(r["credential"].get("delivered"), None, "{r}");
+
     // Control: the root key is wrong — nothing leaves, and the journal says why.
     let e = srv
         .post(

@@ -537,6 +537,13 @@ const S3: &[FieldSchema] = &[
         Check::Url,
         "STS endpoint override (private endpoints, tests)",
     ),
+    f(
+        "deliver",
+        FieldKind::Enum(&["key", "session"]),
+        false,
+        Check::None,
+        "What a worker gets for an access key: the key, or a one-hour session (GetSessionToken) so it never sees the long-lived key (a role chain always gives a session)",
+    ),
 ];
 const GCS: &[FieldSchema] = &[
     f("bucket", FieldKind::String, true, Check::NonEmpty, "Bucket"),
