@@ -136,17 +136,7 @@ class CredvaultBackend(BaseSecretsBackend):  # type: ignore[misc,valid-type]
     def client(self) -> Client:
         """The client, made on first use (so a misconfiguration shows when a task asks)."""
         if self._client is None:
-            if self._server or self._token_file:
-                server = self._server or os.environ.get("CREDVAULT_SERVER", "")
-                token_file = self._token_file or os.environ.get("CREDVAULT_TOKEN_FILE")
-                token = os.environ.get("CREDVAULT_TOKEN", "")
-                if token_file:
-                    with open(token_file, encoding="utf-8") as fh:
-                        token = fh.readline().strip()
-                self._client = Client(server, token, timeout=self._timeout,
-                                      ca_file=os.environ.get("CREDVAULT_CA_FILE") or None)
-            else:
-                self._client = Client.from_env(timeout=self._timeout)
+            self._client = Client.from_env(timeout=self._timeout, server=self._server, token_file=self._token_file)
         return self._client
 
     def resolve(self, conn_id: str) -> Optional[Resolved]:

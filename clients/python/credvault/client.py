@@ -124,14 +124,18 @@ class Client:
         return f"Client(server={self._server!r}, token=***)"
 
     @classmethod
-    def from_env(cls, timeout: float = 15.0) -> "Client":
-        """From ``CREDVAULT_SERVER`` and ``CREDVAULT_TOKEN`` (or ``CREDVAULT_TOKEN_FILE``), as the CLI reads them."""
-        server = os.environ.get("CREDVAULT_SERVER", "").strip()
+    def from_env(cls, timeout: float = 15.0, server: Optional[str] = None,
+                 token_file: Optional[str] = None) -> "Client":
+        """From ``CREDVAULT_SERVER`` and ``CREDVAULT_TOKEN`` (or ``CREDVAULT_TOKEN_FILE``), as the CLI reads them;
+        ``server`` and ``token_file`` override the variables."""
+        server = (server or os.environ.get("CREDVAULT_SERVER", "")).strip()
         if not server:
             raise ValueError("CREDVAULT_SERVER is not set")
-        token = os.environ.get("CREDVAULT_TOKEN", "").strip()
-        if not token and os.environ.get("CREDVAULT_TOKEN_FILE"):
-            with open(os.environ["CREDVAULT_TOKEN_FILE"], encoding="utf-8") as f:
+        # A token file given by the caller wins; otherwise CREDVAULT_TOKEN, then CREDVAULT_TOKEN_FILE.
+        token = "" if token_file else os.environ.get("CREDVAULT_TOKEN", "").strip()
+        token_file = token_file or os.environ.get("CREDVAULT_TOKEN_FILE")
+        if not token and token_file:
+            with open(token_file, encoding="utf-8") as f:
                 token = f.readline().strip()
         if not token:
             raise ValueError("CREDVAULT_TOKEN or CREDVAULT_TOKEN_FILE is needed")

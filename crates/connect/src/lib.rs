@@ -187,22 +187,9 @@ impl Tester for Unsupported {
     }
 }
 
-/// Redshift speaks the PostgreSQL protocol with a database login; with an AWS credential
-/// (IAM authentication) the check is the AWS identity behind it.
-struct Redshift;
-
-impl Tester for Redshift {
-    fn test<'a>(&'a self, input: &'a TestInput, policy: &'a EgressPolicy) -> BoxFuture<'a, Result<(), TestError>> {
-        if input.credential_type == "aws" {
-            cloud::Aws.test(input, policy)
-        } else {
-            postgres::Postgres.test(input, policy)
-        }
-    }
-}
-
-/// PostgreSQL or MySQL with `auth: iam` (an AWS credential): RDS validates IAM tokens only
-/// against AWS itself, so the check is the AWS identity the tokens are made from.
+/// A database that also takes an AWS credential for IAM authentication — PostgreSQL or MySQL
+/// with `auth: iam`, and Redshift (which speaks PostgreSQL's protocol): IAM tokens are validated
+/// only by AWS itself, so with an AWS credential the check is the identity they are made from.
 struct IamDatabase<T>(T);
 
 impl<T: Tester> Tester for IamDatabase<T> {
@@ -240,7 +227,7 @@ pub fn testable(kind: &str) -> bool {
 pub fn tester_for(kind: &str) -> Box<dyn Tester> {
     match kind {
         "postgres" => Box::new(IamDatabase(postgres::Postgres)),
-        "redshift" => Box::new(Redshift),
+        "redshift" => Box::new(IamDatabase(postgres::Postgres)),
         "http" => Box::new(http::Http),
         "mysql" => Box::new(IamDatabase(mysql::Mysql)),
         "ftp" => Box::new(ftp::Ftp),

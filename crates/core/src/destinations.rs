@@ -272,9 +272,7 @@ pub(crate) fn check(
 /// widening (`credential.destinations.allow`, with the connection that brought them).
 /// Returns the additions, for the caller's own audit event.
 pub(crate) fn save_additions(
-    tx: &mut dyn Tx,
-    ctx: &RequestCtx,
-    actor: &ActorRef,
+    ops: &mut crate::operation::Ops<'_>,
     holders: &[Holder],
     via_connection: &str,
 ) -> CoreResult<Json> {
@@ -290,7 +288,7 @@ pub(crate) fn save_additions(
         if added.is_empty() {
             continue;
         }
-        tx.execute(
+        ops.tx().execute(
             "UPDATE credentials SET allowed_destinations = $1, updated_at = $2 WHERE id = $3",
             &[
                 stored.to_stored().into(),
@@ -298,11 +296,8 @@ pub(crate) fn save_additions(
                 h.cred.id.as_str().into(),
             ],
         )?;
-        audit::append(
-            tx,
-            ctx,
-            actor,
-            &h.cred
+        ops.record(
+            h.cred
                 .draft(Action::CredentialDestinationsAllow)
                 .details(serde_json::json!({
                     "added": added, "via_connection": via_connection, "allowed_destinations": stored.to_strings(),

@@ -195,10 +195,6 @@ impl Ops<'_> {
     pub(crate) fn who(&self) -> ActorRef {
         ActorRef::from(self.actor.as_ref())
     }
-    /// The request.
-    pub(crate) fn ctx(&self) -> &RequestCtx {
-        self.ctx
-    }
     /// The settings of the organization the check ran in.
     pub(crate) fn settings(&self) -> &OrgSettings {
         &self.settings

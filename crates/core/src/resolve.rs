@@ -367,8 +367,6 @@ impl Service {
         // node's group-committing appender (see `appender`). SQLite: one closure on the
         // single writer, which group-commits already.
         let defer = self.inner.store.engine() == credvault_store::Engine::Postgres;
-        let session_name = session_name(&req.run_id);
-        let session_name_in = session_name.clone();
         let work =
             move |tx: &mut dyn credvault_store::Tx| -> CoreResult<(Resolved, Option<Pending>, Option<SessionPlan>)> {
                 // The connection, its organization's settings, its credential and the version to
@@ -592,6 +590,7 @@ impl Service {
                             sources,
                         },
                         guard: crate::destinations::guard(&hs),
+                        session_name: session_name(&req.run_id),
                     });
                     Some("sts_session")
                 } else {
@@ -624,8 +623,11 @@ impl Service {
                 if let Some(what) = delivered {
                     d.details["delivered"] = what.into();
                 }
-                if session.is_some() && cred.variant.as_deref() == Some("assume_role") {
-                    d.details["session_name"] = session_name_in.as_str().into();
+                if let Some(plan) = session
+                    .as_ref()
+                    .filter(|p| p.input.variant.as_deref() == Some("assume_role"))
+                {
+                    d.details["session_name"] = plan.session_name.as_str().into();
                 }
                 let who = ActorRef::from(a.as_ref());
                 let pending = if defer || session.is_some() {
@@ -670,7 +672,7 @@ impl Service {
             let policy = self.inner.config.egress.guarded(plan.guard.clone());
             let chain = plan.input.variant.as_deref() == Some("assume_role");
             let minted = if chain {
-                credvault_connect::assume_role_session(&plan.input, &policy, &session_name, SESSION_SECS).await
+                credvault_connect::assume_role_session(&plan.input, &policy, &plan.session_name, SESSION_SECS).await
             } else {
                 credvault_connect::key_session(&plan.input, &policy, SESSION_SECS).await
             };
@@ -725,6 +727,8 @@ const SESSION_SECS: u32 = 3600;
 struct SessionPlan {
     input: credvault_connect::TestInput,
     guard: credvault_connect::Guard,
+    /// The last hop's `RoleSessionName` ([`session_name`]).
+    session_name: String,
 }
 
 /// `RoleSessionName` for a run: `credvault-` and the run ID, in the characters STS accepts

@@ -122,7 +122,6 @@ impl Service {
         let details = serde_json::json!({"credential_id": req.credential_id});
         let prepare = move |tx: &mut dyn Tx| plan(tx).map(|p| p.details(details));
         self.operate(ctx, actor, Mode::Write, prepare, move |ops, c| {
-            let ctx2 = ops.ctx().clone();
             let settings = ops.settings().clone();
             let a = ops.actor().clone();
             let cred = load_cred(ops.tx(), req.credential_id.as_str(), true).map_err(|e| with_field(e, "credential_id"))?;
@@ -137,7 +136,7 @@ impl Service {
                 "UPDATE connections SET credential_id = $1, override_reason = $2, attached_at = $3, attached_by = $4, updated_at = $3 WHERE id = $5",
                 &[req.credential_id.as_str().into(), reason.clone().into(), now.into(), a.principal_id.as_str().into(), id.as_str().into()],
             )?;
-            let allowed = save_additions(ops.tx(), &ctx2, &ActorRef::from(a.as_ref()), &hs, &id)?;
+            let allowed = save_additions(ops, &hs, &id)?;
             ops.record(c.draft(Action::ConnectionAttach).details(serde_json::json!({
                     "credential_id": req.credential_id, "previous_credential_id": c.credential_id,
                     "override_reason": reason, "credential_environment": cred_env, "connection_environment": c.environment,

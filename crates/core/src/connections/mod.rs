@@ -33,7 +33,7 @@ use credvault_domain::{ConnectionId, CredentialId, OrgId, PipelineId, WorkspaceI
 use credvault_store::{Row, StoreError, Tx, Value};
 
 use crate::Service;
-use crate::audit::{ActorRef, Draft};
+use crate::audit::Draft;
 use crate::auth::Scope;
 use crate::context::{Actor, RequestCtx};
 use crate::credentials::{Access, CredRow, credential_plan, load_cred};
@@ -253,7 +253,6 @@ impl Service {
             }
         };
         self.operate(ctx, actor, Mode::Write, prepare, move |ops, (org, ws)| {
-            let ctx2 = ops.ctx().clone();
             let settings = ops.settings().clone();
             let a = ops.actor().clone();
             let mut override_reason = None;
@@ -300,7 +299,7 @@ impl Service {
                 ],
             )
             .map_err(|e| name_conflict(e, "connection"))?;
-            let allowed = save_additions(ops.tx(), &ctx2, &ActorRef::from(a.as_ref()), &hs, id.as_str())?;
+            let allowed = save_additions(ops, &hs, id.as_str())?;
             ops.record(ops.event().details(serde_json::json!({
                     "name": req.name, "kind": kind.as_str(), "environment": req.environment, "config": config,
                     "credential_id": req.credential_id, "override_reason": override_reason,
@@ -400,7 +399,6 @@ impl Service {
         let id = id.to_owned();
         let prepare = connection_plan(&id, true, Permission::CredentialAttach, Action::ConnectionUpdate);
         self.operate(ctx, actor, Mode::Write, prepare, move |ops, c| {
-            let ctx2 = ops.ctx().clone();
             let settings = ops.settings().clone();
             let a = ops.actor().clone();
             let mut hs = Vec::new();
@@ -453,7 +451,7 @@ impl Service {
                 "UPDATE connections SET updated_at = $1 WHERE id = $2",
                 &[now.into(), id.as_str().into()],
             )?;
-            let allowed = save_additions(ops.tx(), &ctx2, &ActorRef::from(a.as_ref()), &hs, &id)?;
+            let allowed = save_additions(ops, &hs, &id)?;
             ops.record(c.draft(Action::ConnectionUpdate).details(
                 serde_json::json!({"changed": changed, "config": p.config, "destinations_allowed": allowed}),
             ))?;

@@ -83,6 +83,15 @@ fn binding_view(r: &Row) -> CoreResult<RoleBindingView> {
     })
 }
 
+/// A principal's role bindings, oldest first.
+fn bindings_of(tx: &mut dyn Tx, principal: &str) -> CoreResult<Vec<RoleBindingView>> {
+    let rows = tx.query(
+        &format!("SELECT {BINDING_COLS} FROM role_bindings WHERE principal_id = $1 ORDER BY seq"),
+        &[principal.into()],
+    )?;
+    rows.iter().map(binding_view).collect()
+}
+
 const TOKEN_COLS: &str = "id, principal_id, name, created_at, expires_at, revoked_at, seq";
 fn token_view(r: &Row) -> CoreResult<TokenView> {
     Ok(TokenView {
@@ -143,11 +152,7 @@ impl Service {
                     &[id.as_str().into()],
                 )?;
                 let mut v = principal_view(&r)?;
-                let rows = tx.query(
-                    &format!("SELECT {BINDING_COLS} FROM role_bindings WHERE principal_id = $1 ORDER BY seq"),
-                    &[id.into()],
-                )?;
-                v.bindings = Some(rows.iter().map(binding_view).collect::<CoreResult<_>>()?);
+                v.bindings = Some(bindings_of(tx, &id)?);
                 Ok(v)
             })
             .await

@@ -100,12 +100,7 @@ impl Service {
             }
         };
         self.operate(ctx, actor, Mode::Read, prepare, move |ops, mut v| {
-            let tx = ops.tx();
-            let rows = tx.query(
-                &format!("SELECT {BINDING_COLS} FROM role_bindings WHERE principal_id = $1 ORDER BY seq"),
-                &[id.into()],
-            )?;
-            v.bindings = Some(rows.iter().map(binding_view).collect::<CoreResult<_>>()?);
+            v.bindings = Some(bindings_of(ops.tx(), &id)?);
             Ok(v)
         })
         .await
