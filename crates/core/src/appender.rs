@@ -1,8 +1,12 @@
-//! Group-committed resolve records on PostgreSQL (issue 22).
+//! Group-committed resolve records (issue 22).
 //!
 //! A resolve on PostgreSQL reads what it needs with fresh statements outside any transaction
 //! (no BEGIN/COMMIT round trips), decrypts, and then hands its audit event — with the
-//! `last_used_at` stamps it owes — to this node's appender, and waits. The appender takes
+//! `last_used_at` stamps it owes — to this node's appender, and waits. On SQLite the same goes
+//! for a resolve replayed from memory (`resolve::cache`): its record carries the generation its
+//! reads were made in, and the batch writes it only if the store is still in that generation
+//! (checked on the writer thread, in the batch's own closure); otherwise that resolve is told
+//! it is stale and runs again on the writer. The appender takes
 //! every record queued at that moment (up to [`MAX_BATCH`]) into one transaction: the stamps
 //! (rows first, never waiting for a row another transaction holds: they are at 1 s grain
 //! anyway), then per organization one free audit shard, the events chained on it in order and
@@ -11,8 +15,8 @@
 //! leaves before its audit record is durable.** A failed batch fails every resolve in it
 //! (none of them returns a secret).
 //!
-//! Nothing here caches state: a disable, detach, revoke or purge committed before a resolve's
-//! reads is seen by them, on every node.
+//! Nothing here caches state: on PostgreSQL a disable, detach, revoke or purge committed
+//! before a resolve's reads is seen by them, on every node.
 
 use credvault_domain::problems::Code;
 use std::sync::Arc;
@@ -31,7 +35,7 @@ pub const MAX_BATCH: usize = 128;
 pub const IN_FLIGHT: usize = 4;
 
 /// A `last_used_at` stamp a resolve owes (written at most once a second per row).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Stamp {
     Credential(String),
     Connection(String),
@@ -76,9 +80,14 @@ pub(crate) struct Pending {
     pub draft: Draft,
     pub stamps: Vec<Stamp>,
     pub now: i64,
+    /// SQLite, a resolve replayed from memory: the store generation its reads were made in;
+    /// the record is written only if it still holds (see `resolve::cache`).
+    pub expect: Option<u64>,
 }
 
-type Job = (Pending, oneshot::Sender<Result<i64, String>>);
+/// A record and where its outcome goes: its sequence number, `None` when it was refused as
+/// stale (a replayed resolve whose generation moved; SQLite), or the batch's error.
+type Job = (Pending, oneshot::Sender<Result<Option<i64>, String>>);
 
 /// This node's appender: a queue and the task that drains it.
 pub(crate) struct Appender {
@@ -107,7 +116,10 @@ impl Appender {
                 tokio::spawn(async move {
                     let _slot = slot;
                     let (records, waiters): (Vec<Pending>, Vec<_>) = batch.into_iter().unzip();
-                    let r = store.write(move |tx| write_batch(tx, &records)).await;
+                    let gen_of = store.clone();
+                    let r = store
+                        .write(move |tx| write_batch(tx, &records, gen_of.generation()))
+                        .await;
                     match r {
                         Ok(seqs) => {
                             for (w, seq) in waiters.into_iter().zip(seqs) {
@@ -127,7 +139,8 @@ impl Appender {
         Appender { queue }
     }
 
-    /// Queues a record and waits until it is durable; returns its sequence number.
+    /// Queues a record and waits until it is durable; returns its sequence number
+    /// ([`CoreError::Stale`] for a replayed resolve whose reads are no longer current).
     pub(crate) async fn append(&self, p: Pending) -> CoreResult<i64> {
         let (tx, rx) = oneshot::channel();
         let gone = || CoreError::Unavailable {
@@ -136,41 +149,51 @@ impl Appender {
         };
         self.queue.send((p, tx)).map_err(|_| gone())?;
         match rx.await {
-            Ok(Ok(seq)) => Ok(seq),
+            Ok(Ok(Some(seq))) => Ok(seq),
+            Ok(Ok(None)) => Err(CoreError::Stale),
             Ok(Err(_)) | Err(_) => Err(gone()),
         }
     }
 }
 
 /// One batch: stamps (sorted, deduplicated), then each organization's events on one shard.
-/// Returns the sequence numbers in the records' order.
-fn write_batch(tx: &mut dyn Tx, records: &[Pending]) -> CoreResult<Vec<i64>> {
+/// Returns the sequence numbers in the records' order; `None` for a record whose `expect`ed
+/// generation is not `generation` (the store's, read on its writer: nothing of it is written).
+fn write_batch(tx: &mut dyn Tx, records: &[Pending], generation: Option<u64>) -> CoreResult<Vec<Option<i64>>> {
+    let live: Vec<bool> = records
+        .iter()
+        .map(|p| p.expect.is_none() || p.expect == generation)
+        .collect();
     let mut stamps: Vec<(&Stamp, i64)> = records
         .iter()
-        .flat_map(|p| p.stamps.iter().map(move |s| (s, p.now)))
+        .zip(&live)
+        .filter(|(_, live)| **live)
+        .flat_map(|(p, _)| p.stamps.iter().map(move |s| (s, p.now)))
         .collect();
     stamps.sort();
     stamps.dedup_by(|a, b| a.0 == b.0);
     for (s, now) in stamps {
         s.write(tx, now)?;
     }
-    let mut seqs = vec![0i64; records.len()];
+    let mut seqs = vec![None; records.len()];
     let mut orgs: Vec<&str> = records
         .iter()
-        .map(|p| p.draft.org_id.as_deref().unwrap_or(INSTANCE_CHAIN))
+        .zip(&live)
+        .filter(|(_, live)| **live)
+        .map(|(p, _)| p.draft.org_id.as_deref().unwrap_or(INSTANCE_CHAIN))
         .collect();
     orgs.sort_unstable();
     orgs.dedup();
     for org in orgs {
         let idx: Vec<usize> = (0..records.len())
-            .filter(|&i| records[i].draft.org_id.as_deref().unwrap_or(INSTANCE_CHAIN) == org)
+            .filter(|&i| live[i] && records[i].draft.org_id.as_deref().unwrap_or(INSTANCE_CHAIN) == org)
             .collect();
         let events: Vec<(&RequestCtx, &ActorRef, &Draft)> = idx
             .iter()
             .map(|&i| (&records[i].ctx, &records[i].who, &records[i].draft))
             .collect();
         for (i, seq) in idx.into_iter().zip(audit::append_many(tx, org, &events)?) {
-            seqs[i] = seq;
+            seqs[i] = Some(seq);
         }
     }
     Ok(seqs)

@@ -86,6 +86,12 @@ pub enum CoreError {
     #[doc(hidden)]
     #[error("needs DNS answers")]
     NeedsDns(Vec<String>),
+    /// Internal: a resolve replayed from memory found the store's state changed before its
+    /// record was written; it runs again on the writer (never leaves the core; see
+    /// `resolve::cache`).
+    #[doc(hidden)]
+    #[error("state changed since the resolve's reads")]
+    Stale,
     /// Something that should not happen did (a bug); details are logged, not returned.
     #[error("internal error: {0}")]
     Internal(String),

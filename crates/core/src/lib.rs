@@ -44,7 +44,7 @@ pub use credvault_connect::{Cidr, EgressPolicy};
 pub use credvault_crypto::{ct_eq, random_bytes};
 pub use error::{CoreError, CoreResult};
 pub use reports::{CreateReview, ReportKind, ReportRequest, ReportStream, ReviewView};
-pub use resolve::{ResolveReport, ResolveRequest, Resolved};
+pub use resolve::{CacheStats as ResolveCacheStats, ResolveReport, ResolveRequest, Resolved};
 pub use sessions::{
     DEVICE_MAX_SECS, DEVICE_PREFIX, LOCKOUT_AFTER, NewSession, SESSION_IDLE_SECS, SESSION_MAX_SECS, SESSION_PREFIX,
     SessionActor,
@@ -118,6 +118,8 @@ struct Inner {
     test_slots: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
     /// Group-committed resolve records (PostgreSQL), started on first use.
     appender: std::sync::OnceLock<appender::Appender>,
+    /// Resolve's reads kept in memory on SQLite (see `resolve::cache`).
+    resolve_cache: resolve::cache::ResolveCache,
     store: Store,
     keyring: RwLock<Arc<Keyring>>,
     config: CoreConfig,
@@ -133,12 +135,18 @@ impl Service {
                 refresh_locks: std::sync::Mutex::new(std::collections::HashMap::new()),
                 test_slots: std::sync::Mutex::new(std::collections::HashMap::new()),
                 appender: std::sync::OnceLock::new(),
+                resolve_cache: resolve::cache::ResolveCache::default(),
                 auth_failures: auth::FailureWindows::new(config.auth_failures),
                 store,
                 keyring: RwLock::new(Arc::new(keyring)),
                 config,
             }),
         }
+    }
+
+    /// How resolves found their reads (SQLite's in-memory replay; zeros on PostgreSQL).
+    pub fn resolve_cache_stats(&self) -> resolve::CacheStats {
+        self.inner.resolve_cache.stats()
     }
 
     /// Audit sinks' health (for metrics and readiness).

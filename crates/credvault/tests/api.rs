@@ -764,28 +764,7 @@ async fn audit_shards_share_the_writes_and_verification_walks_every_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_resolves_are_group_committed_without_releasing_anything_unaudited() {
     let srv = Server::start(Backend::Postgres).await;
-    let (org, ws) = (srv.org_id.clone(), srv.ws_id.clone());
-    let (_, worker) = srv
-        .principal(&org, "service_account", "etl", &[("worker", common::Scope::Ws(&ws))])
-        .await;
-    let cred = srv
-        .database_credential(&srv.admin, "appender-db", "S3CRET-APPENDER")
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let conn = srv
-        .post(
-            "/v1/connections",
-            &srv.admin,
-            json!({"name": "appender-conn", "workspace_id": ws, "environment": "prod", "kind": "postgres",
-                   "config": {"host": "db.internal", "database": "dwh"}, "credential_id": cred}),
-        )
-        .await
-        .ok(201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (worker, cred, conn) = worker_and_connection(&srv, "appender", "S3CRET-APPENDER").await;
     let resolve = |base: String, run: String| {
         let (worker, conn) = (worker.clone(), conn.clone());
         async move {
@@ -859,6 +838,267 @@ async fn postgresql_resolves_are_group_committed_without_releasing_anything_unau
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("credential_disabled"), "{body}");
     assert!(!body.contains("S3CRET"), "{body}");
+}
+
+/// A worker (service account bound in the default workspace) and a database credential with
+/// `password` attached to a new connection: (worker's token, credential ID, connection ID).
+async fn worker_and_connection(srv: &Server, name: &str, password: &str) -> (String, String, String) {
+    let (org, ws) = (srv.org_id.clone(), srv.ws_id.clone());
+    let (_, worker) = srv
+        .principal(
+            &org,
+            "service_account",
+            &format!("{name}-etl"),
+            &[("worker", Scope::Ws(&ws))],
+        )
+        .await;
+    let cred = srv
+        .database_credential(&srv.admin, &format!("{name}-db"), password)
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let conn = srv
+        .post(
+            "/v1/connections",
+            &srv.admin,
+            json!({"name": format!("{name}-conn"), "workspace_id": ws, "environment": "prod", "kind": "postgres",
+                   "config": {"host": "db.internal", "database": "dwh"}, "credential_id": cred}),
+        )
+        .await
+        .id();
+    (worker, cred, conn)
+}
+
+/// `credvault_resolve_cache_<what>_total` from `/metrics`.
+async fn cache_count(srv: &Server, what: &str) -> u64 {
+    let m = srv.call("GET", "/metrics", None, None).await;
+    let name = format!("credvault_resolve_cache_{what}_total ");
+    m.text
+        .lines()
+        .find_map(|l| l.strip_prefix(name.as_str()))
+        .unwrap_or_else(|| panic!("no {name} in {}", m.text))
+        .parse()
+        .unwrap()
+}
+
+/// On SQLite a resolve's reads are replayed from memory while the store's state is unchanged
+/// (issue 22). Whatever changes the state — through the API or behind its back — is seen by the
+/// very next resolve: no grace window. Each step first proves the cache was warm (a hit), so
+/// a cache that ignored the change would answer with the secret. On PostgreSQL nothing is
+/// cached; the same steps hold.
+async fn resolves_from_memory_see_every_change_at_once(b: Backend) {
+    let srv = Server::start(b).await;
+    let (worker, cred, conn) = worker_and_connection(&srv, "cached", "PW-ONE").await;
+    let sqlite = b == Backend::Sqlite;
+    // Resolves until one is answered from memory (SQLite) and returns the last answer.
+    let warm = |version: Option<i64>| {
+        let (srv, worker, conn) = (&srv, worker.clone(), conn.clone());
+        async move {
+            let hits = cache_count(srv, "hits").await;
+            let mut body = json!({"connection_id": conn, "run_id": "warm"});
+            if let Some(v) = version {
+                body["version"] = json!(v);
+            }
+            let mut r = None;
+            for _ in 0..3 {
+                r = Some(srv.post("/v1/resolve", &worker, body.clone()).await.ok(200));
+            }
+            if sqlite {
+                assert!(cache_count(srv, "hits").await >= hits + 2, "the cache was not used");
+            } else {
+                assert_eq!(cache_count(srv, "hits").await, 0, "PostgreSQL keeps nothing in memory");
+            }
+            r.unwrap()
+        }
+    };
+    let resolve = |version: Option<i64>| {
+        let (srv, worker, conn) = (&srv, worker.clone(), conn.clone());
+        async move {
+            let mut body = json!({"connection_id": conn, "run_id": "after"});
+            if let Some(v) = version {
+                body["version"] = json!(v);
+            }
+            srv.post("/v1/resolve", &worker, body).await
+        }
+    };
+
+    // Disable → refused at once; enable → resolves again.
+    assert_eq!(warm(None).await["credential"]["fields"]["password"], "PW-ONE");
+    srv.post(&format!("/v1/credentials/{cred}/disable"), &srv.admin, json!({}))
+        .await
+        .ok(200);
+    let r = resolve(None).await.problem(409, "credential_disabled");
+    assert!(!r.to_string().contains("PW-ONE"));
+    srv.post(&format!("/v1/credentials/{cred}/enable"), &srv.admin, json!({}))
+        .await
+        .ok(200);
+
+    // A new version promoted → the next resolve has the new password, never the old one.
+    srv.patch(
+        &format!("/v1/orgs/{}/settings", srv.org_id),
+        &srv.admin,
+        json!({"previous_grace_hours": 2}),
+    )
+    .await
+    .ok(200);
+    warm(None).await;
+    srv.post(
+        &format!("/v1/credentials/{cred}/versions"),
+        &srv.admin,
+        json!({"fields": {"username": "loader", "password": "PW-TWO"}, "mode": "stage"}),
+    )
+    .await
+    .ok(201);
+    srv.post(
+        &format!("/v1/credentials/{cred}/versions/2/promote"),
+        &srv.admin,
+        json!({}),
+    )
+    .await
+    .ok(200);
+    let r = resolve(None).await.ok(200);
+    assert_eq!(r["credential"]["fields"]["password"], "PW-TWO", "{r}");
+
+    // The previous version, pinned, resolves within its grace; revoked → refused at once.
+    assert_eq!(warm(Some(1)).await["credential"]["fields"]["password"], "PW-ONE");
+    srv.post(
+        &format!("/v1/credentials/{cred}/versions/1/revoke"),
+        &srv.admin,
+        json!({}),
+    )
+    .await
+    .ok(200);
+    resolve(Some(1)).await.problem(409, "version_not_resolvable");
+
+    // A write behind the server's back (another process on the same file, or a restore):
+    // the next resolve sees it.
+    warm(None).await;
+    srv.raw_sql(&format!(
+        "UPDATE credentials SET status = 'disabled' WHERE id = '{cred}'"
+    ));
+    resolve(None).await.problem(409, "credential_disabled");
+    srv.raw_sql(&format!("UPDATE credentials SET status = 'active' WHERE id = '{cred}'"));
+
+    // Detach → refused at once.
+    warm(None).await;
+    srv.delete(&format!("/v1/connections/{conn}/credential"), &srv.admin)
+        .await
+        .ok(200);
+    let r = resolve(None).await.problem(409, "no_credential");
+    assert!(!r.to_string().contains("PW-TWO"));
+
+    // Every answer had its own event, and the chains verify.
+    let events = srv
+        .get(
+            &format!("/v1/audit?action=connection.resolve&target_id={conn}&limit=500"),
+            &srv.admin,
+        )
+        .await
+        .ok(200);
+    let ok = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["outcome"] == "success")
+        .count();
+    assert_eq!(ok, 5 * 3 + 1, "{events}");
+    assert_eq!(srv.get("/v1/audit/verify", &srv.admin).await.ok(200)["ok"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolves_from_memory_see_every_change_at_once_on_every_backend() {
+    each_backend!(resolves_from_memory_see_every_change_at_once);
+}
+
+/// Many resolves in flight while the credential is disabled: every resolve that began after
+/// the disable was acknowledged is refused, every answer with the secret has exactly one
+/// event, and no event says success for a refused one (SQLite's replays race the writer here).
+async fn a_disable_during_a_resolve_storm_stops_every_later_resolve(b: Backend) {
+    let srv = Server::start(b).await;
+    let (worker, cred, conn) = worker_and_connection(&srv, "storm", "PW-STORM").await;
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut set = tokio::task::JoinSet::new();
+    for task in 0..8 {
+        let (base, worker, conn, acked) = (srv.base.clone(), worker.clone(), conn.clone(), acked.clone());
+        set.spawn(async move {
+            let client = reqwest::Client::new();
+            let (mut ok, mut late_ok, mut late) = (0u32, 0u32, 0u32);
+            // Until 25 resolves of this task began after the acknowledgement.
+            for i in 0..100_000 {
+                if late >= 25 {
+                    break;
+                }
+                let after_ack = acked.load(std::sync::atomic::Ordering::SeqCst);
+                late += u32::from(after_ack);
+                let r = client
+                    .post(format!("{base}/v1/resolve"))
+                    .bearer_auth(&worker)
+                    .json(&json!({"connection_id": conn, "run_id": format!("storm-{task}-{i}")}))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let text = r.text().await.unwrap();
+                match status {
+                    200 => {
+                        assert!(text.contains("PW-STORM"));
+                        ok += 1;
+                        late_ok += u32::from(after_ack);
+                    }
+                    409 => assert!(
+                        text.contains("credential_disabled") && !text.contains("PW-STORM"),
+                        "{text}"
+                    ),
+                    other => panic!("{other}: {text}"),
+                }
+            }
+            (ok, late_ok)
+        });
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    srv.post(&format!("/v1/credentials/{cred}/disable"), &srv.admin, json!({}))
+        .await
+        .ok(200);
+    acked.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut ok, mut late_ok) = (0, 0);
+    while let Some(r) = set.join_next().await {
+        let (o, l) = r.unwrap();
+        ok += o;
+        late_ok += l;
+    }
+    assert_eq!(
+        late_ok, 0,
+        "resolves begun after the disable was acknowledged returned the secret"
+    );
+    assert!(ok > 0, "control: resolves before the disable succeeded");
+    let mut successes = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut q = format!("/v1/audit?action=connection.resolve&target_id={conn}&outcome=success&limit=500");
+        if let Some(c) = &cursor {
+            q.push_str(&format!("&cursor={c}"));
+        }
+        let page = srv.get(&q, &srv.admin).await.ok(200);
+        successes += page["items"].as_array().unwrap().len();
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(successes as u32, ok, "one success event per answer with the secret");
+    if b == Backend::Sqlite {
+        assert!(
+            cache_count(&srv, "hits").await > 0,
+            "the storm was not served from memory"
+        );
+    }
+    assert_eq!(srv.get("/v1/audit/verify", &srv.admin).await.ok(200)["ok"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disable_during_a_resolve_storm_stops_every_later_resolve_on_every_backend() {
+    each_backend!(a_disable_during_a_resolve_storm_stops_every_later_resolve);
 }
 
 async fn audit_queries_filter_and_paginate(b: Backend) {

@@ -14,6 +14,7 @@
 //! requests share one fsync instead of paying one each (group commit).
 
 mod backup;
+mod generation;
 mod migrations;
 mod postgres;
 mod sqlite;
@@ -204,6 +205,18 @@ impl Store {
         match &*self.backend {
             Backend::Sqlite(s) => s.read(f).await,
             Backend::Postgres(p) => p.read_fresh(f).await,
+        }
+    }
+
+    /// SQLite: the state generation, a number that changes (before the writer acknowledges
+    /// anything) whenever a write may have changed what a read returns — every write except the
+    /// audit journal, its forwarding state and usage stamps — and when another process wrote to
+    /// the file. Reads made while it held one value stay true while it holds it. `None` on
+    /// PostgreSQL, where other nodes write without this process knowing.
+    pub fn generation(&self) -> Option<u64> {
+        match &*self.backend {
+            Backend::Sqlite(s) => Some(s.generation()),
+            Backend::Postgres(_) => None,
         }
     }
 

@@ -8,6 +8,7 @@
 //! the batch's COMMIT has returned, so an acknowledged write is always durable.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -35,10 +36,15 @@ pub(crate) struct SqliteStore {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: std::path::PathBuf,
+    /// See [`crate::generation`].
+    generation: Arc<AtomicU64>,
 }
 
 pub(crate) struct SqliteTx<'c> {
     conn: &'c Connection,
+    /// Whether a statement since the writer last looked may have changed state
+    /// ([`crate::generation::changes_state`]).
+    changed: bool,
 }
 
 pub(crate) fn db_err(e: rusqlite::Error) -> StoreError {
@@ -68,6 +74,7 @@ fn to_sql(v: &Value) -> rusqlite::types::Value {
 impl Tx for SqliteTx<'_> {
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
         crate::versions::check(sql)?;
+        self.changed |= crate::generation::changes_state(sql);
         let sql = crate::to_sqlite_placeholders(sql);
         let mut stmt = self.conn.prepare_cached(&sql).map_err(db_err)?;
         let n = stmt.column_count();
@@ -94,20 +101,29 @@ impl Tx for SqliteTx<'_> {
 
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
         crate::versions::check(sql)?;
-        self.execute_inside(&crate::versions::Inside(()), sql, params)
+        self.changed |= crate::generation::changes_state(sql);
+        self.run(sql, params)
     }
 
     fn execute_inside(&mut self, _: &crate::versions::Inside, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+        // The sealed columns are state.
+        self.changed = true;
+        self.run(sql, params)
+    }
+
+    fn engine(&self) -> Engine {
+        Engine::Sqlite
+    }
+}
+
+impl SqliteTx<'_> {
+    fn run(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
         let sql = crate::to_sqlite_placeholders(sql);
         let mut stmt = self.conn.prepare_cached(&sql).map_err(db_err)?;
         let n = stmt
             .execute(rusqlite::params_from_iter(params.iter().map(to_sql)))
             .map_err(db_err)?;
         Ok(n as u64)
-    }
-
-    fn engine(&self) -> Engine {
-        Engine::Sqlite
     }
 }
 
@@ -142,9 +158,11 @@ impl SqliteStore {
         let max_batch = opts.max_batch.max(1);
         let stats = Arc::new(crate::StoreStats::default());
         let writer_stats = stats.clone();
+        let generation = Arc::new(AtomicU64::new(1));
+        let writer_generation = generation.clone();
         let handle = std::thread::Builder::new()
             .name("credvault-sqlite-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx, max_batch, &writer_stats))
+            .spawn(move || writer_loop(writer_conn, rx, max_batch, &writer_stats, &writer_generation))
             .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
         Ok(SqliteStore {
             stats,
@@ -152,6 +170,7 @@ impl SqliteStore {
             writer: Mutex::new(Some(handle)),
             readers: Arc::new(Mutex::new(readers)),
             path: path.to_owned(),
+            generation,
         })
     }
 
@@ -221,7 +240,10 @@ impl SqliteStore {
             };
             let result = (|| {
                 conn.execute_batch("BEGIN").map_err(|e| E::from(db_err(e)))?;
-                let r = f(&mut SqliteTx { conn: &conn });
+                let r = f(&mut SqliteTx {
+                    conn: &conn,
+                    changed: false,
+                });
                 let _ = conn.execute_batch("COMMIT");
                 r
             })();
@@ -252,6 +274,10 @@ impl SqliteStore {
 
     pub(crate) fn stats(&self) -> (u64, u64) {
         self.stats.get()
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     pub(crate) fn close(&self) {
@@ -295,8 +321,14 @@ fn checkpoint(conn: &Connection) -> Result<(), StoreError> {
     }
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Msg>, max_batch: usize, stats: &crate::StoreStats) {
-    writer_run(&conn, rx, max_batch, stats);
+fn writer_loop(
+    conn: Connection,
+    rx: mpsc::Receiver<Msg>,
+    max_batch: usize,
+    stats: &crate::StoreStats,
+    generation: &AtomicU64,
+) {
+    writer_run(&conn, rx, max_batch, stats, generation);
     // On shutdown, fold the WAL into the database so no stale page (e.g. of a purged
     // credential) stays behind in it.
     if let Err(e) = checkpoint(&conn) {
@@ -304,8 +336,20 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Msg>, max_batch: usize, stat
     }
 }
 
-fn writer_run(conn: &Connection, rx: mpsc::Receiver<Msg>, max_batch: usize, stats: &crate::StoreStats) {
+/// `PRAGMA data_version`: changes when another connection (another process) committed.
+fn data_version(conn: &Connection) -> Option<i64> {
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0)).ok()
+}
+
+fn writer_run(
+    conn: &Connection,
+    rx: mpsc::Receiver<Msg>,
+    max_batch: usize,
+    stats: &crate::StoreStats,
+    generation: &AtomicU64,
+) {
     let mut pending_checkpoints = Vec::new();
+    let mut seen_version = data_version(conn);
     while let Ok(first) = rx.recv() {
         let mut jobs = Vec::new();
         match first {
@@ -334,17 +378,29 @@ fn writer_run(conn: &Connection, rx: mpsc::Receiver<Msg>, max_batch: usize, stat
             drop(jobs);
             continue;
         }
+        // Another process wrote to the file since the last batch (e.g. an offline tool).
+        let version = data_version(conn);
+        if version.is_none() || version != seen_version {
+            generation.fetch_add(1, Ordering::SeqCst);
+            seen_version = version;
+        }
         let mut completions = Vec::with_capacity(jobs.len());
         {
-            let mut tx = SqliteTx { conn };
+            let mut tx = SqliteTx { conn, changed: false };
             for job in jobs {
                 completions.push(job(&mut tx));
+                // Before the next closure reads, and long before this one's caller hears back.
+                if std::mem::take(&mut tx.changed) {
+                    generation.fetch_add(1, Ordering::SeqCst);
+                }
             }
         }
         let commit = conn.execute_batch("COMMIT").map_err(db_err);
         stats.record(completions.len());
         if commit.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
+            // Reads in this batch may have seen writes that are now undone.
+            generation.fetch_add(1, Ordering::SeqCst);
         }
         for c in completions {
             c(commit.as_ref().map(|_| ()));

@@ -263,6 +263,28 @@ async fn readyz(State(s): State<AppState>) -> Response {
 async fn metrics(State(s): State<AppState>) -> Response {
     let ready = s.service.ping_store().await.is_ok();
     let mut text = s.metrics.render(ready);
+    let c = s.service.resolve_cache_stats();
+    for (name, help, n) in [
+        (
+            "hits",
+            "Resolves whose reads were replayed from memory (SQLite).",
+            c.hits,
+        ),
+        (
+            "misses",
+            "Resolves whose reads ran on the store's writer (SQLite).",
+            c.misses,
+        ),
+        (
+            "stale",
+            "Replayed resolves run again because the state changed before their record was written.",
+            c.stale,
+        ),
+    ] {
+        text.push_str(&format!(
+            "# HELP credvault_resolve_cache_{name}_total {help}\n# TYPE credvault_resolve_cache_{name}_total counter\ncredvault_resolve_cache_{name}_total {n}\n"
+        ));
+    }
     let sinks = s.service.audit_gate().snapshot();
     if !sinks.is_empty() {
         text.push_str("# HELP credvault_audit_sink_backlog Audit events not yet delivered to a sink.\n# TYPE credvault_audit_sink_backlog gauge\n");

@@ -243,7 +243,7 @@ fn hand_written_checks_and_appends_only_shrink() {
         ("keys.rs", 0, 1, "key rotation by the instance (system actor)"),
         ("forward/mod.rs", 0, 2, "audit forwarding's own events (system actor)"),
         ("destinations.rs", 0, 1, "the upgrade that gives old credentials their destinations (system actor)"),
-        ("resolve.rs", 0, 2, "resolve's record, in the transaction that decrypts on SQLite or after an STS session was assumed (on PostgreSQL the appender writes it)"),
+        ("resolve/mod.rs", 0, 1, "resolve's record on SQLite, in the writer closure that made its reads (otherwise the appender writes it)"),
         ("sessions.rs", 0, 5, "sign-in, sign-out, sessions and CSRF failures: the actor is being established, no scope yet"),
         ("oauth/mod.rs", 0, 5, "the consent callback (no token: the state names who started it)"),
         ("oauth/refresh.rs", 0, 4, "token refresh and grant health (system actor)"),

@@ -1,10 +1,14 @@
 //! The one door through which plaintext leaves: a worker resolves a connection for a run.
 //!
-//! Everything happens in one write transaction: authorize (`connection.resolve` in the
-//! connection's workspace), check the connection, credential and version, decrypt, append the
-//! audit event and update last-used times. The transaction commits (durably; concurrent
-//! resolves share one commit on SQLite) before the plaintext is returned, so no secret leaves
-//! without its audit record. Refusals (disabled, deleted, expired…) are audited too.
+//! One piece of code reads the connection, settings, credential and version, authorizes
+//! (`connection.resolve` in the connection's workspace), checks them, decrypts, and drafts the
+//! audit event with the last-used stamps it owes. Where its reads come from depends on the
+//! store: PostgreSQL reads fresh outside any transaction and writes the record through the
+//! node's appender; SQLite runs it on the writer with the record in the same transaction, or —
+//! while the store's state is unchanged since a resolve of the same target — replays those
+//! reads from memory and sends the writer only the record ([`cache`]). In every case the record
+//! is durable before the plaintext is returned, so no secret leaves without it. Refusals
+//! (disabled, deleted, expired…) are audited too.
 
 use crate::actions::Action;
 use credvault_domain::problems::Code;
@@ -17,6 +21,11 @@ use serde_json::Value as Json;
 use credvault_domain::roles::Permission;
 use credvault_domain::time::now_micros;
 use credvault_domain::{ConnectionId, PipelineId};
+
+pub(crate) mod cache;
+
+use cache::CacheEvent;
+pub use cache::CacheStats;
 
 use crate::Service;
 use crate::appender::{Pending, Stamp};
@@ -367,307 +376,360 @@ impl Service {
         // node's group-committing appender (see `appender`). SQLite: one closure on the
         // single writer, which group-commits already.
         let defer = self.inner.store.engine() == credvault_store::Engine::Postgres;
-        let work =
-            move |tx: &mut dyn credvault_store::Tx| -> CoreResult<(Resolved, Option<Pending>, Option<SessionPlan>)> {
-                // The connection, its organization's settings, its credential and the version to
-                // resolve (state and sealed row) in one statement.
-                // By name: one keyed lookup first. An unknown name and a workspace the caller
-                // cannot see answer alike (404), the latter from the check below.
-                let connection_id = match (&req.connection_id, &by_name) {
-                    (Some(id), _) => id.clone(),
-                    (None, Some((ws, name))) => tx
-                        .query_opt(
-                            "SELECT id FROM connections WHERE workspace_id = $1 AND name = $2",
-                            &[ws.as_str().into(), name.as_str().into()],
-                        )?
-                        .ok_or(CoreError::NotFound { what: "connection" })?
-                        .text(0)?,
-                    (None, None) => return Err(CoreError::NotFound { what: "connection" }),
-                };
-                if ConnectionId::parse(&connection_id).is_err() {
-                    return Err(CoreError::NotFound { what: "connection" });
-                }
-                let Reads {
-                    conn: c,
-                    settings,
-                    cred: read_cred,
-                    version: read_version,
-                } = read_for_resolve(tx, &connection_id, req.version)?;
-                let (org, ws) = (c.org(), c.ws());
-                let base = || {
-                    c.draft(Action::ConnectionResolve).details(serde_json::json!({
-                        "run_id": req.run_id, "pipeline_id": req.pipeline_id, "credential_id": c.credential_id,
-                    }))
-                };
-                // Resolve cannot run through `Service::operate` (its reads run outside a transaction on
-                // PostgreSQL and its record goes to the appender), but its check is the same type.
-                Check::new(Scope::Workspace(&org, &ws), Permission::Resolve, "connection", base())
-                    .run(&a, &settings)?;
-                // The audit record names the refusal by the error's own code.
-                let refuse = |err: CoreError| {
-                    let mut d = base().outcome(Outcome::Error);
-                    d.details["refused"] = err.code().map_or("refused", Code::as_str).into();
-                    CoreError::Audited(Box::new((err, d)))
-                };
-                let mut pipeline_used = None;
-                if let Some(p) = &req.pipeline_id {
-                    let found = tx.query_opt(
-                        "SELECT p.last_used_at FROM pipelines p JOIN pipeline_connections pc ON pc.pipeline_id = p.id \
+        // What the in-memory replay keys on (SQLite; see `cache`).
+        let key = cache::Key {
+            target: match (&req.connection_id, &by_name) {
+                (Some(id), _) => id.clone(),
+                (None, Some((ws, name))) => format!("{ws}\u{0}{name}"),
+                (None, None) => String::new(),
+            },
+            version: req.version,
+            pipeline: req.pipeline_id.clone(),
+        };
+        let work = move |tx: &mut dyn credvault_store::Tx| -> CoreResult<(Resolved, Pending, Option<SessionPlan>)> {
+            // The connection, its organization's settings, its credential and the version to
+            // resolve (state and sealed row) in one statement.
+            // By name: one keyed lookup first. An unknown name and a workspace the caller
+            // cannot see answer alike (404), the latter from the check below.
+            let connection_id = match (&req.connection_id, &by_name) {
+                (Some(id), _) => id.clone(),
+                (None, Some((ws, name))) => tx
+                    .query_opt(
+                        "SELECT id FROM connections WHERE workspace_id = $1 AND name = $2",
+                        &[ws.as_str().into(), name.as_str().into()],
+                    )?
+                    .ok_or(CoreError::NotFound { what: "connection" })?
+                    .text(0)?,
+                (None, None) => return Err(CoreError::NotFound { what: "connection" }),
+            };
+            if ConnectionId::parse(&connection_id).is_err() {
+                return Err(CoreError::NotFound { what: "connection" });
+            }
+            let Reads {
+                conn: c,
+                settings,
+                cred: read_cred,
+                version: read_version,
+            } = read_for_resolve(tx, &connection_id, req.version)?;
+            let (org, ws) = (c.org(), c.ws());
+            let base = || {
+                c.draft(Action::ConnectionResolve).details(serde_json::json!({
+                    "run_id": req.run_id, "pipeline_id": req.pipeline_id, "credential_id": c.credential_id,
+                }))
+            };
+            // Resolve cannot run through `Service::operate` (its reads run outside a transaction on
+            // PostgreSQL and its record goes to the appender), but its check is the same type.
+            Check::new(Scope::Workspace(&org, &ws), Permission::Resolve, "connection", base()).run(&a, &settings)?;
+            // The audit record names the refusal by the error's own code.
+            let refuse = |err: CoreError| {
+                let mut d = base().outcome(Outcome::Error);
+                d.details["refused"] = err.code().map_or("refused", Code::as_str).into();
+                CoreError::Audited(Box::new((err, d)))
+            };
+            let mut pipeline_used = None;
+            if let Some(p) = &req.pipeline_id {
+                let found = tx.query_opt(
+                    "SELECT p.last_used_at FROM pipelines p JOIN pipeline_connections pc ON pc.pipeline_id = p.id \
                      WHERE p.id = $1 AND p.workspace_id = $2 AND pc.connection_id = $3",
-                        &[p.as_str().into(), c.workspace_id.as_str().into(), c.id.as_str().into()],
-                    )?;
-                    if let Some(r) = &found {
-                        pipeline_used = r.opt_int(0)?;
-                    }
-                    if found.is_none() {
-                        return Err(refuse(CoreError::invalid(
-                            "pipeline_id",
-                            Code::PipelineMismatch,
-                            "the pipeline does not use this connection",
-                        )));
-                    }
+                    &[p.as_str().into(), c.workspace_id.as_str().into(), c.id.as_str().into()],
+                )?;
+                if let Some(r) = &found {
+                    pipeline_used = r.opt_int(0)?;
                 }
-                let Some(cred_id) = c.credential_id.clone() else {
-                    return Err(refuse(CoreError::conflict(
-                        Code::NoCredential,
-                        "the connection has no credential attached",
-                    )));
-                };
-                let cred = match read_cred {
-                    Some(cred) if cred.id == cred_id => cred,
-                    _ => return Err(CoreError::NotFound { what: "credential" }),
-                };
-                let now = now_micros();
-                match cred.status {
-                    CredentialStatus::Active => {}
-                    CredentialStatus::Disabled => {
-                        return Err(refuse(CoreError::conflict(
-                            Code::CredentialDisabled,
-                            "the credential is disabled",
-                        )));
-                    }
-                    CredentialStatus::PendingDeletion => {
-                        return Err(refuse(CoreError::conflict(
-                            Code::CredentialDeleted,
-                            "the credential is pending deletion",
-                        )));
-                    }
-                    other @ CredentialStatus::Purged => {
-                        return Err(refuse(CoreError::conflict(
-                            Code::CredentialNotActive,
-                            format!("the credential is {other}"),
-                        )));
-                    }
-                }
-                let grace = i64::from(settings.expired_grace_hours) * 3_600_000_000;
-                if cred.expires_at.is_some_and(|e| e + grace <= now) {
-                    return Err(refuse(CoreError::conflict(
-                        Code::CredentialExpired,
-                        "the credential has expired",
+                if found.is_none() {
+                    return Err(refuse(CoreError::invalid(
+                        "pipeline_id",
+                        Code::PipelineMismatch,
+                        "the pipeline does not use this connection",
                     )));
                 }
-                let version = req.version.unwrap_or(cred.current_version);
-                // The version's state and sealed data came with the rest; opened only once usable.
-                let row = read_version;
-                let usable = match &row {
-                    Some(r) => match VersionState::parse(&r.text(0)?) {
-                        Some(VersionState::Current) => true,
-                        Some(VersionState::Previous) => {
-                            r.int(1)? + i64::from(settings.previous_grace_hours) * 3_600_000_000 > now
-                        }
-                        _ => false,
-                    },
-                    None => false,
-                };
-                if row.is_none() && req.version.is_some() {
-                    return Err(CoreError::invalid("version", Code::NotFound, "no such version"));
-                }
-                if !usable && req.version.is_some_and(|v| v != cred.current_version) {
+            }
+            let Some(cred_id) = c.credential_id.clone() else {
+                return Err(refuse(CoreError::conflict(
+                    Code::NoCredential,
+                    "the connection has no credential attached",
+                )));
+            };
+            let cred = match read_cred {
+                Some(cred) if cred.id == cred_id => cred,
+                _ => return Err(CoreError::NotFound { what: "credential" }),
+            };
+            let now = now_micros();
+            match cred.status {
+                CredentialStatus::Active => {}
+                CredentialStatus::Disabled => {
                     return Err(refuse(CoreError::conflict(
-                        Code::VersionNotResolvable,
-                        format!("version {version} is not current and not within the grace period"),
+                        Code::CredentialDisabled,
+                        "the credential is disabled",
                     )));
                 }
-                let (true, Some(row)) = (usable, row) else {
+                CredentialStatus::PendingDeletion => {
                     return Err(refuse(CoreError::conflict(
-                        Code::VersionRevoked,
-                        "the credential's current version is not usable",
+                        Code::CredentialDeleted,
+                        "the credential is pending deletion",
                     )));
-                };
-                // The secret goes where the connection points: every destination must be one the
-                // credential (and each source of its role chain) allows — checked before the
-                // version is even opened (defence in depth for rows older than the rule, or a set
-                // narrowed since).
-                let config: serde_json::Value = serde_json::from_str(&c.config)?;
-                let public: serde_json::Value = serde_json::from_str(&row.text(6)?)?;
-                let hs = holders(tx, cred.clone(), &public, false)?;
-                if let Err((field, dest, holder)) = check_destinations(&hs, &of_connection(&c.kind, &config)?, &dns)? {
-                    let mut d = base().outcome(Outcome::Denied);
-                    if let (serde_json::Value::Object(m), serde_json::Value::Object(extra)) =
-                        (&mut d.details, refusal_details(&field, &dest, &holder))
-                    {
-                        m.extend(extra);
+                }
+                other @ CredentialStatus::Purged => {
+                    return Err(refuse(CoreError::conflict(
+                        Code::CredentialNotActive,
+                        format!("the credential is {other}"),
+                    )));
+                }
+            }
+            let grace = i64::from(settings.expired_grace_hours) * 3_600_000_000;
+            if cred.expires_at.is_some_and(|e| e + grace <= now) {
+                return Err(refuse(CoreError::conflict(
+                    Code::CredentialExpired,
+                    "the credential has expired",
+                )));
+            }
+            let version = req.version.unwrap_or(cred.current_version);
+            // The version's state and sealed data came with the rest; opened only once usable.
+            let row = read_version;
+            let usable = match &row {
+                Some(r) => match VersionState::parse(&r.text(0)?) {
+                    Some(VersionState::Current) => true,
+                    Some(VersionState::Previous) => {
+                        r.int(1)? + i64::from(settings.previous_grace_hours) * 3_600_000_000 > now
                     }
-                    d.details["credential_id"] = cred.id.as_str().into();
-                    return Err(CoreError::Audited(Box::new((
-                        CoreError::conflict(
-                            Code::DestinationNotAllowed,
-                            format!(
-                                "{field}: {dest} is not an allowed destination of credential {holder}; the secret is not released to this connection"
-                            ),
+                    _ => false,
+                },
+                None => false,
+            };
+            if row.is_none() && req.version.is_some() {
+                return Err(CoreError::invalid("version", Code::NotFound, "no such version"));
+            }
+            if !usable && req.version.is_some_and(|v| v != cred.current_version) {
+                return Err(refuse(CoreError::conflict(
+                    Code::VersionNotResolvable,
+                    format!("version {version} is not current and not within the grace period"),
+                )));
+            }
+            let (true, Some(row)) = (usable, row) else {
+                return Err(refuse(CoreError::conflict(
+                    Code::VersionRevoked,
+                    "the credential's current version is not usable",
+                )));
+            };
+            // The secret goes where the connection points: every destination must be one the
+            // credential (and each source of its role chain) allows — checked before the
+            // version is even opened (defence in depth for rows older than the rule, or a set
+            // narrowed since).
+            let config: serde_json::Value = serde_json::from_str(&c.config)?;
+            let public: serde_json::Value = serde_json::from_str(&row.text(6)?)?;
+            let hs = holders(tx, cred.clone(), &public, false)?;
+            if let Err((field, dest, holder)) = check_destinations(&hs, &of_connection(&c.kind, &config)?, &dns)? {
+                let mut d = base().outcome(Outcome::Denied);
+                if let (serde_json::Value::Object(m), serde_json::Value::Object(extra)) =
+                    (&mut d.details, refusal_details(&field, &dest, &holder))
+                {
+                    m.extend(extra);
+                }
+                d.details["credential_id"] = cred.id.as_str().into();
+                return Err(CoreError::Audited(Box::new((
+                    CoreError::conflict(
+                        Code::DestinationNotAllowed,
+                        format!(
+                            "{field}: {dest} is not an allowed destination of credential {holder}; the secret is not released to this connection"
                         ),
-                        d,
-                    ))));
+                    ),
+                    d,
+                ))));
+            }
+            let version_used = row.opt_int(2)?;
+            let mut fields = open_sealed_row(&keyring, &cred.org_id, &cred.id, version, &row, 3, None)?;
+            if cred.ty == "oauth" {
+                let health = tx
+                    .query_opt(
+                        "SELECT oauth_health FROM credentials WHERE id = $1",
+                        &[cred.id.as_str().into()],
+                    )?
+                    .and_then(|r| r.opt_text(0).ok().flatten());
+                let refuse_zeroed = |fields: &mut serde_json::Value, err: CoreError| {
+                    credvault_domain::secret::zeroize_json(fields);
+                    refuse(err)
+                };
+                if health.as_deref() == Some("needs_reauthorization") {
+                    return Err(refuse_zeroed(
+                        &mut fields,
+                        CoreError::conflict(
+                            Code::OauthNeedsReauthorization,
+                            "the OAuth grant was revoked or expired at the provider; authorize it again",
+                        ),
+                    ));
                 }
-                let version_used = row.opt_int(2)?;
-                let mut fields = open_sealed_row(&keyring, &cred.org_id, &cred.id, version, &row, 3, None)?;
-                if cred.ty == "oauth" {
-                    let health = tx
-                        .query_opt(
-                            "SELECT oauth_health FROM credentials WHERE id = $1",
-                            &[cred.id.as_str().into()],
-                        )?
-                        .and_then(|r| r.opt_text(0).ok().flatten());
-                    let refuse_zeroed = |fields: &mut serde_json::Value, err: CoreError| {
-                        credvault_domain::secret::zeroize_json(fields);
-                        refuse(err)
-                    };
-                    if health.as_deref() == Some("needs_reauthorization") {
+                // Right after a refresh, a token that has not expired is good enough (a skew
+                // longer than the provider's token lifetime must not refuse a new token).
+                if !crate::oauth::token_fresh(&fields, if refreshed { 0 } else { skew }) {
+                    let never = cred.variant.as_deref() == Some("authorization_code")
+                        && fields
+                            .get("refresh_token")
+                            .and_then(serde_json::Value::as_str)
+                            .is_none_or(str::is_empty);
+                    if never {
                         return Err(refuse_zeroed(
                             &mut fields,
                             CoreError::conflict(
-                                Code::OauthNeedsReauthorization,
-                                "the OAuth grant was revoked or expired at the provider; authorize it again",
+                                Code::OauthNotAuthorized,
+                                "nobody has authorized this OAuth credential yet",
                             ),
                         ));
                     }
-                    // Right after a refresh, a token that has not expired is good enough (a skew
-                    // longer than the provider's token lifetime must not refuse a new token).
-                    if !crate::oauth::token_fresh(&fields, if refreshed { 0 } else { skew }) {
-                        let never = cred.variant.as_deref() == Some("authorization_code")
-                            && fields
-                                .get("refresh_token")
-                                .and_then(serde_json::Value::as_str)
-                                .is_none_or(str::is_empty);
-                        if never {
-                            return Err(refuse_zeroed(
-                                &mut fields,
-                                CoreError::conflict(
-                                    Code::OauthNotAuthorized,
-                                    "nobody has authorized this OAuth credential yet",
-                                ),
-                            ));
-                        }
-                        credvault_domain::secret::zeroize_json(&mut fields);
-                        if !refreshed {
-                            return Err(CoreError::NeedsRefresh(cred.id.clone()));
-                        }
-                        return Err(refuse(CoreError::Unavailable {
-                            code: Code::OauthRefreshFailing,
-                            message: "the access token could not be refreshed; the provider is failing".into(),
-                        }));
+                    credvault_domain::secret::zeroize_json(&mut fields);
+                    if !refreshed {
+                        return Err(CoreError::NeedsRefresh(cred.id.clone()));
                     }
+                    return Err(refuse(CoreError::Unavailable {
+                        code: Code::OauthRefreshFailing,
+                        message: "the access token could not be refreshed; the provider is failing".into(),
+                    }));
                 }
-                // A database that authenticates with IAM gets a 15-minute token for its user, made
-                // from the AWS key — the key itself never leaves. An AWS role chain gets a session
-                // of its role, assumed after these reads (and before the record is written).
-                let mut session = None;
-                let delivered = if matches!(c.kind.as_str(), "postgres" | "mysql") && cred.ty == "aws" {
-                    fields = rds_token_fields(&config, fields, now)?;
-                    Some("rds_iam_token")
-                } else if cred.ty == "aws"
-                    && (cred.variant.as_deref() == Some("assume_role")
-                        || config.get("deliver").and_then(Json::as_str) == Some("session"))
-                {
-                    let (sources, secrets) = crate::testing::chain_sources(tx, &keyring, &cred, &fields, None)?;
-                    session = Some(SessionPlan {
-                        input: credvault_connect::TestInput {
-                            config: config.clone(),
-                            credential_type: cred.ty.clone(),
-                            variant: cred.variant.clone(),
-                            fields: fields.clone(),
-                            secrets,
-                            sources,
-                        },
-                        guard: crate::destinations::guard(&hs),
-                        session_name: session_name(&req.run_id),
-                    });
-                    Some("sts_session")
-                } else {
-                    None
-                };
-                // Rows first, the audit head last: every writer takes its row locks before the
-                // audit head's (an OAuth refresh locks the credential, then appends), so two
-                // transactions never wait on each other in opposite orders.
-                // `last_used_at` has a resolution of LAST_USED_GRAIN_US: a row used more recently
-                // than that is not written again, so a connection resolved by many tasks at once
-                // costs the writer one update per second, not one per call.
-                let stale = |used: Option<i64>| used.is_none_or(|t| t + LAST_USED_GRAIN_US <= now);
-                let mut stamps = Vec::new();
-                if stale(cred.last_used_at) {
-                    stamps.push(Stamp::Credential(cred_id.clone()));
-                }
-                if stale(c.last_used_at) {
-                    stamps.push(Stamp::Connection(c.id.clone()));
-                }
-                if stale(version_used) {
-                    stamps.push(Stamp::Version(cred_id.clone(), version));
-                }
-                if let Some(p) = &req.pipeline_id
-                    && stale(pipeline_used)
-                {
-                    stamps.push(Stamp::Pipeline(p.clone()));
-                }
-                let mut d = base();
-                d.details["version"] = version.into();
-                if let Some(what) = delivered {
-                    d.details["delivered"] = what.into();
-                }
-                if let Some(plan) = session
-                    .as_ref()
-                    .filter(|p| p.input.variant.as_deref() == Some("assume_role"))
-                {
-                    d.details["session_name"] = plan.session_name.as_str().into();
-                }
-                let who = ActorRef::from(a.as_ref());
-                let pending = if defer || session.is_some() {
-                    Some(Pending {
-                        ctx: ctx2.clone(),
-                        who,
-                        draft: d,
-                        stamps,
-                        now,
-                    })
-                } else {
-                    for s in &stamps {
-                        s.write(tx, now)?;
-                    }
-                    audit::append(tx, &ctx2, &who, &d)?;
-                    None
-                };
-                let resolved = Resolved {
-                    connection: ResolvedConnection {
-                        id: c.id.clone(),
-                        kind: c.kind.clone(),
-                        config,
-                    },
-                    credential: ResolvedCredential {
-                        id: cred.id.clone(),
-                        ty: cred.ty.clone(),
+            }
+            // A database that authenticates with IAM gets a 15-minute token for its user, made
+            // from the AWS key — the key itself never leaves. An AWS role chain gets a session
+            // of its role, assumed after these reads (and before the record is written).
+            let mut session = None;
+            let delivered = if matches!(c.kind.as_str(), "postgres" | "mysql") && cred.ty == "aws" {
+                fields = rds_token_fields(&config, fields, now)?;
+                Some("rds_iam_token")
+            } else if cred.ty == "aws"
+                && (cred.variant.as_deref() == Some("assume_role")
+                    || config.get("deliver").and_then(Json::as_str) == Some("session"))
+            {
+                let (sources, secrets) = crate::testing::chain_sources(tx, &keyring, &cred, &fields, None)?;
+                session = Some(SessionPlan {
+                    input: credvault_connect::TestInput {
+                        config: config.clone(),
+                        credential_type: cred.ty.clone(),
                         variant: cred.variant.clone(),
-                        version,
-                        fields,
-                        delivered,
+                        fields: fields.clone(),
+                        secrets,
+                        sources,
                     },
-                };
-                Ok((resolved, pending, session))
+                    guard: crate::destinations::guard(&hs),
+                    session_name: session_name(&req.run_id),
+                });
+                Some("sts_session")
+            } else {
+                None
             };
-        let (mut resolved, mut pending, session) = if defer {
-            let r = self.inner.store.read_fresh(work).await;
-            self.settle(ctx, actor, r).await?
-        } else {
-            self.write(ctx, actor, work).await?
+            // Rows first, the audit head last: every writer takes its row locks before the
+            // audit head's (an OAuth refresh locks the credential, then appends), so two
+            // transactions never wait on each other in opposite orders.
+            // `last_used_at` has a resolution of LAST_USED_GRAIN_US: a row used more recently
+            // than that is not written again, so a connection resolved by many tasks at once
+            // costs the writer one update per second, not one per call.
+            let stale = |used: Option<i64>| used.is_none_or(|t| t + LAST_USED_GRAIN_US <= now);
+            let mut stamps = Vec::new();
+            if stale(cred.last_used_at) {
+                stamps.push(Stamp::Credential(cred_id.clone()));
+            }
+            if stale(c.last_used_at) {
+                stamps.push(Stamp::Connection(c.id.clone()));
+            }
+            if stale(version_used) {
+                stamps.push(Stamp::Version(cred_id.clone(), version));
+            }
+            if let Some(p) = &req.pipeline_id
+                && stale(pipeline_used)
+            {
+                stamps.push(Stamp::Pipeline(p.clone()));
+            }
+            let mut d = base();
+            d.details["version"] = version.into();
+            if let Some(what) = delivered {
+                d.details["delivered"] = what.into();
+            }
+            if let Some(plan) = session
+                .as_ref()
+                .filter(|p| p.input.variant.as_deref() == Some("assume_role"))
+            {
+                d.details["session_name"] = plan.session_name.as_str().into();
+            }
+            let pending = Pending {
+                ctx: ctx2.clone(),
+                who: ActorRef::from(a.as_ref()),
+                draft: d,
+                stamps,
+                now,
+                expect: None,
+            };
+            let resolved = Resolved {
+                connection: ResolvedConnection {
+                    id: c.id.clone(),
+                    kind: c.kind.clone(),
+                    config,
+                },
+                credential: ResolvedCredential {
+                    id: cred.id.clone(),
+                    ty: cred.ty.clone(),
+                    variant: cred.variant.clone(),
+                    version,
+                    fields,
+                    delivered,
+                },
+            };
+            Ok((resolved, pending, session))
         };
+        if defer {
+            let r = self.inner.store.read_fresh(work).await;
+            let (resolved, pending, session) = self.settle(ctx, actor, r).await?;
+            return self.release(resolved, Some(pending), session).await;
+        }
+        // SQLite: this target's reads replayed from memory while the store's state is unchanged
+        // (see `cache`); the writer only writes the record, after checking that again.
+        let cache = &self.inner.resolve_cache;
+        if let Some(recorded) = self.inner.store.generation().and_then(|g| cache.get(&key, g)) {
+            let mut replay = cache::Replay::new(&recorded);
+            let replayed = work.clone()(&mut replay);
+            // A refusal or a read it does not hold: the writer decides (and records), as before.
+            if let (Ok((resolved, mut pending, session)), false) = (replayed, replay.missed) {
+                pending.expect = Some(cache::ResolveCache::generation_of(&recorded));
+                pending.stamps = cache.owed(std::mem::take(&mut pending.stamps), pending.now, LAST_USED_GRAIN_US);
+                match self.release(resolved, Some(pending), session).await {
+                    Err(CoreError::Stale) => cache.count(CacheEvent::Stale),
+                    other => {
+                        cache.count(CacheEvent::Hit);
+                        return other;
+                    }
+                }
+            }
+        }
+        cache.count(CacheEvent::Miss);
+        let store = self.inner.store.clone();
+        let (resolved, pending, session, recorded, stamped) = self
+            .write(ctx, actor, move |tx| {
+                let generation = store.generation().unwrap_or_default();
+                let mut recorder = cache::Recorder::new(&mut *tx);
+                let (resolved, pending, session) = work(&mut recorder)?;
+                let recorded = recorder.finish(generation);
+                if session.is_some() {
+                    // Written after the session is minted.
+                    return Ok((resolved, Some(pending), session, recorded, None));
+                }
+                // The record in the same transaction as the reads.
+                for s in &pending.stamps {
+                    s.write(tx, pending.now)?;
+                }
+                audit::append(tx, &pending.ctx, &pending.who, &pending.draft)?;
+                Ok((resolved, None, session, recorded, Some((pending.stamps, pending.now))))
+            })
+            .await?;
+        cache.put(key, recorded);
+        if let Some((stamps, now)) = stamped {
+            cache.note_stamped(&stamps, now);
+        }
+        self.release(resolved, pending, session).await
+    }
+
+    /// Mints the session a resolve planned (if any), writes its record (if not yet written)
+    /// and only then returns the secret.
+    async fn release(
+        &self,
+        mut resolved: Resolved,
+        mut pending: Option<Pending>,
+        session: Option<SessionPlan>,
+    ) -> CoreResult<Resolved> {
         if let Some(plan) = session {
             let policy = self.inner.config.egress.guarded(plan.guard.clone());
             let chain = plan.input.variant.as_deref() == Some("assume_role");
@@ -700,22 +762,13 @@ impl Service {
         Ok(resolved)
     }
 
-    /// Writes a resolve's record: through this node's appender on PostgreSQL, in a write of its
-    /// own on SQLite (a resolve that had to call out first).
+    /// Writes a resolve's record through this node's appender (group-committed; on SQLite only
+    /// if its `expect`ed generation still holds, else [`CoreError::Stale`]).
     async fn record_pending(&self, p: Pending) -> CoreResult<()> {
-        if self.inner.store.engine() == credvault_store::Engine::Postgres {
-            self.appender().append(p).await?;
-            return Ok(());
-        }
-        self.inner
-            .store
-            .write(move |tx| {
-                for s in &p.stamps {
-                    s.write(tx, p.now)?;
-                }
-                audit::append(tx, &p.ctx, &p.who, &p.draft).map(|_| ())
-            })
-            .await
+        let (stamps, now) = (p.stamps.clone(), p.now);
+        self.appender().append(p).await?;
+        self.inner.resolve_cache.note_stamped(&stamps, now);
+        Ok(())
     }
 }
 
