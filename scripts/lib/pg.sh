@@ -2,6 +2,8 @@
 # private cluster on loopback in a temporary directory as the `postgres` user (no systemd),
 # and stops it again. Source this file, then call pg_start / pg_stop.
 #   pg_start DIR PORT   -> exports PG_URL (superuser URL to the `postgres` database)
+# With PG_TLS_CERT and PG_TLS_KEY set (PEM files), the cluster also speaks TLS with them; with
+# PG_TLS_ONLY=1 as well, it refuses connections that are not TLS (hostssl only).
 
 pg_bin() {
     local d
@@ -29,11 +31,20 @@ pg_start() {
     chown postgres "$dir/pwfile"
     runuser -u postgres -- "$bin/initdb" -D "$dir/data" -U postgres --pwfile="$dir/pwfile" \
         --auth-local=trust --auth-host=scram-sha-256 >"$dir/initdb.log" 2>&1
+    local tls=""
+    if [ -n "${PG_TLS_CERT:-}" ]; then
+        install -o postgres -g postgres -m 0644 "$PG_TLS_CERT" "$dir/tls.pem"
+        install -o postgres -g postgres -m 0600 "$PG_TLS_KEY" "$dir/tls.key"
+        tls="-c ssl=on -c ssl_cert_file=$dir/tls.pem -c ssl_key_file=$dir/tls.key"
+        if [ "${PG_TLS_ONLY:-0}" = 1 ]; then
+            sed -i 's/^host /hostssl /' "$dir/data/pg_hba.conf"
+        fi
+    fi
     # fsync=off only makes this throwaway test cluster faster; credvault still asks for
     # synchronous_commit=on in every session, which is what its durability rests on. The
     # benchmark starts its cluster with PG_FSYNC=on (a command-line setting beats ALTER SYSTEM).
     runuser -u postgres -- "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=${PG_FSYNC:-off} -c max_connections=300" start >/dev/null
+        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=${PG_FSYNC:-off} -c max_connections=300 $tls" start >/dev/null
     export PG_URL="postgres://postgres:pgtestpw@127.0.0.1:$port/postgres"
     export PG_DIR="$dir"
 }

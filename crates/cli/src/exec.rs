@@ -4,7 +4,7 @@
 //!
 //! | connection / credential | variables |
 //! |---|---|
-//! | `postgres`, `redshift` | `PGHOST`, `PGPORT`, `PGDATABASE`, `PGUSER`, `PGPASSWORD`, `PGSSLMODE`, `PGCONNECT_TIMEOUT` |
+//! | `postgres`, `redshift` | `PGHOST`, `PGPORT`, `PGDATABASE`, `PGUSER`, `PGPASSWORD`, `PGSSLMODE`, `PGSSLROOTCERT` (a file with `ca_pem`), `PGCONNECT_TIMEOUT` |
 //! | `mysql` | `MYSQL_HOME` and `MARIADB_HOME`: a private directory (0700) holding `my.cnf` (0600) with `[client]` host, port, user, password, database; `MYSQL_HOST`, `MYSQL_TCP_PORT` |
 //! | an `aws` access key | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION` and `AWS_DEFAULT_REGION` |
 //! | a `gcp` service account | `GOOGLE_APPLICATION_CREDENTIALS`: the key in a 0600 file in the private directory |
@@ -174,6 +174,13 @@ pub fn prepare(resolved: &Value, run_id: &str) -> anyhow::Result<Prepared> {
             set("PGPASSWORD", field("password"));
             set("PGSSLMODE", cfg("sslmode"));
             set("PGCONNECT_TIMEOUT", cfg("connect_timeout"));
+            // The connection's CA certificates, as libpq reads them: a file.
+            if let Some(pem) = cfg("ca_pem") {
+                let d = PrivateDir::new()?;
+                let file = d.file("root.crt", pem.as_bytes())?;
+                set("PGSSLROOTCERT", Some(file.display().to_string()));
+                dir = Some(d);
+            }
         }
         "mysql" => {
             let d = PrivateDir::new()?;
@@ -306,6 +313,19 @@ mod tests {
         }
         assert!(!format!("{p:?}").contains("s3cret"), "Debug shows names only");
         assert!(p.dir.is_none());
+    }
+
+    #[test]
+    fn a_postgres_ca_goes_to_libpq_as_a_private_file() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let r = json!({"connection": {"id": "conn_x", "kind": "postgres", "config": {"host": "db", "sslmode": "verify-full", "ca_pem": pem}},
+                       "credential": {"id": "cred_x", "type": "database", "variant": "password", "version": 1,
+                                      "fields": {"username": "u", "password": "p"}}});
+        let p = prepare(&r, "r").unwrap();
+        let file = PathBuf::from(var(&p, "PGSSLROOTCERT").unwrap());
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), pem);
+        assert_eq!(var(&p, "PGSSLMODE"), Some("verify-full"));
+        assert!(p.dir.is_some(), "removed with the environment");
     }
 
     #[test]

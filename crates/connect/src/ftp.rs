@@ -15,9 +15,7 @@
 //!
 //! TLS verifies the server's certificate against the user's host name (or IP literal) with the
 //! trust store of the machine (`SSL_CERT_FILE` / `SSL_CERT_DIR`, as OpenSSL and reqwest read
-//! them, else the system bundle); see [`tls_config`].
-
-use std::sync::Arc;
+//! them, else the system bundle); see [`crate::tls::tls_config`].
 
 use futures_util::future::BoxFuture;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -28,81 +26,6 @@ use zeroize::Zeroizing;
 use crate::{EgressPolicy, ErrorCode, TestError, TestInput, Tester};
 
 pub(crate) struct Ftp;
-
-/// Files that hold the system's CA bundle on common Linux distributions (the first one found
-/// wins), as `openssl-probe` looks for them.
-const CA_BUNDLES: [&str; 6] = [
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-    "/etc/pki/tls/cacert.pem",
-];
-
-fn add_pem_file(roots: &mut rustls::RootCertStore, path: &std::path::Path) {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let Ok(bytes) = std::fs::read(path) else { return };
-    for der in CertificateDer::pem_slice_iter(&bytes).flatten() {
-        // A certificate rustls cannot use as an anchor is skipped, like rustls-native-certs does.
-        let _ = roots.add(der);
-    }
-}
-
-fn add_pem_dir(roots: &mut rustls::RootCertStore, dir: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_file() {
-            add_pem_file(roots, &p);
-        }
-    }
-}
-
-/// The machine's trusted CA certificates: `SSL_CERT_FILE` and/or `SSL_CERT_DIR` when set (as
-/// `rustls-native-certs`, and so reqwest and ldap3, read them), else the first system bundle
-/// found, else `/etc/ssl/certs`.
-fn trusted_roots() -> rustls::RootCertStore {
-    let mut roots = rustls::RootCertStore::empty();
-    let file = std::env::var_os("SSL_CERT_FILE").filter(|v| !v.is_empty());
-    let dir = std::env::var_os("SSL_CERT_DIR").filter(|v| !v.is_empty());
-    if file.is_some() || dir.is_some() {
-        if let Some(f) = file {
-            add_pem_file(&mut roots, std::path::Path::new(&f));
-        }
-        if let Some(d) = dir {
-            for d in std::env::split_paths(&d) {
-                add_pem_dir(&mut roots, &d);
-            }
-        }
-        return roots;
-    }
-    match CA_BUNDLES.iter().map(std::path::Path::new).find(|p| p.is_file()) {
-        Some(bundle) => add_pem_file(&mut roots, bundle),
-        None => add_pem_dir(&mut roots, std::path::Path::new("/etc/ssl/certs")),
-    }
-    roots
-}
-
-/// A rustls client configuration (aws-lc-rs, TLS 1.2 and 1.3) that verifies servers against
-/// the machine's trust store. Shared by the FTP and LDAP testers.
-pub(crate) fn tls_config() -> Result<Arc<rustls::ClientConfig>, TestError> {
-    let roots = trusted_roots();
-    if roots.is_empty() {
-        return Err(TestError::new(
-            ErrorCode::Tls,
-            "no trusted CA certificates were found on the credvault server (set SSL_CERT_FILE or SSL_CERT_DIR)",
-        ));
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TestError::new(ErrorCode::Tls, format!("cannot set up TLS: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
 
 /// The most a reply (all its lines) may take.
 const MAX_REPLY: usize = 16 * 1024;
@@ -378,16 +301,6 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// The TLS server name for the user's host (brackets off an IPv6 literal).
-fn server_name(host: &str) -> Result<rustls::pki_types::ServerName<'static>, TestError> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    rustls::pki_types::ServerName::try_from(bare.to_owned()).map_err(|_| {
-        TestError::new(
-            ErrorCode::Tls,
-            "the host is not a name TLS can verify a certificate against",
-        )
-    })
-}
-
 impl Tester for Ftp {
     fn test<'a>(&'a self, input: &'a TestInput, policy: &'a EgressPolicy) -> BoxFuture<'a, Result<(), TestError>> {
         Box::pin(async move {
@@ -431,7 +344,7 @@ impl Tester for Ftp {
             // Built before connecting: a machine without a trust store, or a host TLS cannot
             // verify, fails without a socket.
             let tls = if explicit {
-                Some((tls_config()?, server_name(host)?))
+                Some((crate::tls::tls_config()?, crate::tls::server_name(host)?))
             } else {
                 None
             };

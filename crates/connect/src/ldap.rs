@@ -8,7 +8,7 @@
 //! it when it is given a stream.
 //!
 //! TLS verifies the certificate against that name with the machine's trust store (see
-//! [`crate::ftp::tls_config`]). With `ldaps` the whole connection is TLS and `starttls` is
+//! [`crate::tls::tls_config`]). With `ldaps` the whole connection is TLS and `starttls` is
 //! ignored. The port is the configured one: LDAPS on 636 needs `port: 636` in the config.
 
 use futures_util::future::BoxFuture;
@@ -168,7 +168,7 @@ impl Tester for Ldap {
                 .unwrap_or(389);
             let tls = ldaps || starttls;
             // Built before connecting: a machine without a trust store fails without a socket.
-            let config = if tls { Some(crate::ftp::tls_config()?) } else { None };
+            let config = if tls { Some(crate::tls::tls_config()?) } else { None };
 
             let stream = policy.connect(host, port).await?;
             let stream = stream

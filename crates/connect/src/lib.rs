@@ -17,6 +17,7 @@ mod mysql;
 pub mod oauth;
 mod postgres;
 mod ssh;
+mod tls;
 
 use std::time::Instant;
 
@@ -38,8 +39,14 @@ pub enum ErrorCode {
     ConnectRefused,
     /// Too slow.
     Timeout,
-    /// TLS handshake or certificate problem.
+    /// TLS handshake or certificate problem (or the server does not offer TLS).
     Tls,
+    /// The server's certificate does not chain to a trusted CA.
+    TlsUntrusted,
+    /// The server's certificate is expired (or not yet valid).
+    TlsExpired,
+    /// The server's certificate is not valid for the host name (`verify-full`).
+    TlsNameMismatch,
     /// The SSH host key differs from the stored one.
     HostKeyMismatch,
     /// The target refused the credential.
@@ -66,6 +73,9 @@ impl ErrorCode {
             ErrorCode::ConnectRefused => "connect_refused",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Tls => "tls",
+            ErrorCode::TlsUntrusted => "tls_untrusted",
+            ErrorCode::TlsExpired => "tls_expired",
+            ErrorCode::TlsNameMismatch => "tls_name_mismatch",
             ErrorCode::HostKeyMismatch => "host_key_mismatch",
             ErrorCode::AuthFailed => "auth_failed",
             ErrorCode::PermissionDenied => "permission_denied",

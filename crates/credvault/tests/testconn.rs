@@ -709,13 +709,6 @@ async fn postgres_tester_logs_in_and_classifies_failures(b: Backend, pg: &PgTarg
         let c = connection(&srv, &format!("pg-ssl-{mode}"), "postgres", cfg, Some(&aux)).await;
         assert_passed(&test_conn(&srv, &c, json!({})).await);
     }
-    // TLS modes this build cannot do: unsupported, honestly.
-    for mode in ["require", "verify-full"] {
-        let mut cfg = pg.config(&pg.db);
-        cfg["sslmode"] = json!(mode);
-        let c = connection(&srv, &format!("pg-ssl-{mode}"), "postgres", cfg, Some(&aux)).await;
-        assert_failed(&test_conn(&srv, &c, json!({})).await, "unsupported");
-    }
 
     // A wrong password: auth_failed, and the password never comes back.
     let wrong_pw = format!("wrong-{}", random_hex(6));
@@ -921,6 +914,133 @@ async fn the_postgres_tester_logs_in_runs_select_1_and_names_each_failure_on_eve
     for backend in common::backends() {
         eprintln!("--- backend {backend:?}");
         postgres_tester_logs_in_and_classifies_failures(backend, &pg).await;
+    }
+}
+
+/// The CA files and the TLS-only, expired-certificate PostgreSQL that scripts/test makes
+/// (`scripts/lib/tls.sh`, `pg_start` with `PG_TLS_*`).
+#[cfg(feature = "postgres-tests")]
+fn tls_env() -> (String, String, String) {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: the PostgreSQL TLS tests need the certificates and clusters scripts/test makes")
+        })
+    };
+    let dir = var("CREDVAULT_TEST_TLS_DIR");
+    let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).unwrap();
+    (
+        read("ca.pem"),
+        read("other-ca.pem"),
+        var("CREDVAULT_TEST_PG_EXPIRED_URL"),
+    )
+}
+
+/// `sslmode` does what it says, against real PostgreSQL servers speaking TLS with certificates
+/// of a test CA: verify-full checks the chain and the name, verify-ca the chain, require (with
+/// `ca_pem`) the chain; a wrong CA, a name the certificate does not hold and an expired
+/// certificate each fail with their own code; a mode that needs TLS never falls back to plain
+/// text (the password is not sent to a server that declines TLS).
+#[cfg(feature = "postgres-tests")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tls_modes_verify_what_they_promise_and_name_each_failure() {
+    let pg = PgTarget::create();
+    let (ca, other_ca, expired_url) = tls_env();
+    // `localhost` may resolve to ::1 as well.
+    let srv = Server::start_with(
+        Backend::Sqlite,
+        &["--egress-allow", "127.0.0.0/8", "--egress-allow", "::1/128"],
+    )
+    .await;
+    let cred = db_cred(&srv, "pg-tls", &pg.role, &pg.password).await;
+    let try_mode = |name: &'static str, host: &str, sslmode: &str, ca_pem: Option<&str>| {
+        let mut cfg = json!({"host": host, "port": pg.port, "database": pg.db, "sslmode": sslmode});
+        if let Some(p) = ca_pem {
+            cfg["ca_pem"] = json!(p);
+        }
+        let (srv, cred) = (&srv, cred.clone());
+        async move {
+            let c = connection(srv, name, "postgres", cfg, Some(&cred)).await;
+            test_conn(srv, &c, json!({})).await
+        }
+    };
+    // The name and the chain hold: in.
+    assert_passed(&try_mode("full-ok", "localhost", "verify-full", Some(&ca)).await);
+    // The certificate names localhost only: dialled as 127.0.0.1, verify-full refuses it and
+    // verify-ca (chain only) takes it.
+    let r = try_mode("full-ip", "127.0.0.1", "verify-full", Some(&ca)).await;
+    assert_failed(&r, "tls_name_mismatch");
+    assert!(st(&r["error"]["message"]).contains("127.0.0.1"), "{r}");
+    assert_passed(&try_mode("ca-ip", "127.0.0.1", "verify-ca", Some(&ca)).await);
+    // Another CA: untrusted, whether asked by verify-ca, verify-full or require with ca_pem.
+    assert_failed(
+        &try_mode("ca-other", "127.0.0.1", "verify-ca", Some(&other_ca)).await,
+        "tls_untrusted",
+    );
+    assert_failed(
+        &try_mode("full-other", "localhost", "verify-full", Some(&other_ca)).await,
+        "tls_untrusted",
+    );
+    assert_failed(
+        &try_mode("req-other", "127.0.0.1", "require", Some(&other_ca)).await,
+        "tls_untrusted",
+    );
+    // No ca_pem: the server's trust store, which does not hold the test CA.
+    assert_failed(
+        &try_mode("full-system", "localhost", "verify-full", None).await,
+        "tls_untrusted",
+    );
+    // require without a CA: encrypted, unverified (libpq's meaning); disable and prefer log in.
+    for mode in ["require", "prefer", "disable"] {
+        assert_passed(&try_mode(mode, "127.0.0.1", mode, None).await);
+    }
+
+    // A TLS-only server whose certificate expired.
+    let rest = expired_url.strip_prefix("postgres://").unwrap();
+    let (auth, rest) = rest.rsplit_once('@').unwrap();
+    let (user, pass) = auth.split_once(':').unwrap();
+    let port: u16 = rest.split(['/', ':']).nth(1).unwrap().parse().unwrap();
+    let old = db_cred(&srv, "pg-expired", user, pass).await;
+    let expired = |name: &'static str, sslmode: &str| {
+        let cfg = json!({"host": "localhost", "port": port, "database": "postgres", "sslmode": sslmode, "ca_pem": ca});
+        let (srv, old) = (&srv, old.clone());
+        async move {
+            let c = connection(srv, name, "postgres", cfg, Some(&old)).await;
+            test_conn(srv, &c, json!({})).await
+        }
+    };
+    assert_failed(&expired("exp-full", "verify-full").await, "tls_expired");
+    assert_failed(&expired("exp-ca", "verify-ca").await, "tls_expired");
+    // Plain text is refused by that server (hostssl only): the failure says so.
+    let r = expired("exp-plain", "disable").await;
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(st(&r["error"]["message"]).contains("no encryption"), "{r}");
+
+    // A server that declines TLS (answers `N`, then asks for the password in clear text and
+    // echoes it): require fails with `tls` before any password is sent; prefer — the control —
+    // falls back to plain text, and the fake gets (and echoes) the password.
+    let fake = Stub::start("127.0.0.1:0", Mode::PgEcho).await;
+    let secret = format!("Tls-Pw-{}", random_hex(6));
+    let plain = db_cred(&srv, "pg-fake", "loader", &secret).await;
+    let to_fake = |name: &'static str, sslmode: &str| {
+        let cfg = json!({"host": "127.0.0.1", "port": fake.port(), "database": "x", "sslmode": sslmode});
+        let (srv, plain) = (&srv, plain.clone());
+        async move {
+            let c = connection(srv, name, "postgres", cfg, Some(&plain)).await;
+            test_conn(srv, &c, json!({})).await
+        }
+    };
+    let r = to_fake("fake-require", "verify-full").await;
+    assert_failed(&r, "tls");
+    assert!(st(&r["error"]["message"]).contains("does not offer TLS"), "{r}");
+    let r = to_fake("fake-prefer", "prefer").await;
+    assert_failed(&r, "auth_failed");
+    assert!(
+        st(&r["error"]["message"]).contains("password authentication failed"),
+        "{r}"
+    );
+    assert_eq!(fake.connections(), 2);
+    for s in [&pg.password, &secret, &pass.to_owned()] {
+        assert_no_secret("the server logs", &srv.logs(), s);
     }
 }
 
@@ -1621,12 +1741,6 @@ async fn unsupported_kinds_answer_unsupported_without_connecting(b: Backend) {
         ("sqlserver", host(json!({"database": "x"})), &db),
         ("oracle", host(json!({"service_name": "ORCL"})), &db),
         ("snowflake", json!({"account": "acme-prod"}), &db),
-        ("postgres", host(json!({"database": "x", "sslmode": "require"})), &db),
-        (
-            "postgres",
-            host(json!({"database": "x", "sslmode": "verify-full"})),
-            &db,
-        ),
     ];
     for (i, (kind, config, cred)) in cases.into_iter().enumerate() {
         let c = connection(&srv, &format!("unsup-{i}-{kind}"), kind, config, Some(cred)).await;

@@ -228,7 +228,7 @@ pub fn validate_config(kind: ConnectorKind, config: Value) -> Result<Value, Vec<
                 errors.push(FieldError {
                     field: format!("config.{tls}"),
                     code: "invalid_format",
-                    message: "an IAM token goes only over TLS: require (or verify-full)".into(),
+                    message: "an IAM token goes only over TLS: require, verify-ca or verify-full".into(),
                 });
             }
         }
@@ -387,6 +387,21 @@ const IAM_STS: FieldSchema = f(
     "STS endpoint Test connection checks the AWS identity at (auth: iam; default sts.REGION.amazonaws.com)",
 );
 
+const PG_SSLMODE: FieldSchema = f(
+    "sslmode",
+    FieldKind::Enum(&["disable", "prefer", "require", "verify-ca", "verify-full"]),
+    false,
+    Check::None,
+    "TLS mode, as libpq names them: disable; prefer (the default: TLS without verification if the server offers it, else plain text — a downgrade anyone on the path can force); require (TLS, verified against ca_pem when given); verify-ca (TLS, the certificate chains to ca_pem or the server's trust store); verify-full (verify-ca and the certificate names the host)",
+);
+const PG_CA_PEM: FieldSchema = f(
+    "ca_pem",
+    FieldKind::String,
+    false,
+    Check::CertificatePem,
+    "CA certificate(s), PEM, that sslmode require/verify-ca/verify-full trust instead of the server's trust store (a private CA, RDS's bundle)",
+);
+
 const POSTGRES: &[FieldSchema] = &[
     HOST,
     PORT,
@@ -395,13 +410,8 @@ const POSTGRES: &[FieldSchema] = &[
     IAM_USER,
     IAM_REGION,
     IAM_STS,
-    f(
-        "sslmode",
-        FieldKind::Enum(&["disable", "prefer", "require", "verify-full"]),
-        false,
-        Check::None,
-        "TLS mode",
-    ),
+    PG_SSLMODE,
+    PG_CA_PEM,
     f(
         "application_name",
         FieldKind::String,
@@ -489,13 +499,8 @@ const REDSHIFT: &[FieldSchema] = &[
     HOST,
     PORT,
     DATABASE,
-    f(
-        "sslmode",
-        FieldKind::Enum(&["disable", "prefer", "require", "verify-full"]),
-        false,
-        Check::None,
-        "TLS mode",
-    ),
+    PG_SSLMODE,
+    PG_CA_PEM,
     f(
         "cluster_id",
         FieldKind::String,

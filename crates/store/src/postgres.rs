@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use crate::{Engine, Row, StoreError, StoreOptions, Tx, TxError, Value, migrations};
 
 pub(crate) struct PgStore {
-    url: String,
+    url: Arc<Target>,
     idle: Arc<Mutex<Vec<(Client, StatementCache)>>>,
     permits: Arc<Semaphore>,
 }
@@ -65,7 +65,24 @@ impl PgTx<'_> {
     }
 }
 
+/// A failure to connect; a refused certificate says what was wrong with it.
+fn connect_err(e: &postgres::Error) -> StoreError {
+    if let Some(problem) = credvault_tls::rustls_error(e).and_then(credvault_tls::cert_problem) {
+        let what = match problem {
+            credvault_tls::CertProblem::Expired => "is expired (or not yet valid)",
+            credvault_tls::CertProblem::NameMismatch => "does not name the host in the database URL",
+            credvault_tls::CertProblem::Untrusted => "is not signed by a CA in sslrootcert (or the trust store)",
+        };
+        return StoreError::Unavailable(format!("the database's TLS certificate {what}"));
+    }
+    db_err_ref(e)
+}
+
 fn db_err(e: postgres::Error) -> StoreError {
+    db_err_ref(&e)
+}
+
+fn db_err_ref(e: &postgres::Error) -> StoreError {
     if let Some(db) = e.as_db_error() {
         if db.code() == &postgres::error::SqlState::UNIQUE_VIOLATION {
             return StoreError::Unique(db.constraint().unwrap_or_default().to_owned());
@@ -166,8 +183,114 @@ impl Tx for PgTx<'_> {
     }
 }
 
-fn connect(url: &str) -> Result<Client, StoreError> {
-    let mut c = Client::connect(url, NoTls).map_err(db_err)?;
+/// Where the store connects, and with what TLS.
+pub(crate) struct Target {
+    /// The database URL as tokio-postgres reads it (see [`target`]).
+    url: String,
+    /// `None`: `sslmode=disable`.
+    tls: Option<credvault_tls::MakePgTls>,
+}
+
+/// Reads the libpq TLS parameters of a database URL that tokio-postgres does not know and
+/// removes them: `sslmode` `verify-ca` / `verify-full` (passed on as `require`) and
+/// `sslrootcert` (a PEM file of CA certificates, or `system` for this machine's trust store).
+/// - `disable`: plain text;
+/// - no `sslmode`, or `prefer` (libpq's default): TLS if the server offers it, else plain
+///   text — a downgrade anyone on the path can force; unverified unless `sslrootcert` is given;
+/// - `require`: TLS, unverified unless `sslrootcert` is given (then as `verify-ca`, as libpq);
+/// - `verify-ca`: the certificate chains to `sslrootcert` (default: the trust store);
+/// - `verify-full`: that, and it names the host.
+///
+/// Client certificates (`sslcert`, `sslkey`) are refused: not supported yet.
+pub(crate) fn target(url: &str) -> Result<Target, StoreError> {
+    use credvault_tls::Verify;
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let (mut mode, mut rootcert, mut kept) = (None, None, Vec::new());
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "sslmode" => mode = Some(v.to_owned()),
+            "sslrootcert" => rootcert = Some(percent_decode(v)),
+            "sslcert" | "sslkey" => {
+                return Err(StoreError::BadUrl(format!(
+                    "{k}: client certificates for the PostgreSQL store are not supported yet"
+                )));
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let verify = match mode.as_deref() {
+        Some("disable") => None,
+        None | Some("prefer" | "require") if rootcert.is_some() => Some(Verify::Chain),
+        None | Some("prefer" | "require") => Some(Verify::Nothing),
+        Some("verify-ca") => Some(Verify::Chain),
+        Some("verify-full") => Some(Verify::Full),
+        Some(other) => {
+            return Err(StoreError::BadUrl(format!(
+                "sslmode={other} (use disable, prefer, require, verify-ca or verify-full)"
+            )));
+        }
+    };
+    // What tokio-postgres is told: whether to ask for TLS (the verification is ours).
+    if let Some(m) = mode.as_deref() {
+        kept.push(match m {
+            "disable" => "sslmode=disable",
+            "prefer" => "sslmode=prefer",
+            _ => "sslmode=require",
+        });
+    }
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    let tls = match verify {
+        None => None,
+        Some(v) => {
+            let roots = match rootcert.as_deref() {
+                None | Some("system") => None,
+                Some(path) => {
+                    let pem = std::fs::read(path)
+                        .map_err(|e| StoreError::BadUrl(format!("sslrootcert: cannot read {path}: {e}")))?;
+                    Some(
+                        credvault_tls::roots_from_pem(&pem)
+                            .map_err(|e| StoreError::BadUrl(format!("sslrootcert: {path}: {e}")))?,
+                    )
+                }
+            };
+            let config = credvault_tls::client_config(v, roots).map_err(|e| StoreError::BadUrl(format!("TLS: {e}")))?;
+            Some(credvault_tls::MakePgTls { config })
+        }
+    };
+    Ok(Target { url, tls })
+}
+
+/// `%XX` escapes decoded (a path in a URL).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(h) = s.get(i + 1..i + 3)
+            && let Ok(v) = u8::from_str_radix(h, 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn connect(target: &Target) -> Result<Client, StoreError> {
+    let mut c = match &target.tls {
+        Some(tls) => Client::connect(&target.url, tls.clone()),
+        None => Client::connect(&target.url, NoTls),
+    }
+    .map_err(|e| connect_err(&e))?;
     c.batch_execute("SET synchronous_commit = on; SET TIME ZONE 'UTC'")
         .map_err(db_err)?;
     Ok(c)
@@ -175,10 +298,11 @@ fn connect(url: &str) -> Result<Client, StoreError> {
 
 impl PgStore {
     pub(crate) fn open(url: &str, opts: &StoreOptions) -> Result<PgStore, StoreError> {
-        let mut first = connect(url)?;
+        let target = target(url)?;
+        let mut first = connect(&target)?;
         migrations::run_postgres(&mut first)?;
         Ok(PgStore {
-            url: url.to_owned(),
+            url: Arc::new(target),
             idle: Arc::new(Mutex::new(vec![(first, StatementCache::new())])),
             permits: Arc::new(Semaphore::new(opts.max_connections.max(1))),
         })
@@ -312,5 +436,46 @@ impl Drop for PgStore {
                 .name("credvault-pg-close".into())
                 .spawn(move || drop(clients));
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::target;
+    use crate::StoreError;
+
+    #[test]
+    fn libpq_tls_parameters_are_read_and_what_tokio_postgres_gets_is_what_it_knows() {
+        let t = target("postgres://u:p@db:5432/cv?sslmode=verify-full&application_name=x").unwrap();
+        assert_eq!(t.url, "postgres://u:p@db:5432/cv?application_name=x&sslmode=require");
+        assert!(t.tls.is_some());
+        let t = target("postgres://u:p@db/cv?sslmode=disable").unwrap();
+        assert_eq!(t.url, "postgres://u:p@db/cv?sslmode=disable");
+        assert!(t.tls.is_none(), "disable is plain text");
+        let t = target("postgres://u:p@db/cv").unwrap();
+        assert_eq!(t.url, "postgres://u:p@db/cv");
+        assert!(t.tls.is_some(), "libpq's default, prefer, tries TLS");
+        for (url, says) in [
+            (
+                "postgres://db/cv?sslmode=verify-everything",
+                "sslmode=verify-everything",
+            ),
+            ("postgres://db/cv?sslmode=require&sslcert=/c.pem", "sslcert"),
+            (
+                "postgres://db/cv?sslmode=verify-ca&sslrootcert=/no/such/ca.pem",
+                "/no/such/ca.pem",
+            ),
+        ] {
+            match target(url) {
+                Err(StoreError::BadUrl(m)) => assert!(m.contains(says), "{url}: {m}"),
+                other => panic!("{url}: {:?}", other.map(|t| t.url)),
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("cv-notpem-{}", std::process::id()));
+        std::fs::write(&dir, "not a certificate").unwrap();
+        let url = format!("postgres://db/cv?sslmode=verify-full&sslrootcert={}", dir.display());
+        assert!(matches!(target(&url), Err(StoreError::BadUrl(m)) if m.contains("no usable certificate")));
+        let _ = std::fs::remove_file(&dir);
     }
 }

@@ -346,7 +346,7 @@ pub(super) fn schemas() -> Value {
             config["if"] = json!({"properties": {"auth": {"const": "iam"}}, "required": ["auth"]});
             config["then"] = json!({"required": ["iam_user", "region"], "properties": {
                 "iam_user": {"type": "string"}, "region": {"type": "string"},
-                tls: {"enum": if k == ConnectorKind::Postgres { json!(["require", "verify-full", null]) } else { json!(["require", null]) }}}});
+                tls: {"enum": if k == ConnectorKind::Postgres { json!(["require", "verify-ca", "verify-full", null]) } else { json!(["require", null]) }}}});
             config["else"] = json!({"properties": {
                 "iam_user": {"type": "null"}, "region": {"type": "null"}, "sts_endpoint_url": {"type": "null"}}});
         }
