@@ -10,11 +10,15 @@ use tokio_rustls::rustls;
 
 use crate::{ErrorCode, TestError};
 
-fn setup(e: SetupError) -> TestError {
+/// `ca_pem`: whether the connection kind has that field (the message then says to give it).
+fn setup(e: SetupError, ca_pem: bool) -> TestError {
     let message = match e {
         SetupError::NoUsableCertificate => "ca_pem holds no usable certificate".to_owned(),
-        SetupError::NoTrustStore => {
+        SetupError::NoTrustStore if ca_pem => {
             "no trusted CA certificates were found on the credvault server (give ca_pem, or set SSL_CERT_FILE or SSL_CERT_DIR)".to_owned()
+        }
+        SetupError::NoTrustStore => {
+            "no trusted CA certificates were found on the credvault server (set SSL_CERT_FILE or SSL_CERT_DIR)".to_owned()
         }
         other => other.to_string(),
     };
@@ -24,21 +28,21 @@ fn setup(e: SetupError) -> TestError {
 /// A client configuration that verifies servers (chain and name) against the machine's trust
 /// store. Shared by the FTP and LDAP testers.
 pub(crate) fn tls_config() -> Result<Arc<rustls::ClientConfig>, TestError> {
-    credvault_tls::client_config(Verify::Full, None).map_err(setup)
+    credvault_tls::client_config(Verify::Full, None).map_err(|e| setup(e, false))
 }
 
 /// A client configuration for `verify`, trusting `ca_pem` when given, else the machine's store.
 pub(crate) fn client_config(verify: Verify, ca_pem: Option<&str>) -> Result<Arc<rustls::ClientConfig>, TestError> {
     let roots = match (verify, ca_pem) {
         (Verify::Nothing, _) | (_, None) => None,
-        (_, Some(pem)) => Some(credvault_tls::roots_from_pem(pem.as_bytes()).map_err(setup)?),
+        (_, Some(pem)) => Some(credvault_tls::roots_from_pem(pem.as_bytes()).map_err(|e| setup(e, true))?),
     };
-    credvault_tls::client_config(verify, roots).map_err(setup)
+    credvault_tls::client_config(verify, roots).map_err(|e| setup(e, true))
 }
 
 /// The name a certificate is checked against: the host as given.
 pub(crate) fn server_name(host: &str) -> Result<rustls::pki_types::ServerName<'static>, TestError> {
-    credvault_tls::server_name(host).map_err(setup)
+    credvault_tls::server_name(host).map_err(|e| setup(e, false))
 }
 
 /// A TLS failure named by what went wrong with the certificate (`host` for the message).

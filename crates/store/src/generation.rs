@@ -35,12 +35,14 @@ const STAMPS: &[(&str, &str)] = &[
 /// plain reads, writes to [`JOURNAL_TABLES`] and exact usage stamps.
 pub(crate) fn changes_state(sql: &str) -> bool {
     let s = sql.trim_start();
-    if s.contains(';') {
-        return true;
-    }
     let word = |prefix: &str| s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix);
+    // A read needs no further look (every statement, resolve's included, passes here; rusqlite
+    // refuses a second statement after the first).
     if word("SELECT ") {
         return false;
+    }
+    if s.contains(';') {
+        return true;
     }
     let rest = if word("INSERT INTO ") {
         &s["INSERT INTO ".len()..]

@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use crate::{Engine, Row, StoreError, StoreOptions, Tx, TxError, Value, migrations};
 
 pub(crate) struct PgStore {
-    url: Arc<Target>,
+    target: Arc<Target>,
     idle: Arc<Mutex<Vec<(Client, StatementCache)>>>,
     permits: Arc<Semaphore>,
 }
@@ -302,7 +302,7 @@ impl PgStore {
         let mut first = connect(&target)?;
         migrations::run_postgres(&mut first)?;
         Ok(PgStore {
-            url: Arc::new(target),
+            target: Arc::new(target),
             idle: Arc::new(Mutex::new(vec![(first, StatementCache::new())])),
             permits: Arc::new(Semaphore::new(opts.max_connections.max(1))),
         })
@@ -321,13 +321,13 @@ impl PgStore {
             .await
             .map_err(|_| E::from(StoreError::Unavailable("pool closed".into())))?;
         let idle = self.idle.clone();
-        let url = self.url.clone();
+        let target = self.target.clone();
         let joined = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let pooled = idle.lock().ok().and_then(|mut v| v.pop());
             let (mut client, mut cache) = match pooled {
                 Some((c, cache)) if !c.is_closed() => (c, cache),
-                _ => (connect(&url).map_err(E::from)?, StatementCache::new()),
+                _ => (connect(&target).map_err(E::from)?, StatementCache::new()),
             };
             let result = (|| {
                 if mode == Mode::Fresh {
@@ -368,7 +368,7 @@ impl PgStore {
 
     /// Runs a statement outside any transaction (VACUUM cannot run inside one).
     pub(crate) async fn outside_tx(&self, sql: &'static str) -> Result<(), StoreError> {
-        let url = self.url.clone();
+        let target = self.target.clone();
         let idle = self.idle.clone();
         let _permit = self
             .permits
@@ -380,7 +380,7 @@ impl PgStore {
             let pooled = idle.lock().ok().and_then(|mut v| v.pop());
             let (mut client, cache) = match pooled {
                 Some((c, cache)) if !c.is_closed() => (c, cache),
-                _ => (connect(&url)?, StatementCache::new()),
+                _ => (connect(&target)?, StatementCache::new()),
             };
             let r = client.batch_execute(sql).map_err(db_err);
             if let Ok(mut v) = idle.lock() {

@@ -216,6 +216,10 @@ impl ActorRef {
             kind: "system",
         }
     }
+    /// A user (or nobody known, `None`), e.g. the person an OAuth callback came back for.
+    pub fn user(id: Option<String>) -> ActorRef {
+        ActorRef { id, kind: "user" }
+    }
     /// An unauthenticated caller.
     pub fn anonymous() -> ActorRef {
         ActorRef {

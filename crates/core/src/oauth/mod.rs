@@ -273,6 +273,15 @@ impl Service {
         .await
     }
 
+    /// Records an OAuth callback's outcome for the person it came back for, in a write of its own.
+    async fn record_as_user(&self, ctx: &RequestCtx, principal: String, d: Draft) -> CoreResult<()> {
+        let ctx = ctx.clone();
+        self.inner
+            .store
+            .write(move |tx| audit::append(tx, &ctx, &ActorRef::user(Some(principal)), &d).map(|_| ()))
+            .await
+    }
+
     /// The provider redirected the browser back: check the state (single use), exchange the
     /// code, and store the tokens as a new current version. Never fails with an error: the
     /// outcome is shown to the browser, and every refusal is audited.
@@ -336,7 +345,7 @@ impl Service {
                         outcome: Outcome::Denied,
                         details: json!({"reason": reason}),
                     };
-                    audit::append(tx, &ctx2, &ActorRef { id: who, kind: "user" }, &d)?;
+                    audit::append(tx, &ctx2, &ActorRef::user(who), &d)?;
                     return Ok(Err(reason));
                 }
                 let Some(r) = row else { return Ok(Err("unknown_state")) };
@@ -374,36 +383,14 @@ impl Service {
             })
             .await?;
         let mut fields = fields;
-        let record = |outcome: Outcome, details: Json| Draft {
-            action: Action::OauthAuthorize,
-            target_type: Some("credential"),
-            target_id: Some(c.id.clone()),
-            org_id: Some(c.org_id.clone()),
-            workspace_id: c.workspace_id.clone(),
-            outcome,
-            details,
-        };
+        let record =
+            |outcome: Outcome, details: Json| c.draft(Action::OauthAuthorize).outcome(outcome).details(details);
         if let Some(err) = provider_error {
             let d = record(
                 Outcome::Error,
                 json!({"provider_error": err.chars().take(100).collect::<String>()}),
             );
-            let (ctx3, p) = (ctx.clone(), principal.clone());
-            self.inner
-                .store
-                .write(move |tx| {
-                    audit::append(
-                        tx,
-                        &ctx3,
-                        &ActorRef {
-                            id: Some(p),
-                            kind: "user",
-                        },
-                        &d,
-                    )
-                    .map(|_| ())
-                })
-                .await?;
+            self.record_as_user(ctx, principal, d).await?;
             credvault_domain::secret::zeroize_json(&mut fields);
             return Ok(CallbackOutcome {
                 ok: false,
@@ -462,7 +449,7 @@ impl Service {
                             let mut d = d;
                             d.outcome = Outcome::Error;
                             d.details = json!({"reason": "version_changed", "read_version": read_version, "current_version": c.current_version});
-                            audit::append(tx, &ctx3, &ActorRef { id: Some(p.clone()), kind: "user" }, &d)?;
+                            audit::append(tx, &ctx3, &ActorRef::user(Some(p.clone())), &d)?;
                             return Ok::<_, CoreError>(false);
                         }
                         let version = replace_version_internal(tx, &keyring, &c, fields, &p)?;
@@ -472,7 +459,7 @@ impl Service {
                         )?;
                         let mut d = d;
                         d.details["version"] = version.into();
-                        audit::append(tx, &ctx3, &ActorRef { id: Some(p.clone()), kind: "user" }, &d)?;
+                        audit::append(tx, &ctx3, &ActorRef::user(Some(p.clone())), &d)?;
                         Ok::<_, CoreError>(true)
                     })
                     .await?;
@@ -492,21 +479,7 @@ impl Service {
             Err(e) => {
                 credvault_domain::secret::zeroize_json(&mut fields);
                 let d = record(Outcome::Error, json!({"error": e.to_string()}));
-                self.inner
-                    .store
-                    .write(move |tx| {
-                        audit::append(
-                            tx,
-                            &ctx3,
-                            &ActorRef {
-                                id: Some(p),
-                                kind: "user",
-                            },
-                            &d,
-                        )
-                        .map(|_| ())
-                    })
-                    .await?;
+                self.record_as_user(ctx, principal, d).await?;
                 Ok(CallbackOutcome {
                     ok: false,
                     message: "The provider did not accept the authorization code. Start the authorization again."

@@ -145,24 +145,8 @@ impl Service {
                 .write(move |tx| {
                     let c = load_cred(tx, &id, true)?;
                     let now = now_micros();
-                    let draft = |outcome, details| Draft {
-                        action: Action::OauthRefresh,
-                        target_type: Some("credential"),
-                        target_id: Some(c.id.clone()),
-                        org_id: Some(c.org_id.clone()),
-                        workspace_id: c.workspace_id.clone(),
-                        outcome,
-                        details,
-                    };
-                    let alert = |action: Action, reason: &str| Draft {
-                        action,
-                        target_type: Some("credential"),
-                        target_id: Some(c.id.clone()),
-                        org_id: Some(c.org_id.clone()),
-                        workspace_id: c.workspace_id.clone(),
-                        outcome: Outcome::Success,
-                        details: json!({"reason": reason}),
-                    };
+                    let draft = |outcome, details| c.draft(Action::OauthRefresh).outcome(outcome).details(details);
+                    let alert = |action: Action, reason: &str| c.draft(action).details(json!({"reason": reason}));
                     let transient = matches!(&result, Err(e) if !matches!(e, OAuthError::InvalidGrant(_) | OAuthError::InvalidClient(_)));
                     match result {
                         Ok(_) if c.current_version != read_version => {

@@ -245,7 +245,7 @@ fn hand_written_checks_and_appends_only_shrink() {
         ("destinations.rs", 0, 1, "the upgrade that gives old credentials their destinations (system actor)"),
         ("resolve/mod.rs", 0, 1, "resolve's record on SQLite, in the writer closure that made its reads (otherwise the appender writes it)"),
         ("sessions.rs", 0, 5, "sign-in, sign-out, sessions and CSRF failures: the actor is being established, no scope yet"),
-        ("oauth/mod.rs", 0, 5, "the consent callback (no token: the state names who started it)"),
+        ("oauth/mod.rs", 0, 4, "the consent callback (no token: the state names who started it)"),
         ("oauth/refresh.rs", 0, 4, "token refresh and grant health (system actor)"),
         ("lifecycle.rs", 0, 3, "the scheduler (system actor): expiry and rotation alerts, grace revocations, purges"),
         ("testing.rs", 0, 2, "Test connection's outcome, recorded after the network (no transaction spans it)"),

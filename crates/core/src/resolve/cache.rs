@@ -56,12 +56,18 @@ pub(crate) struct Recorded {
     reads: Vec<Read>,
 }
 
-/// A transaction that passes everything through and keeps the reads made before the first
-/// write (the resolve's own; what the audit append reads after them is not kept).
+impl Recorded {
+    /// The store generation the reads were made in.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+/// A transaction that passes everything through and keeps every read and its rows (a resolve's
+/// own code only reads; its record is written on the inner transaction afterwards).
 pub(crate) struct Recorder<'a> {
     inner: &'a mut dyn Tx,
     reads: Vec<Read>,
-    wrote: bool,
 }
 
 impl<'a> Recorder<'a> {
@@ -69,7 +75,6 @@ impl<'a> Recorder<'a> {
         Recorder {
             inner,
             reads: Vec::new(),
-            wrote: false,
         }
     }
 
@@ -85,17 +90,14 @@ impl<'a> Recorder<'a> {
 impl Tx for Recorder<'_> {
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
         let rows = self.inner.query(sql, params)?;
-        if !self.wrote {
-            self.reads.push(Read {
-                sql: sql.to_owned(),
-                params: params.to_vec(),
-                rows: rows.clone(),
-            });
-        }
+        self.reads.push(Read {
+            sql: sql.to_owned(),
+            params: params.to_vec(),
+            rows: rows.clone(),
+        });
         Ok(rows)
     }
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
-        self.wrote = true;
         self.inner.execute(sql, params)
     }
     fn execute_inside(
@@ -104,7 +106,6 @@ impl Tx for Recorder<'_> {
         sql: &str,
         params: &[Value],
     ) -> Result<u64, StoreError> {
-        self.wrote = true;
         self.inner.execute_inside(inside, sql, params)
     }
     fn engine(&self) -> Engine {
@@ -207,11 +208,6 @@ impl ResolveCache {
             entries.generation = recorded.generation;
         }
         entries.map.insert(key, Arc::new(recorded));
-    }
-
-    /// The generation `recorded` was read in.
-    pub(crate) fn generation_of(recorded: &Recorded) -> u64 {
-        recorded.generation
     }
 
     /// Drops the stamps this process wrote less than `grain` µs before `now` (a replay reads

@@ -376,8 +376,8 @@ impl Service {
         // node's group-committing appender (see `appender`). SQLite: one closure on the
         // single writer, which group-commits already.
         let defer = self.inner.store.engine() == credvault_store::Engine::Postgres;
-        // What the in-memory replay keys on (SQLite; see `cache`).
-        let key = cache::Key {
+        // What the in-memory replay keys on (SQLite only; see `cache`).
+        let key = (!defer).then(|| cache::Key {
             target: match (&req.connection_id, &by_name) {
                 (Some(id), _) => id.clone(),
                 (None, Some((ws, name))) => format!("{ws}\u{0}{name}"),
@@ -385,7 +385,7 @@ impl Service {
             },
             version: req.version,
             pipeline: req.pipeline_id.clone(),
-        };
+        });
         let work = move |tx: &mut dyn credvault_store::Tx| -> CoreResult<(Resolved, Pending, Option<SessionPlan>)> {
             // The connection, its organization's settings, its credential and the version to
             // resolve (state and sealed row) in one statement.
@@ -679,12 +679,13 @@ impl Service {
         // SQLite: this target's reads replayed from memory while the store's state is unchanged
         // (see `cache`); the writer only writes the record, after checking that again.
         let cache = &self.inner.resolve_cache;
-        if let Some(recorded) = self.inner.store.generation().and_then(|g| cache.get(&key, g)) {
+        let current = self.inner.store.generation();
+        if let Some(recorded) = key.as_ref().zip(current).and_then(|(k, g)| cache.get(k, g)) {
             let mut replay = cache::Replay::new(&recorded);
-            let replayed = work.clone()(&mut replay);
+            let replayed = work(&mut replay);
             // A refusal or a read it does not hold: the writer decides (and records), as before.
             if let (Ok((resolved, mut pending, session)), false) = (replayed, replay.missed) {
-                pending.expect = Some(cache::ResolveCache::generation_of(&recorded));
+                pending.expect = Some(recorded.generation());
                 pending.stamps = cache.owed(std::mem::take(&mut pending.stamps), pending.now, LAST_USED_GRAIN_US);
                 match self.release(resolved, Some(pending), session).await {
                     Err(CoreError::Stale) => cache.count(CacheEvent::Stale),
@@ -715,7 +716,9 @@ impl Service {
                 Ok((resolved, None, session, recorded, Some((pending.stamps, pending.now))))
             })
             .await?;
-        cache.put(key, recorded);
+        if let Some(key) = key {
+            cache.put(key, recorded);
+        }
         if let Some((stamps, now)) = stamped {
             cache.note_stamped(&stamps, now);
         }
@@ -765,9 +768,13 @@ impl Service {
     /// Writes a resolve's record through this node's appender (group-committed; on SQLite only
     /// if its `expect`ed generation still holds, else [`CoreError::Stale`]).
     async fn record_pending(&self, p: Pending) -> CoreResult<()> {
-        let (stamps, now) = (p.stamps.clone(), p.now);
+        // SQLite's replays read old `last_used_at` values: note the stamps written (PostgreSQL
+        // reads fresh ones).
+        let noted = (self.inner.store.engine() == credvault_store::Engine::Sqlite).then(|| (p.stamps.clone(), p.now));
         self.appender().append(p).await?;
-        self.inner.resolve_cache.note_stamped(&stamps, now);
+        if let Some((stamps, now)) = noted {
+            self.inner.resolve_cache.note_stamped(&stamps, now);
+        }
         Ok(())
     }
 }
