@@ -29,10 +29,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
 
 /// Builds the context from request parts (the request ID is set by the middleware).
 pub fn request_ctx(parts: &Parts) -> RequestCtx {
-    let request_id = parts
+    let (request_id, received_at) = parts
         .extensions
         .get::<RequestIdExt>()
-        .map(|r| r.0.clone())
+        .map(|r| (r.0.clone(), r.1))
         .unwrap_or_default();
     let source_ip = parts
         .extensions
@@ -47,12 +47,14 @@ pub fn request_ctx(parts: &Parts) -> RequestCtx {
         request_id,
         source_ip,
         user_agent,
+        received_at,
     }
 }
 
-/// The request ID, stored in request extensions by the middleware.
+/// The request ID and when the request arrived (microseconds since the epoch), stored in
+/// request extensions by the middleware.
 #[derive(Clone, Debug)]
-pub struct RequestIdExt(pub String);
+pub struct RequestIdExt(pub String, pub i64);
 
 /// The authenticated actor. Rejects with 401 (audited) when the bearer token is missing or bad.
 pub struct Auth(pub Arc<Actor>);

@@ -31,7 +31,8 @@ fn incoming_id(req: &Request) -> Option<String> {
 pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = incoming_id(&req).unwrap_or_else(|| RequestId::generate().to_string());
-    req.extensions_mut().insert(RequestIdExt(id.clone()));
+    req.extensions_mut()
+        .insert(RequestIdExt(id.clone(), credvault_domain::time::now_micros()));
     let method = req.method().to_string();
     let route = req
         .extensions()

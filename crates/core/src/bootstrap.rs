@@ -99,7 +99,7 @@ impl Service {
                 let (token, hash) = generate_token();
                 let tok = TokenId::generate();
                 insert_token(tx, &tok, &org, admin.as_str(), &hash, Some("bootstrap"), None, None, now)?;
-                let ctx = RequestCtx { request_id: String::new(), source_ip: None, user_agent: Some("credvault init".into()) };
+                let ctx = RequestCtx { request_id: String::new(), source_ip: None, user_agent: Some("credvault init".into()), received_at: 0 };
                 audit::append(
                     tx,
                     &ctx,

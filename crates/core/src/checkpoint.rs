@@ -76,6 +76,7 @@ pub fn write_all(tx: &mut dyn Tx, keyring: &Keyring) -> CoreResult<usize> {
         request_id: String::new(),
         source_ip: None,
         user_agent: Some("credvault audit checkpoint".into()),
+        received_at: 0,
     };
     let mut n = 0;
     let mut touched = std::collections::HashSet::new();

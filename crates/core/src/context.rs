@@ -13,6 +13,21 @@ pub struct RequestCtx {
     pub source_ip: Option<String>,
     /// The `User-Agent` header, truncated.
     pub user_agent: Option<String>,
+    /// When the request arrived (microseconds since the epoch; 0 for work the server started
+    /// itself). Concurrent requests use it to share work begun before they arrived (an OAuth
+    /// refresh under way).
+    pub received_at: i64,
+}
+
+impl RequestCtx {
+    /// When the request arrived, or now when that is unknown.
+    pub fn received_at(&self) -> i64 {
+        if self.received_at > 0 {
+            self.received_at
+        } else {
+            credvault_domain::time::now_micros()
+        }
+    }
 }
 
 /// One role binding of the actor.

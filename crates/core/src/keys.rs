@@ -48,6 +48,7 @@ fn audit_instance(tx: &mut dyn Tx, action: Action, details: serde_json::Value) -
         request_id: String::new(),
         source_ip: None,
         user_agent: Some("credvault keys".into()),
+        received_at: 0,
     };
     let d = Draft {
         action,

@@ -339,6 +339,7 @@ fn tick(tx: &mut dyn Tx, now: Micros) -> CoreResult<TickReport> {
         request_id: String::new(),
         source_ip: None,
         user_agent: Some("credvault scheduler".into()),
+        received_at: 0,
     };
     let orgs = tx.query("SELECT id FROM orgs ORDER BY seq", &[])?;
     for o in orgs {

@@ -330,7 +330,7 @@ impl Service {
         {
             let cred = p.credential_id.clone();
             drop(p); // zeroizes the decrypted fields
-            if let Err(e) = self.ensure_fresh_token(&cred).await {
+            if let Err(e) = self.ensure_fresh_token(&cred, ctx.received_at()).await {
                 tracing::info!(credential = %cred, error = %e, "no fresh OAuth token for Test connection");
             }
             p = self.prepare_connection_test(ctx, actor, id, req).await?;

@@ -118,6 +118,7 @@ pub fn open_shards(tx: &mut dyn Tx, org: &str) -> CoreResult<usize> {
         request_id: String::new(),
         source_ip: None,
         user_agent: Some("credvault audit shards".into()),
+        received_at: 0,
     };
     append_to(tx, &ctx, &ActorRef::system(), &d, Some(org))?;
     Ok(opened.len())

@@ -450,6 +450,7 @@ impl Watch {
                         request_id: String::new(),
                         source_ip: None,
                         user_agent: Some("credvault audit forwarder".into()),
+                        received_at: 0,
                     };
                     let d = crate::audit::Draft {
                         action: Action::AlertAuditBacklog,

@@ -3,7 +3,9 @@
 //! refresh tokens, grant health, and the grants listing.
 //!
 //! Single flight: one refresh per credential per node (an async mutex), and across nodes a
-//! lease row in the store (`oauth_leases`); everyone else waits for the new token. A rotated
+//! lease row in the store (`oauth_leases`); everyone else waits for the new token. Every
+//! request that arrived before a refresh stored its tokens takes them, whatever the skew says
+//! (`RequestCtx::received_at`, compared with `oauth_refreshed_at`). A rotated
 //! refresh token is stored in the same transaction as the new access token (the current
 //! version is re-sealed in place), so the old refresh token is never used again.
 

@@ -4,23 +4,28 @@
 use super::*;
 
 impl Service {
-    /// The credential (with its grant health) and its current version's fields.
-    pub(super) async fn oauth_state(&self, cred_id: &str) -> CoreResult<(CredRow, Option<String>, ZeroJson)> {
+    /// The credential, its grant health, when its tokens were last stored (consent or refresh)
+    /// and its current version's fields.
+    pub(super) async fn oauth_state(
+        &self,
+        cred_id: &str,
+    ) -> CoreResult<(CredRow, Option<String>, Option<i64>, ZeroJson)> {
         let keyring = self.keyring()?.clone();
         let id = cred_id.to_owned();
         self.inner
             .store
             .read(
-                move |tx: &mut dyn Tx| -> CoreResult<(CredRow, Option<String>, ZeroJson)> {
+                move |tx: &mut dyn Tx| -> CoreResult<(CredRow, Option<String>, Option<i64>, ZeroJson)> {
                     let c = load_cred(tx, &id, false)?;
                     let f = ZeroJson(decrypt_version(tx, &keyring, &c.org_id, &c.id, c.current_version)?);
-                    let health = tx
-                        .query_opt(
-                            "SELECT oauth_health FROM credentials WHERE id = $1",
-                            &[id.as_str().into()],
-                        )?
-                        .and_then(|r| r.opt_text(0).ok().flatten());
-                    Ok((c, health, f))
+                    let (health, refreshed_at) = match tx.query_opt(
+                        "SELECT oauth_health, oauth_refreshed_at FROM credentials WHERE id = $1",
+                        &[id.as_str().into()],
+                    )? {
+                        Some(r) => (r.opt_text(0)?, r.opt_int(1)?),
+                        None => (None, None),
+                    };
+                    Ok((c, health, refreshed_at, f))
                 },
             )
             .await
@@ -47,11 +52,14 @@ impl Service {
     /// Makes sure an OAuth credential's current version holds a fresh access token, refreshing
     /// it (once, across concurrent callers and nodes) if not. Failures are recorded as grant
     /// health; the caller decides what a still-stale token means.
-    pub(crate) async fn ensure_fresh_token(&self, cred_id: &str) -> CoreResult<()> {
-        // The access token as the caller saw it stale: once it differs, somebody (this node or
-        // another) has refreshed, and the new token is good whatever the skew says (a skew
-        // longer than the provider's token lifetime must not refresh again and again).
-        let (_, _, seen) = self.oauth_state(cred_id).await?;
+    ///
+    /// `since` is when the caller's request arrived: tokens stored at or after it (by a refresh
+    /// on this node or another, or a new consent) are taken as they are, whatever the skew says.
+    /// So requests that arrived while a refresh was under way share its token, even when they
+    /// read the stale one only after it finished (a slow store under a burst), and a skew longer
+    /// than the provider's token lifetime does not refresh again and again; a request that
+    /// arrives after a refresh finished may refresh again (the skew says the token is stale).
+    pub(crate) async fn ensure_fresh_token(&self, cred_id: &str, since: i64) -> CoreResult<()> {
         let lock = self.refresh_lock(cred_id);
         let _guard = lock.lock().await;
         let skew = self.inner.config.oauth.refresh_skew_secs;
@@ -84,10 +92,9 @@ impl Service {
             if backing_off {
                 return Ok(());
             }
-            let (c, health, mut state) = self.oauth_state(cred_id).await?;
+            let (c, health, refreshed_at, mut state) = self.oauth_state(cred_id).await?;
             let mut fields = std::mem::take(&mut state.0);
-            let changed =
-                str_field(&fields, "access_token") != seen.0.get("access_token").and_then(Json::as_str).unwrap_or("");
+            let changed = refreshed_at.is_some_and(|t| t >= since);
             let variant = c.variant.clone().unwrap_or_default();
             let done = changed
                 || token_fresh(&fields, skew)
@@ -138,6 +145,7 @@ impl Service {
                 request_id: String::new(),
                 source_ip: None,
                 user_agent: Some("credvault oauth refresh".into()),
+                received_at: 0,
             };
             let id = cred_id.to_owned();
             self.inner

@@ -58,6 +58,7 @@ fn ctx() -> RequestCtx {
         request_id: "req_test".into(),
         source_ip: Some("127.0.0.1".into()),
         user_agent: None,
+        received_at: 0,
     }
 }
 

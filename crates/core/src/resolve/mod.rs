@@ -318,7 +318,7 @@ impl Service {
         match self.resolve_once(ctx, actor, req.clone(), false, dns.clone()).await {
             // An OAuth access token is stale: refresh it (single flight), then try once more.
             Err(CoreError::NeedsRefresh(cred)) => {
-                self.ensure_fresh_token(&cred).await?;
+                self.ensure_fresh_token(&cred, ctx.received_at()).await?;
                 self.resolve_once(ctx, actor, req, true, dns).await
             }
             other => other,
