@@ -1,5 +1,5 @@
 # Headless Chromium for the web UI tests (tests driven over the W3C WebDriver protocol, see
-# crates/credvault/tests/common/webdriver.rs): installs Debian's chromium and chromium-driver
+# crates/credvault/tests/it/common/webdriver.rs): installs Debian's chromium and chromium-driver
 # if either is missing, runs a private chromedriver on 127.0.0.1 with its log in DIR, and
 # stops it again (with any browser it left behind). Source this file, then call
 # chromedriver_start / chromedriver_stop.
@@ -194,7 +194,7 @@ geckodriver_stop() {
 
 # axe-core (Deque's accessibility rules engine, from the npm registry) for the browser tests:
 # fetched once with `npm pack` into a cache outside the clone, then injected into each main
-# screen by crates/credvault/tests/ui_browser.rs. Exports CREDVAULT_TEST_AXE_JS.
+# screen by crates/credvault/tests/it/ui_browser.rs. Exports CREDVAULT_TEST_AXE_JS.
 AXE_VERSION=4.14.1
 AXE_SHA256=29348999450cdf2849a8e70b7912fc2da85a849da39c0d0d5394f51d4a9ed95c
 axe_ensure() {

@@ -1,4 +1,4 @@
-# rsyslog as a SIEM-style receiver for the audit-forwarding suite (tests/siem.rs): installs the
+# rsyslog as a SIEM-style receiver for the audit-forwarding suite (crates/credvault/tests/it/siem.rs): installs the
 # Debian package if rsyslogd is missing, runs a private rsyslogd on 127.0.0.1 from a config in
 # DIR (no systemd, no /dev/log, no imuxsock/imklog: the distribution's configuration is not
 # used), listening for syslog over UDP and over TCP (octet counting, RFC 6587) on one port, and

@@ -2,7 +2,7 @@
 //! tenancy, tokens, credentials and versions, lists, audit and its tamper evidence.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{Backend, Scope, Server};
 use serde_json::{Value, json};

@@ -12,7 +12,8 @@
 //! `scheduler_interval_secs = 0`), so every alert comes from a pass this test chose.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
+use crate::common::{random_hex, st};
 
 use std::path::Path;
 use std::process::Command;
@@ -27,17 +28,6 @@ const DAY: i64 = 86_400;
 const HOUR: i64 = 3_600;
 
 // ------------------------------------------------------------------------------- helpers
-
-fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    getrandom::fill(&mut b).unwrap();
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// The string at `v` (panics when it is not one).
-fn st(v: &Value) -> String {
-    v.as_str().unwrap_or_else(|| panic!("not a string: {v}")).to_owned()
-}
 
 fn id(v: &Value) -> String {
     st(&v["id"])

@@ -13,7 +13,8 @@
 //!   metadata address stays refused.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
+use crate::common::{closed_port, random_hex, st};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,17 +34,6 @@ const TESTERS: [&str; 3] = ["admin", "integration_engineer", "builder"];
 const NON_TESTERS: [&str; 3] = ["auditor", "viewer", "worker"];
 
 // ------------------------------------------------------------------------------- helpers
-
-fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    getrandom::fill(&mut b).unwrap();
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// The string at `v` (panics when it is not one).
-fn st(v: &Value) -> String {
-    v.as_str().unwrap_or_else(|| panic!("not a string: {v}")).to_owned()
-}
 
 fn id(v: &Value) -> String {
     st(&v["id"])
@@ -562,14 +552,6 @@ impl Trap {
     fn port6(&self) -> u16 {
         self.v6.as_ref().map_or(self.v4.port(), Stub::port)
     }
-}
-
-/// A port nothing listens on.
-async fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let p = l.local_addr().unwrap().port();
-    drop(l);
-    p
 }
 
 // ------------------------------------------------------------------- the PostgreSQL target

@@ -31,7 +31,8 @@
 //! not exist (`404 not_found`, the same body), so the answer reveals nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
+use crate::common::{random_hex, st};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,12 +57,6 @@ const FAR_FUTURE: &str = "2099-01-01T00:00:00Z";
 
 // ------------------------------------------------------------------------------- helpers
 
-fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    getrandom::fill(&mut b).unwrap();
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// A secret with characters that every encoding changes (`/ + = &`).
 fn secret(tag: &str) -> String {
     format!("{tag}/{}+{}=&{}", random_hex(5), random_hex(5), random_hex(3))
@@ -85,10 +80,6 @@ fn unused_credential_id() -> String {
 fn uuid() -> String {
     let h = random_hex(16);
     format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
-}
-
-fn st(v: &Value) -> String {
-    v.as_str().unwrap_or_else(|| panic!("not a string: {v}")).to_owned()
 }
 
 fn id(v: &Value) -> String {

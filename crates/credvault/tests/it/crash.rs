@@ -4,7 +4,7 @@
 //! `keys.rs`; for audit forwarding in `siem.rs`.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -3,7 +3,7 @@
 //! on every other node of the same PostgreSQL store.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 #[cfg(feature = "postgres-tests")]
 use std::time::{Duration, Instant};

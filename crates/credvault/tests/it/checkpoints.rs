@@ -3,7 +3,7 @@
 //! `audit verify --file … --public-key …` checks an export against them without the database.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output, Stdio};
 

@@ -29,10 +29,24 @@ pub fn backends() -> Vec<Backend> {
     v
 }
 
-fn random_hex(n: usize) -> String {
+/// `n` random bytes as hex (unique names for databases, organizations, credentials).
+pub fn random_hex(n: usize) -> String {
     let mut b = vec![0u8; n];
     getrandom::fill(&mut b).unwrap();
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A JSON string's value; panics (naming the value) on anything else.
+pub fn st(v: &Value) -> String {
+    v.as_str().unwrap_or_else(|| panic!("not a string: {v}")).to_owned()
+}
+
+/// A loopback port nobody listens on (bound, read and released).
+pub async fn closed_port() -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let p = l.local_addr().unwrap().port();
+    drop(l);
+    p
 }
 
 /// A temporary directory removed on drop.
@@ -475,7 +489,6 @@ pub enum Scope<'a> {
 }
 
 /// Runs `f` once per backend.
-#[macro_export]
 macro_rules! each_backend {
     ($f:ident) => {
         for backend in common::backends() {

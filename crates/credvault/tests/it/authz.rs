@@ -4,7 +4,7 @@
 //! `forbidden`; outside the scope: 404 `not_found`; every refusal is in the audit journal.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{Backend, Scope, Server};
 use serde_json::{Value, json};

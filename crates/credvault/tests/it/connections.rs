@@ -8,7 +8,8 @@
 //! connection comes out of resolve and nowhere else.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
+use crate::common::{random_hex, st};
 
 use common::{Backend, Resp, Scope, Server};
 use serde_json::{Value, json};
@@ -122,17 +123,6 @@ const UNREVIEWED: [&str; 11] = [
 ];
 
 // ------------------------------------------------------------------------------- helpers
-
-fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    getrandom::fill(&mut b).unwrap();
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// The string at `v` (panics when it is not one).
-fn st(v: &Value) -> String {
-    v.as_str().unwrap_or_else(|| panic!("not a string: {v}")).to_owned()
-}
 
 fn id(v: &Value) -> String {
     st(&v["id"])

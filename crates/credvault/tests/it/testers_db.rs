@@ -18,11 +18,11 @@
 #![cfg(feature = "server-tests")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
+use crate::common::{closed_port, random_hex, st};
 
 use common::{Backend, Server};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
 /// `serve` arguments that let the server reach loopback, where every test server listens.
 const ALLOW_LOOPBACK: [&str; 2] = ["--egress-allow", "127.0.0.0/8"];
@@ -164,12 +164,6 @@ impl Pg {
 
 // ---------------------------------------------------------------------------------- helpers
 
-fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    getrandom::fill(&mut b).unwrap();
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// `canary-` and random hex: a password that must never come back.
 fn canary() -> String {
     format!("canary-{}", random_hex(12))
@@ -231,10 +225,6 @@ fn assert_no_secret(what: &str, hay: &str, secret: &str) {
             "{what} contains a secret (as `{needle}`):\n{hay}"
         );
     }
-}
-
-fn st(v: &Value) -> String {
-    v.as_str().unwrap_or_else(|| panic!("not a string: {v}")).to_owned()
 }
 
 /// Creates a `database` password credential; returns its ID.
@@ -333,14 +323,6 @@ fn assert_failed(r: &Value, expected: &str) -> String {
     assert_eq!(r["error"]["code"], expected, "{r}");
     assert!(r["latency_ms"].is_u64(), "{r}");
     st(&r["error"]["message"])
-}
-
-/// A port nothing listens on.
-async fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let p = l.local_addr().unwrap().port();
-    drop(l);
-    p
 }
 
 // --------------------------------------------------------------------------- 1. MariaDB

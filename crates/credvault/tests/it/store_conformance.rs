@@ -2,13 +2,8 @@
 //! and on PostgreSQL alike.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use crate::common::random_hex;
 use credvault_store::{Engine, Store, StoreError, StoreOptions, Tx, Value};
-
-fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    getrandom::fill(&mut b).unwrap();
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 /// A store on a fresh SQLite file or a fresh PostgreSQL database.
 struct Fresh {

@@ -6,7 +6,7 @@
 //! `secret_fields_set` and never show their values.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{Backend, Resp, Server};
 use serde_json::{Value, json};

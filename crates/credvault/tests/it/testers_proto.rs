@@ -18,7 +18,8 @@
 #![cfg(feature = "server-tests")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
+use crate::common::{closed_port, random_hex};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -62,12 +63,6 @@ fn require_flag(name: &str, what: &str) {
 
 fn port_of(name: &str) -> u16 {
     env(name).parse().unwrap_or_else(|_| panic!("{name} is not a port"))
-}
-
-fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    getrandom::fill(&mut b).unwrap();
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 struct Ftp {
@@ -244,14 +239,6 @@ async fn assert_no_password_leaked(srv: &Server, results: &[Value], secrets: &[&
         assert_no_secret("the audit log", &audit, s);
         assert_no_secret("the server's logs", &logs, s);
     }
-}
-
-/// A port on loopback where nothing listens.
-async fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let p = l.local_addr().unwrap().port();
-    drop(l);
-    p
 }
 
 /// A loopback listener that counts connections and answers each one: `greeting` first, then

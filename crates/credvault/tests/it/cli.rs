@@ -2,7 +2,7 @@
 //! from stdin or a file and never from argv.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -4,18 +4,13 @@
 //! every page after it was entered, and the password API and CLI. On SQLite and PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
+use crate::common::random_hex;
 
 use std::collections::HashMap;
 
 use common::{Backend, Server, backends};
 use serde_json::{Value, json};
-
-fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    getrandom::fill(&mut b).unwrap();
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 /// A cookie-keeping client that does not follow redirects, like a browser seen from the wire.
 struct Ui {

@@ -13,19 +13,14 @@
 #![cfg(all(feature = "browser-tests", feature = "postgres-tests"))]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
+use crate::common::random_hex;
 
 use std::path::PathBuf;
 
 use common::webdriver::{Browser, ENTER, TAB};
 use common::{Backend, Server};
 use serde_json::json;
-
-fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    getrandom::fill(&mut b).unwrap();
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 fn shots() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots")

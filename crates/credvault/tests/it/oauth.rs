@@ -21,7 +21,8 @@
 #![cfg(feature = "server-tests")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
+use crate::common::{random_hex, st};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -280,16 +281,6 @@ impl Provider {
 }
 
 // ------------------------------------------------------------------------------ credvault
-
-fn st(v: &Value) -> String {
-    v.as_str().unwrap_or_else(|| panic!("not a string: {v}")).to_owned()
-}
-
-fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    getrandom::fill(&mut b).unwrap();
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 /// Writes a server config file with this refresh skew (and no background scheduler).
 fn write_config(dir: &Path, skew: i64) -> PathBuf {

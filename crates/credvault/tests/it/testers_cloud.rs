@@ -16,7 +16,8 @@
 //! - AWS role chain shapes: more than five hops, and loops, are refused.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
+use crate::common::{closed_port, random_hex, st};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,20 +38,10 @@ const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
 
 // ------------------------------------------------------------------------------- helpers
 
-fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    getrandom::fill(&mut b).unwrap();
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// A random UUID-shaped string (what Azure client and tenant IDs look like).
 fn uuid() -> String {
     let h = random_hex(16);
     format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
-}
-
-fn st(v: &Value) -> String {
-    v.as_str().unwrap_or_else(|| panic!("not a string: {v}")).to_owned()
 }
 
 fn id(v: &Value) -> String {
@@ -2146,14 +2137,6 @@ async fn cloud_endpoints_on_loopback_are_refused_by_address_and_by_name_under_th
 }
 
 // ------------------------------------------------------------------- AWS chain shapes
-
-/// A port nothing listens on.
-async fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let p = l.local_addr().unwrap().port();
-    drop(l);
-    p
-}
 
 /// An `aws` access key and `hops` `assume_role` credentials on top of it; returns them root
 /// first.

@@ -4,7 +4,7 @@
 //! the server keeps serving afterwards. Problem documents never echo a submitted secret.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{Backend, Server};
 use serde_json::{Value, json};
