@@ -9,6 +9,9 @@
 //! filler credentials and references for the scale runs. `hello` serves a bare axum "hello"
 //! (the same HTTP stack as credvault, nothing behind it): the floor `wrk` measures.
 
+// A command-line tool: it reports on its terminal.
+#![allow(clippy::disallowed_macros)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -77,6 +77,8 @@ pub fn run(data: &[u8]) {
         body,
     ));
     let what = format!("{} {path}", route.method);
+    // A debugging aid for whoever runs the fuzzer, on their terminal.
+    #[allow(clippy::disallowed_macros)]
     if std::env::var_os("CREDVAULT_FUZZ_TRACE").is_some() {
         eprintln!(
             "{what} -> {status} {}",

@@ -5,7 +5,7 @@
 //! `CREDVAULT_FUZZ_CORPUS=<dir>` replays another directory laid out the same way (e.g. a
 //! corpus grown by a longer local run).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_macros)]
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;

@@ -4,6 +4,9 @@
 //! `moto-tests`, `server-tests`, `browser-tests`, `airflow-tests`): without them plain
 //! `cargo test` leaves those tests out; with them a missing server fails the test.
 
+// Tests print their progress and may block their own threads.
+#![allow(clippy::disallowed_macros, clippy::disallowed_methods)]
+
 #[macro_use]
 mod common;
 
