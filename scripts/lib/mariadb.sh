@@ -1,8 +1,10 @@
 # MariaDB for the Test connection suites: installs Debian's mariadb-server if missing, starts a
 # private server on loopback with everything (data, socket, pid, logs) in DIR, as the `mysql`
 # user and without systemd, creates a test user and database, and stops it again. Safe to call
-# again on a running DIR (it only re-exports). The server offers TLS with a self-signed
-# certificate made in DIR. Source this file, then call mariadb_start / mariadb_stop.
+# again on a running DIR (it only re-exports). The server offers TLS: with the certificate and
+# key in MARIADB_TLS_CERT / MARIADB_TLS_KEY when set (copied into DIR, where the TLS tests swap
+# them and run FLUSH SSL), else with a self-signed one made in DIR. Source this file, then call
+# mariadb_start / mariadb_stop.
 #
 #   mariadb_start DIR PORT -> exports
 #       CREDVAULT_TEST_MYSQL_HOST      127.0.0.1
@@ -62,9 +64,14 @@ mariadb_start() {
         (umask 077 && printf 'mdb-%s' "$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')" >"$dir/password")
     fi
     pw=$(cat "$dir/password")
-    # A self-signed certificate, so the server offers TLS like most production servers do
-    # (tls: prefer then encrypts; tls: require fails: no public CA signed it).
-    if [ ! -s "$dir/server-cert.pem" ] || [ ! -s "$dir/server-key.pem" ]; then
+    # A certificate, so the server offers TLS like most production servers do (tls: prefer then
+    # encrypts; require fails unless ca_pem holds the CA: no public CA signed it).
+    if [ -n "${MARIADB_TLS_CERT:-}" ]; then
+        cp "$MARIADB_TLS_CERT" "$dir/server-cert.pem"
+        cp "$MARIADB_TLS_KEY" "$dir/server-key.pem"
+        chown mysql:mysql "$dir/server-key.pem" "$dir/server-cert.pem"
+        chmod 600 "$dir/server-key.pem"
+    elif [ ! -s "$dir/server-cert.pem" ] || [ ! -s "$dir/server-key.pem" ]; then
         openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=localhost \
             -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
             -keyout "$dir/server-key.pem" -out "$dir/server-cert.pem" >/dev/null 2>&1 || {

@@ -5,7 +5,7 @@
 //! | connection / credential | variables |
 //! |---|---|
 //! | `postgres`, `redshift` | `PGHOST`, `PGPORT`, `PGDATABASE`, `PGUSER`, `PGPASSWORD`, `PGSSLMODE`, `PGSSLROOTCERT` (a file with `ca_pem`), `PGCONNECT_TIMEOUT` |
-//! | `mysql` | `MYSQL_HOME` and `MARIADB_HOME`: a private directory (0700) holding `my.cnf` (0600) with `[client]` host, port, user, password, database; `MYSQL_HOST`, `MYSQL_TCP_PORT` |
+//! | `mysql` | `MYSQL_HOME` and `MARIADB_HOME`: a private directory (0700) holding `my.cnf` (0600) with `[client]` host, port, user, password, database and the TLS mode (`ssl-mode` for MySQL's client, `ssl-verify-server-cert`/`skip-ssl` for MariaDB's; `ssl-ca`, a file with `ca_pem`); `MYSQL_HOST`, `MYSQL_TCP_PORT` |
 //! | an `aws` access key | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION` and `AWS_DEFAULT_REGION` |
 //! | a `gcp` service account | `GOOGLE_APPLICATION_CREDENTIALS`: the key in a 0600 file in the private directory |
 //! | an `azure` client secret | `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET` |
@@ -197,6 +197,24 @@ pub fn prepare(resolved: &Value, run_id: &str) -> anyhow::Result<Prepared> {
                     cnf_line(&mut cnf, option, &v)?;
                 }
             }
+            // TLS as the connection says, for both clients: MySQL's ssl-mode and MariaDB's
+            // switches (`loose-`: each client skips the other's options instead of failing).
+            if let Some(pem) = cfg("ca_pem") {
+                let file = d.file("ca.pem", pem.as_bytes())?;
+                cnf_line(&mut cnf, "ssl-ca", &file.display().to_string())?;
+            }
+            let modes = match cfg("tls").as_deref() {
+                Some("disable") => Some(("DISABLED", "loose-skip-ssl")),
+                Some("require" | "verify-full") => Some(("VERIFY_IDENTITY", "loose-ssl-verify-server-cert")),
+                // MariaDB's client has no chain-only switch: it is told to use TLS.
+                Some("verify-ca") => Some(("VERIFY_CA", "loose-ssl")),
+                _ => None,
+            };
+            if let Some((mysql_mode, mariadb_switch)) = modes {
+                cnf_line(&mut cnf, "loose-ssl-mode", mysql_mode)?;
+                cnf.push_str(mariadb_switch);
+                cnf.push('\n');
+            }
             d.file("my.cnf", cnf.as_bytes())?;
             let home = d.path().display().to_string();
             set("MYSQL_HOME", Some(home.clone()));
@@ -349,6 +367,34 @@ mod tests {
         let bad =
             json!({"connection": {"kind": "mysql", "config": {}}, "credential": {"fields": {"password": "a\nb"}}});
         assert!(prepare(&bad, "r").is_err());
+    }
+
+    #[test]
+    fn mysql_tls_modes_and_the_ca_go_into_the_option_file_for_both_clients() {
+        let cnf_for = |config: Value| {
+            let r = json!({"connection": {"id": "conn_x", "kind": "mysql", "config": config},
+                           "credential": {"id": "cred_x", "type": "database", "fields": {"username": "u", "password": "p"}}});
+            let p = prepare(&r, "r").unwrap();
+            let home = PathBuf::from(var(&p, "MYSQL_HOME").unwrap());
+            let text = std::fs::read_to_string(home.join("my.cnf")).unwrap();
+            let ca = std::fs::read_to_string(home.join("ca.pem")).ok();
+            (text, ca)
+        };
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let (text, ca) = cnf_for(json!({"host": "db", "tls": "verify-full", "ca_pem": pem}));
+        assert_eq!(ca.as_deref(), Some(pem));
+        assert!(text.contains("ssl-ca=\"") && text.contains("/ca.pem\""), "{text}");
+        assert!(
+            text.contains("loose-ssl-mode=\"VERIFY_IDENTITY\"\nloose-ssl-verify-server-cert\n"),
+            "{text}"
+        );
+        let (text, _) = cnf_for(json!({"host": "db", "tls": "verify-ca"}));
+        assert!(text.contains("loose-ssl-mode=\"VERIFY_CA\"\nloose-ssl\n"), "{text}");
+        let (text, _) = cnf_for(json!({"host": "db", "tls": "disable"}));
+        assert!(text.contains("loose-ssl-mode=\"DISABLED\"\nloose-skip-ssl\n"), "{text}");
+        // prefer, or no mode: the clients' defaults, no TLS line.
+        let (text, ca) = cnf_for(json!({"host": "db"}));
+        assert!(!text.contains("ssl") && ca.is_none(), "{text}");
     }
 
     #[test]

@@ -17,9 +17,11 @@
 //!
 //! TLS (`config.tls`): `disable` never; `prefer` (the default) when the server offers it,
 //! without certificate verification — an unverified channel is still no worse than the
-//! plaintext the mode would fall back to; `require` demands TLS with a certificate valid for
-//! the host under the public web PKI roots (a server without TLS or with another certificate
-//! is a `tls` failure, before any credential is sent).
+//! plaintext the mode would fall back to; `require` and `verify-full` demand TLS with a
+//! certificate that chains to `ca_pem` (else to the public web PKI roots the driver carries)
+//! and names the host; `verify-ca` only the chain. A server without TLS, or whose certificate
+//! fails the check, gets no credential: `tls` (no TLS), `tls_untrusted`, `tls_expired` or
+//! `tls_name_mismatch`. (`require` verifies, stricter than MySQL's own `REQUIRED`.)
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -40,6 +42,8 @@ enum TlsMode {
     Disable,
     Prefer,
     Require,
+    VerifyCa,
+    VerifyFull,
 }
 
 impl Tester for Mysql {
@@ -55,20 +59,28 @@ impl Tester for Mysql {
                 None | Some("prefer") => TlsMode::Prefer,
                 Some("disable") => TlsMode::Disable,
                 Some("require") => TlsMode::Require,
+                Some("verify-ca") => TlsMode::VerifyCa,
+                Some("verify-full") => TlsMode::VerifyFull,
                 Some(other) => {
                     return Err(TestError::new(
                         ErrorCode::Unsupported,
-                        format!("tls `{other}` is not one of disable, prefer, require"),
+                        format!("tls `{other}` is not one of disable, prefer, require, verify-ca, verify-full"),
                     ));
                 }
             };
+            let ca_pem = input.config_str("ca_pem").filter(|p| !p.trim().is_empty());
+            if let Some(pem) = ca_pem {
+                // Checked here: the driver would take a PEM without certificates as DER.
+                credvault_tls::roots_from_pem(pem.as_bytes())
+                    .map_err(|_| TestError::new(ErrorCode::Tls, "ca_pem holds no usable certificate"))?;
+            }
             let host = input.config_str("host").unwrap_or_default().trim();
             let port = input
                 .config_int("port")
                 .and_then(|p| u16::try_from(p).ok())
                 .unwrap_or(3306);
             let route = Route::for_input(input, policy).await?;
-            let r = login(&route, input, policy, host, port, tls).await;
+            let r = login(&route, input, policy, host, port, (tls, ca_pem)).await;
             route.close().await;
             r
         })
@@ -83,30 +95,45 @@ async fn login(
     policy: &EgressPolicy,
     host: &str,
     port: u16,
-    tls: TlsMode,
+    (tls, ca_pem): (TlsMode, Option<&str>),
 ) -> Result<(), TestError> {
     let mut upstream = route.open(policy, host, port).await?;
     let greeting = read_greeting(&mut upstream, policy.connect_timeout).await?;
     let use_tls = match (tls, greeting.offers_tls) {
         (TlsMode::Disable, _) => false,
         (TlsMode::Prefer, offered) => offered,
-        (TlsMode::Require, true) => true,
-        (TlsMode::Require, false) => {
+        (_, true) => true,
+        (_, false) => {
             return Err(TestError::new(
                 ErrorCode::Tls,
-                "the server does not offer TLS, and the connection requires it (tls: require)",
+                "the server does not offer TLS, and the connection requires it",
             ));
         }
+    };
+    // verify-ca: the driver checks a name whenever it checks a chain (its switch to skip the
+    // name does not recognise this rustls's error), so it is given a name the certificate
+    // holds, learnt by a handshake of ours that checked the chain only. The driver's own
+    // handshake then checks the chain again: only a certificate of the trusted CA gets the
+    // password, whatever name it holds.
+    let name_override = match (tls, use_tls) {
+        (TlsMode::VerifyCa, true) => Some(name_in_certificate(route, policy, host, port, ca_pem).await?),
+        _ => None,
     };
     let relay = Relay::start(upstream, greeting.bytes).await?;
 
     let ssl = use_tls.then(|| {
-        let opts = mysql_async::SslOpts::default();
-        if tls == TlsMode::Require {
-            opts
-        } else {
-            opts.with_danger_accept_invalid_certs(true)
-                .with_danger_skip_domain_validation(true)
+        let mut opts = mysql_async::SslOpts::default();
+        if let Some(pem) = ca_pem {
+            opts = opts
+                .with_root_certs(vec![pem.as_bytes().to_vec().into()])
+                .with_disable_built_in_roots(true);
+        }
+        match tls {
+            TlsMode::Disable | TlsMode::Prefer => opts
+                .with_danger_accept_invalid_certs(true)
+                .with_danger_skip_domain_validation(true),
+            TlsMode::VerifyCa => opts.with_danger_tls_hostname_override(name_override),
+            TlsMode::Require | TlsMode::VerifyFull => opts,
         }
     });
     let database = input.config_str("database").filter(|d| !d.is_empty());
@@ -122,11 +149,75 @@ async fn login(
         .enable_cleartext_plugin(false)
         .stmt_cache_size(0)
         .ssl_opts(ssl);
-    let mut conn = mysql_async::Conn::new(opts).await.map_err(|e| classify(&e, use_tls))?;
-    let r = conn.query_drop("SELECT 1").await.map_err(|e| classify(&e, use_tls));
+    let mut conn = mysql_async::Conn::new(opts)
+        .await
+        .map_err(|e| classify(&e, use_tls, host))?;
+    let r = conn
+        .query_drop("SELECT 1")
+        .await
+        .map_err(|e| classify(&e, use_tls, host));
     let _ = conn.disconnect().await;
     drop(relay);
     r
+}
+
+/// Opens a second stream, asks for TLS (an `SSLRequest`), checks the server's certificate
+/// chain (against `ca_pem`, else the machine's roots) and returns the first DNS name or address
+/// its subjectAltName lists. Sends no credential.
+async fn name_in_certificate(
+    route: &Route,
+    policy: &EgressPolicy,
+    host: &str,
+    port: u16,
+    ca_pem: Option<&str>,
+) -> Result<String, TestError> {
+    use tokio_rustls::rustls::pki_types::ServerName;
+    let mut s = route.open(policy, host, port).await?;
+    let greeting = read_greeting(&mut s, policy.connect_timeout).await?;
+    if !greeting.offers_tls {
+        return Err(TestError::new(
+            ErrorCode::Tls,
+            "the server does not offer TLS, and the connection requires it",
+        ));
+    }
+    // CLIENT_LONG_PASSWORD | CLIENT_PROTOCOL_41 | CLIENT_SSL | CLIENT_SECURE_CONNECTION,
+    // 16 MiB packets, utf8mb4, 23 bytes reserved; packet 1 after the greeting.
+    let caps: u32 = 0x0001 | 0x0200 | u32::from(CLIENT_SSL) | 0x8000;
+    let mut req = vec![32, 0, 0, 1];
+    req.extend_from_slice(&caps.to_le_bytes());
+    req.extend_from_slice(&(16u32 << 20).to_le_bytes());
+    req.push(45);
+    req.extend_from_slice(&[0; 23]);
+    let io = |_| TestError::new(ErrorCode::UnexpectedResponse, "the connection to the server broke");
+    s.write_all(&req).await.map_err(io)?;
+    let config = crate::tls::client_config(crate::tls::Verify::Chain, ca_pem)?;
+    let name = crate::tls::server_name(host)?;
+    let stream = tokio::time::timeout(
+        policy.connect_timeout,
+        tokio_rustls::TlsConnector::from(config).connect(name, s),
+    )
+    .await
+    .map_err(|_| TestError::new(ErrorCode::Timeout, "the TLS handshake did not finish in time"))?
+    .map_err(|e| match crate::tls::rustls_error(&e) {
+        Some(r) => crate::tls::classify(r, host),
+        None => TestError::new(ErrorCode::Tls, format!("the TLS handshake failed: {e}")),
+    })?;
+    let leaf = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or_else(|| TestError::new(ErrorCode::Tls, "the server showed no certificate"))?;
+    let names = credvault_tls::names_in_certificate(leaf);
+    names
+        .into_iter()
+        .find(|n| ServerName::try_from(n.as_str()).is_ok())
+        .ok_or_else(|| {
+            TestError::new(
+                ErrorCode::TlsNameMismatch,
+                "the server's certificate names no host or address (subjectAltName) to verify it for",
+            )
+        })
 }
 
 // ---------------------------------------------------------------------------- the greeting
@@ -228,8 +319,11 @@ fn server_error(code: u16, message: &str) -> TestError {
     TestError::new(kind, format!("the server said: {} ({code})", message.trim()))
 }
 
-fn classify(e: &mysql_async::Error, tls: bool) -> TestError {
+fn classify(e: &mysql_async::Error, tls: bool, host: &str) -> TestError {
     use mysql_async::{DriverError, Error, IoError};
+    if tls && let Some(r) = crate::tls::rustls_error(e) {
+        return crate::tls::classify(r, host);
+    }
     match e {
         Error::Server(s) => server_error(s.code, &s.message),
         Error::Io(IoError::Tls(t)) => TestError::new(ErrorCode::Tls, format!("the TLS handshake failed: {t}")),

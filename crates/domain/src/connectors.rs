@@ -431,10 +431,17 @@ const MYSQL: &[FieldSchema] = &[
     IAM_STS,
     f(
         "tls",
-        FieldKind::Enum(&["disable", "prefer", "require"]),
+        FieldKind::Enum(&["disable", "prefer", "require", "verify-ca", "verify-full"]),
         false,
         Check::None,
-        "TLS mode",
+        "TLS mode: disable; prefer (the default: TLS without verification if the server offers it, else plain text — a downgrade anyone on the path can force); require and verify-full (TLS, the certificate chains to ca_pem — else to the public web roots — and names the host); verify-ca (TLS, the chain only)",
+    ),
+    f(
+        "ca_pem",
+        FieldKind::String,
+        false,
+        Check::CertificatePem,
+        "CA certificate(s), PEM, that tls require/verify-ca/verify-full trust instead of the public roots (a private CA, RDS's bundle)",
     ),
     CONNECT_TIMEOUT,
 ];

@@ -355,14 +355,15 @@ async fn mariadb_logins_pass_and_failures_are_named(b: Backend) {
             .await;
         assert_passed(&r);
     }
-    // `require` verifies the certificate, which no public CA signed: tls.
+    // `require` verifies the certificate, which no public CA signed: tls_untrusted (the
+    // TLS modes with a CA: the next test).
     let mut cfg = m.config(&m.db);
     cfg["tls"] = json!("require");
     let r = res
         .test(&srv, "my-tls-require", "mysql", cfg, &m.user, &m.password, None)
         .await;
-    let msg = assert_failed(&r, "tls");
-    assert!(msg.contains("TLS") && msg.contains("certificate"), "{msg}");
+    let msg = assert_failed(&r, "tls_untrusted");
+    assert!(msg.contains("certificate") && msg.contains("ca_pem"), "{msg}");
 
     // A wrong password (a canary): auth_failed (MySQL error 1045), and it never comes back.
     let wrong = canary();
@@ -430,11 +431,77 @@ async fn mariadb_logins_pass_and_failures_are_named(b: Backend) {
         "not_found",
         "permission_denied",
         "connect_refused",
-        "tls",
+        "tls_untrusted",
     ] {
         assert!(audit.contains(&format!("\"{code}\"")), "{code} is audited: {audit}");
     }
     res.assert_clean(&srv, &[&wrong, &m.password]).await;
+}
+
+/// Runs SQL as MariaDB's root on the run's server (its socket in `MARIADB_DIR`).
+fn mariadb_root(sql: &str) {
+    let dir = env("MARIADB_DIR");
+    let out = std::process::Command::new(mysql_client())
+        .args([
+            "--no-defaults",
+            &format!("--socket={dir}/mysqld.sock"),
+            "-uroot",
+            "-e",
+            sql,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The MariaDB of this run shows a certificate of the run's test CA for DNS:localhost
+/// (`scripts/lib/tls.sh`). Each mode checks what it promises, and each failure is named before
+/// any credential is sent. The expired case swaps the server's certificate for an expired one
+/// (`FLUSH SSL`) and back: the other suites' MariaDB tests use `prefer` (unverified) only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_tls_modes_verify_what_they_promise_and_name_each_failure() {
+    let m = Maria::from_env();
+    let tls = env("CREDVAULT_TEST_TLS_DIR");
+    let read = |f: &str| std::fs::read_to_string(format!("{tls}/{f}")).unwrap();
+    let (ca, other) = (read("ca.pem"), read("other-ca.pem"));
+    let srv = Server::start_with(Backend::Sqlite, &ALLOW_LOOPBACK).await;
+    let mut res = Results::default();
+    let cfg = |host: &str, mode: &str, ca: &str| json!({"host": host, "port": m.port, "database": m.db, "tls": mode, "ca_pem": ca});
+    let mut run =
+        async |name: &str, config: Value| res.test(&srv, name, "mysql", config, &m.user, &m.password, None).await;
+
+    // The CA in ca_pem, the name the certificate holds: verify-full and require log in.
+    assert_passed(&run("my-verify-full", cfg("localhost", "verify-full", &ca)).await);
+    assert_passed(&run("my-require-ca", cfg("localhost", "require", &ca)).await);
+    // Another name (the address the certificate does not list): verify-full refuses it,
+    // verify-ca checks the chain only and logs in.
+    let msg = assert_failed(
+        &run("my-wrong-name", cfg("127.0.0.1", "verify-full", &ca)).await,
+        "tls_name_mismatch",
+    );
+    assert!(msg.contains("127.0.0.1"), "{msg}");
+    assert_passed(&run("my-verify-ca", cfg("127.0.0.1", "verify-ca", &ca)).await);
+    // Another CA: untrusted, in every verifying mode.
+    for mode in ["require", "verify-ca", "verify-full"] {
+        assert_failed(
+            &run(&format!("my-other-ca-{mode}"), cfg("localhost", mode, &other)).await,
+            "tls_untrusted",
+        );
+    }
+    let dir = env("MARIADB_DIR");
+    // An expired certificate of the right CA and name.
+    let swap = |cert: &str, key: &str| {
+        std::fs::copy(cert, format!("{dir}/server-cert.pem")).unwrap();
+        std::fs::copy(key, format!("{dir}/server-key.pem")).unwrap();
+        mariadb_root("FLUSH SSL");
+    };
+    swap(&format!("{tls}/expired.pem"), &format!("{tls}/expired.key"));
+    let expired = run("my-expired", cfg("localhost", "verify-full", &ca)).await;
+    swap(&format!("{tls}/server.pem"), &format!("{tls}/server.key"));
+    assert_failed(&expired, "tls_expired");
+    // The control: the same connection passes again with the valid certificate back.
+    assert_passed(&run("my-valid-again", cfg("localhost", "verify-full", &ca)).await);
+    res.assert_clean(&srv, &[&m.password]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
