@@ -457,7 +457,9 @@ fn mariadb_root(sql: &str) {
 /// The MariaDB of this run shows a certificate of the run's test CA for DNS:localhost
 /// (`scripts/lib/tls.sh`). Each mode checks what it promises, and each failure is named before
 /// any credential is sent. The expired case swaps the server's certificate for an expired one
-/// (`FLUSH SSL`) and back: the other suites' MariaDB tests use `prefer` (unverified) only.
+/// (`FLUSH SSL`) and back: the one other test that verifies MariaDB's certificate is kept from
+/// running meanwhile (`.config/nextest.toml`, test group `mariadb-certificate`); the rest use
+/// `prefer` (unverified).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_tls_modes_verify_what_they_promise_and_name_each_failure() {
     let m = Maria::from_env();
