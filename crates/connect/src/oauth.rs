@@ -1,7 +1,8 @@
 //! OAuth 2.0 token endpoint calls for credvault's OAuth credentials: the authorization-code
 //! exchange (with PKCE), refresh (with refresh-token rotation), the client-credentials grant,
 //! and RFC 7009 revocation. The token endpoint is user-chosen, so every call goes through the
-//! egress policy; client authentication is HTTP Basic (`client_secret_basic`).
+//! egress policy; the client authenticates with HTTP Basic (`client_secret_basic`, the
+//! default) or in the form (`client_secret_post`).
 
 use serde_json::Value as Json;
 use zeroize::Zeroizing;
@@ -17,6 +18,51 @@ pub struct Tokens {
     pub refresh_token: Option<Zeroizing<String>>,
     /// Lifetime in seconds, if given.
     pub expires_in: Option<i64>,
+    /// The answer's other top-level values (`instance_url`, `scope`, `token_type`, …), as
+    /// strings; nested values are dropped.
+    pub extras: Vec<(String, Zeroizing<String>)>,
+}
+
+/// How the client authenticates at the token and revocation endpoints (RFC 6749 2.3.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// HTTP Basic with the form-urlencoded ID and secret.
+    #[default]
+    Basic,
+    /// `client_id` and `client_secret` in the form body.
+    Post,
+}
+
+impl ClientAuth {
+    /// From a credential's `token_endpoint_auth_method` (absent: Basic).
+    pub fn from_field(v: Option<&str>) -> ClientAuth {
+        match v {
+            Some("client_secret_post") => ClientAuth::Post,
+            _ => ClientAuth::Basic,
+        }
+    }
+}
+
+/// A POST with the client's authentication.
+fn authenticated(
+    req: reqwest::RequestBuilder,
+    auth: ClientAuth,
+    client_id: &str,
+    client_secret: &str,
+    form: &[(&str, &str)],
+) -> reqwest::RequestBuilder {
+    match auth {
+        // RFC 6749 2.3.1: the Basic credentials are form-urlencoded first.
+        ClientAuth::Basic => req
+            .basic_auth(percent(client_id), Some(percent(client_secret)))
+            .form(form),
+        ClientAuth::Post => {
+            let mut all = form.to_vec();
+            all.push(("client_id", client_id));
+            all.push(("client_secret", client_secret));
+            req.form(&all)
+        }
+    }
 }
 
 impl std::fmt::Debug for Tokens {
@@ -57,30 +103,28 @@ fn percent(s: &str) -> String {
 pub async fn token_request(
     policy: &EgressPolicy,
     token_url: &str,
-    client_id: &str,
-    client_secret: &str,
+    (auth, client_id, client_secret): (ClientAuth, &str, &str),
     form: &[(&str, &str)],
 ) -> Result<Tokens, OAuthError> {
     let url = reqwest::Url::parse(token_url).map_err(|_| OAuthError::Other("token_url is not a URL".into()))?;
     check_url(policy, &url).map_err(|e| OAuthError::Egress(e.message))?;
     let client = policy_client(policy, &url).map_err(|e| OAuthError::Egress(e.message))?;
-    // RFC 6749 2.3.1: the Basic credentials are form-urlencoded first.
-    let resp = client
-        .post(url)
-        .basic_auth(percent(client_id), Some(percent(client_secret)))
-        .header("accept", "application/json")
-        .form(form)
-        .send()
-        .await
-        .map_err(|e| {
-            let t = crate::http::classify(&e);
-            match t.code {
-                crate::ErrorCode::EgressDenied | crate::ErrorCode::DestinationNotAllowed => {
-                    OAuthError::Egress(t.message)
-                }
-                _ => OAuthError::Transient(t.message),
-            }
-        })?;
+    let resp = authenticated(
+        client.post(url).header("accept", "application/json"),
+        auth,
+        client_id,
+        client_secret,
+        form,
+    )
+    .send()
+    .await
+    .map_err(|e| {
+        let t = crate::http::classify(&e);
+        match t.code {
+            crate::ErrorCode::EgressDenied | crate::ErrorCode::DestinationNotAllowed => OAuthError::Egress(t.message),
+            _ => OAuthError::Transient(t.message),
+        }
+    })?;
     let status = resp.status().as_u16();
     let mut body: Json = resp.json().await.unwrap_or(Json::Null);
     let take = |b: &mut Json, k: &str| -> Option<Zeroizing<String>> {
@@ -93,10 +137,25 @@ pub async fn token_request(
         if let Some(access_token) = take(&mut body, "access_token") {
             let refresh_token = take(&mut body, "refresh_token");
             let expires_in = body.get("expires_in").and_then(Json::as_i64);
+            let mut extras = Vec::new();
+            if let Json::Object(m) = &mut body {
+                for (k, v) in m.iter_mut() {
+                    let text = match v {
+                        _ if matches!(k.as_str(), "access_token" | "refresh_token" | "expires_in") => continue,
+                        Json::String(s) => std::mem::take(s),
+                        Json::Number(n) => n.to_string(),
+                        Json::Bool(b) => b.to_string(),
+                        _ => continue,
+                    };
+                    extras.push((k.clone(), Zeroizing::new(text)));
+                }
+            }
+            credvault_domain::secret::zeroize_json(&mut body);
             return Ok(Tokens {
                 access_token,
                 refresh_token,
                 expires_in,
+                extras,
             });
         }
         return Err(OAuthError::Other(format!("{status} without an access token")));
@@ -126,8 +185,7 @@ pub async fn token_request(
 pub async fn revoke(
     policy: &EgressPolicy,
     revocation_url: &str,
-    client_id: &str,
-    client_secret: &str,
+    (auth, client_id, client_secret): (ClientAuth, &str, &str),
     token: &str,
     hint: &str,
 ) -> Result<(), OAuthError> {
@@ -135,13 +193,16 @@ pub async fn revoke(
         reqwest::Url::parse(revocation_url).map_err(|_| OAuthError::Other("revocation_url is not a URL".into()))?;
     check_url(policy, &url).map_err(|e| OAuthError::Egress(e.message))?;
     let client = policy_client(policy, &url).map_err(|e| OAuthError::Egress(e.message))?;
-    let resp = client
-        .post(url)
-        .basic_auth(percent(client_id), Some(percent(client_secret)))
-        .form(&[("token", token), ("token_type_hint", hint)])
-        .send()
-        .await
-        .map_err(|e| OAuthError::Transient(crate::http::classify(&e).message))?;
+    let resp = authenticated(
+        client.post(url),
+        auth,
+        client_id,
+        client_secret,
+        &[("token", token), ("token_type_hint", hint)],
+    )
+    .send()
+    .await
+    .map_err(|e| OAuthError::Transient(crate::http::classify(&e).message))?;
     if resp.status().is_success() {
         Ok(())
     } else {

@@ -184,8 +184,11 @@ impl Service {
                 match credvault_connect::oauth::revoke(
                     &policy,
                     &url,
-                    &get("client_id"),
-                    &get("client_secret"),
+                    (
+                        credvault_connect::oauth::ClientAuth::from_field(Some(&get("token_endpoint_auth_method"))),
+                        &get("client_id"),
+                        &get("client_secret"),
+                    ),
                     &token,
                     "refresh_token",
                 )

@@ -22,6 +22,7 @@ use std::fmt;
 
 use serde_json::{Map, Value, json};
 
+pub use checks::OAUTH_OWN_PARAMS;
 pub use validate::{merge, validate, validate_plain};
 
 /// The kind of a credential, as it appears on the wire (`"type": "api_key"`).
@@ -200,6 +201,10 @@ pub enum Check {
     /// An api_key part name: a [`Check::HeaderName`] when the part's sibling `in` is `header`;
     /// when it is `query`, any 1–128 chars without control characters.
     ApiKeyPartName,
+    /// An OAuth authorization request parameter name: 1–128 of `[A-Za-z0-9._~-]`, and none
+    /// that credvault sets itself (`response_type`, `client_id`, `redirect_uri`, `scope`,
+    /// `state`, `code_challenge`, `code_challenge_method`).
+    OAuthParamName,
     /// `8-4-4-4-12` hexadecimal digits (either case).
     Uuid,
     /// An Azure tenant: a [`Check::Uuid`] or a DNS name with at least two labels
@@ -240,6 +245,7 @@ impl Check {
             Check::CredentialId => "credential_id",
             Check::HeaderName => "header_name",
             Check::ApiKeyPartName => "api_key_part_name",
+            Check::OAuthParamName => "oauth_parameter_name",
             Check::Uuid => "uuid",
             Check::AzureTenantId => "azure_tenant_id",
             Check::SshHostKey => "ssh_host_key",

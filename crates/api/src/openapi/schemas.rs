@@ -32,6 +32,10 @@ fn check_pattern(check: Check) -> Option<String> {
         ),
         Check::CredentialId => "^cred_[a-z2-7]{26}$".into(),
         Check::HeaderName | Check::ApiKeyPartName => "^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,256}$".into(),
+        Check::OAuthParamName => format!(
+            "^(?!({})$)[A-Za-z0-9._~-]{{1,128}}$",
+            credvault_domain::credential_types::OAUTH_OWN_PARAMS.join("|")
+        ),
         Check::Uuid => format!("^{uuid}$"),
         Check::AzureTenantId => {
             format!("^({uuid}|([a-z0-9]([a-z0-9-]{{0,20}}[a-z0-9])?\\.){{1,3}}[a-z]([a-z0-9-]{{0,20}}[a-z0-9])?)$")

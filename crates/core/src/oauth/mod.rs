@@ -144,6 +144,46 @@ pub struct GrantFilter {
 
 const STATE_TTL_US: i64 = 600_000_000;
 
+/// The client's authentication at the provider's endpoints, from a credential's fields.
+pub(crate) fn client_auth(fields: &Json) -> (credvault_connect::oauth::ClientAuth, &str, &str) {
+    (
+        credvault_connect::oauth::ClientAuth::from_field(
+            fields.get("token_endpoint_auth_method").and_then(Json::as_str),
+        ),
+        str_field(fields, "client_id"),
+        str_field(fields, "client_secret"),
+    )
+}
+
+/// Puts what a token endpoint answered into a credential's fields: the access token and its
+/// expiry, a (rotated) refresh token, and the answer's other values merged into
+/// `token_extras` (a refresh that omits `instance_url` keeps the one consent stored).
+pub(crate) fn store_tokens(fields: &mut Json, tokens: &credvault_connect::oauth::Tokens, now: i64) {
+    let Json::Object(m) = fields else { return };
+    m.insert("access_token".into(), Json::String(tokens.access_token.to_string()));
+    if let Some(r) = &tokens.refresh_token {
+        m.insert("refresh_token".into(), Json::String(r.to_string()));
+    }
+    match tokens.expires_in {
+        Some(s) => m.insert(
+            "access_token_expires_at".into(),
+            Json::String(to_rfc3339(now + s.saturating_mul(1_000_000))),
+        ),
+        None => m.remove("access_token_expires_at"),
+    };
+    if !tokens.extras.is_empty() {
+        let extras = m.entry("token_extras").or_insert_with(|| json!({}));
+        if !extras.is_object() {
+            *extras = json!({});
+        }
+        if let Json::Object(e) = extras {
+            for (k, v) in &tokens.extras {
+                e.insert(k.clone(), Json::String(v.to_string()));
+            }
+        }
+    }
+}
+
 /// Whether the fields hold an access token that is good for at least `skew` more seconds.
 pub(crate) fn token_fresh(fields: &Json, skew_secs: i64) -> bool {
     if fields
@@ -246,9 +286,17 @@ impl Service {
                 if !scopes.is_empty() {
                     q.append_pair("scope", &scopes);
                 }
+                // The credential's own parameters (Google's access_type=offline, a login hint);
+                // never one credvault sets (refused when written, skipped here all the same).
+                let extra = public.get("authorization_params").and_then(Json::as_object);
                 // Providers issue a refresh token for offline access only on explicit consent.
-                if scopes.split(' ').any(|s| s == "offline_access") {
+                if scopes.split(' ').any(|s| s == "offline_access") && !extra.is_some_and(|e| e.contains_key("prompt")) {
                     q.append_pair("prompt", "consent");
+                }
+                for (k, v) in extra.into_iter().flatten() {
+                    if let Some(v) = v.as_str().filter(|_| !credvault_domain::credential_types::OAUTH_OWN_PARAMS.contains(&k.as_str())) {
+                        q.append_pair(k, v);
+                    }
                 }
                 q.append_pair("state", &state);
                 q.append_pair("code_challenge", &challenge);
@@ -403,8 +451,7 @@ impl Service {
         let exchanged = token_request(
             &crate::destinations::policy_for(&self.inner.config.egress, &c, &fields),
             str_field(&fields, "token_url"),
-            str_field(&fields, "client_id"),
-            str_field(&fields, "client_secret"),
+            client_auth(&fields),
             &[
                 ("grant_type", "authorization_code"),
                 ("code", &code),
@@ -418,18 +465,8 @@ impl Service {
         match exchanged {
             Ok(tokens) => {
                 let now = now_micros();
+                store_tokens(&mut fields, &tokens, now);
                 if let Json::Object(m) = &mut fields {
-                    m.insert("access_token".into(), Json::String(tokens.access_token.to_string()));
-                    if let Some(r) = &tokens.refresh_token {
-                        m.insert("refresh_token".into(), Json::String(r.to_string()));
-                    }
-                    match tokens.expires_in {
-                        Some(s) => m.insert(
-                            "access_token_expires_at".into(),
-                            Json::String(to_rfc3339(now + s * 1_000_000)),
-                        ),
-                        None => m.remove("access_token_expires_at"),
-                    };
                     m.insert("authorized_by".into(), Json::String(authorized_as.clone()));
                     m.insert("authorized_at".into(), Json::String(to_rfc3339(now)));
                 }

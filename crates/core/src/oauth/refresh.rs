@@ -134,8 +134,7 @@ impl Service {
             let result = token_request(
                 &crate::destinations::policy_for(&self.inner.config.egress, &c, &fields),
                 str_field(&fields, "token_url"),
-                str_field(&fields, "client_id"),
-                str_field(&fields, "client_secret"),
+                client_auth(&fields),
                 &form,
             )
             .await;
@@ -168,16 +167,7 @@ impl Service {
                         }
                         Ok(tokens) => {
                             let rotated = tokens.refresh_token.is_some();
-                            if let Json::Object(m) = &mut fields {
-                                m.insert("access_token".into(), Json::String(tokens.access_token.to_string()));
-                                if let Some(r) = &tokens.refresh_token {
-                                    m.insert("refresh_token".into(), Json::String(r.to_string()));
-                                }
-                                match tokens.expires_in {
-                                    Some(s) => m.insert("access_token_expires_at".into(), Json::String(to_rfc3339(now + s * 1_000_000))),
-                                    None => m.remove("access_token_expires_at"),
-                                };
-                            }
+                            store_tokens(&mut fields, &tokens, now);
                             reseal_current(tx, &keyring, &c, read_version, fields)?;
                             tx.execute(
                                 "UPDATE credentials SET oauth_health = 'healthy', oauth_health_reason = NULL, oauth_refreshed_at = $1 WHERE id = $2",

@@ -150,6 +150,12 @@ impl Provider {
 
     /// Dynamic client registration for a credvault server's callback.
     async fn register(&self, redirect_uri: &str) -> OidcClient {
+        self.register_with(redirect_uri, "client_secret_basic").await
+    }
+
+    /// Registration with a token endpoint authentication method (the provider then refuses
+    /// any other).
+    async fn register_with(&self, redirect_uri: &str, auth_method: &str) -> OidcClient {
         let r = self
             .http
             .post(format!("{}/reg", self.issuer))
@@ -157,7 +163,7 @@ impl Provider {
                 "redirect_uris": [redirect_uri],
                 "grant_types": ["authorization_code", "refresh_token", "client_credentials"],
                 "response_types": ["code"],
-                "token_endpoint_auth_method": "client_secret_basic",
+                "token_endpoint_auth_method": auth_method,
                 "scope": "openid offline_access api:read",
             }))
             .send()
@@ -966,6 +972,183 @@ async fn single_flight_long_skew(b: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_resolves_refresh_once_even_with_a_skew_longer_than_the_token_lifetime() {
     each_backend!(single_flight_long_skew);
+}
+
+// ------------------------------------------------------------ providers as they really are
+
+/// A token endpoint in front of the provider's (which takes the client's secret either way):
+/// records how each request authenticated the client — `basic` (an Authorization header) or
+/// `post` (client_secret in the form) — and forwards it. One request per connection.
+async fn recording_token_endpoint(upstream: String) -> (String, Arc<std::sync::Mutex<Vec<&'static str>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/token", l.local_addr().unwrap());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        loop {
+            let Ok((mut sock, _)) = l.accept().await else { return };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let head_end = loop {
+                let n = sock.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+            let header = |name: &str| {
+                head.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}:")).map(|v| v.trim().to_owned()))
+            };
+            let len: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+            while buf.len() < head_end + len {
+                let n = sock.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "the body ended early");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = buf[head_end..head_end + len].to_vec();
+            let raw_head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+            let auth = raw_head
+                .lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+                .map(|l| l["authorization:".len()..].trim().to_owned());
+            let in_form = String::from_utf8_lossy(&body)
+                .split('&')
+                .any(|kv| kv.starts_with("client_secret="));
+            record.lock().unwrap().push(match (auth.is_some(), in_form) {
+                (true, false) => "basic",
+                (false, true) => "post",
+                (true, true) => "both",
+                (false, false) => "none",
+            });
+            let mut req = http
+                .post(&upstream)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body);
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let answer = resp.bytes().await.unwrap();
+            let head = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                answer.len()
+            );
+            sock.write_all(head.as_bytes()).await.unwrap();
+            sock.write_all(&answer).await.unwrap();
+        }
+    });
+    (url, seen)
+}
+
+/// A client registered for `client_secret_post` (HubSpot and others authenticate only so):
+/// consent and refresh send the ID and secret in the form, the authorization URL carries the
+/// credential's own parameters (Google's access_type and prompt), and the token answer's other
+/// values are kept for the worker (Salesforce's instance_url; here the granted scope and the
+/// token type), through a refresh too. The provider takes the secret either way, so a
+/// recording endpoint in front of it shows how each call authenticated; the control is a
+/// credential without the setting, which authenticates with Basic.
+async fn provider_profiles(b: Backend) {
+    let env = setup(b, 60).await;
+    let admin = env.srv.admin.clone();
+    let post = env
+        .op
+        .register_with(&format!("{}/v1/oauth/callback", env.srv.base), "client_secret_post")
+        .await;
+    let iss = env.op.issuer.clone();
+    let (token_url, seen) = recording_token_endpoint(format!("{iss}/token")).await;
+    let cred_body = |name: &str, method: Option<&str>, params: Value| {
+        let mut fields = json!({
+            "client_id": post.id, "client_secret": post.secret, "token_url": token_url,
+            "authorization_url": format!("{iss}/auth"), "scopes": SCOPES, "authorization_params": params,
+        });
+        if let Some(m) = method {
+            fields["token_endpoint_auth_method"] = json!(m);
+        }
+        json!({"name": name, "type": "oauth", "variant": "authorization_code", "workspace_id": env.srv.ws_id,
+               "environment": "prod", "labels": {"system": "oidc-test", "owner_team": "data-platform"}, "fields": fields})
+    };
+
+    // A parameter credvault sets itself cannot be overridden: refused, naming it.
+    for own in ["state", "redirect_uri", "code_challenge"] {
+        let r = env
+            .post(
+                "/v1/credentials",
+                &admin,
+                cred_body("p-own", Some("client_secret_post"), json!({own: "x"})),
+            )
+            .await
+            .problem(422, "invalid_fields");
+        assert_eq!(
+            r["errors"][0]["field"],
+            format!("fields.authorization_params.{own}"),
+            "{r}"
+        );
+    }
+
+    // The control: without the setting, the code exchange authenticates with Basic.
+    let basic = st(&env
+        .post("/v1/credentials", &admin, cred_body("p-basic", None, json!({})))
+        .await
+        .ok(201)["id"]);
+    let start = env.authorize(&admin, &basic, None).await.ok(200);
+    let url = env.consent(&start, "alice").await;
+    let page = env.callback(&url).await;
+    assert!(page.text.contains("Authorization complete"), "{}", page.text);
+    assert_eq!(*seen.lock().unwrap(), ["basic"]);
+    seen.lock().unwrap().clear();
+
+    // client_secret_post, with a login hint and a locale for the provider.
+    let cred = st(&env
+        .post(
+            "/v1/credentials",
+            &admin,
+            cred_body(
+                "p-post",
+                Some("client_secret_post"),
+                json!({"login_hint": "alice", "ui_locales": "fr"}),
+            ),
+        )
+        .await
+        .ok(201)["id"]);
+    let start = env.authorize(&admin, &cred, None).await.ok(200);
+    let auth_url = st(&start["authorization_url"]);
+    assert!(
+        auth_url.contains("login_hint=alice") && auth_url.contains("ui_locales=fr"),
+        "{auth_url}"
+    );
+    let url = env.consent(&start, "alice").await;
+    let page = env.callback(&url).await;
+    assert!(page.text.contains("Authorization complete"), "{}", page.text);
+    let conn = env.connection(&cred, "p-post-api").await;
+    let f = env.fields(&conn).await;
+    assert_eq!(f["token_extras"]["token_type"], "Bearer", "{f}");
+    assert!(st(&f["token_extras"]["scope"]).contains("api:read"), "{f}");
+    assert!(
+        f["token_extras"].get("access_token").is_none() && f["token_extras"].get("refresh_token").is_none(),
+        "{f}"
+    );
+
+    // A refresh authenticates the same way, and the extras stay.
+    env.replace(&cred, &f, json!({"access_token_expires_at": LONG_AGO}))
+        .await;
+    let f2 = env.fields(&conn).await;
+    assert_ne!(f2["access_token"], f["access_token"], "not refreshed");
+    let ev = env.refreshes(&cred).await;
+    assert!(!ev.is_empty() && ev.iter().all(|e| e["outcome"] == "success"), "{ev:?}");
+    assert_eq!(f2["token_extras"]["token_type"], "Bearer", "{f2}");
+    // The exchange and the refresh: both in the form, never in a header.
+    assert_eq!(*seen.lock().unwrap(), ["post", "post"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_secret_post_authorization_params_and_the_token_answers_other_values_on_every_backend() {
+    each_backend!(provider_profiles);
 }
 
 // ------------------------------------------------------ 5. single flight across two nodes

@@ -45,6 +45,18 @@ pub(super) fn max_len(check: Check) -> usize {
     }
 }
 
+/// The authorization request parameters credvault sets itself: `authorization_params` cannot
+/// override them (PKCE, the state and the callback are what make consent safe).
+pub const OAUTH_OWN_PARAMS: [&str; 7] = [
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+];
+
 /// Runs a string check. `query_param` says the enclosing api_key part has `"in": "query"`.
 pub(super) fn check_str(check: Check, s: &str, query_param: bool) -> Result<(), String> {
     let ok = |cond: bool, msg: &str| if cond { Ok(()) } else { Err(msg.to_owned()) };
@@ -93,6 +105,16 @@ pub(super) fn check_str(check: Check, s: &str, query_param: bool) -> Result<(), 
             is_header_name(s),
             "must be an HTTP header name (letters, digits and !#$%&'*+-.^_`|~, at most 256)",
         ),
+        Check::OAuthParamName => {
+            ok(
+                (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b)),
+                "must be a parameter name of 1 to 128 letters, digits and ._~-",
+            )?;
+            ok(
+                !OAUTH_OWN_PARAMS.contains(&s),
+                "is a parameter credvault sets itself (response_type, client_id, redirect_uri, scope, state, code_challenge, code_challenge_method)",
+            )
+        }
         Check::Uuid => ok(is_uuid(s), "must be a UUID (8-4-4-4-12 hexadecimal digits)"),
         Check::AzureTenantId => ok(
             is_uuid(s) || is_dns_name(s),

@@ -320,6 +320,26 @@ macro_rules! oauth_fields {
             field("authorized_at", "When consent was granted.")
                 .optional()
                 .kind(FieldKind::Timestamp),
+            field(
+                "token_endpoint_auth_method",
+                "How the client authenticates at the token and revocation endpoints: client_secret_basic (the default) or client_secret_post (the client ID and secret in the form, as HubSpot and others expect).",
+            )
+            .optional()
+            .kind(FieldKind::Enum(&["client_secret_basic", "client_secret_post"])),
+            field(
+                "authorization_params",
+                "Extra parameters of the authorization URL (name → value), e.g. Google's access_type=offline and prompt=consent for a refresh token.",
+            )
+            .optional()
+            .kind(FieldKind::StringMap)
+            .check(Check::OAuthParamName),
+            field(
+                "token_extras",
+                "The token endpoint's other answers (name → value), kept from consent and each refresh: Salesforce's instance_url, the granted scope, the token type.",
+            )
+            .secret()
+            .optional()
+            .kind(FieldKind::StringMap),
         ]
     };
 }
@@ -327,9 +347,9 @@ macro_rules! oauth_fields {
 const AUTHORIZATION_URL: FieldSchema =
     field("authorization_url", "Authorization (consent) endpoint.").check(Check::Url);
 
-static OAUTH_AUTHORIZATION_CODE: [FieldSchema; 11] = oauth_fields!(AUTHORIZATION_URL);
+static OAUTH_AUTHORIZATION_CODE: [FieldSchema; 14] = oauth_fields!(AUTHORIZATION_URL);
 
-static OAUTH_CLIENT_CREDENTIALS: [FieldSchema; 11] = oauth_fields!(AUTHORIZATION_URL.optional());
+static OAUTH_CLIENT_CREDENTIALS: [FieldSchema; 14] = oauth_fields!(AUTHORIZATION_URL.optional());
 
 static OAUTH_VARIANTS: [VariantSchema; 2] = [
     VariantSchema {

@@ -1294,6 +1294,20 @@ fn format_checks_accept_and_reject_the_documented_shapes() {
             &["", "X Key", "X:Key", "Ключ"],
         ),
         (
+            Check::OAuthParamName,
+            &["access_type", "prompt", "login_hint", "hd", "a.b~c-d"],
+            &[
+                "",
+                "state",
+                "redirect_uri",
+                "code_challenge",
+                "scope",
+                "x y",
+                "a&b",
+                "a=b",
+            ],
+        ),
+        (
             Check::SshHostKey,
             &[
                 SSH_HOST_KEY,
