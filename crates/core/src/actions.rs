@@ -75,6 +75,7 @@ credvault_domain::catalogue! {
         OauthAuthorize = "oauth.authorize": "OAuth consent was recorded (tokens stored in a new version).",
         OauthCallback = "oauth.callback": "The OAuth provider called back (success or refusal).",
         OauthRefresh = "oauth.refresh": "An OAuth access token was refreshed (or the refresh failed).",
+        OauthGrantRevoke = "oauth.grant_revoke": "An OAuth grant was revoked: its refresh token at the provider (RFC 7009), its tokens from the credential.",
         AlertOauthNeedsReauthorization = "alert.oauth_needs_reauthorization": "The OAuth provider refused the grant: someone must authorize again.",
         AlertOauthRefreshFailing = "alert.oauth_refresh_failing": "Refreshing an OAuth token keeps failing.",
         AlertAuditBacklog = "alert.audit_backlog": "An audit sink's backlog passed its limit.",

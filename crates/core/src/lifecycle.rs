@@ -144,9 +144,10 @@ pub struct TickReport {
 }
 
 impl Service {
-    /// RFC 7009: before an OAuth credential's keys are destroyed, revoke its refresh token at
-    /// the provider (where a revocation_url is configured). Best effort: the result is recorded.
-    async fn revoke_oauth_before_purge(&self, id: &str) -> Option<String> {
+    /// RFC 7009: revokes an OAuth credential's refresh token at the provider (where a
+    /// revocation_url is configured), before a purge or when its grant is revoked. Best effort:
+    /// `revoked`, `failed: …`, or None when there was nothing to revoke.
+    pub(crate) async fn revoke_oauth_at_provider(&self, id: &str) -> Option<String> {
         let keyring = self.keyring().ok()?.clone();
         let cid = id.to_owned();
         let fields = self
@@ -589,7 +590,7 @@ impl Service {
             purge_allowed(ops.tx(), &c)
         })
         .await?;
-        let revocation = self.revoke_oauth_before_purge(id).await;
+        let revocation = self.revoke_oauth_at_provider(id).await;
         let purged = self
             .operate(ctx, actor, Mode::Write, plan(true), move |ops, c| {
                 purge_allowed(ops.tx(), &c)?;

@@ -252,6 +252,7 @@ fn semantic_errors(op: &str) -> &'static [(u16, Option<Code>, &'static str)] {
                 "transfer_to names the principal being offboarded",
             ),
         ],
+        "revokeOauthGrant" => &[(422, Some(Code::ReasonRequired), "reason is only whitespace")],
         "oauthAuthorize" => &[
             (
                 422,

@@ -259,6 +259,8 @@ pub(super) fn schemas() -> Value {
             "version": nullable(json!({"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX})),
             "outcome": {"enum": ["ok", "auth_failed", "error"]}}},
         "AuthorizeRequest": {"type": "object", "additionalProperties": false, "properties": {"as": nullable(principal_id())}},
+        "RevokeGrantRequest": {"type": "object", "additionalProperties": false, "required": ["reason"],
+            "properties": {"reason": {"type": "string", "minLength": 1, "maxLength": 1024}}},
         "TestRequest": {"type": "object", "additionalProperties": false, "properties": {
             "version": nullable(json!({"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX}))}},
         "CreateVersion": {"type": "object", "required": ["fields"], "additionalProperties": false, "properties": {

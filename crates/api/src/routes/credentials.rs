@@ -97,6 +97,10 @@ pub(crate) fn routes(t: Table) -> Table {
             )
         },
     )
+    .add("post", "/v1/credentials/{id}/oauth/revoke", post(oauth_revoke_grant), RouteDoc {
+        body: Some("RevokeGrantRequest"),
+        ..doc("revokeOauthGrant", "Revoke an OAuth grant (offboarding, incidents): the refresh token at the provider (RFC 7009), the tokens from the credential (a new version without them); the grant needs a new consent", "credential.create", 200)
+    })
     .add("post", "/v1/credentials/{id}/oauth/authorize", post(oauth_authorize), RouteDoc {
         body: Some("AuthorizeRequest"),
         ..doc("oauthAuthorize", "Start OAuth consent: returns the provider URL (state + PKCE); {\"as\": \"sa_…\"} records it under a service account (admins)", "credential.create", 200)
@@ -299,6 +303,16 @@ async fn oauth_authorize(
             .oauth_authorize(&ctx, &a, &id, body.0.unwrap_or_default())
             .await?,
     ))
+}
+
+async fn oauth_revoke_grant(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Auth(a): Auth,
+    Path(id): Path<String>,
+    Json(req): Json<credvault_core::oauth::RevokeGrantRequest>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(s.service.revoke_grant(&ctx, &a, &id, req).await?))
 }
 
 async fn rotate(

@@ -171,6 +171,15 @@ pub(super) async fn credential(cl: Client, c: CredentialCmd) -> anyhow::Result<(
             )
             .await?,
         ),
+        CredentialCmd::RevokeGrant { id, reason } => print(
+            &cl.call(
+                Method::POST,
+                &format!("/v1/credentials/{id}/oauth/revoke"),
+                &[],
+                Some(&serde_json::json!({"reason": reason})),
+            )
+            .await?,
+        ),
         CredentialCmd::RotateTested {
             id,
             fields_file,

@@ -390,6 +390,13 @@ pub(super) enum CredentialCmd {
         #[arg(long)]
         reason: String,
     },
+    /// Revoke an OAuth credential's grant: the refresh token at the provider, the tokens from
+    /// the credential; it needs a new consent (offboarding, incidents; needs --reason).
+    RevokeGrant {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
     /// Stage, test every dependent connection, promote only if all pass.
     RotateTested {
         id: String,

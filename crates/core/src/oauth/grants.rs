@@ -1,8 +1,130 @@
-//! The OAuth grants report: which OAuth credentials exist, who authorized each, and how they are.
+//! The OAuth grants report: which OAuth credentials exist, who authorized each, and how they
+//! are; and revoking a grant (offboarding, incidents).
 
 use super::*;
 
+/// Request: revoke a grant.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeGrantRequest {
+    /// Why (1–1024 characters, not only whitespace; recorded in the audit event).
+    pub reason: String,
+}
+
+/// Result of revoking a grant.
+#[derive(Clone, Debug, Serialize)]
+pub struct GrantRevoked {
+    /// The credential.
+    pub credential_id: String,
+    /// The new current version, without tokens.
+    pub version: i64,
+    /// At the provider: `revoked`, `failed: …`, or `not_configured` (no revocation_url, or no
+    /// refresh token).
+    pub provider_revocation: String,
+    /// Always `needs_reauthorization`: a new consent makes the credential usable again.
+    pub oauth_health: String,
+}
+
+/// The fields a grant put into a credential.
+const GRANT_FIELDS: [&str; 6] = [
+    "access_token",
+    "refresh_token",
+    "access_token_expires_at",
+    "token_extras",
+    "authorized_by",
+    "authorized_at",
+];
+
 impl Service {
+    /// Revokes an OAuth credential's grant: the refresh token at the provider (RFC 7009, where
+    /// a revocation_url is configured; best effort, the outcome recorded), then a new current
+    /// version without the tokens (the old one revoked, so no pinned resolve reaches it), and
+    /// the grant marked `needs_reauthorization` until someone consents again. Every check runs
+    /// first: a refused request revokes nothing at the provider.
+    pub async fn revoke_grant(
+        &self,
+        ctx: &RequestCtx,
+        actor: &Arc<Actor>,
+        id: &str,
+        req: RevokeGrantRequest,
+    ) -> CoreResult<GrantRevoked> {
+        if req.reason.chars().count() > 1024 {
+            return Err(CoreError::invalid(
+                "reason",
+                Code::TooLong,
+                "must be at most 1024 characters",
+            ));
+        }
+        let reason = req.reason.trim().to_owned();
+        if reason.is_empty() {
+            return Err(CoreError::invalid(
+                "reason",
+                Code::ReasonRequired,
+                "revoking a grant needs a written reason",
+            ));
+        }
+        let plan = |lock| {
+            credential_plan(
+                id,
+                lock,
+                Access::Write,
+                Permission::CredentialCreate,
+                Action::OauthGrantRevoke,
+            )
+        };
+        let usable = |c: &CredRow| {
+            if c.ty != "oauth" {
+                return Err(CoreError::conflict(
+                    Code::NotAnAuthorizationCodeCredential,
+                    "only oauth credentials have a grant",
+                ));
+            }
+            if matches!(c.status, CredentialStatus::Purged) {
+                return Err(CoreError::conflict(
+                    Code::CredentialNotActive,
+                    format!("the credential is {}", c.status),
+                ));
+            }
+            Ok(())
+        };
+        self.operate(ctx, actor, Mode::Read, plan(false), move |_, c| usable(&c))
+            .await?;
+        let provider_revocation = self
+            .revoke_oauth_at_provider(id)
+            .await
+            .unwrap_or_else(|| "not_configured".to_owned());
+        let keyring = self.keyring()?.clone();
+        self.operate(ctx, actor, Mode::Write, plan(true), move |ops, c| {
+            usable(&c)?;
+            let mut fields = decrypt_version(ops.tx(), &keyring, &c.org_id, &c.id, c.current_version)?;
+            if let Json::Object(m) = &mut fields {
+                for k in GRANT_FIELDS {
+                    if let Some(mut v) = m.remove(k) {
+                        credvault_domain::secret::zeroize_json(&mut v);
+                    }
+                }
+            }
+            let by = ops.actor().principal_id.to_string();
+            let version = replace_version_internal(ops.tx(), &keyring, &c, fields, &by)?;
+            set_health(
+                ops.tx(),
+                &c.id,
+                "needs_reauthorization",
+                Some(&format!("grant revoked: {reason}")),
+            )?;
+            ops.record(ops.event().details(json!({
+                "reason": reason, "provider_revocation": provider_revocation, "version": version,
+            })))?;
+            Ok(GrantRevoked {
+                credential_id: c.id.clone(),
+                version,
+                provider_revocation,
+                oauth_health: "needs_reauthorization".into(),
+            })
+        })
+        .await
+    }
+
     /// OAuth grants visible to the caller (metadata readers), filtered.
     pub async fn list_grants(
         &self,

@@ -36,6 +36,7 @@ use crate::operation::{Check, Mode};
 use crate::views::Page;
 
 mod grants;
+pub use grants::{GrantRevoked, RevokeGrantRequest};
 mod refresh;
 
 /// OAuth settings of the server.

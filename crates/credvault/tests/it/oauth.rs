@@ -1699,6 +1699,92 @@ async fn purge_revokes_the_refresh_token_at_the_provider() {
     each_backend!(purge_revokes);
 }
 
+/// Revoking a grant (offboarding, an incident) kills the refresh token at the provider, takes
+/// the tokens out of the credential (the connection stays attached), and resolve then asks for
+/// a new consent; refused requests (no reason, a builder, a viewer) revoke nothing. A new
+/// consent makes the credential usable again.
+async fn revoke_grant(b: Backend) {
+    let env = setup(b, 5).await;
+    let admin = env.srv.admin.clone();
+    let cred = env.oauth_cred(&admin, "crm", "authorization_code").await;
+    let conn = env.connection(&cred, "crm-api").await;
+    env.authorize_fully(&admin, &cred, None, "alice").await;
+    let resolved = env.resolve(&conn).await.ok(200);
+    let (f, granted) = (
+        resolved["credential"]["fields"].clone(),
+        resolved["credential"]["version"].clone(),
+    );
+    let rt = st(&f["refresh_token"]);
+    let path = format!("/v1/credentials/{cred}/oauth/revoke");
+
+    // Refusals first: each leaves the refresh token alive.
+    env.post(&path, &admin, json!({"reason": "   "}))
+        .await
+        .problem(422, "reason_required");
+    for role in ["builder", "viewer"] {
+        let t = env.srv.user_with_role(role).await;
+        let r = env.post(&path, &t, json!({"reason": "offboarding"})).await;
+        assert_eq!(r.status, 403, "{role}: {}", r.text);
+    }
+    assert!(
+        env.op.active(&env.client, &rt).await,
+        "a refused revocation reached the provider"
+    );
+    let denied = env
+        .audit(&format!("action=oauth.grant_revoke&target_id={cred}&outcome=denied"))
+        .await;
+    assert_eq!(denied.len(), 2, "{denied:?}");
+
+    // The command line, as an operator offboarding someone types it.
+    let out = std::process::Command::new(common::bin())
+        .args(["credential", "revoke-grant", &cred, "--reason", "alice left"])
+        .env("CREDVAULT_SERVER", &env.srv.base)
+        .env("CREDVAULT_TOKEN", &admin)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(r["provider_revocation"], "revoked", "{r}");
+    assert_eq!(r["oauth_health"], "needs_reauthorization", "{r}");
+    assert!(
+        !env.op.active(&env.client, &rt).await,
+        "the refresh token survived the revocation"
+    );
+    let ev = env
+        .audit(&format!("action=oauth.grant_revoke&target_id={cred}&outcome=success"))
+        .await;
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0]["details"]["reason"], "alice left", "{ev:?}");
+    assert_eq!(env.grant(&cred).await["health"], "needs_reauthorization");
+    // No token left to hand out: resolve refuses, and the old version is not reachable either.
+    env.resolve(&conn).await.problem(409, "oauth_needs_reauthorization");
+    let old = env
+        .srv
+        .post(
+            "/v1/resolve",
+            &env.worker,
+            json!({"connection_id": conn, "run_id": "run-old", "version": granted}),
+        )
+        .await;
+    old.problem(409, "version_not_resolvable");
+
+    // A new consent: usable again.
+    env.authorize_fully(&admin, &cred, None, "alice").await;
+    let again = env.fields(&conn).await;
+    assert_ne!(again["refresh_token"], f["refresh_token"]);
+    env.assert_no_leak(&secrets_of(&f)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revoking_a_grant_kills_it_at_the_provider_and_needs_a_new_consent_on_every_backend() {
+    each_backend!(revoke_grant);
+}
+
 /// A purge that is refused (still attached, no reason, a caller without the permission) must
 /// leave the grant alone at the provider.
 async fn refused_purge(b: Backend) {
