@@ -560,6 +560,9 @@ pub(crate) fn notice(code: Option<&str>) -> Markup {
         "deleted" => "Deleted. It can be restored until the recovery window ends.",
         "restored" => "Restored.",
         "reviewed" => "Marked as reviewed.",
+        "grant-revoked" => {
+            "Grant revoked: the provider was asked to revoke the refresh token, and the credential needs a new authorization."
+        }
         "staged" => "New version staged. Test it, then promote.",
         "promoted" => "Promoted: resolves now return the new version.",
         "revoked" => "Version revoked.",

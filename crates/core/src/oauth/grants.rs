@@ -112,6 +112,11 @@ impl Service {
                 "needs_reauthorization",
                 Some(&format!("grant revoked: {reason}")),
             )?;
+            // Nobody's grant any more (the audit trail keeps who had authorized it).
+            ops.tx().execute(
+                "UPDATE credentials SET oauth_authorized_by = NULL WHERE id = $1",
+                &[c.id.as_str().into()],
+            )?;
             ops.record(ops.event().details(json!({
                 "reason": reason, "provider_revocation": provider_revocation, "version": version,
             })))?;

@@ -1777,6 +1777,33 @@ async fn revoke_grant(b: Backend) {
     env.authorize_fully(&admin, &cred, None, "alice").await;
     let again = env.fields(&conn).await;
     assert_ne!(again["refresh_token"], f["refresh_token"]);
+
+    // The same from the web UI: the credential's page offers it once there is a grant.
+    let rt2 = st(&again["refresh_token"]);
+    let (login, pw) = crate::ui::person(&env.srv, "admin").await;
+    let mut ui = crate::ui::Ui::new(&env.srv);
+    ui.sign_in(&login, &pw).await;
+    let page = ui.get(&format!("/credentials/{cred}")).await;
+    assert!(page.body.contains("Revoke grant"), "{}", page.body);
+    let csrf = ui.csrf().await;
+    let done = ui
+        .post(
+            &format!("/credentials/{cred}/revoke-grant"),
+            &[("_csrf", &csrf), ("reason", "incident 42")],
+        )
+        .await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert!(done.location().ends_with("?done=grant-revoked"), "{}", done.location());
+    assert!(
+        !env.op.active(&env.client, &rt2).await,
+        "the UI's revocation did not reach the provider"
+    );
+    let page = ui.get(&format!("/credentials/{cred}")).await;
+    assert!(
+        page.body.contains("needs_reauthorization") && !page.body.contains("Revoke grant"),
+        "{}",
+        page.body
+    );
     env.assert_no_leak(&secrets_of(&f)).await;
 }
 

@@ -13,20 +13,20 @@ use common::{Backend, Server, backends};
 use serde_json::{Value, json};
 
 /// A cookie-keeping client that does not follow redirects, like a browser seen from the wire.
-struct Ui {
+pub(crate) struct Ui {
     base: String,
     http: reqwest::Client,
     cookies: HashMap<String, String>,
 }
 
-struct Page {
-    status: u16,
+pub(crate) struct Page {
+    pub(crate) status: u16,
     headers: reqwest::header::HeaderMap,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Page {
-    fn location(&self) -> String {
+    pub(crate) fn location(&self) -> String {
         self.headers
             .get("location")
             .map(|v| v.to_str().unwrap().to_owned())
@@ -51,7 +51,7 @@ impl Page {
 }
 
 impl Ui {
-    fn new(srv: &Server) -> Ui {
+    pub(crate) fn new(srv: &Server) -> Ui {
         Ui {
             base: srv.base.clone(),
             http: reqwest::Client::builder()
@@ -94,12 +94,12 @@ impl Ui {
         }
     }
 
-    async fn get(&mut self, path: &str) -> Page {
+    pub(crate) async fn get(&mut self, path: &str) -> Page {
         let rb = self.http.get(format!("{}{path}", self.base));
         self.send(rb).await
     }
 
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+    pub(crate) async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
         let body: String = form_urlencoded(form);
         let rb = self
             .http
@@ -110,7 +110,7 @@ impl Ui {
     }
 
     /// Signs in; returns the response to the sign-in POST.
-    async fn sign_in(&mut self, login: &str, password: &str) -> Page {
+    pub(crate) async fn sign_in(&mut self, login: &str, password: &str) -> Page {
         let p = self.get("/sign-in").await;
         assert_eq!(p.status, 200);
         let pre = p.hidden("_pre");
@@ -127,7 +127,7 @@ impl Ui {
     }
 
     /// The CSRF token of the signed-in session (from any page's sign-out form).
-    async fn csrf(&mut self) -> String {
+    pub(crate) async fn csrf(&mut self) -> String {
         let p = self.get("/credentials").await;
         assert_eq!(p.status, 200, "not signed in: {}", p.location());
         p.hidden("_csrf")
@@ -159,7 +159,7 @@ async fn audit_actions(srv: &Server, action: &str) -> Vec<Value> {
 }
 
 /// A user with `role` in the default organization and a UI password; returns (id, password).
-async fn person(srv: &Server, role: &str) -> (String, String) {
+pub(crate) async fn person(srv: &Server, role: &str) -> (String, String) {
     let name = format!("{role}-{}", random_hex(3));
     let org = srv.org_id.clone();
     let (pid, _) = srv

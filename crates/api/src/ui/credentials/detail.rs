@@ -143,6 +143,15 @@ pub(super) async fn detail(
                             }
                             button type="submit" { (if o.authorized_by.is_some() { "Re-authorize" } else { "Authorize" }) }
                         }
+                        @if o.authorized_by.is_some() {
+                            form.inline #revoke-grant method="post" action={(base) "/revoke-grant"} {
+                                (csrf_field(&sess))
+                                label for="revoke-reason" { "Reason" }
+                                input #revoke-reason type="text" name="reason" required maxlength="1024" placeholder="e.g. offboarding";
+                                button.danger type="submit" { "Revoke grant" }
+                            }
+                            p.muted { "Revokes the refresh token at the provider and removes the tokens; the credential needs a new authorization." }
+                        }
                     }
                 }
             }
@@ -269,6 +278,17 @@ pub(super) async fn act(
                     }
                     Err(e) => error_page(Some(&sess), e),
                 };
+            }
+            "revoke-grant" => {
+                let reason = form.text("reason").unwrap_or_default();
+                (
+                    state
+                        .service
+                        .revoke_grant(&sess.ctx, a, &id, credvault_core::oauth::RevokeGrantRequest { reason })
+                        .await
+                        .map(|_| ()),
+                    "grant-revoked",
+                )
             }
             "authorize" => {
                 let as_principal = match crate::ui::form_id(&form, "as", credvault_domain::PrincipalId::parse) {
