@@ -36,6 +36,8 @@ pub struct FileConfig {
     pub public_url: Option<String>,
     /// Refresh OAuth access tokens this many seconds before they expire.
     pub oauth_refresh_skew_secs: Option<i64>,
+    /// Refresh an OAuth grant nobody used for this many days (0: never).
+    pub oauth_keepalive_days: Option<i64>,
     /// Open HTTP connections at most (more are closed at once).
     pub max_connections: Option<usize>,
     /// Seconds a client has to send a request's headers (and a keep-alive connection may idle).
@@ -112,6 +114,8 @@ pub struct ServerSettings {
     pub public_url: Option<String>,
     /// OAuth refresh skew.
     pub oauth_refresh_skew_secs: i64,
+    /// OAuth keepalive (days; 0 off).
+    pub oauth_keepalive_days: i64,
     /// Limits of the accept loop.
     pub serve_limits: credvault_api::ServeLimits,
     /// Time for a request's body.
@@ -212,6 +216,10 @@ impl ServerSettings {
             bail!("public_url: must be an http(s) URL");
         }
         let oauth_refresh_skew_secs = file.oauth_refresh_skew_secs.unwrap_or(60).clamp(0, 3600);
+        let oauth_keepalive_days = file.oauth_keepalive_days.unwrap_or(7);
+        if !(0..=365).contains(&oauth_keepalive_days) {
+            bail!("oauth_keepalive_days: must be between 0 (off) and 365");
+        }
         let env_num = |name: &str| -> anyhow::Result<Option<u64>> {
             std::env::var(name)
                 .ok()
@@ -280,6 +288,7 @@ impl ServerSettings {
             alerts: file.alerts.clone().unwrap_or_default(),
             public_url,
             oauth_refresh_skew_secs,
+            oauth_keepalive_days,
             serve_limits: credvault_api::ServeLimits {
                 header_timeout: std::time::Duration::from_secs(header_timeout_secs),
                 max_connections,

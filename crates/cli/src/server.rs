@@ -83,6 +83,7 @@ async fn open(settings: &ServerSettings) -> anyhow::Result<Service> {
                 .clone()
                 .unwrap_or_else(|| format!("http://{}", settings.listen)),
             refresh_skew_secs: settings.oauth_refresh_skew_secs,
+            keepalive_days: settings.oauth_keepalive_days,
         },
         auth_failures: settings.auth_failures,
         ..CoreConfig::default()
@@ -220,11 +221,17 @@ pub async fn serve(settings: ServerSettings) -> anyhow::Result<()> {
             loop {
                 interval.tick().await;
                 match svc.scheduler_tick(credvault_domain::time::now_micros()).await {
-                    Ok(r) if !r.alerts.is_empty() || !r.purged.is_empty() || r.grace_revoked > 0 => {
+                    Ok(r)
+                        if !r.alerts.is_empty()
+                            || !r.purged.is_empty()
+                            || r.grace_revoked > 0
+                            || !r.oauth_kept_alive.is_empty() =>
+                    {
                         tracing::info!(
                             alerts = r.alerts.len(),
                             purged = r.purged.len(),
                             grace_revoked = r.grace_revoked,
+                            oauth_kept_alive = r.oauth_kept_alive.len(),
                             "scheduler pass"
                         );
                     }

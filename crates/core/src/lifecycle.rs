@@ -141,6 +141,9 @@ pub struct TickReport {
     pub sessions_removed: i64,
     /// Device cookies deleted (past their lifetime).
     pub devices_removed: i64,
+    /// OAuth grants idle past `oauth_keepalive_days` that this pass refreshed (leader only;
+    /// a failure shows as the grant's health and its alert).
+    pub oauth_kept_alive: Vec<String>,
 }
 
 impl Service {
@@ -620,13 +623,50 @@ impl Service {
     pub async fn scheduler_tick(&self, now: Micros) -> CoreResult<TickReport> {
         // Credentials an older node created during a rolling upgrade have no allowed set yet.
         self.migrate_destinations().await?;
-        let report = self.inner.store.write(move |tx| tick(tx, now)).await?;
+        let mut report = self.inner.store.write(move |tx| tick(tx, now)).await?;
+        if report.leader {
+            report.oauth_kept_alive = self.keep_oauth_grants_alive(now).await?;
+        }
         // Every pass scrubs: an earlier purge may have been unable to (a long read held the
         // WAL), and a checkpoint with nothing to do is cheap.
         if let Err(e) = self.inner.store.scrub_deleted().await {
             tracing::warn!(error = %e, "could not scrub deleted key material yet; the next pass retries");
         }
         Ok(report)
+    }
+
+    /// Refreshes the authorization-code grants (active, authorized, not waiting for a new
+    /// consent) whose tokens were last stored more than `keepalive_days` before `now`.
+    async fn keep_oauth_grants_alive(&self, now: Micros) -> CoreResult<Vec<String>> {
+        let days = self.inner.config.oauth.keepalive_days;
+        if days <= 0 {
+            return Ok(Vec::new());
+        }
+        let before = now - days * DAY;
+        let idle: Vec<String> = self
+            .inner
+            .store
+            .read(move |tx: &mut dyn Tx| -> CoreResult<Vec<String>> {
+                tx.query(
+                    "SELECT id FROM credentials WHERE type = 'oauth' AND variant = 'authorization_code' AND status = 'active' \
+                     AND oauth_authorized_by IS NOT NULL AND COALESCE(oauth_health, '') <> 'needs_reauthorization' \
+                     AND COALESCE(oauth_refreshed_at, 0) < $1 ORDER BY id",
+                    &[before.into()],
+                )?
+                .iter()
+                .map(|r| Ok(r.text(0)?))
+                .collect()
+            })
+            .await?;
+        let started = now_micros();
+        let mut kept = Vec::new();
+        for id in idle {
+            match self.keep_grant_alive(&id, started).await {
+                Ok(()) => kept.push(id),
+                Err(e) => tracing::warn!(credential = %id, error = %e, "OAuth keepalive refresh failed"),
+            }
+        }
+        Ok(kept)
     }
 
     /// Offboards a principal: revokes its tokens, disables it, lists what it created or owns,

@@ -46,6 +46,9 @@ pub struct OAuthConfig {
     pub public_url: String,
     /// Refresh an access token this many seconds before it expires.
     pub refresh_skew_secs: i64,
+    /// The scheduler refreshes a grant nobody used for this many days, so refresh tokens that
+    /// expire when idle stay alive between rare pipeline runs (0: never).
+    pub keepalive_days: i64,
 }
 
 /// Decrypted fields, zeroized when dropped.
@@ -65,6 +68,7 @@ impl Default for OAuthConfig {
         OAuthConfig {
             public_url: "http://127.0.0.1:8080".into(),
             refresh_skew_secs: 60,
+            keepalive_days: 7,
         }
     }
 }

@@ -60,6 +60,17 @@ impl Service {
     /// than the provider's token lifetime does not refresh again and again; a request that
     /// arrives after a refresh finished may refresh again (the skew says the token is stale).
     pub(crate) async fn ensure_fresh_token(&self, cred_id: &str, since: i64) -> CoreResult<()> {
+        self.refresh_token(cred_id, since, false).await
+    }
+
+    /// The scheduler's keepalive: refreshes an idle grant whatever its access token's expiry
+    /// (unless a refresh stored tokens after `since`), so a refresh token that dies when idle
+    /// is used in time. Failures become grant health and alerts, as at resolve.
+    pub(crate) async fn keep_grant_alive(&self, cred_id: &str, since: i64) -> CoreResult<()> {
+        self.refresh_token(cred_id, since, true).await
+    }
+
+    async fn refresh_token(&self, cred_id: &str, since: i64, keepalive: bool) -> CoreResult<()> {
         let lock = self.refresh_lock(cred_id);
         let _guard = lock.lock().await;
         let skew = self.inner.config.oauth.refresh_skew_secs;
@@ -97,7 +108,7 @@ impl Service {
             let changed = refreshed_at.is_some_and(|t| t >= since);
             let variant = c.variant.clone().unwrap_or_default();
             let done = changed
-                || token_fresh(&fields, skew)
+                || (!keepalive && token_fresh(&fields, skew))
                 || health.as_deref() == Some("needs_reauthorization")
                 // Never consented: resolve says so.
                 || (variant == "authorization_code" && str_field(&fields, "refresh_token").is_empty());
@@ -173,7 +184,8 @@ impl Service {
                                 "UPDATE credentials SET oauth_health = 'healthy', oauth_health_reason = NULL, oauth_refreshed_at = $1 WHERE id = $2",
                                 &[now.into(), c.id.as_str().into()],
                             )?;
-                            audit::append(tx, &ctx, &ActorRef::system(), &draft(Outcome::Success, json!({"refresh_token_rotated": rotated, "expires_in": tokens.expires_in})))?;
+                            let trigger = if keepalive { "keepalive" } else { "use" };
+                            audit::append(tx, &ctx, &ActorRef::system(), &draft(Outcome::Success, json!({"refresh_token_rotated": rotated, "expires_in": tokens.expires_in, "trigger": trigger})))?;
                         }
                         Err(e) => {
                             credvault_domain::secret::zeroize_json(&mut fields);

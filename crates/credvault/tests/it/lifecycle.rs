@@ -33,7 +33,7 @@ fn id(v: &Value) -> String {
     st(&v["id"])
 }
 
-fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -41,7 +41,7 @@ fn now_secs() -> i64 {
 }
 
 /// RFC 3339 (UTC, whole seconds) of a Unix time.
-fn rfc3339(secs: i64) -> String {
+pub(crate) fn rfc3339(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Civil date from days since epoch (Howard Hinnant's algorithm).

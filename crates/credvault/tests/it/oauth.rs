@@ -293,7 +293,8 @@ fn write_config(dir: &Path, skew: i64) -> PathBuf {
     let p = dir.join("credvault.toml");
     std::fs::write(
         &p,
-        format!("oauth_refresh_skew_secs = {skew}\nscheduler_interval_secs = 0\n"),
+        // egress_allow here too: `scheduler tick` reads the file, not serve's flags.
+        format!("oauth_refresh_skew_secs = {skew}\nscheduler_interval_secs = 0\negress_allow = [\"127.0.0.0/8\"]\n"),
     )
     .unwrap();
     p
@@ -1810,6 +1811,68 @@ async fn revoke_grant(b: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revoking_a_grant_kills_it_at_the_provider_and_needs_a_new_consent_on_every_backend() {
     each_backend!(revoke_grant);
+}
+
+/// `credvault scheduler tick --now` against this environment's store and configuration.
+fn tick(env: &Env, at: i64) -> Value {
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.args(["scheduler", "tick", "--data-dir"]).arg(env.srv.data.path());
+    if let Some(pg) = &env.srv.pg {
+        cmd.arg("--database-url").arg(&pg.url);
+    }
+    cmd.arg("--config").arg(&env.cfg);
+    cmd.arg("--now").arg(crate::lifecycle::rfc3339(at));
+    for v in ["CREDVAULT_CONFIG", "CREDVAULT_DATABASE_URL", "CREDVAULT_DATA_DIR"] {
+        cmd.env_remove(v);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "tick: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// A grant nobody uses is refreshed by the scheduler once it has been idle for
+/// oauth_keepalive_days (7 by default), so a refresh token that dies when idle (a sliding
+/// window) survives between rare runs: the refresh rotates it, like any other. A day later
+/// nothing is due (the control).
+async fn keepalive(b: Backend) {
+    let env = setup(b, 5).await;
+    let admin = env.srv.admin.clone();
+    let cred = env.oauth_cred(&admin, "crm", "authorization_code").await;
+    let conn = env.connection(&cred, "crm-api").await;
+    env.authorize_fully(&admin, &cred, None, "alice").await;
+    let f = env.fields(&conn).await;
+    let rt0 = st(&f["refresh_token"]);
+    assert!(env.refreshes(&cred).await.is_empty());
+    let now = crate::lifecycle::now_secs();
+
+    let t = tick(&env, now + 86_400);
+    assert_eq!(t["oauth_kept_alive"], json!([]), "{t}");
+    assert!(env.refreshes(&cred).await.is_empty());
+
+    let t = tick(&env, now + 8 * 86_400);
+    assert_eq!(t["oauth_kept_alive"], json!([cred]), "{t}");
+    let ev = env.refreshes(&cred).await;
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0]["outcome"], "success", "{ev:?}");
+    assert_eq!(ev[0]["actor_kind"], "system", "{ev:?}");
+    assert_eq!(ev[0]["details"]["trigger"], "keepalive", "{ev:?}");
+    let f2 = env.fields(&conn).await;
+    assert_ne!(st(&f2["refresh_token"]), rt0, "the refresh token was not rotated");
+    assert!(
+        !env.op.active(&env.client, &rt0).await,
+        "the old refresh token is still active"
+    );
+    assert!(env.op.active(&env.client, &st(&f2["access_token"])).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_grant_is_refreshed_by_the_scheduler_before_its_refresh_token_dies_on_every_backend() {
+    each_backend!(keepalive);
 }
 
 /// A purge that is refused (still attached, no reason, a caller without the permission) must
