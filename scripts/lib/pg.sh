@@ -3,7 +3,8 @@
 # and stops it again. Source this file, then call pg_start / pg_stop.
 #   pg_start DIR PORT   -> exports PG_URL (superuser URL to the `postgres` database)
 # With PG_TLS_CERT and PG_TLS_KEY set (PEM files), the cluster also speaks TLS with them; with
-# PG_TLS_ONLY=1 as well, it refuses connections that are not TLS (hostssl only).
+# PG_TLS_ONLY=1 as well, it refuses connections that are not TLS (hostssl only); with PG_TLS_CA,
+# the user certuser must log in with a client certificate of that CA.
 
 pg_bin() {
     local d
@@ -38,6 +39,15 @@ pg_start() {
         tls="-c ssl=on -c ssl_cert_file=$dir/tls.pem -c ssl_key_file=$dir/tls.key"
         if [ "${PG_TLS_ONLY:-0}" = 1 ]; then
             sed -i 's/^host /hostssl /' "$dir/data/pg_hba.conf"
+        fi
+        # With PG_TLS_CA: client certificates of that CA are checked, and the user certuser
+        # logs in with one (cert authentication, its CN is the user name) and nothing else.
+        if [ -n "${PG_TLS_CA:-}" ]; then
+            install -o postgres -g postgres -m 0644 "$PG_TLS_CA" "$dir/ca.pem"
+            tls="$tls -c ssl_ca_file=$dir/ca.pem"
+            # First match wins: TLS with a certificate, anything else refused.
+            sed -i '1i host all certuser 127.0.0.1/32 reject' "$dir/data/pg_hba.conf"
+            sed -i '1i hostssl all certuser 127.0.0.1/32 cert' "$dir/data/pg_hba.conf"
         fi
     fi
     # fsync=off only makes this throwaway test cluster faster; credvault still asks for

@@ -4,6 +4,8 @@
 #                    DIR/server.pem, .key    signed by ca.pem for DNS:localhost only (so a
 #                                            client that dials 127.0.0.1 and checks the name fails)
 #                    DIR/expired.pem, .key   signed by ca.pem for localhost, valid in 2020 only
+#                    DIR/client.pem, .key    a client certificate for the user certuser (CN),
+#                                            signed by ca.pem (PostgreSQL's cert authentication)
 tls_make() {
     local d=$1
     mkdir -p "$d"
@@ -20,6 +22,11 @@ tls_make() {
             -subj "/CN=localhost" 2>/dev/null
         openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 3650 \
             -extfile server.ext 2>/dev/null
+        printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' > client.ext
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout client.key -out client.csr \
+            -subj "/CN=certuser" 2>/dev/null
+        openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 3650 \
+            -extfile client.ext 2>/dev/null
         # An expired certificate: `openssl ca` is the tool that takes explicit dates.
         mkdir -p ca-db && : > ca-db/index.txt && echo 1000 > ca-db/serial
         cat > ca.cnf <<CNF
@@ -48,5 +55,5 @@ CNF
         openssl ca -batch -config ca.cnf -in expired.csr -out expired.pem -notext \
             -startdate 20200101000000Z -enddate 20200102000000Z 2>/dev/null
     )
-    [ -s "$d/server.pem" ] && [ -s "$d/expired.pem" ] || { echo "tls_make: openssl could not make the certificates" >&2; return 1; }
+    [ -s "$d/server.pem" ] && [ -s "$d/expired.pem" ] && [ -s "$d/client.pem" ] || { echo "tls_make: openssl could not make the certificates" >&2; return 1; }
 }

@@ -201,21 +201,20 @@ pub(crate) struct Target {
 /// - `verify-ca`: the certificate chains to `sslrootcert` (default: the trust store);
 /// - `verify-full`: that, and it names the host.
 ///
-/// Client certificates (`sslcert`, `sslkey`) are refused: not supported yet.
+/// `sslcert` and `sslkey` (PEM files, both or neither) are the client certificate presented
+/// when the server asks for one (its `cert` authentication, or `clientcert=verify-full`).
 pub(crate) fn target(url: &str) -> Result<Target, StoreError> {
     use credvault_tls::Verify;
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let (mut mode, mut rootcert, mut kept) = (None, None, Vec::new());
+    let (mut cert, mut key) = (None, None);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
             "sslmode" => mode = Some(v.to_owned()),
             "sslrootcert" => rootcert = Some(percent_decode(v)),
-            "sslcert" | "sslkey" => {
-                return Err(StoreError::BadUrl(format!(
-                    "{k}: client certificates for the PostgreSQL store are not supported yet"
-                )));
-            }
+            "sslcert" => cert = Some(percent_decode(v)),
+            "sslkey" => key = Some(percent_decode(v)),
             _ => kept.push(pair),
         }
     }
@@ -244,6 +243,11 @@ pub(crate) fn target(url: &str) -> Result<Target, StoreError> {
     } else {
         format!("{base}?{}", kept.join("&"))
     };
+    if verify.is_none() && (cert.is_some() || key.is_some()) {
+        return Err(StoreError::BadUrl(
+            "sslcert and sslkey need TLS (not sslmode=disable)".into(),
+        ));
+    }
     let tls = match verify {
         None => None,
         Some(v) => {
@@ -258,7 +262,22 @@ pub(crate) fn target(url: &str) -> Result<Target, StoreError> {
                     )
                 }
             };
-            let config = credvault_tls::client_config(v, roots).map_err(|e| StoreError::BadUrl(format!("TLS: {e}")))?;
+            let identity = match (&cert, &key) {
+                (None, None) => None,
+                (Some(c), Some(k)) => {
+                    let read = |what: &str, path: &str| {
+                        std::fs::read(path).map_err(|e| StoreError::BadUrl(format!("{what}: cannot read {path}: {e}")))
+                    };
+                    let (c, k) = (read("sslcert", c)?, zeroize::Zeroizing::new(read("sslkey", k)?));
+                    Some(
+                        credvault_tls::ClientIdentity::from_pem(&c, &k)
+                            .map_err(|e| StoreError::BadUrl(format!("sslcert/sslkey: {e}")))?,
+                    )
+                }
+                _ => return Err(StoreError::BadUrl("sslcert and sslkey go together".into())),
+            };
+            let config = credvault_tls::client_config_with_identity(v, roots, identity)
+                .map_err(|e| StoreError::BadUrl(format!("TLS: {e}")))?;
             Some(credvault_tls::MakePgTls { config })
         }
     };
@@ -461,7 +480,15 @@ mod tests {
                 "postgres://db/cv?sslmode=verify-everything",
                 "sslmode=verify-everything",
             ),
-            ("postgres://db/cv?sslmode=require&sslcert=/c.pem", "sslcert"),
+            ("postgres://db/cv?sslmode=require&sslcert=/c.pem", "go together"),
+            (
+                "postgres://db/cv?sslmode=disable&sslcert=/c.pem&sslkey=/k.pem",
+                "need TLS",
+            ),
+            (
+                "postgres://db/cv?sslmode=require&sslcert=/no/c.pem&sslkey=/no/k.pem",
+                "/no/c.pem",
+            ),
             (
                 "postgres://db/cv?sslmode=verify-ca&sslrootcert=/no/such/ca.pem",
                 "/no/such/ca.pem",

@@ -28,6 +28,39 @@ pub enum SetupError {
     /// rustls refused the configuration.
     #[error("cannot set up TLS: {0}")]
     Rustls(String),
+    /// The client certificate or its key is not usable PEM.
+    #[error("the client certificate or key is not usable: {0}")]
+    BadClientIdentity(&'static str),
+}
+
+/// A client certificate chain and its private key, for servers that authenticate clients by
+/// certificate. `Debug` shows neither.
+pub struct ClientIdentity {
+    chain: Vec<CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("certificates", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientIdentity {
+    /// From PEM: the certificate (and any intermediates), and its private key (PKCS#8, SEC1
+    /// or PKCS#1).
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<ClientIdentity, SetupError> {
+        use rustls::pki_types::pem::PemObject;
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem).flatten().collect();
+        if chain.is_empty() {
+            return Err(SetupError::BadClientIdentity("no certificate in the certificate file"));
+        }
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|_| SetupError::BadClientIdentity("no private key in the key file"))?;
+        Ok(ClientIdentity { chain, key })
+    }
 }
 
 /// Files that hold the system's CA bundle on common Linux distributions (the first one found
@@ -123,15 +156,23 @@ pub fn client_config(
     verify: Verify,
     roots: Option<rustls::RootCertStore>,
 ) -> Result<Arc<rustls::ClientConfig>, SetupError> {
+    client_config_with_identity(verify, roots, None)
+}
+
+/// [`client_config`], presenting `identity` when the server asks for a client certificate.
+pub fn client_config_with_identity(
+    verify: Verify,
+    roots: Option<rustls::RootCertStore>,
+    identity: Option<ClientIdentity>,
+) -> Result<Arc<rustls::ClientConfig>, SetupError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| SetupError::Rustls(e.to_string()))?;
-    let config = match verify {
+    let builder = match verify {
         Verify::Nothing => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-            .with_no_client_auth(),
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider))),
         Verify::Full | Verify::Chain => {
             let roots = roots.unwrap_or_else(trusted_roots);
             if roots.is_empty() {
@@ -141,14 +182,19 @@ pub fn client_config(
                 .build()
                 .map_err(|e| SetupError::Rustls(e.to_string()))?;
             if verify == Verify::Full {
-                builder.with_webpki_verifier(webpki).with_no_client_auth()
+                builder.with_webpki_verifier(webpki)
             } else {
                 builder
                     .dangerous()
                     .with_custom_certificate_verifier(Arc::new(ChainOnly(webpki)))
-                    .with_no_client_auth()
             }
         }
+    };
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(id) => builder
+            .with_client_auth_cert(id.chain, id.key)
+            .map_err(|e| SetupError::Rustls(e.to_string()))?,
     };
     Ok(Arc::new(config))
 }

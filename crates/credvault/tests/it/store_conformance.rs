@@ -417,3 +417,59 @@ async fn the_postgresql_store_verifies_the_servers_certificate_and_encrypts() {
         }
     });
 }
+
+/// A client certificate (`sslcert`, `sslkey`): scripts/test's PostgreSQL lets the user
+/// `certuser` in only with a certificate of the test CA whose CN is its name (cert
+/// authentication). With it the store opens (and migrates a database it owns); without it, or
+/// with only half of it, it does not.
+#[cfg(feature = "postgres-tests")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgresql_store_logs_in_with_a_client_certificate() {
+    let var = |n: &str| std::env::var(n).unwrap_or_else(|_| panic!("{n} must be set (scripts/test sets it)"));
+    let (admin, dir) = (var("CREDVAULT_TEST_PG_URL"), var("CREDVAULT_TEST_TLS_DIR"));
+    let name = format!("cvs_cert_{}", random_hex(6));
+    let (a, n) = (admin.clone(), name.clone());
+    off_runtime(move || {
+        let mut c = postgres::Client::connect(&a, postgres::NoTls).unwrap();
+        c.batch_execute("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'certuser') THEN CREATE ROLE certuser LOGIN; END IF; END $$")
+            .unwrap();
+        c.batch_execute(&format!("CREATE DATABASE {n} OWNER certuser")).unwrap();
+    });
+    let host = admin
+        .rsplit_once('@')
+        .unwrap()
+        .1
+        .rsplit_once('/')
+        .unwrap()
+        .0
+        .replace("127.0.0.1", "localhost");
+    let base = format!("postgres://certuser@{host}/{name}?sslmode=verify-full&sslrootcert={dir}/ca.pem");
+    let open = |url: String| off_runtime(move || Store::open(&url, &StoreOptions::default()));
+
+    let store = open(format!("{base}&sslcert={dir}/client.pem&sslkey={dir}/client.key")).unwrap();
+    let who = store
+        .read(|tx: &mut dyn Tx| tx.query_one("SELECT current_user", &[]))
+        .await
+        .unwrap()
+        .text(0)
+        .unwrap();
+    assert_eq!(who, "certuser");
+    store.close();
+    // The control: the same URL without the certificate is refused by the server.
+    match open(base.clone()) {
+        Err(StoreError::Unavailable(m)) | Err(StoreError::Db(m)) => {
+            assert!(m.contains("certificate") || m.contains("certuser"), "{m}")
+        }
+        Err(other) => panic!("without a certificate: {other}"),
+        Ok(_) => panic!("opened without the client certificate"),
+    }
+    match open(format!("{base}&sslcert={dir}/client.pem")) {
+        Err(StoreError::BadUrl(m)) => assert!(m.contains("go together"), "{m}"),
+        other => panic!("half a certificate: {:?}", other.map(|_| ())),
+    }
+    off_runtime(move || {
+        if let Ok(mut c) = postgres::Client::connect(&admin, postgres::NoTls) {
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    });
+}
