@@ -396,9 +396,37 @@ impl<S> tokio_postgres::tls::TlsStream for PgTlsStream<S>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    /// `tls-server-end-point` (RFC 5929): SCRAM-SHA-256-PLUS binds the password exchange to
+    /// this TLS session, so a man in the middle with another certificate cannot relay it.
     fn channel_binding(&self) -> tokio_postgres::tls::ChannelBinding {
-        tokio_postgres::tls::ChannelBinding::none()
+        let leaf = self.0.get_ref().1.peer_certificates().and_then(|c| c.first());
+        match leaf.and_then(server_end_point) {
+            Some(hash) => tokio_postgres::tls::ChannelBinding::tls_server_end_point(hash),
+            None => tokio_postgres::tls::ChannelBinding::none(),
+        }
     }
+}
+
+/// RFC 5929 section 4.1: the hash of the server's certificate with its signature's hash
+/// function (MD5 and SHA-1 become SHA-256). None for signatures without a single hash
+/// (Ed25519, RSASSA-PSS), for which no binding is defined here.
+fn server_end_point(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
+    use aws_lc_rs::digest;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let algorithm = match parsed.signature_algorithm.algorithm.to_id_string().as_str() {
+        // sha384WithRSAEncryption, ecdsa-with-SHA384
+        "1.2.840.113549.1.1.12" | "1.2.840.10045.4.3.3" => &digest::SHA384,
+        // sha512WithRSAEncryption, ecdsa-with-SHA512
+        "1.2.840.113549.1.1.13" | "1.2.840.10045.4.3.4" => &digest::SHA512,
+        // sha256WithRSAEncryption, ecdsa-with-SHA256, and MD5/SHA-1 ones (as the RFC says)
+        "1.2.840.113549.1.1.11"
+        | "1.2.840.10045.4.3.2"
+        | "1.2.840.113549.1.1.4"
+        | "1.2.840.113549.1.1.5"
+        | "1.2.840.10045.4.1" => &digest::SHA256,
+        _ => return None,
+    };
+    Some(digest::digest(algorithm, cert.as_ref()).as_ref().to_vec())
 }
 
 impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> tokio::io::AsyncRead for PgTlsStream<S> {

@@ -384,6 +384,15 @@ async fn the_postgresql_store_verifies_the_servers_certificate_and_encrypts() {
     let plain = open(format!("{admin}?sslmode=disable")).unwrap();
     assert!(!encrypted(&plain).await);
     plain.close();
+    // SCRAM bound to the TLS session (SCRAM-SHA-256-PLUS, tls-server-end-point): with
+    // channel_binding=require the login fails unless the binding is made and checked.
+    open(format!(
+        "{by_name}?sslmode=verify-full&sslrootcert={ca}&channel_binding=require"
+    ))
+    .unwrap()
+    .close();
+    // Control: without TLS there is nothing to bind to, and require refuses.
+    assert!(open(format!("{admin}?sslmode=disable&channel_binding=require")).is_err());
 
     let refused = |url: String, says: &'static str| {
         let r = open(url.clone());
