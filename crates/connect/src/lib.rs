@@ -15,6 +15,7 @@ mod http;
 mod ldap;
 mod mysql;
 pub mod oauth;
+mod pg_guard;
 mod postgres;
 mod ssh;
 mod tls;

@@ -83,7 +83,7 @@ async fn login(
 ) -> Result<(), TestError> {
     let (mode, verify) = tls_plan(input);
     // The egress policy first: nothing else is decided about a host it refuses.
-    let stream = route.open(policy, host, port).await?;
+    let stream = crate::pg_guard::NoCleartextPassword::new(route.open(policy, host, port).await?);
     let tls = match verify {
         Some(v) => Some(PgTls {
             config: tls::client_config(v, input.config_str("ca_pem"))?,
@@ -142,6 +142,15 @@ fn classify_connect(e: &tokio_postgres::Error, host: &str) -> TestError {
     }
     let mut cause: Option<&dyn std::error::Error> = Some(e);
     while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<crate::pg_guard::CleartextRefused>())
+        {
+            return TestError::new(
+                ErrorCode::Unsupported,
+                "the server asks for the password in clear text over an unencrypted connection, which this tester never sends (use sslmode require or stronger, or scram-sha-256 on the server)",
+            );
+        }
         if c.to_string().contains("server does not support TLS") {
             return TestError::new(
                 ErrorCode::Tls,

@@ -283,9 +283,13 @@ enum Mode {
     Raw(&'static [u8]),
     /// Accepts and never answers.
     Silent,
-    /// A PostgreSQL server that asks for a cleartext password and refuses it, echoing it back in
-    /// its error (raw, base64 and percent-encoded).
+    /// A PostgreSQL server that declines TLS, asks for a cleartext password and refuses it,
+    /// echoing it back in its error (raw, base64 and percent-encoded).
     PgEcho,
+    /// The same behind TLS (it accepts the SSLRequest with this acceptor).
+    PgEchoTls(tokio_rustls::TlsAcceptor),
+    /// A PostgreSQL server that declines TLS, asks for an MD5 password and refuses it.
+    PgMd5,
 }
 
 fn http(f: impl Fn(&Req) -> Reply + Send + Sync + 'static) -> Mode {
@@ -430,11 +434,13 @@ async fn serve(mut s: TcpStream, mode: Mode, reqs: Arc<Mutex<Vec<Req>>>) {
             })
             .await;
         }
-        Mode::PgEcho => pg_echo(s).await,
+        Mode::PgEcho => pg_echo(s, None, false).await,
+        Mode::PgEchoTls(acceptor) => pg_echo(s, Some(acceptor), false).await,
+        Mode::PgMd5 => pg_echo(s, None, true).await,
     }
 }
 
-async fn read_exact_n(s: &mut TcpStream, n: usize) -> Option<Vec<u8>> {
+async fn read_exact_n<S: tokio::io::AsyncRead + Unpin>(s: &mut S, n: usize) -> Option<Vec<u8>> {
     let mut b = vec![0u8; n];
     tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut b))
         .await
@@ -443,32 +449,62 @@ async fn read_exact_n(s: &mut TcpStream, n: usize) -> Option<Vec<u8>> {
     Some(b)
 }
 
-/// The fake PostgreSQL server of [`Mode::PgEcho`].
-async fn pg_echo(mut s: TcpStream) {
+/// The fake PostgreSQL servers of [`Mode::PgEcho`], [`Mode::PgEchoTls`] and [`Mode::PgMd5`].
+async fn pg_echo(mut s: TcpStream, tls: Option<tokio_rustls::TlsAcceptor>, md5: bool) {
     // StartupMessage (or SSLRequest first): Int32 length including itself, then the body.
-    loop {
-        let Some(len) = read_exact_n(&mut s, 4).await else {
-            return;
-        };
-        let n = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        let Some(body) = read_exact_n(&mut s, n.saturating_sub(4)).await else {
-            return;
-        };
-        if body.get(..4) != Some(&[0x04, 0xd2, 0x16, 0x2f]) {
-            break;
+    let Some(len) = read_exact_n(&mut s, 4).await else {
+        return;
+    };
+    let n = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    let Some(body) = read_exact_n(&mut s, n.saturating_sub(4)).await else {
+        return;
+    };
+    let ssl_request = body.get(..4) == Some(&[0x04, 0xd2, 0x16, 0x2f]);
+    match (ssl_request, tls) {
+        (true, Some(acceptor)) => {
+            let _ = s.write_all(b"S").await;
+            let Ok(mut t) = acceptor.accept(s).await else { return };
+            let Some(len) = read_exact_n(&mut t, 4).await else {
+                return;
+            };
+            let n = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            if read_exact_n(&mut t, n.saturating_sub(4)).await.is_none() {
+                return;
+            }
+            pg_auth(&mut t, md5).await;
         }
-        let _ = s.write_all(b"N").await; // SSLRequest: no TLS here
+        (true, None) => {
+            let _ = s.write_all(b"N").await; // SSLRequest: no TLS here
+            let Some(len) = read_exact_n(&mut s, 4).await else {
+                return;
+            };
+            let n = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            if read_exact_n(&mut s, n.saturating_sub(4)).await.is_none() {
+                return;
+            }
+            pg_auth(&mut s, md5).await;
+        }
+        (false, _) => pg_auth(&mut s, md5).await,
     }
-    // AuthenticationCleartextPassword.
-    if s.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]).await.is_err() {
+}
+
+/// Asks for the password (clear text, or MD5 with a salt), reads the answer and refuses it,
+/// echoing what arrived.
+async fn pg_auth<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: &mut S, md5: bool) {
+    let ask: &[u8] = if md5 {
+        &[b'R', 0, 0, 0, 12, 0, 0, 0, 5, 1, 2, 3, 4]
+    } else {
+        &[b'R', 0, 0, 0, 8, 0, 0, 0, 3]
+    };
+    if s.write_all(ask).await.is_err() {
         return;
     }
     // PasswordMessage: 'p', Int32 length, the password, NUL.
-    let Some(head) = read_exact_n(&mut s, 5).await else {
+    let Some(head) = read_exact_n(s, 5).await else {
         return;
     };
     let n = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-    let Some(body) = read_exact_n(&mut s, n.saturating_sub(4)).await else {
+    let Some(body) = read_exact_n(s, n.saturating_sub(4)).await else {
         return;
     };
     let pw = String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(&body)).into_owned();
@@ -998,8 +1034,10 @@ async fn postgres_tls_modes_verify_what_they_promise_and_name_each_failure() {
     assert!(st(&r["error"]["message"]).contains("no encryption"), "{r}");
 
     // A server that declines TLS (answers `N`, then asks for the password in clear text and
-    // echoes it): require fails with `tls` before any password is sent; prefer — the control —
-    // falls back to plain text, and the fake gets (and echoes) the password.
+    // echoes it): require fails with `tls` before any password is sent; prefer falls back to
+    // plain text, where the clear-text request is refused (`unsupported`) and nothing is sent.
+    // The control: a server that asks for an MD5 password over the same plain connection gets
+    // an answer (and refuses it: auth_failed).
     let fake = Stub::start("127.0.0.1:0", Mode::PgEcho).await;
     let secret = format!("Tls-Pw-{}", random_hex(6));
     let plain = db_cred(&srv, "pg-fake", "loader", &secret).await;
@@ -1015,12 +1053,31 @@ async fn postgres_tls_modes_verify_what_they_promise_and_name_each_failure() {
     assert_failed(&r, "tls");
     assert!(st(&r["error"]["message"]).contains("does not offer TLS"), "{r}");
     let r = to_fake("fake-prefer", "prefer").await;
+    assert_failed(&r, "unsupported");
+    assert!(st(&r["error"]["message"]).contains("clear text"), "{r}");
+    assert!(!r.to_string().contains(&secret), "{r}");
+    let r = to_fake("fake-disable", "disable").await;
+    assert_failed(&r, "unsupported");
+    assert_eq!(fake.connections(), 3);
+    let md5 = Stub::start("127.0.0.1:0", Mode::PgMd5).await;
+    let c = connection(
+        &srv,
+        "fake-md5",
+        "postgres",
+        json!({"host": "127.0.0.1", "port": md5.port(), "database": "x", "sslmode": "prefer"}),
+        Some(&plain),
+    )
+    .await;
+    let r = test_conn(&srv, &c, json!({})).await;
     assert_failed(&r, "auth_failed");
     assert!(
         st(&r["error"]["message"]).contains("password authentication failed"),
         "{r}"
     );
-    assert_eq!(fake.connections(), 2);
+    assert!(
+        !r.to_string().contains(&secret),
+        "an MD5 answer is not the password: {r}"
+    );
     for s in [&pg.password, &secret, &pass.to_owned()] {
         assert_no_secret("the server logs", &srv.logs(), s);
     }
@@ -1028,14 +1085,17 @@ async fn postgres_tls_modes_verify_what_they_promise_and_name_each_failure() {
 
 async fn postgres_errors_echoing_the_password_are_scrubbed(b: Backend) {
     let srv = Server::start_with(b, &ALLOW_LOOPBACK).await;
-    let fake = Stub::start("127.0.0.1:0", Mode::PgEcho).await;
+    // Behind TLS (require, unverified): the only way a clear-text password still goes out.
+    let dir = common::TempDir::new();
+    let pki = common::tls::pki(dir.path(), "pg-echo");
+    let fake = Stub::start("127.0.0.1:0", Mode::PgEchoTls(common::tls::acceptor(&pki))).await;
     let secret = format!("Echo-Pw-{}!x", random_hex(6));
     let cred = db_cred(&srv, "pg-echo", "loader", &secret).await;
     let c = connection(
         &srv,
         "pg-echoing",
         "postgres",
-        json!({"host": "127.0.0.1", "port": fake.port(), "database": "x"}),
+        json!({"host": "127.0.0.1", "port": fake.port(), "database": "x", "sslmode": "require"}),
         Some(&cred),
     )
     .await;
