@@ -137,19 +137,19 @@ impl<S> NoCleartextPassword<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for NoCleartextPassword<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
         let before = buf.filled().len();
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let new = buf.filled()[before..].to_vec();
-                if let Err(e) = self.inspect(&new) {
-                    buf.set_filled(before);
-                    return Poll::Ready(Err(e));
-                }
-                Poll::Ready(Ok(()))
-            }
-            other => other,
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        // Once TLS or authentication is under way, reads pass untouched.
+        if matches!(r, Poll::Ready(Ok(())))
+            && !matches!(this.watch, Watch::Off)
+            && let Err(e) = this.inspect(&buf.filled()[before..])
+        {
+            buf.set_filled(before);
+            return Poll::Ready(Err(e));
         }
+        r
     }
 }
 

@@ -173,27 +173,20 @@ impl Service {
             .ok()??;
         let (mut fields, c) = fields;
         let policy = crate::destinations::policy_for(&self.inner.config.egress, &c, &fields);
-        let get = |k: &str| {
-            fields
-                .get(k)
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let (url, token) = (get("revocation_url"), zeroize::Zeroizing::new(get("refresh_token")));
+        // Borrowed from the decrypted fields, which are zeroized below: no secret is copied.
+        let (url, token) = (
+            crate::oauth::str_field(&fields, "revocation_url"),
+            crate::oauth::str_field(&fields, "refresh_token"),
+        );
         let result = if url.is_empty() || token.is_empty() {
             None
         } else {
             Some(
                 match credvault_connect::oauth::revoke(
                     &policy,
-                    &url,
-                    (
-                        credvault_connect::oauth::ClientAuth::from_field(Some(&get("token_endpoint_auth_method"))),
-                        &get("client_id"),
-                        &get("client_secret"),
-                    ),
-                    &token,
+                    url,
+                    crate::oauth::client_auth(&fields),
+                    token,
                     "refresh_token",
                 )
                 .await

@@ -208,7 +208,8 @@ pub(crate) fn token_fresh(fields: &Json, skew_secs: i64) -> bool {
     }
 }
 
-fn str_field<'a>(f: &'a Json, k: &str) -> &'a str {
+/// A string field of a credential's fields, or "" when absent.
+pub(crate) fn str_field<'a>(f: &'a Json, k: &str) -> &'a str {
     f.get(k).and_then(Json::as_str).unwrap_or_default()
 }
 
